@@ -1,0 +1,84 @@
+"""The bridge's own errors, grouped by what the caller must do about them.
+
+    BridgeError
+    ├── RetryLater            transient: try again on the next run, nothing is lost
+    │   ├── AmazonUnavailable     network failure, 5xx, empty or non-JSON answer
+    │   ├── AmazonThrottled       429; carries the wait the rate header asks for
+    │   └── SftpUnavailable       connection refused/reset, timeout
+    ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
+    │   ├── BadRecord             an Amazon record the bridge cannot use
+    │   └── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
+    └── FixTheSetup           configuration or permissions; retrying will not help
+        ├── ConfigError           config or mapping invalid (carries every problem found)
+        ├── AmazonAuthError       LWA refused the credentials, 401/403 from SP-API
+        ├── PiiAccessMissing      the app lacks the role that releases addresses
+        ├── SftpAuthError         SFTP login refused
+        └── HostKeyMismatch       server key unknown or changed: possible interception
+
+Library exceptions (httpx, sp_api, paramiko) stop at the edge modules and come out as one of
+these. Nothing above the edges catches a library's exception type.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class RetryLater(BridgeError):
+    """Transient: the same call may succeed later."""
+
+
+class AmazonUnavailable(RetryLater):
+    pass
+
+
+class AmazonThrottled(RetryLater):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SftpUnavailable(RetryLater):
+    pass
+
+
+class FixTheInput(BridgeError):
+    """The data is wrong; report it and continue with what is good."""
+
+
+class BadRecord(FixTheInput):
+    pass
+
+
+class RenderError(FixTheInput):
+    pass
+
+
+class FixTheSetup(BridgeError):
+    """A person must change configuration, credentials or permissions."""
+
+
+class ConfigError(FixTheSetup):
+    """Every problem found in a config or mapping file, each as `file: key: why`."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class AmazonAuthError(FixTheSetup):
+    pass
+
+
+class PiiAccessMissing(FixTheSetup):
+    pass
+
+
+class SftpAuthError(FixTheSetup):
+    pass
+
+
+class HostKeyMismatch(FixTheSetup):
+    pass
