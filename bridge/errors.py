@@ -13,7 +13,9 @@
         ├── AmazonAuthError       LWA refused the credentials, 401/403 from SP-API
         ├── PiiAccessMissing      the app lacks the role that releases addresses
         ├── SftpAuthError         SFTP login refused
-        └── HostKeyMismatch       server key unknown or changed: possible interception
+        ├── HostKeyMismatch       server key unknown or changed: possible interception
+        ├── RemotePathMissing     a drop folder or file that should be there is not
+        └── FileExistsInDrop      a file of the target name is already in the drop (never overwritten)
 
 Library exceptions (httpx, sp_api, paramiko) stop at the edge modules and come out as one of
 these. Nothing above the edges catches a library's exception type.
@@ -82,3 +84,11 @@ class SftpAuthError(FixTheSetup):
 
 class HostKeyMismatch(FixTheSetup):
     pass
+
+
+class RemotePathMissing(FixTheSetup):
+    """A folder (or file) the bridge was told to use does not exist in the drop."""
+
+
+class FileExistsInDrop(FixTheSetup):
+    """A rename would replace a file already in the drop; the bridge never overwrites."""
