@@ -1,0 +1,372 @@
+"""A warehouse's SFTP server, through paramiko.
+
+paramiko's exceptions stop here. What comes out:
+
+- `HostKeyMismatch`  the server's key is not in our known_hosts file, or differs from it
+- `SftpAuthError`    the server refused the login (or the private key cannot be used)
+- `SftpUnavailable`  network trouble, after `attempts` tries where a retry is safe
+- `RemotePathMissing`, `FileExistsInDrop`, `FixTheSetup`  the server refused an operation
+
+Host keys are checked against `SftpEndpoint.known_hosts` only, with paramiko's `RejectPolicy`:
+never the user's ~/.ssh, never trust on first use.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED
+
+from bridge.edges.folders import RemoteFile
+from bridge.errors import (
+    FileExistsInDrop,
+    FixTheSetup,
+    HostKeyMismatch,
+    RemotePathMissing,
+    SftpAuthError,
+    SftpUnavailable,
+)
+
+__all__ = ["RemoteFile", "SftpDrop", "SftpEndpoint"]
+
+log = logging.getLogger("bridge.sftp")
+T = TypeVar("T")
+
+_NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+@dataclass(frozen=True)
+class SftpEndpoint:
+    """How to reach and log in to one SFTP server. Exactly one of `private_key`, `password`."""
+
+    host: str
+    port: int
+    username: str
+    known_hosts: Path
+    private_key: Path | None = None
+    password: str | None = None
+    timeout: float = 20.0
+
+    @property
+    def address(self) -> str:
+        """The host as OpenSSH writes it in known_hosts: `[host]:port` unless port 22."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def __repr__(self) -> str:  # never show the password
+        auth = f"private_key={str(self.private_key)!r}" if self.private_key else "password=***"
+        return f"SftpEndpoint({self.username}@{self.address}, {auth})"
+
+
+class SftpDrop:
+    """One warehouse's SFTP server. One session, opened lazily and reused for the run;
+    reconnects with backoff.
+
+    Operations that are safe to repeat (connect, stat, list, read, mkdir, and `put_bytes`, which
+    rewrites the whole file) are retried `attempts` times, waiting `backoff`, then twice that, ...
+    `rename` and `remove` are sent once: if the connection drops while one is in flight its
+    outcome is unknown, so `SftpUnavailable` is raised and the next run looks again.
+    """
+
+    def __init__(
+        self,
+        endpoint: SftpEndpoint,
+        *,
+        attempts: int = 3,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if (endpoint.private_key is None) == (endpoint.password is None):
+            raise FixTheSetup(f"{endpoint!r}: give exactly one of private_key and password")
+        self.endpoint = endpoint
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.sleep = sleep
+        self.connects = 0  # sessions opened so far, for tests and the run summary
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._fsync = True  # until the server says it lacks fsync@openssh.com
+
+    def __enter__(self) -> SftpDrop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        client, self._client, self._sftp = self._client, None, None
+        if client is not None:
+            client.close()
+
+    # -- the drop contract ---------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Connect and log in; return the server's host key fingerprint (`SHA256:...`)."""
+        self._run("check", lambda sftp: None)
+        assert self._client is not None
+        return self._client.get_transport().get_remote_server_key().fingerprint
+
+    def put_bytes(self, data: bytes, remote_path: str) -> None:
+        def put(sftp: paramiko.SFTPClient) -> None:
+            with sftp.open(remote_path, "wb") as f:
+                f.set_pipelined(True)
+                f.write(data)
+                f.flush()
+                self._sync(sftp, f)
+                size = f.stat().st_size
+            if size != len(data):
+                raise _ShortWrite(f"{remote_path}: wrote {len(data)} bytes, server has {size}")
+
+        self._run(f"put {remote_path}", put, what="folder of")
+
+    def rename(self, src: str, dst: str) -> None:
+        def rename(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.rename(src, dst)  # SFTPv3 rename never replaces an existing file
+            except OSError as e:
+                if not self._connected():
+                    raise
+                if _stat_or_none(sftp, dst) is not None:
+                    raise FileExistsInDrop(self._exists_message(dst)) from None
+                if _stat_or_none(sftp, src) is None:
+                    raise RemotePathMissing(f"{src} does not exist on {self._where()}") from None
+                raise self._refused(e, f"rename {src} to {dst}") from None
+
+        self._run(f"rename {src}", rename, retry=False)
+
+    def exists(self, path: str) -> bool:
+        return self._run(f"stat {path}", lambda sftp: _stat_or_none(sftp, path) is not None)
+
+    def listdir(self, folder: str) -> list[RemoteFile]:
+        def listdir(sftp: paramiko.SFTPClient) -> list[RemoteFile]:
+            files = [
+                RemoteFile(a.filename, a.st_size or 0, float(a.st_mtime or 0))
+                for a in sftp.listdir_attr(folder)
+                if a.st_mode is not None and stat.S_ISREG(a.st_mode)
+            ]
+            return sorted(files, key=lambda f: f.name)
+
+        return self._run(f"list {folder}", listdir, what="folder")
+
+    def read_bytes(self, path: str) -> bytes:
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(path, "rb") as f:
+                size = f.stat().st_size
+                f.prefetch(size)
+                return f.read(size)
+
+        return self._run(f"read {path}", read)
+
+    def remove(self, path: str) -> None:
+        self._run(f"remove {path}", lambda sftp: sftp.remove(path), retry=False)
+
+    def makedirs(self, folder: str) -> None:
+        def makedirs(sftp: paramiko.SFTPClient, path: str = folder) -> None:
+            attrs = _stat_or_none(sftp, path)
+            if attrs is not None:
+                if not stat.S_ISDIR(attrs.st_mode or 0):
+                    raise FixTheSetup(f"{path} on {self._where()} is a file, not a folder")
+                return
+            parent = path.rstrip("/").rpartition("/")[0]
+            if parent:
+                makedirs(sftp, parent)
+            try:
+                sftp.mkdir(path)
+            except OSError:
+                attrs = _stat_or_none(sftp, path)  # someone else made it meanwhile?
+                if attrs is None or not stat.S_ISDIR(attrs.st_mode or 0):
+                    raise
+
+        self._run(f"mkdir {folder}", makedirs)
+
+    # -- session and retries ---------------------------------------------------------------------
+
+    def _run(self, label: str, op: Callable[[paramiko.SFTPClient], T], *, retry: bool = True,
+             what: str = "") -> T:
+        """Run `op` on the session, reconnecting and retrying on network errors."""
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            if attempt:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                sftp = self._session()
+            except (HostKeyMismatch, SftpAuthError, FixTheSetup):
+                raise
+            except (*_NETWORK_ERRORS, socket.timeout) as e:
+                last = e
+                self.close()
+                continue
+            try:
+                return op(sftp)
+            except OSError as e:
+                if self._connected() and not isinstance(e, _ShortWrite):
+                    raise self._refused(e, label, what) from None
+                last = e
+            except (EOFError, paramiko.SSHException) as e:
+                last = e
+            self.close()
+            if not retry:
+                raise SftpUnavailable(
+                    f"{self._where()}: connection lost during {label}; its outcome is unknown "
+                    f"({_describe(last)})"
+                ) from None
+        raise SftpUnavailable(
+            f"{self._where()}: {label} failed after {self.attempts} attempts: {_describe(last)}"
+        ) from None
+
+    def _session(self) -> paramiko.SFTPClient:
+        if self._sftp is not None and self._connected():
+            return self._sftp
+        self.close()
+        client = _connect(self.endpoint)
+        try:
+            self._sftp = client.open_sftp()
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+        self._fsync = True
+        self.connects += 1
+        key = client.get_transport().get_remote_server_key()
+        log.info(
+            "sftp connected host=%s port=%d user=%s auth=%s server_key=%s",
+            self.endpoint.host, self.endpoint.port, self.endpoint.username,
+            _method(self.endpoint), key.fingerprint,
+        )
+        return self._sftp
+
+    def _connected(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return transport is not None and transport.is_active()
+
+    def _sync(self, sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
+        """fsync@openssh.com, if the server has it. paramiko drops the server's extension list,
+        so ask once per session and remember a refusal."""
+        if not self._fsync:
+            return
+        try:
+            sftp._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
+        except OSError as e:
+            if e.errno is not None or not self._connected():
+                raise
+            self._fsync = False  # "Operation unsupported"
+
+    def _refused(self, e: OSError, label: str, what: str = "") -> FixTheSetup:
+        path = label.split(" ", 1)[-1]
+        if e.errno == errno.ENOENT:
+            where = f"{what} {path}".strip()
+            return RemotePathMissing(f"{where} does not exist on {self._where()}")
+        if e.errno == errno.EACCES:
+            return FixTheSetup(
+                f"{self._where()} refused {label}: permission denied for {self.endpoint.username}"
+            )
+        return FixTheSetup(f"{self._where()} refused {label}: {_describe(e)}")
+
+    def _where(self) -> str:
+        return f"sftp {self.endpoint.username}@{self.endpoint.address}"
+
+    def _exists_message(self, dst: str) -> str:
+        return (
+            f"{dst} already exists on {self._where()}; the bridge never overwrites a file in a "
+            "drop. Ask the warehouse whether the existing file was processed, then move it away."
+        )
+
+
+class _ShortWrite(OSError):
+    """The server holds fewer bytes than were sent: rewrite the file."""
+
+
+class _RejectAndRemember(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, keeping the refused key so the error can name its fingerprint."""
+
+    def __init__(self) -> None:
+        self.offered: paramiko.PKey | None = None
+
+    def missing_host_key(self, client, hostname, key):
+        self.offered = key
+        super().missing_host_key(client, hostname, key)
+
+
+def _connect(ep: SftpEndpoint) -> paramiko.SSHClient:
+    """Open an SSH connection and log in, translating every refusal."""
+    pkey = _load_key(ep.private_key) if ep.private_key is not None else None
+    client = paramiko.SSHClient()
+    policy = _RejectAndRemember()
+    try:
+        client.load_host_keys(str(ep.known_hosts))
+    except FileNotFoundError:
+        pass  # every key is then unknown, which the policy reports with the fix
+    except (OSError, paramiko.SSHException) as e:
+        raise FixTheSetup(f"cannot read known_hosts {ep.known_hosts}: {e}") from None
+    client.set_missing_host_key_policy(policy)
+    try:
+        client.connect(
+            ep.host, port=ep.port, username=ep.username, pkey=pkey, password=ep.password,
+            timeout=ep.timeout, banner_timeout=ep.timeout, auth_timeout=ep.timeout,
+            channel_timeout=ep.timeout, allow_agent=False, look_for_keys=False,
+        )
+        return client
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise HostKeyMismatch(
+            f"host {ep.address} offered key {e.key.fingerprint}, but known_hosts {ep.known_hosts} "
+            f"expects {e.expected_key.fingerprint}. The key has changed: this may be an "
+            "interception. Do not connect until the warehouse confirms a new key out of band."
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        raise SftpAuthError(
+            f"{ep.address} refused login for user {ep.username!r} by {_method(ep)}"
+        ) from None
+    except (*_NETWORK_ERRORS, socket.timeout):
+        client.close()
+        if policy.offered is not None:
+            raise _unknown_host(ep, policy.offered) from None
+        raise
+
+
+def _unknown_host(ep: SftpEndpoint, key: paramiko.PKey) -> HostKeyMismatch:
+    port = f"-p {ep.port} " if ep.port != 22 else ""
+    return HostKeyMismatch(
+        f"host {ep.address} is not in known_hosts {ep.known_hosts}; verify its key out of band "
+        f"and add it: ssh-keyscan {port}{ep.host} (check the fingerprint {key.fingerprint} "
+        "with the warehouse)"
+    )
+
+
+def _load_key(path: Path) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        raise FixTheSetup(f"private key {path} does not exist") from None
+    except paramiko.PasswordRequiredException:
+        raise SftpAuthError(f"private key {path} is encrypted; give the bridge an unencrypted key")
+    except (paramiko.SSHException, OSError, ValueError) as e:
+        raise SftpAuthError(f"cannot use private key {path}: {e}") from None
+
+
+def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    try:
+        return sftp.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def _method(ep: SftpEndpoint) -> str:
+    return f"key {ep.private_key}" if ep.private_key is not None else "password"
+
+
+def _describe(e: BaseException | None) -> str:
+    if e is None:
+        return "unknown error"
+    text = str(e) or type(e).__name__
+    return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
