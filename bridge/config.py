@@ -1,0 +1,411 @@
+"""bridge.toml → frozen, validated settings.
+
+Every problem is collected and reported as `file: key: why`; the CLI prints them all and exits
+with status 2. Secrets are never read from the file: they come from environment variables or
+from files in systemd's `$CREDENTIALS_DIRECTORY`, under the same names (see SECRET_NAMES).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bridge.edges.sftp import SftpEndpoint
+from bridge.errors import ConfigError
+from bridge.mapping import Mapping, load_mapping
+from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, parse_iso
+
+DEFAULT_CONFIG_PATH = Path("/etc/bridge/bridge.toml")
+
+REGION_ENDPOINTS = {
+    "na": "https://sellingpartnerapi-na.amazon.com",
+    "eu": "https://sellingpartnerapi-eu.amazon.com",
+    "fe": "https://sellingpartnerapi-fe.amazon.com",
+}
+DEFAULT_TOKEN_URL = "https://api.amazon.com/auth/o2/token"
+ORDERS_APIS = ("2026-01-01", "v0")
+
+LWA_CLIENT_ID = "BRIDGE_LWA_CLIENT_ID"
+LWA_CLIENT_SECRET = "BRIDGE_LWA_CLIENT_SECRET"
+LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
+SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN)
+
+
+def sftp_password_secret(warehouse: str) -> str:
+    """The secret holding a warehouse's SFTP password: BRIDGE_SFTP_PASSWORD_<NAME>."""
+    return "BRIDGE_SFTP_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", warehouse).upper()
+
+
+@dataclass(frozen=True)
+class AmazonSettings:
+    seller_id: str
+    endpoint: str
+    token_url: str
+    marketplaces: tuple[str, ...]
+    orders_api: str
+    timeout_seconds: float
+    max_throttle_wait_seconds: float
+    client_id: str = field(repr=False)
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    interval: timedelta
+    window: timedelta
+    lag: timedelta
+    overlap: timedelta
+    start: datetime | None
+    max_windows_per_run: int
+    ship_to_countries: frozenset[str]  # empty: every country
+    statuses: tuple[str, ...]  # v2026 FULFILLMENT_STATUSES values
+    marketplaces: tuple[str, ...]  # subset of amazon.marketplaces
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    name: str
+    mapping: Mapping
+    sftp: SftpEndpoint
+    orders_folder: str
+    temp_suffix: str
+    ship_to_countries: frozenset[str]  # routing: empty takes every country
+    marketplaces: frozenset[str]  # routing: empty takes every marketplace
+
+    def takes(self, country_code: str, marketplace_id: str) -> bool:
+        return (not self.ship_to_countries or country_code in self.ship_to_countries) and (
+            not self.marketplaces or marketplace_id in self.marketplaces
+        )
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    pii_days: int
+    spool_days: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    state_dir: Path
+    log_level: str
+    amazon: AmazonSettings
+    orders: OrderSettings
+    warehouses: tuple[WarehouseSettings, ...]
+    retention: RetentionSettings
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "ledger.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
+
+def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Read, validate and freeze a config file; raise ConfigError with every problem found."""
+    environ = dict(os.environ if environ is None else environ)
+    label = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{label}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as problem:
+        raise ConfigError([f"{label}: cannot read: {problem}"]) from None
+    except tomllib.TOMLDecodeError as problem:
+        raise ConfigError([f"{label}: not valid TOML: {problem}"]) from None
+    reader = _Reader(label, Path(path).resolve().parent, environ)
+    settings = reader.settings(data)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+class _Reader:
+    """Walks the parsed TOML, collecting problems instead of stopping at the first."""
+
+    def __init__(self, label: str, base: Path, environ: dict[str, str]):
+        self.label = label
+        self.base = base
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, key: str, why: str) -> None:
+        self.problems.append(f"{self.label}: {key}: {why}")
+
+    def settings(self, data: dict[str, Any]) -> Settings:
+        self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention"})
+        general = self.table(data, "bridge")
+        self.unknown_keys(general, "bridge", {"state_dir", "log_level"})
+        state_dir = self.path(general, "bridge.state_dir", "/var/lib/bridge")
+        log_level = self.choice(general, "bridge.log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+        amazon = self.amazon(self.table(data, "amazon"))
+        orders = self.orders(self.table(data, "orders"), amazon.marketplaces)
+        warehouses = self.warehouses(data.get("warehouses"))
+        retention = self.retention(self.table(data, "retention"))
+        return Settings(
+            path=Path(self.label),
+            state_dir=state_dir,
+            log_level=log_level,
+            amazon=amazon,
+            orders=orders,
+            warehouses=warehouses,
+            retention=retention,
+        )
+
+    def amazon(self, section: dict[str, Any]) -> AmazonSettings:
+        self.unknown_keys(
+            section,
+            "amazon",
+            {"seller_id", "region", "endpoint", "token_url", "marketplaces", "orders_api",
+             "timeout_seconds", "max_throttle_wait_seconds"},
+        )
+        endpoint = section.get("endpoint")
+        region = section.get("region")
+        if endpoint is None and region is None:
+            self.problem("amazon.region", "set a region (na, eu, fe) or an explicit amazon.endpoint")
+        elif endpoint is None and region not in REGION_ENDPOINTS:
+            self.problem("amazon.region", f"unknown region {region!r} (known: na, eu, fe)")
+        elif endpoint is not None and not _is_http_url(endpoint):
+            self.problem("amazon.endpoint", f"{endpoint!r} is not an http(s) URL")
+        token_url = self.string(section, "amazon.token_url", DEFAULT_TOKEN_URL)
+        if not _is_http_url(token_url):
+            self.problem("amazon.token_url", f"{token_url!r} is not an http(s) URL")
+        marketplaces = self.string_list(section, "amazon.marketplaces", None)
+        if not marketplaces:
+            self.problem("amazon.marketplaces", "list at least one marketplace id, e.g. [\"ATVPDKIKX0DER\"]")
+        return AmazonSettings(
+            seller_id=self.string(section, "amazon.seller_id", None),
+            endpoint=str(endpoint or REGION_ENDPOINTS.get(region, "")).rstrip("/"),
+            token_url=token_url,
+            marketplaces=tuple(marketplaces or ()),
+            orders_api=self.choice(section, "amazon.orders_api", "2026-01-01", ORDERS_APIS),
+            timeout_seconds=self.number(section, "amazon.timeout_seconds", 30, minimum=1),
+            max_throttle_wait_seconds=self.number(
+                section, "amazon.max_throttle_wait_seconds", 300, minimum=0
+            ),
+            client_id=self.secret(LWA_CLIENT_ID, "amazon"),
+            client_secret=self.secret(LWA_CLIENT_SECRET, "amazon"),
+            refresh_token=self.secret(LWA_REFRESH_TOKEN, "amazon"),
+        )
+
+    def orders(self, section: dict[str, Any], configured: tuple[str, ...]) -> OrderSettings:
+        self.unknown_keys(
+            section,
+            "orders",
+            {"interval_minutes", "window_minutes", "lag_minutes", "overlap_minutes", "start",
+             "max_windows_per_run", "ship_to_countries", "statuses", "marketplaces"},
+        )
+        lag = self.number(section, "orders.lag_minutes", 30, minimum=2)
+        statuses = []
+        for index, status in enumerate(
+            self.string_list(section, "orders.statuses", ["Unshipped", "PartiallyShipped"]) or []
+        ):
+            normal = V0_STATUS_TO_FULFILLMENT.get(status, status.upper())
+            if normal not in FULFILLMENT_STATUSES:
+                self.problem(f"orders.statuses[{index}]", f"unknown order status {status!r}")
+            statuses.append(normal)
+        marketplaces = self.string_list(section, "orders.marketplaces", []) or []
+        for index, marketplace in enumerate(marketplaces):
+            if marketplace not in configured:
+                self.problem(
+                    f"orders.marketplaces[{index}]",
+                    f"{marketplace!r} is not one of amazon.marketplaces",
+                )
+        start = section.get("start")
+        start_at = None
+        if start is not None:
+            try:
+                start_at = parse_iso(str(start))
+            except ValueError:
+                self.problem("orders.start", f"{start!r} is not an ISO 8601 time like 2026-11-20T00:00:00Z")
+        return OrderSettings(
+            interval=timedelta(minutes=self.number(section, "orders.interval_minutes", 30, minimum=1)),
+            window=timedelta(minutes=self.number(section, "orders.window_minutes", 30, minimum=1)),
+            lag=timedelta(minutes=lag),
+            overlap=timedelta(minutes=self.number(section, "orders.overlap_minutes", 0, minimum=0)),
+            start=start_at,
+            max_windows_per_run=int(self.number(section, "orders.max_windows_per_run", 96, minimum=1)),
+            ship_to_countries=self.countries(section, "orders.ship_to_countries"),
+            statuses=tuple(statuses),
+            marketplaces=tuple(marketplaces or configured),
+        )
+
+    def warehouses(self, entries: Any) -> tuple[WarehouseSettings, ...]:
+        if not isinstance(entries, list) or not entries:
+            self.problem("warehouses", "declare at least one [[warehouses]] table")
+            return ()
+        result, names = [], set()
+        for index, entry in enumerate(entries):
+            key = f"warehouses[{index}]"
+            if not isinstance(entry, dict):
+                self.problem(key, "must be a table")
+                continue
+            warehouse = self.warehouse(entry, key)
+            if warehouse is None:
+                continue
+            if warehouse.name in names:
+                self.problem(f"{key}.name", f"duplicate warehouse name {warehouse.name!r}")
+            names.add(warehouse.name)
+            result.append(warehouse)
+        return tuple(result)
+
+    def warehouse(self, entry: dict[str, Any], key: str) -> WarehouseSettings | None:
+        self.unknown_keys(
+            entry,
+            key,
+            {"name", "mapping", "host", "port", "username", "known_hosts", "private_key",
+             "orders_folder", "temp_suffix", "ship_to_countries", "marketplaces"},
+        )
+        name = self.string(entry, f"{key}.name", None)
+        if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            self.problem(f"{key}.name", f"{name!r}: use letters, digits, '.', '_' and '-' only")
+        mapping = self.mapping(entry, f"{key}.mapping")
+        known_hosts = self.path(entry, f"{key}.known_hosts", None)
+        if known_hosts is not None and not known_hosts.is_file():
+            self.problem(f"{key}.known_hosts", f"{known_hosts} does not exist (the server's host key must be pinned)")
+        private_key = self.path(entry, f"{key}.private_key", "")
+        if private_key is not None and str(private_key) and not private_key.is_file():
+            self.problem(f"{key}.private_key", f"{private_key} does not exist")
+        password = self.environ_secret(sftp_password_secret(name or ""))
+        if not str(private_key or "") and not password:
+            self.problem(
+                f"{key}",
+                f"no SFTP credential: set private_key or the secret {sftp_password_secret(name or '')}",
+            )
+        temp_suffix = self.string(entry, f"{key}.temp_suffix", ".part")
+        if not temp_suffix:
+            self.problem(f"{key}.temp_suffix", "must not be empty: files are uploaded under a temporary name")
+        folder = self.string(entry, f"{key}.orders_folder", None)
+        if None in (name, mapping, known_hosts, folder):
+            return None
+        return WarehouseSettings(
+            name=name,
+            mapping=mapping,
+            sftp=SftpEndpoint(
+                host=self.string(entry, f"{key}.host", None) or "",
+                port=int(self.number(entry, f"{key}.port", 22, minimum=1)),
+                username=self.string(entry, f"{key}.username", None) or "",
+                known_hosts=known_hosts,
+                private_key=private_key if str(private_key or "") else None,
+                password=password or None,
+            ),
+            orders_folder=folder.rstrip("/") or "/",
+            temp_suffix=temp_suffix,
+            ship_to_countries=self.countries(entry, f"{key}.ship_to_countries"),
+            marketplaces=frozenset(self.string_list(entry, f"{key}.marketplaces", []) or []),
+        )
+
+    def retention(self, section: dict[str, Any]) -> RetentionSettings:
+        self.unknown_keys(section, "retention", {"pii_days", "spool_days"})
+        return RetentionSettings(
+            pii_days=int(self.number(section, "retention.pii_days", 30, minimum=1)),
+            spool_days=int(self.number(section, "retention.spool_days", 30, minimum=1)),
+        )
+
+    # --- typed readers -------------------------------------------------------------------
+
+    def mapping(self, entry: dict[str, Any], key: str) -> Mapping | None:
+        path = self.path(entry, key, None)
+        if path is None:
+            return None
+        try:
+            return load_mapping(path)
+        except ConfigError as problem:
+            self.problems.extend(problem.problems)
+            return None
+
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(key, "must be a table")
+            return {}
+        return value
+
+    def unknown_keys(self, section: dict[str, Any], prefix: str, known: set[str]) -> None:
+        for key in sorted(set(section) - known):
+            self.problem(f"{prefix}.{key}" if prefix else key, f"unknown key (known: {', '.join(sorted(known))})")
+
+    def string(self, section: dict[str, Any], key: str, default: str | None) -> str | None:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            self.problem(key, "missing")
+        elif not isinstance(value, str):
+            self.problem(key, f"must be a string, not {type(value).__name__}")
+            return None
+        return value
+
+    def number(self, section: dict[str, Any], key: str, default: float, *, minimum: float) -> float:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(key, f"must be a number, not {value!r}")
+            return default
+        if value < minimum:
+            self.problem(key, f"must be at least {minimum:g}, not {value!r}")
+            return default
+        return value
+
+    def choice(self, section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if value not in allowed:
+            self.problem(key, f"{value!r} is not one of {', '.join(allowed)}")
+            return default
+        return value
+
+    def string_list(self, section: dict[str, Any], key: str, default: list[str] | None) -> list[str] | None:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.problem(key, "must be a list of strings")
+            return default
+        return value
+
+    def countries(self, section: dict[str, Any], key: str) -> frozenset[str]:
+        codes = self.string_list(section, key, []) or []
+        for index, code in enumerate(codes):
+            if not re.fullmatch(r"[A-Z]{2}", code):
+                self.problem(f"{key}[{index}]", f"{code!r} is not a two-letter ISO country code like \"DE\"")
+        return frozenset(codes)
+
+    def path(self, section: dict[str, Any], key: str, default: str | None) -> Path | None:
+        value = self.string(section, key, default)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or not value else self.base / path
+
+    def secret(self, name: str, section: str) -> str:
+        value = self.environ_secret(name)
+        if not value:
+            self.problem(
+                section,
+                f"secret {name} is not set: put it in the environment or in $CREDENTIALS_DIRECTORY/{name}",
+            )
+        return value
+
+    def environ_secret(self, name: str) -> str:
+        return read_secret(name, self.environ)
+
+
+def read_secret(name: str, environ: dict[str, str]) -> str:
+    """A secret from the environment, else from systemd's credentials folder; '' if neither."""
+    if environ.get(name):
+        return environ[name]
+    folder = environ.get("CREDENTIALS_DIRECTORY")
+    if folder:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip()
+    return ""
+
+
+def _is_http_url(value: Any) -> bool:
+    return isinstance(value, str) and re.match(r"https?://[^/\s]+", value) is not None

@@ -1,0 +1,452 @@
+"""The ledger: SQLite state for every order and file the bridge has handled.
+
+Only this module changes a status. Statuses are enums mirrored by CHECK constraints, every change
+goes through one locked transaction helper, and a window's bookmark moves in the same
+transaction that records the orders the window produced.
+
+An order's life:
+    pending ──render──▶ staged ──upload+rename──▶ delivered       (never touched again)
+    held (no address / no warehouse)  ──address arrives──▶ pending
+    unrenderable (mapping cannot lay it out) ──retried each run──▶ staged
+    pending/held ──Amazon cancels──▶ cancelled;  ──filtered out──▶ skipped
+A file's life (one row per file put in a warehouse's drop):
+    staged (in the local spool) ──▶ uploaded (complete under its temporary name) ──▶ delivered
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    HELD = "held"
+    UNRENDERABLE = "unrenderable"
+    STAGED = "staged"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+class FileStatus(StrEnum):
+    STAGED = "staged"
+    UPLOADED = "uploaded"
+    DELIVERED = "delivered"
+
+
+UNDELIVERED = (OrderStatus.PENDING, OrderStatus.HELD, OrderStatus.UNRENDERABLE)
+SENT = (OrderStatus.STAGED, OrderStatus.DELIVERED)
+
+
+def _check(enum: type[StrEnum]) -> str:
+    return ", ".join(f"'{member.value}'" for member in enum)
+
+
+SCHEMA = f"""
+create table if not exists bookmarks (
+    name text primary key,
+    value text not null,
+    updated_at text not null
+);
+create table if not exists files (
+    id integer primary key,
+    warehouse text not null,
+    name text not null,
+    status text not null check (status in ({_check(FileStatus)})),
+    spool_path text not null,
+    size integer not null,
+    sha256 text not null,
+    created_at text not null,
+    delivered_at text,
+    spool_deleted_at text,
+    unique (warehouse, name)
+);
+create table if not exists orders (
+    order_id text primary key,
+    status text not null check (status in ({_check(OrderStatus)})),
+    reason text not null default '',
+    warehouse text,
+    amazon_status text not null,
+    last_updated text not null,
+    payload text not null,
+    file_id integer references files(id),
+    first_seen_at text not null,
+    updated_at text not null,
+    delivered_at text,
+    pii_purged_at text
+);
+create index if not exists orders_by_status on orders (status);
+create table if not exists order_events (
+    id integer primary key,
+    order_id text not null,
+    at text not null,
+    kind text not null,
+    detail text not null
+);
+"""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one Amazon answer says about an order, and what the flow decided to do with it."""
+
+    order: Order
+    status: OrderStatus  # PENDING, HELD, CANCELLED or SKIPPED
+    reason: str = ""
+    warehouse: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    order_id: str
+    status: OrderStatus
+    reason: str
+    warehouse: str | None
+    order: Order
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: int
+    warehouse: str
+    name: str
+    status: FileStatus
+    spool_path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    changed_after_delivery: tuple[str, ...] = ()
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=full")
+        self._db.execute("pragma foreign_keys=on")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            self._db.execute("commit")
+
+    # --- bookmarks -----------------------------------------------------------------------
+
+    def bookmark(self, name: str) -> datetime | None:
+        row = self._db.execute("select value from bookmarks where name = ?", (name,)).fetchone()
+        return parse_iso(row["value"]) if row else None
+
+    # --- recording what Amazon said ------------------------------------------------------
+
+    def record(
+        self,
+        observations: Sequence[Observation],
+        now: datetime,
+        *,
+        bookmark: tuple[str, datetime] | None = None,
+    ) -> RecordSummary:
+        """Record a batch of observations, and move `bookmark` in the same transaction."""
+        new = updated = unchanged = 0
+        changed: list[str] = []
+        with self._transaction() as db:
+            for observation in observations:
+                outcome = self._record_one(db, observation, iso_z(now))
+                new += outcome == "new"
+                updated += outcome == "updated"
+                unchanged += outcome == "unchanged"
+                if outcome == "changed_after_delivery":
+                    changed.append(observation.order.order_id)
+            if bookmark is not None:
+                name, value = bookmark
+                db.execute(
+                    "insert into bookmarks (name, value, updated_at) values (?, ?, ?) "
+                    "on conflict (name) do update set value = excluded.value, updated_at = excluded.updated_at",
+                    (name, iso_z(value), iso_z(now)),
+                )
+        return RecordSummary(new, updated, unchanged, tuple(changed))
+
+    def _record_one(self, db: sqlite3.Connection, observation: Observation, now: str) -> str:
+        order = observation.order
+        row = db.execute(
+            "select status, amazon_status, last_updated from orders where order_id = ?",
+            (order.order_id,),
+        ).fetchone()
+        if row is None:
+            if observation.status in (OrderStatus.CANCELLED, OrderStatus.SKIPPED):
+                return "ignored"  # never wanted, never stored: no buyer data kept for it
+            db.execute(
+                "insert into orders (order_id, status, reason, warehouse, amazon_status, last_updated,"
+                " payload, first_seen_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (order.order_id, observation.status, observation.reason, observation.warehouse,
+                 order.status, iso_z(order.last_updated), _payload(order), now, now),
+            )
+            self._event(db, order.order_id, now, "seen", f"{observation.status} {observation.reason}".strip())
+            return "new"
+        status = OrderStatus(row["status"])
+        if parse_iso(row["last_updated"]) > order.last_updated:
+            return "unchanged"  # an overlap re-read of older data
+        if status in SENT:
+            if order.status != row["amazon_status"]:
+                db.execute(
+                    "update orders set amazon_status = ?, last_updated = ?, updated_at = ? where order_id = ?",
+                    (order.status, iso_z(order.last_updated), now, order.order_id),
+                )
+                detail = f"Amazon status {row['amazon_status']} -> {order.status} after it was {status}"
+                self._event(db, order.order_id, now, "changed_after_delivery", detail)
+                return "changed_after_delivery"
+            return "unchanged"
+        if status in UNDELIVERED:
+            if (status, row["amazon_status"], row["last_updated"]) == (
+                observation.status, order.status, iso_z(order.last_updated)
+            ):
+                return "unchanged"
+            db.execute(
+                "update orders set status = ?, reason = ?, warehouse = ?, amazon_status = ?,"
+                " last_updated = ?, payload = ?, updated_at = ? where order_id = ?",
+                (observation.status, observation.reason, observation.warehouse, order.status,
+                 iso_z(order.last_updated), _payload(order), now, order.order_id),
+            )
+            if status != observation.status:
+                self._event(db, order.order_id, now, "status", f"{status} -> {observation.status} {observation.reason}".strip())
+            return "updated"
+        return "unchanged"  # cancelled or skipped: final
+
+    # --- rendering and delivery ----------------------------------------------------------
+
+    def orders_in(self, *statuses: OrderStatus) -> list[StoredOrder]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._db.execute(
+            f"select * from orders where status in ({marks}) order by first_seen_at, order_id",
+            tuple(statuses),
+        ).fetchall()
+        return [_stored_order(row) for row in rows]
+
+    def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> None:
+        with self._transaction() as db:
+            row = db.execute("select status, reason from orders where order_id = ?", (order_id,)).fetchone()
+            if row is None or OrderStatus(row["status"]) not in (OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
+                return
+            db.execute(
+                "update orders set status = ?, reason = ?, updated_at = ? where order_id = ?",
+                (OrderStatus.UNRENDERABLE, reason, iso_z(now), order_id),
+            )
+            if row["reason"] != reason:
+                self._event(db, order_id, iso_z(now), "unrenderable", reason)
+
+    def file_name_taken(self, warehouse: str, name: str) -> bool:
+        row = self._db.execute(
+            "select 1 from files where warehouse = ? and name = ?", (warehouse, name)
+        ).fetchone()
+        return row is not None
+
+    def stage_file(
+        self,
+        warehouse: str,
+        name: str,
+        spool_path: Path,
+        size: int,
+        sha256: str,
+        order_ids: Sequence[str],
+        now: datetime,
+    ) -> int:
+        """Record a spooled file and move its orders to staged, all or nothing."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "insert into files (warehouse, name, status, spool_path, size, sha256, created_at)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                (warehouse, name, FileStatus.STAGED, str(spool_path), size, sha256, iso_z(now)),
+            )
+            file_id = cursor.lastrowid
+            for order_id in order_ids:
+                changed = db.execute(
+                    "update orders set status = ?, reason = '', file_id = ?, updated_at = ?"
+                    " where order_id = ? and status in (?, ?)",
+                    (OrderStatus.STAGED, file_id, iso_z(now), order_id,
+                     OrderStatus.PENDING, OrderStatus.UNRENDERABLE),
+                ).rowcount
+                if changed != 1:
+                    raise RuntimeError(f"order {order_id} is not waiting to be rendered")
+        return file_id
+
+    def files_in(self, *statuses: FileStatus, warehouse: str | None = None) -> list[StoredFile]:
+        marks = ", ".join("?" for _ in statuses)
+        query = f"select * from files where status in ({marks})"
+        params: tuple = tuple(statuses)
+        if warehouse is not None:
+            query += " and warehouse = ?"
+            params += (warehouse,)
+        rows = self._db.execute(query + " order by id", params).fetchall()
+        return [_stored_file(row) for row in rows]
+
+    def mark_uploaded(self, file_id: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "update files set status = ? where id = ? and status = ?",
+                (FileStatus.UPLOADED, file_id, FileStatus.STAGED),
+            )
+
+    def mark_delivered(self, file_id: int, now: datetime) -> list[str]:
+        """The file is in place under its final name: it and its orders are delivered."""
+        with self._transaction() as db:
+            db.execute(
+                "update files set status = ?, delivered_at = ? where id = ? and status != ?",
+                (FileStatus.DELIVERED, iso_z(now), file_id, FileStatus.DELIVERED),
+            )
+            order_ids = [
+                row["order_id"]
+                for row in db.execute(
+                    "select order_id from orders where file_id = ? and status = ?",
+                    (file_id, OrderStatus.STAGED),
+                )
+            ]
+            db.execute(
+                "update orders set status = ?, delivered_at = ?, updated_at = ? where file_id = ? and status = ?",
+                (OrderStatus.DELIVERED, iso_z(now), iso_z(now), file_id, OrderStatus.STAGED),
+            )
+            for order_id in order_ids:
+                self._event(db, order_id, iso_z(now), "delivered", f"file_id={file_id}")
+        return order_ids
+
+    # --- retention -----------------------------------------------------------------------
+
+    def purge_pii(self, older_than: datetime, now: datetime) -> int:
+        """Strip buyer name, e-mail and address from orders finished before `older_than`.
+
+        Finished: delivered (counted from delivery), cancelled or skipped (from the last
+        change). Line items stay: later flows need order item ids and quantities.
+        """
+        cutoff = iso_z(older_than)
+        with self._transaction() as db:
+            rows = db.execute(
+                "select order_id, payload from orders where pii_purged_at is null and ("
+                " (status = ? and delivered_at < ?) or (status in (?, ?) and updated_at < ?))",
+                (OrderStatus.DELIVERED, cutoff, OrderStatus.CANCELLED, OrderStatus.SKIPPED, cutoff),
+            ).fetchall()
+            for row in rows:
+                data = json.loads(row["payload"])
+                data.update(ship_to=None, buyer_name="", buyer_email="")
+                db.execute(
+                    "update orders set payload = ?, pii_purged_at = ? where order_id = ?",
+                    (json.dumps(data, sort_keys=True), iso_z(now), row["order_id"]),
+                )
+        return len(rows)
+
+    def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
+        rows = self._db.execute(
+            "select * from files where status = ? and delivered_at < ? and spool_deleted_at is null",
+            (FileStatus.DELIVERED, iso_z(older_than)),
+        ).fetchall()
+        return [_stored_file(row) for row in rows]
+
+    def mark_spool_deleted(self, file_id: int, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("update files set spool_deleted_at = ? where id = ?", (iso_z(now), file_id))
+
+    def spool_paths_in_use(self) -> set[str]:
+        rows = self._db.execute("select spool_path from files where spool_deleted_at is null")
+        return {row["spool_path"] for row in rows}
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in OrderStatus}
+        for row in self._db.execute("select status, count(*) as n from orders group by status"):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    def attention(self) -> list[dict[str, str]]:
+        """Orders a person should look at: held, unrenderable, or changed after delivery."""
+        rows = self._db.execute(
+            "select order_id, status, reason, warehouse, updated_at from orders"
+            " where status in (?, ?) order by first_seen_at",
+            (OrderStatus.HELD, OrderStatus.UNRENDERABLE),
+        ).fetchall()
+        items = [dict(row) for row in rows]
+        for row in self._db.execute(
+            "select e.order_id, o.status, e.detail as reason, o.warehouse, e.at as updated_at"
+            " from order_events e join orders o using (order_id)"
+            " where e.kind = 'changed_after_delivery' order by e.id"
+        ):
+            items.append(dict(row))
+        return items
+
+    def events(self, order_id: str) -> list[dict[str, str]]:
+        rows = self._db.execute(
+            "select at, kind, detail from order_events where order_id = ? order by id", (order_id,)
+        )
+        return [dict(row) for row in rows]
+
+    def order_row(self, order_id: str) -> dict | None:
+        row = self._db.execute(
+            "select order_id, status, reason, warehouse, amazon_status, last_updated, file_id,"
+            " first_seen_at, delivered_at, pii_purged_at from orders where order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return dict(row) if row else None
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, order_id: str, at: str, kind: str, detail: str) -> None:
+        db.execute(
+            "insert into order_events (order_id, at, kind, detail) values (?, ?, ?, ?)",
+            (order_id, at, kind, detail),
+        )
+
+
+def _payload(order: Order) -> str:
+    return json.dumps(order_to_dict(order), sort_keys=True)
+
+
+def _stored_order(row: sqlite3.Row) -> StoredOrder:
+    return StoredOrder(
+        order_id=row["order_id"],
+        status=OrderStatus(row["status"]),
+        reason=row["reason"],
+        warehouse=row["warehouse"],
+        order=order_from_dict(json.loads(row["payload"])),
+    )
+
+
+def _stored_file(row: sqlite3.Row) -> StoredFile:
+    return StoredFile(
+        id=row["id"],
+        warehouse=row["warehouse"],
+        name=row["name"],
+        status=FileStatus(row["status"]),
+        spool_path=Path(row["spool_path"]),
+        size=row["size"],
+        sha256=row["sha256"],
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
