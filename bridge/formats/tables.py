@@ -1,0 +1,159 @@
+"""Generic flat-file writers: rows of strings → CSV or XLSX bytes, an element tree → XML bytes.
+
+Pure and deterministic: the same input gives the same bytes (no clock, no random ids), so
+golden files can pin them. Orders, shipments and stock files all go through these.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, Sequence
+
+from lxml import etree
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.writer.excel import ExcelWriter
+
+from bridge.errors import RenderError
+
+_QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL}
+# What the XML declaration calls each encoding the bridge writes.
+_XML_ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-1252"}
+# Characters XML 1.0 (and so XLSX) cannot carry at all, not even as a reference.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def write_csv(
+    rows: Iterable[Sequence[str]],
+    *,
+    header: Sequence[str] | None = None,
+    delimiter: str = ",",
+    quoting: str = "minimal",
+    line_terminator: str = "\r\n",
+    encoding: str = "utf-8",
+    unencodable: str = "fail",
+) -> bytes:
+    """CSV bytes. `unencodable`: "fail" raises RenderError, "replace" writes "?".
+
+    Use `find_unencodable` to learn which value held the character.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, quoting=_QUOTING[quoting],
+                        lineterminator=line_terminator)
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    text = out.getvalue()
+    try:
+        return text.encode(encoding, errors="strict" if unencodable == "fail" else "replace")
+    except UnicodeEncodeError as problem:
+        char = problem.object[problem.start]
+        raise RenderError(f"text has a character {encoding} cannot encode "
+                          f"(U+{ord(char):04X})") from None
+
+
+def find_unencodable(text: str, encoding: str) -> tuple[int, str] | None:
+    """(1-based position, character) of the first character `encoding` lacks, or None."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError as problem:
+        return problem.start + 1, text[problem.start]
+    return None
+
+
+def find_not_xml(text: str) -> tuple[int, str] | None:
+    """(1-based position, character) of the first character XML cannot carry, or None."""
+    match = _NOT_XML.search(text)
+    return None if match is None else (match.start() + 1, match.group())
+
+
+def write_xml(root: etree._Element, *, encoding: str = "utf-8") -> bytes:
+    """Pretty-printed XML with a declaration naming the encoding.
+
+    Characters the encoding lacks become character references (`&#20013;`): lossless, and
+    every XML parser reads them, so XML never fails on encoding.
+    """
+    etree.indent(root, space="  ")
+    body = etree.tostring(root, encoding="unicode")
+    declaration = f'<?xml version="1.0" encoding="{_XML_ENCODING_NAMES[encoding]}"?>\n'
+    return (declaration + body + "\n").encode(encoding, errors="xmlcharrefreplace")
+
+
+def write_xlsx(
+    rows: Iterable[Sequence[str]],
+    *,
+    header: Sequence[str] | None = None,
+    sheet: str = "Sheet1",
+    number_columns: Iterable[int] = (),
+    timestamp: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc),
+) -> bytes:
+    """One-sheet workbook. Every cell is text except in `number_columns` (0-based), where
+    values that parse as numbers become numbers (quantities, prices).
+
+    Text cells stay text in Excel: ids, postal codes with leading zeros, phones and tracking
+    numbers like "1Z999AA10123456784" are never turned into 1.23E+17. Values starting with
+    "=" are text too, never formulas. `timestamp` is written as the document's created and
+    modified time and as every zip entry's date, so the bytes depend only on the input.
+    """
+    numbers = frozenset(number_columns)
+    book = Workbook(write_only=True)
+    ws = book.create_sheet(sheet)
+    if header is not None:
+        ws.append([_text_cell(ws, value) for value in header])
+    for row in rows:
+        ws.append([
+            _number(value) if index in numbers else _text_cell(ws, value)
+            for index, value in enumerate(row)
+        ])
+    stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+    book.properties.created = book.properties.modified = stamp
+    book.properties.creator = "bridge"
+    out = io.BytesIO()
+    archive = _FixedTimeZip(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+    archive.date_time = stamp.timetuple()[:6]
+    ExcelWriter(book, archive).save()  # save_workbook would stamp the wall clock time
+    return out.getvalue()
+
+
+def _text_cell(ws, value: str):
+    if value.startswith("=") and len(value) > 1:
+        cell = WriteOnlyCell(ws, value=value)
+        cell.data_type = "s"
+        return cell
+    return value
+
+
+def _number(value: str) -> int | Decimal | str | None:
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return value
+    return number if number.is_finite() else value
+
+
+class _FixedTimeZip(zipfile.ZipFile):
+    """A ZipFile that dates every entry `date_time` instead of now."""
+
+    date_time: tuple[int, ...] = (1980, 1, 1, 0, 0, 0)
+
+    def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):
+        if not isinstance(zinfo_or_arcname, zipfile.ZipInfo):
+            zinfo_or_arcname = zipfile.ZipInfo(zinfo_or_arcname, date_time=self.date_time)
+            zinfo_or_arcname.compress_type = self.compression
+            zinfo_or_arcname.external_attr = 0o600 << 16
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
+
+    def write(self, filename, arcname=None, compress_type=None, compresslevel=None):
+        with open(filename, "rb") as source:  # openpyxl's write-only sheet spool
+            self.writestr(arcname or filename, source.read())

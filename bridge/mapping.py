@@ -1,0 +1,653 @@
+"""Warehouse file layouts: `mappings/<name>.toml` → a frozen, compiled `Mapping`.
+
+A mapping is data, not code: which file format the warehouse reads, how files are named, and
+which order field goes in which column or element. `load_mapping` checks every key and reports
+every problem at once (`ConfigError`, one `file: key: why` per problem); what it returns is
+compiled: each column carries a ready-made function that turns an order (and a line) into the
+cell text, so rendering does no lookups.
+
+The orders section
+------------------
+::
+
+    [orders]
+    format = "csv"                  # csv | xml | xlsx
+    file_per = "order"              # order: one file per order | run: one file per run
+    file_name = "ORD_{order_id}.csv"
+    timezone = "UTC"                # zoneinfo name; dates and times are shown in this zone
+    date_format = "%Y-%m-%d"        # default strftime format of date sources
+    datetime_format = "%Y-%m-%d %H:%M:%S"
+    decimal_separator = "."         # "." or ","  (csv and xml; xlsx writes real numbers)
+    true_value = "1"                # how booleans are written
+    false_value = "0"
+    encoding = "utf-8"              # csv, xml: utf-8 | utf-8-sig (with BOM) | cp1252
+    # csv only
+    unencodable = "fail"            # fail: the order is held | replace: written as "?"
+    delimiter = ","                 # one character ("\\t" for tab)
+    quoting = "minimal"             # minimal | all
+    header = true                   # write a header row
+    line_terminator = "crlf"        # crlf | lf
+    # xlsx only
+    sheet = "Orders"
+    # xml only
+    root = "Orders"                 # document element
+    order_element = "Order"         # one per order, inside root
+    lines_element = "Lines"         # wrapper of the lines inside the order; "" for none
+    line_element = "Line"           # one per order line
+
+    [[orders.columns]]              # csv, xlsx: one row per order line, order fields repeat
+    header = "OrderNumber"
+    source = "order.id"             # a source field (below) ...
+    # value = "FIXED"               # ... or a constant (exactly one of source/value)
+    # format = "%d.%m.%Y"           # date/datetime sources: strftime format for this column
+    # decimals = 2                  # decimal sources: fixed number of decimals
+    # default = "n/a"               # written when the value is empty
+    # max_length = 35               # longer values hold the order (RenderError naming the field)
+    # truncate = true               # ... or are cut to max_length
+
+    [[orders.fields]]               # xml: once per order, inside the order element
+    element = "ShipTo/Name"         # a path makes nested elements; "Total@currency" or
+    source = "ship_to.name"         # "@id" sets an attribute; same options as columns
+    [[orders.line_fields]]          # xml: inside each line element; may use line.* sources
+    element = "SKU"
+    source = "line.sku"
+
+File name placeholders: `{order_id}` and `{marketplace_id}` (file_per = "order" only, and
+`{order_id}` is required there so files do not overwrite each other), `{run_time:%Y%m%d%H%M%S}`
+(the run's start in UTC; required when file_per = "run"), `{seq}` or `{seq:04d}` (1-based
+position of the file in the run). Placeholder values are sanitised: anything but letters,
+digits, `.`, `_` and `-` becomes `_`, so an order id cannot climb out of the folder.
+
+The sections `shipments` and `stock` belong to later flows and are accepted unchecked here;
+any other top-level key is an error.
+
+Source fields
+-------------
+Dates and times are converted to the layout's `timezone` first. *date* sources use
+`date_format`, *datetime* sources `datetime_format` (a column's `format` overrides either).
+Decimals are written without exponent, with `decimal_separator`; empty when Amazon sent none.
+
+============================  ========  ==================================================
+order.id                      text      Amazon order id (``123-1234567-1234567``)
+order.marketplace_id          text      e.g. ``A1PA6795UKMFR9`` (amazon.de)
+order.purchase_date           date      when the order was placed
+order.purchase_datetime       datetime  when the order was placed
+order.last_updated            datetime  Amazon's last change to the order
+order.status                  text      UNSHIPPED, PARTIALLY_SHIPPED, ...
+order.service_level           text      STANDARD, EXPEDITED, SECOND_DAY, ...
+order.ship_by                 datetime  end of the ship-by window
+order.ship_by_date            date      end of the ship-by window
+order.deliver_by              date      end of the promised delivery window
+order.total                   decimal   grand total
+order.currency                text      ISO 4217 code of the total
+order.is_prime                bool      Prime order
+order.is_business             bool      Amazon Business order
+order.line_count              int       number of lines
+order.total_quantity          int       sum of the lines' quantities
+buyer.name                    text
+buyer.email                   text      Amazon's anonymised relay address
+ship_to.name                  text
+ship_to.company               text
+ship_to.line1                 text
+ship_to.line2                 text
+ship_to.line3                 text
+ship_to.city                  text
+ship_to.district              text
+ship_to.state                 text      state or region
+ship_to.postal_code           text
+ship_to.country_code          text      ISO 3166-1 alpha-2
+ship_to.phone                 text
+ship_to.address_type          text      RESIDENTIAL or COMMERCIAL
+line.number                   int       1-based position of the line in the order
+line.order_item_id            text      Amazon's order item id (needed to confirm shipment)
+line.sku                      text      seller SKU
+line.asin                     text
+line.title                    text
+line.quantity                 int       quantity ordered
+line.unit_price               decimal
+line.line_total               decimal   unit_price × quantity
+line.currency                 text      the line's currency, else the order's
+============================  ========  ==================================================
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bridge.errors import ConfigError, RenderError
+from bridge.records import Line, Order
+
+# A compiled column: (order, line, line number) -> cell text. Raises RenderError.
+Getter = Callable[[Order, Line, int], str]
+
+FORMATS = ("csv", "xml", "xlsx")
+FILE_PER = ("order", "run")
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1252")
+UNENCODABLE = ("fail", "replace")
+QUOTING = ("minimal", "all")
+LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
+
+
+def _ship_to(name: str) -> Callable[[Order, Line, int], Any]:
+    return lambda order, line, number: getattr(order.ship_to, name)
+
+
+def _line_total(order: Order, line: Line, number: int) -> Decimal | None:
+    return None if line.unit_price is None else line.unit_price * line.quantity
+
+
+# name -> (kind, raw getter). Kinds: text, date, datetime, decimal, int, bool.
+SOURCES: dict[str, tuple[str, Callable[[Order, Line, int], Any]]] = {
+    "order.id": ("text", lambda o, l, n: o.order_id),
+    "order.marketplace_id": ("text", lambda o, l, n: o.marketplace_id),
+    "order.purchase_date": ("date", lambda o, l, n: o.purchase_date),
+    "order.purchase_datetime": ("datetime", lambda o, l, n: o.purchase_date),
+    "order.last_updated": ("datetime", lambda o, l, n: o.last_updated),
+    "order.status": ("text", lambda o, l, n: o.status),
+    "order.service_level": ("text", lambda o, l, n: o.service_level),
+    "order.ship_by": ("datetime", lambda o, l, n: o.ship_by),
+    "order.ship_by_date": ("date", lambda o, l, n: o.ship_by),
+    "order.deliver_by": ("date", lambda o, l, n: o.deliver_by),
+    "order.total": ("decimal", lambda o, l, n: o.order_total),
+    "order.currency": ("text", lambda o, l, n: o.currency),
+    "order.is_prime": ("bool", lambda o, l, n: o.is_prime),
+    "order.is_business": ("bool", lambda o, l, n: o.is_business),
+    "order.line_count": ("int", lambda o, l, n: len(o.lines)),
+    "order.total_quantity": ("int", lambda o, l, n: sum(x.quantity for x in o.lines)),
+    "buyer.name": ("text", lambda o, l, n: o.buyer_name),
+    "buyer.email": ("text", lambda o, l, n: o.buyer_email),
+    **{
+        f"ship_to.{name}": ("text", _ship_to(name))
+        for name in (
+            "name", "company", "line1", "line2", "line3", "city", "district", "state",
+            "postal_code", "country_code", "phone", "address_type",
+        )
+    },
+    "line.number": ("int", lambda o, l, n: n),
+    "line.order_item_id": ("text", lambda o, l, n: l.order_item_id),
+    "line.sku": ("text", lambda o, l, n: l.sku),
+    "line.asin": ("text", lambda o, l, n: l.asin),
+    "line.title": ("text", lambda o, l, n: l.title),
+    "line.quantity": ("int", lambda o, l, n: l.quantity),
+    "line.unit_price": ("decimal", lambda o, l, n: l.unit_price),
+    "line.line_total": ("decimal", _line_total),
+    "line.currency": ("text", lambda o, l, n: l.currency or o.currency),
+}
+NUMBER_KINDS = ("int", "decimal")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column (csv, xlsx) or element/attribute (xml) and how its text is made."""
+
+    name: str  # the header (csv, xlsx) or the element path (xml)
+    source: str | None  # a SOURCES key, or None for a constant
+    value: str | None  # the constant when source is None
+    kind: str  # SOURCES kind; "text" for constants
+    format: str | None = None
+    decimals: int | None = None
+    default: str = ""
+    max_length: int | None = None
+    truncate: bool = False
+    get: Getter = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    @property
+    def label(self) -> str:
+        """How failure reasons name this column: its source field, else its name."""
+        return self.source or f"'{self.name}'"
+
+    @property
+    def is_number(self) -> bool:
+        return self.kind in NUMBER_KINDS
+
+
+@dataclass(frozen=True)
+class OrderLayout:
+    format: str
+    file_per: str
+    file_name: str
+    timezone: str = "UTC"
+    date_format: str = "%Y-%m-%d"
+    datetime_format: str = "%Y-%m-%d %H:%M:%S"
+    decimal_separator: str = "."
+    true_value: str = "1"
+    false_value: str = "0"
+    encoding: str = "utf-8"
+    unencodable: str = "fail"
+    delimiter: str = ","
+    quoting: str = "minimal"
+    header: bool = True
+    line_terminator: str = "\r\n"  # the characters, not the TOML name
+    sheet: str = "Orders"
+    root: str = "Orders"
+    order_element: str = "Order"
+    lines_element: str = "Lines"
+    line_element: str = "Line"
+    columns: tuple[Column, ...] = ()  # csv, xlsx
+    fields: tuple[Column, ...] = ()  # xml, order level
+    line_fields: tuple[Column, ...] = ()  # xml, per line
+
+
+@dataclass(frozen=True)
+class Mapping:
+    name: str  # the file's stem: mappings/acme-csv.toml -> "acme-csv"
+    orders: OrderLayout
+
+
+def load_mapping(path: Path) -> Mapping:
+    """Read and check `path`; raise ConfigError listing every problem found."""
+    where = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as problem:
+        raise ConfigError([f"{where}: file: cannot read ({problem.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: file: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as problem:
+        raise ConfigError([f"{where}: syntax: {problem}"]) from None
+    problems: list[str] = []
+    layout = _Checker(where, problems).mapping(data)
+    if problems:
+        raise ConfigError(problems)
+    assert layout is not None
+    return Mapping(name=Path(path).stem, orders=layout)
+
+
+# --- checking -------------------------------------------------------------------------------
+
+_TOP_LEVEL = {"orders"}
+_LATER_FLOWS = {"shipments", "stock"}  # validated by their own flows, later
+_COMMON_KEYS = {
+    "format", "file_per", "file_name", "timezone", "date_format", "datetime_format",
+    "decimal_separator", "true_value", "false_value",
+}
+_FORMAT_KEYS = {
+    "csv": {"encoding", "unencodable", "delimiter", "quoting", "header", "line_terminator",
+            "columns"},
+    "xlsx": {"sheet", "columns"},
+    "xml": {"encoding", "root", "order_element", "lines_element", "line_element", "fields",
+            "line_fields"},
+}
+_COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate"}
+_PLACEHOLDERS = {"order_id", "marketplace_id", "run_time", "seq"}
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+_UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
+
+
+class _Checker:
+    """Walks the TOML data, appending `file: key: why` to problems; returns what it can."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where = where
+        self.problems = problems
+
+    def problem(self, key: str, why: str) -> None:
+        self.problems.append(f"{self.where}: {key}: {why}")
+
+    def mapping(self, data: dict[str, Any]) -> OrderLayout | None:
+        for key in sorted(set(data) - _TOP_LEVEL - _LATER_FLOWS):
+            self.problem(key, "unknown section (known: orders, shipments, stock)")
+        for key in sorted(_LATER_FLOWS & set(data)):
+            if not isinstance(data[key], dict):
+                self.problem(key, "must be a table")
+        orders = data.get("orders")
+        if orders is None:
+            self.problem("orders", "missing section")
+            return None
+        if not isinstance(orders, dict):
+            self.problem("orders", "must be a table")
+            return None
+        return self.orders(orders)
+
+    def orders(self, data: dict[str, Any]) -> OrderLayout | None:
+        fmt = self.choice(data, "format", FORMATS, None)
+        file_per = self.choice(data, "file_per", FILE_PER, None)
+        if fmt is not None:
+            allowed = _COMMON_KEYS | _FORMAT_KEYS[fmt]
+            for key in sorted(set(data) - allowed):
+                known = {k for keys in _FORMAT_KEYS.values() for k in keys} | _COMMON_KEYS
+                why = (f"not used by format '{fmt}'" if key in known
+                       else f"unknown key (known: {', '.join(sorted(allowed))})")
+                self.problem(f"orders.{key}", why)
+        tz = self.timezone(data)
+        options: dict[str, Any] = {
+            "timezone": tz,
+            "date_format": self.strftime(data, "orders.date_format", "%Y-%m-%d"),
+            "datetime_format": self.strftime(data, "orders.datetime_format",
+                                             "%Y-%m-%d %H:%M:%S"),
+            "decimal_separator": self.choice(data, "decimal_separator", (".", ","), "."),
+            "true_value": self.text(data, "orders.true_value", "1"),
+            "false_value": self.text(data, "orders.false_value", "0"),
+        }
+        file_name = self.file_name(data, file_per)
+        if fmt is None or file_per is None:
+            return None
+        if fmt == "csv":
+            options.update(
+                encoding=self.choice(data, "encoding", ENCODINGS, "utf-8"),
+                unencodable=self.choice(data, "unencodable", UNENCODABLE, "fail"),
+                delimiter=self.delimiter(data),
+                quoting=self.choice(data, "quoting", QUOTING, "minimal"),
+                header=self.boolean(data, "orders.header", True),
+                line_terminator=LINE_TERMINATORS.get(
+                    self.choice(data, "line_terminator", tuple(LINE_TERMINATORS), "crlf"),
+                    "\r\n"),
+                columns=self.columns(data, "columns", options, lines=True, xml=False),
+            )
+        elif fmt == "xlsx":
+            options.update(
+                sheet=self.sheet(data),
+                columns=self.columns(data, "columns", options, lines=True, xml=False),
+            )
+        else:
+            options.update(
+                encoding=self.choice(data, "encoding", ENCODINGS, "utf-8"),
+                root=self.element(data, "root", "Orders", required=True),
+                order_element=self.element(data, "order_element", "Order", required=True),
+                lines_element=self.element(data, "lines_element", "Lines", required=False),
+                line_element=self.element(data, "line_element", "Line", required=True),
+                fields=self.columns(data, "fields", options, lines=False, xml=True),
+                line_fields=self.columns(data, "line_fields", options, lines=True, xml=True,
+                                         required=False),
+            )
+        if None in options.values():
+            return None
+        return OrderLayout(format=fmt, file_per=file_per, file_name=file_name, **options)
+
+    # -- scalar keys --
+
+    def value(self, data: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf not in data:
+            return default
+        value = data[leaf]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            self.problem(key, f"must be {_KIND_NAMES[kind]}, not {type(value).__name__}")
+            return None
+        return value
+
+    def text(self, data: dict[str, Any], key: str, default: str | None) -> str | None:
+        return self.value(data, key, str, default)
+
+    def boolean(self, data: dict[str, Any], key: str, default: bool) -> bool | None:
+        return self.value(data, key, bool, default)
+
+    def choice(self, data: dict[str, Any], key: str, allowed: tuple[str, ...],
+               default: str | None) -> str | None:
+        value = self.text(data, f"orders.{key}", default)
+        if value is None:
+            if default is None and key not in data:
+                self.problem(f"orders.{key}", f"missing (one of: {', '.join(allowed)})")
+            return None
+        if value not in allowed:
+            self.problem(f"orders.{key}",
+                         f"unknown value {value!r} (one of: {', '.join(allowed)})")
+            return None
+        return value
+
+    def timezone(self, data: dict[str, Any]) -> str | None:
+        name = self.text(data, "orders.timezone", "UTC")
+        if name is None:
+            return None
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem("orders.timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
+            return None
+        return name
+
+    def strftime(self, data: dict[str, Any], key: str, default: str | None) -> str | None:
+        fmt = self.text(data, key, default)
+        if fmt is None:
+            return None
+        if "%" not in fmt:
+            self.problem(key, f"{fmt!r} has no strftime directive (e.g. '%d.%m.%Y')")
+            return None
+        return fmt
+
+    def delimiter(self, data: dict[str, Any]) -> str | None:
+        value = self.text(data, "orders.delimiter", ",")
+        if value is not None and (len(value) != 1 or value in "\"\r\n"):
+            self.problem("orders.delimiter",
+                         f"must be one character other than a quote or newline, not {value!r}")
+            return None
+        return value
+
+    def sheet(self, data: dict[str, Any]) -> str | None:
+        value = self.text(data, "orders.sheet", "Orders")
+        if value is not None and not (0 < len(value) <= 31 and not set(value) & set("[]:*?/\\")):
+            self.problem("orders.sheet", "must be 1-31 characters without [ ] : * ? / \\")
+            return None
+        return value
+
+    def element(self, data: dict[str, Any], key: str, default: str,
+                required: bool) -> str | None:
+        value = self.text(data, f"orders.{key}", default)
+        if value is None or value == "" and not required:
+            return value
+        if not _XML_NAME.match(value) or value.lower().startswith("xml"):
+            self.problem(f"orders.{key}", f"{value!r} is not a usable XML element name")
+            return None
+        return value
+
+    def file_name(self, data: dict[str, Any], file_per: str | None) -> str | None:
+        key = "orders.file_name"
+        template = self.text(data, key, None)
+        if template is None:
+            if "file_name" not in data:
+                self.problem(key, "missing")
+            return None
+        ok = True
+        if not template or _UNSAFE_NAME.search(template) or template.startswith("."):
+            self.problem(key, "must be a plain file name: no '/', '\\', '..', control "
+                              "characters or leading '.'")
+            ok = False
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as problem:
+            self.problem(key, f"bad placeholder syntax ({problem})")
+            return None
+        used = set()
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            used.add(name)
+            if name not in _PLACEHOLDERS:
+                self.problem(key, f"unknown placeholder {{{name}}} "
+                                  f"(known: {', '.join(sorted(_PLACEHOLDERS))})")
+                ok = False
+            elif conversion or (spec and name in ("order_id", "marketplace_id")):
+                self.problem(key, f"placeholder {{{name}}} takes no format or conversion")
+                ok = False
+            elif spec and name == "seq":
+                try:
+                    format(1, spec)
+                except ValueError:
+                    self.problem(key, f"bad format {spec!r} for {{seq}} (e.g. '04d')")
+                    ok = False
+        if file_per == "run":
+            for name in sorted(used & {"order_id", "marketplace_id"}):
+                self.problem(key, f"{{{name}}} cannot be used when file_per = 'run' "
+                                  f"(one file holds many orders)")
+                ok = False
+            if "run_time" not in used:
+                self.problem(key, "needs {run_time:...} when file_per = 'run', "
+                                  "or every run overwrites the last file")
+                ok = False
+        elif file_per == "order" and "order_id" not in used:
+            self.problem(key, "needs {order_id} when file_per = 'order', "
+                              "or the orders of a run overwrite each other")
+            ok = False
+        return template if ok else None
+
+    # -- columns --
+
+    def columns(self, data: dict[str, Any], key: str, options: dict[str, Any], *,
+                lines: bool, xml: bool, required: bool = True) -> tuple[Column, ...] | None:
+        path = f"orders.{key}"
+        items = data.get(key)
+        if items is None:
+            if required:
+                self.problem(path, f"missing: add at least one [[{path}]]")
+                return None
+            return ()
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            self.problem(path, f"must be an array of tables ([[{path}]])")
+            return None
+        if required and not items:
+            self.problem(path, f"empty: add at least one [[{path}]]")
+            return None
+        columns: list[Column | None] = []
+        seen: dict[str, int] = {}
+        name_key = "element" if xml else "header"
+        for index, item in enumerate(items):
+            where = f"{path}[{index}]"
+            column = self.column(item, where, name_key, options, lines=lines, xml=xml)
+            columns.append(column)
+            if column is not None:
+                if column.name in seen:
+                    self.problem(f"{where}.{name_key}", f"duplicate {column.name!r} "
+                                 f"(also {path}[{seen[column.name]}])")
+                seen.setdefault(column.name, index)
+        if None in columns:
+            return None
+        return tuple(columns)  # type: ignore[arg-type]
+
+    def column(self, item: dict[str, Any], where: str, name_key: str,
+               options: dict[str, Any], *, lines: bool, xml: bool) -> Column | None:
+        for key in sorted(set(item) - _COLUMN_KEYS - {name_key}):
+            self.problem(f"{where}.{key}", f"unknown key (known: "
+                         f"{', '.join(sorted(_COLUMN_KEYS | {name_key}))})")
+        bad = len(self.problems)
+        name = self.text(item, f"{where}.{name_key}", None)
+        if name is None and name_key not in item:
+            self.problem(f"{where}.{name_key}", "missing")
+        elif name is not None and xml:
+            self.xml_path(name, f"{where}.{name_key}")
+        elif name is not None and not name:
+            self.problem(f"{where}.{name_key}", "must not be empty")
+        source = self.text(item, f"{where}.source", None)
+        value = self.text(item, f"{where}.value", None)
+        kind = "text"
+        if ("source" in item) == ("value" in item):
+            self.problem(where, "needs exactly one of 'source' (a field) or 'value' (a constant)")
+        elif source is not None:
+            if source not in SOURCES:
+                self.problem(f"{where}.source", f"unknown field {source!r} "
+                             f"(known: {', '.join(SOURCES)})")
+            elif source.startswith("line.") and not lines:
+                self.problem(f"{where}.source", f"{source!r} is a line field: put it in "
+                             f"[[orders.line_fields]]")
+            else:
+                kind = SOURCES[source][0]
+        fmt = self.text(item, f"{where}.format", None)
+        if fmt is not None:
+            if kind not in ("date", "datetime") or source is None:
+                self.problem(f"{where}.format", "only for date and datetime sources")
+            else:
+                fmt = self.strftime(item, f"{where}.format", None)
+        decimals = self.value(item, f"{where}.decimals", int, None)
+        if decimals is not None and (kind != "decimal" or not 0 <= decimals <= 6):
+            self.problem(f"{where}.decimals", "only for decimal sources, 0 to 6")
+        default = self.text(item, f"{where}.default", "")
+        max_length = self.value(item, f"{where}.max_length", int, None)
+        if max_length is not None and max_length < 1:
+            self.problem(f"{where}.max_length", "must be at least 1")
+        truncate = self.boolean(item, f"{where}.truncate", False)
+        if truncate and "max_length" not in item:
+            self.problem(f"{where}.truncate", "needs max_length")
+        if len(self.problems) > bad or None in options.values():
+            return None
+        column = Column(name=name, source=source, value=value, kind=kind, format=fmt,
+                        decimals=decimals, default=default, max_length=max_length,
+                        truncate=bool(truncate))
+        return _with_getter(column, options)
+
+    def xml_path(self, path: str, key: str) -> None:
+        elements, _, attribute = path.partition("@")
+        names = elements.split("/") if elements else []
+        if attribute:
+            names.append(attribute)
+        if not names or not all(_XML_NAME.match(n) for n in names):
+            self.problem(key, f"{path!r} is not an element path like 'ShipTo/Name', "
+                         f"'Total@currency' or '@id'")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+# --- compiling ------------------------------------------------------------------------------
+
+
+def _with_getter(column: Column, options: dict[str, Any]) -> Column:
+    return replace(column, get=_compile(column, options))
+
+
+def _compile(column: Column, options: dict[str, Any]) -> Getter:
+    """One function per column: raw value → text → default → length check."""
+    if column.source is None:
+        constant = column.value or column.default
+        get: Getter = lambda order, line, number: constant  # noqa: E731
+    else:
+        get = _formatter(column, options)
+    if column.default:
+        get = _defaulting(get, column.default)
+    if column.max_length is not None:
+        get = _limited(get, column.max_length, column.truncate, column.label)
+    return get
+
+
+def _formatter(column: Column, options: dict[str, Any]) -> Getter:
+    kind, raw = SOURCES[column.source]  # type: ignore[index]
+    if kind == "text":
+        return raw
+    if kind in ("date", "datetime"):
+        zone = ZoneInfo(options["timezone"])
+        fmt = column.format or options[f"{kind}_format"]
+
+        def as_time(order: Order, line: Line, number: int) -> str:
+            value: datetime | None = raw(order, line, number)
+            return "" if value is None else value.astimezone(zone).strftime(fmt)
+        return as_time
+    if kind == "decimal":
+        places = column.decimals
+        separator = options["decimal_separator"]
+        quantum = Decimal(1).scaleb(-places) if places is not None else None
+
+        def as_decimal(order: Order, line: Line, number: int) -> str:
+            value: Decimal | None = raw(order, line, number)
+            if value is None:
+                return ""
+            text = format(value.quantize(quantum) if quantum is not None else value, "f")
+            return text if separator == "." else text.replace(".", separator)
+        return as_decimal
+    if kind == "bool":
+        true, false = options["true_value"], options["false_value"]
+        return lambda order, line, number: true if raw(order, line, number) else false
+    return lambda order, line, number: str(raw(order, line, number))  # int
+
+
+def _defaulting(get: Getter, default: str) -> Getter:
+    return lambda order, line, number: get(order, line, number) or default
+
+
+def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter:
+    def limited(order: Order, line: Line, number: int) -> str:
+        text = get(order, line, number)
+        if len(text) <= max_length:
+            return text
+        if truncate:
+            return text[:max_length]
+        where = f"{label} (line {number})" if label.startswith("line.") else label
+        raise RenderError(f"{where} is {len(text)} characters long, "
+                          f"the warehouse takes at most {max_length}")
+    return limited
+
