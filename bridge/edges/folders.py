@@ -106,13 +106,16 @@ class FolderDrop:
         return self._path(path).exists()
 
     def listdir(self, folder: str) -> list[RemoteFile]:
-        with _translated(folder, ""):
+        files = []
+        with _translated(folder, "folder"):
             with os.scandir(self._path(folder)) as entries:
-                files = [
-                    RemoteFile(e.name, st.st_size, st.st_mtime)
-                    for e in entries
-                    if e.is_file() and (st := e.stat()) is not None
-                ]
+                for entry in entries:
+                    try:
+                        if entry.is_file():
+                            st = entry.stat()
+                            files.append(RemoteFile(entry.name, st.st_size, st.st_mtime))
+                    except FileNotFoundError:
+                        continue  # renamed or removed while we listed
         return sorted(files, key=lambda f: f.name)
 
     def read_bytes(self, path: str) -> bytes:
@@ -197,7 +200,7 @@ class _translated:
 
     def __exit__(self, kind, exc, tb) -> bool:
         if isinstance(exc, FileNotFoundError):
-            where = f"{self.what} {self.path}".strip()
+            where = f"{self.what} {self.path or '/'}".strip()
             raise RemotePathMissing(f"{where} does not exist") from None
         if isinstance(exc, OSError) and not isinstance(exc, BlockingIOError):
             raise _setup_error(exc, self.path) from None

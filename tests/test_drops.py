@@ -1,0 +1,123 @@
+"""The drop contract, run against both drops: SFTP (a real OpenSSH server) and a local folder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bridge.edges.folders import FolderDrop, RemoteFile
+from bridge.edges.sftp import SftpDrop
+from bridge.errors import FileExistsInDrop, RemotePathMissing
+
+
+@pytest.fixture(params=["sftp", "folder"])
+def make_drop(request, tmp_path):
+    """A factory of drops on one shared place, and the base path of that place in the drop."""
+    opened = []
+    if request.param == "sftp":
+        base = str(request.getfixturevalue("sftp_root"))
+
+        def make():
+            opened.append(SftpDrop(request.getfixturevalue("sshd").endpoint, attempts=1))
+            return opened[-1]
+    else:
+        base = "/"
+
+        def make():
+            opened.append(FolderDrop(tmp_path))
+            return opened[-1]
+    yield make, base.rstrip("/")
+    for drop in opened:
+        drop.close()
+
+
+@pytest.fixture
+def drop(make_drop):
+    make, base = make_drop
+    return make(), base
+
+
+class TestDropContract:
+    def test_put_read_list_remove(self, drop):
+        drop, base = drop
+        drop.makedirs(f"{base}/in/sub")
+        drop.makedirs(f"{base}/in/sub")  # again: no error
+        drop.put_bytes(b"b" * 10, f"{base}/in/b.csv")
+        drop.put_bytes(b"first version, longer", f"{base}/in/a.csv")
+        drop.put_bytes(b"second", f"{base}/in/a.csv")  # overwrite is allowed for put
+        listing = drop.listdir(f"{base}/in")
+        assert [(f.name, f.size) for f in listing] == [("a.csv", 6), ("b.csv", 10)]
+        assert all(isinstance(f, RemoteFile) and f.mtime > 1e9 for f in listing)
+        assert drop.read_bytes(f"{base}/in/a.csv") == b"second"
+        assert drop.exists(f"{base}/in/a.csv") and drop.exists(f"{base}/in/sub")
+        drop.remove(f"{base}/in/a.csv")
+        assert not drop.exists(f"{base}/in/a.csv")
+        assert [f.name for f in drop.listdir(f"{base}/in")] == ["b.csv"]
+
+    def test_empty_and_larger_files(self, drop):
+        drop, base = drop
+        big = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4, several SFTP packets
+        drop.put_bytes(b"", f"{base}/empty")
+        drop.put_bytes(big, f"{base}/big")
+        assert drop.read_bytes(f"{base}/empty") == b""
+        assert drop.read_bytes(f"{base}/big") == big
+
+    def test_missing_paths(self, drop):
+        drop, base = drop
+        with pytest.raises(RemotePathMissing, match="nowhere"):
+            drop.listdir(f"{base}/nowhere")
+        with pytest.raises(RemotePathMissing, match="nowhere"):
+            drop.put_bytes(b"x", f"{base}/nowhere/a.tmp")
+        with pytest.raises(RemotePathMissing):
+            drop.read_bytes(f"{base}/missing.csv")
+        with pytest.raises(RemotePathMissing):
+            drop.remove(f"{base}/missing.csv")
+        with pytest.raises(RemotePathMissing):
+            drop.rename(f"{base}/missing.tmp", f"{base}/missing.csv")
+
+    def test_rename_into_place(self, drop):
+        drop, base = drop
+        drop.put_bytes(b"order 1", f"{base}/.o1.csv.tmp")
+        drop.rename(f"{base}/.o1.csv.tmp", f"{base}/o1.csv")
+        assert [f.name for f in drop.listdir(base)] == ["o1.csv"]
+        assert drop.read_bytes(f"{base}/o1.csv") == b"order 1"
+
+    def test_rename_never_overwrites(self, drop):
+        drop, base = drop
+        drop.put_bytes(b"the warehouse has not read me yet", f"{base}/o1.csv")
+        drop.put_bytes(b"new", f"{base}/o1.csv.tmp")
+        with pytest.raises(FileExistsInDrop, match="o1.csv already exists"):
+            drop.rename(f"{base}/o1.csv.tmp", f"{base}/o1.csv")
+        assert drop.read_bytes(f"{base}/o1.csv") == b"the warehouse has not read me yet"
+        assert drop.read_bytes(f"{base}/o1.csv.tmp") == b"new"  # left for the caller
+        drop.put_bytes(b"still usable", f"{base}/o2.csv.tmp")  # session survives the refusal
+        drop.rename(f"{base}/o2.csv.tmp", f"{base}/o2.csv")
+
+    def test_listing_never_shows_half_written_final_name(self, make_drop):
+        make, base = make_drop
+        writer, reader = make(), make()
+        data = b"x" * (4 << 20)
+        seen: list[list[RemoteFile]] = []
+        done = threading.Event()
+
+        def deliver():
+            try:
+                for i in range(3):
+                    writer.put_bytes(data, f"{base}/.f{i}.tmp")
+                    writer.rename(f"{base}/.f{i}.tmp", f"{base}/f{i}.csv")
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=deliver)
+        thread.start()
+        while not done.is_set():
+            seen.append(reader.listdir(base))
+        thread.join()
+        seen.append(reader.listdir(base))
+        finals = [f for listing in seen for f in listing if not f.name.startswith(".")]
+        assert finals, "the reader never saw a delivered file"
+        assert {f.size for f in finals} == {len(data)}
+        assert sum(1 for listing in seen for f in listing if f.name.startswith(".")) > 0
+        assert [f.name for f in seen[-1]] == ["f0.csv", "f1.csv", "f2.csv"]
