@@ -360,7 +360,20 @@ class _Checker:
             )
         if None in options.values():
             return None
+        if fmt == "csv":
+            self.encodable(options["columns"], options["encoding"])
         return OrderLayout(format=fmt, file_per=file_per, file_name=file_name, **options)
+
+    def encodable(self, columns: tuple[Column, ...], encoding: str) -> None:
+        """Headers and constants are the mapping's own text: they must fit the encoding."""
+        for index, column in enumerate(columns):
+            for key, text in (("header", column.name), ("value", column.value),
+                              ("default", column.default)):
+                try:
+                    (text or "").encode(encoding)
+                except UnicodeEncodeError as problem:
+                    self.problem(f"orders.columns[{index}].{key}",
+                                 f"{text[problem.start]!r} cannot be written in {encoding}")
 
     # -- scalar keys --
 
@@ -645,7 +658,7 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
         if len(text) <= max_length:
             return text
         if truncate:
-            return text[:max_length]
+            return text[:max_length].rstrip()
         where = f"{label} (line {number})" if label.startswith("line.") else label
         raise RenderError(f"{where} is {len(text)} characters long, "
                           f"the warehouse takes at most {max_length}")

@@ -1,0 +1,242 @@
+"""Orders → warehouse order files, as a mapping's `OrderLayout` describes them. Pure.
+
+`render_orders` never raises for a bad order: an order that cannot be laid out (no shipping
+address, no lines, a value longer than the warehouse takes, a character the file's encoding
+lacks, a character XML cannot carry, a file name that collides) is left out of every file and
+listed in `RenderResult.failures` with a reason that names the field and the problem but never
+the buyer's data. The other orders render as usual. Orders keep the order they were given in.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from lxml import etree
+
+from bridge.errors import RenderError
+from bridge.formats.tables import find_not_xml, find_unencodable, write_csv, write_xlsx, write_xml
+from bridge.mapping import Column, OrderLayout
+from bridge.records import Order
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    name: str  # a plain file name, safe to join to the outbound folder
+    data: bytes
+    order_ids: tuple[str, ...]  # the orders in the file, in file order
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    files: tuple[RenderedFile, ...]
+    failures: dict[str, str]  # order id -> why it is in no file (field and problem, no PII)
+
+
+def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: datetime) -> RenderResult:
+    """Lay `orders` out in files; `run_time` (aware) fills {run_time} and dates XLSX files."""
+    failures: dict[str, str] = {}
+    ready: list[Order] = []
+    seen: set[str] = set()
+    for order in orders:
+        reason = _unusable(order, seen)
+        if reason:
+            failures.setdefault(order.order_id, reason)
+        else:
+            ready.append(order)
+        seen.add(order.order_id)
+    builder = _BUILDERS[layout.format](layout, run_time)
+    units: list[tuple[Order, Any]] = []
+    for order in ready:
+        try:
+            units.append((order, builder.unit(order)))
+        except RenderError as problem:
+            failures[order.order_id] = str(problem)
+    groups = [[unit] for unit in units] if layout.file_per == "order" else [units] if units else []
+    files: list[RenderedFile] = []
+    names: dict[str, str] = {}
+    for group in groups:
+        data, dropped = builder.file(group)
+        failures.update(dropped)
+        kept = tuple(order.order_id for order, _ in group if order.order_id not in dropped)
+        if not kept:
+            continue
+        name = _file_name(layout.file_name, run_time, len(files) + 1,
+                          group[0][0] if layout.file_per == "order" else None)
+        if name in names:
+            failures[kept[0]] = f"its file name {name!r} is already used by order {names[name]}"
+            continue
+        names[name] = kept[0]
+        files.append(RenderedFile(name=name, data=data, order_ids=kept))
+    return RenderResult(files=tuple(files), failures=failures)
+
+
+def _unusable(order: Order, seen: set[str]) -> str | None:
+    if order.order_id in seen:
+        return "the order appears twice in this run"
+    if order.ship_to is None:
+        return ("ship_to: Amazon withheld the shipping address "
+                "(does the app have the Direct-to-Consumer Shipping role?)")
+    if not order.lines:
+        return "the order has no lines"
+    return None
+
+
+def _where(column: Column, line_number: int | None) -> str:
+    if line_number is not None and (column.source or "").startswith("line."):
+        return f"{column.label} (line {line_number})"
+    return column.label
+
+
+# --- csv and xlsx: one row per line ---------------------------------------------------------
+
+
+class _Rows:
+    """Order → its rows; a group of orders → one CSV or XLSX file."""
+
+    def __init__(self, layout: OrderLayout, run_time: datetime):
+        self.layout = layout
+        self.run_time = run_time
+        self.getters = tuple(column.get for column in layout.columns)
+        self.header = [c.name for c in layout.columns] if layout.format != "csv" or layout.header else None
+
+    def unit(self, order: Order) -> list[list[str]]:
+        getters = self.getters
+        return [[get(order, line, number) for get in getters]
+                for number, line in enumerate(order.lines, 1)]
+
+    def cell_problem(self, rows: list[list[str]], find, what: str) -> str | None:
+        for number, row in enumerate(rows, 1):
+            for column, text in zip(self.layout.columns, row):
+                found = find(text)
+                if found:
+                    position, char = found
+                    return (f"{_where(column, number)} has a character {what} "
+                            f"(U+{ord(char):04X} at position {position})")
+        return None
+
+
+class _Csv(_Rows):
+    def file(self, group: list[tuple[Order, list[list[str]]]]) -> tuple[bytes, dict[str, str]]:
+        layout = self.layout
+        try:
+            return self.write(group), {}
+        except RenderError:
+            pass  # rare: find which orders hold the character, leave them out, write again
+        encoding = layout.encoding
+        dropped: dict[str, str] = {}
+        for order, rows in group:
+            reason = self.cell_problem(rows, lambda text: find_unencodable(text, encoding),
+                                       f"{encoding} cannot encode")
+            if reason:
+                dropped[order.order_id] = reason
+        kept = [unit for unit in group if unit[0].order_id not in dropped]
+        return (self.write(kept) if kept else b""), dropped
+
+    def write(self, group: list[tuple[Order, list[list[str]]]]) -> bytes:
+        layout = self.layout
+        return write_csv(
+            (row for _, rows in group for row in rows),
+            header=self.header, delimiter=layout.delimiter, quoting=layout.quoting,
+            line_terminator=layout.line_terminator, encoding=layout.encoding,
+            unencodable=layout.unencodable,
+        )
+
+
+class _Xlsx(_Rows):
+    def unit(self, order: Order) -> list[list[str]]:
+        rows = super().unit(order)
+        reason = self.cell_problem(rows, find_not_xml, "XLSX cannot carry")
+        if reason:
+            raise RenderError(reason)
+        return rows
+
+    def file(self, group: list[tuple[Order, list[list[str]]]]) -> tuple[bytes, dict[str, str]]:
+        numbers = [index for index, column in enumerate(self.layout.columns) if column.is_number]
+        data = write_xlsx((row for _, rows in group for row in rows), header=self.header,
+                          sheet=self.layout.sheet, number_columns=numbers,
+                          timestamp=self.run_time)
+        return data, {}
+
+
+# --- xml: one element per order --------------------------------------------------------------
+
+
+def _split_path(path: str) -> tuple[tuple[str, ...], str | None]:
+    elements, _, attribute = path.partition("@")
+    return tuple(elements.split("/")) if elements else (), attribute or None
+
+
+class _Xml:
+    def __init__(self, layout: OrderLayout, run_time: datetime):
+        self.layout = layout
+        self.fields = [(c, *_split_path(c.name)) for c in layout.fields]
+        self.line_fields = [(c, *_split_path(c.name)) for c in layout.line_fields]
+
+    def unit(self, order: Order) -> etree._Element:
+        layout = self.layout
+        element = etree.Element(layout.order_element)
+        self.fill(element, self.fields, order, None, 0)
+        lines = etree.SubElement(element, layout.lines_element) if layout.lines_element else element
+        for number, line in enumerate(order.lines, 1):
+            self.fill(etree.SubElement(lines, layout.line_element), self.line_fields,
+                      order, line, number)
+        return element
+
+    def fill(self, element: etree._Element, fields, order: Order, line, number: int) -> None:
+        made: dict[tuple[str, ...], etree._Element] = {(): element}
+        for column, path, attribute in fields:
+            text = column.get(order, line, number)
+            found = find_not_xml(text)
+            if found:
+                position, char = found
+                raise RenderError(f"{_where(column, number or None)} has a character XML "
+                                  f"cannot carry (U+{ord(char):04X} at position {position})")
+            target = element
+            for depth in range(1, len(path) + 1):
+                key = path[:depth]
+                target = made.get(key)
+                if target is None:
+                    target = made[key] = etree.SubElement(made[path[:depth - 1]], path[depth - 1])
+            if attribute:
+                target.set(attribute, text)
+            elif text:
+                target.text = (target.text or "") + text
+
+    def file(self, group: list[tuple[Order, etree._Element]]) -> tuple[bytes, dict[str, str]]:
+        root = etree.Element(self.layout.root)
+        for _, element in group:
+            root.append(element)
+        return write_xml(root, encoding=self.layout.encoding), {}
+
+
+_BUILDERS = {"csv": _Csv, "xlsx": _Xlsx, "xml": _Xml}
+
+
+# --- file names ------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _safe(text: str) -> str:
+    """Letters, digits, '.', '_' and '-' only, and no '..' or leading '.'."""
+    text = _UNSAFE.sub("_", text).replace("..", "__")
+    return "_" + text[1:] if text.startswith(".") else text or "_"
+
+
+class _SafeFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return _safe(format(value, format_spec))
+
+
+def _file_name(template: str, run_time: datetime, seq: int, order: Order | None) -> str:
+    return _SafeFormatter().format(
+        template,
+        run_time=run_time.astimezone(timezone.utc),
+        seq=seq,
+        order_id=order.order_id if order else "",
+        marketplace_id=order.marketplace_id if order else "",
+    )
