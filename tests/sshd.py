@@ -48,6 +48,7 @@ class OpenSshd:
         if not os.path.exists(SSHD):
             raise SshdMissing(f"{SSHD} not found: run `apt-get install -y openssh-server`")
         self.dir = Path(folder or tempfile.mkdtemp(prefix="bridge-sshd-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.host_key = self.dir / "host_ed25519"
