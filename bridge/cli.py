@@ -1,0 +1,174 @@
+"""The `bridge` command: parses arguments, loads config, calls a flow, the daemon or the demo.
+
+Exit status: 0 done, 1 a run finished with errors (retried next run), 2 setup is wrong (config,
+credentials, host key) and needs a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bridge import __version__
+from bridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from bridge.errors import BridgeError, ConfigError, FixTheSetup
+from bridge.records import parse_iso
+
+EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as problem:
+        print("configuration is not valid:", file=sys.stderr)
+        for line in problem.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_SETUP
+    except FixTheSetup as problem:
+        print(f"bridge: {problem}", file=sys.stderr)
+        return EXIT_SETUP
+    except BridgeError as problem:
+        print(f"bridge: {problem}", file=sys.stderr)
+        return EXIT_ERRORS
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="validate config and mappings, log in to SFTP and Amazon")
+    check.set_defaults(handler=cmd_check)
+
+    orders = commands.add_parser("orders", help="orders down")
+    orders_commands = orders.add_subparsers(dest="orders_command", required=True, metavar="ACTION")
+    pull = orders_commands.add_parser("pull", help="one run now: pull, render, deliver")
+    pull.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    pull.set_defaults(handler=cmd_orders_pull)
+
+    status = commands.add_parser("status", help="what the bridge holds, delivered and needs help with")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
+    run.set_defaults(handler=cmd_run)
+
+    sandbox = commands.add_parser("sandbox", help="a local SP-API on 127.0.0.1 for trials and tests")
+    sandbox.add_argument("--port", type=int, default=8700)
+    sandbox.add_argument("--seed", type=Path, help="orders JSON (default: the demo orders)")
+    sandbox.add_argument("--fresh", action="store_true", help="move the orders' update times to just inside the default window")
+    sandbox.set_defaults(handler=cmd_sandbox)
+
+    demo = commands.add_parser("demo", help="the whole flow against a local sandbox and SFTP server, no accounts needed")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where the demo keeps its state and drop (default ./demo-run)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from bridge.service import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log_level)
+    return settings
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bridge.edges.amazon import AmazonOrders
+    from bridge.edges.sftp import SftpDrop
+
+    settings = _settings(args)
+    print(f"config    ok  {settings.path} ({len(settings.warehouses)} warehouse(s))")
+    failures = 0
+    for warehouse in settings.warehouses:
+        print(f"mapping   ok  {warehouse.name}: {warehouse.mapping.name} ({warehouse.mapping.orders.format})")
+        try:
+            with SftpDrop(warehouse.sftp) as drop:
+                fingerprint = drop.check()
+                drop.listdir(warehouse.orders_folder)
+            print(f"sftp      ok  {warehouse.name}: {warehouse.sftp.username}@{warehouse.sftp.host}:{warehouse.sftp.port} host key {fingerprint}, {warehouse.orders_folder} readable")
+        except BridgeError as problem:
+            failures += 1
+            print(f"sftp      FAIL {warehouse.name}: {problem}")
+    try:
+        AmazonOrders(settings.amazon).check()
+        print(f"amazon    ok  token from {settings.amazon.token_url}, endpoint {settings.amazon.endpoint}")
+    except BridgeError as problem:
+        failures += 1
+        print(f"amazon    FAIL {problem}")
+    return EXIT_OK if not failures else EXIT_SETUP
+
+
+def cmd_orders_pull(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings) as service:
+        report = service.orders.run(now)
+    print(report.summary())
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    return EXIT_OK if not report.errors else EXIT_ERRORS
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bridge.service import status_report
+
+    settings = load_settings(args.config)
+    report = status_report(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_status(report))
+    return EXIT_OK
+
+
+def format_status(report: dict) -> str:
+    counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
+    lines = [f"config: {report['config']}", f"orders: {counts}"]
+    if report["window_end"]:
+        hours, rest = divmod(report["behind_seconds"], 3600)
+        late = "  LATE: is the service running? (systemctl status bridge)" if report["late"] else ""
+        lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
+    else:
+        lines.append("pulled up to: nothing pulled yet")
+    for item in report["files_in_flight"]:
+        lines.append(f"in flight: {item['warehouse']} {item['name']} ({item['status']}; delivered on the next run)")
+    if report["attention"]:
+        lines.append("needs attention:")
+        for item in report["attention"]:
+            lines.append(f"  {item['order_id']}  {item['status']}  {item['reason']}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.daemon import run_daemon
+
+    settings = _settings(args)
+    return run_daemon(settings, args.config)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from bridge.demo import serve_sandbox
+
+    serve_sandbox(args.port, args.seed, fresh=args.fresh)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    return run_demo(args.workdir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

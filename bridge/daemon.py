@@ -1,0 +1,98 @@
+"""The long-running service: runs the orders flow on its schedule until told to stop.
+
+Signals only set flags; the loop does the work. SIGTERM/SIGINT let the run in progress finish
+(the file in flight is completed and recorded) and exit 0. SIGHUP reloads the config file: a
+config that no longer validates is reported and the old one kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import schedule
+
+from bridge.config import Settings, load_settings
+from bridge.errors import ConfigError
+from bridge.service import open_service
+
+log = logging.getLogger("bridge.daemon")
+
+
+class Flags:
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, signum, frame) -> None:
+        self.stop = True
+
+    def _reload(self, signum, frame) -> None:
+        self.reload = True
+
+
+def run_daemon(
+    settings: Settings,
+    config_path: Path,
+    *,
+    flags: Flags | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    tick: float = 1.0,
+) -> int:
+    flags = flags or Flags()
+    if flags is not None and threading_is_main():
+        flags.install()
+    while not flags.stop:
+        with open_service(settings) as service:
+            scheduler = schedule.Scheduler()
+            scheduler.every(int(settings.orders.interval.total_seconds())).seconds.do(
+                lambda: service.orders.run(now())
+            )
+            notify("READY=1", f"STATUS=orders every {settings.orders.interval}")
+            log.info("started config=%s orders_every=%s warehouses=%d", config_path, settings.orders.interval, len(settings.warehouses))
+            service.orders.run(now())
+            while not flags.stop and not flags.reload:
+                scheduler.run_pending()
+                time.sleep(tick)
+        if flags.reload:
+            flags.reload = False
+            notify("RELOADING=1")
+            try:
+                settings = load_settings(config_path)
+                log.info("config reloaded config=%s", config_path)
+            except ConfigError as problem:
+                log.error("config reload refused, keeping the running config: %s", "; ".join(problem.problems))
+    notify("STOPPING=1")
+    log.info("stopped")
+    return 0
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def notify(*states: str) -> None:
+    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd set one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto("\n".join(states).encode(), address)
+        except OSError as problem:
+            log.warning("systemd notify failed: %s", problem)

@@ -1,0 +1,279 @@
+"""Orders down: Amazon orders become files in each warehouse's drop, exactly once.
+
+One run, in order, each step safe to interrupt at any line:
+1. pull   windows from the committed bookmark up to now - lag; each window's orders are recorded
+          in the ledger in the same transaction that moves the bookmark;
+2. recheck held orders (address withheld, no warehouse) and record what changed;
+3. render pending orders by their warehouse's mapping into the local spool, then stage them;
+4. deliver staged files: upload under a temporary name, mark uploaded, rename into place, mark
+          delivered. After a crash, an uploaded file whose temporary name is gone was renamed.
+5. purge  buyer data past the retention period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Protocol
+
+from bridge.config import Settings, WarehouseSettings
+from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders
+from bridge.edges.folders import Drop, write_atomic
+from bridge.edges.sftp import SftpDrop
+from bridge.errors import BridgeError, FixTheSetup, RetryLater
+from bridge.formats.orders import render_orders
+from bridge.ledger import Ledger, Observation, OrderStatus, FileStatus, StoredFile
+from bridge.records import Order
+from bridge.windows import Window, next_window
+
+log = logging.getLogger("bridge.orders")
+
+BOOKMARK = "orders.window_end"
+HELD_RECHECKS_PER_RUN = 25
+PII_MISSING = "no delivery address from Amazon (PII role missing)"
+
+
+class Checkpoint(Protocol):
+    def __call__(self, step: str) -> None: ...
+
+
+@dataclass
+class RunReport:
+    windows: list[str] = field(default_factory=list)
+    pulled: int = 0
+    new: int = 0
+    held: int = 0
+    unrenderable: int = 0
+    staged_files: int = 0
+    delivered_files: int = 0
+    delivered_orders: int = 0
+    changed_after_delivery: int = 0
+    purged: int = 0
+    caught_up: bool = True
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        window = f"{self.windows[0].split('/')[0]}/{self.windows[-1].split('/')[1]}" if self.windows else "-"
+        return (
+            f"orders windows={len(self.windows)} window={window} pulled={self.pulled} new={self.new}"
+            f" held={self.held} unrenderable={self.unrenderable} files={self.staged_files}"
+            f" delivered={self.delivered_orders} changed_after_delivery={self.changed_after_delivery}"
+            f" caught_up={'yes' if self.caught_up else 'no'} errors={len(self.errors)}"
+        )
+
+
+def decide(order: Order, settings: Settings) -> Observation:
+    """What to do with an order Amazon reported: pending for a warehouse, held, or never sent."""
+    if order.status == "CANCELLED":
+        return Observation(order, OrderStatus.CANCELLED, "cancelled on Amazon before delivery")
+    if order.status not in settings.orders.statuses:
+        return Observation(order, OrderStatus.SKIPPED, f"Amazon status is {order.status}")
+    if order.marketplace_id not in settings.orders.marketplaces:
+        return Observation(order, OrderStatus.SKIPPED, f"marketplace {order.marketplace_id} is not in orders.marketplaces")
+    if order.ship_to is None:
+        return Observation(order, OrderStatus.HELD, PII_MISSING)
+    countries = settings.orders.ship_to_countries
+    if countries and order.country_code not in countries:
+        return Observation(order, OrderStatus.SKIPPED, f"ship-to country {order.country_code} is not in orders.ship_to_countries")
+    for warehouse in settings.warehouses:
+        if warehouse.takes(order.country_code, order.marketplace_id):
+            return Observation(order, OrderStatus.PENDING, "", warehouse.name)
+    return Observation(
+        order,
+        OrderStatus.HELD,
+        f"no warehouse takes ship-to country {order.country_code} in marketplace {order.marketplace_id}",
+    )
+
+
+class OrdersFlow:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        amazon: AmazonOrders,
+        *,
+        open_drop: Callable[[WarehouseSettings], Drop] | None = None,
+        checkpoint: Checkpoint | None = None,
+    ):
+        self.settings = settings
+        self.ledger = ledger
+        self.amazon = amazon
+        self.open_drop = open_drop or (lambda warehouse: SftpDrop(warehouse.sftp))
+        self.checkpoint = checkpoint or (lambda step: None)
+
+    def run(self, now: datetime) -> RunReport:
+        """One complete run. Steps after a failed one still run: Amazon being down must not stop
+        already-staged files from reaching the warehouse."""
+        report = RunReport()
+        for step in (self.pull, self.recheck_held, self.render, self.deliver, self.purge):
+            try:
+                step(now, report)
+            except BridgeError as problem:
+                report.errors.append(f"{step.__name__}: {problem}")
+                level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
+                log.log(level, "step=%s failed: %s", step.__name__, problem)
+        log.info(report.summary())
+        return report
+
+    # --- 1. pull -------------------------------------------------------------------------
+
+    def pull(self, now: datetime, report: RunReport) -> None:
+        orders = self.settings.orders
+        for _ in range(orders.max_windows_per_run):
+            window = next_window(
+                self.ledger.bookmark(BOOKMARK), now, size=orders.window, lag=orders.lag,
+                overlap=orders.overlap, first_start=orders.start,
+            )
+            if window is None:
+                return
+            self._pull_window(window, now, report)
+        report.caught_up = next_window(
+            self.ledger.bookmark(BOOKMARK), now, size=orders.window, lag=orders.lag
+        ) is None
+
+    def _pull_window(self, window: Window, now: datetime, report: RunReport) -> None:
+        wanted = set(self.settings.orders.statuses) | {"CANCELLED"}
+        found = self.amazon.updated_between(
+            window.query_start, window.end, sorted(wanted), self.settings.orders.marketplaces
+        )
+        observations = [decide(order, self.settings) for order in found]
+        self.checkpoint("window_fetched")
+        summary = self.ledger.record(observations, now, bookmark=(BOOKMARK, window.end))
+        self._note_rejected(now)
+        report.windows.append(str(window))
+        report.pulled += len(found)
+        report.new += summary.new
+        self._note_changes(summary.changed_after_delivery)
+        report.changed_after_delivery += len(summary.changed_after_delivery)
+        held = [o for o in observations if o.status == OrderStatus.HELD]
+        report.held += len(held)
+        if any(o.reason == PII_MISSING for o in held):
+            log.warning("orders held without address count=%d: %s", sum(o.reason == PII_MISSING for o in held), PII_ROLE_HINT)
+
+    def _note_rejected(self, now: datetime) -> None:
+        for order_id, why in self.amazon.rejected:
+            log.error("order_id=%s not usable, not recorded: %s", order_id, why)
+        self.amazon.rejected.clear()
+
+    def _note_changes(self, order_ids: tuple[str, ...]) -> None:
+        for order_id in order_ids:
+            row = self.ledger.order_row(order_id) or {}
+            log.warning(
+                "order changed on Amazon after delivery order_id=%s amazon_status=%s warehouse=%s:"
+                " the bridge never resends or deletes a delivered order; tell the warehouse",
+                order_id, row.get("amazon_status"), row.get("warehouse"),
+            )
+
+    # --- 2. held orders ------------------------------------------------------------------
+
+    def recheck_held(self, now: datetime, report: RunReport) -> None:
+        """Decide held orders again (settings may have changed); ask Amazon for missing addresses."""
+        observations = []
+        refetched = 0
+        for stored in self.ledger.orders_in(OrderStatus.HELD):
+            order = stored.order
+            if order.ship_to is None and refetched < HELD_RECHECKS_PER_RUN:
+                refetched += 1
+                order = self.amazon.order(stored.order_id) or order
+            observations.append(decide(order, self.settings))
+        if observations:
+            summary = self.ledger.record(observations, now)
+            released = sum(o.status == OrderStatus.PENDING for o in observations)
+            if released:
+                log.info("held orders released count=%d", released)
+            self._note_changes(summary.changed_after_delivery)
+
+    # --- 3. render -----------------------------------------------------------------------
+
+    def render(self, now: datetime, report: RunReport) -> None:
+        waiting = self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE)
+        self._remove_orphan_spool_files()
+        for warehouse in self.settings.warehouses:
+            orders = [stored.order for stored in waiting if stored.warehouse == warehouse.name]
+            if orders:
+                self._render_for(warehouse, orders, now, report)
+
+    def _render_for(self, warehouse: WarehouseSettings, orders: list[Order], now: datetime, report: RunReport) -> None:
+        result = render_orders(warehouse.mapping.orders, orders, now)
+        for order_id, why in result.failures.items():
+            self.ledger.mark_unrenderable(order_id, why, now)
+            log.error("order cannot be laid out warehouse=%s order_id=%s why=%s", warehouse.name, order_id, why)
+        report.unrenderable += len(result.failures)
+        folder = self.settings.spool_dir / warehouse.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for rendered in result.files:
+            if self.ledger.file_name_taken(warehouse.name, rendered.name):
+                log.warning("file name already used warehouse=%s name=%s: retried next run", warehouse.name, rendered.name)
+                continue
+            path = folder / rendered.name
+            write_atomic(path, rendered.data)
+            self.checkpoint("spooled")
+            digest = hashlib.sha256(rendered.data).hexdigest()
+            self.ledger.stage_file(warehouse.name, rendered.name, path, len(rendered.data), digest, rendered.order_ids, now)
+            self.checkpoint("staged")
+            report.staged_files += 1
+
+    def _remove_orphan_spool_files(self) -> None:
+        """Spool files written before a crash that the ledger never staged: rendered again."""
+        in_use = self.ledger.spool_paths_in_use()
+        if not self.settings.spool_dir.is_dir():
+            return
+        for path in self.settings.spool_dir.glob("*/*"):
+            if path.is_file() and str(path) not in in_use:
+                path.unlink()
+
+    # --- 4. deliver ----------------------------------------------------------------------
+
+    def deliver(self, now: datetime, report: RunReport) -> None:
+        problems: list[BridgeError] = []
+        for warehouse in self.settings.warehouses:
+            files = self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED, warehouse=warehouse.name)
+            if not files:
+                continue
+            try:
+                with self.open_drop(warehouse) as drop:
+                    for stored in files:
+                        report.delivered_orders += self._deliver_file(warehouse, drop, stored, now)
+                        report.delivered_files += 1
+            except BridgeError as problem:
+                problems.append(problem)
+                log.error("delivery stopped warehouse=%s: %s", warehouse.name, problem)
+        if problems:
+            # One warehouse failing never stops the others; the run reports every failure.
+            raise type(problems[0])("; ".join(str(problem) for problem in problems))
+
+    def _deliver_file(self, warehouse: WarehouseSettings, drop: Drop, stored: StoredFile, now: datetime) -> int:
+        final = f"{warehouse.orders_folder}/{stored.name}"
+        temporary = final + warehouse.temp_suffix
+        if stored.status == FileStatus.STAGED:
+            data = stored.spool_path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != stored.sha256:
+                raise FixTheSetup(f"spool file {stored.spool_path} changed since it was staged; not sending it")
+            drop.put_bytes(data, temporary)
+            self.checkpoint("uploaded")
+            self.ledger.mark_uploaded(stored.id)
+            self.checkpoint("marked_uploaded")
+            drop.rename(temporary, final)
+        elif drop.exists(temporary):
+            drop.rename(temporary, final)
+        else:
+            # Uploaded before a crash and the temporary name is gone: the rename happened.
+            log.info("file was renamed before a restart warehouse=%s name=%s", warehouse.name, stored.name)
+        self.checkpoint("renamed")
+        order_ids = self.ledger.mark_delivered(stored.id, now)
+        log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, len(order_ids))
+        return len(order_ids)
+
+    # --- 5. retention --------------------------------------------------------------------
+
+    def purge(self, now: datetime, report: RunReport) -> None:
+        retention = self.settings.retention
+        report.purged = self.ledger.purge_pii(now - timedelta(days=retention.pii_days), now)
+        for stored in self.ledger.spool_files_to_delete(now - timedelta(days=retention.spool_days)):
+            Path(stored.spool_path).unlink(missing_ok=True)
+            self.ledger.mark_spool_deleted(stored.id, now)
+        if report.purged:
+            log.info("retention purged_orders=%d", report.purged)

@@ -1,0 +1,106 @@
+"""Composition: settings → ledger, edges and flows, under one process-wide state lock.
+
+Two bridges on one state folder would break exactly-once delivery, so every command that
+changes state holds an exclusive lock on `<state_dir>/bridge.lock` while it runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from bridge.config import Settings
+from bridge.edges.amazon import AmazonOrders
+from bridge.errors import FixTheSetup
+from bridge.flows.orders import BOOKMARK, OrdersFlow
+from bridge.ledger import FileStatus, Ledger
+from bridge.records import iso_z
+
+QUIET_LIBRARIES = ("sp_api", "httpx", "httpcore", "paramiko", "watchdog", "schedule")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Operator logs: one `key=value` line per unit of work, no buyer data, no secrets.
+
+    The libraries stay at WARNING whatever the level: sp_api logs request headers (the access
+    token) at DEBUG.
+    """
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        force=True,
+    )
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "bridge.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FixTheSetup(
+            f"another bridge process is using {state_dir} (lock file {state_dir / 'bridge.lock'});"
+            " stop it first (systemctl stop bridge)"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@dataclass
+class Service:
+    settings: Settings
+    ledger: Ledger
+    amazon: AmazonOrders
+    orders: OrdersFlow
+
+
+@contextmanager
+def open_service(settings: Settings, **flow_options: Any) -> Iterator[Service]:
+    with state_lock(settings.state_dir):
+        ledger = Ledger(settings.ledger_path)
+        try:
+            amazon = AmazonOrders(settings.amazon)
+            yield Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
+        finally:
+            ledger.close()
+
+
+def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """What `bridge status` shows: counts, the window bookmark, files in flight, attention items."""
+    now = now or datetime.now(timezone.utc)
+    ledger = Ledger(settings.ledger_path)
+    try:
+        bookmark = ledger.bookmark(BOOKMARK)
+        in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)
+        behind = now - bookmark if bookmark else None
+        expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
+        return {
+            "config": str(settings.path),
+            "orders": ledger.status_counts(),
+            "window_end": iso_z(bookmark) if bookmark else None,
+            "behind_seconds": int(behind.total_seconds()) if behind else None,
+            "late": bool(behind and behind > expected),
+            "files_in_flight": [
+                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
+            ],
+            "attention": ledger.attention(),
+        }
+    finally:
+        ledger.close()

@@ -1,0 +1,41 @@
+"""Window arithmetic for pulling orders: pure, `now` is always a parameter.
+
+Windows tile time: each starts where the last committed one ended, so there is no gap and no
+double. A window's upper bound stays `lag` behind now (never less than Amazon's 2 minutes), and
+after downtime the bridge catches up in window-sized steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+AMAZON_MIN_LAG = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime  # the committed end of the previous window
+    end: datetime  # committed as the next start once the window's orders are recorded
+    query_start: datetime  # start minus the configured overlap: re-reads are harmless
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%dT%H:%M:%SZ}/{self.end:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def next_window(
+    bookmark: datetime | None,
+    now: datetime,
+    *,
+    size: timedelta,
+    lag: timedelta,
+    overlap: timedelta = timedelta(0),
+    first_start: datetime | None = None,
+) -> Window | None:
+    """The next window to pull, or None when the bridge has caught up with `now - lag`."""
+    ceiling = now - max(lag, AMAZON_MIN_LAG)
+    start = bookmark or first_start or (ceiling - size)
+    if start >= ceiling:
+        return None
+    end = min(start + size, ceiling)
+    return Window(start=start, end=end, query_start=start - overlap)
