@@ -185,7 +185,7 @@ class SpApiSandbox:
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
         self.token_url = self.url + "/auth/o2/token"
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="spapi-sandbox", daemon=True)
         self._thread.start()
         return self
