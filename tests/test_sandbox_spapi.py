@@ -464,15 +464,22 @@ def test_python_amazon_sp_api_client_searches_orders_end_to_end(sandbox):
     client = OrdersV20260101(marketplace, auth_token_client_class=SandboxTokens, credentials={
         "refresh_token": CREDENTIALS["refresh_token"], "lwa_app_id": CREDENTIALS["client_id"],
         "lwa_client_secret": CREDENTIALS["client_secret"]})
+    params = {"lastUpdatedAfter": "2026-11-20T09:00:00Z",
+              "lastUpdatedBefore": "2026-11-20T12:00:00Z", "fulfilledBy": ["MERCHANT"],
+              "marketplaceIds": [US], "includedData": ["RECIPIENT", "FULFILLMENT"],
+              "maxResultsPerPage": 2}
+    ids, token = [], None
     try:
-        response = client.search_orders(lastUpdatedAfter="2026-11-20T09:00:00Z",
-                                         lastUpdatedBefore="2026-11-20T12:00:00Z",
-                                         fulfilledBy=["MERCHANT"], marketplaceIds=[US],
-                                         includedData=["RECIPIENT", "FULFILLMENT"])
+        while True:
+            response = client.search_orders(**params, **({"paginationToken": token}
+                                                         if token else {}))
+            validate_definition(V2026, "SearchOrdersResponse", response.payload)
+            ids += [o["orderId"] for o in response.payload["orders"]]
+            token = response.next_token
+            if not token:
+                break
     finally:
         access_token_client.cache.clear()
-    validate_definition(V2026, "SearchOrdersResponse", response.payload)
-    ids = [o["orderId"] for o in response.payload["orders"]]
     assert ids == ["111-0000001-0000001", "111-0000002-0000002", "111-0000005-0000005",
                    "111-0000007-0000007", "111-0000008-0000008"]
     assert response.rate_limit == "0.0056"

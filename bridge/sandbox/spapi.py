@@ -362,11 +362,12 @@ class SpApiSandbox:
         included = so.many(query, "includedData", so.INCLUDED_DATA)
         size = so.page_size(query, "maxResultsPerPage")
         token = so.single(query, "paginationToken")
-        filters = {name: query.get(name) for name in ("createdAfter", "createdBefore",
-                                                      "lastUpdatedAfter", "lastUpdatedBefore",
-                                                      "fulfillmentStatuses", "fulfilledBy",
-                                                      "marketplaceIds")}
-        fingerprint = so.fingerprint(filters)
+        # The token belongs to these filters (maxResultsPerPage and includedData may change).
+        fingerprint = so.fingerprint({
+            "field": field, "after": so.iso(after),
+            "before": so.single(query, "lastUpdatedBefore") or so.single(query, "createdBefore"),
+            "statuses": sorted(statuses or ()), "fulfilledBy": sorted(fulfilled_by or ()),
+            "marketplaceIds": sorted(marketplaces or ())})
         position = None
         if token:
             position = so.decode_token("paginationToken", token, fingerprint)
