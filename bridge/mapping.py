@@ -17,7 +17,7 @@ The orders section
     timezone = "UTC"                # zoneinfo name; dates and times are shown in this zone
     date_format = "%Y-%m-%d"        # default strftime format of date sources
     datetime_format = "%Y-%m-%d %H:%M:%S"
-    decimal_separator = "."         # "." or ","  (csv and xml; xlsx writes real numbers)
+    decimal_separator = "."         # csv, xml: "." or ","  (xlsx writes real numbers)
     true_value = "1"                # how booleans are written
     false_value = "0"
     encoding = "utf-8"              # csv, xml: utf-8 | utf-8-sig (with BOM) | cp1252
@@ -267,14 +267,14 @@ _TOP_LEVEL = {"orders"}
 _LATER_FLOWS = {"shipments", "stock"}  # validated by their own flows, later
 _COMMON_KEYS = {
     "format", "file_per", "file_name", "timezone", "date_format", "datetime_format",
-    "decimal_separator", "true_value", "false_value",
+    "true_value", "false_value",
 }
 _FORMAT_KEYS = {
-    "csv": {"encoding", "unencodable", "delimiter", "quoting", "header", "line_terminator",
-            "columns"},
+    "csv": {"decimal_separator", "encoding", "unencodable", "delimiter", "quoting", "header",
+            "line_terminator", "columns"},
     "xlsx": {"sheet", "columns"},
-    "xml": {"encoding", "root", "order_element", "lines_element", "line_element", "fields",
-            "line_fields"},
+    "xml": {"decimal_separator", "encoding", "root", "order_element", "lines_element",
+            "line_element", "fields", "line_fields"},
 }
 _COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate"}
 _PLACEHOLDERS = {"order_id", "marketplace_id", "run_time", "seq"}

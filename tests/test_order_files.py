@@ -310,3 +310,31 @@ def test_xml_control_character_fails_the_order():
     assert result.failures == {
         "A-1": "ship_to.name has a character XML cannot carry (U+0001 at position 2)"}
     assert result.files[0].order_ids == ("B-2",)
+
+
+def test_xml_without_a_lines_wrapper_and_seq_in_names(tmp_path: Path):
+    layout = layout_from(tmp_path, """
+[orders]
+format = "xml"
+file_per = "order"
+file_name = "{seq:03d}_{marketplace_id}_{order_id}.xml"
+lines_element = ""
+[[orders.fields]]
+element = "Id"
+source = "order.id"
+[[orders.line_fields]]
+element = "Sku"
+source = "line.sku"
+""")
+    result = render_orders(layout, [make_order("A-1", lines=2), make_order("B-2")], RUN_TIME)
+    assert [f.name for f in result.files] == ["001_A1PA6795UKMFR9_A-1.xml",
+                                              "002_A1PA6795UKMFR9_B-2.xml"]
+    order = etree.fromstring(result.files[0].data, SAFE_PARSER).find("Order")
+    assert [child.tag for child in order] == ["Id", "Line", "Line"]
+
+
+def test_decimal_separator_is_not_an_xlsx_key(tmp_path: Path):
+    text = (ROOT / "mappings/initech-xlsx.toml").read_text("utf-8").replace(
+        'sheet = "Orders"', 'sheet = "Orders"\ndecimal_separator = ","')
+    with pytest.raises(Exception, match="orders.decimal_separator: not used by format 'xlsx'"):
+        layout_from(tmp_path, text)
