@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Sequence
 
 from lxml import etree
@@ -20,7 +20,7 @@ from lxml import etree
 from bridge.errors import RenderError
 from bridge.formats.tables import find_not_xml, find_unencodable, write_csv, write_xlsx, write_xml
 from bridge.mapping import Column, OrderLayout
-from bridge.records import Order
+from bridge.records import Order, utc
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class RenderResult:
 
 
 def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: datetime) -> RenderResult:
-    """Lay `orders` out in files; `run_time` (aware) fills {run_time} and dates XLSX files."""
+    """Lay `orders` out in files; `run_time` fills {run_time} and dates XLSX files.
+
+    A naive `run_time` is taken as UTC, like everywhere in the bridge.
+    """
     failures: dict[str, str] = {}
     ready: list[Order] = []
     seen: set[str] = set()
@@ -101,7 +104,8 @@ class _Rows:
         self.layout = layout
         self.run_time = run_time
         self.getters = tuple(column.get for column in layout.columns)
-        self.header = [c.name for c in layout.columns] if layout.format != "csv" or layout.header else None
+        wants_header = layout.format != "csv" or layout.header
+        self.header = [c.name for c in layout.columns] if wants_header else None
 
     def unit(self, order: Order) -> list[list[str]]:
         getters = self.getters
@@ -158,7 +162,7 @@ class _Xlsx(_Rows):
         numbers = [index for index, column in enumerate(self.layout.columns) if column.is_number]
         data = write_xlsx((row for _, rows in group for row in rows), header=self.header,
                           sheet=self.layout.sheet, number_columns=numbers,
-                          timestamp=self.run_time)
+                          timestamp=utc(self.run_time))
         return data, {}
 
 
@@ -235,7 +239,7 @@ class _SafeFormatter(string.Formatter):
 def _file_name(template: str, run_time: datetime, seq: int, order: Order | None) -> str:
     return _SafeFormatter().format(
         template,
-        run_time=run_time.astimezone(timezone.utc),
+        run_time=utc(run_time),
         seq=seq,
         order_id=order.order_id if order else "",
         marketplace_id=order.marketplace_id if order else "",
