@@ -115,13 +115,20 @@ def test_acme_golden_is_cp1252_semicolon_crlf_with_german_dates():
 
 
 def test_per_order_files_name_their_order_and_per_run_files_hold_all():
-    orders = sample_orders()
+    orders = sorted(sample_orders(), key=lambda order: order.order_id)
     acme = render_orders(load_mapping(ROOT / "mappings/acme-csv.toml").orders, orders, RUN_TIME)
     assert [f.order_ids for f in acme.files] == [(o.order_id,) for o in orders]
     assert all(o.order_id in f.name for o, f in zip(orders, acme.files))
     globex = render_orders(load_mapping(ROOT / "mappings/globex-xml.toml").orders, orders, RUN_TIME)
     assert [f.order_ids for f in globex.files] == [tuple(o.order_id for o in orders)]
     assert globex.files[0].name == "GLOBEX_ORDERS_20261120T123000Z.xml"
+
+
+def test_files_do_not_depend_on_the_order_orders_come_in():
+    for path in sorted((ROOT / "mappings").glob("*.toml")):
+        layout = load_mapping(path).orders
+        forward = render_orders(layout, sample_orders(), RUN_TIME)
+        assert forward == render_orders(layout, sample_orders()[::-1], RUN_TIME), path
 
 
 def test_no_orders_no_files():

@@ -4,7 +4,10 @@
 address, no lines, a value longer than the warehouse takes, a character the file's encoding
 lacks, a character XML cannot carry, a file name that collides) is left out of every file and
 listed in `RenderResult.failures` with a reason that names the field and the problem but never
-the buyer's data. The other orders render as usual. Orders keep the order they were given in.
+the buyer's data. The other orders render as usual.
+
+Orders are laid out sorted by order id, whatever order they come in: the same set of orders
+always gives the same bytes and names, so a run re-rendered after a crash writes identical files.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: dateti
     failures: dict[str, str] = {}
     ready: list[Order] = []
     seen: set[str] = set()
-    for order in orders:
+    for order in sorted(orders, key=lambda order: order.order_id):
         reason = _unusable(order, seen)
         if reason:
             failures.setdefault(order.order_id, reason)
