@@ -55,7 +55,7 @@ RATE_LIMITS: dict[str, tuple[float, int]] = {
     "getOrderItems": (0.5, 30),
     "createRestrictedDataToken": (1.0, 10),
 }
-INCLUDED_DATA = ["BUYER", "RECIPIENT", "FULFILLMENT"]
+INCLUDED_DATA = ["BUYER", "RECIPIENT", "FULFILLMENT", "PROCEEDS"]
 V0_STATUS = {
     "PENDING": "Pending",
     "UNSHIPPED": "Unshipped",
@@ -125,11 +125,15 @@ class AmazonOrders:
         clock: Callable[[], float] = time.monotonic,
         rate_limits: dict[str, tuple[float, int]] | None = None,
         attempts: int = 5,
+        backoff: float = 2.0,
     ):
         self.settings = settings
         self._sleep = sleep
         self._limiter = RateLimiter(rate_limits or RATE_LIMITS, clock=clock, sleep=sleep)
         self._attempts = attempts
+        self._backoff = backoff
+        self._clock = clock
+        self._restricted_tokens: dict[str, tuple[str, float]] = {}  # path -> (token, expires at)
         self._token_client = _token_client_class(settings.token_url)
         self.pii_missing = False  # set when a call showed the PII role is missing
         self.rejected: list[tuple[str, str]] = []  # (order id, why) for records Amazon sent that cannot be used
@@ -225,7 +229,13 @@ class AmazonOrders:
         return items
 
     def _restricted_token(self, path: str) -> str | None:
-        """A Restricted Data Token for addresses and buyer info, or None if the role is missing."""
+        """A Restricted Data Token for addresses and buyer info, or None if the role is missing.
+
+        Tokens are reused until a minute before they expire, as Amazon recommends.
+        """
+        cached = self._restricted_tokens.get(path)
+        if cached and cached[1] > self._clock():
+            return cached[0]
         body = {
             "restrictedResources": [
                 {"method": "GET", "path": path, "dataElements": ["buyerInfo", "shippingAddress"]}
@@ -234,12 +244,16 @@ class AmazonOrders:
         try:
             response = self._call("createRestrictedDataToken", self._client(Tokens).create_restricted_data_token, **body)
         except PiiAccessMissing:
+            if not self.pii_missing:
+                log.warning("restricted data token refused: orders will arrive without addresses; %s", PII_ROLE_HINT)
             self.pii_missing = True
-            log.warning("restricted data token refused: orders will arrive without addresses; %s", PII_ROLE_HINT)
             return None
         token = response.payload.get("restrictedDataToken")
         if not token:
             raise AmazonUnavailable("createRestrictedDataToken answered without a token")
+        lifetime = float(response.payload.get("expiresIn") or 3600)
+        self._restricted_tokens[path] = (token, self._clock() + max(0.0, lifetime - 60))
+        self.pii_missing = False
         return token
 
     # --- plumbing ------------------------------------------------------------------------
@@ -296,7 +310,7 @@ class AmazonOrders:
                 wait = _rate_wait(problem.headers)
                 if wait is not None:
                     self._limiter.slow_down(operation, 1 / wait)
-                wait = wait or min(60.0, 2.0**attempt)
+                wait = wait or self._pause(attempt)
                 if attempt == self._attempts or wait > self.settings.max_throttle_wait_seconds:
                     raise AmazonThrottled(f"{operation}: throttled by Amazon (429)", retry_after=wait) from None
                 log.info("throttled op=%s attempt=%d wait=%.1fs", operation, attempt, wait)
@@ -315,7 +329,7 @@ class AmazonOrders:
                 ) from None
             except SellingApiException as problem:
                 if getattr(problem, "code", 500) >= 500 and attempt < self._attempts:
-                    self._sleep(min(60.0, 2.0**attempt))
+                    self._sleep(self._pause(attempt))
                     continue
                 if getattr(problem, "code", 500) >= 500:
                     raise AmazonUnavailable(f"{operation}: Amazon error {_amazon_message(problem)}") from None
@@ -324,8 +338,11 @@ class AmazonOrders:
                 # ValueError: a body that is neither JSON nor empty (an HTML error page).
                 if attempt == self._attempts:
                     raise AmazonUnavailable(f"{operation}: cannot reach SP-API at {self.settings.endpoint}: {problem}") from None
-                self._sleep(min(60.0, 2.0**attempt))
+                self._sleep(self._pause(attempt))
         raise AssertionError("unreachable")
+
+    def _pause(self, attempt: int) -> float:
+        return min(60.0, self._backoff * 2 ** (attempt - 1))
 
 
 def _token_client_class(token_url: str) -> type[AccessTokenClient]:

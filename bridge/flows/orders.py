@@ -192,7 +192,11 @@ class OrdersFlow:
         waiting = self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE)
         self._remove_orphan_spool_files()
         for warehouse in self.settings.warehouses:
-            orders = [stored.order for stored in waiting if stored.warehouse == warehouse.name]
+            # Oldest purchase first: the order a warehouse picks in, and stable for golden files.
+            orders = sorted(
+                (stored.order for stored in waiting if stored.warehouse == warehouse.name),
+                key=lambda order: (order.purchase_date, order.order_id),
+            )
             if orders:
                 self._render_for(warehouse, orders, now, report)
 

@@ -5,6 +5,7 @@ Pure: takes decoded JSON, returns records or raises BadRecord naming the order a
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -61,7 +62,7 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
             purchase_date=parse_iso(order["PurchaseDate"]),
             last_updated=parse_iso(order["LastUpdateDate"]),
             status=V0_STATUS_TO_FULFILLMENT.get(order["OrderStatus"], order["OrderStatus"]),
-            service_level=order.get("ShipmentServiceLevelCategory") or order.get("ShipServiceLevel", ""),
+            service_level=_v2026_spelling(order.get("ShipmentServiceLevelCategory", "")),
             ship_by=parse_iso(order["LatestShipDate"]) if order.get("LatestShipDate") else None,
             deliver_by=(
                 parse_iso(order["LatestDeliveryDate"]) if order.get("LatestDeliveryDate") else None
@@ -147,8 +148,14 @@ def _v0_address(data: dict[str, Any] | None) -> Address | None:
         postal_code=data.get("PostalCode", ""),
         country_code=data.get("CountryCode", ""),
         phone=data.get("Phone", ""),
-        address_type=data.get("AddressType", ""),
+        address_type=_v2026_spelling(data.get("AddressType", "")),
     )
+
+
+def _v2026_spelling(value: str) -> str:
+    """v0's CamelCase values in v2026's spelling, so both APIs give the same files:
+    'FreeEconomy' -> 'FREE_ECONOMY', 'Residential' -> 'RESIDENTIAL'."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", value).upper()
 
 
 def _window_end(window: dict[str, Any] | None):

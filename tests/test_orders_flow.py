@@ -1,0 +1,312 @@
+"""Orders down, end to end: SP-API sandbox over HTTP → bridge → real OpenSSH sshd.
+
+Each test is a behaviour a seller or a warehouse relies on: byte-exact files, every order once,
+no gap between windows, a crash anywhere converges, bad setups give clear errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sp_api.auth.access_token_client as token_cache
+
+from bridge.errors import HostKeyMismatch
+from bridge.flows.orders import BOOKMARK, PII_MISSING
+from bridge.ledger import OrderStatus
+from bridge.sandbox.spapi import SpApiSandbox, load_seed
+from harness import RUN_TIME, SAMPLES, SECRETS, SEED, Bridge, load, sftp_warehouse, utc, write_config
+
+MERCHANT_ORDERS = {
+    "111-0000001-0000001", "111-0000002-0000002", "302-0000003-0000003",
+    "203-0000004-0000004", "111-0000005-0000005",
+}
+
+
+@pytest.fixture
+def sandbox():
+    token_cache.cache.clear()
+    with SpApiSandbox(load_seed(SEED)) as server:
+        yield server
+
+
+@pytest.fixture
+def make_bridge(tmp_path, sshd, sftp_root, sandbox):
+    def make(mapping: str = "acme-csv", orders: str = 'start = "2026-11-20T08:00:00Z"', amazon: str = "", **extra) -> Bridge:
+        config = write_config(
+            tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+            warehouses=[sftp_warehouse("wh", mapping, sshd, sftp_root, **extra)],
+            orders=orders, amazon=amazon,
+        )
+        return Bridge(load(config))
+    return make
+
+
+def drop_files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def delivered_ids(bridge: Bridge) -> set[str]:
+    return {o.order_id for o in bridge.ledger.orders_in(OrderStatus.DELIVERED)}
+
+
+def new_order(order_id: str, last_updated: str, **changes) -> dict:
+    order = copy.deepcopy(load_seed(SEED)[0])
+    order.update(orderId=order_id, lastUpdatedTime=last_updated, **changes)
+    for number, item in enumerate(order["orderItems"], 1):
+        item["orderItemId"] = f"{order_id.replace('-', '')}{number:02d}"
+    return order
+
+
+# --- files the warehouse receives -------------------------------------------------------------
+
+@pytest.mark.parametrize("mapping", ["acme-csv", "globex-xml", "initech-xlsx"])
+def test_sandbox_orders_arrive_byte_exact_as_the_mappings_golden_files(make_bridge, sftp_root, mapping):
+    report = make_bridge(mapping).run(RUN_TIME)
+
+    assert report.errors == []
+    golden = drop_files(SAMPLES / mapping)
+    assert drop_files(sftp_root) == golden
+
+
+def test_only_unshipped_merchant_orders_are_sent_and_each_once(make_bridge, sftp_root):
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+    again = bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    assert delivered_ids(bridge) == MERCHANT_ORDERS  # FBA, SHIPPED and CANCELLED orders are not
+    assert again.staged_files == 0 and again.delivered_files == 0
+    assert len(list(sftp_root.iterdir())) == len(MERCHANT_ORDERS)
+
+
+def test_no_temporary_file_is_left_in_the_drop(make_bridge, sftp_root):
+    make_bridge().run(RUN_TIME)
+    assert not [p for p in sftp_root.iterdir() if p.name.endswith(".part")]
+
+
+def test_ship_to_country_filter_is_applied_after_download(make_bridge):
+    bridge = make_bridge(orders='start = "2026-11-20T08:00:00Z"\nship_to_countries = ["DE", "GB"]')
+    bridge.run(RUN_TIME)
+    assert delivered_ids(bridge) == {"302-0000003-0000003", "203-0000004-0000004"}
+
+
+# --- windows tile time ------------------------------------------------------------------------
+
+def test_windows_tile_time_and_catch_up_after_downtime(make_bridge, sandbox):
+    bridge = make_bridge()
+    report = bridge.run(RUN_TIME)
+
+    searches = [r for r in sandbox.requests if r.operation_id == "searchOrders"]
+    bounds = [(r.query["lastUpdatedAfter"][0], r.query["lastUpdatedBefore"][0]) for r in searches]
+    assert bounds[0][0] == "2026-11-20T08:00:00Z"
+    assert bounds[-1][1] == "2026-11-20T12:00:00Z"  # 30 minutes behind the run
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(bounds, bounds[1:]))  # no gap, no double
+    assert len(report.windows) == 8
+    assert bridge.ledger.bookmark(BOOKMARK) == utc("2026-11-20T12:00:00")
+
+
+def test_requests_follow_amazons_model(make_bridge, sandbox):
+    make_bridge().run(RUN_TIME)
+    search = next(r for r in sandbox.requests if r.operation_id == "searchOrders")
+    query = search.query
+    assert query["lastUpdatedAfter"][0].endswith("Z") and "T" in query["lastUpdatedAfter"][0]
+    assert query["fulfilledBy"] == ["MERCHANT"]
+    assert set(query["fulfillmentStatuses"][0].split(",")) == {"UNSHIPPED", "PARTIALLY_SHIPPED", "CANCELLED"}
+    assert set(query["includedData"][0].split(",")) == {"BUYER", "RECIPIENT", "FULFILLMENT", "PROCEEDS"}
+    assert "createdAfter" not in query and "MarketplaceId" not in query
+
+
+def test_window_upper_bound_is_never_closer_than_two_minutes_to_now(make_bridge, sandbox):
+    bridge = make_bridge(orders='start = "2026-11-20T11:50:00Z"\nlag_minutes = 2')
+    bridge.run(RUN_TIME)
+    last = [r for r in sandbox.requests if r.operation_id == "searchOrders"][-1]
+    assert last.query["lastUpdatedBefore"][0] == "2026-11-20T12:28:00Z"
+
+
+def test_an_order_updated_after_its_window_was_pulled_arrives_in_a_later_run(make_bridge, sandbox):
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+    sandbox.add_order(new_order("111-0000009-0000009", "2026-11-20T12:10:00Z"))
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert "111-0000009-0000009" in delivered_ids(bridge)
+
+
+def test_many_pages_are_all_read_and_no_order_is_doubled(make_bridge, sandbox, sftp_root):
+    for number in range(250):
+        sandbox.add_order(new_order(f"111-9{number:06d}-0000001", "2026-11-20T11:40:00Z"))
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+
+    pages = [r for r in sandbox.requests if r.operation_id == "searchOrders" and "paginationToken" in r.query]
+    assert len(pages) >= 2
+    assert len(delivered_ids(bridge)) == 250 + len(MERCHANT_ORDERS)
+    assert len(list(sftp_root.iterdir())) == 250 + len(MERCHANT_ORDERS)
+
+
+def test_throttling_is_waited_out_using_the_rate_header_and_no_page_is_lost(make_bridge, sandbox):
+    sandbox.fail_next("searchOrders", 429, count=3, headers={"x-amzn-RateLimit-Limit": "50"})
+    bridge = make_bridge()
+    report = bridge.run(RUN_TIME)
+    assert report.errors == []
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+
+
+# --- Amazon failing ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status, body", [(503, b"<html>Service Unavailable</html>"), (500, b"")])
+def test_amazon_5xx_keeps_the_window_open_and_a_later_run_catches_up(make_bridge, sandbox, status, body):
+    sandbox.fail_next("searchOrders", status, count=50, body=body)
+    bridge = make_bridge()
+    report = bridge.run(RUN_TIME)
+
+    assert report.errors and "pull" in report.errors[0]
+    assert bridge.ledger.bookmark(BOOKMARK) is None
+    sandbox.fail_next("searchOrders", 200, count=0)
+    sandbox._faults.clear()
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+
+
+def test_wrong_lwa_credentials_give_a_setup_error_naming_the_secrets(tmp_path, sshd, sftp_root):
+    token_cache.cache.clear()
+    credentials = {"client_id": "other", "client_secret": "other", "refresh_token": "other"}
+    with SpApiSandbox(load_seed(SEED), credentials=credentials) as sandbox:
+        config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                              warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+        report = Bridge(load(config)).run(RUN_TIME)
+    assert "BRIDGE_LWA_CLIENT_SECRET" in report.errors[0]
+    assert SECRETS["BRIDGE_LWA_CLIENT_SECRET"] not in report.errors[0]
+
+
+# --- addresses withheld (PII role missing) ----------------------------------------------------
+
+@pytest.mark.parametrize("orders_api", ["2026-01-01", "v0"])
+def test_orders_without_address_are_held_then_delivered_when_the_address_comes(make_bridge, sandbox, sftp_root, caplog, orders_api):
+    sandbox.set_pii_access(False)
+    bridge = make_bridge(amazon=f'orders_api = "{orders_api}"')
+    with caplog.at_level(logging.WARNING):
+        bridge.run(RUN_TIME)
+
+    assert list(sftp_root.iterdir()) == []
+    held = bridge.ledger.orders_in(OrderStatus.HELD)
+    assert {o.order_id for o in held} == MERCHANT_ORDERS
+    assert all(o.reason == PII_MISSING for o in held)
+    assert "Direct-to-Consumer Shipping" in caplog.text
+
+    sandbox.set_pii_access(True)
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+
+
+def test_v0_mode_delivers_the_same_files_as_v2026(make_bridge, sftp_root, sandbox):
+    make_bridge("acme-csv", amazon='orders_api = "v0"').run(RUN_TIME)
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "acme-csv")
+    rdt = [r for r in sandbox.requests if r.operation_id == "getOrders"][0]
+    assert rdt.headers["x-amz-access-token"].startswith("Atz.sprdt")
+
+
+# --- after delivery ---------------------------------------------------------------------------
+
+def test_a_cancellation_after_delivery_is_reported_never_resent(make_bridge, sandbox, sftp_root, caplog):
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+    before = drop_files(sftp_root)
+    cancelled = sandbox.order("111-0000001-0000001")
+    cancelled["fulfillment"]["fulfillmentStatus"] = "CANCELLED"
+    cancelled["lastUpdatedTime"] = "2026-11-20T12:10:00Z"
+    sandbox.add_order(cancelled)
+
+    with caplog.at_level(logging.WARNING):
+        report = bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    assert report.changed_after_delivery == 1
+    assert drop_files(sftp_root) == before
+    attention = bridge.ledger.attention()
+    assert attention[0]["order_id"] == "111-0000001-0000001"
+    assert "CANCELLED" in attention[0]["reason"]
+    assert "111-0000001-0000001" in caplog.text
+
+
+# --- crash anywhere, restart, converge --------------------------------------------------------
+
+class Crash(BaseException):
+    """A process death: not an error the flow may catch."""
+
+
+STEPS = ["window_fetched", "spooled", "staged", "uploaded", "marked_uploaded", "renamed"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("mapping", ["acme-csv", "globex-xml"])
+def test_a_crash_at_any_step_then_a_restart_delivers_every_order_exactly_once(make_bridge, sftp_root, step, mapping):
+    hits = {"n": 0}
+    # One file per order: die on the third file, with two already through that step.
+    crash_on = 3 if mapping == "acme-csv" else 1
+
+    def crash(name: str) -> None:
+        if name == step:
+            hits["n"] += 1
+            if hits["n"] == crash_on:
+                raise Crash(name)
+
+    bridge = make_bridge(mapping).restart(checkpoint=crash)
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+
+    restarted = bridge.restart()
+    restarted.run(RUN_TIME)
+    restarted.run(RUN_TIME + timedelta(minutes=30))
+
+    assert delivered_ids(restarted) == MERCHANT_ORDERS
+    assert drop_files(sftp_root) == drop_files(SAMPLES / mapping)
+    counts = restarted.ledger.status_counts()
+    assert counts["staged"] == counts["pending"] == 0
+
+
+# --- SFTP setup problems ----------------------------------------------------------------------
+
+def test_a_changed_host_key_stops_delivery_and_nothing_is_lost(make_bridge, sshd, sftp_root, tmp_path):
+    impostor = tmp_path / "known_hosts"
+    impostor.write_text(
+        f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+    )
+    bridge = make_bridge(known_hosts=str(impostor))
+    report = bridge.run(RUN_TIME)
+
+    assert any("deliver" in error and "interception" in error for error in report.errors)
+    assert list(sftp_root.iterdir()) == []
+    assert bridge.ledger.status_counts()["staged"] == len(MERCHANT_ORDERS)
+
+    fixed = make_bridge()  # the operator fixes known_hosts
+    fixed.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(fixed) == MERCHANT_ORDERS
+
+
+def test_buyer_names_addresses_and_secrets_never_reach_the_log(make_bridge, caplog, sandbox):
+    with caplog.at_level(logging.DEBUG):
+        make_bridge().run(RUN_TIME)
+    text = caplog.text
+    for order in load_seed(SEED):
+        address = order.get("recipient", {}).get("deliveryAddress", {})
+        for value in (address.get("name"), address.get("addressLine1"), order.get("buyer", {}).get("buyerEmail")):
+            if value:
+                assert value not in text
+    for secret in SECRETS.values():
+        assert secret not in text
+
+
+def test_status_lists_what_needs_attention(make_bridge, sandbox):
+    from bridge.service import status_report
+
+    sandbox.set_pii_access(False)
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+    report = status_report(bridge.settings, now=RUN_TIME)
+    assert report["orders"]["held"] == len(MERCHANT_ORDERS)
+    assert report["window_end"] == "2026-11-20T12:00:00Z"
+    assert {item["order_id"] for item in report["attention"]} == MERCHANT_ORDERS
+    json.dumps(report)
