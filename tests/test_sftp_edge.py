@@ -184,3 +184,12 @@ def test_rename_is_not_repeated_when_the_connection_drops_during_it(sshd, sftp_r
         with pytest.raises(SftpUnavailable, match="outcome is unknown"):
             drop.rename(f"{sftp_root}/a.tmp", f"{sftp_root}/a")
         assert drop.connects == 1
+
+
+def test_silent_server_times_out_as_unavailable():
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    endpoint = SftpEndpoint("127.0.0.1", listener.getsockname()[1], "nobody", "/nonexistent",
+                            password="x", timeout=0.3)
+    with pytest.raises(SftpUnavailable, match="2 attempts"):
+        SftpDrop(endpoint, attempts=2, sleep=lambda s: None).check()
+    listener.close()

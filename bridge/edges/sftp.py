@@ -132,57 +132,6 @@ class SftpDrop:
         self._run(f"put {remote_path}", lambda sftp: self._put(sftp, data, remote_path),
                   what="folder of")
 
-    def _put(self, sftp: paramiko.SFTPClient, data: bytes, path: str) -> None:
-        """Open, then send the writes, the fsync, the fstat and the close together; wait once.
-
-        paramiko's SFTPFile sends each request in its own SSH packet and waits for the fsync,
-        the stat and the close one after the other; for a small file those round trips are most
-        of the time. The requests are the ones SFTPFile sends (SFTP v3 and OpenSSH's fsync).
-        """
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        _, msg = sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
-        handle = msg.get_binary()
-        tail = [(CMD_FSTAT, handle), (CMD_CLOSE, handle)]
-        if self._fsync:
-            tail.insert(0, (CMD_EXTENDED, "fsync@openssh.com", handle))
-        burst = _CHUNK * _BURST
-        starts = range(0, len(data), burst) if data else [0]
-        pending: list[int] = []
-        errors: list[OSError] = []
-        for start in starts:
-            if len(pending) >= _BURST:  # keep the replies from filling the channel window
-                self._collect(sftp, pending[:_BURST], errors)
-                del pending[:_BURST]
-            writes = [
-                (CMD_WRITE, handle, int64(offset), data[offset:offset + _CHUNK])
-                for offset in range(start, min(len(data), start + burst), _CHUNK)
-            ]
-            pending += _send_batch(sftp, writes + (tail if start == starts[-1] else []))
-        self._collect(sftp, pending[:-len(tail)], errors)
-        size = None
-        for request, num in zip(tail, pending[-len(tail):]):
-            reply = self._collect(sftp, [num], errors, fsync=request[0] == CMD_EXTENDED)
-            if request[0] == CMD_FSTAT and reply is not None and reply[0] == CMD_ATTRS:
-                size = paramiko.SFTPAttributes._from_msg(reply[1]).st_size
-        if errors:
-            raise errors[0]
-        if size != len(data):
-            raise _ShortWrite(f"{path}: wrote {len(data)} bytes, server has {size}")
-
-    def _collect(self, sftp: paramiko.SFTPClient, nums: list[int], errors: list[OSError],
-                 fsync: bool = False):
-        """Read the replies to `nums`; keep refusals in `errors` so every reply is consumed."""
-        reply = None
-        for num in nums:
-            try:
-                reply = sftp._read_response(num)
-            except OSError as e:
-                if fsync and e.errno is None and self._connected():
-                    self._fsync = False  # "Operation unsupported": not an OpenSSH server
-                else:
-                    errors.append(e)
-        return reply
-
     def rename(self, src: str, dst: str) -> None:
         def rename(sftp: paramiko.SFTPClient) -> None:
             try:
@@ -243,6 +192,59 @@ class SftpDrop:
 
         self._run(f"mkdir {folder}", makedirs)
 
+    # -- writing: the requests SFTPFile would send, sent together --------------------------------
+
+    def _put(self, sftp: paramiko.SFTPClient, data: bytes, path: str) -> None:
+        """Open, then send the writes, the fsync, the fstat and the close together; wait once.
+
+        paramiko's SFTPFile sends each request in its own SSH packet and waits for the fsync,
+        the stat and the close one after the other; for a small file those round trips are most
+        of the time (see bench/sftp_delivery.py). The requests are the same: SFTP v3 plus
+        OpenSSH's fsync@openssh.com. A large file goes in bursts of `_BURST` writes.
+        """
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        _, msg = sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
+        handle = msg.get_binary()
+        tail = [(CMD_FSTAT, handle), (CMD_CLOSE, handle)]
+        if self._fsync:
+            tail.insert(0, (CMD_EXTENDED, "fsync@openssh.com", handle))
+        bursts = [
+            [(CMD_WRITE, handle, int64(at), data[at:at + _CHUNK])
+             for at in range(start, min(len(data), start + _CHUNK * _BURST), _CHUNK)]
+            for start in range(0, len(data), _CHUNK * _BURST)
+        ] or [[]]
+        pending: list[int] = []
+        errors: list[OSError] = []
+        for n, writes in enumerate(bursts):
+            if len(pending) >= _BURST:  # keep the replies from filling the channel window
+                self._collect(sftp, pending[:_BURST], errors)
+                del pending[:_BURST]
+            pending += _send_batch(sftp, writes + (tail if n == len(bursts) - 1 else []))
+        self._collect(sftp, pending[:-len(tail)], errors)
+        size = None
+        for request, num in zip(tail, pending[-len(tail):]):
+            reply = self._collect(sftp, [num], errors, fsync=request[0] == CMD_EXTENDED)
+            if request[0] == CMD_FSTAT and reply is not None and reply[0] == CMD_ATTRS:
+                size = paramiko.SFTPAttributes._from_msg(reply[1]).st_size
+        if errors:
+            raise errors[0]
+        if size != len(data):
+            raise _ShortWrite(f"{path}: wrote {len(data)} bytes, server has {size}")
+
+    def _collect(self, sftp: paramiko.SFTPClient, nums: list[int], errors: list[OSError],
+                 fsync: bool = False):
+        """Read the replies to `nums`; keep refusals in `errors` so every reply is consumed."""
+        reply = None
+        for num in nums:
+            try:
+                reply = sftp._read_response(num)
+            except OSError as e:
+                if fsync and e.errno is None and self._connected():
+                    self._fsync = False  # "Operation unsupported": not an OpenSSH server
+                else:
+                    errors.append(e)
+        return reply
+
     # -- session and retries ---------------------------------------------------------------------
 
     def _run(self, label: str, op: Callable[[paramiko.SFTPClient], T], *, retry: bool = True,
@@ -254,8 +256,8 @@ class SftpDrop:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 sftp = self._session()
-            except (HostKeyMismatch, SftpAuthError, FixTheSetup):
-                raise
+            except FixTheSetup:
+                raise  # host key, login, key file: retrying will not help
             except (*_NETWORK_ERRORS, socket.timeout) as e:
                 last = e
                 self.close()
@@ -263,7 +265,7 @@ class SftpDrop:
             try:
                 return op(sftp)
             except OSError as e:
-                if self._connected() and not isinstance(e, _ShortWrite):
+                if self._connected() and not isinstance(e, _NOT_A_REFUSAL):
                     raise self._refused(e, label, what) from None
                 last = e
             except (EOFError, paramiko.SSHException) as e:
@@ -288,6 +290,7 @@ class SftpDrop:
         except BaseException:
             client.close()
             raise
+        self._sftp.get_channel().settimeout(self.endpoint.timeout)  # a hung server: no hang here
         self._client = client
         self._fsync = True
         self.connects += 1
@@ -326,6 +329,10 @@ class SftpDrop:
 
 class _ShortWrite(OSError):
     """The server holds fewer bytes than were sent: rewrite the file."""
+
+
+# OSErrors that are not the server refusing an operation: drop the session and retry.
+_NOT_A_REFUSAL = (_ShortWrite, TimeoutError, ConnectionError)
 
 
 class _RejectAndRemember(paramiko.RejectPolicy):
