@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.edges.folders import FolderDrop, RemoteFile
+from bridge.edges.folders import FolderDrop, RemoteFile, write_atomic
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import FileExistsInDrop, RemotePathMissing
+from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing
 
 
 @pytest.fixture(params=["sftp", "folder"])
@@ -121,3 +121,30 @@ class TestDropContract:
         assert {f.size for f in finals} == {len(data)}
         assert sum(1 for listing in seen for f in listing if f.name.startswith(".")) > 0
         assert [f.name for f in seen[-1]] == ["f0.csv", "f1.csv", "f2.csv"]
+
+
+def test_folder_drop_paths_stay_under_root(tmp_path):
+    drop = FolderDrop(tmp_path / "drop")
+    drop.makedirs("/in")
+    drop.put_bytes(b"x", "in/../in/./a.csv")
+    assert (tmp_path / "drop/in/a.csv").read_bytes() == b"x"
+    with pytest.raises(FixTheSetup, match="climbs above"):
+        drop.read_bytes("../secret")
+
+
+def test_folder_drop_renames_folders_without_clobbering(tmp_path):
+    drop = FolderDrop(tmp_path)
+    drop.makedirs("a")
+    drop.makedirs("b")
+    with pytest.raises(FileExistsInDrop):
+        drop.rename("a", "b")
+    drop.rename("a", "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "state.json"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
