@@ -99,8 +99,9 @@ class FolderDrop:
             if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
                 raise _setup_error(e, src) from None
             _rename_without_link(source, target, dst, self.root)  # folders, or no hard links
-            return
-        os.unlink(source)
+        else:
+            os.unlink(source)
+        _fsync_folder(target.parent)  # the new name survives a power cut
 
     def exists(self, path: str) -> bool:
         return self._path(path).exists()
