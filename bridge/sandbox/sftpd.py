@@ -181,11 +181,17 @@ class _JailedSftp(SFTPServerInterface):
         return posixpath.normpath(posixpath.join("/", path))
 
     def list_folder(self, path: str):
-        return _status(lambda: [
-            _attrs(os.stat(os.path.join(folder, name)), name)
-            for folder in [self._local(path)]
-            for name in sorted(os.listdir(folder))
-        ])
+        def listing():
+            folder = self._local(path)
+            entries = []
+            for name in sorted(os.listdir(folder)):
+                try:
+                    entries.append(_attrs(os.lstat(os.path.join(folder, name)), name))
+                except FileNotFoundError:
+                    continue  # removed while listing
+            return entries
+
+        return _status(listing)
 
     def stat(self, path: str):
         return _status(lambda: _attrs(os.stat(self._local(path))))
