@@ -33,7 +33,9 @@ def next_window(
     first_start: datetime | None = None,
 ) -> Window | None:
     """The next window to pull, or None when the bridge has caught up with `now - lag`."""
-    ceiling = now - max(lag, AMAZON_MIN_LAG)
+    # Whole seconds: bookmarks are stored (and sent to Amazon) to the second, so a ceiling with
+    # microseconds would leave a sliver of a window behind after every run.
+    ceiling = (now - max(lag, AMAZON_MIN_LAG)).replace(microsecond=0)
     start = bookmark or first_start or (ceiling - size)
     if start >= ceiling:
         return None

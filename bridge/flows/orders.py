@@ -192,11 +192,7 @@ class OrdersFlow:
         waiting = self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE)
         self._remove_orphan_spool_files()
         for warehouse in self.settings.warehouses:
-            # Oldest purchase first: the order a warehouse picks in, and stable for golden files.
-            orders = sorted(
-                (stored.order for stored in waiting if stored.warehouse == warehouse.name),
-                key=lambda order: (order.purchase_date, order.order_id),
-            )
+            orders = [stored.order for stored in waiting if stored.warehouse == warehouse.name]
             if orders:
                 self._render_for(warehouse, orders, now, report)
 
