@@ -171,7 +171,7 @@ class _Reader:
         region = section.get("region")
         if endpoint is None and region is None:
             self.problem("amazon.region", "set a region (na, eu, fe) or an explicit amazon.endpoint")
-        elif endpoint is None and region not in REGION_ENDPOINTS:
+        elif endpoint is None and (not isinstance(region, str) or region not in REGION_ENDPOINTS):
             self.problem("amazon.region", f"unknown region {region!r} (known: na, eu, fe)")
         elif endpoint is not None and not _is_http_url(endpoint):
             self.problem("amazon.endpoint", f"{endpoint!r} is not an http(s) URL")
@@ -183,7 +183,7 @@ class _Reader:
             self.problem("amazon.marketplaces", "list at least one marketplace id, e.g. [\"ATVPDKIKX0DER\"]")
         return AmazonSettings(
             seller_id=self.string(section, "amazon.seller_id", None),
-            endpoint=str(endpoint or REGION_ENDPOINTS.get(region, "")).rstrip("/"),
+            endpoint=str(endpoint or REGION_ENDPOINTS.get(str(region), "")).rstrip("/"),
             token_url=token_url,
             marketplaces=tuple(marketplaces or ()),
             orders_api=self.choice(section, "amazon.orders_api", "2026-01-01", ORDERS_APIS),
@@ -271,36 +271,47 @@ class _Reader:
         known_hosts = self.path(entry, f"{key}.known_hosts", None)
         if known_hosts is not None and not known_hosts.is_file():
             self.problem(f"{key}.known_hosts", f"{known_hosts} does not exist (the server's host key must be pinned)")
-        private_key = self.path(entry, f"{key}.private_key", "")
-        if private_key is not None and str(private_key) and not private_key.is_file():
+        # Absent (or "") means password login; Path("") would be ".", which is not a key file.
+        private_key = self.path(entry, f"{key}.private_key", None) if entry.get("private_key", "") != "" else None
+        if private_key is not None and not private_key.is_file():
             self.problem(f"{key}.private_key", f"{private_key} does not exist")
         password = self.environ_secret(sftp_password_secret(name or ""))
-        if not str(private_key or "") and not password:
+        if private_key is None and not password:
             self.problem(
                 f"{key}",
                 f"no SFTP credential: set private_key or the secret {sftp_password_secret(name or '')}",
+            )
+        elif private_key is not None and password:
+            self.problem(
+                f"{key}",
+                f"two SFTP credentials: private_key and the secret {sftp_password_secret(name or '')}; keep one",
             )
         temp_suffix = self.string(entry, f"{key}.temp_suffix", ".part")
         if not temp_suffix:
             self.problem(f"{key}.temp_suffix", "must not be empty: files are uploaded under a temporary name")
         folder = self.string(entry, f"{key}.orders_folder", None)
-        if None in (name, mapping, known_hosts, folder):
+        host = self.string(entry, f"{key}.host", None)
+        port = int(self.number(entry, f"{key}.port", 22, minimum=1))
+        username = self.string(entry, f"{key}.username", None)
+        ship_to_countries = self.countries(entry, f"{key}.ship_to_countries")
+        marketplaces = frozenset(self.string_list(entry, f"{key}.marketplaces", []) or [])
+        if None in (name, mapping, known_hosts, folder, host, username):
             return None
         return WarehouseSettings(
             name=name,
             mapping=mapping,
             sftp=SftpEndpoint(
-                host=self.string(entry, f"{key}.host", None) or "",
-                port=int(self.number(entry, f"{key}.port", 22, minimum=1)),
-                username=self.string(entry, f"{key}.username", None) or "",
+                host=host,
+                port=port,
+                username=username,
                 known_hosts=known_hosts,
-                private_key=private_key if str(private_key or "") else None,
+                private_key=private_key,
                 password=password or None,
             ),
             orders_folder=folder.rstrip("/") or "/",
             temp_suffix=temp_suffix,
-            ship_to_countries=self.countries(entry, f"{key}.ship_to_countries"),
-            marketplaces=frozenset(self.string_list(entry, f"{key}.marketplaces", []) or []),
+            ship_to_countries=ship_to_countries,
+            marketplaces=marketplaces,
         )
 
     def retention(self, section: dict[str, Any]) -> RetentionSettings:
