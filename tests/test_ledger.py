@@ -1,0 +1,299 @@
+"""The ledger (bridge/ledger.py): SQLite state on disk; only it changes a status, and a window's
+bookmark moves in the same transaction as the orders that window produced."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bridge.ledger import FileStatus, Ledger, Observation, OrderStatus
+from bridge.records import Address, Line, Order
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
+BOOKMARK = "orders.window_end"
+
+
+def order(order_id: str = "111-0000001-0000001", *, updated: datetime = T0, status: str = "UNSHIPPED",
+          address: bool = True) -> Order:
+    return Order(
+        order_id=order_id,
+        marketplace_id="ATVPDKIKX0DER",
+        purchase_date=T0 - timedelta(hours=1),
+        last_updated=updated,
+        status=status,
+        buyer_name="Jane Buyer",
+        buyer_email="jane@marketplace.amazon.com",
+        ship_to=Address(name="Jane Buyer", line1="1 Main St", city="Springfield", postal_code="12345",
+                        country_code="US") if address else None,
+        lines=(Line("10001", "SKU-1", "B000000001", "Widget", 2, Decimal("9.99"), "USD"),),
+    )
+
+
+def seen(o: Order, status: OrderStatus = OrderStatus.PENDING, warehouse: str | None = "wh", reason: str = "") -> Observation:
+    return Observation(o, status, reason, warehouse if status == OrderStatus.PENDING else None)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
+    yield ledger
+    ledger.close()
+
+
+def status_of(ledger: Ledger, order_id: str = "111-0000001-0000001") -> str | None:
+    row = ledger.order_row(order_id)
+    return row and row["status"]
+
+
+def staged(ledger: Ledger, *order_ids: str, name: str = "f.csv") -> int:
+    return ledger.stage_file("wh", name, Path("/spool") / name, 10, "ab" * 32, order_ids, NOW)
+
+
+# --- bookmark and observations move together ------------------------------------------------
+
+def test_the_bookmark_moves_with_the_orders_of_its_window(ledger):
+    summary = ledger.record([seen(order())], NOW, bookmark=(BOOKMARK, T0))
+    assert summary.new == 1
+    assert ledger.bookmark(BOOKMARK) == T0
+    assert status_of(ledger) == "pending"
+
+
+def test_if_recording_breaks_midway_neither_the_orders_nor_the_bookmark_change(ledger):
+    ledger.record([seen(order("111-0000001-0000001"))], NOW, bookmark=(BOOKMARK, T0))
+    newer = order("111-0000001-0000001", updated=T0 + timedelta(minutes=5), address=False)
+    broken = dataclasses.replace(order("111-0000002-0000002"), last_updated=None)  # type: ignore[arg-type]
+
+    with pytest.raises(Exception):
+        ledger.record([seen(newer, OrderStatus.HELD), seen(order("111-0000003-0000003")), seen(broken)],
+                      NOW, bookmark=(BOOKMARK, T0 + timedelta(minutes=30)))
+
+    assert ledger.bookmark(BOOKMARK) == T0
+    assert status_of(ledger, "111-0000001-0000001") == "pending"
+    assert ledger.order_row("111-0000003-0000003") is None
+    assert ledger.events("111-0000003-0000003") == []
+    # and the ledger is usable afterwards: the failed transaction was rolled back, not left open
+    ledger.record([seen(order("111-0000003-0000003"))], NOW, bookmark=(BOOKMARK, T0 + timedelta(minutes=30)))
+    assert ledger.bookmark(BOOKMARK) == T0 + timedelta(minutes=30)
+
+
+def test_the_bookmark_and_orders_survive_reopening_the_file(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    first = Ledger(path)
+    first.record([seen(order())], NOW, bookmark=(BOOKMARK, T0))
+    first.close()
+    again = Ledger(path)
+    try:
+        assert again.bookmark(BOOKMARK) == T0
+        assert again.orders_in(OrderStatus.PENDING)[0].order == order()
+    finally:
+        again.close()
+
+
+def test_an_unknown_status_is_refused_by_the_database_itself(ledger):
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        ledger._db.execute(
+            "insert into orders (order_id, status, amazon_status, last_updated, payload, first_seen_at,"
+            " updated_at) values ('x', 'lost', 'UNSHIPPED', 't', '{}', 't', 't')"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        ledger._db.execute(
+            "insert into files (warehouse, name, status, spool_path, size, sha256, created_at)"
+            " values ('wh', 'f', 'sent', '/s', 1, 'x', 't')"
+        )
+
+
+def test_an_observation_with_a_status_outside_the_enum_is_refused_and_nothing_is_kept(ledger):
+    bogus = Observation(order(), "lost")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.record([bogus], NOW, bookmark=(BOOKMARK, T0))
+    assert ledger.order_row(order().order_id) is None and ledger.bookmark(BOOKMARK) is None
+
+
+# --- how observations change an order -------------------------------------------------------
+
+def test_a_held_order_becomes_pending_when_its_address_arrives(ledger):
+    ledger.record([seen(order(address=False), OrderStatus.HELD, reason="no address")], NOW)
+    summary = ledger.record([seen(order())], NOW + timedelta(minutes=30))
+
+    assert summary.updated == 1
+    [pending] = ledger.orders_in(OrderStatus.PENDING)
+    assert pending.warehouse == "wh" and pending.order.ship_to is not None
+    assert [e["kind"] for e in ledger.events(pending.order_id)] == ["seen", "status"]
+
+
+@pytest.mark.parametrize("status", [OrderStatus.CANCELLED, OrderStatus.SKIPPED])
+def test_cancelled_or_skipped_orders_never_seen_before_are_not_stored(ledger, status):
+    summary = ledger.record([seen(order(status="CANCELLED"), status)], NOW)
+    assert summary.new == 0
+    assert ledger.order_row(order().order_id) is None
+    assert ledger.events(order().order_id) == []
+
+
+def test_a_pending_order_cancelled_on_amazon_is_cancelled_and_final(ledger):
+    ledger.record([seen(order())], NOW)
+    ledger.record([seen(order(status="CANCELLED", updated=T0 + timedelta(minutes=1)), OrderStatus.CANCELLED)], NOW)
+    ledger.record([seen(order(updated=T0 + timedelta(minutes=2)))], NOW)
+    assert status_of(ledger) == "cancelled"
+
+
+def test_an_older_re_read_does_not_overwrite_a_newer_record(ledger):
+    ledger.record([seen(order(updated=T0 + timedelta(minutes=10)))], NOW)
+    summary = ledger.record([seen(order(updated=T0, address=False), OrderStatus.HELD)], NOW)
+
+    assert summary.unchanged == 1
+    [stored] = ledger.orders_in(OrderStatus.PENDING)
+    assert stored.order.last_updated == T0 + timedelta(minutes=10)
+    assert stored.order.ship_to is not None
+
+
+def test_the_same_answer_read_twice_is_unchanged(ledger):
+    ledger.record([seen(order())], NOW)
+    assert ledger.record([seen(order())], NOW + timedelta(minutes=1)).unchanged == 1
+    assert len(ledger.events(order().order_id)) == 1
+
+
+def test_a_change_after_delivery_is_recorded_as_an_event_and_not_applied(ledger):
+    ledger.record([seen(order())], NOW)
+    ledger.mark_delivered(staged(ledger, order().order_id), NOW)
+    cancelled = order(status="CANCELLED", updated=T0 + timedelta(hours=1))
+
+    summary = ledger.record([seen(cancelled, OrderStatus.CANCELLED)], NOW + timedelta(hours=1))
+    again = ledger.record([seen(cancelled, OrderStatus.CANCELLED)], NOW + timedelta(hours=2))
+
+    assert summary.changed_after_delivery == (order().order_id,)
+    assert again.changed_after_delivery == ()  # reported once, not every run
+    row = ledger.order_row(order().order_id)
+    assert (row["status"], row["amazon_status"]) == ("delivered", "CANCELLED")
+    assert [e["kind"] for e in ledger.events(order().order_id)][-1] == "changed_after_delivery"
+    assert [item["order_id"] for item in ledger.attention()] == [order().order_id]
+
+
+# --- staging and delivery ---------------------------------------------------------------------
+
+def test_staging_a_file_moves_its_orders_to_staged(ledger):
+    ledger.record([seen(order("A")), seen(order("B"))], NOW)
+    file_id = staged(ledger, "A", "B")
+    assert {status_of(ledger, "A"), status_of(ledger, "B")} == {"staged"}
+    assert ledger.order_row("A")["file_id"] == file_id
+    assert [f.status for f in ledger.files_in(FileStatus.STAGED)] == [FileStatus.STAGED]
+    assert ledger.file_name_taken("wh", "f.csv") and not ledger.file_name_taken("other", "f.csv")
+
+
+def test_staging_is_all_or_nothing(ledger):
+    ledger.record([seen(order("A")), seen(order("H", address=False), OrderStatus.HELD)], NOW)
+
+    with pytest.raises(RuntimeError, match="H"):
+        staged(ledger, "A", "H")
+
+    assert status_of(ledger, "A") == "pending" and ledger.order_row("A")["file_id"] is None
+    assert ledger.files_in(*FileStatus) == []
+    assert not ledger.file_name_taken("wh", "f.csv")
+
+
+def test_a_file_name_is_used_once_per_warehouse(ledger):
+    ledger.record([seen(order("A")), seen(order("B"))], NOW)
+    staged(ledger, "A")
+    with pytest.raises(sqlite3.IntegrityError):
+        staged(ledger, "B")
+    assert status_of(ledger, "B") == "pending"
+
+
+def test_an_unrenderable_order_can_be_staged_on_a_later_run(ledger):
+    ledger.record([seen(order("A"))], NOW)
+    ledger.mark_unrenderable("A", "name too long", NOW)
+    assert ledger.attention()[0]["reason"] == "name too long"
+    staged(ledger, "A")
+    assert status_of(ledger, "A") == "staged"
+
+
+def test_delivery_marks_the_file_and_its_orders_and_is_idempotent(ledger):
+    ledger.record([seen(order("A")), seen(order("B"))], NOW)
+    file_id = staged(ledger, "A", "B")
+    ledger.mark_uploaded(file_id)
+    assert ledger.files_in(FileStatus.UPLOADED)[0].id == file_id
+
+    assert sorted(ledger.mark_delivered(file_id, NOW)) == ["A", "B"]
+    assert ledger.mark_delivered(file_id, NOW + timedelta(minutes=5)) == []
+
+    assert {status_of(ledger, "A"), status_of(ledger, "B")} == {"delivered"}
+    assert ledger.order_row("A")["delivered_at"] == "2026-11-20T12:30:00Z"
+    assert [e["kind"] for e in ledger.events("A")].count("delivered") == 1
+    assert ledger.files_in(FileStatus.DELIVERED)[0].id == file_id
+
+
+def test_mark_uploaded_never_moves_a_delivered_file_back(ledger):
+    ledger.record([seen(order("A"))], NOW)
+    file_id = staged(ledger, "A")
+    ledger.mark_delivered(file_id, NOW)
+    ledger.mark_uploaded(file_id)
+    assert ledger.files_in(FileStatus.DELIVERED)[0].id == file_id
+
+
+# --- retention --------------------------------------------------------------------------------
+
+def test_buyer_data_is_purged_after_the_cutoff_but_lines_are_kept(ledger):
+    ledger.record([seen(order("A")), seen(order("B"))], NOW)
+    ledger.mark_delivered(staged(ledger, "A", name="a.csv"), NOW)
+    ledger.mark_delivered(staged(ledger, "B", name="b.csv"), NOW + timedelta(days=10))
+
+    purged = ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=31))
+
+    assert purged == 1
+    payload = json.loads(ledger._db.execute("select payload from orders where order_id = 'A'").fetchone()[0])
+    assert payload["ship_to"] is None and payload["buyer_name"] == "" and payload["buyer_email"] == ""
+    assert payload["lines"][0]["order_item_id"] == "10001" and payload["lines"][0]["quantity"] == 2
+    stored = ledger._db.execute("select payload from orders").fetchall()
+    text = " ".join(row[0] for row in stored)
+    assert text.count("Jane Buyer") == 2  # only B's (name and ship-to name) remain
+    assert ledger.order_row("A")["pii_purged_at"] is not None
+    assert ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=32)) == 0
+
+
+def test_orders_not_yet_delivered_keep_their_buyer_data(ledger):
+    ledger.record([seen(order("A")), seen(order("H", address=False), OrderStatus.HELD)], NOW)
+    assert ledger.purge_pii(older_than=NOW + timedelta(days=365), now=NOW + timedelta(days=365)) == 0
+
+
+def test_cancelled_orders_are_purged_counted_from_their_last_change(ledger):
+    ledger.record([seen(order("C"))], NOW)
+    ledger.record([seen(order("C", status="CANCELLED", updated=T0 + timedelta(minutes=1)), OrderStatus.CANCELLED)],
+                  NOW + timedelta(days=2))
+    assert ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=40)) == 0
+    assert ledger.purge_pii(older_than=NOW + timedelta(days=3), now=NOW + timedelta(days=40)) == 1
+
+
+def test_spool_files_of_delivered_files_are_offered_for_deletion_once(ledger):
+    ledger.record([seen(order("A"))], NOW)
+    file_id = staged(ledger, "A")
+    assert ledger.spool_paths_in_use() == {"/spool/f.csv"}
+    ledger.mark_delivered(file_id, NOW)
+    assert ledger.spool_files_to_delete(NOW) == []
+    assert [f.id for f in ledger.spool_files_to_delete(NOW + timedelta(seconds=1))] == [file_id]
+    ledger.mark_spool_deleted(file_id, NOW)
+    assert ledger.spool_files_to_delete(NOW + timedelta(days=1)) == [] and ledger.spool_paths_in_use() == set()
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+def test_status_counts_list_every_status_even_when_zero(ledger):
+    ledger.record([seen(order("A")), seen(order("B")), seen(order("H", address=False), OrderStatus.HELD)], NOW)
+    staged(ledger, "B")
+    assert ledger.status_counts() == {
+        "pending": 1, "held": 1, "unrenderable": 0, "staged": 1, "delivered": 0, "cancelled": 0, "skipped": 0,
+    }
+
+
+def test_attention_lists_held_and_unrenderable_orders_with_their_reasons(ledger):
+    ledger.record([seen(order("H", address=False), OrderStatus.HELD, reason="no address"), seen(order("U"))], NOW)
+    ledger.mark_unrenderable("U", "cannot encode", NOW)
+    items = {item["order_id"]: item for item in ledger.attention()}
+    assert (items["H"]["status"], items["H"]["reason"]) == ("held", "no address")
+    assert (items["U"]["status"], items["U"]["reason"]) == ("unrenderable", "cannot encode")
+    assert "Jane" not in json.dumps(ledger.attention())
