@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-import time
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -27,8 +27,20 @@ log = logging.getLogger("bridge.daemon")
 
 class Flags:
     def __init__(self) -> None:
-        self.stop = False
         self.reload = False
+        self._stopping = threading.Event()
+
+    @property
+    def stop(self) -> bool:
+        return self._stopping.is_set()
+
+    @stop.setter
+    def stop(self, value: bool) -> None:
+        self._stopping.set() if value else self._stopping.clear()
+
+    def sleep(self, seconds: float) -> None:
+        """A wait (for Amazon's rate limit, say) that ends early when a stop is requested."""
+        self._stopping.wait(seconds)
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -36,7 +48,7 @@ class Flags:
         signal.signal(signal.SIGHUP, self._reload)
 
     def _stop(self, signum, frame) -> None:
-        self.stop = True
+        self._stopping.set()
 
     def _reload(self, signum, frame) -> None:
         self.reload = True
@@ -51,10 +63,10 @@ def run_daemon(
     tick: float = 1.0,
 ) -> int:
     flags = flags or Flags()
-    if flags is not None and threading_is_main():
+    if threading.current_thread() is threading.main_thread():
         flags.install()
     while not flags.stop:
-        with open_service(settings) as service:
+        with open_service(settings, sleep=flags.sleep, should_stop=lambda: flags.stop) as service:
             scheduler = schedule.Scheduler()
             scheduler.every(int(settings.orders.interval.total_seconds())).seconds.do(
                 lambda: service.orders.run(now())
@@ -64,7 +76,7 @@ def run_daemon(
             service.orders.run(now())
             while not flags.stop and not flags.reload:
                 scheduler.run_pending()
-                time.sleep(tick)
+                flags.sleep(tick)
         if flags.reload:
             flags.reload = False
             notify("RELOADING=1")
@@ -76,12 +88,6 @@ def run_daemon(
     notify("STOPPING=1")
     log.info("stopped")
     return 0
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def notify(*states: str) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
@@ -72,11 +73,14 @@ class Service:
 
 
 @contextmanager
-def open_service(settings: Settings, **flow_options: Any) -> Iterator[Service]:
+def open_service(
+    settings: Settings, *, sleep: Callable[[float], None] = time.sleep, **flow_options: Any
+) -> Iterator[Service]:
+    """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM)."""
     with state_lock(settings.state_dir):
         ledger = Ledger(settings.ledger_path)
         try:
-            amazon = AmazonOrders(settings.amazon)
+            amazon = AmazonOrders(settings.amazon, sleep=sleep)
             yield Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
         finally:
             ledger.close()

@@ -97,18 +97,25 @@ class OrdersFlow:
         *,
         open_drop: Callable[[WarehouseSettings], Drop] | None = None,
         checkpoint: Checkpoint | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ):
         self.settings = settings
         self.ledger = ledger
         self.amazon = amazon
         self.open_drop = open_drop or (lambda warehouse: SftpDrop(warehouse.sftp))
         self.checkpoint = checkpoint or (lambda step: None)
+        # Asked between windows, files and steps: a stop request (SIGTERM) ends the run at the
+        # next safe point, never in the middle of a file.
+        self.should_stop = should_stop or (lambda: False)
 
     def run(self, now: datetime) -> RunReport:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
         already-staged files from reaching the warehouse."""
         report = RunReport()
         for step in (self.pull, self.recheck_held, self.render, self.deliver, self.purge):
+            if self.should_stop():
+                log.info("stop requested: run ends before step=%s", step.__name__)
+                break
             try:
                 step(now, report)
             except BridgeError as problem:
@@ -123,6 +130,8 @@ class OrdersFlow:
     def pull(self, now: datetime, report: RunReport) -> None:
         orders = self.settings.orders
         for _ in range(orders.max_windows_per_run):
+            if self.should_stop():
+                return
             window = next_window(
                 self.ledger.bookmark(BOOKMARK), now, size=orders.window, lag=orders.lag,
                 overlap=orders.overlap, first_start=orders.start,
@@ -236,6 +245,8 @@ class OrdersFlow:
             try:
                 with self.open_drop(warehouse) as drop:
                     for stored in files:
+                        if self.should_stop():
+                            return
                         report.delivered_orders += self._deliver_file(warehouse, drop, stored, now)
                         report.delivered_files += 1
             except BridgeError as problem:
