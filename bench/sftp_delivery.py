@@ -32,9 +32,10 @@ def payloads(count: int, size: int) -> list[tuple[str, bytes]]:
     return [(f"order-{i:05}.csv", (line * (size // len(line) + 1))[:size]) for i in range(count)]
 
 
-def with_bridge(server: OpenSshd, folder: Path, files: list[tuple[str, bytes]]) -> float:
+def with_bridge(server: OpenSshd, folder: Path, files: list[tuple[str, bytes]],
+                fsync: bool = True) -> float:
     endpoint = SftpEndpoint("127.0.0.1", server.port, server.user, server.known_hosts,
-                            private_key=server.client_key)
+                            private_key=server.client_key, fsync=fsync)
     start = time.perf_counter()
     with SftpDrop(endpoint) as drop:
         for name, data in files:
@@ -78,7 +79,8 @@ def main() -> None:
     files = payloads(args.files, args.size)
     with OpenSshd() as server:
         clients = {
-            "bridge": with_bridge,  # fsyncs every file (fsync@openssh.com)
+            "bridge": with_bridge,  # fsyncs every file (fsync@openssh.com), the default
+            "bridge-nf": partial(with_bridge, fsync=False),  # a warehouse with fsync = false
             "openssh": with_openssh,  # plain put: no fsync
             "openssh-f": partial(with_openssh, put="put -f"),  # put -f: fsync, like the bridge
         }
@@ -94,6 +96,7 @@ def main() -> None:
                   f"(best of {args.rounds}: {min(spent):.2f} s for {args.files} files)")
     print(f"ratio bridge/openssh-f = {best['bridge'] / best['openssh-f']:.2f}  (both fsync)")
     print(f"ratio bridge/openssh   = {best['bridge'] / best['openssh']:.2f}  (openssh without fsync)")
+    print(f"ratio bridge-nf/openssh = {best['bridge-nf'] / best['openssh']:.2f}  (neither fsyncs)")
 
 
 if __name__ == "__main__":

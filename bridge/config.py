@@ -262,7 +262,7 @@ class _Reader:
             entry,
             key,
             {"name", "mapping", "host", "port", "username", "known_hosts", "private_key",
-             "orders_folder", "temp_suffix", "ship_to_countries", "marketplaces"},
+             "orders_folder", "temp_suffix", "fsync", "ship_to_countries", "marketplaces"},
         )
         name = self.string(entry, f"{key}.name", None)
         if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -295,6 +295,9 @@ class _Reader:
         username = self.string(entry, f"{key}.username", None)
         ship_to_countries = self.countries(entry, f"{key}.ship_to_countries")
         marketplaces = frozenset(self.string_list(entry, f"{key}.marketplaces", []) or [])
+        fsync = entry.get("fsync", True)
+        if not isinstance(fsync, bool):
+            self.problem(f"{key}.fsync", f"must be true or false, not {fsync!r}")
         if None in (name, mapping, known_hosts, folder, host, username):
             return None
         return WarehouseSettings(
@@ -307,6 +310,7 @@ class _Reader:
                 known_hosts=known_hosts,
                 private_key=private_key,
                 password=password or None,
+                fsync=fsync is not False,
             ),
             orders_folder=folder.rstrip("/") or "/",
             temp_suffix=temp_suffix,

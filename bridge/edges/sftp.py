@@ -68,6 +68,7 @@ class SftpEndpoint:
     known_hosts: Path
     private_key: Path | None = None
     password: str | None = None
+    fsync: bool = True  # ask the server to flush each file to disk before it is renamed into place
     timeout: float = 20.0
 
     @property
@@ -107,7 +108,7 @@ class SftpDrop:
         self.connects = 0  # sessions opened so far, for tests and the run summary
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
-        self._fsync = True  # until the server says it lacks fsync@openssh.com
+        self._fsync = endpoint.fsync  # and until the server says it lacks fsync@openssh.com
 
     def __enter__(self) -> SftpDrop:
         return self
@@ -292,7 +293,7 @@ class SftpDrop:
             raise
         self._sftp.get_channel().settimeout(self.endpoint.timeout)  # a hung server: no hang here
         self._client = client
-        self._fsync = True
+        self._fsync = self.endpoint.fsync
         self.connects += 1
         key = client.get_transport().get_remote_server_key()
         log.info(
