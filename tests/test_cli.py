@@ -1,0 +1,191 @@
+"""The `bridge` command as an operator runs it: a subprocess, a config file on disk, the SP-API
+sandbox over HTTP and OpenSSH over SFTP. Exit 0 done, 1 errors, 2 the setup needs a person."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sp_api.auth.access_token_client as token_cache
+
+from bridge.sandbox.spapi import SpApiSandbox, load_seed
+from bridge.service import state_lock
+from harness import REPO, SAMPLES, SECRETS, SEED, load, sftp_warehouse, write_config
+
+RUN_TIME = "2026-11-20T12:30:00Z"  # the sandbox seed's orders were updated 09:00–12:00Z that day
+
+
+@pytest.fixture
+def sandbox():
+    token_cache.cache.clear()
+    with SpApiSandbox(load_seed(SEED)) as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path, sshd, sftp_root, sandbox) -> Path:
+    return write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                        warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+
+
+def bridge(*args: str, config: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m bridge`; check that no secret reached either stream."""
+    command = [sys.executable, "-m", "bridge", *(["--config", str(config)] if config else []), *args]
+    environ = {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost"} if env is None else env
+    done = subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60)
+    for secret in SECRETS.values():
+        assert secret not in done.stdout and secret not in done.stderr
+    return done
+
+
+# --- check ------------------------------------------------------------------------------------
+
+def test_check_logs_in_everywhere_and_prints_an_ok_line_for_each(config, sshd):
+    done = bridge("check", config=config)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"]]
+    assert sshd.host_key_fingerprint in done.stdout
+
+
+def test_check_with_a_changed_host_key_exits_2_and_says_so(tmp_path, sshd, sftp_root, sandbox):
+    impostor = tmp_path / "known_hosts"
+    impostor.write_text(
+        f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root, known_hosts=str(impostor))])
+
+    done = bridge("check", config=config)
+
+    assert done.returncode == 2
+    [failure] = [line for line in done.stdout.splitlines() if "FAIL" in line]
+    assert failure.startswith("sftp      FAIL wh:") and "interception" in failure
+    assert "amazon    ok" in done.stdout  # the other checks still ran
+
+
+@pytest.fixture
+def strict_sandbox():
+    """A sandbox whose Login with Amazon accepts only the test secrets."""
+    token_cache.cache.clear()
+    credentials = {"client_id": SECRETS["BRIDGE_LWA_CLIENT_ID"], "client_secret": SECRETS["BRIDGE_LWA_CLIENT_SECRET"],
+                   "refresh_token": SECRETS["BRIDGE_LWA_REFRESH_TOKEN"]}
+    with SpApiSandbox(load_seed(SEED), credentials=credentials) as server:
+        yield server
+
+
+def wrong_refresh_token() -> dict[str, str]:
+    return {**os.environ, **SECRETS, "BRIDGE_LWA_REFRESH_TOKEN": "Atzr|wrong-token", "NO_PROXY": "127.0.0.1"}
+
+
+def test_check_with_refused_amazon_credentials_exits_2(tmp_path, sshd, sftp_root, strict_sandbox):
+    config = write_config(tmp_path, sandbox_url=strict_sandbox.url, token_url=strict_sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+    done = bridge("check", config=config, env=wrong_refresh_token())
+    assert done.returncode == 2
+    assert "amazon    FAIL" in done.stdout and "refused" in done.stdout
+    assert "Atzr|wrong-token" not in done.stdout + done.stderr
+
+
+def test_an_invalid_config_exits_2_listing_every_problem_as_file_key_why(config):
+    text = config.read_text()
+    text = text.replace("[orders]", '[orders]\nlag_minutes = 1\nstatuses = ["Lost"]')
+    text = text.replace('seller_id = "A3TESTSELLER"', 'seller_id = "A3TESTSELLER"\nregion_name = "na"')
+    config.write_text(text)
+
+    for command in (["check"], ["run"]):
+        done = bridge(*command, config=config)
+        assert done.returncode == 2, command
+        assert done.stdout == ""
+        problems = [line.strip() for line in done.stderr.splitlines()[1:]]
+        assert problems == [
+            f"{config}: amazon.region_name: unknown key (known: endpoint, marketplaces, max_throttle_wait_seconds,"
+            " orders_api, region, seller_id, timeout_seconds, token_url)",
+            f"{config}: orders.lag_minutes: must be at least 2, not 1",
+            f"{config}: orders.statuses[0]: unknown order status 'Lost'",
+        ], command
+
+
+def test_missing_secrets_exit_2_naming_the_variables_without_values(config):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+    done = bridge("check", config=config, env=env)
+    assert done.returncode == 2
+    for name in SECRETS:
+        assert name in done.stderr
+
+
+def test_a_missing_config_file_exits_2(tmp_path):
+    done = bridge("status", config=tmp_path / "nowhere.toml")
+    assert done.returncode == 2 and "nowhere.toml: file not found" in done.stderr
+
+
+# --- orders pull and status -------------------------------------------------------------------
+
+def test_orders_pull_delivers_the_files_and_exits_0(config, sftp_root):
+    done = bridge("orders", "pull", "--now", RUN_TIME, config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "delivered=5" in done.stdout and "errors=0" in done.stdout
+    assert {p.name: p.read_bytes() for p in sftp_root.iterdir()} == {
+        p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir()}
+
+
+def test_orders_pull_with_the_real_clock_catches_up_from_the_configured_start(tmp_path, sshd, sftp_root, sandbox):
+    # a day per window: a few windows from the seed's day to today, whatever today is
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)],
+                          orders='start = "2026-11-20T06:00:00Z"\nwindow_minutes = 1440\nmax_windows_per_run = 1000')
+    done = bridge("orders", "pull", config=config)
+    assert done.returncode == 0, done.stderr
+    assert len(list(sftp_root.iterdir())) == 5
+
+
+def test_status_shows_the_counts_and_how_far_orders_were_pulled_as_text_and_json(config):
+    before = bridge("status", config=config)
+    assert before.returncode == 0
+    assert "pulled up to: nothing pulled yet" in before.stdout
+
+    bridge("orders", "pull", "--now", RUN_TIME, config=config)
+    text = bridge("status", config=config)
+    report = json.loads(bridge("status", "--json", config=config).stdout)
+
+    assert text.returncode == 0
+    assert f"config: {config}" in text.stdout
+    assert "orders: pending=0 held=0 unrenderable=0 staged=0 delivered=5 cancelled=0 skipped=0" in text.stdout
+    assert "pulled up to: 2026-11-20T12:00:00Z" in text.stdout
+    assert report["orders"]["delivered"] == 5
+    assert report["window_end"] == "2026-11-20T12:00:00Z"
+    assert report["files_in_flight"] == [] and report["attention"] == []
+
+
+def test_held_orders_are_listed_as_needing_attention(config, sandbox):
+    sandbox.set_pii_access(False)
+    bridge("orders", "pull", "--now", RUN_TIME, config=config)
+    done = bridge("status", config=config)
+    assert "held=5" in done.stdout and "needs attention:" in done.stdout
+    assert done.stdout.count("PII role missing") == 5
+
+
+def test_a_second_pull_while_another_process_holds_the_state_lock_exits_2(config, sftp_root):
+    with state_lock(load(config).state_dir):
+        done = bridge("orders", "pull", "--now", RUN_TIME, config=config)
+
+    assert done.returncode == 2
+    assert "another bridge process" in done.stderr and "bridge.lock" in done.stderr
+    assert list(sftp_root.iterdir()) == []
+
+
+def test_a_pull_amazon_refuses_exits_1_naming_the_secrets_to_check(tmp_path, sshd, sftp_root, strict_sandbox):
+    config = write_config(tmp_path, sandbox_url=strict_sandbox.url, token_url=strict_sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+    done = bridge("orders", "pull", "--now", RUN_TIME, config=config, env=wrong_refresh_token())
+
+    assert done.returncode == 1
+    assert "error: pull:" in done.stderr and "BRIDGE_LWA_REFRESH_TOKEN" in done.stderr
+    assert "Atzr|wrong-token" not in done.stdout + done.stderr
+    assert list(sftp_root.iterdir()) == []
