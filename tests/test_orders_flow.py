@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -310,3 +311,49 @@ def test_status_lists_what_needs_attention(make_bridge, sandbox):
     assert report["window_end"] == "2026-11-20T12:00:00Z"
     assert {item["order_id"] for item in report["attention"]} == MERCHANT_ORDERS
     json.dumps(report)
+
+
+# --- every request is one Amazon's models allow -----------------------------------------------
+
+MODELS = {
+    "searchOrders": ("orders_2026-01-01.json", "/orders/2026-01-01/orders", "get"),
+    "getOrder": ("orders_2026-01-01.json", "/orders/2026-01-01/orders/{orderId}", "get"),
+    "getOrders": ("ordersV0.json", "/orders/v0/orders", "get"),
+    "v0.getOrder": ("ordersV0.json", "/orders/v0/orders/{orderId}", "get"),
+    "getOrderItems": ("ordersV0.json", "/orders/v0/orders/{orderId}/orderItems", "get"),
+    "createRestrictedDataToken": ("tokens_2021-03-01.json", "/tokens/2021-03-01/restrictedDataToken", "post"),
+}
+
+
+def assert_request_follows_model(request) -> None:
+    from amazon_models import load_model
+
+    model_file, path, method = MODELS[request.operation_id]
+    parameters = {p["name"]: p for p in load_model(model_file)["paths"][path][method]["parameters"] if p.get("in") == "query"}
+    for name, values in request.query.items():
+        assert name in parameters, f"{request.operation_id}: {name} is not a parameter of the model"
+        spec = parameters[name]
+        items = [item for value in values for item in value.split(",")] if spec.get("type") == "array" else values
+        allowed = spec.get("items", {}).get("enum") if spec.get("type") == "array" else spec.get("enum")
+        for item in items:
+            assert not allowed or item in allowed, f"{request.operation_id}: {name}={item} not in {allowed}"
+            if name.lower().endswith(("after", "before")):
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", item), f"{name}={item} is not ISO 8601 with T and Z"
+    for spec in parameters.values():
+        if spec.get("required"):
+            assert spec["name"] in request.query, f"{request.operation_id}: required {spec['name']} missing"
+
+
+@pytest.mark.parametrize("orders_api", ["2026-01-01", "v0"])
+def test_every_request_uses_only_what_amazons_model_defines(make_bridge, sandbox, orders_api):
+    sandbox.set_pii_access(False)  # so held orders are fetched one by one too
+    bridge = make_bridge(amazon=f'orders_api = "{orders_api}"')
+    bridge.run(RUN_TIME)
+    sandbox.set_pii_access(True)
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    checked = {r.operation_id for r in sandbox.requests}
+    assert checked >= ({"searchOrders", "getOrder"} if orders_api == "2026-01-01" else {"getOrders", "getOrderItems", "v0.getOrder"})
+    for request in sandbox.requests:
+        if request.operation_id in MODELS:
+            assert_request_follows_model(request)

@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import httpx
-from sp_api.api import Orders, OrdersV20260101, Tokens
+from sp_api.api import OrdersV0, OrdersV20260101, Tokens
 from sp_api.auth import AccessTokenClient
 from sp_api.auth import access_token_client as _token_module
 from sp_api.auth.exceptions import AuthorizationError
-from sp_api.base import ApiResponse, SellingApiException
+from sp_api.base import ApiResponse, SellingApiException, fill_query_params, sp_endpoint
 from sp_api.base.exceptions import (
     SellingApiForbiddenException,
     SellingApiRequestThrottledException,
@@ -52,6 +52,7 @@ RATE_LIMITS: dict[str, tuple[float, int]] = {
     "searchOrders": (0.0056, 20),
     "getOrder": (0.5, 30),
     "getOrders": (0.0167, 20),
+    "v0.getOrder": (0.5, 30),
     "getOrderItems": (0.5, 30),
     "createRestrictedDataToken": (1.0, 10),
 }
@@ -79,6 +80,15 @@ class _Market:
     endpoint: str
     marketplace_id: str
     region: str = ""
+
+
+class _OrdersV0(OrdersV0):
+    """The library's v0 client, but getOrderItems without the four marketplace parameters the
+    library adds to every GET: Amazon's model defines only NextToken there."""
+
+    @sp_endpoint("/orders/v0/orders/{}/orderItems")
+    def get_order_items(self, order_id: str, **kwargs: Any) -> ApiResponse:
+        return self._request(fill_query_params(kwargs.pop("path"), order_id), params={**kwargs}, add_marketplace=False)
 
 
 class RateLimiter:
@@ -200,7 +210,7 @@ class AmazonOrders:
             "FulfillmentChannels": ["MFN"],
             "MaxResultsPerPage": 100,
         }
-        client = self._client(Orders, restricted_data_token=self._restricted_token("/orders/v0/orders"))
+        client = self._client(_OrdersV0, restricted_data_token=self._restricted_token("/orders/v0/orders"))
         client.keep_restricted_data_token = True
         orders: list[Order] = []
         for page in self._pages("getOrders", client.get_orders, params, "NextToken"):
@@ -212,16 +222,16 @@ class AmazonOrders:
 
     def _v0_order(self, order_id: str) -> Order | None:
         path = f"/orders/v0/orders/{order_id}"
-        client = self._client(Orders, restricted_data_token=self._restricted_token(path))
+        client = self._client(_OrdersV0, restricted_data_token=self._restricted_token(path))
         client.keep_restricted_data_token = True
-        response = self._call("getOrder", client.get_order, order_id)
+        response = self._call("v0.getOrder", client.get_order, order_id)
         if not response.payload.get("AmazonOrderId"):
             raise AmazonUnavailable(f"getOrder {order_id} answered without an order")
         return self._convert(lambda d: order_from_v0(d, self._v0_items(order_id)), response.payload)
 
     def _v0_items(self, order_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        client = self._client(Orders)
+        client = self._client(_OrdersV0)
         for page in self._pages("getOrderItems", lambda **kw: client.get_order_items(order_id, **kw), {}, "NextToken"):
             if not isinstance(page.payload.get("OrderItems"), list):
                 raise AmazonUnavailable(f"getOrderItems {order_id} answered without OrderItems")
