@@ -132,17 +132,26 @@ class FolderDrop:
             self._path(folder).mkdir(parents=True, exist_ok=True)
 
     def _path(self, path: str) -> Path:
-        parts: list[str] = []
-        for part in path.split("/"):
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not parts:
-                    raise FixTheSetup(f"path {path!r} climbs above the drop folder {self.root}")
-                parts.pop()
-            else:
-                parts.append(part)
-        return self.root.joinpath(*parts)
+        try:
+            return self.root.joinpath(*jailed_parts(path))
+        except ValueError:
+            raise FixTheSetup(f"path {path!r} climbs above the drop folder {self.root}") from None
+
+
+def jailed_parts(path: str) -> list[str]:
+    """The components of a '/'-separated path below a root ("/" is the root itself);
+    ValueError if '..' would climb above it."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ValueError(path)
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -33,6 +33,8 @@ from paramiko.sftp import (
     SFTP_PERMISSION_DENIED,
 )
 
+from bridge.edges.folders import jailed_parts
+
 log = logging.getLogger("bridge.sandbox.sftpd")
 
 
@@ -161,17 +163,10 @@ class _JailedSftp(SFTPServerInterface):
         self.root = root
 
     def _local(self, path: str) -> str:
-        parts: list[str] = []
-        for part in path.split("/"):
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not parts:
-                    raise _Escape(path)
-                parts.pop()
-            else:
-                parts.append(part)
-        local = os.path.join(self.root, *parts)
+        try:
+            local = os.path.join(self.root, *jailed_parts(path))
+        except ValueError:
+            raise _Escape(path) from None
         real = os.path.realpath(local)
         if real != str(self.root) and not real.startswith(str(self.root) + os.sep):
             raise _Escape(path)  # a symbolic link pointing outside
