@@ -20,7 +20,7 @@ import schedule
 
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
-from bridge.service import open_service
+from bridge.service import configure_logging, open_service
 
 log = logging.getLogger("bridge.daemon")
 
@@ -82,7 +82,8 @@ def run_daemon(
             notify("RELOADING=1")
             try:
                 settings = load_settings(config_path)
-                log.info("config reloaded config=%s", config_path)
+                log.info("config reloaded config=%s log_level=%s", config_path, settings.log_level)
+                configure_logging(settings.log_level)
             except ConfigError as problem:
                 log.error("config reload refused, keeping the running config: %s", "; ".join(problem.problems))
     notify("STOPPING=1")
