@@ -179,14 +179,19 @@ class OrdersFlow:
     # --- 2. held orders ------------------------------------------------------------------
 
     def recheck_held(self, now: datetime, report: RunReport) -> None:
-        """Decide held orders again (settings may have changed); ask Amazon for missing addresses."""
+        """Decide held orders again (settings may have changed); ask Amazon for missing addresses.
+
+        While the PII role is missing every answer comes back without an address, so the first
+        such answer ends the asking for this run: one probe per run, not one call per order.
+        """
         observations = []
-        refetched = 0
+        refetched, probing = 0, True
         for stored in self.ledger.orders_in(OrderStatus.HELD):
             order = stored.order
-            if order.ship_to is None and refetched < HELD_RECHECKS_PER_RUN:
+            if order.ship_to is None and probing and refetched < HELD_RECHECKS_PER_RUN:
                 refetched += 1
                 order = self.amazon.order(stored.order_id) or order
+                probing = order.ship_to is not None
             observations.append(decide(order, self.settings))
         if observations:
             summary = self.ledger.record(observations, now)
