@@ -318,3 +318,66 @@ def test_a_number_given_as_text_is_a_problem(folder):
 def test_a_warehouse_with_both_a_key_and_a_password_secret_is_refused_at_load(folder):
     found = problems(write(folder, MINIMAL), {**SECRETS, "BRIDGE_SFTP_PASSWORD_ACME": "sftp-pass"})
     assert has(found, "warehouses[0]", "two SFTP credentials", "BRIDGE_SFTP_PASSWORD_ACME")
+
+
+# --- fsync and the shipped example --------------------------------------------------------------
+
+def test_fsync_is_on_by_default_and_must_be_true_or_false(folder):
+    assert load_settings(write(folder, MINIMAL), SECRETS).warehouses[0].sftp.fsync is True
+    assert load_settings(write(folder, MINIMAL + "fsync = false\n"), SECRETS).warehouses[0].sftp.fsync is False
+    assert has(problems(write(folder, MINIMAL + 'fsync = "no"\n')), "warehouses[0].fsync", "true or false")
+
+
+EXAMPLE = MAPPINGS.parent / "bridge.example.toml"
+
+
+def known_keys(folder: Path) -> dict[str, set[str]]:
+    """The keys the loader knows at each level, read from its own unknown-key messages."""
+    text = MINIMAL.replace("[amazon]", "zz = 1\n[bridge]\nzz = 1\n[orders]\nzz = 1\n[retention]\nzz = 1\n[amazon]\nzz = 1")
+    found = problems(write(folder, text + "zz = 1\n"))
+    known = {}
+    for problem in found:
+        key, _, why = problem.partition(": ")
+        if why.startswith("unknown key (known: "):
+            known[key.removesuffix("zz").rstrip(".") or "top"] = set(why[len("unknown key (known: "):-1].split(", "))
+    assert set(known) == {"top", "bridge", "amazon", "orders", "retention", "warehouses[0]"}, found
+    return known
+
+
+def test_the_example_config_documents_every_key_the_loader_knows(folder):
+    example = EXAMPLE.read_text()
+    documented = {line.lstrip("# ").split(" = ")[0] for line in example.splitlines() if " = " in line}
+    sections = {line.strip("#[] ") for line in example.splitlines() if line.lstrip("# ").startswith("[")}
+    known = known_keys(folder)
+    assert known.pop("top") <= sections
+    for section, keys in known.items():
+        assert keys <= documented, f"{section}: not in bridge.example.toml: {keys - documented}"
+    for secret in [*SECRETS, "BRIDGE_SFTP_PASSWORD_<NAME>"]:
+        assert secret in example
+
+
+def test_the_example_config_loads_once_its_files_exist(folder):
+    shutil.copy(EXAMPLE, folder / "bridge.toml")
+    (folder / "known_hosts.acme").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
+    (folder / "id_ed25519.acme").write_text("key\n")
+    settings = load_settings(folder / "bridge.toml", SECRETS)
+    assert settings.warehouses[0].mapping.name == "acme-csv"
+    assert settings.amazon.endpoint == REGION_ENDPOINTS["eu"]
+
+
+def test_the_example_configs_commented_defaults_are_the_loaders_defaults(folder):
+    shutil.copy(EXAMPLE, folder / "example.toml")
+    (folder / "known_hosts.acme").write_text("x\n")
+    (folder / "id_ed25519.acme").write_text("x\n")
+    lines = (folder / "example.toml").read_text().splitlines()
+    plain = load_settings(folder / "example.toml", SECRETS)
+    defaults = {"state_dir", "log_level", "token_url", "orders_api", "timeout_seconds",
+                "max_throttle_wait_seconds", "interval_minutes", "window_minutes", "lag_minutes",
+                "overlap_minutes", "max_windows_per_run", "statuses", "port", "temp_suffix", "fsync",
+                "pii_days", "spool_days"}
+    uncommented = [line[2:] if line.startswith("# ") and line[2:].split(" = ")[0] in defaults else line
+                   for line in lines]
+    assert len(set(uncommented) - set(lines)) == len(defaults)  # each default shown exactly once
+    (folder / "example.toml").write_text("\n".join(uncommented))
+    explicit = load_settings(folder / "example.toml", SECRETS)
+    assert explicit == plain
