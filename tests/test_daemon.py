@@ -18,7 +18,8 @@ import pytest
 import sp_api.auth.access_token_client as token_cache
 
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated
-from harness import REPO, SECRETS, SEED, sftp_warehouse, write_config
+from bridge.service import state_lock
+from harness import REPO, SECRETS, SEED, load, sftp_warehouse, write_config
 
 DEADLINE = 30.0  # seconds; generous for a loaded machine, never reached when things work
 MERCHANT_ORDERS = 5
@@ -47,7 +48,7 @@ def config(tmp_path, sshd, sftp_root, sandbox) -> Path:
     start = (datetime.now(timezone.utc) - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
                         warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)],
-                        orders=f'start = "{start}"\ninterval_minutes = 1\nwindow_minutes = 60')
+                        orders=f'start = "{start}"\ninterval_minutes = 1\nwindow_minutes = 600')
 
 
 class Service:
@@ -154,3 +155,28 @@ def test_sigint_also_stops_the_service_cleanly(config, start_service):
     wait_for(lambda: service.logged("delivered=5"), "the first run")
     service.signal(signal.SIGINT)
     assert service.process.wait(timeout=DEADLINE) == 0
+
+
+def test_sigterm_during_a_run_ends_it_at_a_safe_point_and_a_restart_delivers_every_order_once(
+        config, sftp_root, sandbox, start_service):
+    sandbox.fail_next("searchOrders", 429, headers={"x-amzn-RateLimit-Limit": "0.5"})  # a 2 s wait
+    service = start_service(config)
+    wait_for(lambda: service.logged("throttled op=searchOrders"), "the run to be waiting out a throttle")
+
+    service.signal(signal.SIGTERM)
+
+    assert service.process.wait(timeout=DEADLINE) == 0
+    assert "stopped" in service.text()
+    restarted = start_service(config)
+    wait_for(lambda: restarted.logged("delivered=5"), "the restarted service's run")
+    assert delivered(sftp_root) == MERCHANT_ORDERS
+    restarted.signal(signal.SIGTERM)
+    assert restarted.process.wait(timeout=DEADLINE) == 0
+
+
+def test_the_service_refuses_to_start_while_another_bridge_holds_the_state(config, sftp_root, start_service):
+    with state_lock(load(config).state_dir):
+        service = start_service(config)
+        assert service.process.wait(timeout=DEADLINE) == 2
+    assert "another bridge process" in service.text()
+    assert delivered(sftp_root) == 0
