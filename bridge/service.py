@@ -99,7 +99,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "config": str(settings.path),
             "orders": ledger.status_counts(),
             "window_end": iso_z(bookmark) if bookmark else None,
-            "behind_seconds": int(behind.total_seconds()) if behind else None,
+            "behind_seconds": int(behind.total_seconds()) if behind is not None else None,
             "late": bool(behind and behind > expected),
             "files_in_flight": [
                 {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight

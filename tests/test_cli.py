@@ -189,3 +189,21 @@ def test_a_pull_amazon_refuses_exits_1_naming_the_secrets_to_check(tmp_path, ssh
     assert "error: pull:" in done.stderr and "BRIDGE_LWA_REFRESH_TOKEN" in done.stderr
     assert "Atzr|wrong-token" not in done.stdout + done.stderr
     assert list(sftp_root.iterdir()) == []
+
+
+def test_status_right_at_the_bookmark_shows_zero_behind_not_a_crash(config):
+    from bridge.cli import format_status
+    from bridge.flows.orders import BOOKMARK
+    from bridge.ledger import Ledger
+    from bridge.records import parse_iso
+    from bridge.service import status_report
+
+    settings = load(config)
+    ledger = Ledger(settings.ledger_path)
+    ledger.record([], parse_iso(RUN_TIME), bookmark=(BOOKMARK, parse_iso("2026-11-20T12:00:00Z")))
+    ledger.close()
+
+    report = status_report(settings, now=parse_iso("2026-11-20T12:00:00Z"))
+
+    assert report["behind_seconds"] == 0 and report["late"] is False
+    assert "pulled up to: 2026-11-20T12:00:00Z (0h00m ago)" in format_status(report)
