@@ -148,7 +148,7 @@ class _Reader:
         log_level = self.choice(general, "bridge.log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         amazon = self.amazon(self.table(data, "amazon"))
         orders = self.orders(self.table(data, "orders"), amazon.marketplaces)
-        warehouses = self.warehouses(data.get("warehouses"))
+        warehouses = self.warehouses(data.get("warehouses"), amazon.marketplaces)
         retention = self.retention(self.table(data, "retention"))
         return Settings(
             path=Path(self.label),
@@ -238,11 +238,11 @@ class _Reader:
             marketplaces=tuple(marketplaces or configured),
         )
 
-    def warehouses(self, entries: Any) -> tuple[WarehouseSettings, ...]:
+    def warehouses(self, entries: Any, configured: tuple[str, ...]) -> tuple[WarehouseSettings, ...]:
         if not isinstance(entries, list) or not entries:
             self.problem("warehouses", "declare at least one [[warehouses]] table")
             return ()
-        result, names = [], set()
+        result, names, secrets = [], set(), {}
         for index, entry in enumerate(entries):
             key = f"warehouses[{index}]"
             if not isinstance(entry, dict):
@@ -251,9 +251,15 @@ class _Reader:
             warehouse = self.warehouse(entry, key)
             if warehouse is None:
                 continue
+            secret = sftp_password_secret(warehouse.name)
             if warehouse.name in names:
                 self.problem(f"{key}.name", f"duplicate warehouse name {warehouse.name!r}")
+            elif secret in secrets:
+                self.problem(f"{key}.name", f"{warehouse.name!r} and {secrets[secret]!r} would share the secret {secret}")
             names.add(warehouse.name)
+            secrets.setdefault(secret, warehouse.name)
+            for marketplace in sorted(warehouse.marketplaces - set(configured)):
+                self.problem(f"{key}.marketplaces", f"{marketplace!r} is not one of amazon.marketplaces")
             result.append(warehouse)
         return tuple(result)
 

@@ -381,3 +381,14 @@ def test_the_example_configs_commented_defaults_are_the_loaders_defaults(folder)
     (folder / "example.toml").write_text("\n".join(uncommented))
     explicit = load_settings(folder / "example.toml", SECRETS)
     assert explicit == plain
+
+
+def test_warehouse_names_that_would_share_a_password_secret_are_refused(folder):
+    second = WAREHOUSE.replace('"acme"', '"ACME"')
+    found = problems(write(folder, MINIMAL + second))
+    assert has(found, "warehouses[1].name", "'ACME' and 'acme'", "BRIDGE_SFTP_PASSWORD_ACME")
+
+
+def test_a_warehouse_routing_marketplace_must_be_one_of_amazon_marketplaces(folder):
+    found = problems(write(folder, MINIMAL + 'marketplaces = ["ATVPDKIKX0DER"]\n'))
+    assert has(found, "warehouses[0].marketplaces", "'ATVPDKIKX0DER' is not one of amazon.marketplaces")
