@@ -117,6 +117,8 @@ def cmd_orders_pull(args: argparse.Namespace) -> int:
     print(report.summary())
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
+    if report.needs_a_person:
+        return EXIT_SETUP
     return EXIT_OK if not report.errors else EXIT_ERRORS
 
 
@@ -136,7 +138,7 @@ def format_status(report: dict) -> str:
     counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
     lines = [f"config: {report['config']}", f"orders: {counts}"]
     if report["window_end"]:
-        hours, rest = divmod(report["behind_seconds"], 3600)
+        hours, rest = divmod(max(0, report["behind_seconds"]), 3600)
         late = "  LATE: is the service running? (systemctl status bridge)" if report["late"] else ""
         lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
     else:

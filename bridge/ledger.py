@@ -398,7 +398,18 @@ class Ledger:
             " where e.kind = 'changed_after_delivery' order by e.id"
         ):
             items.append(dict(row))
+        for row in self._db.execute(
+            "select order_id, 'rejected' as status, detail as reason, null as warehouse, at as updated_at"
+            " from order_events e where kind = 'rejected'"
+            " and not exists (select 1 from orders o where o.order_id = e.order_id) order by id"
+        ):
+            items.append(dict(row))
         return items
+
+    def note_rejected(self, order_id: str, why: str, now: datetime) -> None:
+        """An order Amazon sent that could not be read: kept as an event for `attention`."""
+        with self._transaction() as db:
+            self._event(db, order_id, iso_z(now), "rejected", why)
 
     def events(self, order_id: str) -> list[dict[str, str]]:
         rows = self._db.execute(

@@ -20,7 +20,7 @@ from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
 from bridge.errors import FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow
-from bridge.ledger import FileStatus, Ledger
+from bridge.ledger import FileStatus, Ledger, OrderStatus
 from bridge.records import iso_z
 
 QUIET_LIBRARIES = ("sp_api", "httpx", "httpcore", "paramiko", "watchdog", "schedule")
@@ -89,6 +89,13 @@ def open_service(
 def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
     """What `bridge status` shows: counts, the window bookmark, files in flight, attention items."""
     now = now or datetime.now(timezone.utc)
+    if not settings.ledger_path.exists():
+        # Nothing has run yet; never create the service's state (as root, say) just to look.
+        return {
+            "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
+            "window_end": None, "behind_seconds": None, "late": False,
+            "files_in_flight": [], "attention": [],
+        }
     ledger = Ledger(settings.ledger_path)
     try:
         bookmark = ledger.bookmark(BOOKMARK)

@@ -180,12 +180,12 @@ def test_a_second_pull_while_another_process_holds_the_state_lock_exits_2(config
     assert list(sftp_root.iterdir()) == []
 
 
-def test_a_pull_amazon_refuses_exits_1_naming_the_secrets_to_check(tmp_path, sshd, sftp_root, strict_sandbox):
+def test_a_pull_amazon_refuses_exits_2_naming_the_secrets_to_check(tmp_path, sshd, sftp_root, strict_sandbox):
     config = write_config(tmp_path, sandbox_url=strict_sandbox.url, token_url=strict_sandbox.token_url,
                           warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
     done = bridge("orders", "pull", "--now", RUN_TIME, config=config, env=wrong_refresh_token())
 
-    assert done.returncode == 1
+    assert done.returncode == 2  # the setup is wrong: a person must fix the credentials
     assert "error: pull:" in done.stderr and "BRIDGE_LWA_REFRESH_TOKEN" in done.stderr
     assert "Atzr|wrong-token" not in done.stdout + done.stderr
     assert list(sftp_root.iterdir()) == []

@@ -357,3 +357,19 @@ def test_every_request_uses_only_what_amazons_model_defines(make_bridge, sandbox
     for request in sandbox.requests:
         if request.operation_id in MODELS:
             assert_request_follows_model(request)
+
+
+def test_an_order_amazon_sends_in_an_unusable_shape_is_reported_and_the_rest_go_through(make_bridge, sandbox):
+    from bridge.service import status_report
+
+    broken = new_order("111-0000010-0000010", "2026-11-20T11:55:00Z")
+    del broken["createdTime"]
+    sandbox.add_order(broken)
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+    assert bridge.ledger.bookmark(BOOKMARK) == utc("2026-11-20T12:00:00")
+    attention = status_report(bridge.settings, now=RUN_TIME)["attention"]
+    assert [(a["order_id"], a["status"]) for a in attention] == [("111-0000010-0000010", "rejected")]
+    assert "createdTime" in attention[0]["reason"]

@@ -157,7 +157,10 @@ class AmazonOrders:
             _token_module.cache.clear()
             client.auth  # noqa: B018 - the property performs the token request
         except AuthorizationError as problem:
-            raise AmazonAuthError(f"Login with Amazon refused the credentials: {problem.message or problem}") from None
+            raise AmazonAuthError(
+                f"Login with Amazon refused the credentials ({problem.message or problem}); "
+                "check BRIDGE_LWA_CLIENT_ID, BRIDGE_LWA_CLIENT_SECRET and BRIDGE_LWA_REFRESH_TOKEN"
+            ) from None
         except httpx.HTTPError as problem:
             raise AmazonUnavailable(f"cannot reach the token URL {self.settings.token_url}: {problem}") from None
 

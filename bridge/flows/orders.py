@@ -54,6 +54,7 @@ class RunReport:
     purged: int = 0
     caught_up: bool = True
     errors: list[str] = field(default_factory=list)
+    needs_a_person: bool = False  # an error was FixTheSetup: retrying alone will not help
 
     def summary(self) -> str:
         window = f"{self.windows[0].split('/')[0]}/{self.windows[-1].split('/')[1]}" if self.windows else "-"
@@ -120,6 +121,7 @@ class OrdersFlow:
                 step(now, report)
             except BridgeError as problem:
                 report.errors.append(f"{step.__name__}: {problem}")
+                report.needs_a_person |= isinstance(problem, FixTheSetup)
                 level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
                 log.log(level, "step=%s failed: %s", step.__name__, problem)
         log.info(report.summary())
@@ -163,8 +165,11 @@ class OrdersFlow:
             log.warning("orders held without address count=%d: %s", sum(o.reason == PII_MISSING for o in held), PII_ROLE_HINT)
 
     def _note_rejected(self, now: datetime) -> None:
+        """Orders Amazon sent in a shape the bridge cannot use: not silently dropped, but
+        logged and listed by `bridge status` for a person to look at in Seller Central."""
         for order_id, why in self.amazon.rejected:
             log.error("order_id=%s not usable, not recorded: %s", order_id, why)
+            self.ledger.note_rejected(order_id, why, now)
         self.amazon.rejected.clear()
 
     def _note_changes(self, order_ids: tuple[str, ...]) -> None:
