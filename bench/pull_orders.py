@@ -31,6 +31,7 @@ from bridge.config import AmazonSettings  # noqa: E402
 from bridge.edges.amazon import RATE_LIMITS, AmazonOrders  # noqa: E402
 from bridge.ledger import Ledger, Observation, OrderStatus  # noqa: E402
 from bridge.sandbox.spapi import SpApiSandbox, load_seed  # noqa: E402
+from bridge.sealing import Sealer, new_key  # noqa: E402
 
 SEED = ROOT / "bridge" / "demo_data" / "sandbox-orders.json"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
@@ -62,7 +63,7 @@ def main() -> None:
     with SpApiSandbox(synthetic_orders(count), rate_limits=plan) as sandbox, tempfile.TemporaryDirectory() as folder:
         settings = AmazonSettings(**{**settings.__dict__, "endpoint": sandbox.url, "token_url": sandbox.token_url})
         amazon = AmazonOrders(settings, rate_limits={**RATE_LIMITS, **plan})
-        ledger = Ledger(Path(folder) / "ledger.sqlite")
+        ledger = Ledger(Path(folder) / "ledger.sqlite", Sealer(new_key()))
         began = time.perf_counter()
         orders = amazon.updated_between(START, START + timedelta(minutes=30), ["UNSHIPPED"], ["ATVPDKIKX0DER"])
         fetched = time.perf_counter()

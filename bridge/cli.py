@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--fresh", action="store_true", help="move the orders' update times to just inside the default window")
     sandbox.set_defaults(handler=cmd_sandbox)
 
+    spool = commands.add_parser("spool", help="the local copies of delivered files")
+    spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    spool_open = spool_commands.add_parser("open", help="write a spool file to stdout as it was delivered")
+    spool_open.add_argument("file", type=Path)
+    spool_open.set_defaults(handler=cmd_spool_open)
+
+    keygen = commands.add_parser("keygen", help="print a new BRIDGE_STATE_KEY (seals buyer data at rest)")
+    keygen.set_defaults(handler=cmd_keygen)
+
     demo = commands.add_parser("demo", help="the whole flow against a local sandbox and SFTP server, no accounts needed")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where the demo keeps its state and drop (default ./demo-run)")
     demo.set_defaults(handler=cmd_demo)
@@ -163,6 +172,25 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from bridge.demo import serve_sandbox
 
     serve_sandbox(args.port, args.seed, fresh=args.fresh)
+    return EXIT_OK
+
+
+def cmd_spool_open(args: argparse.Namespace) -> int:
+    from bridge.sealing import Sealer
+
+    settings = load_settings(args.config)
+    try:
+        sealed = args.file.read_bytes()
+    except OSError as problem:
+        raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+    sys.stdout.buffer.write(Sealer(settings.state_key).open(sealed, f"spool file {args.file}"))
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from bridge.sealing import new_key
+
+    print(new_key())
     return EXIT_OK
 
 

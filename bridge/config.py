@@ -18,6 +18,7 @@ from typing import Any
 from bridge.edges.sftp import SftpEndpoint
 from bridge.errors import ConfigError
 from bridge.mapping import Mapping, load_mapping
+from bridge.sealing import is_key
 from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, parse_iso
 
 DEFAULT_CONFIG_PATH = Path("/etc/bridge/bridge.toml")
@@ -33,7 +34,8 @@ ORDERS_APIS = ("2026-01-01", "v0")
 LWA_CLIENT_ID = "BRIDGE_LWA_CLIENT_ID"
 LWA_CLIENT_SECRET = "BRIDGE_LWA_CLIENT_SECRET"
 LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
-SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN)
+STATE_KEY = "BRIDGE_STATE_KEY"
+SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN, STATE_KEY)
 
 
 def sftp_password_secret(warehouse: str) -> str:
@@ -99,6 +101,7 @@ class Settings:
     orders: OrderSettings
     warehouses: tuple[WarehouseSettings, ...]
     retention: RetentionSettings
+    state_key: str = field(repr=False)  # seals buyer data in the ledger and the spool
 
     @property
     def ledger_path(self) -> Path:
@@ -158,7 +161,18 @@ class _Reader:
             orders=orders,
             warehouses=warehouses,
             retention=retention,
+            state_key=self.state_key(),
         )
+
+    def state_key(self) -> str:
+        key = self.secret(STATE_KEY, "bridge")
+        if key and not is_key(key):
+            self.problem(
+                "bridge",
+                f"secret {STATE_KEY} is not a key: it must be 32 random bytes in URL-safe base64;"
+                " `bridge keygen` prints one",
+            )
+        return key
 
     def amazon(self, section: dict[str, Any]) -> AmazonSettings:
         self.unknown_keys(

@@ -16,10 +16,11 @@ from pathlib import Path
 import paramiko
 
 from bridge.cli import format_status
-from bridge.config import SECRET_NAMES, load_settings
+from bridge.config import SECRET_NAMES, STATE_KEY, load_settings
 from bridge.records import iso_z
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
+from bridge.sealing import new_key
 from bridge.service import configure_logging, open_service, status_report
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -66,6 +67,7 @@ def run_demo(workdir: Path) -> int:
             (workdir / "sftp" / name / "in").mkdir(parents=True)
         config = _write_config(workdir, sandbox, sftpd.port, client_key, now)
         environ = {**os.environ, **{name: f"demo-{secrets.token_hex(8)}" for name in SECRET_NAMES}}
+        environ[STATE_KEY] = new_key()
         settings = load_settings(config, environ=environ)
         print(f"\n== bridge demo: SP-API sandbox {sandbox.url}, SFTP 127.0.0.1:{sftpd.port}, config {config}\n")
         with open_service(settings) as service:
@@ -76,7 +78,7 @@ def run_demo(workdir: Path) -> int:
         _show_drops(workdir / "sftp")
         print("\n== bridge status\n" + format_status(status_report(settings, now)))
     print(f"\nEverything is in {workdir}: config bridge.toml, ledger state/ledger.sqlite, drops sftp/*/in.")
-    print(f"Try: bridge --config {config} status")
+    print("Buyer data in the ledger and the spool is sealed with a key that lived only for this demo.")
     return 0 if not (first.errors or second.errors) else 1
 
 

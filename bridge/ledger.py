@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
+from bridge.sealing import Sealer
 
 
 class OrderStatus(StrEnum):
@@ -78,7 +79,7 @@ create table if not exists orders (
     warehouse text,
     amazon_status text not null,
     last_updated text not null,
-    payload text not null,
+    payload text not null,  -- the Order record as JSON, sealed (encrypted) with BRIDGE_STATE_KEY
     file_id integer references files(id),
     first_seen_at text not null,
     updated_at text not null,
@@ -135,8 +136,10 @@ class RecordSummary:
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, sealer: Sealer):
+        """`sealer` encrypts order payloads (buyer data) at rest."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._sealer = sealer
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -208,7 +211,7 @@ class Ledger:
                 "insert into orders (order_id, status, reason, warehouse, amazon_status, last_updated,"
                 " payload, first_seen_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (order.order_id, observation.status, observation.reason, observation.warehouse,
-                 order.status, iso_z(order.last_updated), _payload(order), now, now),
+                 order.status, iso_z(order.last_updated), self._payload(order), now, now),
             )
             self._event(db, order.order_id, now, "seen", f"{observation.status} {observation.reason}".strip())
             return "new"
@@ -234,7 +237,7 @@ class Ledger:
                 "update orders set status = ?, reason = ?, warehouse = ?, amazon_status = ?,"
                 " last_updated = ?, payload = ?, updated_at = ? where order_id = ?",
                 (observation.status, observation.reason, observation.warehouse, order.status,
-                 iso_z(order.last_updated), _payload(order), now, order.order_id),
+                 iso_z(order.last_updated), self._payload(order), now, order.order_id),
             )
             if status != observation.status:
                 self._event(db, order.order_id, now, "status", f"{status} -> {observation.status} {observation.reason}".strip())
@@ -249,7 +252,7 @@ class Ledger:
             f"select * from orders where status in ({marks}) order by first_seen_at, order_id",
             tuple(statuses),
         ).fetchall()
-        return [_stored_order(row) for row in rows]
+        return [self._stored_order(row) for row in rows]
 
     def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> None:
         with self._transaction() as db:
@@ -353,11 +356,11 @@ class Ledger:
                 (OrderStatus.DELIVERED, cutoff, OrderStatus.CANCELLED, OrderStatus.SKIPPED, cutoff),
             ).fetchall()
             for row in rows:
-                data = json.loads(row["payload"])
+                data = self._payload_data(row["payload"], row["order_id"])
                 data.update(ship_to=None, buyer_name="", buyer_email="")
                 db.execute(
                     "update orders set payload = ?, pii_purged_at = ? where order_id = ?",
-                    (json.dumps(data, sort_keys=True), iso_z(now), row["order_id"]),
+                    (self._seal(data), iso_z(now), row["order_id"]),
                 )
         return len(rows)
 
@@ -425,26 +428,37 @@ class Ledger:
         ).fetchone()
         return dict(row) if row else None
 
+    def seal_file(self, data: bytes) -> bytes:
+        """A spool file's bytes as stored: sealed like the payloads (it holds buyer data)."""
+        return self._sealer.seal(data)
+
+    def open_file(self, sealed: bytes, what: str) -> bytes:
+        return self._sealer.open(sealed, what)
+
+    def _payload(self, order: Order) -> str:
+        return self._seal(order_to_dict(order))
+
+    def _seal(self, data: dict) -> str:
+        return self._sealer.seal(json.dumps(data, sort_keys=True).encode("utf-8")).decode("ascii")
+
+    def _payload_data(self, payload: str, order_id: str) -> dict:
+        return json.loads(self._sealer.open(payload.encode("ascii"), f"the ledger's record of order {order_id}"))
+
+    def _stored_order(self, row: sqlite3.Row) -> StoredOrder:
+        return StoredOrder(
+            order_id=row["order_id"],
+            status=OrderStatus(row["status"]),
+            reason=row["reason"],
+            warehouse=row["warehouse"],
+            order=order_from_dict(self._payload_data(row["payload"], row["order_id"])),
+        )
+
     @staticmethod
     def _event(db: sqlite3.Connection, order_id: str, at: str, kind: str, detail: str) -> None:
         db.execute(
             "insert into order_events (order_id, at, kind, detail) values (?, ?, ?, ?)",
             (order_id, at, kind, detail),
         )
-
-
-def _payload(order: Order) -> str:
-    return json.dumps(order_to_dict(order), sort_keys=True)
-
-
-def _stored_order(row: sqlite3.Row) -> StoredOrder:
-    return StoredOrder(
-        order_id=row["order_id"],
-        status=OrderStatus(row["status"]),
-        reason=row["reason"],
-        warehouse=row["warehouse"],
-        order=order_from_dict(json.loads(row["payload"])),
-    )
 
 
 def _stored_file(row: sqlite3.Row) -> StoredFile:

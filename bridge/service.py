@@ -22,6 +22,7 @@ from bridge.errors import FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow
 from bridge.ledger import FileStatus, Ledger, OrderStatus
 from bridge.records import iso_z
+from bridge.sealing import Sealer
 
 QUIET_LIBRARIES = ("sp_api", "httpx", "httpcore", "paramiko", "watchdog", "schedule")
 
@@ -78,7 +79,7 @@ def open_service(
 ) -> Iterator[Service]:
     """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM)."""
     with state_lock(settings.state_dir):
-        ledger = Ledger(settings.ledger_path)
+        ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
         try:
             amazon = AmazonOrders(settings.amazon, sleep=sleep)
             yield Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
@@ -96,7 +97,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "window_end": None, "behind_seconds": None, "late": False,
             "files_in_flight": [], "attention": [],
         }
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
     try:
         bookmark = ledger.bookmark(BOOKMARK)
         in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)

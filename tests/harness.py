@@ -14,6 +14,7 @@ from bridge.config import Settings, load_settings
 from bridge.edges.amazon import AmazonOrders
 from bridge.flows.orders import OrdersFlow
 from bridge.ledger import Ledger
+from bridge.sealing import Sealer
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
@@ -24,6 +25,7 @@ SECRETS = {
     "BRIDGE_LWA_CLIENT_ID": "amzn1.application-oa2-client.test",
     "BRIDGE_LWA_CLIENT_SECRET": "test-secret-never-logged",
     "BRIDGE_LWA_REFRESH_TOKEN": "Atzr|test-refresh-token",
+    "BRIDGE_STATE_KEY": "dGVzdC1zdGF0ZS1rZXktMzItYnl0ZXMtbG9uZy0hISE=",
 }
 RUN_TIME = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)  # the goldens' run time
 
@@ -91,7 +93,7 @@ class Bridge:
     checkpoint: object = None
 
     def __post_init__(self) -> None:
-        self.ledger = Ledger(self.settings.ledger_path)
+        self.ledger = Ledger(self.settings.ledger_path, Sealer(self.settings.state_key))
         self.amazon = AmazonOrders(self.settings.amazon, backoff=0.01)
         self.flow = OrdersFlow(self.settings, self.ledger, self.amazon, checkpoint=self.checkpoint)
 

@@ -195,11 +195,12 @@ def test_status_right_at_the_bookmark_shows_zero_behind_not_a_crash(config):
     from bridge.cli import format_status
     from bridge.flows.orders import BOOKMARK
     from bridge.ledger import Ledger
+    from bridge.sealing import Sealer
     from bridge.records import parse_iso
     from bridge.service import status_report
 
     settings = load(config)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
     ledger.record([], parse_iso(RUN_TIME), bookmark=(BOOKMARK, parse_iso("2026-11-20T12:00:00Z")))
     ledger.close()
 
@@ -207,3 +208,18 @@ def test_status_right_at_the_bookmark_shows_zero_behind_not_a_crash(config):
 
     assert report["behind_seconds"] == 0 and report["late"] is False
     assert "pulled up to: 2026-11-20T12:00:00Z (0h00m ago)" in format_status(report)
+
+
+def test_spool_open_gives_back_a_delivered_file_byte_for_byte_and_keygen_makes_keys(config, sftp_root):
+    from bridge.sealing import is_key
+
+    assert bridge("orders", "pull", "--now", RUN_TIME, config=config).returncode == 0
+    spooled = sorted((config.parent / "state" / "spool" / "wh").iterdir())
+    delivered = sftp_root / spooled[0].name
+    assert spooled[0].read_bytes() != delivered.read_bytes()  # sealed at rest
+    command = [sys.executable, "-m", "bridge", "--config", str(config), "spool", "open", str(spooled[0])]
+    opened = subprocess.run(command, cwd=REPO, env={**os.environ, **SECRETS}, capture_output=True, timeout=60)
+    assert opened.returncode == 0 and opened.stdout == delivered.read_bytes()
+
+    key = bridge("keygen").stdout.strip()
+    assert is_key(key) and key != bridge("keygen").stdout.strip()

@@ -159,10 +159,17 @@ def test_no_secret_appears_in_the_settings_repr(folder):
         assert secret not in shown
 
 
-def test_missing_lwa_secrets_name_each_variable_to_set(folder):
+def test_missing_secrets_name_each_variable_to_set(folder):
     found = problems(write(folder, MINIMAL), environ={})
     for name in SECRETS:
-        assert has(found, "amazon", name, "CREDENTIALS_DIRECTORY")
+        section = "bridge" if name == "BRIDGE_STATE_KEY" else "amazon"
+        assert has(found, section, name, "CREDENTIALS_DIRECTORY")
+
+
+def test_a_state_key_that_is_not_a_key_says_how_to_make_one(folder):
+    found = problems(write(folder, MINIMAL), environ={**SECRETS, "BRIDGE_STATE_KEY": "hunter2"})
+    assert has(found, "bridge", "BRIDGE_STATE_KEY", "bridge keygen")
+    assert not any("hunter2" in problem for problem in found)
 
 
 def test_a_warehouse_without_key_or_password_names_its_password_secret(folder):

@@ -14,6 +14,9 @@ import pytest
 
 from bridge.ledger import FileStatus, Ledger, Observation, OrderStatus
 from bridge.records import Address, Line, Order
+from bridge.sealing import Sealer, new_key
+
+SEALER = Sealer(new_key())
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 NOW = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
@@ -42,7 +45,7 @@ def seen(o: Order, status: OrderStatus = OrderStatus.PENDING, warehouse: str | N
 
 @pytest.fixture
 def ledger(tmp_path: Path):
-    ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite", SEALER)
     yield ledger
     ledger.close()
 
@@ -85,10 +88,10 @@ def test_if_recording_breaks_midway_neither_the_orders_nor_the_bookmark_change(l
 
 def test_the_bookmark_and_orders_survive_reopening_the_file(tmp_path):
     path = tmp_path / "ledger.sqlite"
-    first = Ledger(path)
+    first = Ledger(path, SEALER)
     first.record([seen(order())], NOW, bookmark=(BOOKMARK, T0))
     first.close()
-    again = Ledger(path)
+    again = Ledger(path, SEALER)
     try:
         assert again.bookmark(BOOKMARK) == T0
         assert again.orders_in(OrderStatus.PENDING)[0].order == order()
@@ -246,11 +249,12 @@ def test_buyer_data_is_purged_after_the_cutoff_but_lines_are_kept(ledger):
     purged = ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=31))
 
     assert purged == 1
-    payload = json.loads(ledger._db.execute("select payload from orders where order_id = 'A'").fetchone()[0])
+    rows = ledger._db.execute("select order_id, payload from orders").fetchall()
+    payloads = {row[0]: json.loads(SEALER.open(row[1].encode(), row[0])) for row in rows}
+    payload = payloads["A"]
     assert payload["ship_to"] is None and payload["buyer_name"] == "" and payload["buyer_email"] == ""
     assert payload["lines"][0]["order_item_id"] == "10001" and payload["lines"][0]["quantity"] == 2
-    stored = ledger._db.execute("select payload from orders").fetchall()
-    text = " ".join(row[0] for row in stored)
+    text = json.dumps(payloads)
     assert text.count("Jane Buyer") == 2  # only B's (name and ship-to name) remain
     assert ledger.order_row("A")["pii_purged_at"] is not None
     assert ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=32)) == 0
@@ -297,3 +301,21 @@ def test_attention_lists_held_and_unrenderable_orders_with_their_reasons(ledger)
     assert (items["H"]["status"], items["H"]["reason"]) == ("held", "no address")
     assert (items["U"]["status"], items["U"]["reason"]) == ("unrenderable", "cannot encode")
     assert "Jane" not in json.dumps(ledger.attention())
+
+
+def test_buyer_data_is_sealed_at_rest_and_a_wrong_key_is_refused_clearly(tmp_path):
+    import sqlite3
+
+    from bridge.errors import FixTheSetup
+
+    path = tmp_path / "ledger.sqlite"
+    sealed = Ledger(path, SEALER)
+    sealed.record([seen(order())], NOW)
+    sealed.close()
+    raw = sqlite3.connect(path).execute("select payload from orders").fetchone()[0]
+    assert order().ship_to.name not in raw and order().ship_to.line1 not in raw
+
+    with_other_key = Ledger(path, Sealer(new_key()))
+    with pytest.raises(FixTheSetup, match="BRIDGE_STATE_KEY"):
+        with_other_key.orders_in(OrderStatus.PENDING)
+    with_other_key.close()

@@ -228,7 +228,7 @@ class OrdersFlow:
                 log.warning("file name already used warehouse=%s name=%s: retried next run", warehouse.name, rendered.name)
                 continue
             path = folder / rendered.name
-            write_atomic(path, rendered.data)
+            write_atomic(path, self.ledger.seal_file(rendered.data))
             self.checkpoint("spooled")
             digest = hashlib.sha256(rendered.data).hexdigest()
             self.ledger.stage_file(warehouse.name, rendered.name, path, len(rendered.data), digest, rendered.order_ids, now)
@@ -270,7 +270,7 @@ class OrdersFlow:
         final = f"{warehouse.orders_folder}/{stored.name}"
         temporary = final + warehouse.temp_suffix
         if stored.status == FileStatus.STAGED:
-            data = stored.spool_path.read_bytes()
+            data = self.ledger.open_file(stored.spool_path.read_bytes(), f"spool file {stored.spool_path}")
             if hashlib.sha256(data).hexdigest() != stored.sha256:
                 raise FixTheSetup(f"spool file {stored.spool_path} changed since it was staged; not sending it")
             drop.put_bytes(data, temporary)
