@@ -373,3 +373,17 @@ def test_an_order_amazon_sends_in_an_unusable_shape_is_reported_and_the_rest_go_
     attention = status_report(bridge.settings, now=RUN_TIME)["attention"]
     assert [(a["order_id"], a["status"]) for a in attention] == [("111-0000010-0000010", "rejected")]
     assert "createdTime" in attention[0]["reason"]
+
+
+def test_a_refused_sftp_login_keeps_files_staged_and_says_what_to_fix(make_bridge, sftp_root, tmp_path):
+    import subprocess
+
+    stranger = tmp_path / "stranger_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    bridge = make_bridge(private_key=str(stranger))
+    report = bridge.run(RUN_TIME)
+
+    assert report.needs_a_person
+    assert any("deliver" in error and "refused" in error.lower() for error in report.errors)
+    assert list(sftp_root.iterdir()) == []
+    assert bridge.ledger.status_counts()["staged"] == len(MERCHANT_ORDERS)
