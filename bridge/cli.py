@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     orders_commands = orders.add_subparsers(dest="orders_command", required=True, metavar="ACTION")
     pull = orders_commands.add_parser("pull", help="one run now: pull, render, deliver")
     pull.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    pull.add_argument("--dry-run", action="store_true", help="show what would be sent; record, spool and upload nothing")
+    pull.add_argument("--out", type=Path, help="with --dry-run: also write the files that would be sent here, per warehouse")
     pull.set_defaults(handler=cmd_orders_pull)
 
     status = commands.add_parser("status", help="what the bridge holds, delivered and needs help with")
@@ -121,6 +123,8 @@ def cmd_orders_pull(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     now = args.now or datetime.now(timezone.utc)
+    if args.dry_run:
+        return _dry_run(settings, now, args.out)
     with open_service(settings) as service:
         report = service.orders.run(now)
     print(report.summary())
@@ -129,6 +133,20 @@ def cmd_orders_pull(args: argparse.Namespace) -> int:
     if report.needs_a_person:
         return EXIT_SETUP
     return EXIT_OK if not report.errors else EXIT_ERRORS
+
+
+def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
+    from bridge.service import open_service
+
+    with open_service(settings) as service:
+        preview = service.orders.preview(now)
+    print(preview.summary())
+    if out is not None:
+        for warehouse, rendered in preview.files:
+            (out / warehouse).mkdir(parents=True, exist_ok=True)
+            (out / warehouse / rendered.name).write_bytes(rendered.data)
+        print(f"files written under {out} (they hold buyer data: delete them when done)")
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -223,3 +223,15 @@ def test_spool_open_gives_back_a_delivered_file_byte_for_byte_and_keygen_makes_k
 
     key = bridge("keygen").stdout.strip()
     assert is_key(key) and key != bridge("keygen").stdout.strip()
+
+
+def test_pull_dry_run_prints_and_writes_what_would_be_sent_and_delivers_nothing(config, sftp_root, tmp_path):
+    done = bridge("orders", "pull", "--now", RUN_TIME, "--dry-run", "--out", str(tmp_path / "preview"), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "would send wh: ACME_AUF_111-0000001-0000001.csv" in done.stdout
+    assert list(sftp_root.iterdir()) == []
+    previewed = {p.name: p.read_bytes() for p in (tmp_path / "preview" / "wh").iterdir()}
+    assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir()}
+    status = json.loads(bridge("status", "--json", config=config).stdout)
+    assert status["window_end"] is None and sum(status["orders"].values()) == 0

@@ -387,3 +387,20 @@ def test_a_refused_sftp_login_keeps_files_staged_and_says_what_to_fix(make_bridg
     assert any("deliver" in error and "refused" in error.lower() for error in report.errors)
     assert list(sftp_root.iterdir()) == []
     assert bridge.ledger.status_counts()["staged"] == len(MERCHANT_ORDERS)
+
+
+def test_a_dry_run_shows_exactly_the_files_a_run_would_send_and_changes_nothing(make_bridge, sandbox, sftp_root):
+    sandbox.add_order(new_order("111-0000011-0000011", "2026-11-20T11:30:00Z",
+                                recipient={}))  # no address: would be held
+    bridge = make_bridge()
+    preview = bridge.flow.preview(RUN_TIME)
+
+    assert list(sftp_root.iterdir()) == []
+    assert bridge.ledger.bookmark(BOOKMARK) is None
+    assert sum(bridge.ledger.status_counts().values()) == 0
+    assert {rendered.name: rendered.data for _, rendered in preview.files} == drop_files(SAMPLES / "acme-csv")
+    assert preview.not_sent == {"111-0000011-0000011": f"held: {PII_MISSING}"}
+
+    bridge.run(RUN_TIME)
+    assert drop_files(sftp_root) == {rendered.name: rendered.data for _, rendered in preview.files}
+    assert bridge.flow.preview(RUN_TIME).files == []  # nothing left to send

@@ -24,8 +24,8 @@ from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders
 from bridge.edges.folders import Drop, write_atomic
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FixTheSetup, RetryLater
-from bridge.formats.orders import render_orders
-from bridge.ledger import Ledger, Observation, OrderStatus, FileStatus, StoredFile
+from bridge.formats.orders import RenderedFile, render_orders
+from bridge.ledger import SENT, FileStatus, Ledger, Observation, OrderStatus, StoredFile
 from bridge.records import Order
 from bridge.windows import Window, next_window
 
@@ -64,6 +64,23 @@ class RunReport:
             f" delivered={self.delivered_orders} changed_after_delivery={self.changed_after_delivery}"
             f" caught_up={'yes' if self.caught_up else 'no'} errors={len(self.errors)}"
         )
+
+
+@dataclass
+class Preview:
+    """What a run would send now, computed without writing anything anywhere."""
+
+    windows: list[str] = field(default_factory=list)
+    files: list[tuple[str, RenderedFile]] = field(default_factory=list)  # (warehouse, file)
+    not_sent: dict[str, str] = field(default_factory=dict)  # order id -> status and why
+
+    def summary(self) -> str:
+        lines = [f"dry run: windows={len(self.windows)} files={len(self.files)} not_sent={len(self.not_sent)}"]
+        for warehouse, rendered in self.files:
+            lines.append(f"  would send {warehouse}: {rendered.name} ({len(rendered.data)} bytes) orders={','.join(rendered.order_ids)}")
+        for order_id, why in self.not_sent.items():
+            lines.append(f"  would not send {order_id}: {why}")
+        return "\n".join(lines)
 
 
 def decide(order: Order, settings: Settings) -> Observation:
@@ -126,6 +143,44 @@ class OrdersFlow:
                 log.log(level, "step=%s failed: %s", step.__name__, problem)
         log.info(report.summary())
         return report
+
+    # --- dry run -------------------------------------------------------------------------
+
+    def preview(self, now: datetime) -> Preview:
+        """The files the next run would deliver, from Amazon's current answers and the ledger,
+        rendered in memory. Nothing is recorded, spooled or uploaded; the bookmark stays."""
+        preview = Preview()
+        settings = self.settings.orders
+        bookmark = self.ledger.bookmark(BOOKMARK)
+        seen: dict[str, Observation] = {}
+        for _ in range(settings.max_windows_per_run):
+            window = next_window(bookmark, now, size=settings.window, lag=settings.lag,
+                                 overlap=settings.overlap, first_start=settings.start)
+            if window is None:
+                break
+            wanted = sorted(set(settings.statuses) | {"CANCELLED"})
+            for order in self.amazon.updated_between(window.query_start, window.end, wanted, settings.marketplaces):
+                seen[order.order_id] = decide(order, self.settings)
+            preview.windows.append(str(window))
+            bookmark = window.end
+        waiting = {o.order_id: Observation(o.order, OrderStatus.PENDING, "", o.warehouse)
+                   for o in self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE)}
+        for order_id, observation in seen.items():
+            known = self.ledger.order_row(order_id)
+            if known and OrderStatus(known["status"]) in (*SENT, OrderStatus.CANCELLED, OrderStatus.SKIPPED):
+                continue  # already sent or settled: a run would not send it again
+            if observation.status == OrderStatus.PENDING:
+                waiting[order_id] = observation
+            elif known or observation.status == OrderStatus.HELD:
+                preview.not_sent[order_id] = f"{observation.status}: {observation.reason}"
+        for warehouse in self.settings.warehouses:
+            orders = [o.order for o in waiting.values() if o.warehouse == warehouse.name]
+            if orders:
+                result = render_orders(warehouse.mapping.orders, orders, now)
+                preview.files += [(warehouse.name, rendered) for rendered in result.files]
+                preview.not_sent.update({i: f"unrenderable: {why}" for i, why in result.failures.items()})
+        self.amazon.rejected.clear()
+        return preview
 
     # --- 1. pull -------------------------------------------------------------------------
 
