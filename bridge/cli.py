@@ -138,7 +138,7 @@ def cmd_orders_pull(args: argparse.Namespace) -> int:
 def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
     from bridge.service import open_service
 
-    with open_service(settings) as service:
+    with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
         preview = service.orders.preview(now)
     print(preview.summary())
     if out is not None:

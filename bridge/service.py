@@ -10,7 +10,7 @@ import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -75,10 +75,15 @@ class Service:
 
 @contextmanager
 def open_service(
-    settings: Settings, *, sleep: Callable[[float], None] = time.sleep, **flow_options: Any
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    exclusive: bool = True,
+    **flow_options: Any,
 ) -> Iterator[Service]:
-    """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM)."""
-    with state_lock(settings.state_dir):
+    """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM).
+    `exclusive=False` is for read-only work (a dry run) beside a running service."""
+    with state_lock(settings.state_dir) if exclusive else nullcontext():
         ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
         try:
             amazon = AmazonOrders(settings.amazon, sleep=sleep)
