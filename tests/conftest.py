@@ -44,3 +44,16 @@ def sftp_root(sshd) -> Path:
     """A fresh, empty folder on the sshd server (same machine) for this test's files."""
     sshd.root.mkdir(exist_ok=True)
     return Path(tempfile.mkdtemp(dir=sshd.root))
+
+
+@pytest.fixture
+def sandbox():
+    """The SP-API sandbox over HTTP with the demo seed; the library's token cache cleared."""
+    from harness import SEED
+
+    import sp_api.auth.access_token_client as token_cache
+    from bridge.sandbox.spapi import SpApiSandbox, load_seed
+
+    token_cache.cache.clear()
+    with SpApiSandbox(load_seed(SEED)) as server:
+        yield server

@@ -20,13 +20,6 @@ RUN_TIME = "2026-11-20T12:30:00Z"  # the sandbox seed's orders were updated 09:0
 
 
 @pytest.fixture
-def sandbox():
-    token_cache.cache.clear()
-    with SpApiSandbox(load_seed(SEED)) as server:
-        yield server
-
-
-@pytest.fixture
 def config(tmp_path, sshd, sftp_root, sandbox) -> Path:
     return write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
                         warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])

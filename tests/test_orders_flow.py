@@ -29,13 +29,6 @@ MERCHANT_ORDERS = {
 
 
 @pytest.fixture
-def sandbox():
-    token_cache.cache.clear()
-    with SpApiSandbox(load_seed(SEED)) as server:
-        yield server
-
-
-@pytest.fixture
 def make_bridge(tmp_path, sshd, sftp_root, sandbox):
     def make(mapping: str = "acme-csv", orders: str = 'start = "2026-11-20T08:00:00Z"', amazon: str = "", **extra) -> Bridge:
         config = write_config(
