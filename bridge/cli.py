@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="what the bridge holds, delivered and needs help with")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--order", metavar="ORDER_ID", help="one order's status, file and history")
     status.set_defaults(handler=cmd_status)
 
     run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
@@ -153,11 +154,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bridge.service import status_report
 
     settings = load_settings(args.config)
+    if args.order:
+        return _order_status(settings, args.order, as_json=args.json)
     report = status_report(settings)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_status(report))
+    return EXIT_OK
+
+
+def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
+    from bridge.service import order_report
+
+    report = order_report(settings, order_id)
+    if report is None:
+        print(f"order {order_id} is not in the ledger: never pulled, or filtered out before it was recorded")
+        return EXIT_ERRORS
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    for key in ("order_id", "status", "reason", "warehouse", "file", "amazon_status", "first_seen_at", "delivered_at", "pii_purged_at"):
+        if report.get(key):
+            print(f"{key + ':':15} {report[key]}")
+    print("history:")
+    for event in report["events"]:
+        print(f"  {event['at']}  {event['kind']:24} {event['detail']}")
     return EXIT_OK
 
 

@@ -266,6 +266,10 @@ class Ledger:
             if row["reason"] != reason:
                 self._event(db, order_id, iso_z(now), "unrenderable", reason)
 
+    def file_name(self, file_id: int) -> str | None:
+        row = self._db.execute("select warehouse, name from files where id = ?", (file_id,)).fetchone()
+        return f"{row['warehouse']}: {row['name']}" if row else None
+
     def file_name_taken(self, warehouse: str, name: str) -> bool:
         row = self._db.execute(
             "select 1 from files where warehouse = ? and name = ?", (warehouse, name)

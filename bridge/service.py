@@ -121,3 +121,21 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
         }
     finally:
         ledger.close()
+
+
+def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
+    """One order for staff: status, reason, the file that carried it, and its history."""
+    if not settings.ledger_path.exists():
+        return None
+    ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
+    try:
+        row = ledger.order_row(order_id)
+        events = ledger.events(order_id)
+        if row is None and not events:
+            return None
+        report = dict(row or {"order_id": order_id, "status": "rejected"})
+        report["file"] = ledger.file_name(row["file_id"]) if row and row.get("file_id") else None
+        report["events"] = events
+        return report
+    finally:
+        ledger.close()

@@ -228,3 +228,17 @@ def test_pull_dry_run_prints_and_writes_what_would_be_sent_and_delivers_nothing(
     assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir()}
     status = json.loads(bridge("status", "--json", config=config).stdout)
     assert status["window_end"] is None and sum(status["orders"].values()) == 0
+
+
+def test_status_for_one_order_shows_its_file_and_history(config):
+    assert bridge("orders", "pull", "--now", RUN_TIME, config=config).returncode == 0
+
+    done = bridge("status", "--order", "302-0000003-0000003", config=config)
+    assert done.returncode == 0
+    assert "status:         delivered" in done.stdout
+    assert "file:           wh: ACME_AUF_302-0000003-0000003.csv" in done.stdout
+    assert "seen" in done.stdout and "delivered" in done.stdout.split("history:")[1]
+    assert "Jürgen" not in done.stdout  # no buyer data
+
+    unknown = bridge("status", "--order", "999-0000000-0000000", config=config)
+    assert unknown.returncode == 1 and "not in the ledger" in unknown.stdout

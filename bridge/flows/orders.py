@@ -283,7 +283,10 @@ class OrdersFlow:
                 log.warning("file name already used warehouse=%s name=%s: retried next run", warehouse.name, rendered.name)
                 continue
             path = folder / rendered.name
-            write_atomic(path, self.ledger.seal_file(rendered.data))
+            try:
+                write_atomic(path, self.ledger.seal_file(rendered.data))
+            except OSError as problem:
+                raise FixTheSetup(f"cannot write the spool file {path}: {problem.strerror}") from None
             self.checkpoint("spooled")
             digest = hashlib.sha256(rendered.data).hexdigest()
             self.ledger.stage_file(warehouse.name, rendered.name, path, len(rendered.data), digest, rendered.order_ids, now)
