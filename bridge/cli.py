@@ -192,6 +192,10 @@ def format_status(report: dict) -> str:
         lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
     else:
         lines.append("pulled up to: nothing pulled yet")
+    log = report["windows"]
+    if log["windows"]:
+        tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
+        lines.append(f"windows: {log['windows']} pulled, {log['since']} to {log['until']}, {tiling}")
     for item in report["files_in_flight"]:
         lines.append(f"in flight: {item['warehouse']} {item['name']} ({item['status']}; delivered on the next run)")
     if report["attention"]:

@@ -59,6 +59,14 @@ create table if not exists bookmarks (
     value text not null,
     updated_at text not null
 );
+create table if not exists windows (
+    id integer primary key,
+    name text not null,
+    start text not null,
+    end text not null,
+    orders integer not null,
+    recorded_at text not null
+);
 create table if not exists files (
     id integer primary key,
     warehouse text not null,
@@ -177,8 +185,13 @@ class Ledger:
         now: datetime,
         *,
         bookmark: tuple[str, datetime] | None = None,
+        window_start: datetime | None = None,
     ) -> RecordSummary:
-        """Record a batch of observations, and move `bookmark` in the same transaction."""
+        """Record a batch of observations, and move `bookmark` in the same transaction.
+
+        Moving a bookmark also logs the window it closes (from the previous bookmark, or
+        `window_start` for the first) so `window_log` can show that windows tile time.
+        """
         new = updated = unchanged = 0
         changed: list[str] = []
         with self._transaction() as db:
@@ -191,6 +204,12 @@ class Ledger:
                     changed.append(observation.order.order_id)
             if bookmark is not None:
                 name, value = bookmark
+                previous = db.execute("select value from bookmarks where name = ?", (name,)).fetchone()
+                start = previous["value"] if previous else iso_z(window_start or value)
+                db.execute(
+                    "insert into windows (name, start, end, orders, recorded_at) values (?, ?, ?, ?, ?)",
+                    (name, start, iso_z(value), len(observations), iso_z(now)),
+                )
                 db.execute(
                     "insert into bookmarks (name, value, updated_at) values (?, ?, ?) "
                     "on conflict (name) do update set value = excluded.value, updated_at = excluded.updated_at",
@@ -384,6 +403,23 @@ class Ledger:
         return {row["spool_path"] for row in rows}
 
     # --- reporting -----------------------------------------------------------------------
+
+    def window_log(self, name: str) -> dict[str, object]:
+        """How many windows were pulled, from when to when, and any gap between two of them."""
+        rows = self._db.execute(
+            "select start, end from windows where name = ? order by id", (name,)
+        ).fetchall()
+        gaps = [
+            f"{before['end']}/{after['start']}"
+            for before, after in zip(rows, rows[1:])
+            if before["end"] != after["start"]
+        ]
+        return {
+            "windows": len(rows),
+            "since": rows[0]["start"] if rows else None,
+            "until": rows[-1]["end"] if rows else None,
+            "gaps": gaps,
+        }
 
     def status_counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in OrderStatus}

@@ -100,6 +100,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
         return {
             "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
             "window_end": None, "behind_seconds": None, "late": False,
+            "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [],
         }
     ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
@@ -114,6 +115,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "window_end": iso_z(bookmark) if bookmark else None,
             "behind_seconds": int(behind.total_seconds()) if behind is not None else None,
             "late": bool(behind and behind > expected),
+            "windows": ledger.window_log(BOOKMARK),
             "files_in_flight": [
                 {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
             ],

@@ -101,6 +101,9 @@ def test_windows_tile_time_and_catch_up_after_downtime(make_bridge, sandbox):
     assert all(prev[1] == nxt[0] for prev, nxt in zip(bounds, bounds[1:]))  # no gap, no double
     assert len(report.windows) == 8
     assert bridge.ledger.bookmark(BOOKMARK) == utc("2026-11-20T12:00:00")
+    bridge.run(RUN_TIME + timedelta(hours=2))  # after downtime
+    assert bridge.ledger.window_log(BOOKMARK) == {
+        "windows": 12, "since": "2026-11-20T08:00:00Z", "until": "2026-11-20T14:00:00Z", "gaps": []}
 
 
 def test_requests_follow_amazons_model(make_bridge, sandbox):

@@ -207,7 +207,7 @@ class OrdersFlow:
         )
         observations = [decide(order, self.settings) for order in found]
         self.checkpoint("window_fetched")
-        summary = self.ledger.record(observations, now, bookmark=(BOOKMARK, window.end))
+        summary = self.ledger.record(observations, now, bookmark=(BOOKMARK, window.end), window_start=window.start)
         self._note_rejected(now)
         report.windows.append(str(window))
         report.pulled += len(found)
