@@ -400,3 +400,18 @@ def test_a_dry_run_shows_exactly_the_files_a_run_would_send_and_changes_nothing(
     bridge.run(RUN_TIME)
     assert drop_files(sftp_root) == {rendered.name: rendered.data for _, rendered in preview.files}
     assert bridge.flow.preview(RUN_TIME).files == []  # nothing left to send
+
+
+def test_a_file_of_the_same_name_in_the_drop_is_never_overwritten_and_the_others_still_go(make_bridge, sftp_root):
+    clash = sftp_root / "ACME_AUF_111-0000001-0000001.csv"
+    clash.write_bytes(b"the warehouse's own file\r\n")
+    bridge = make_bridge()
+    report = bridge.run(RUN_TIME)
+
+    assert clash.read_bytes() == b"the warehouse's own file\r\n"
+    assert report.needs_a_person and any("never overwrites" in error for error in report.errors)
+    assert delivered_ids(bridge) == MERCHANT_ORDERS - {"111-0000001-0000001"}
+
+    clash.unlink()  # staff moved it away after asking the warehouse
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "acme-csv")

@@ -23,7 +23,7 @@ from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders
 from bridge.edges.folders import Drop, write_atomic
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BridgeError, FixTheSetup, RetryLater
+from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
 from bridge.formats.orders import RenderedFile, render_orders
 from bridge.ledger import SENT, FileStatus, Ledger, Observation, OrderStatus, StoredFile
 from bridge.records import Order
@@ -315,8 +315,13 @@ class OrdersFlow:
                     for stored in files:
                         if self.should_stop():
                             return
-                        report.delivered_orders += self._deliver_file(warehouse, drop, stored, now)
-                        report.delivered_files += 1
+                        try:
+                            report.delivered_orders += self._deliver_file(warehouse, drop, stored, now)
+                            report.delivered_files += 1
+                        except FileExistsInDrop as problem:
+                            # This file only: the rest of the warehouse's files still go.
+                            problems.append(problem)
+                            log.error("not delivered warehouse=%s file=%s: %s", warehouse.name, stored.name, problem)
             except BridgeError as problem:
                 problems.append(problem)
                 log.error("delivery stopped warehouse=%s: %s", warehouse.name, problem)
