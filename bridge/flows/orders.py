@@ -150,17 +150,13 @@ class OrdersFlow:
         """The files the next run would deliver, from Amazon's current answers and the ledger,
         rendered in memory. Nothing is recorded, spooled or uploaded; the bookmark stays."""
         preview = Preview()
-        settings = self.settings.orders
         bookmark = self.ledger.bookmark(BOOKMARK)
         seen: dict[str, Observation] = {}
-        for _ in range(settings.max_windows_per_run):
-            window = next_window(bookmark, now, size=settings.window, lag=settings.lag,
-                                 overlap=settings.overlap, first_start=settings.start)
+        for _ in range(self.settings.orders.max_windows_per_run):
+            window = self._next_window(bookmark, now)
             if window is None:
                 break
-            wanted = sorted(set(settings.statuses) | {"CANCELLED"})
-            for order in self.amazon.updated_between(window.query_start, window.end, wanted, settings.marketplaces):
-                seen[order.order_id] = decide(order, self.settings)
+            seen.update((o.order.order_id, o) for o in self._fetch(window))
             preview.windows.append(str(window))
             bookmark = window.end
         waiting = {o.order_id: Observation(o.order, OrderStatus.PENDING, "", o.warehouse)
@@ -185,32 +181,34 @@ class OrdersFlow:
     # --- 1. pull -------------------------------------------------------------------------
 
     def pull(self, now: datetime, report: RunReport) -> None:
-        orders = self.settings.orders
-        for _ in range(orders.max_windows_per_run):
+        for _ in range(self.settings.orders.max_windows_per_run):
             if self.should_stop():
                 return
-            window = next_window(
-                self.ledger.bookmark(BOOKMARK), now, size=orders.window, lag=orders.lag,
-                overlap=orders.overlap, first_start=orders.start,
-            )
+            window = self._next_window(self.ledger.bookmark(BOOKMARK), now)
             if window is None:
                 return
             self._pull_window(window, now, report)
-        report.caught_up = next_window(
-            self.ledger.bookmark(BOOKMARK), now, size=orders.window, lag=orders.lag
-        ) is None
+        report.caught_up = self._next_window(self.ledger.bookmark(BOOKMARK), now) is None
+
+    def _next_window(self, bookmark: datetime | None, now: datetime) -> Window | None:
+        orders = self.settings.orders
+        return next_window(bookmark, now, size=orders.window, lag=orders.lag,
+                           overlap=orders.overlap, first_start=orders.start)
+
+    def _fetch(self, window: Window) -> list[Observation]:
+        """Amazon's orders for a window, each with what to do about it. CANCELLED is asked for
+        too, so a cancellation of an order already sent is seen and reported."""
+        wanted = sorted(set(self.settings.orders.statuses) | {"CANCELLED"})
+        found = self.amazon.updated_between(window.query_start, window.end, wanted, self.settings.orders.marketplaces)
+        return [decide(order, self.settings) for order in found]
 
     def _pull_window(self, window: Window, now: datetime, report: RunReport) -> None:
-        wanted = set(self.settings.orders.statuses) | {"CANCELLED"}
-        found = self.amazon.updated_between(
-            window.query_start, window.end, sorted(wanted), self.settings.orders.marketplaces
-        )
-        observations = [decide(order, self.settings) for order in found]
+        observations = self._fetch(window)
         self.checkpoint("window_fetched")
         summary = self.ledger.record(observations, now, bookmark=(BOOKMARK, window.end), window_start=window.start)
         self._note_rejected(now)
         report.windows.append(str(window))
-        report.pulled += len(found)
+        report.pulled += len(observations)
         report.new += summary.new
         self._note_changes(summary.changed_after_delivery)
         report.changed_after_delivery += len(summary.changed_after_delivery)
