@@ -171,7 +171,11 @@ class AmazonOrders:
         statuses: Iterable[str],
         marketplace_ids: Iterable[str],
     ) -> list[Order]:
-        """Every merchant-fulfilled order last updated in [after, before), all pages."""
+        """Every merchant-fulfilled order last updated between `after` and `before`, all pages.
+
+        Amazon's bounds are inclusive at both ends, so an order updated exactly on a window
+        edge can come back in two windows; the ledger records it once.
+        """
         if self.settings.orders_api == "v0":
             return self._v0_updated_between(after, before, list(statuses), list(marketplace_ids))
         params = {
