@@ -1,11 +1,15 @@
 """Amazon's order JSON (v2026-01-01 searchOrders, or v0 getOrders + getOrderItems) → Order records.
 
 Pure: takes decoded JSON, returns records or raises BadRecord naming the order and the field.
+Amazon may send any field as JSON null: optional text becomes "", optional objects count as
+empty, and anything else in the wrong shape (a null time, an item that is not an object) makes
+the order a BadRecord. Its message names the field, never the value: values are buyer data.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,32 +23,39 @@ def order_from_v2026(data: dict[str, Any]) -> Order:
     `ship_to` is None when Amazon left out `recipient.deliveryAddress`: the seller's app lacks
     the role that releases addresses, or `includedData` did not ask for RECIPIENT.
     """
-    order_id = str(data.get("orderId") or "")
+    order_id = _order_id(data, "orderId")
     try:
-        fulfillment = data.get("fulfillment") or {}
-        buyer = data.get("buyer") or {}
-        total = (data.get("proceeds") or {}).get("grandTotal") or {}
-        programs = set(data.get("programs") or ())
+        data = _as_object(data, "order")
+        fulfillment = _object(data, "fulfillment")
+        buyer = _object(data, "buyer")
+        total = _object(_object(data, "proceeds"), "grandTotal", "proceeds.")
+        programs = data.get("programs") or []
+        if not isinstance(programs, list):
+            raise _Unusable("programs", "is not a list")
         return Order(
             order_id=_required(order_id, "orderId"),
-            marketplace_id=(data.get("salesChannel") or {}).get("marketplaceId", ""),
-            purchase_date=parse_iso(data["createdTime"]),
-            last_updated=parse_iso(data["lastUpdatedTime"]),
-            status=fulfillment.get("fulfillmentStatus", ""),
-            service_level=fulfillment.get("fulfillmentServiceLevel", ""),
-            ship_by=_window_end(fulfillment.get("shipByWindow")),
-            deliver_by=_window_end(fulfillment.get("deliverByWindow")),
-            buyer_name=buyer.get("buyerName", ""),
-            buyer_email=buyer.get("buyerEmail", ""),
-            ship_to=_v2026_address((data.get("recipient") or {}).get("deliveryAddress")),
-            lines=tuple(_v2026_line(item) for item in data["orderItems"]),
-            order_total=_money(total.get("amount")),
-            currency=total.get("currencyCode", ""),
+            marketplace_id=_text(_object(data, "salesChannel"), "marketplaceId", "salesChannel."),
+            purchase_date=_time(data, "createdTime"),
+            last_updated=_time(data, "lastUpdatedTime"),
+            status=_text(fulfillment, "fulfillmentStatus", "fulfillment."),
+            service_level=_text(fulfillment, "fulfillmentServiceLevel", "fulfillment."),
+            ship_by=_window_end(fulfillment, "shipByWindow"),
+            deliver_by=_window_end(fulfillment, "deliverByWindow"),
+            buyer_name=_text(buyer, "buyerName", "buyer."),
+            buyer_email=_text(buyer, "buyerEmail", "buyer."),
+            ship_to=_v2026_address(_object(_object(data, "recipient"), "deliveryAddress",
+                                           "recipient.")),
+            lines=tuple(_v2026_line(item, where) for item, where in _items(data, "orderItems")),
+            order_total=_money(total, "amount", "proceeds.grandTotal."),
+            currency=_text(total, "currencyCode", "proceeds.grandTotal."),
             is_prime="PRIME" in programs,
             is_business="AMAZON_BUSINESS" in programs,
         )
-    except (KeyError, TypeError, ValueError, InvalidOperation) as problem:
-        raise BadRecord(f"order {order_id or '?'}: unusable field {_describe(problem)}") from None
+    except _Unusable as problem:
+        raise BadRecord(f"order {order_id or '?'}: {problem}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as problem:
+        raise BadRecord(f"order {order_id or '?'}: unusable data "
+                        f"({type(problem).__name__})") from None
 
 
 def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
@@ -52,103 +63,116 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
 
     v0 has no unit price: `ItemPrice` is the line total, so the unit price is derived.
     """
-    order_id = str(order.get("AmazonOrderId") or "")
+    order_id = _order_id(order, "AmazonOrderId")
     try:
-        total = order.get("OrderTotal") or {}
-        buyer = order.get("BuyerInfo") or {}
+        order = _as_object(order, "Order")
+        total = _object(order, "OrderTotal")
+        buyer = _object(order, "BuyerInfo")
+        status = _text(order, "OrderStatus")
         return Order(
             order_id=_required(order_id, "AmazonOrderId"),
-            marketplace_id=order.get("MarketplaceId", ""),
-            purchase_date=parse_iso(order["PurchaseDate"]),
-            last_updated=parse_iso(order["LastUpdateDate"]),
-            status=V0_STATUS_TO_FULFILLMENT.get(order["OrderStatus"], order["OrderStatus"]),
-            service_level=_v2026_spelling(order.get("ShipmentServiceLevelCategory", "")),
-            ship_by=parse_iso(order["LatestShipDate"]) if order.get("LatestShipDate") else None,
-            deliver_by=(
-                parse_iso(order["LatestDeliveryDate"]) if order.get("LatestDeliveryDate") else None
-            ),
-            buyer_name=buyer.get("BuyerName", ""),
-            buyer_email=buyer.get("BuyerEmail", ""),
-            ship_to=_v0_address(order.get("ShippingAddress")),
-            lines=tuple(_v0_line(item) for item in items),
-            order_total=_money(total.get("Amount")),
-            currency=total.get("CurrencyCode", ""),
+            marketplace_id=_text(order, "MarketplaceId"),
+            purchase_date=_time(order, "PurchaseDate"),
+            last_updated=_time(order, "LastUpdateDate"),
+            status=V0_STATUS_TO_FULFILLMENT.get(_required(status, "OrderStatus"), status),
+            service_level=_v2026_spelling(_text(order, "ShipmentServiceLevelCategory")),
+            ship_by=_time(order, "LatestShipDate", optional=True),
+            deliver_by=_time(order, "LatestDeliveryDate", optional=True),
+            buyer_name=_text(buyer, "BuyerName", "BuyerInfo."),
+            buyer_email=_text(buyer, "BuyerEmail", "BuyerInfo."),
+            ship_to=_v0_address(_object(order, "ShippingAddress")),
+            lines=tuple(_v0_line(item, where)
+                        for item, where in _items({"OrderItems": items}, "OrderItems")),
+            order_total=_money(total, "Amount", "OrderTotal."),
+            currency=_text(total, "CurrencyCode", "OrderTotal."),
             is_prime=bool(order.get("IsPrime")),
             is_business=bool(order.get("IsBusinessOrder")),
         )
-    except (KeyError, TypeError, ValueError, InvalidOperation) as problem:
-        raise BadRecord(f"order {order_id or '?'}: unusable field {_describe(problem)}") from None
+    except _Unusable as problem:
+        raise BadRecord(f"order {order_id or '?'}: {problem}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as problem:
+        raise BadRecord(f"order {order_id or '?'}: unusable data "
+                        f"({type(problem).__name__})") from None
 
 
-def _v2026_line(item: dict[str, Any]) -> Line:
-    product = item.get("product") or {}
-    price = (product.get("price") or {}).get("unitPrice") or {}
+def _v2026_line(item: dict[str, Any], where: str) -> Line:
+    product = _object(item, "product", where)
+    price = _object(_object(product, "price", f"{where}product."), "unitPrice",
+                    f"{where}product.price.")
+    price_where = f"{where}product.price.unitPrice."
     return Line(
-        order_item_id=str(item["orderItemId"]),
-        sku=product.get("sellerSku", ""),
-        asin=product.get("asin", ""),
-        title=product.get("title", ""),
-        quantity=int(item["quantityOrdered"]),
-        unit_price=_money(price.get("amount")),
-        currency=price.get("currencyCode", ""),
+        order_item_id=_required(_text(item, "orderItemId", where, any_scalar=True),
+                                f"{where}orderItemId"),
+        sku=_text(product, "sellerSku", f"{where}product."),
+        asin=_text(product, "asin", f"{where}product."),
+        title=_text(product, "title", f"{where}product."),
+        quantity=_quantity(item, "quantityOrdered", where),
+        unit_price=_money(price, "amount", price_where),
+        currency=_text(price, "currencyCode", price_where),
     )
 
 
-def _v0_line(item: dict[str, Any]) -> Line:
-    quantity = int(item["QuantityOrdered"])
-    price = item.get("ItemPrice") or {}
-    line_total = _money(price.get("Amount"))
+def _v0_line(item: dict[str, Any], where: str) -> Line:
+    quantity = _quantity(item, "QuantityOrdered", where)
+    price = _object(item, "ItemPrice", where)
+    line_total = _money(price, "Amount", f"{where}ItemPrice.")
     unit_price = None
     if line_total is not None and quantity:
-        unit_price = (line_total / quantity).quantize(Decimal("0.01"))
+        try:
+            unit_price = (line_total / quantity).quantize(Decimal("0.01"))
+        except ArithmeticError:
+            raise _Unusable(f"{where}ItemPrice.Amount", "is out of range") from None
     return Line(
-        order_item_id=str(item["OrderItemId"]),
-        sku=item.get("SellerSKU", ""),
-        asin=item.get("ASIN", ""),
-        title=item.get("Title", ""),
+        order_item_id=_required(_text(item, "OrderItemId", where, any_scalar=True),
+                                f"{where}OrderItemId"),
+        sku=_text(item, "SellerSKU", where),
+        asin=_text(item, "ASIN", where),
+        title=_text(item, "Title", where),
         quantity=quantity,
         unit_price=unit_price,
-        currency=price.get("CurrencyCode", ""),
+        currency=_text(price, "CurrencyCode", f"{where}ItemPrice."),
     )
 
 
-def _v2026_address(data: dict[str, Any] | None) -> Address | None:
-    if not data or not (data.get("addressLine1") or data.get("city")):
+def _v2026_address(data: dict[str, Any]) -> Address | None:
+    if not (data.get("addressLine1") or data.get("city")):
         return None
+    where = "recipient.deliveryAddress."
     return Address(
-        name=data.get("name", ""),
-        company=data.get("companyName", ""),
-        line1=data.get("addressLine1", ""),
-        line2=data.get("addressLine2", ""),
-        line3=data.get("addressLine3", ""),
-        city=data.get("city", ""),
-        district=data.get("districtOrCounty", ""),
-        state=data.get("stateOrRegion", ""),
-        postal_code=data.get("postalCode", ""),
-        country_code=data.get("countryCode", ""),
-        phone=data.get("phone", ""),
-        address_type=data.get("addressType", ""),
+        name=_text(data, "name", where),
+        company=_text(data, "companyName", where),
+        line1=_text(data, "addressLine1", where),
+        line2=_text(data, "addressLine2", where),
+        line3=_text(data, "addressLine3", where),
+        city=_text(data, "city", where),
+        district=_text(data, "districtOrCounty", where),
+        state=_text(data, "stateOrRegion", where),
+        postal_code=_text(data, "postalCode", where),
+        country_code=_text(data, "countryCode", where),
+        phone=_text(data, "phone", where),
+        address_type=_text(data, "addressType", where),
     )
 
 
-def _v0_address(data: dict[str, Any] | None) -> Address | None:
+def _v0_address(data: dict[str, Any]) -> Address | None:
     # Without a Restricted Data Token v0 still sends City/State/PostalCode/CountryCode: an
     # address without its first line cannot be shipped to, so it counts as withheld.
-    if not data or not data.get("AddressLine1"):
+    if not data.get("AddressLine1"):
         return None
+    where = "ShippingAddress."
     return Address(
-        name=data.get("Name", ""),
-        company=data.get("CompanyName", ""),
-        line1=data.get("AddressLine1", ""),
-        line2=data.get("AddressLine2", ""),
-        line3=data.get("AddressLine3", ""),
-        city=data.get("City", ""),
-        district=data.get("District") or data.get("County", ""),
-        state=data.get("StateOrRegion", ""),
-        postal_code=data.get("PostalCode", ""),
-        country_code=data.get("CountryCode", ""),
-        phone=data.get("Phone", ""),
-        address_type=_v2026_spelling(data.get("AddressType", "")),
+        name=_text(data, "Name", where),
+        company=_text(data, "CompanyName", where),
+        line1=_text(data, "AddressLine1", where),
+        line2=_text(data, "AddressLine2", where),
+        line3=_text(data, "AddressLine3", where),
+        city=_text(data, "City", where),
+        district=_text(data, "District", where) or _text(data, "County", where),
+        state=_text(data, "StateOrRegion", where),
+        postal_code=_text(data, "PostalCode", where),
+        country_code=_text(data, "CountryCode", where),
+        phone=_text(data, "Phone", where),
+        address_type=_v2026_spelling(_text(data, "AddressType", where)),
     )
 
 
@@ -158,25 +182,105 @@ def _v2026_spelling(value: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", value).upper()
 
 
-def _window_end(window: dict[str, Any] | None):
-    if not window or not window.get("latestDateTime"):
-        return None
-    return parse_iso(window["latestDateTime"])
+def _window_end(fulfillment: dict[str, Any], key: str) -> datetime | None:
+    window = _object(fulfillment, key, "fulfillment.")
+    return _time(window, "latestDateTime", f"fulfillment.{key}.", optional=True)
 
 
-def _money(amount: Any) -> Decimal | None:
+# --- reading fields: each names the field it reads when the value is unusable ----------------
+
+
+class _Unusable(Exception):
+    """A field that is missing or of the wrong shape: `field why`, never the value."""
+
+    def __init__(self, field: str, why: str):
+        super().__init__(f"{field} {why}")
+
+
+def _order_id(data: Any, key: str) -> str:
+    """The order's id for messages, or "" when there is none to use."""
+    value = data.get(key) if isinstance(data, dict) else None
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+
+
+def _as_object(data: Any, name: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _Unusable(name, "is not an object")
+    return data
+
+
+def _object(data: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    """A nested object; missing or null counts as empty."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    return _as_object(value, where + key)
+
+
+def _items(data: dict[str, Any], key: str) -> list[tuple[dict[str, Any], str]]:
+    """(item, "key[n].") for each object of a required list."""
+    value = data.get(key)
+    if value is None:
+        raise _Unusable(key, "is missing")
+    if not isinstance(value, list):
+        raise _Unusable(key, "is not a list")
+    return [(_as_object(item, f"{key}[{number}]"), f"{key}[{number}].")
+            for number, item in enumerate(value, 1)]
+
+
+def _text(data: dict[str, Any], key: str, where: str = "", *, any_scalar: bool = False) -> str:
+    """Optional text: missing or null is "". `any_scalar` also takes numbers (for ids)."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if any_scalar and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _Unusable(where + key, "is not text")
+
+
+def _time(data: dict[str, Any], key: str, where: str = "", *, optional: bool = False
+          ) -> datetime | None:
+    value = data.get(key)
+    if value is None or value == "":
+        if optional:
+            return None
+        raise _Unusable(where + key, "is missing")
+    try:
+        return parse_iso(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        raise _Unusable(where + key, "is not an ISO 8601 time") from None
+
+
+def _money(data: dict[str, Any], key: str, where: str = "") -> Decimal | None:
+    amount = data.get(key)
     if amount is None or amount == "":
         return None
-    return Decimal(str(amount))
+    if isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
+        raise _Unusable(where + key, "is not a number")
+    try:
+        number = Decimal(str(amount))
+    except InvalidOperation:
+        raise _Unusable(where + key, "is not a number") from None
+    if not number.is_finite():
+        raise _Unusable(where + key, "is not a number")
+    return number
+
+
+def _quantity(data: dict[str, Any], key: str, where: str) -> int:
+    value = data.get(key)
+    if value is None:
+        raise _Unusable(where + key, "is missing")
+    if isinstance(value, bool):
+        raise _Unusable(where + key, "is not a whole number")
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _Unusable(where + key, "is not a whole number") from None
 
 
 def _required(value: str, name: str) -> str:
     if not value:
-        raise KeyError(name)
+        raise _Unusable(name, "is missing")
     return value
-
-
-def _describe(problem: Exception) -> str:
-    if isinstance(problem, KeyError):
-        return f"{problem.args[0]!r} is missing"
-    return str(problem)
