@@ -170,6 +170,24 @@ def test_line_field_failure_names_the_line(tmp_path: Path):
         "A-1": "line.title (line 2) has a character cp1252 cannot encode (U+2615 at position 7)"}
 
 
+def test_a_price_too_large_to_round_fails_that_order_and_renders_the_others():
+    layout = load_mapping(ROOT / "mappings/acme-csv.toml").orders  # unit price: decimals = 2
+    huge = make_order("A-1")
+    huge = replace(huge, lines=(replace(huge.lines[0], unit_price=Decimal("1E+30")),))
+    result = render_orders(layout, [huge, make_order("B-2")], RUN_TIME)
+    assert result.failures == {"A-1": "line.unit_price (line 1) cannot be laid out (InvalidOperation)"}
+    assert [f.order_ids for f in result.files] == [("B-2",)]
+
+
+@pytest.mark.parametrize("mapping", ["globex-xml", "initech-xlsx"])
+def test_a_missing_text_value_fails_that_order_and_renders_the_others(mapping: str):
+    layout = load_mapping(ROOT / "mappings" / f"{mapping}.toml").orders
+    result = render_orders(layout, [make_order("A-1", title=None), make_order("B-2")], RUN_TIME)
+    assert result.failures == {
+        "A-1": "line.title (line 1) cannot be laid out (NoneType where text is expected)"}
+    assert [f.order_ids for f in result.files] == [("B-2",)]
+
+
 def test_unencodable_replace_writes_question_marks(tmp_path: Path):
     result = render_orders(csv_layout(tmp_path, "cp1252", "replace"),
                            [make_order(name="Li 中文")], RUN_TIME)

@@ -2,9 +2,10 @@
 
 `render_orders` never raises for a bad order: an order that cannot be laid out (no shipping
 address, no lines, a value longer than the warehouse takes, a character the file's encoding
-lacks, a character XML cannot carry, a file name that collides) is left out of every file and
-listed in `RenderResult.failures` with a reason that names the field and the problem but never
-the buyer's data. The other orders render as usual.
+lacks, a character XML cannot carry, a value that cannot be laid out such as a price too large
+to round, a file name that collides) is left out of every file and listed in
+`RenderResult.failures` with a reason that names the field and the problem but never the
+buyer's data. The other orders render as usual.
 
 Orders are laid out sorted by order id, whatever order they come in: the same set of orders
 always gives the same bytes and names, so a run re-rendered after a crash writes identical files.
@@ -16,14 +17,14 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from lxml import etree
 
 from bridge.errors import RenderError
 from bridge.formats.tables import find_not_xml, find_unencodable, write_csv, write_xlsx, write_xml
 from bridge.mapping import Column, OrderLayout
-from bridge.records import Order, utc
+from bridge.records import Line, Order, utc
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: dateti
             units.append((order, builder.unit(order)))
         except RenderError as problem:
             failures[order.order_id] = str(problem)
+        except _UNEXPECTED as problem:  # a builder that could not say which field
+            failures[order.order_id] = f"cannot lay out: {type(problem).__name__}"
     groups = [[unit] for unit in units] if layout.file_per == "order" else [units] if units else []
     files: list[RenderedFile] = []
     names: dict[str, str] = {}
@@ -91,6 +94,30 @@ def _unusable(order: Order, seen: set[str]) -> str | None:
     return None
 
 
+# What a getter raises for a value of a shape it does not expect (None where text is expected,
+# a Decimal too large to round to the column's places): that order fails, never the render.
+_UNEXPECTED = (TypeError, ValueError, ArithmeticError)
+
+
+def _unexpected_value(cells: Iterable[tuple[Column, Order, Line | None, int]],
+                      problem: Exception) -> RenderError:
+    """The failure reason for a unit that raised `problem`, naming the field if one is to blame.
+
+    Runs only after a unit failed: reads the order again cell by cell to find the field, and
+    names the exception's class, never the value.
+    """
+    for column, order, line, number in cells:
+        try:
+            text = column.get(order, line, number)
+        except _UNEXPECTED as found:
+            return RenderError(f"{_where(column, number or None)} cannot be laid out "
+                               f"({type(found).__name__})")
+        if not isinstance(text, str):
+            return RenderError(f"{_where(column, number or None)} cannot be laid out "
+                               f"({type(text).__name__} where text is expected)")
+    return RenderError(f"cannot lay out: {type(problem).__name__}")
+
+
 def _where(column: Column, line_number: int | None) -> str:
     if line_number is not None and (column.source or "").startswith("line."):
         return f"{column.label} (line {line_number})"
@@ -112,8 +139,16 @@ class _Rows:
 
     def unit(self, order: Order) -> list[list[str]]:
         getters = self.getters
-        return [[get(order, line, number) for get in getters]
-                for number, line in enumerate(order.lines, 1)]
+        try:
+            return [[get(order, line, number) for get in getters]
+                    for number, line in enumerate(order.lines, 1)]
+        except _UNEXPECTED as problem:
+            raise _unexpected_value(self.cells(order), problem) from None
+
+    def cells(self, order: Order):
+        for number, line in enumerate(order.lines, 1):
+            for column in self.layout.columns:
+                yield column, order, line, number
 
     def cell_problem(self, rows: list[list[str]], find, what: str) -> str | None:
         for number, row in enumerate(rows, 1):
@@ -156,7 +191,10 @@ class _Csv(_Rows):
 class _Xlsx(_Rows):
     def unit(self, order: Order) -> list[list[str]]:
         rows = super().unit(order)
-        reason = self.cell_problem(rows, find_not_xml, "XLSX cannot carry")
+        try:
+            reason = self.cell_problem(rows, find_not_xml, "XLSX cannot carry")
+        except _UNEXPECTED as problem:
+            raise _unexpected_value(self.cells(order), problem) from None
         if reason:
             raise RenderError(reason)
         return rows
@@ -184,6 +222,19 @@ class _Xml:
         self.line_fields = [(c, *_split_path(c.name)) for c in layout.line_fields]
 
     def unit(self, order: Order) -> etree._Element:
+        try:
+            return self.element(order)
+        except _UNEXPECTED as problem:
+            raise _unexpected_value(self.cells(order), problem) from None
+
+    def cells(self, order: Order):
+        for column, _, _ in self.fields:
+            yield column, order, None, 0
+        for number, line in enumerate(order.lines, 1):
+            for column, _, _ in self.line_fields:
+                yield column, order, line, number
+
+    def element(self, order: Order) -> etree._Element:
         layout = self.layout
         element = etree.Element(layout.order_element)
         self.fill(element, self.fields, order, None, 0)
