@@ -154,7 +154,7 @@ def test_cp1252_unencodable_fails_that_order_and_renders_the_others(tmp_path: Pa
     other = make_order("C-3", title="Teekanne € 1 L")  # € is in cp1252
     result = render_orders(csv_layout(tmp_path, "cp1252"), [good, bad, other], RUN_TIME)
     assert result.failures == {
-        "B-2": "ship_to.name has a character cp1252 cannot encode (U+4E2D at position 4)"}
+        "B-2": "ship_to.name has a character cp1252 cannot encode at position 4"}
     assert "Li" not in result.failures["B-2"]  # never the buyer's data
     assert [f.order_ids for f in result.files] == [("A-1", "C-3")]
     text = result.files[0].data.decode("cp1252")
@@ -167,7 +167,7 @@ def test_line_field_failure_names_the_line(tmp_path: Path):
     result = render_orders(csv_layout(tmp_path, "cp1252"), [order], RUN_TIME)
     assert result.files == ()
     assert result.failures == {
-        "A-1": "line.title (line 2) has a character cp1252 cannot encode (U+2615 at position 7)"}
+        "A-1": "line.title (line 2) has a character cp1252 cannot encode at position 7"}
 
 
 def test_a_price_too_large_to_round_fails_that_order_and_renders_the_others():
@@ -186,6 +186,28 @@ def test_a_missing_text_value_fails_that_order_and_renders_the_others(mapping: s
     assert result.failures == {
         "A-1": "line.title (line 1) cannot be laid out (NoneType where text is expected)"}
     assert [f.order_ids for f in result.files] == [("B-2",)]
+
+
+@pytest.mark.parametrize("mapping, name", [("cp1252-csv", "Li中文 Wei"),
+                                           ("initech-xlsx", "Li\x0bWei"),
+                                           ("globex-xml", "Li\x01Wei")])
+def test_unrenderable_reasons_give_the_field_and_position_but_never_the_character(
+        tmp_path: Path, mapping: str, name: str):
+    layout = (csv_layout(tmp_path, "cp1252") if mapping == "cp1252-csv"
+              else load_mapping(ROOT / "mappings" / f"{mapping}.toml").orders)
+    reason = render_orders(layout, [make_order("A-1", name=name)], RUN_TIME).failures["A-1"]
+    assert reason.startswith("ship_to.name has a character ")
+    assert reason.endswith(" at position 3")
+    assert "U+" not in reason and name[2] not in reason
+
+
+def test_write_csv_failure_gives_the_position_but_never_the_character():
+    from bridge.errors import RenderError
+    from bridge.formats.tables import write_csv
+
+    with pytest.raises(RenderError) as caught:
+        write_csv([["Li 中文"]], encoding="cp1252")
+    assert str(caught.value) == "text has a character cp1252 cannot encode at position 4"
 
 
 def test_unencodable_replace_writes_question_marks(tmp_path: Path):
@@ -298,7 +320,7 @@ def test_xlsx_control_character_fails_the_order():
     result = render_orders(layout, [make_order("A-1", title="bad\x0bchar"), make_order("B-2")],
                            RUN_TIME)
     assert result.failures == {
-        "A-1": "line.title (line 1) has a character XLSX cannot carry (U+000B at position 4)"}
+        "A-1": "line.title (line 1) has a character XLSX cannot carry at position 4"}
     assert result.files[0].order_ids == ("B-2",)
 
 
@@ -333,7 +355,7 @@ def test_xml_control_character_fails_the_order():
     layout = load_mapping(ROOT / "mappings/globex-xml.toml").orders
     result = render_orders(layout, [make_order("A-1", name="A\x01B"), make_order("B-2")], RUN_TIME)
     assert result.failures == {
-        "A-1": "ship_to.name has a character XML cannot carry (U+0001 at position 2)"}
+        "A-1": "ship_to.name has a character XML cannot carry at position 2"}
     assert result.files[0].order_ids == ("B-2",)
 
 

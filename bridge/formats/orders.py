@@ -154,10 +154,8 @@ class _Rows:
         for number, row in enumerate(rows, 1):
             for column, text in zip(self.layout.columns, row):
                 found = find(text)
-                if found:
-                    position, char = found
-                    return (f"{_where(column, number)} has a character {what} "
-                            f"(U+{ord(char):04X} at position {position})")
+                if found:  # the position, never the character: it is the buyer's
+                    return f"{_where(column, number)} has a character {what} at position {found[0]}"
         return None
 
 
@@ -249,10 +247,9 @@ class _Xml:
         for column, path, attribute in fields:
             text = column.get(order, line, number)
             found = find_not_xml(text)
-            if found:
-                position, char = found
+            if found:  # the position, never the character: it is the buyer's
                 raise RenderError(f"{_where(column, number or None)} has a character XML "
-                                  f"cannot carry (U+{ord(char):04X} at position {position})")
+                                  f"cannot carry at position {found[0]}")
             target = element
             for depth in range(1, len(path) + 1):
                 key = path[:depth]

@@ -51,10 +51,9 @@ def write_csv(
     text = out.getvalue()
     try:
         return text.encode(encoding, errors="strict" if unencodable == "fail" else "replace")
-    except UnicodeEncodeError as problem:
-        char = problem.object[problem.start]
+    except UnicodeEncodeError as problem:  # the position only: the character may be a buyer's
         raise RenderError(f"text has a character {encoding} cannot encode "
-                          f"(U+{ord(char):04X})") from None
+                          f"at position {problem.start + 1}") from None
 
 
 def find_unencodable(text: str, encoding: str) -> tuple[int, str] | None:
