@@ -72,7 +72,7 @@ create table if not exists files (
     warehouse text not null,
     name text not null,
     status text not null check (status in ({_check(FileStatus)})),
-    spool_path text not null,
+    spool_path text not null,  -- relative to the spool folder: <warehouse>/<name>
     size integer not null,
     sha256 text not null,
     created_at text not null,
@@ -113,6 +113,9 @@ class Observation:
     status: OrderStatus  # PENDING, HELD, CANCELLED or SKIPPED
     reason: str = ""
     warehouse: str | None = None
+    # A SKIPPED that only this bridge's settings decided (country, marketplace) is not final:
+    # an order the ledger already holds stays held with the reason, and settings can change.
+    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class StoredFile:
     warehouse: str
     name: str
     status: FileStatus
-    spool_path: Path
+    spool_path: Path  # relative to the spool folder
     size: int
     sha256: str
 
@@ -220,7 +223,7 @@ class Ledger:
     def _record_one(self, db: sqlite3.Connection, observation: Observation, now: str) -> str:
         order = observation.order
         row = db.execute(
-            "select status, amazon_status, last_updated from orders where order_id = ?",
+            "select status, reason, warehouse, amazon_status, last_updated from orders where order_id = ?",
             (order.order_id,),
         ).fetchone()
         if row is None:
@@ -238,30 +241,54 @@ class Ledger:
         if parse_iso(row["last_updated"]) > order.last_updated:
             return "unchanged"  # an overlap re-read of older data
         if status in SENT:
-            if order.status != row["amazon_status"]:
-                db.execute(
-                    "update orders set amazon_status = ?, last_updated = ?, updated_at = ? where order_id = ?",
-                    (order.status, iso_z(order.last_updated), now, order.order_id),
-                )
-                detail = f"Amazon status {row['amazon_status']} -> {order.status} after it was {status}"
-                self._event(db, order.order_id, now, "changed_after_delivery", detail)
-                return "changed_after_delivery"
-            return "unchanged"
+            return self._record_sent(db, order, status, row["amazon_status"], now)
         if status in UNDELIVERED:
-            if (status, row["amazon_status"], row["last_updated"]) == (
-                observation.status, order.status, iso_z(order.last_updated)
-            ):
-                return "unchanged"
+            target, reason = observation.status, observation.reason
+            if target == OrderStatus.SKIPPED and not observation.final:
+                target = OrderStatus.HELD
+            if (status, row["reason"], row["warehouse"], row["amazon_status"], row["last_updated"]) == (
+                target, reason, observation.warehouse, order.status, iso_z(order.last_updated)
+            ) and target != OrderStatus.HELD:
+                return "unchanged"  # a held order is rewritten: its address may have arrived
             db.execute(
                 "update orders set status = ?, reason = ?, warehouse = ?, amazon_status = ?,"
                 " last_updated = ?, payload = ?, updated_at = ? where order_id = ?",
-                (observation.status, observation.reason, observation.warehouse, order.status,
+                (target, reason, observation.warehouse, order.status,
                  iso_z(order.last_updated), self._payload(order), now, order.order_id),
             )
-            if status != observation.status:
-                self._event(db, order.order_id, now, "status", f"{status} -> {observation.status} {observation.reason}".strip())
+            if status != target:
+                self._event(db, order.order_id, now, "status", f"{status} -> {target} {reason}".strip())
             return "updated"
         return "unchanged"  # cancelled or skipped: final
+
+    def _record_sent(self, db: sqlite3.Connection, order: Order, status: OrderStatus, was: str, now: str) -> str:
+        """Amazon changed an order that is already in a file. Shipping progress is history;
+        a cancellation needs a person, unless the file has not left the spool yet: then the
+        file is taken back, the order cancelled and the file's other orders rendered again."""
+        if order.status == was:
+            return "unchanged"
+        db.execute(
+            "update orders set amazon_status = ?, last_updated = ?, updated_at = ? where order_id = ?",
+            (order.status, iso_z(order.last_updated), now, order.order_id),
+        )
+        if order.status != "CANCELLED":
+            self._event(db, order.order_id, now, "amazon_status", f"{was} -> {order.status}")
+            return "updated"
+        file = db.execute(
+            "select f.id, f.status from files f join orders o on o.file_id = f.id where o.order_id = ?",
+            (order.order_id,),
+        ).fetchone()
+        if status == OrderStatus.STAGED and file is not None and file["status"] == FileStatus.STAGED:
+            self._unstage(db, file["id"], now, "a cancellation arrived before upload")
+            db.execute(
+                "update orders set status = ?, reason = ? where order_id = ?",
+                (OrderStatus.CANCELLED, "cancelled on Amazon before it was sent", order.order_id),
+            )
+            self._event(db, order.order_id, now, "status", "staged -> cancelled before upload")
+            return "updated"
+        detail = f"Amazon status {was} -> {order.status} after it was {status}"
+        self._event(db, order.order_id, now, "changed_after_delivery", detail)
+        return "changed_after_delivery"
 
     # --- rendering and delivery ----------------------------------------------------------
 
@@ -299,7 +326,7 @@ class Ledger:
         self,
         warehouse: str,
         name: str,
-        spool_path: Path,
+        spool_path: str,
         size: int,
         sha256: str,
         order_ids: Sequence[str],
@@ -341,8 +368,27 @@ class Ledger:
                 (FileStatus.UPLOADED, file_id, FileStatus.STAGED),
             )
 
-    def mark_delivered(self, file_id: int, now: datetime) -> list[str]:
-        """The file is in place under its final name: it and its orders are delivered."""
+    def unstage_file(self, file_id: int, now: datetime, why: str) -> None:
+        """A staged file that cannot be sent as it is (its spool copy is gone): its orders go
+        back to pending and are rendered again. Only for files that never left the spool."""
+        with self._transaction() as db:
+            self._unstage(db, file_id, iso_z(now), why)
+
+    def _unstage(self, db: sqlite3.Connection, file_id: int, now: str, why: str) -> None:
+        row = db.execute("select status from files where id = ?", (file_id,)).fetchone()
+        if row is None or FileStatus(row["status"]) != FileStatus.STAGED:
+            raise RuntimeError(f"file {file_id} has left the spool; it cannot be taken back")
+        for order in db.execute("select order_id from orders where file_id = ?", (file_id,)).fetchall():
+            self._event(db, order["order_id"], now, "status", f"staged -> pending: {why}")
+        db.execute(
+            "update orders set status = ?, file_id = null, updated_at = ? where file_id = ?",
+            (OrderStatus.PENDING, now, file_id),
+        )
+        db.execute("delete from files where id = ?", (file_id,))
+
+    def mark_delivered(self, file_id: int, now: datetime, unconfirmed: str = "") -> list[str]:
+        """The file is in place under its final name: it and its orders are delivered.
+        `unconfirmed` says why that could not be seen in the drop; staff are shown it."""
         with self._transaction() as db:
             db.execute(
                 "update files set status = ?, delivered_at = ? where id = ? and status != ?",
@@ -361,6 +407,8 @@ class Ledger:
             )
             for order_id in order_ids:
                 self._event(db, order_id, iso_z(now), "delivered", f"file_id={file_id}")
+                if unconfirmed:
+                    self._event(db, order_id, iso_z(now), "delivery_unconfirmed", unconfirmed)
         return order_ids
 
     # --- retention -----------------------------------------------------------------------
@@ -438,13 +486,14 @@ class Ledger:
         for row in self._db.execute(
             "select e.order_id, o.status, e.detail as reason, o.warehouse, e.at as updated_at"
             " from order_events e join orders o using (order_id)"
-            " where e.kind = 'changed_after_delivery' order by e.id"
+            " where e.kind in ('changed_after_delivery', 'delivery_unconfirmed') order by e.id"
         ):
             items.append(dict(row))
+        # An unreadable answer from Amazon, until a later readable one updated the order.
         for row in self._db.execute(
             "select order_id, 'rejected' as status, detail as reason, null as warehouse, at as updated_at"
-            " from order_events e where kind = 'rejected'"
-            " and not exists (select 1 from orders o where o.order_id = e.order_id) order by id"
+            " from order_events e where kind = 'rejected' and not exists"
+            " (select 1 from orders o where o.order_id = e.order_id and o.updated_at > e.at) order by id"
         ):
             items.append(dict(row))
         return items

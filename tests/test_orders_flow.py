@@ -30,10 +30,11 @@ MERCHANT_ORDERS = {
 
 @pytest.fixture
 def make_bridge(tmp_path, sshd, sftp_root, sandbox):
-    def make(mapping: str = "acme-csv", orders: str = 'start = "2026-11-20T08:00:00Z"', amazon: str = "", **extra) -> Bridge:
+    def make(mapping: str = "acme-csv", orders: str = 'start = "2026-11-20T08:00:00Z"', amazon: str = "",
+             name: str = "wh", **extra) -> Bridge:
         config = write_config(
             tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
-            warehouses=[sftp_warehouse("wh", mapping, sshd, sftp_root, **extra)],
+            warehouses=[sftp_warehouse(name, mapping, sshd, sftp_root, **extra)],
             orders=orders, amazon=amazon,
         )
         return Bridge(load(config))
@@ -415,3 +416,133 @@ def test_a_file_of_the_same_name_in_the_drop_is_never_overwritten_and_the_others
     clash.unlink()  # staff moved it away after asking the warehouse
     bridge.run(RUN_TIME + timedelta(minutes=30))
     assert drop_files(sftp_root) == drop_files(SAMPLES / "acme-csv")
+
+
+# --- review findings: state moved, spool lost, .part removed, settings changed ----------------
+
+def crash_at(step: str):
+    def checkpoint(name: str) -> None:
+        if name == step:
+            raise Crash(name)
+    return checkpoint
+
+
+def test_a_bug_in_one_step_is_reported_and_the_other_steps_still_run(make_bridge, sftp_root):
+    calls = {"n": 0}
+
+    def fails_once(name: str) -> None:
+        if name == "staged" and calls["n"] == 0:
+            calls["n"] += 1
+            raise RuntimeError("a bug")
+
+    bridge = make_bridge("acme-csv").restart(checkpoint=fails_once)
+    report = bridge.run(RUN_TIME)
+    assert report.needs_a_person
+    assert any(e.startswith("render: unexpected RuntimeError at") for e in report.errors)
+    assert len(list(sftp_root.iterdir())) == 1  # the file staged before the bug was still delivered
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+
+
+def test_staged_files_survive_moving_the_state_folder(make_bridge, sftp_root, tmp_path):
+    import shutil
+
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("uploaded"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    bridge.ledger.close()
+    for leftover in sftp_root.iterdir():
+        leftover.unlink()  # the interrupted upload's .part
+    shutil.move(tmp_path / "state", tmp_path / "moved-state")
+    config = tmp_path / "bridge.toml"
+    config.write_text(config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "moved-state")))
+
+    moved = Bridge(load(config))
+    moved.run(RUN_TIME)
+    assert delivered_ids(moved) == MERCHANT_ORDERS
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "globex-xml")
+
+
+def test_a_lost_spool_copy_of_a_staged_file_is_rendered_again_not_a_crash(make_bridge, sftp_root):
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    for spooled in bridge.settings.spool_dir.glob("*/*"):
+        spooled.unlink()
+
+    restarted = bridge.restart()
+    report = restarted.run(RUN_TIME)
+    assert report.errors == []
+    restarted.run(RUN_TIME)
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "globex-xml")
+
+
+def test_an_uploaded_file_whose_part_vanished_is_not_resent_but_shown_to_staff(make_bridge, sftp_root):
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("marked_uploaded"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    [part] = sftp_root.iterdir()
+    part.unlink()  # someone's housekeeping
+
+    restarted = bridge.restart()
+    restarted.run(RUN_TIME)
+    assert list(sftp_root.iterdir()) == []  # never sent twice on a guess
+    unconfirmed = [a for a in restarted.ledger.attention() if "ask wh whether they received it" in a["reason"]]
+    assert {a["order_id"] for a in unconfirmed} == MERCHANT_ORDERS
+
+
+def test_held_orders_filtered_out_by_a_settings_change_come_back_when_it_is_undone(make_bridge, sandbox):
+    sandbox.set_pii_access(False)
+    make_bridge().run(RUN_TIME)  # all held: no address
+    sandbox.set_pii_access(True)
+    narrowed = make_bridge(orders='start = "2026-11-20T08:00:00Z"\nship_to_countries = ["DE"]')
+    narrowed.run(RUN_TIME)
+    held = {o.order_id: o.reason for o in narrowed.ledger.orders_in(OrderStatus.HELD)}
+    assert "ship-to country US is not in orders.ship_to_countries" in held["111-0000001-0000001"]
+    narrowed.ledger.close()
+
+    widened = make_bridge()
+    widened.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(widened) == MERCHANT_ORDERS
+
+
+def test_orders_for_a_warehouse_that_was_renamed_go_to_the_warehouse_that_takes_them_now(make_bridge, sftp_root):
+    bridge = make_bridge().restart(checkpoint=crash_at("spooled"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)  # orders pending for "wh"
+    bridge.ledger.close()
+    renamed = make_bridge(name="wh-renamed")
+    renamed.run(RUN_TIME)
+    assert delivered_ids(renamed) == MERCHANT_ORDERS
+    assert {o.warehouse for o in renamed.ledger.orders_in(OrderStatus.DELIVERED)} == {"wh-renamed"}
+
+
+def test_a_cancellation_that_arrives_while_its_file_is_still_in_the_spool_is_never_sent(make_bridge, sandbox, sftp_root):
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    cancelled = sandbox.order("111-0000002-0000002")
+    cancelled["fulfillment"]["fulfillmentStatus"] = "CANCELLED"
+    cancelled["lastUpdatedTime"] = "2026-11-20T12:10:00Z"
+    sandbox.add_order(cancelled)
+
+    restarted = bridge.restart()
+    restarted.run(RUN_TIME + timedelta(minutes=30))
+    assert delivered_ids(restarted) == MERCHANT_ORDERS - {"111-0000002-0000002"}
+    assert restarted.ledger.order_row("111-0000002-0000002")["status"] == "cancelled"
+    [sent] = drop_files(sftp_root).values()
+    assert b"111-0000002-0000002" not in sent
+
+
+def test_shipping_progress_after_delivery_is_history_not_an_alarm(make_bridge, sandbox):
+    bridge = make_bridge()
+    bridge.run(RUN_TIME)
+    progressed = sandbox.order("111-0000001-0000001")
+    progressed["fulfillment"]["fulfillmentStatus"] = "PARTIALLY_SHIPPED"
+    progressed["lastUpdatedTime"] = "2026-11-20T12:10:00Z"
+    sandbox.add_order(progressed)
+    report = bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    assert report.changed_after_delivery == 0
+    assert bridge.ledger.attention() == []
+    assert any(e["kind"] == "amazon_status" for e in bridge.ledger.events("111-0000001-0000001"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,12 +91,12 @@ def decide(order: Order, settings: Settings) -> Observation:
     if order.status not in settings.orders.statuses:
         return Observation(order, OrderStatus.SKIPPED, f"Amazon status is {order.status}")
     if order.marketplace_id not in settings.orders.marketplaces:
-        return Observation(order, OrderStatus.SKIPPED, f"marketplace {order.marketplace_id} is not in orders.marketplaces")
+        return Observation(order, OrderStatus.SKIPPED, f"marketplace {order.marketplace_id} is not in orders.marketplaces", final=False)
     if order.ship_to is None:
         return Observation(order, OrderStatus.HELD, PII_MISSING)
     countries = settings.orders.ship_to_countries
     if countries and order.country_code not in countries:
-        return Observation(order, OrderStatus.SKIPPED, f"ship-to country {order.country_code} is not in orders.ship_to_countries")
+        return Observation(order, OrderStatus.SKIPPED, f"ship-to country {order.country_code} is not in orders.ship_to_countries", final=False)
     for warehouse in settings.warehouses:
         if warehouse.takes(order.country_code, order.marketplace_id):
             return Observation(order, OrderStatus.PENDING, "", warehouse.name)
@@ -141,6 +142,13 @@ class OrdersFlow:
                 report.needs_a_person |= isinstance(problem, FixTheSetup)
                 level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
                 log.log(level, "step=%s failed: %s", step.__name__, problem)
+            except Exception as problem:  # a bug: report where, go on with the other steps
+                where = traceback.extract_tb(problem.__traceback__)[-1]
+                # Only the type and place: an unexpected message might carry buyer data.
+                what = f"unexpected {type(problem).__name__} at {Path(where.filename).name}:{where.lineno}"
+                report.errors.append(f"{step.__name__}: {what}")
+                report.needs_a_person = True
+                log.error("step=%s failed: %s (please report this as a bug)", step.__name__, what)
         log.info(report.summary())
         return report
 
@@ -243,20 +251,30 @@ class OrdersFlow:
         such answer ends the asking for this run: one probe per run, not one call per order.
         """
         observations = []
-        refetched, probing = 0, True
+        refetched, probing, failure = 0, True, None
         for stored in self.ledger.orders_in(OrderStatus.HELD):
             order = stored.order
             if order.ship_to is None and probing and refetched < HELD_RECHECKS_PER_RUN:
                 refetched += 1
-                order = self.amazon.order(stored.order_id) or order
-                probing = order.ship_to is not None
+                try:
+                    order = self.amazon.order(stored.order_id) or order
+                except BridgeError as problem:  # keep the decisions already made
+                    failure, probing = failure or problem, False
+                probing = probing and order.ship_to is not None
             observations.append(decide(order, self.settings))
+        # Orders for a warehouse that is no longer configured are routed again.
+        configured = {warehouse.name for warehouse in self.settings.warehouses}
+        for stored in self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
+            if stored.warehouse not in configured:
+                observations.append(decide(stored.order, self.settings))
         if observations:
             summary = self.ledger.record(observations, now)
             released = sum(o.status == OrderStatus.PENDING for o in observations)
             if released:
                 log.info("held orders released count=%d", released)
             self._note_changes(summary.changed_after_delivery)
+        if failure is not None:
+            raise failure
 
     # --- 3. render -----------------------------------------------------------------------
 
@@ -278,7 +296,9 @@ class OrdersFlow:
         folder.mkdir(parents=True, exist_ok=True)
         for rendered in result.files:
             if self.ledger.file_name_taken(warehouse.name, rendered.name):
-                log.warning("file name already used warehouse=%s name=%s: retried next run", warehouse.name, rendered.name)
+                problem = f"file name {rendered.name} was already used for {warehouse.name}; its orders wait for the next run"
+                report.errors.append(f"render: {problem}")
+                log.warning("%s", problem)
                 continue
             path = folder / rendered.name
             try:
@@ -287,17 +307,19 @@ class OrdersFlow:
                 raise FixTheSetup(f"cannot write the spool file {path}: {problem.strerror}") from None
             self.checkpoint("spooled")
             digest = hashlib.sha256(rendered.data).hexdigest()
-            self.ledger.stage_file(warehouse.name, rendered.name, path, len(rendered.data), digest, rendered.order_ids, now)
+            spool_name = f"{warehouse.name}/{rendered.name}"
+            self.ledger.stage_file(warehouse.name, rendered.name, spool_name, len(rendered.data), digest, rendered.order_ids, now)
             self.checkpoint("staged")
             report.staged_files += 1
 
     def _remove_orphan_spool_files(self) -> None:
         """Spool files written before a crash that the ledger never staged: rendered again."""
         in_use = self.ledger.spool_paths_in_use()
-        if not self.settings.spool_dir.is_dir():
+        spool = self.settings.spool_dir
+        if not spool.is_dir():
             return
-        for path in self.settings.spool_dir.glob("*/*"):
-            if path.is_file() and str(path) not in in_use:
+        for path in spool.glob("*/*"):
+            if path.is_file() and path.relative_to(spool).as_posix() not in in_use:
                 path.unlink()
 
     # --- 4. deliver ----------------------------------------------------------------------
@@ -312,10 +334,11 @@ class OrdersFlow:
                 with self.open_drop(warehouse) as drop:
                     for stored in files:
                         if self.should_stop():
-                            return
+                            break
                         try:
-                            report.delivered_orders += self._deliver_file(warehouse, drop, stored, now)
-                            report.delivered_files += 1
+                            delivered = self._deliver_file(warehouse, drop, stored, now)
+                            report.delivered_orders += delivered
+                            report.delivered_files += bool(delivered)
                         except FileExistsInDrop as problem:
                             # This file only: the rest of the warehouse's files still go.
                             problems.append(problem)
@@ -324,16 +347,19 @@ class OrdersFlow:
                 problems.append(problem)
                 log.error("delivery stopped warehouse=%s: %s", warehouse.name, problem)
         if problems:
-            # One warehouse failing never stops the others; the run reports every failure.
-            raise type(problems[0])("; ".join(str(problem) for problem in problems))
+            # One warehouse failing never stops the others; the run reports every failure, as
+            # needing a person if any of them does.
+            kind = next((type(p) for p in problems if isinstance(p, FixTheSetup)), type(problems[0]))
+            raise kind("; ".join(str(problem) for problem in problems))
 
     def _deliver_file(self, warehouse: WarehouseSettings, drop: Drop, stored: StoredFile, now: datetime) -> int:
         final = f"{warehouse.orders_folder}/{stored.name}"
         temporary = final + warehouse.temp_suffix
+        unconfirmed = ""
         if stored.status == FileStatus.STAGED:
-            data = self.ledger.open_file(stored.spool_path.read_bytes(), f"spool file {stored.spool_path}")
-            if hashlib.sha256(data).hexdigest() != stored.sha256:
-                raise FixTheSetup(f"spool file {stored.spool_path} changed since it was staged; not sending it")
+            data = self._spooled(stored, now)
+            if data is None:
+                return 0
             drop.put_bytes(data, temporary)
             self.checkpoint("uploaded")
             self.ledger.mark_uploaded(stored.id)
@@ -341,13 +367,34 @@ class OrdersFlow:
             drop.rename(temporary, final)
         elif drop.exists(temporary):
             drop.rename(temporary, final)
-        else:
-            # Uploaded before a crash and the temporary name is gone: the rename happened.
+        elif drop.exists(final):
             log.info("file was renamed before a restart warehouse=%s name=%s", warehouse.name, stored.name)
+        else:
+            # Uploaded, then neither name is in the drop: renamed before a crash and already
+            # collected by the warehouse, or the .part was removed by someone. Never resent
+            # blindly: recorded as delivered, and shown to staff to confirm with the warehouse.
+            unconfirmed = (f"{stored.name} was uploaded but neither it nor {stored.name}{warehouse.temp_suffix} is in"
+                           f" {warehouse.orders_folder} now; ask {warehouse.name} whether they received it")
+            log.warning("delivery unconfirmed warehouse=%s file=%s", warehouse.name, stored.name)
         self.checkpoint("renamed")
-        order_ids = self.ledger.mark_delivered(stored.id, now)
+        order_ids = self.ledger.mark_delivered(stored.id, now, unconfirmed)
         log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, len(order_ids))
         return len(order_ids)
+
+    def _spooled(self, stored: StoredFile, now: datetime) -> bytes | None:
+        """The staged file's bytes from the spool; if the spool copy is gone or damaged, the
+        file is taken back (it never left this machine) and its orders rendered again."""
+        path = self.settings.spool_dir / stored.spool_path
+        try:
+            data = self.ledger.open_file(path.read_bytes(), f"spool file {path}")
+            if hashlib.sha256(data).hexdigest() == stored.sha256:
+                return data
+            why = "its spool copy changed since it was staged"
+        except FileNotFoundError:
+            why = "its spool copy is missing"
+        self.ledger.unstage_file(stored.id, now, why)
+        log.warning("file taken back warehouse=%s file=%s: %s; its orders are rendered again", stored.warehouse, stored.name, why)
+        return None
 
     # --- 5. retention --------------------------------------------------------------------
 
@@ -355,7 +402,7 @@ class OrdersFlow:
         retention = self.settings.retention
         report.purged = self.ledger.purge_pii(now - timedelta(days=retention.pii_days), now)
         for stored in self.ledger.spool_files_to_delete(now - timedelta(days=retention.spool_days)):
-            Path(stored.spool_path).unlink(missing_ok=True)
+            (self.settings.spool_dir / stored.spool_path).unlink(missing_ok=True)
             self.ledger.mark_spool_deleted(stored.id, now)
         if report.purged:
             log.info("retention purged_orders=%d", report.purged)
