@@ -54,7 +54,8 @@ The orders section
 
 File name placeholders: `{order_id}` and `{marketplace_id}` (file_per = "order" only, and
 `{order_id}` is required there so files do not overwrite each other), `{run_time:%Y%m%d%H%M%S}`
-(the run's start in UTC; required when file_per = "run"), `{seq}` or `{seq:04d}` (1-based
+(the run's start in UTC; required when file_per = "run", and then with the seconds so no two
+runs share a name), `{seq}` or `{seq:04d}` (1-based
 position of the file in the run). Placeholder values are sanitised: anything but letters,
 digits, `.`, `_` and `-` becomes `_`, so an order id cannot climb out of the folder.
 
@@ -278,6 +279,14 @@ _FORMAT_KEYS = {
 }
 _COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate"}
 _PLACEHOLDERS = {"order_id", "marketplace_id", "run_time", "seq"}
+# strftime directives that write the seconds; '%%' is a literal percent sign, not a directive.
+_DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
+_SECONDS = frozenset("SsTXf")
+
+
+def _has_seconds(spec: str) -> bool:
+    """Whether a `{run_time:...}` strftime spec writes the seconds."""
+    return any(directive in _SECONDS for directive in _DIRECTIVE.findall(spec))
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 
@@ -469,10 +478,13 @@ class _Checker:
             self.problem(key, f"bad placeholder syntax ({problem})")
             return None
         used = set()
+        run_time_specs = []
         for _, name, spec, conversion in parts:
             if name is None:
                 continue
             used.add(name)
+            if name == "run_time":
+                run_time_specs.append(spec)
             if name not in _PLACEHOLDERS:
                 self.problem(key, f"unknown placeholder {{{name}}} "
                                   f"(known: {', '.join(sorted(_PLACEHOLDERS))})")
@@ -495,6 +507,13 @@ class _Checker:
                 self.problem(key, "needs {run_time:...} when file_per = 'run', "
                                   "or every run overwrites the last file")
                 ok = False
+            for spec in run_time_specs:
+                if spec and not _has_seconds(spec):
+                    self.problem(key, f"{{run_time:{spec}}} must include the seconds "
+                                      f"(%S, %s, %T, %X or %f) when file_per = 'run': without "
+                                      f"them two runs can get the same file name and the "
+                                      f"later run's orders wait")
+                    ok = False
         elif file_per == "order" and "order_id" not in used:
             self.problem(key, "needs {order_id} when file_per = 'order', "
                               "or the orders of a run overwrite each other")

@@ -132,6 +132,26 @@ def test_per_run_name_needs_run_time_and_per_order_name_needs_order_id(tmp_path:
     assert "needs {order_id}" in one_problem(tmp_path, order)
 
 
+@pytest.mark.parametrize("name", ["GLOBEX_{run_time:%Y%m%d}.csv",
+                                  "ORD_{run_time:%Y%m%d_%H%M}.csv",
+                                  "ORD_{run_time:%Y%m%d%H%M%%S}.csv"])
+def test_a_per_run_name_without_seconds_is_rejected_so_two_runs_never_share_a_name(
+        tmp_path: Path, name: str):
+    text = GOOD_CSV.replace('"order"', '"run"').replace('"ORD_{order_id}.csv"', f'"{name}"')
+    problem = one_problem(tmp_path, text)
+    assert problem.startswith("orders.file_name: {run_time:%Y%m%d")
+    assert "must include the seconds (%S, %s, %T, %X or %f) when file_per = 'run'" in problem
+    assert "later run's orders wait" in problem
+
+
+@pytest.mark.parametrize("spec", ["%Y%m%d%H%M%S", "%Y%m%dT%H%M%S%fZ", "%s", "%Y%m%d_%T", "%X"])
+def test_a_per_run_name_with_seconds_loads(tmp_path: Path, spec: str):
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD_CSV.replace('"order"', '"run"').replace(
+        '"ORD_{order_id}.csv"', f'"ORD_{{run_time:{spec}}}.csv"'), encoding="utf-8")
+    assert load_mapping(path).orders.file_per == "run"
+
+
 @pytest.mark.parametrize("name", ["../ORD_{order_id}.csv", "out/ORD_{order_id}.csv",
                                   ".ORD_{order_id}.csv", "ORD_{order_id}\t.csv"])
 def test_unsafe_file_name_template(tmp_path: Path, name: str):
