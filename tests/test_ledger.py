@@ -319,3 +319,13 @@ def test_buyer_data_is_sealed_at_rest_and_a_wrong_key_is_refused_clearly(tmp_pat
     with pytest.raises(FixTheSetup, match="BRIDGE_STATE_KEY"):
         with_other_key.orders_in(OrderStatus.PENDING)
     with_other_key.close()
+
+
+def test_an_unreadable_update_of_a_known_order_is_shown_until_a_readable_one_arrives(ledger):
+    ledger.record([seen(order())], NOW)
+    ledger.note_rejected("111-0000001-0000001", "order 111-0000001-0000001: unusable field 'orderItems' is missing", NOW + timedelta(minutes=30))
+    assert [(a["order_id"], a["status"]) for a in ledger.attention()] == [("111-0000001-0000001", "rejected")]
+
+    newer = dataclasses.replace(order(), last_updated=order().last_updated + timedelta(hours=1))
+    ledger.record([seen(newer)], NOW + timedelta(hours=1))
+    assert ledger.attention() == []

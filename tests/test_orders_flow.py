@@ -546,3 +546,19 @@ def test_shipping_progress_after_delivery_is_history_not_an_alarm(make_bridge, s
     assert report.changed_after_delivery == 0
     assert bridge.ledger.attention() == []
     assert any(e["kind"] == "amazon_status" for e in bridge.ledger.events("111-0000001-0000001"))
+
+
+def test_when_two_warehouses_fail_a_setup_problem_outranks_a_network_one(tmp_path, sshd, sftp_root, sandbox):
+    impostor = tmp_path / "known_hosts"
+    impostor.write_text(f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    config = write_config(
+        tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+        warehouses=[
+            sftp_warehouse("down", "acme-csv", sshd, sftp_root, port=1, ship_to_countries=["US"]),
+            sftp_warehouse("impostor", "acme-csv", sshd, sftp_root, known_hosts=str(impostor)),
+        ],
+    )
+    report = Bridge(load(config)).run(RUN_TIME)
+    assert report.needs_a_person
+    [error] = [e for e in report.errors if e.startswith("deliver:")]
+    assert "interception" in error and "127.0.0.1" in error
