@@ -201,9 +201,10 @@ class _Reader:
             token_url=token_url,
             marketplaces=tuple(marketplaces or ()),
             orders_api=self.choice(section, "amazon.orders_api", "2026-01-01", ORDERS_APIS),
-            timeout_seconds=self.number(section, "amazon.timeout_seconds", 30, minimum=1),
+            timeout_seconds=self.number(section, "amazon.timeout_seconds", 30, minimum=1,
+                                        maximum=600),
             max_throttle_wait_seconds=self.number(
-                section, "amazon.max_throttle_wait_seconds", 300, minimum=0
+                section, "amazon.max_throttle_wait_seconds", 300, minimum=0, maximum=3600
             ),
             client_id=self.secret(LWA_CLIENT_ID, "amazon"),
             client_secret=self.secret(LWA_CLIENT_SECRET, "amazon"),
@@ -217,7 +218,12 @@ class _Reader:
             {"interval_minutes", "window_minutes", "lag_minutes", "overlap_minutes", "start",
              "max_windows_per_run", "ship_to_countries", "statuses", "marketplaces"},
         )
-        lag = self.number(section, "orders.lag_minutes", 30, minimum=2)
+        interval = self.number(section, "orders.interval_minutes", 30, minimum=1, maximum=1440)
+        window = self.number(section, "orders.window_minutes", 30, minimum=1, maximum=1440)
+        lag = self.number(section, "orders.lag_minutes", 30, minimum=2, maximum=10080)
+        overlap = self.number(section, "orders.overlap_minutes", 0, minimum=0, maximum=1440)
+        max_windows = self.number(section, "orders.max_windows_per_run", 96, minimum=1,
+                                  maximum=10000)
         statuses = []
         for index, status in enumerate(
             self.string_list(section, "orders.statuses", ["Unshipped", "PartiallyShipped"]) or []
@@ -241,12 +247,12 @@ class _Reader:
             except ValueError:
                 self.problem("orders.start", f"{start!r} is not an ISO 8601 time like 2026-11-20T00:00:00Z")
         return OrderSettings(
-            interval=timedelta(minutes=self.number(section, "orders.interval_minutes", 30, minimum=1)),
-            window=timedelta(minutes=self.number(section, "orders.window_minutes", 30, minimum=1)),
+            interval=timedelta(minutes=interval),
+            window=timedelta(minutes=window),
             lag=timedelta(minutes=lag),
-            overlap=timedelta(minutes=self.number(section, "orders.overlap_minutes", 0, minimum=0)),
+            overlap=timedelta(minutes=overlap),
             start=start_at,
-            max_windows_per_run=int(self.number(section, "orders.max_windows_per_run", 96, minimum=1)),
+            max_windows_per_run=int(max_windows),
             ship_to_countries=self.countries(section, "orders.ship_to_countries"),
             statuses=tuple(statuses),
             marketplaces=tuple(marketplaces or configured),
@@ -311,7 +317,7 @@ class _Reader:
             self.problem(f"{key}.temp_suffix", "must not be empty: files are uploaded under a temporary name")
         folder = self.string(entry, f"{key}.orders_folder", None)
         host = self.string(entry, f"{key}.host", None)
-        port = int(self.number(entry, f"{key}.port", 22, minimum=1))
+        port = int(self.number(entry, f"{key}.port", 22, minimum=1, maximum=65535))
         username = self.string(entry, f"{key}.username", None)
         ship_to_countries = self.countries(entry, f"{key}.ship_to_countries")
         marketplaces = frozenset(self.string_list(entry, f"{key}.marketplaces", []) or [])
@@ -341,8 +347,8 @@ class _Reader:
     def retention(self, section: dict[str, Any]) -> RetentionSettings:
         self.unknown_keys(section, "retention", {"pii_days", "spool_days"})
         return RetentionSettings(
-            pii_days=int(self.number(section, "retention.pii_days", 30, minimum=1)),
-            spool_days=int(self.number(section, "retention.spool_days", 30, minimum=1)),
+            pii_days=int(self.number(section, "retention.pii_days", 30, minimum=1, maximum=3650)),
+            spool_days=int(self.number(section, "retention.spool_days", 30, minimum=1, maximum=3650)),
         )
 
     # --- typed readers -------------------------------------------------------------------
@@ -377,13 +383,19 @@ class _Reader:
             return None
         return value
 
-    def number(self, section: dict[str, Any], key: str, default: float, *, minimum: float) -> float:
+    def number(self, section: dict[str, Any], key: str, default: float, *, minimum: float,
+               maximum: float) -> float:
+        """A number within [minimum, maximum]: past the maximum, time and date arithmetic
+        overflows later (a purge a million days back, a window 1e12 minutes wide)."""
         value = section.get(key.rsplit(".", 1)[-1], default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             self.problem(key, f"must be a number, not {value!r}")
             return default
         if value < minimum:
             self.problem(key, f"must be at least {minimum:g}, not {value!r}")
+            return default
+        if value > maximum:
+            self.problem(key, f"must be at most {maximum:g}, not {value!r}")
             return default
         return value
 

@@ -322,6 +322,37 @@ def test_a_number_given_as_text_is_a_problem(folder):
     assert has(problems(write(folder, text)), "orders.interval_minutes", "must be a number")
 
 
+@pytest.mark.parametrize("section, key, maximum", [
+    ("amazon", "timeout_seconds", 600),
+    ("amazon", "max_throttle_wait_seconds", 3600),
+    ("orders", "interval_minutes", 1440),
+    ("orders", "window_minutes", 1440),
+    ("orders", "lag_minutes", 10080),
+    ("orders", "overlap_minutes", 1440),
+    ("orders", "max_windows_per_run", 10000),
+    ("retention", "pii_days", 3650),
+    ("retention", "spool_days", 3650),
+    ("warehouses[0]", "port", 65535),
+])
+def test_a_number_past_its_maximum_is_a_problem_not_a_later_crash(folder, section, key, maximum):
+    if section == "warehouses[0]":
+        text = MINIMAL + f"{key} = {maximum + 1}\n"
+    elif section == "amazon":
+        text = MINIMAL.replace('region = "eu"', f'region = "eu"\n{key} = {maximum + 1}')
+    else:
+        text = MINIMAL + f"\n[{section}]\n{key} = {maximum + 1}\n"
+    found = problems(write(folder, text))
+    assert found == [f"{section}.{key}: must be at most {maximum}, not {maximum + 1}"]
+    at_most = text.replace(f"{key} = {maximum + 1}", f"{key} = {maximum}")
+    load_settings(write(folder, at_most), SECRETS)  # the maximum itself is fine
+
+
+@pytest.mark.parametrize("value", ["1e12", "inf", "nan"])
+def test_huge_or_not_finite_minutes_are_a_problem(folder, value):
+    text = MINIMAL + f"\n[orders]\noverlap_minutes = {value}\n"
+    assert has(problems(write(folder, text)), "orders.overlap_minutes", "must be")
+
+
 def test_a_warehouse_with_both_a_key_and_a_password_secret_is_refused_at_load(folder):
     found = problems(write(folder, MINIMAL), {**SECRETS, "BRIDGE_SFTP_PASSWORD_ACME": "sftp-pass"})
     assert has(found, "warehouses[0]", "two SFTP credentials", "BRIDGE_SFTP_PASSWORD_ACME")
