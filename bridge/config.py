@@ -7,6 +7,7 @@ from files in systemd's `$CREDENTIALS_DIRECTORY`, under the same names (see SECR
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.edges.sftp import SftpEndpoint
 from bridge.errors import ConfigError
@@ -187,11 +189,11 @@ class _Reader:
             self.problem("amazon.region", "set a region (na, eu, fe) or an explicit amazon.endpoint")
         elif endpoint is None and (not isinstance(region, str) or region not in REGION_ENDPOINTS):
             self.problem("amazon.region", f"unknown region {region!r} (known: na, eu, fe)")
-        elif endpoint is not None and not _is_http_url(endpoint):
-            self.problem("amazon.endpoint", f"{endpoint!r} is not an http(s) URL")
+        elif endpoint is not None:
+            self.url(endpoint, "amazon.endpoint")
         token_url = self.string(section, "amazon.token_url", DEFAULT_TOKEN_URL)
-        if not _is_http_url(token_url):
-            self.problem("amazon.token_url", f"{token_url!r} is not an http(s) URL")
+        if token_url is not None:
+            self.url(token_url, "amazon.token_url")
         marketplaces = self.string_list(section, "amazon.marketplaces", None)
         if not marketplaces:
             self.problem("amazon.marketplaces", "list at least one marketplace id, e.g. [\"ATVPDKIKX0DER\"]")
@@ -399,6 +401,14 @@ class _Reader:
             return default
         return value
 
+    def url(self, value: Any, key: str) -> None:
+        """An https URL, or http to a loopback host: LWA secrets and tokens travel over it."""
+        if not _is_http_url(value):
+            self.problem(key, f"{value!r} is not an http(s) URL")
+        elif value.startswith("http://") and not _is_loopback(_host(value)):
+            self.problem(key, "must use https:// (http is allowed only for a local sandbox "
+                              "on 127.0.0.1)")
+
     def choice(self, section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = section.get(key.rsplit(".", 1)[-1], default)
         if value not in allowed:
@@ -456,3 +466,22 @@ def read_secret(name: str, environ: dict[str, str]) -> str:
 
 def _is_http_url(value: Any) -> bool:
     return isinstance(value, str) and re.match(r"https?://[^/\s]+", value) is not None
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+
+
+def _is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

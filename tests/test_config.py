@@ -100,6 +100,24 @@ def test_an_explicit_endpoint_replaces_the_region(folder):
     assert load_settings(write(folder, text), SECRETS).amazon.endpoint == "http://127.0.0.1:8700"
 
 
+@pytest.mark.parametrize("key", ["endpoint", "token_url"])
+@pytest.mark.parametrize("url", ["http://sellingpartnerapi-eu.amazon.com", "http://10.0.0.5:8700",
+                                 "http://127.0.0.1.example.com", "http://localhost.example.com/x",
+                                 "http://[::1"])
+def test_plain_http_to_a_host_off_this_machine_is_refused(folder, key, url):
+    text = MINIMAL.replace('region = "eu"', f'region = "eu"\n{key} = "{url}"')
+    assert problems(write(folder, text)) == [
+        f"amazon.{key}: must use https:// (http is allowed only for a local sandbox on 127.0.0.1)"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8700", "http://127.8.0.1", "http://localhost:8700",
+                                 "http://[::1]:8700", "https://sandbox.sellingpartnerapi-eu.amazon.com"])
+def test_plain_http_to_a_local_sandbox_and_any_https_are_accepted(folder, url):
+    text = MINIMAL.replace('region = "eu"', f'endpoint = "{url}"\ntoken_url = "{url}/auth/o2/token"')
+    settings = load_settings(write(folder, text), SECRETS)
+    assert (settings.amazon.endpoint, settings.amazon.token_url) == (url, f"{url}/auth/o2/token")
+
+
 def test_v0_status_names_are_accepted_and_normalised(folder):
     text = MINIMAL.replace(WAREHOUSE, '\n[orders]\nstatuses = ["Unshipped", "PartiallyShipped", "PENDING"]\n' + WAREHOUSE)
     settings = load_settings(write(folder, text), SECRETS)
