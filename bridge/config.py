@@ -114,8 +114,13 @@ class Settings:
         return self.state_dir / "spool"
 
 
-def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings:
-    """Read, validate and freeze a config file; raise ConfigError with every problem found."""
+def load_settings(path: Path, environ: dict[str, str] | None = None, *,
+                  require_secrets: bool = True) -> Settings:
+    """Read, validate and freeze a config file; raise ConfigError with every problem found.
+
+    `require_secrets=False` is for commands that use no secret (`bridge status`): a missing
+    secret is then not a problem and its field is "". A secret that is set is still checked.
+    """
     environ = dict(os.environ if environ is None else environ)
     label = str(path)
     try:
@@ -126,7 +131,7 @@ def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings
         raise ConfigError([f"{label}: cannot read: {problem}"]) from None
     except tomllib.TOMLDecodeError as problem:
         raise ConfigError([f"{label}: not valid TOML: {problem}"]) from None
-    reader = _Reader(label, Path(path).resolve().parent, environ)
+    reader = _Reader(label, Path(path).resolve().parent, environ, require_secrets)
     settings = reader.settings(data)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -136,10 +141,11 @@ def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings
 class _Reader:
     """Walks the parsed TOML, collecting problems instead of stopping at the first."""
 
-    def __init__(self, label: str, base: Path, environ: dict[str, str]):
+    def __init__(self, label: str, base: Path, environ: dict[str, str], require_secrets: bool):
         self.label = label
         self.base = base
         self.environ = environ
+        self.require_secrets = require_secrets
         self.problems: list[str] = []
 
     def problem(self, key: str, why: str) -> None:
@@ -304,7 +310,7 @@ class _Reader:
         if private_key is not None and not private_key.is_file():
             self.problem(f"{key}.private_key", f"{private_key} does not exist")
         password = self.environ_secret(sftp_password_secret(name or ""))
-        if private_key is None and not password:
+        if private_key is None and not password and self.require_secrets:
             self.problem(
                 f"{key}",
                 f"no SFTP credential: set private_key or the secret {sftp_password_secret(name or '')}",
@@ -441,7 +447,7 @@ class _Reader:
 
     def secret(self, name: str, section: str) -> str:
         value = self.environ_secret(name)
-        if not value:
+        if not value and self.require_secrets:
             self.problem(
                 section,
                 f"secret {name} is not set: put it in the environment or in $CREDENTIALS_DIRECTORY/{name}",

@@ -156,6 +156,35 @@ def test_status_shows_the_counts_and_how_far_orders_were_pulled_as_text_and_json
     assert report["files_in_flight"] == [] and report["attention"] == []
 
 
+def without_secrets() -> dict[str, str]:
+    """The environment of an operator's shell: no BRIDGE_* secret, no credentials folder."""
+    return {k: v for k, v in os.environ.items()
+            if k not in SECRETS and not k.startswith("BRIDGE_") and k != "CREDENTIALS_DIRECTORY"}
+
+
+def test_status_needs_no_secrets_before_or_after_a_run(config):
+    before = bridge("status", config=config, env=without_secrets())
+    assert before.returncode == 0, before.stderr
+    assert "pulled up to: nothing pulled yet" in before.stdout
+
+    assert bridge("orders", "pull", "--now", RUN_TIME, config=config).returncode == 0
+    text = bridge("status", config=config, env=without_secrets())
+    report = json.loads(bridge("status", "--json", config=config, env=without_secrets()).stdout)
+    one = bridge("status", "--order", "302-0000003-0000003", config=config, env=without_secrets())
+
+    assert text.returncode == 0, text.stderr
+    assert "delivered=5" in text.stdout and report["orders"]["delivered"] == 5
+    assert one.returncode == 0, one.stderr
+    assert "file:           wh: ACME_AUF_302-0000003-0000003.csv" in one.stdout
+
+
+def test_pull_without_secrets_still_names_each_missing_secret(config):
+    done = bridge("orders", "pull", "--now", RUN_TIME, config=config, env=without_secrets())
+    assert done.returncode == 2
+    for name in SECRETS:
+        assert name in done.stderr
+
+
 def test_held_orders_are_listed_as_needing_attention(config, sandbox):
     sandbox.set_pii_access(False)
     bridge("orders", "pull", "--now", RUN_TIME, config=config)

@@ -184,6 +184,21 @@ def test_missing_secrets_name_each_variable_to_set(folder):
         assert has(found, section, name, "CREDENTIALS_DIRECTORY")
 
 
+def test_without_required_secrets_missing_secrets_are_no_problem_and_read_as_empty(folder):
+    text = MINIMAL.replace('private_key = "id_ed25519"\n', "")  # a password warehouse
+    settings = load_settings(write(folder, text), {}, require_secrets=False)
+    assert settings.state_key == "" and settings.warehouses[0].sftp.password is None
+    assert (settings.amazon.client_id, settings.amazon.client_secret,
+            settings.amazon.refresh_token) == ("", "", "")
+    assert has(problems(write(folder, text), {}), "warehouses[0]", "BRIDGE_SFTP_PASSWORD_ACME")
+
+
+def test_without_required_secrets_a_state_key_that_is_set_is_still_checked(folder):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(folder, MINIMAL), {"BRIDGE_STATE_KEY": "short"}, require_secrets=False)
+    assert any("BRIDGE_STATE_KEY is not a key" in p for p in caught.value.problems)
+
+
 def test_a_state_key_that_is_not_a_key_says_how_to_make_one(folder):
     found = problems(write(folder, MINIMAL), environ={**SECRETS, "BRIDGE_STATE_KEY": "hunter2"})
     assert has(found, "bridge", "BRIDGE_STATE_KEY", "bridge keygen")
