@@ -193,3 +193,74 @@ def test_silent_server_times_out_as_unavailable():
     with pytest.raises(SftpUnavailable, match="2 attempts"):
         SftpDrop(endpoint, attempts=2, sleep=lambda s: None).check()
     listener.close()
+
+
+# --- fsync@openssh.com: unsupported is skipped, a failed flush fails the put ---------------------
+
+
+def fsync_answering(code: int, text: str):
+    """The in-process server's SFTP handler, answering every fsync@openssh.com with `code`."""
+    from paramiko import SFTPServer
+    from paramiko.sftp import CMD_EXTENDED
+
+    class Answering(SFTPServer):
+        def _process(self, t, request_number, msg):
+            if t == CMD_EXTENDED:
+                at = msg.packet.tell()
+                tag = msg.get_text()
+                if tag == "fsync@openssh.com":
+                    return self._send_status(request_number, code, text)
+                msg.packet.seek(at)
+            return super()._process(t, request_number, msg)
+
+    return Answering
+
+
+@pytest.fixture
+def serve_fsync(tmp_path, monkeypatch):
+    """start(code, text) -> (a drop on an in-process server whose fsync answers `code`, its root)."""
+    import bridge.sandbox.sftpd as sftpd
+
+    servers = []
+
+    def start(code: int, text: str):
+        monkeypatch.setattr(sftpd, "SFTPServer", fsync_answering(code, text))
+        root = tmp_path / "root"
+        root.mkdir()
+        server = sftpd.LocalSftpServer(root, password="pw").start()
+        servers.append(server)
+        server.write_known_hosts(tmp_path / "known_hosts")
+        endpoint = SftpEndpoint("127.0.0.1", server.port, "wh", tmp_path / "known_hosts",
+                                password="pw", timeout=5.0)
+        return SftpDrop(endpoint, attempts=1, sleep=pytest.fail), root
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_a_failed_fsync_fails_the_put_and_is_asked_again_next_time(serve_fsync):
+    from paramiko.sftp import SFTP_FAILURE
+
+    from bridge.errors import FixTheSetup
+
+    drop, root = serve_fsync(SFTP_FAILURE, "Failure")
+    with drop:
+        with pytest.raises(FixTheSetup, match="fsync@openssh.com failed: Failure"):
+            drop.put_bytes(b"order 1", "/o1.csv.part")
+        assert drop._fsync is True  # a failed flush is not a missing extension
+        with pytest.raises(FixTheSetup, match="fsync@openssh.com failed"):
+            drop.put_bytes(b"order 1", "/o1.csv.part")
+
+
+@pytest.mark.parametrize("text", ["Operation unsupported", "no such extension", ""])
+def test_fsync_unsupported_is_known_by_its_status_code_and_skipped_for_the_session(serve_fsync, text):
+    from paramiko.sftp import SFTP_OP_UNSUPPORTED
+
+    drop, root = serve_fsync(SFTP_OP_UNSUPPORTED, text)
+    with drop:
+        drop.put_bytes(b"order 1", "/o1.csv.part")
+        assert drop._fsync is False
+        drop.put_bytes(b"order 2", "/o2.csv.part")
+    assert (root / "o1.csv.part").read_bytes() == b"order 1"
+    assert (root / "o2.csv.part").read_bytes() == b"order 2"

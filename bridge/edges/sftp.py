@@ -35,6 +35,7 @@ from paramiko.sftp import (
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
+    SFTP_OP_UNSUPPORTED,
     int64,
 )
 
@@ -239,11 +240,17 @@ class SftpDrop:
         for num in nums:
             try:
                 reply = sftp._read_response(num)
-            except OSError as e:
-                if fsync and e.errno is None and self._connected():
-                    self._fsync = False  # "Operation unsupported": not an OpenSSH server
+            except _Unsupported as e:
+                if fsync:  # the server lacks fsync@openssh.com: do not ask again this session
+                    self._fsync = False
                 else:
                     errors.append(e)
+            except OSError as e:
+                if fsync and type(e) is OSError and e.errno is None:
+                    # The server's flush failed (SSH_FX_FAILURE: EIO, disk full): the put fails,
+                    # so the file is never renamed into place with contents it may not hold.
+                    e = OSError(f"fsync@openssh.com failed: {str(e) or 'no reason given'}")
+                errors.append(e)
         return reply
 
     # -- session and retries ---------------------------------------------------------------------
@@ -287,7 +294,9 @@ class SftpDrop:
         self.close()
         client = _connect(self.endpoint)
         try:
-            self._sftp = client.open_sftp()
+            self._sftp = _SftpClient.from_transport(client.get_transport())
+            if self._sftp is None:
+                raise paramiko.SSHException("the server opened no SFTP session")
         except BaseException:
             client.close()
             raise
@@ -326,6 +335,30 @@ class SftpDrop:
             f"{dst} already exists on {self._where()}; the bridge never overwrites a file in a "
             "drop. Ask the warehouse whether the existing file was processed, then move it away."
         )
+
+
+class _Unsupported(OSError):
+    """The server answered SSH_FX_OP_UNSUPPORTED (an OSError without errno, as paramiko's)."""
+
+
+class _SftpClient(paramiko.SFTPClient):
+    """paramiko's client, keeping one status code its errors lose.
+
+    paramiko turns every status but "no such file" and "permission denied" into a bare
+    IOError(text), so "Operation unsupported" (skip the extension) and "Failure" (an fsync
+    that did not flush) look alike. Here OP_UNSUPPORTED raises `_Unsupported`, by its code,
+    whatever the server's text; every other status is converted as paramiko does.
+    """
+
+    def _convert_status(self, msg: Message) -> None:
+        code, text = msg.get_int(), msg.get_text()
+        if code == SFTP_OP_UNSUPPORTED:
+            raise _Unsupported(text or "Operation unsupported")
+        status = Message()
+        status.add_int(code)
+        status.add_string(text)
+        status.rewind()
+        super()._convert_status(status)
 
 
 class _ShortWrite(OSError):
