@@ -7,7 +7,6 @@ credentials, host key) and needs a person.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from datetime import datetime, timezone
@@ -17,7 +16,6 @@ from bridge import __version__
 from bridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from bridge.errors import BridgeError, ConfigError, FixTheSetup
 from bridge.records import parse_iso
-from bridge.sealing import new_key
 
 EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
 
@@ -157,10 +155,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     # Status reads counts, windows and events, never sealed buyer data: it needs no secret.
     settings = load_settings(args.config, require_secrets=False)
-    if not settings.state_key:
-        # A throwaway key, so the ledger opens: it unseals nothing the bridge wrote, so a read
-        # of buyer data would fail as a wrong key (FixTheSetup), never show anything.
-        settings = dataclasses.replace(settings, state_key=new_key())
     if args.order:
         return _order_status(settings, args.order, as_json=args.json)
     report = status_report(settings)
@@ -239,6 +233,8 @@ def cmd_spool_open(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from bridge.sealing import new_key
+
     print(new_key())
     return EXIT_OK
 

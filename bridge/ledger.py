@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
+from bridge.errors import FixTheSetup
 from bridge.sealing import Sealer
 
 
@@ -147,8 +148,9 @@ class RecordSummary:
 
 
 class Ledger:
-    def __init__(self, path: Path, sealer: Sealer):
-        """`sealer` encrypts order payloads (buyer data) at rest."""
+    def __init__(self, path: Path, sealer: Sealer | None):
+        """`sealer` encrypts order payloads (buyer data) at rest. Without one (`bridge status`)
+        the ledger can report statuses, windows and events but not read or write orders."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sealer = sealer
         self._lock = threading.RLock()
@@ -519,19 +521,24 @@ class Ledger:
 
     def seal_file(self, data: bytes) -> bytes:
         """A spool file's bytes as stored: sealed like the payloads (it holds buyer data)."""
-        return self._sealer.seal(data)
+        return self._keyed().seal(data)
 
     def open_file(self, sealed: bytes, what: str) -> bytes:
-        return self._sealer.open(sealed, what)
+        return self._keyed().open(sealed, what)
 
     def _payload(self, order: Order) -> str:
         return self._seal(order_to_dict(order))
 
     def _seal(self, data: dict) -> str:
-        return self._sealer.seal(json.dumps(data, sort_keys=True).encode("utf-8")).decode("ascii")
+        return self._keyed().seal(json.dumps(data, sort_keys=True).encode("utf-8")).decode("ascii")
 
     def _payload_data(self, payload: str, order_id: str) -> dict:
-        return json.loads(self._sealer.open(payload.encode("ascii"), f"the ledger's record of order {order_id}"))
+        return json.loads(self._keyed().open(payload.encode("ascii"), f"the ledger's record of order {order_id}"))
+
+    def _keyed(self) -> Sealer:
+        if self._sealer is None:
+            raise FixTheSetup("order data is sealed: this needs the secret BRIDGE_STATE_KEY")
+        return self._sealer
 
     def _stored_order(self, row: sqlite3.Row) -> StoredOrder:
         return StoredOrder(

@@ -279,8 +279,12 @@ class AmazonOrders:
         """A record, or None after noting why Amazon's data for this order is unusable."""
         try:
             return converter(data)
-        except BadRecord as problem:
-            order_id = str(data.get("orderId") or data.get("AmazonOrderId") or "?")
+        except (BadRecord, AttributeError, TypeError) as problem:
+            # AttributeError/TypeError: an entry that is not an order object at all (v0 reads
+            # its id before the converter runs). Named by type only: no values in messages.
+            order_id = str(data.get("orderId") or data.get("AmazonOrderId") or "?") if isinstance(data, dict) else "?"
+            if not isinstance(problem, BadRecord):
+                problem = BadRecord(f"order {order_id}: not an order object ({type(problem).__name__})")
             self.rejected.append((order_id, str(problem)))
             log.error("unusable order from Amazon order_id=%s why=%s", order_id, problem)
             return None
