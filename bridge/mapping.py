@@ -44,6 +44,10 @@ The orders section
     # default = "n/a"               # written when the value is empty
     # max_length = 35               # longer values hold the order (RenderError naming the field)
     # truncate = true               # ... or are cut to max_length
+    # map = { STANDARD = "DHL_PAKET", EXPEDITED = "DHL_EXPRESS" }
+    #                               # text sources: Amazon's value -> the warehouse's code; a
+    #                               # value with no entry holds the order until one is added
+    #                               # (an empty value stays empty unless the map has "" = ...)
 
     [[orders.fields]]               # xml: once per order, inside the order element
     element = "ShipTo/Name"         # a path makes nested elements; "Total@currency" or
@@ -198,6 +202,7 @@ class Column:
     default: str = ""
     max_length: int | None = None
     truncate: bool = False
+    map: tuple[tuple[str, str], ...] | None = None  # Amazon's value -> the warehouse's code
     get: Getter = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     @property
@@ -277,7 +282,7 @@ _FORMAT_KEYS = {
     "xml": {"decimal_separator", "encoding", "root", "order_element", "lines_element",
             "line_element", "fields", "line_fields"},
 }
-_COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate"}
+_COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate", "map"}
 _PLACEHOLDERS = {"order_id", "marketplace_id", "run_time", "seq"}
 # strftime directives that write the seconds; '%%' is a literal percent sign, not a directive.
 _DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
@@ -596,12 +601,30 @@ class _Checker:
         truncate = self.boolean(item, f"{where}.truncate", False)
         if truncate and "max_length" not in item:
             self.problem(f"{where}.truncate", "needs max_length")
+        value_map = self.value_map(item, f"{where}.map", source)
         if len(self.problems) > bad or None in options.values():
             return None
         column = Column(name=name, source=source, value=value, kind=kind, format=fmt,
                         decimals=decimals, default=default, max_length=max_length,
-                        truncate=bool(truncate))
+                        truncate=bool(truncate), map=value_map)
         return _with_getter(column, options)
+
+    def value_map(self, item: dict[str, Any], key: str, source: str | None) -> tuple[tuple[str, str], ...] | None:
+        """`map = { STANDARD = "DHL_PAKET", ... }`: a text source's value → the warehouse's
+        code. A value with no entry holds the order (unrenderable) until the map has one."""
+        if "map" not in item:
+            return None
+        table = item["map"]
+        if source is None or SOURCES.get(source, ("",))[0] != "text":
+            self.problem(key, "only for text sources (e.g. order.service_level)")
+            return None
+        if not isinstance(table, dict) or not table:
+            self.problem(key, "must be a table of Amazon value = warehouse value, e.g. { STANDARD = \"DHL\" }")
+            return None
+        for amazon_value, code in table.items():
+            if not isinstance(code, str):
+                self.problem(f"{key}.{amazon_value}", f"must be a string, not {type(code).__name__}")
+        return tuple((str(a), c) for a, c in table.items() if isinstance(c, str))
 
     def xml_path(self, path: str, key: str) -> None:
         elements, _, attribute = path.partition("@")
@@ -630,6 +653,8 @@ def _compile(column: Column, options: dict[str, Any]) -> Getter:
         get: Getter = lambda order, line, number: constant  # noqa: E731
     else:
         get = _formatter(column, options)
+    if column.map is not None:
+        get = _mapped(get, dict(column.map), column.label)
     if column.default:
         get = _defaulting(get, column.default)
     if column.max_length is not None:
@@ -665,6 +690,22 @@ def _formatter(column: Column, options: dict[str, Any]) -> Getter:
         true, false = options["true_value"], options["false_value"]
         return lambda order, line, number: true if raw(order, line, number) else false
     return lambda order, line, number: str(raw(order, line, number))  # int
+
+
+def _mapped(get: Getter, table: dict[str, str], label: str) -> Getter:
+    # Buyer fields are never named by value in a reason; Amazon's codes (service levels,
+    # marketplaces, countries) are, so staff know which entry to add.
+    private = label.startswith(("buyer.", "ship_to.")) and not label.endswith("country_code")
+
+    def mapped(order: Order, line: Line, number: int) -> str:
+        value = get(order, line, number)
+        if value in table:
+            return table[value]
+        if not value:
+            return value  # nothing to map: `default` (or a "" entry) decides
+        shown = "its value" if private else f"value {value!r}"
+        raise RenderError(f"{label}: {shown} has no entry in the column's map; add it to the mapping")
+    return mapped
 
 
 def _defaulting(get: Getter, default: str) -> Getter:

@@ -385,3 +385,67 @@ def test_decimal_separator_is_not_an_xlsx_key(tmp_path: Path):
         'sheet = "Orders"', 'sheet = "Orders"\ndecimal_separator = ","')
     with pytest.raises(Exception, match="orders.decimal_separator: not used by format 'xlsx'"):
         layout_from(tmp_path, text)
+
+
+# --- value maps: ship-method tables that hold an order until mapped ---------------------------
+
+MAPPED = """
+[orders]
+format = "csv"
+file_per = "order"
+file_name = "ORD_{order_id}.csv"
+[[orders.columns]]
+header = "Id"
+source = "order.id"
+[[orders.columns]]
+header = "Service"
+source = "order.service_level"
+map = { STANDARD = "DHL_PAKET", EXPEDITED = "DHL_EXPRESS" }
+"""
+
+
+def test_a_value_map_turns_amazons_service_level_into_the_warehouses_code_and_holds_unmapped_ones(tmp_path):
+    import dataclasses
+
+    from bridge.formats.orders import render_orders
+    from bridge.mapping import load_mapping
+    from bridge.records import order_from_dict
+
+    path = tmp_path / "mapped.toml"
+    path.write_text(MAPPED)
+    layout = load_mapping(path).orders
+    orders = [order_from_dict(d) for d in json.loads((SAMPLES / "orders.json").read_text())]
+    standard = dataclasses.replace(orders[0], service_level="STANDARD")
+    same_day = dataclasses.replace(orders[1], service_level="SAME_DAY")
+
+    result = render_orders(layout, [standard, same_day], RUN_TIME)
+
+    [rendered] = result.files
+    assert b"DHL_PAKET" in rendered.data
+    assert result.failures == {
+        same_day.order_id: "order.service_level: value 'SAME_DAY' has no entry in the column's map; add it to the mapping"}
+
+
+def test_a_value_map_is_only_for_text_sources(tmp_path):
+    import pytest
+
+    from bridge.errors import ConfigError
+    from bridge.mapping import load_mapping
+
+    path = tmp_path / "bad.toml"
+    path.write_text(MAPPED.replace('source = "order.service_level"', 'source = "order.total"'))
+    with pytest.raises(ConfigError, match=r"orders.columns\[1\].map: only for text sources"):
+        load_mapping(path)
+
+
+def test_an_unmapped_buyer_field_is_reported_without_its_value(tmp_path):
+    from bridge.formats.orders import render_orders
+    from bridge.mapping import load_mapping
+    from bridge.records import order_from_dict
+
+    path = tmp_path / "city.toml"
+    path.write_text(MAPPED.replace('source = "order.service_level"', 'source = "ship_to.city"'))
+    order = order_from_dict(json.loads((SAMPLES / "orders.json").read_text())[0])
+    result = render_orders(load_mapping(path).orders, [order], RUN_TIME)
+    assert result.failures == {order.order_id: "ship_to.city: its value has no entry in the column's map; add it to the mapping"}
+    assert order.ship_to.city not in result.failures[order.order_id]
