@@ -562,3 +562,17 @@ def test_when_two_warehouses_fail_a_setup_problem_outranks_a_network_one(tmp_pat
     assert report.needs_a_person
     [error] = [e for e in report.errors if e.startswith("deliver:")]
     assert "interception" in error and "127.0.0.1" in error
+
+
+def test_an_order_whose_service_level_the_warehouse_has_no_product_for_waits_named_in_status(make_bridge, sandbox):
+    same_day = new_order("111-0000012-0000012", "2026-11-20T11:40:00Z")
+    same_day["fulfillment"]["fulfillmentServiceLevel"] = "SAME_DAY"
+    sandbox.add_order(same_day)
+    bridge = make_bridge("acme-csv")
+    report = bridge.run(RUN_TIME)
+
+    assert report.unrenderable == 1
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+    [waiting] = bridge.ledger.attention()
+    assert waiting["order_id"] == "111-0000012-0000012" and waiting["status"] == "unrenderable"
+    assert "'SAME_DAY' has no entry in the column's map" in waiting["reason"]
