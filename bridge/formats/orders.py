@@ -17,7 +17,7 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Callable, Any, Iterable, Sequence
 
 from lxml import etree
 
@@ -127,21 +127,41 @@ def _where(column: Column, line_number: int | None) -> str:
 # --- csv and xlsx: one row per line ---------------------------------------------------------
 
 
+def _per_line(column: Column) -> bool:
+    return column.source is not None and column.source.startswith("line.")
+
+
+def _row_builder(columns: Sequence[Column]) -> Callable[[Order], list[list[str]]]:
+    """One function per layout that makes an order's rows with the column getters inlined:
+    order-level cells (dates, totals, the address) once per order, line cells per line.
+    Generated from the column positions only; no text from the mapping enters the code."""
+    getters = {f"g{i}": column.get for i, column in enumerate(columns)}
+    once = [f"    v{i} = g{i}(order, first, 1)" for i, c in enumerate(columns) if not _per_line(c)]
+    cells = ", ".join(f"g{i}(order, line, n)" if _per_line(c) else f"v{i}" for i, c in enumerate(columns))
+    source = "\n".join([
+        "def rows_of(order):",
+        "    first = order.lines[0]",
+        *once,
+        f"    return [[{cells}] for n, line in enumerate(order.lines, 1)]",
+    ])
+    namespace: dict[str, Any] = dict(getters)
+    exec(compile(source, "<row builder>", "exec"), namespace)  # noqa: S102 - see docstring
+    return namespace["rows_of"]
+
+
 class _Rows:
     """Order → its rows; a group of orders → one CSV or XLSX file."""
 
     def __init__(self, layout: OrderLayout, run_time: datetime):
         self.layout = layout
         self.run_time = run_time
-        self.getters = tuple(column.get for column in layout.columns)
+        self.rows_of = _row_builder(layout.columns)
         wants_header = layout.format != "csv" or layout.header
         self.header = [c.name for c in layout.columns] if wants_header else None
 
     def unit(self, order: Order) -> list[list[str]]:
-        getters = self.getters
         try:
-            return [[get(order, line, number) for get in getters]
-                    for number, line in enumerate(order.lines, 1)]
+            return self.rows_of(order)
         except _UNEXPECTED as problem:
             raise _unexpected_value(self.cells(order), problem) from None
 
