@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -567,7 +567,3 @@ def _stored_file(row: sqlite3.Row) -> StoredFile:
         size=row["size"],
         sha256=row["sha256"],
     )
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import sp_api.auth.access_token_client as token_cache
 
-from bridge.errors import HostKeyMismatch
 from bridge.flows.orders import BOOKMARK, PII_MISSING
 from bridge.ledger import OrderStatus
 from bridge.sandbox.spapi import SpApiSandbox, load_seed
