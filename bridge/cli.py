@@ -30,18 +30,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_SETUP
     except FixTheSetup as problem:
-        print(f"bridge: {problem}", file=sys.stderr)
+        print(f"fbm-bridge: {problem}", file=sys.stderr)
         return EXIT_SETUP
     except BridgeError as problem:
-        print(f"bridge: {problem}", file=sys.stderr)
+        print(f"fbm-bridge: {problem}", file=sys.stderr)
         return EXIT_ERRORS
     except KeyboardInterrupt:
         return 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    parser = argparse.ArgumentParser(prog="fbm-bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fbm-bridge {__version__}")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,7 +189,7 @@ def format_status(report: dict) -> str:
     lines = [f"config: {report['config']}", f"orders: {counts}"]
     if report["window_end"]:
         hours, rest = divmod(max(0, report["behind_seconds"]), 3600)
-        late = "  LATE: is the service running? (systemctl status bridge)" if report["late"] else ""
+        late = "  LATE: is the service running? (systemctl status fbm-bridge)" if report["late"] else ""
         lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
     else:
         lines.append("pulled up to: nothing pulled yet")

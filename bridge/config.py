@@ -23,7 +23,7 @@ from bridge.mapping import Mapping, load_mapping
 from bridge.sealing import is_key
 from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, parse_iso
 
-DEFAULT_CONFIG_PATH = Path("/etc/bridge/bridge.toml")
+DEFAULT_CONFIG_PATH = Path("/etc/fbm-bridge/bridge.toml")
 
 REGION_ENDPOINTS = {
     "na": "https://sellingpartnerapi-na.amazon.com",
@@ -118,7 +118,7 @@ def load_settings(path: Path, environ: dict[str, str] | None = None, *,
                   require_secrets: bool = True) -> Settings:
     """Read, validate and freeze a config file; raise ConfigError with every problem found.
 
-    `require_secrets=False` is for commands that use no secret (`bridge status`): a missing
+    `require_secrets=False` is for commands that use no secret (`fbm-bridge status`): a missing
     secret is then not a problem and its field is "". A secret that is set is still checked.
     """
     environ = dict(os.environ if environ is None else environ)
@@ -155,7 +155,7 @@ class _Reader:
         self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention"})
         general = self.table(data, "bridge")
         self.unknown_keys(general, "bridge", {"state_dir", "log_level"})
-        state_dir = self.path(general, "bridge.state_dir", "/var/lib/bridge")
+        state_dir = self.path(general, "bridge.state_dir", "/var/lib/fbm-bridge")
         log_level = self.choice(general, "bridge.log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
         amazon = self.amazon(self.table(data, "amazon"))
         orders = self.orders(self.table(data, "orders"), amazon.marketplaces)
@@ -178,7 +178,7 @@ class _Reader:
             self.problem(
                 "bridge",
                 f"secret {STATE_KEY} is not a key: it must be 32 random bytes in URL-safe base64;"
-                " `bridge keygen` prints one",
+                " `fbm-bridge keygen` prints one",
             )
         return key
 

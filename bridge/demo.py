@@ -1,6 +1,6 @@
 """The embedded default: the whole orders flow with no accounts and no system services.
 
-`bridge demo` starts the SP-API sandbox and an SFTP server on 127.0.0.1, writes a config for
+`fbm-bridge demo` starts the SP-API sandbox and an SFTP server on 127.0.0.1, writes a config for
 three demo warehouses (CSV, XML, XLSX; routed by ship-to country), runs the bridge twice (the
 second run shows that nothing is sent twice) and shows what arrived in the drops.
 """
@@ -17,6 +17,7 @@ import paramiko
 
 from bridge.cli import format_status
 from bridge.config import SECRET_NAMES, STATE_KEY, load_settings
+from bridge.mapping import shipped_mappings
 from bridge.records import iso_z
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
@@ -25,7 +26,6 @@ from bridge.service import configure_logging, open_service, status_report
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 SEED = DEMO_DATA / "sandbox-orders.json"
-MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 MARKETPLACES = ["ATVPDKIKX0DER", "A1PA6795UKMFR9", "A1F83G8C2ARO7P"]
 WAREHOUSES = [
     # name, mapping, ship-to countries it takes
@@ -69,14 +69,14 @@ def run_demo(workdir: Path) -> int:
         environ = {**os.environ, **{name: f"demo-{secrets.token_hex(8)}" for name in SECRET_NAMES}}
         environ[STATE_KEY] = new_key()
         settings = load_settings(config, environ=environ)
-        print(f"\n== bridge demo: SP-API sandbox {sandbox.url}, SFTP 127.0.0.1:{sftpd.port}, config {config}\n")
+        print(f"\n== fbm-bridge demo: SP-API sandbox {sandbox.url}, SFTP 127.0.0.1:{sftpd.port}, config {config}\n")
         with open_service(settings) as service:
             first = service.orders.run(now)
             second = service.orders.run(now)
         print(f"\nfirst run:  {first.summary()}")
         print(f"second run: {second.summary()}  (run again: nothing is sent twice)")
         _show_drops(workdir / "sftp")
-        print("\n== bridge status\n" + format_status(status_report(settings, now)))
+        print("\n== fbm-bridge status\n" + format_status(status_report(settings, now)))
     print(f"\nEverything is in {workdir}: config bridge.toml, ledger state/ledger.sqlite, drops sftp/*/in.")
     print("Buyer data in the ledger and the spool is sealed with a key that lived only for this demo.")
     return 0 if not (first.errors or second.errors) else 1
@@ -104,7 +104,7 @@ def _write_config(workdir: Path, sandbox: SpApiSandbox, port: int, key: Path, no
         blocks.append(
             f"""[[warehouses]]
 name = "{name}"
-mapping = "{MAPPINGS / (mapping + '.toml')}"
+mapping = "{shipped_mappings() / (mapping + '.toml')}"
 host = "127.0.0.1"
 port = {port}
 username = "demo"
@@ -114,7 +114,7 @@ orders_folder = "/{name}/in"
 ship_to_countries = {countries!r}
 """.replace("'", '"')
         )
-    text = f"""# Written by `bridge demo`: the sandbox and SFTP server it started are gone once it ends.
+    text = f"""# Written by `fbm-bridge demo`: the sandbox and SFTP server it started are gone once it ends.
 [bridge]
 state_dir = "{workdir / 'state'}"
 

@@ -149,7 +149,7 @@ class RecordSummary:
 
 class Ledger:
     def __init__(self, path: Path, sealer: Sealer | None):
-        """`sealer` encrypts order payloads (buyer data) at rest. Without one (`bridge status`)
+        """`sealer` encrypts order payloads (buyer data) at rest. Without one (`fbm-bridge status`)
         the ledger can report statuses, windows and events but not read or write orders."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sealer = sealer

@@ -248,6 +248,17 @@ class Mapping:
     orders: OrderLayout
 
 
+def shipped_mappings() -> Path:
+    """The folder of the mappings that ship with the bridge (acme-csv, globex-xml, ...).
+
+    In a checkout they are `mappings/` beside the package; an installed bridge carries them
+    inside the package (pyproject maps `bridge.mappings` to that folder).
+    """
+    package = Path(__file__).resolve().parent
+    installed = package / "mappings"
+    return installed if installed.is_dir() else package.parent / "mappings"
+
+
 def load_mapping(path: Path) -> Mapping:
     """Read and check `path`; raise ConfigError listing every problem found."""
     where = str(path)

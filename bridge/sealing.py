@@ -1,7 +1,7 @@
 """Buyer data at rest is sealed: the ledger's order payloads and the spool files.
 
 Amazon's Data Protection Policy asks for PII to be encrypted where it is stored. The key is the
-secret BRIDGE_STATE_KEY (32 random bytes, URL-safe base64: `bridge keygen` prints one).
+secret BRIDGE_STATE_KEY (32 random bytes, URL-safe base64: `fbm-bridge keygen` prints one).
 Fernet (AES-128-CBC with HMAC-SHA256, from `cryptography`, which paramiko already needs)
 authenticates as well as encrypts, so a wrong key or a tampered file is detected, never
 silently read as garbage.

@@ -52,7 +52,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         handle.close()
         raise FixTheSetup(
             f"another bridge process is using {state_dir} (lock file {state_dir / 'bridge.lock'});"
-            " stop it first (systemctl stop bridge)"
+            " stop it first (systemctl stop fbm-bridge)"
         ) from None
     try:
         handle.seek(0)
@@ -93,7 +93,7 @@ def open_service(
 
 
 def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
-    """What `bridge status` shows: counts, the window bookmark, files in flight, attention items."""
+    """What `fbm-bridge status` shows: counts, the window bookmark, files in flight, attention items."""
     now = now or datetime.now(timezone.utc)
     if not settings.ledger_path.exists():
         # Nothing has run yet; never create the service's state (as root, say) just to look.

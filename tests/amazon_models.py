@@ -3,8 +3,9 @@
     validate_definition("orders_2026-01-01.json", "SearchOrdersResponse", doc)
     validate_feed_schema("listings-feed-processing-report-schema-v2.json", doc)
 
-Both raise `jsonschema.ValidationError` on a mismatch. The models live in `shared/amazon/`
-next to the repository; `BRIDGE_AMAZON_MODELS` (the `amazon` folder) overrides the search.
+Both raise `jsonschema.ValidationError` on a mismatch. The models are the project's own copy of
+Amazon's (`vendor/amazon/`, Apache-2.0, see its README for the source commit);
+`BRIDGE_AMAZON_MODELS` (an `amazon` folder of the same layout) overrides it.
 """
 from __future__ import annotations
 
@@ -19,23 +20,16 @@ import jsonschema
 # jsonschema checks "date-time" only when rfc3339-validator is installed; check it ourselves.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$",
                       re.IGNORECASE)
+VENDORED = Path(__file__).resolve().parents[1] / "vendor" / "amazon"
 FORMATS = jsonschema.FormatChecker()
 FORMATS.checkers["date-time"] = (lambda value: not isinstance(value, str)
                                  or bool(_RFC3339.match(value)), ())
 
 
 def amazon_dir() -> Path:
-    """The `shared/amazon` folder: $BRIDGE_AMAZON_MODELS, the repo's sibling, or any parent's."""
+    """The vendored `vendor/amazon` folder, or $BRIDGE_AMAZON_MODELS."""
     override = os.environ.get("BRIDGE_AMAZON_MODELS")
-    if override:
-        return Path(override)
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "shared" / "amazon"]
-    candidates += [parent / "shared" / "amazon" for parent in here.parents]
-    for candidate in candidates:
-        if (candidate / "models").is_dir():
-            return candidate
-    raise FileNotFoundError("shared/amazon not found; set BRIDGE_AMAZON_MODELS")
+    return Path(override) if override else VENDORED
 
 
 @functools.cache

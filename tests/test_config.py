@@ -67,7 +67,7 @@ def has(found: list[str], key: str, *words: str) -> bool:
 def test_a_minimal_config_loads_with_the_documented_defaults(folder):
     settings = load_settings(write(folder, MINIMAL), SECRETS)
 
-    assert settings.state_dir == Path("/var/lib/bridge")
+    assert settings.state_dir == Path("/var/lib/fbm-bridge")
     assert settings.log_level == "INFO"
     assert settings.amazon.endpoint == REGION_ENDPOINTS["eu"]
     assert settings.amazon.token_url == "https://api.amazon.com/auth/o2/token"

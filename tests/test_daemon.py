@@ -1,4 +1,4 @@
-"""`bridge run`, the long-running service, as systemd runs it: a subprocess on the real clock
+"""`fbm-bridge run`, the long-running service, as systemd runs it: a subprocess on the real clock
 against the SP-API sandbox and OpenSSH, driven by signals. Tests wait for events (a file, a log
 line, an exit) with a deadline; they never sleep for a schedule or assert on durations."""
 
@@ -52,7 +52,7 @@ def config(tmp_path, sshd, sftp_root, sandbox) -> Path:
 
 
 class Service:
-    """`python -m bridge run` with its log in a file the test can poll."""
+    """`python -m fbm-bridge run` with its log in a file the test can poll."""
 
     def __init__(self, config: Path, log: Path, env: dict[str, str]):
         self.log = log

@@ -1,7 +1,7 @@
 """The SP-API edge, through python-amazon-sp-api.
 
 Everything the library and httpx raise stops here and comes out as the bridge's own errors.
-The library's traps (see shared/SPAPI-NOTES.md) are handled here once:
+The library's traps are handled here once:
 - the LWA token URL is not configurable: a subclass of AccessTokenClient points it elsewhere;
 - `SP_API_DEFAULT_MARKETPLACE` would override the endpoint: endpoint and marketplace are set on
   the client after construction;

@@ -227,7 +227,7 @@ class OrdersFlow:
 
     def _note_rejected(self, now: datetime) -> None:
         """Orders Amazon sent in a shape the bridge cannot use: not silently dropped, but
-        logged and listed by `bridge status` for a person to look at in Seller Central."""
+        logged and listed by `fbm-bridge status` for a person to look at in Seller Central."""
         for order_id, why in self.amazon.rejected:
             log.error("order_id=%s not usable, not recorded: %s", order_id, why)
             self.ledger.note_rejected(order_id, why, now)

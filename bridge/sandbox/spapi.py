@@ -1,6 +1,6 @@
 """A local SP-API on 127.0.0.1 that speaks Amazon's wire format, for tests and the demo.
 
-It follows Amazon's Swagger models in `shared/amazon/models/` (paths, parameters, bodies,
+It follows Amazon's Swagger models in `vendor/amazon/models/` (Amazon's, vendored) (paths, parameters, bodies,
 responses, default usage plans) and implements:
 
     POST /auth/o2/token                                   LWA refresh-token grant
@@ -779,7 +779,7 @@ def rebase_last_updated(orders: list[dict], newest: datetime) -> list[dict]:
 
 
 def serve_forever(sandbox: SpApiSandbox) -> None:
-    """Run `sandbox` until Ctrl-C, then stop it cleanly (for `bridge sandbox`)."""
+    """Run `sandbox` until Ctrl-C, then stop it cleanly (for `fbm-bridge sandbox`)."""
     if sandbox._server is None:
         sandbox.start()
     try:
