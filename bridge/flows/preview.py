@@ -62,7 +62,7 @@ class MappingPreview:
             lines.append(f"  would write {rendered.name} ({len(rendered.data)} bytes) orders={','.join(rendered.order_ids)}")
         for where, why in self.source.unreadable.items():
             lines.append(f"  cannot read {where}: {why}")
-        for order_id, why in self.failures.items():
+        for order_id, why in sorted(self.failures.items()):
             lines.append(f"  would not lay out {order_id}: {why}")
         laid_out = sum(len(rendered.order_ids) for rendered in self.files)
         lines.append(f"files={len(self.files)} orders_laid_out={laid_out} not_laid_out={len(self.failures)}"
