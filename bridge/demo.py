@@ -127,10 +127,13 @@ def _inside(relative: str) -> bool:
 
 
 def _remove_made(workdir: Path, made: set[str]) -> None:
-    """Files first, then folders deepest first and only if empty: anything put inside a demo's
-    folder by someone else stays, with the folders that hold it. Links are never followed."""
+    """Deepest first, folders only once empty: anything put inside a demo's folder by someone
+    else stays, with the folders that hold it. Links are removed, never followed, also when a
+    folder on the way was replaced by one."""
     for relative in sorted(made, key=lambda p: len(Path(p).parts), reverse=True):
         path = workdir / relative
+        if any((workdir / above).is_symlink() for above in Path(relative).parents if above != Path(".")):
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()

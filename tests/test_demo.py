@@ -170,7 +170,9 @@ def test_a_previous_demos_list_is_followed_exactly_and_links_are_not_followed(tm
     (workdir / "made" / "sub" / "a.txt").write_text("demo")
     (workdir / "made" / "kept.txt").write_text("someone's")
     (workdir / "link").symlink_to(outside)
-    listed = ["made", "made/sub", "made/sub/a.txt", "link", "../outside/precious.txt", "/etc/hostname"]
+    (workdir / "was-a-folder").symlink_to(outside)  # a folder the demo made, replaced by a link
+    listed = ["made", "made/sub", "made/sub/a.txt", "link", "../outside/precious.txt", "/etc/hostname",
+              "was-a-folder/precious.txt"]
     (workdir / MARKER).write_text(json.dumps({"finished": True, "made": listed}))
 
     foreign = prepare_workdir(workdir)
@@ -178,7 +180,7 @@ def test_a_previous_demos_list_is_followed_exactly_and_links_are_not_followed(tm
     assert not (workdir / "made" / "sub").exists()
     assert (workdir / "made" / "kept.txt").read_text() == "someone's"  # so "made" stays too
     assert not (workdir / "link").exists() and (outside / "precious.txt").read_text() == "keep"
-    assert foreign == {"made/kept.txt"}
+    assert foreign == {"made/kept.txt", "was-a-folder"}
 
 
 def test_a_non_empty_folder_that_is_not_a_previous_demos_is_refused_untouched(tmp_path):
