@@ -1,4 +1,4 @@
-"""The `bridge` command: parses arguments, loads config, calls a flow, the daemon or the demo.
+"""The `fbm-bridge` command: parses arguments, loads config, calls a flow, the daemon or the demo.
 
 Exit status: 0 done, 1 a run finished with errors (retried next run), 2 setup is wrong (config,
 credentials, host key) and needs a person.
@@ -44,71 +44,124 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+DESCRIPTION = ("Amazon orders (merchant-fulfilled) to a warehouse's SFTP drop as CSV, XML or XLSX files,"
+               " exactly once.")
+EPILOG = "Exit status: 0 done; 1 errors that the next run retries; 2 the setup needs a person."
+CONFIG_HELP = f"config file (default {DEFAULT_CONFIG_PATH}); also accepted after the command"
+CONFIG_AFTER_HELP = (f"config file (default {DEFAULT_CONFIG_PATH}); also accepted before the command;"
+                     " given in both places, this one wins")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fbm-bridge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fbm-bridge", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"fbm-bridge {__version__}")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="PATH", help=CONFIG_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to do; `fbm-bridge COMMAND --help` shows its options")
 
     check = commands.add_parser("check", help="validate config and mappings, log in to SFTP and Amazon")
+    _config_after_command(check)
     check.set_defaults(handler=cmd_check)
 
     orders = commands.add_parser("orders", help="orders down")
-    orders_commands = orders.add_subparsers(dest="orders_command", required=True, metavar="ACTION")
+    orders_commands = orders.add_subparsers(dest="orders_command", required=True, metavar="ACTION",
+                                            help="what to do with orders")
     pull = orders_commands.add_parser("pull", help="one run now: pull, render, deliver")
+    _config_after_command(pull)
+    # Hidden: a made-up "now" in the future would move the bookmark past orders not yet pulled.
     pull.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
-    pull.add_argument("--dry-run", action="store_true", help="show what would be sent; record, spool and upload nothing")
-    pull.add_argument("--out", type=Path, help="with --dry-run: also write the files that would be sent here, per warehouse")
+    pull.add_argument("--dry-run", action="store_true",
+                      help="show what would be sent; record, spool and upload nothing (default: a real run)")
+    pull.add_argument("--out", type=Path, metavar="DIR",
+                      help="with --dry-run: also write the files that would be sent here, per warehouse (default: none written)")
     pull.set_defaults(handler=cmd_orders_pull)
 
     status = commands.add_parser("status", help="what the bridge holds, delivered and needs help with")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--order", metavar="ORDER_ID", help="one order's status, file and history")
+    _config_after_command(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
+    status.add_argument("--order", metavar="ORDER_ID",
+                        help="one order's status, file and history (default: the whole report)")
     status.set_defaults(handler=cmd_status)
 
     run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
+    _config_after_command(run)
     run.set_defaults(handler=cmd_run)
 
     sandbox = commands.add_parser("sandbox", help="a local SP-API on 127.0.0.1 for trials and tests")
-    sandbox.add_argument("--port", type=int, default=8700)
-    sandbox.add_argument("--seed", type=Path, help="orders JSON (default: the demo orders)")
-    sandbox.add_argument("--fresh", action="store_true", help="move the orders' update times to just inside the default window")
+    sandbox.add_argument("--port", type=int, default=8700, help="port on 127.0.0.1 (default 8700)")
+    sandbox.add_argument("--seed", type=Path, metavar="FILE",
+                         help="orders JSON: a list of Amazon searchOrders Order objects (default: the demo orders)")
+    sandbox.add_argument("--fresh", action="store_true",
+                         help="move the orders' update times to just inside the default window (default: as in the seed)")
     sandbox.set_defaults(handler=cmd_sandbox)
 
     spool = commands.add_parser("spool", help="the local copies of delivered files")
-    spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION",
+                                          help="what to do with a spool file")
     spool_open = spool_commands.add_parser("open", help="write a spool file to stdout as it was delivered")
-    spool_open.add_argument("file", type=Path)
+    _config_after_command(spool_open)
+    spool_open.add_argument("file", type=Path, help="a file under STATE_DIR/spool/WAREHOUSE/")
     spool_open.set_defaults(handler=cmd_spool_open)
 
     keygen = commands.add_parser("keygen", help="print a new BRIDGE_STATE_KEY (seals buyer data at rest)")
     keygen.set_defaults(handler=cmd_keygen)
 
+    preview = commands.add_parser(
+        "preview", help="lay orders out with a mapping, to try it: no config, credentials or Amazon needed")
+    preview.add_argument("--mapping", type=Path, required=True, metavar="FILE", help="the mapping to try, e.g. mappings/acme-csv.toml")
+    preview.add_argument("--orders", type=Path, required=True, metavar="FILE",
+                         help="orders JSON: records (like samples/orders.json) or Amazon searchOrders Order objects")
+    preview.add_argument("--out", type=Path, metavar="DIR",
+                         help="also write the files here, mode 0600: they hold buyer data (default: none written)")
+    preview.add_argument("--now", type=_iso_time, metavar="ISO",
+                         help="the run time the files are dated and named by, e.g. 2026-11-20T12:30:00Z (default: now)")
+    preview.set_defaults(handler=cmd_preview)
+
     rekey = commands.add_parser(
-        "rekey", help="reseal the ledger, spool and backups from BRIDGE_STATE_KEY to BRIDGE_STATE_KEY_NEW (service stopped)")
+        "rekey", help="reseal the ledger, spool and backups from BRIDGE_STATE_KEY to BRIDGE_STATE_KEY_NEW"
+                      " (service stopped)")
+    _config_after_command(rekey)
     rekey.set_defaults(handler=cmd_rekey)
 
     fresh = commands.add_parser(
-        "fresh-start", help="a used state folder lost its ledger: start a new one, pulling from --from")
-    fresh.add_argument("--from", dest="start", type=_time_argument, required=True, metavar="TIME",
-                       help="pull orders updated from this time on, e.g. 2026-11-20T00:00:00Z (required)")
+        "fresh-start", help="a used state folder lost its ledger: start a new one, pulling orders from --from")
+    _config_after_command(fresh)
+    fresh.add_argument("--from", dest="start", type=_iso_time, required=True, metavar="ISO",
+                       help="pull orders updated from this time on, e.g. 2026-11-20T00:00:00Z (required: no default)")
     fresh.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     fresh.set_defaults(handler=cmd_fresh_start)
 
     accept = commands.add_parser(
         "accept-restore", help="confirm that the ledger in place (a restored backup) is the one to use")
+    _config_after_command(accept)
     accept.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     accept.set_defaults(handler=cmd_accept_restore)
 
     backup = commands.add_parser("backup", help="take today's ledger backup now and list the backups")
+    _config_after_command(backup)
     backup.add_argument("--list", action="store_true", help="only list the backups (default: take one, then list)")
     backup.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     backup.set_defaults(handler=cmd_backup)
 
     demo = commands.add_parser("demo", help="the whole flow against a local sandbox and SFTP server, no accounts needed")
-    demo.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where the demo keeps its state and drop (default ./demo-run)")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-run"), metavar="DIR",
+                      help="where the demo keeps its config, state, secrets and drops; a re-run removes only what"
+                           " a previous demo made there, and a folder holding anything else is refused (default ./demo-run)")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _config_after_command(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: not given here, the value from before the command (or its default) stays;
+    # given in both places, the later one (this one) wins, as with any repeated option.
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=CONFIG_AFTER_HELP)
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-20T12:30:00Z)") from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -171,9 +224,13 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
     if out is not None:
         from bridge.edges.folders import make_private_dir, write_private
 
-        for warehouse, rendered in preview.files:  # buyer data: 0700 folders, 0600 files
-            make_private_dir(out / warehouse)
-            write_private(out / warehouse / rendered.name, rendered.data)
+        try:
+            for warehouse, rendered in preview.files:  # buyer data: 0700 folders, 0600 files
+                make_private_dir(out / warehouse)
+                write_private(out / warehouse / rendered.name, rendered.data)
+        except OSError as problem:
+            raise FixTheSetup(f"cannot write the dry run's files into {out}: {problem.strerror}"
+                              f"{f' ({problem.filename})' if problem.filename else ''}") from None
         print(f"files written under {out} (they hold buyer data: delete them when done)")
     return EXIT_OK
 
@@ -272,11 +329,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _time_argument(text: str) -> datetime:
-    try:
-        return parse_iso(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-11-20T00:00:00Z") from None
+def cmd_preview(args: argparse.Namespace) -> int:
+    from bridge.flows.preview import preview_mapping, write_files
+
+    preview = preview_mapping(args.mapping, args.orders, args.now or datetime.now(timezone.utc))
+    print(preview.summary())
+    if args.out is not None:
+        write_files(preview, args.out)
+        print(f"files written under {args.out} (mode 0600: they hold buyer data; delete them when done)")
+    if preview.source.unreadable:
+        print(f"fbm-bridge: {len(preview.source.unreadable)} order(s) in {args.orders} cannot be read (listed above)",
+              file=sys.stderr)
+        return EXIT_SETUP
+    return EXIT_OK
 
 
 def _state_settings(args: argparse.Namespace) -> Settings:

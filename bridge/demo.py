@@ -2,23 +2,38 @@
 
 `fbm-bridge demo` starts the SP-API sandbox and an SFTP server on 127.0.0.1, writes a config for
 three demo warehouses (CSV, XML, XLSX; routed by ship-to country), runs the bridge twice (the
-second run shows that nothing is sent twice) and shows what arrived in the drops.
+second run shows that nothing is sent twice) and tells what happened: which orders each file
+carries, why each order went where it went, which orders were not sent and why, and a glimpse
+of each file. Its folder stays usable afterwards: config, ledger, spool and the state key (in
+`credentials/`) are kept, so `status`, `status --order` and `spool open` work there.
+
+The demo never deletes what it did not make. It writes a list of what it made
+(`.fbm-bridge-demo.json`); a re-run removes only those, and a non-empty folder without that
+list is refused.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import secrets
+import shlex
 import shutil
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import paramiko
 
 from bridge.cli import format_status
-from bridge.config import SECRET_NAMES, STATE_KEY, load_settings
+from bridge.config import SECRET_NAMES, STATE_KEY, Settings, WarehouseSettings, load_settings
+from bridge.errors import BadRecord, FixTheSetup
+from bridge.flows.orders import decide
+from bridge.formats.amazon_orders import order_from_v2026
+from bridge.ledger import FileStatus, Ledger, OrderStatus, StoredFile
 from bridge.mapping import shipped_mappings
-from bridge.records import iso_z
+from bridge.records import Order, iso_z
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
 from bridge.sealing import new_key
@@ -33,6 +48,8 @@ WAREHOUSES = [
     ("initech", "initech-xlsx", ["GB"]),
     ("globex", "globex-xml", []),  # everything else
 ]
+MARKER = ".fbm-bridge-demo.json"  # what the demo made in its folder: all a re-run may remove
+GLIMPSE_LINES = 12
 
 
 def demo_orders(now: datetime) -> list[dict]:
@@ -51,35 +68,150 @@ def serve_sandbox(port: int, seed: Path | None, *, fresh: bool = False) -> None:
 
 
 def run_demo(workdir: Path) -> int:
-    configure_logging("INFO")
-    workdir = workdir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    (workdir / "sftp").mkdir(parents=True)
+    # The story below is the demo's output; the operator's log lines would tell it twice.
+    configure_logging("WARNING")
+    workdir = workdir.absolute()
+    foreign = prepare_workdir(workdir)
+    try:
+        return _run(workdir)
+    finally:
+        _write_marker(workdir, foreign)
+
+
+# --- the folder: only what the demo made is ever removed --------------------------------------
+
+def prepare_workdir(workdir: Path) -> set[str]:
+    """Make `workdir` ready for a demo and return what is in it that the demo did not make.
+
+    A missing or empty folder is used as it is. A previous demo's folder loses what that demo
+    made (its marker lists it) and keeps anything else. Anything else is refused (exit 2).
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise FixTheSetup(f"{workdir} is not a folder: give --workdir a new or empty folder")
+    if not workdir.exists():
+        workdir.mkdir(parents=True)
+    marker = workdir / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        made = _made_by_previous_demo(workdir, marker)
+        _remove_made(workdir, made)
+        marker.unlink()
+        foreign = _contents(workdir) - made
+    elif any(workdir.iterdir()):
+        raise FixTheSetup(
+            f"{workdir} is not empty and is not a previous demo's folder: the demo deletes only what it"
+            " made itself; give --workdir a new or empty folder (or empty this one yourself)"
+        )
+    else:
+        foreign = set()
+    _write_json(marker, {"fbm-bridge demo": 1, "finished": False, "kept": sorted(foreign)})
+    return foreign
+
+
+def _made_by_previous_demo(workdir: Path, marker: Path) -> set[str]:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        made = {str(p) for p in data["made"]} if data.get("finished") else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        made = None
+    if made is None:
+        raise FixTheSetup(
+            f"{workdir}: the previous demo there did not finish, so what it made is not known"
+            f" ({MARKER} incomplete); remove what you do not need yourself, or give --workdir another folder"
+        )
+    return {p for p in made if _inside(p)}
+
+
+def _inside(relative: str) -> bool:
+    parts = Path(relative).parts
+    return bool(parts) and not Path(relative).is_absolute() and ".." not in parts
+
+
+def _remove_made(workdir: Path, made: set[str]) -> None:
+    """Deepest first, folders only once empty: anything put inside a demo's folder by someone
+    else stays, with the folders that hold it. Links are removed, never followed, also when a
+    folder on the way was replaced by one."""
+    for relative in sorted(made, key=lambda p: len(Path(p).parts), reverse=True):
+        path = workdir / relative
+        if any((workdir / above).is_symlink() for above in Path(relative).parents if above != Path(".")):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # a folder that still holds something the demo did not make
+
+
+def _contents(workdir: Path) -> set[str]:
+    """Every file, link and folder under `workdir`, relative, without following links."""
+    found = set()
+    for folder, dirs, files in os.walk(workdir):
+        for name in [*dirs, *files]:
+            found.add((Path(folder) / name).relative_to(workdir).as_posix())
+    return found - {MARKER}
+
+
+def _write_marker(workdir: Path, foreign: set[str]) -> None:
+    made = _contents(workdir) - foreign
+    _write_json(workdir / MARKER, {"fbm-bridge demo": 1, "finished": True, "made": sorted(made)})
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def _run(workdir: Path) -> int:
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     now = datetime.now(timezone.utc)
+    seed = demo_orders(now)
+    (workdir / "sftp").mkdir(exist_ok=True)
     client_key = _client_key(workdir / "demo_ed25519")
-    with SpApiSandbox(demo_orders(now)) as sandbox, LocalSftpServer(
+    credentials = _write_credentials(workdir / "credentials")
+    with SpApiSandbox(seed) as sandbox, LocalSftpServer(
         workdir / "sftp", authorized_key=client_key, host_key=workdir / "sftp_host_ed25519"
     ) as sftpd:
         sftpd.write_known_hosts(workdir / "known_hosts")
         for name, _, _ in WAREHOUSES:
-            (workdir / "sftp" / name / "in").mkdir(parents=True)
+            (workdir / "sftp" / name / "in").mkdir(parents=True, exist_ok=True)
         config = _write_config(workdir, sandbox, sftpd.port, client_key, now)
-        environ = {**os.environ, **{name: f"demo-{secrets.token_hex(8)}" for name in SECRET_NAMES}}
-        environ[STATE_KEY] = new_key()
-        settings = load_settings(config, environ=environ)
-        print(f"\n== fbm-bridge demo: SP-API sandbox {sandbox.url}, SFTP 127.0.0.1:{sftpd.port}, config {config}\n")
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        settings = load_settings(config, environ={**environ, "CREDENTIALS_DIRECTORY": str(credentials)})
+        print(f"== fbm-bridge demo in {workdir}")
+        print(f"SP-API sandbox {sandbox.url} holding {len(seed)} orders, SFTP server 127.0.0.1:{sftpd.port},"
+              f" config {config}")
+        _show_routing(settings)
         with open_service(settings) as service:
             first = service.orders.run(now)
             second = service.orders.run(now)
-        print(f"\nfirst run:  {first.summary()}")
-        print(f"second run: {second.summary()}  (run again: nothing is sent twice)")
-        _show_drops(workdir / "sftp")
-        print("\n== fbm-bridge status\n" + format_status(status_report(settings, now)))
-    print(f"\nEverything is in {workdir}: config bridge.toml, ledger state/ledger.sqlite, drops sftp/*/in.")
-    print("Buyer data in the ledger and the spool is sealed with a key that lived only for this demo.")
+        print(f"\n== first run\n{first.summary()}")
+        for error in first.errors:
+            print(f"  error: {error}")
+        print(f"\n== second run (nothing new, so nothing is sent: nothing is ever sent twice)\n{second.summary()}")
+    orders = _readable(seed)
+    delivered = _show_story(settings, seed, orders)
+    _show_glimpses(settings, workdir / "sftp", delivered)
+    print("\n== fbm-bridge status\n" + format_status(status_report(settings, now)))
+    _show_afterwards(workdir, config, credentials, settings, delivered)
     return 0 if not (first.errors or second.errors) else 1
+
+
+def _write_credentials(folder: Path) -> Path:
+    """The demo's secrets, kept so its folder stays usable (`spool open` needs the state key)."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    for name in SECRET_NAMES:
+        value = new_key() if name == STATE_KEY else f"demo-{secrets.token_hex(8)}"
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(value + "\n")
+    return folder
 
 
 def _client_key(path: Path) -> Path:
@@ -115,6 +247,7 @@ ship_to_countries = {countries!r}
 """.replace("'", '"')
         )
     text = f"""# Written by `fbm-bridge demo`: the sandbox and SFTP server it started are gone once it ends.
+# Its secrets are in credentials/ (CREDENTIALS_DIRECTORY=credentials for `spool open`).
 [bridge]
 state_dir = "{workdir / 'state'}"
 
@@ -133,11 +266,154 @@ start = "{iso_z(now - timedelta(hours=4))}"   # catch up over the demo orders' l
     return path
 
 
-def _show_drops(root: Path) -> None:
-    print("\n== files in the warehouses' SFTP drops")
-    for path in sorted(root.glob("*/in/*")):
-        print(f"  {path.relative_to(root)}  ({path.stat().st_size} bytes)")
-    sample = next(iter(sorted(root.glob("acme/in/*.csv"))), None)
-    if sample:
-        print(f"\n== {sample.relative_to(root)} (cp1252, as ACME's WMS reads it)")
-        print(sample.read_bytes().decode("cp1252").rstrip())
+# --- the story ------------------------------------------------------------------------------
+
+def _show_routing(settings: Settings) -> None:
+    print("\n== routing: each order goes to the first warehouse that takes its ship-to country")
+    for warehouse in settings.warehouses:
+        countries = ", ".join(warehouse.ship_to_countries) or "every other country (the catch-all)"
+        layout = warehouse.mapping.orders
+        print(f"  {warehouse.name:8} ship-to {countries:36} mapping {warehouse.mapping.name} ({layout.format})")
+
+
+def _readable(seed: list[dict]) -> dict[str, Order | str]:
+    """The seed's orders as records, or why one cannot be read."""
+    orders: dict[str, Order | str] = {}
+    for raw in seed:
+        try:
+            orders[raw["orderId"]] = order_from_v2026(raw)
+        except BadRecord as problem:
+            orders[raw["orderId"]] = str(problem)
+    return orders
+
+
+def _show_story(settings: Settings, seed: list[dict], orders: dict[str, Order | str]) -> dict[StoredFile, list[str]]:
+    """Which file carries which order, why it went there, and why the others were not sent.
+    Returns each delivered file with its order ids."""
+    ledger = Ledger(settings.ledger_path, None)  # reads statuses and files, no buyer data
+    try:
+        rows = {raw["orderId"]: ledger.order_row(raw["orderId"]) for raw in seed}
+        files = {stored.id: stored for stored in ledger.files_in(FileStatus.DELIVERED)}
+    finally:
+        ledger.close()
+    delivered: dict[StoredFile, list[str]] = {}
+    position = {warehouse.name: index for index, warehouse in enumerate(settings.warehouses)}
+    for order_id, row in sorted(rows.items(), key=lambda item: _file_order(item[1], files, position)):
+        if row and row["status"] == OrderStatus.DELIVERED and row["file_id"] in files:
+            delivered.setdefault(files[row["file_id"]], []).append(order_id)
+
+    print("\n== files delivered to the warehouses' SFTP drops, and the orders each carries")
+    for stored, order_ids in delivered.items():
+        print(f"  {stored.warehouse}/in/{stored.name} ({stored.size} bytes): {', '.join(sorted(order_ids))}")
+
+    print("\n== why each order went where it went")
+    for order_ids in delivered.values():
+        for order_id in sorted(order_ids):
+            order = orders[order_id]
+            if isinstance(order, Order):
+                print(f"  {order_id}  {_why_there(order, settings)}")
+
+    print("\n== orders not sent, and why")
+    sent = {order_id for order_ids in delivered.values() for order_id in order_ids}
+    for raw in seed:
+        order_id = raw["orderId"]
+        if order_id not in sent:
+            print(f"  {order_id}  {_why_not_sent(raw, orders[order_id], rows[order_id], settings)}")
+    return delivered
+
+
+def _file_order(row: dict | None, files: dict[int, StoredFile], position: dict[str, int]) -> tuple:
+    stored = files.get(row["file_id"]) if row else None
+    return (position.get(stored.warehouse, len(position)), stored.name) if stored else (len(position) + 1, "")
+
+
+def _why_there(order: Order, settings: Settings) -> str:
+    passed: list[WarehouseSettings] = []
+    for warehouse in settings.warehouses:
+        if warehouse.takes(order.country_code, order.marketplace_id):
+            if warehouse.ship_to_countries:
+                rule = f"{warehouse.name} takes {', '.join(warehouse.ship_to_countries)}"
+            else:
+                rule = f"{warehouse.name} takes every country: the catch-all"
+            before = (f"{' and '.join(w.name for w in passed)} {'do' if len(passed) > 1 else 'does'} not take"
+                      f" {order.country_code}; " if passed else "")
+            return f"ship-to {order.country_code} -> {warehouse.name:8} {before}{rule}"
+        passed.append(warehouse)
+    return f"ship-to {order.country_code}: no warehouse takes it"
+
+
+def _why_not_sent(raw: dict, order: Order | str, row: dict | None, settings: Settings) -> str:
+    """From the ledger when the bridge kept the order; else from what Amazon holds (the seed)."""
+    if row is not None:
+        return f"{row['status']}: {row['reason'] or row['amazon_status']}"
+    if raw.get("fulfillment", {}).get("fulfilledBy") != "MERCHANT":
+        return "fulfilled by Amazon (FBA): Amazon ships it, so the bridge never asks for it"
+    if isinstance(order, str):
+        return f"Amazon's data cannot be read: {order}"
+    asked = (*settings.orders.statuses, "CANCELLED")
+    if order.status not in asked:
+        return (f"{order.status} on Amazon: never asked for (the bridge asks for"
+                f" {', '.join(settings.orders.statuses)}, and CANCELLED to notice cancellations)")
+    observation = decide(order, settings)
+    if observation.status == OrderStatus.CANCELLED:
+        return "CANCELLED on Amazon before it was sent: pulled, never sent, nothing kept"
+    return f"{observation.status}: {observation.reason or 'not in the windows pulled'}"
+
+
+def _show_glimpses(settings: Settings, drops: Path, delivered: dict[StoredFile, list[str]]) -> None:
+    """The first lines of one file of each format, read as the warehouse reads it."""
+    formats = {w.name: w.mapping.orders for w in settings.warehouses}
+    shown: set[str] = set()
+    for stored in delivered:
+        warehouse, name = stored.warehouse, stored.name
+        layout = formats[warehouse]
+        path = drops / warehouse / "in" / name
+        if layout.format in shown or not path.is_file():
+            continue
+        shown.add(layout.format)
+        if layout.format == "xlsx":
+            print(f"\n== {warehouse}/in/{name}: first rows of sheet {layout.sheet!r}, read back with openpyxl")
+            print("\n".join(_xlsx_rows(path.read_bytes())))
+        else:
+            print(f"\n== {warehouse}/in/{name}: first lines ({layout.encoding}, as {warehouse}'s system reads it)")
+            lines = path.read_bytes().decode(layout.encoding).splitlines()
+            print("\n".join(lines[:GLIMPSE_LINES]) + (f"\n... ({len(lines)} lines)" if len(lines) > GLIMPSE_LINES else ""))
+
+
+def _xlsx_rows(data: bytes, limit: int = 3) -> list[str]:
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(io.BytesIO(data), read_only=True)
+    try:
+        rows = workbook.active.iter_rows(max_row=limit, values_only=True)
+        return [" | ".join("" if cell is None else str(cell) for cell in row) for row in rows]
+    finally:
+        workbook.close()
+
+
+def _show_afterwards(workdir: Path, config: Path, credentials: Path, settings: Settings,
+                     delivered: dict[StoredFile, list[str]]) -> None:
+    command = f"{_command()} --config {shlex.quote(str(config))}"
+    print(f"\n== the folder stays usable: the sandbox and SFTP server are gone, the state is kept in {workdir}")
+    print("  config bridge.toml, ledger state/ledger.sqlite, spool state/spool/*, drops sftp/*/in,"
+          " secrets credentials/ (the state key that seals buyer data: keep it with the folder)")
+    print("Try:")
+    print(f"  {command} status")
+    if delivered:
+        stored, order_ids = next(iter(delivered.items()))
+        spooled = settings.spool_dir / stored.spool_path
+        print(f"  {command} status --order {sorted(order_ids)[0]}")
+        print(f"  CREDENTIALS_DIRECTORY={shlex.quote(str(credentials))} {command} spool open {shlex.quote(str(spooled))}"
+              f" > {shlex.quote(stored.name)}")
+        print(f"    (status needs no secret; spool open needs the state key in {credentials.name}/ and writes the"
+              " file byte for byte as it was delivered)")
+    print(f"A re-run removes only what the demo made (listed in {MARKER}); anything else in the folder stays.")
+
+
+def _command() -> str:
+    """How to call the bridge from a shell: the console script if there is one, else python -m."""
+    script = Path(sys.executable).parent / "fbm-bridge"
+    if script.is_file():
+        found = shutil.which("fbm-bridge")
+        return "fbm-bridge" if found and Path(found).resolve() == script.resolve() else shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m bridge"

@@ -271,3 +271,71 @@ def test_status_for_one_order_shows_its_file_and_history(config):
 
     unknown = bridge("status", "--order", "999-0000000-0000000", config=config)
     assert unknown.returncode == 1 and "not in the ledger" in unknown.stdout
+
+
+# --- help and --config --------------------------------------------------------------------------
+
+def parsers(parser=None, path=("fbm-bridge",)):
+    """Every parser in the command tree, with its command path."""
+    import argparse
+    from bridge.cli import _parser
+
+    parser = parser or _parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from parsers(child, (*path, name))
+
+
+def test_every_command_and_option_has_help_that_states_its_default():
+    import argparse
+
+    hidden = []
+    for path, parser in parsers():
+        for action in parser._actions:
+            where = f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            if action.help == argparse.SUPPRESS:
+                hidden.append(where)
+                continue
+            assert action.help, f"{where}: no help text"
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    assert choice.help, f"{' '.join(path)} {choice.dest}: no help text"
+                continue
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert f"default {action.default}" in action.help or f"default ./{action.default}" in action.help, where
+            elif action.option_strings and not action.required:
+                assert "default" in action.help, f"{where}: help does not say what happens without it"
+    # A made-up "now" in the future would move the bookmark past orders not yet pulled.
+    assert hidden == ["fbm-bridge orders pull --now"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["status"], "/etc/fbm-bridge/bridge.toml"),
+    (["--config", "a.toml", "status"], "a.toml"),
+    (["status", "--config", "b.toml"], "b.toml"),
+    (["--config", "a.toml", "status", "--config", "b.toml"], "b.toml"),  # the later one wins
+    (["orders", "pull", "--config", "b.toml", "--dry-run"], "b.toml"),
+    (["spool", "open", "--config", "b.toml", "x.csv"], "b.toml"),
+    (["check", "--config", "b.toml"], "b.toml"),
+    (["run", "--config", "b.toml"], "b.toml"),
+])
+def test_config_is_accepted_before_and_after_the_command(argv, expected):
+    from bridge.cli import _parser
+
+    assert str(_parser().parse_args(argv).config) == expected
+
+
+def test_status_reads_the_config_given_before_or_after_the_command(config, tmp_path):
+    before = bridge("status", config=config)
+    after = bridge("status", "--config", str(config))
+    wins = bridge("--config", str(tmp_path / "nowhere.toml"), "status", "--config", str(config))
+
+    for done in (before, after, wins):
+        assert done.returncode == 0, done.stderr
+        assert f"config: {config}" in done.stdout
+    lost = bridge("status", "--config", str(tmp_path / "nowhere.toml"), config=config)
+    assert lost.returncode == 2 and "nowhere.toml: file not found" in lost.stderr
