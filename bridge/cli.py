@@ -128,19 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(fresh)
     fresh.add_argument("--from", dest="start", type=_iso_time, required=True, metavar="ISO",
                        help="pull orders updated from this time on, e.g. 2026-11-20T00:00:00Z (required: no default)")
-    fresh.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     fresh.set_defaults(handler=cmd_fresh_start)
 
     accept = commands.add_parser(
         "accept-restore", help="confirm that the ledger in place (a restored backup) is the one to use")
     _config_after_command(accept)
-    accept.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     accept.set_defaults(handler=cmd_accept_restore)
 
     backup = commands.add_parser("backup", help="take today's ledger backup now and list the backups")
     _config_after_command(backup)
     backup.add_argument("--list", action="store_true", help="only list the backups (default: take one, then list)")
-    backup.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     backup.set_defaults(handler=cmd_backup)
 
     demo = commands.add_parser("demo", help="the whole flow against a local sandbox and SFTP server, no accounts needed")
@@ -380,7 +377,7 @@ def cmd_fresh_start(args: argparse.Namespace) -> int:
     from bridge.sealing import Sealer
 
     settings = _state_settings(args)
-    now = args.now or datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)  # the audit record's time
     with state.state_lock(settings.state_dir):
         lines = state.fresh_start(settings, Sealer(settings.state_key), BOOKMARK, args.start, now)
     print("\n".join(lines))
@@ -392,7 +389,7 @@ def cmd_accept_restore(args: argparse.Namespace) -> int:
     from bridge.sealing import Sealer
 
     settings = _state_settings(args)
-    now = args.now or datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)  # the audit record's time
     with state.state_lock(settings.state_dir):
         lines = state.accept_restore(settings, Sealer(settings.state_key), now)
     print("\n".join(lines))
@@ -411,7 +408,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to back up")
         ledger = Ledger(settings.ledger_path, None)
         try:
-            print(f"backup taken: {state.take_backup(settings, ledger, args.now or datetime.now(timezone.utc))}")
+            print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")
         finally:
             ledger.close()
     for path in state.list_backups(settings):
