@@ -189,7 +189,7 @@ class Ledger:
         self._sealer = sealer
         self._lock = threading.RLock()
         with _translated_errors(self._path):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # buyer data
             _make_private(self._path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             try:

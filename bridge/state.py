@@ -55,13 +55,21 @@ def prepare(settings: Settings) -> None:
     """Create the state folder and the spool folders (0700); refuse a folder this user cannot
     write, before anything else happens."""
     folder = settings.state_dir
+    usable_folder(folder)
     try:
-        make_private_dir(folder)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         make_private_dir(settings.spool_dir)
         for warehouse in settings.warehouses:
             make_private_dir(settings.spool_dir / warehouse.name)
+    except OSError as problem:
+        raise StateUnusable(_folder_problem(folder, problem)) from None
+
+
+def usable_folder(folder: Path) -> None:
+    """The state folder exists (0700) and this user can write in it, or StateUnusable."""
+    try:
+        make_private_dir(folder)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
     except OSError as problem:
         raise StateUnusable(_folder_problem(folder, problem)) from None
 
@@ -80,10 +88,7 @@ def _folder_problem(folder: Path, problem: OSError) -> str:
 def state_lock(state_dir: Path) -> Iterator[None]:
     """The exclusive lock of the one process that may change the state (`bridge.lock`, 0600)."""
     path = state_dir / LOCK
-    try:
-        make_private_dir(state_dir)
-    except OSError as problem:
-        raise StateUnusable(_folder_problem(state_dir, problem)) from None
+    usable_folder(state_dir)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as problem:
@@ -107,13 +112,14 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 
 def _lock_problem(path: Path, problem: OSError) -> str:
-    owner = ""
+    why = f"cannot open the lock file {path}: {problem.strerror or problem}"
+    if problem.errno not in (errno.EACCES, errno.EPERM):
+        return f"{why}; remove it (the bridge creates it)"
     try:
-        owner = f" (it belongs to {_user(path.lstat().st_uid)})"
+        why += f" (it belongs to {_user(path.lstat().st_uid)})"
     except OSError:
         pass
-    return (f"cannot open the lock file {path}: {problem.strerror or problem}{owner}; run the bridge as"
-            f" the service's user (sudo -u fbm-bridge ...), whose state folder it must be")
+    return f"{why}; run the bridge as the service's user (sudo -u fbm-bridge ...), whose state folder it must be"
 
 
 def _write_pid(fd: int) -> None:

@@ -391,3 +391,112 @@ def test_an_existing_state_folder_made_with_a_loose_mode_is_tightened(settings):
 
     assert settings.state_dir.stat().st_mode & 0o777 == 0o700
     assert settings.ledger_path.stat().st_mode & 0o777 == 0o600
+
+
+# --- the commands, as an operator runs them ---------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from harness import REPO, SAMPLES, sftp_warehouse  # noqa: E402
+
+RUN_TIME = "2026-11-20T12:30:00Z"
+
+
+@pytest.fixture
+def operator(tmp_path, sshd, sftp_root, sandbox):
+    """Runs `python -m bridge --config CONFIG ...` against the sandbox and the private sshd."""
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+
+    def run(*args: str, umask: int | None = None, **env: str) -> subprocess.CompletedProcess:
+        environ = {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost", **env}
+        return subprocess.run([sys.executable, "-m", "bridge", "--config", str(config), *args], cwd=REPO,
+                              env=environ, capture_output=True, text=True, timeout=120,
+                              preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    run.state = tmp_path / "state"
+    return run
+
+
+def test_rekey_from_the_command_line_then_the_new_key_runs_and_opens_the_spool(operator, sftp_root):
+    assert operator("orders", "pull", "--now", RUN_TIME).returncode == 0
+    new = new_key()
+
+    done = operator("rekey", BRIDGE_STATE_KEY_NEW=new)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "rekey done: 5 order record(s), 5 spool file(s) and 1 backup(s) resealed with BRIDGE_STATE_KEY_NEW; make it"
+        " the BRIDGE_STATE_KEY now (replace the credential), then start the service"]
+    assert operator("orders", "pull", "--now", RUN_TIME).returncode == 2  # the old key is refused now
+    again = operator("orders", "pull", "--now", "2026-11-20T13:00:00Z", BRIDGE_STATE_KEY=new)
+    assert again.returncode == 0, again.stderr
+    spooled = sorted((operator.state / "spool" / "wh").iterdir())[0]
+    opened = subprocess.run([sys.executable, "-m", "bridge", "--config", str(operator.state.parent / "bridge.toml"),
+                             "spool", "open", str(spooled)], cwd=REPO, capture_output=True, timeout=60,
+                            env={**os.environ, **SECRETS, "BRIDGE_STATE_KEY": new})
+    assert opened.returncode == 0 and opened.stdout == (sftp_root / spooled.name).read_bytes()
+    assert "state: rekey_finished at " in operator("status").stdout
+
+
+def test_a_lost_ledger_refuses_until_fresh_start_which_status_then_shows(operator, sandbox):
+    assert operator("orders", "pull", "--now", RUN_TIME).returncode == 0
+    for path in operator.state.glob("ledger.sqlite*"):
+        path.unlink()
+
+    refused = operator("orders", "pull", "--now", RUN_TIME)
+    status = operator("status")
+    fresh = operator("fresh-start", "--from", "2026-11-20T12:00:00Z")
+    after = operator("orders", "pull", "--now", "2026-11-20T13:00:00Z")
+
+    assert refused.returncode == 2 and "fresh-start --from TIME" in refused.stderr
+    assert status.returncode == 0 and status.stdout.splitlines()[2].startswith("STATE: a run would refuse: the ledger")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.splitlines()[0] == ("fresh start recorded: orders updated from 2026-11-20T12:00:00Z on"
+                                            " are pulled by the next run")
+    assert after.returncode == 0, after.stderr
+    assert "window=2026-11-20T12:00:00Z/2026-11-20T12:30:00Z" in after.stdout
+    assert "state: fresh_start at " in operator("status").stdout
+
+
+def test_backup_now_lists_the_backups_and_a_restored_one_needs_accept_restore(operator):
+    assert operator("orders", "pull", "--now", RUN_TIME).returncode == 0
+    taken = operator("backup")
+    assert taken.returncode == 0, taken.stderr
+    backups = sorted((operator.state / "backups").iterdir())
+    assert taken.stdout.splitlines()[0] == f"backup taken: {backups[-1]}"
+    assert [line.split()[0] for line in taken.stdout.splitlines()[1:]] == [str(p) for p in backups]
+
+    first = backups[0]  # the run's own backup, of 2026-11-20
+    db = sqlite3.connect(operator.state / "ledger.sqlite")  # the ledger moves on
+    db.execute("insert into order_events (order_id, at, kind, detail) values ('x', 't', 'note', '')")
+    db.commit()
+    db.close()
+    assert operator("orders", "pull", "--now", "2026-11-20T13:00:00Z").returncode == 0
+    for path in operator.state.glob("ledger.sqlite*"):
+        path.unlink()
+    shutil.copy(first, operator.state / "ledger.sqlite")
+
+    assert operator("orders", "pull", "--now", "2026-11-20T13:30:00Z").returncode == 2
+    accepted = operator("accept-restore")
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.splitlines()[0] == "the ledger in place is accepted; the next run continues from its bookmark"
+    assert operator("orders", "pull", "--now", "2026-11-20T13:30:00Z").returncode == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_every_file_with_buyer_data_is_the_owners_only_whatever_the_umask(operator, tmp_path, umask):
+    out = tmp_path / "dry"
+    dry = operator("orders", "pull", "--now", RUN_TIME, "--dry-run", "--out", str(out), umask=umask)
+    assert dry.returncode == 0, dry.stderr
+    assert operator("orders", "pull", "--now", RUN_TIME, umask=umask).returncode == 0
+
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+             for p in [operator.state, *operator.state.rglob("*"), *out.rglob("*")]}
+
+    folders = {path: mode for path, mode in modes.items() if (tmp_path / path).is_dir()}
+    files = {path: mode for path, mode in modes.items() if path not in folders}
+    assert set(folders.values()) == {0o700} and set(files.values()) == {0o600}, modes
+    assert "state/ledger.sqlite" in files and "state/bridge.lock" in files and "state/state.json" in files
+    assert any(p.startswith("state/spool/wh/") for p in files) and any(p.startswith("dry/wh/") for p in files)
+    assert any(p.startswith("state/backups/") for p in files)

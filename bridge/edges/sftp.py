@@ -430,7 +430,7 @@ def _unknown_host(ep: SftpEndpoint, key: paramiko.PKey) -> HostKeyMismatch:
 
 def _load_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(path, password=passphrase)
+        return paramiko.PKey.from_path(path, password=passphrase.encode("utf-8") if passphrase else None)
     except FileNotFoundError:
         raise FixTheSetup(f"private key {path} does not exist") from None
     except paramiko.PasswordRequiredException:
