@@ -500,3 +500,20 @@ def test_every_file_with_buyer_data_is_the_owners_only_whatever_the_umask(operat
     assert "state/ledger.sqlite" in files and "state/bridge.lock" in files and "state/state.json" in files
     assert any(p.startswith("state/spool/wh/") for p in files) and any(p.startswith("dry/wh/") for p in files)
     assert any(p.startswith("state/backups/") for p in files)
+
+
+def test_the_unit_stops_restarting_a_service_that_cannot_start():
+    unit = (REPO / "systemd" / "fbm-bridge.service").read_text()
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = ""
+    for line in unit.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            sections.setdefault(section, {}).setdefault(key, []).append(value)
+
+    # StartLimit* belong in [Unit]: systemd ignores them (with a warning) in [Service].
+    assert sections["Unit"]["StartLimitIntervalSec"] == ["600"] and sections["Unit"]["StartLimitBurst"] == ["5"]
+    assert sections["Service"]["RestartPreventExitStatus"] == ["2"]  # a person must act: no restart
