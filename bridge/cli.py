@@ -354,11 +354,14 @@ def _state_settings(args: argparse.Namespace) -> Settings:
 
 def cmd_rekey(args: argparse.Namespace) -> int:
     from bridge import state
-    from bridge.config import STATE_KEY_NEW, read_secret
+    from bridge.config import STATE_KEY_NEW, SecretUnreadable, read_secret
     from bridge.sealing import Sealer, is_key
 
     settings = _state_settings(args)
-    new_key = read_secret(STATE_KEY_NEW, dict(os.environ))
+    try:
+        new_key = read_secret(STATE_KEY_NEW, dict(os.environ))
+    except SecretUnreadable as problem:
+        raise FixTheSetup(str(problem)) from None
     if not new_key or not is_key(new_key):
         what = "is not set" if not new_key else "is not a key"
         raise FixTheSetup(f"secret {STATE_KEY_NEW} {what}: give the new key in the environment or in"
