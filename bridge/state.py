@@ -272,6 +272,7 @@ def open_ledger(settings: Settings, sealer: Sealer, now: datetime, *, writable: 
     if writable:
         prepare(settings)
     identity = check_identity(settings)
+    _check_legacy_key(settings, sealer)
     ledger = Ledger(settings.ledger_path, sealer)  # refuses another key before writing
     if writable and identity.record:
         try:
@@ -282,6 +283,22 @@ def open_ledger(settings: Settings, sealer: Sealer, now: datetime, *, writable: 
             ledger.close()
             raise
     return ledger
+
+
+def _check_legacy_key(settings: Settings, sealer: Sealer) -> None:
+    """A ledger made before ledgers knew their key, with no order record to try the key on,
+    adopts it only if it opens a spool file (when there are any)."""
+    if not settings.ledger_path.exists():
+        return
+    probe = Ledger(settings.ledger_path, None)
+    try:
+        if probe.sealed_with(sealer) is not None or sum(probe.status_counts().values()):
+            return  # the ledger's own check decides
+    finally:
+        probe.close()
+    files = spool_files(settings)
+    if files and not any(sealer.opens(path.read_bytes()) for path in files):
+        raise StateKeyMismatch(key_mismatch_message(settings.ledger_path))
 
 
 def after_run(settings: Settings, ledger: Ledger, now: datetime) -> Path | None:

@@ -4,11 +4,21 @@ message a person sees. Shipments and stock keep their own tables beside this one
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from bridge.cli import main
-from harness import MAPPINGS, SAMPLES
+from harness import MAPPINGS, REPO, SAMPLES, SECRETS, sftp_warehouse, write_config
 
 ACME = MAPPINGS / "acme-csv.toml"
 
@@ -121,19 +131,6 @@ def test_preview_with_a_bad_mapping_lists_its_problems_and_exits_2(capsys, tmp_p
 # Each fault is real (root ignores permissions, so: a file where a folder should be, an immutable
 # file (chattr +i), a full tmpfs in a private mount namespace, /proc/self/mem for a file that
 # cannot be read). Each gives one line on stderr and exit 2 (a person must act), no traceback.
-
-import os  # noqa: E402
-import pwd  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from harness import REPO, SECRETS, sftp_warehouse, write_config  # noqa: E402
 
 RUN_TIME = "2026-11-20T12:30:00Z"
 USER = pwd.getpwuid(os.geteuid()).pw_name

@@ -120,6 +120,19 @@ def test_a_legacy_ledger_without_records_adopts_the_key_it_is_opened_with(settin
     assert Ledger(settings.ledger_path, None).sealed_with(OTHER) is True
 
 
+def test_a_legacy_ledger_without_records_but_with_spool_files_adopts_only_a_key_that_opens_one(settings):
+    state.prepare(settings)
+    legacy_ledger(settings.ledger_path, KEY, orders=())
+    ledger = Ledger(settings.ledger_path, None)
+    ledger.record([], NOW, bookmark=(BOOKMARK, NOW))  # used: not an empty ledger
+    ledger.close()
+    write_atomic(settings.spool_dir / "wh" / "A.csv", KEY.seal(b"A"))
+
+    with pytest.raises(StateKeyMismatch):
+        opens_with(settings, OTHER)
+    opens_with(settings, KEY).close()
+
+
 # --- item 8: rekey ----------------------------------------------------------------------------
 
 NEW = Sealer(new_key())
