@@ -22,11 +22,13 @@ resealed. An order record that cannot be read (damaged seal, JSON or date) is se
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -871,20 +873,20 @@ def _field_problem(problem: BaseException) -> str:
 
 def _make_private(path: Path) -> None:
     """Create `path` if missing and make it (and SQLite's -wal, -shm beside it) 0600, whatever
-    the umask: SQLite gives the files it creates the mode of the database file."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, LEDGER_MODE)
+    the umask: SQLite gives the files it creates the mode of the database file. An existing file
+    of another owner (`status` run by root, say) is left as it is."""
     try:
-        if os.fstat(fd).st_mode & 0o777 != LEDGER_MODE:
-            os.fchmod(fd, LEDGER_MODE)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        companion = path.with_name(path.name + suffix)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, LEDGER_MODE))
+    except FileExistsError:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)) from None
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
-            if companion.stat().st_mode & 0o777 != LEDGER_MODE:
-                os.chmod(companion, LEDGER_MODE)
+            info = candidate.lstat()
         except FileNotFoundError:
-            pass
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o777 != LEDGER_MODE and info.st_uid == os.geteuid():
+            os.chmod(candidate, LEDGER_MODE)
 
 
 # SQLite's primary result codes (sqlite3.h) that mean the state on disk needs a person.
