@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from bridge.flows.orders import BOOKMARK
 from bridge.ledger import Ledger, Observation, OrderStatus
 from bridge.records import Address, Line, Order
 from bridge.sealing import Sealer, new_key
-from harness import MAPPINGS, SECRETS, load, write_config
+from harness import MAPPINGS, REPO, SECRETS, load, sftp_warehouse, write_config
 
 NOW = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
 KEY = Sealer(SECRETS["BRIDGE_STATE_KEY"])
@@ -407,11 +409,6 @@ def test_an_existing_state_folder_made_with_a_loose_mode_is_tightened(settings):
 
 
 # --- the commands, as an operator runs them ---------------------------------------------------------
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from harness import REPO, SAMPLES, sftp_warehouse  # noqa: E402
 
 RUN_TIME = "2026-11-20T12:30:00Z"
 
