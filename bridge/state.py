@@ -38,7 +38,7 @@ from bridge.config import Settings
 from bridge.edges.folders import make_private_dir, write_atomic
 from bridge.errors import FixTheSetup, StateKeyMismatch, StateNotConfirmed, StateUnusable
 from bridge.ledger import Ledger, key_mismatch_message
-from bridge.records import iso_z
+from bridge.records import iso_z, utc
 from bridge.sealing import Resealer, Sealer
 
 log = logging.getLogger("bridge.state")
@@ -317,7 +317,8 @@ def after_run(settings: Settings, ledger: Ledger, now: datetime) -> Path | None:
 # --- backups --------------------------------------------------------------------------------
 
 def backup_path(settings: Settings, now: datetime) -> Path:
-    return settings.state_dir / BACKUPS / f"ledger-{now.year:04d}{now.month:02d}{now.day:02d}.sqlite"
+    day = utc(now)  # one backup per UTC day
+    return settings.state_dir / BACKUPS / f"ledger-{day.year:04d}{day.month:02d}{day.day:02d}.sqlite"
 
 
 def list_backups(settings: Settings) -> list[Path]:
