@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeError as problem:
         print(f"fbm-bridge: {problem}", file=sys.stderr)
         return EXIT_ERRORS
+    except OSError as problem:  # a local fault no edge expected: still one line, for a person
+        where = f"{problem.filename}: " if problem.filename else ""
+        print(f"fbm-bridge: {where}{problem.strerror or problem}", file=sys.stderr)
+        return EXIT_SETUP
     except KeyboardInterrupt:
         return 130
 
@@ -112,6 +117,29 @@ def _parser() -> argparse.ArgumentParser:
                          help="the run time the files are dated and named by, e.g. 2026-11-20T12:30:00Z (default: now)")
     preview.set_defaults(handler=cmd_preview)
 
+    rekey = commands.add_parser(
+        "rekey", help="reseal the ledger, spool and backups from BRIDGE_STATE_KEY to BRIDGE_STATE_KEY_NEW"
+                      " (service stopped)")
+    _config_after_command(rekey)
+    rekey.set_defaults(handler=cmd_rekey)
+
+    fresh = commands.add_parser(
+        "fresh-start", help="a used state folder lost its ledger: start a new one, pulling orders from --from")
+    _config_after_command(fresh)
+    fresh.add_argument("--from", dest="start", type=_iso_time, required=True, metavar="ISO",
+                       help="pull orders updated from this time on, e.g. 2026-11-20T00:00:00Z (required: no default)")
+    fresh.set_defaults(handler=cmd_fresh_start)
+
+    accept = commands.add_parser(
+        "accept-restore", help="confirm that the ledger in place (a restored backup) is the one to use")
+    _config_after_command(accept)
+    accept.set_defaults(handler=cmd_accept_restore)
+
+    backup = commands.add_parser("backup", help="take today's ledger backup now and list the backups")
+    _config_after_command(backup)
+    backup.add_argument("--list", action="store_true", help="only list the backups (default: take one, then list)")
+    backup.set_defaults(handler=cmd_backup)
+
     demo = commands.add_parser("demo", help="the whole flow against a local sandbox and SFTP server, no accounts needed")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"), metavar="DIR",
                       help="where the demo keeps its config, state, secrets and drops; a re-run removes only what"
@@ -175,7 +203,7 @@ def cmd_orders_pull(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(settings, now, args.out)
     with open_service(settings) as service:
-        report = service.orders.run(now)
+        report = service.run_orders(now)
     print(report.summary())
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
@@ -191,9 +219,15 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
         preview = service.orders.preview(now)
     print(preview.summary())
     if out is not None:
-        for warehouse, rendered in preview.files:
-            (out / warehouse).mkdir(parents=True, exist_ok=True)
-            (out / warehouse / rendered.name).write_bytes(rendered.data)
+        from bridge.edges.folders import make_private_dir, write_private
+
+        try:
+            for warehouse, rendered in preview.files:  # buyer data: 0700 folders, 0600 files
+                make_private_dir(out / warehouse)
+                write_private(out / warehouse / rendered.name, rendered.data)
+        except OSError as problem:
+            raise FixTheSetup(f"cannot write the dry run's files into {out}: {problem.strerror}"
+                              f"{f' ({problem.filename})' if problem.filename else ''}") from None
         print(f"files written under {out} (they hold buyer data: delete them when done)")
     return EXIT_OK
 
@@ -235,6 +269,11 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
 def format_status(report: dict) -> str:
     counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
     lines = [f"config: {report['config']}", f"orders: {counts}"]
+    if report.get("state"):
+        lines.append(f"STATE: a run would refuse: {report['state']}")
+    if report.get("state_event"):
+        event = report["state_event"]
+        lines.append(f"state: {event['kind']} at {event['at']}: {event['detail']}")
     if report["window_end"]:
         hours, rest = divmod(max(0, report["behind_seconds"]), 3600)
         late = "  LATE: is the service running? (systemctl status fbm-bridge)" if report["late"] else ""
@@ -299,6 +338,86 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print(f"fbm-bridge: {len(preview.source.unreadable)} order(s) in {args.orders} cannot be read (listed above)",
               file=sys.stderr)
         return EXIT_SETUP
+    return EXIT_OK
+
+
+def _state_settings(args: argparse.Namespace) -> Settings:
+    """Settings for commands that use the state key and no other secret."""
+    from bridge.config import STATE_KEY
+
+    settings = load_settings(args.config, require_secrets=False)
+    if not settings.state_key:
+        raise ConfigError([f"{settings.path}: bridge: secret {STATE_KEY} is not set: put it in the"
+                           f" environment or in $CREDENTIALS_DIRECTORY/{STATE_KEY}"])
+    return settings
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.config import STATE_KEY_NEW, SecretUnreadable, read_secret
+    from bridge.sealing import Sealer, is_key
+
+    settings = _state_settings(args)
+    try:
+        new_key = read_secret(STATE_KEY_NEW, dict(os.environ))
+    except SecretUnreadable as problem:
+        raise FixTheSetup(str(problem)) from None
+    if not new_key or not is_key(new_key):
+        what = "is not set" if not new_key else "is not a key"
+        raise FixTheSetup(f"secret {STATE_KEY_NEW} {what}: give the new key in the environment or in"
+                          f" $CREDENTIALS_DIRECTORY/{STATE_KEY_NEW} (`fbm-bridge keygen` prints one)")
+    if new_key == settings.state_key:
+        raise FixTheSetup(f"{STATE_KEY_NEW} is the same key as BRIDGE_STATE_KEY: nothing to change")
+    with state.state_lock(settings.state_dir):
+        report = state.rekey(settings, Sealer(settings.state_key), Sealer(new_key), datetime.now(timezone.utc))
+    print("\n".join(report.lines()))
+    return EXIT_OK
+
+
+def cmd_fresh_start(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.flows.orders import BOOKMARK
+    from bridge.sealing import Sealer
+
+    settings = _state_settings(args)
+    now = datetime.now(timezone.utc)  # the audit record's time
+    with state.state_lock(settings.state_dir):
+        lines = state.fresh_start(settings, Sealer(settings.state_key), BOOKMARK, args.start, now)
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_accept_restore(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.sealing import Sealer
+
+    settings = _state_settings(args)
+    now = datetime.now(timezone.utc)  # the audit record's time
+    with state.state_lock(settings.state_dir):
+        lines = state.accept_restore(settings, Sealer(settings.state_key), now)
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.ledger import Ledger
+
+    # The backup copies sealed data as it is: no secret, and no lock (SQLite's online backup is
+    # consistent beside a running service).
+    settings = load_settings(args.config, require_secrets=False)
+    if not args.list:
+        if not settings.ledger_path.exists():
+            raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to back up")
+        ledger = Ledger(settings.ledger_path, None)
+        try:
+            print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")
+        finally:
+            ledger.close()
+    for path in state.list_backups(settings):
+        info = path.stat()
+        taken = datetime.fromtimestamp(info.st_mtime, timezone.utc)
+        print(f"{path}  {info.st_size} bytes  taken {taken:%Y-%m-%dT%H:%M:%SZ}")
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ from files in systemd's `$CREDENTIALS_DIRECTORY`, under the same names (see SECR
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
@@ -37,12 +38,23 @@ LWA_CLIENT_ID = "BRIDGE_LWA_CLIENT_ID"
 LWA_CLIENT_SECRET = "BRIDGE_LWA_CLIENT_SECRET"
 LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
 STATE_KEY = "BRIDGE_STATE_KEY"
+STATE_KEY_NEW = "BRIDGE_STATE_KEY_NEW"  # only `fbm-bridge rekey` reads it
 SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN, STATE_KEY)
 
 
 def sftp_password_secret(warehouse: str) -> str:
     """The secret holding a warehouse's SFTP password: BRIDGE_SFTP_PASSWORD_<NAME>."""
     return "BRIDGE_SFTP_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", warehouse).upper()
+
+
+def sftp_key_passphrase_secret(warehouse: str) -> str:
+    """The secret holding the passphrase of a warehouse's private key:
+    BRIDGE_SFTP_KEY_PASSPHRASE_<NAME>."""
+    return "BRIDGE_SFTP_KEY_PASSPHRASE_" + re.sub(r"[^A-Za-z0-9]", "_", warehouse).upper()
+
+
+class SecretUnreadable(ValueError):
+    """A secret's file in $CREDENTIALS_DIRECTORY exists but cannot be read as text."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class WarehouseSettings:
 class RetentionSettings:
     pii_days: int
     spool_days: int
+    backups: int = 7  # daily ledger backups kept
 
 
 @dataclass(frozen=True)
@@ -309,7 +322,14 @@ class _Reader:
         private_key = self.path(entry, f"{key}.private_key", None) if entry.get("private_key", "") != "" else None
         if private_key is not None and not private_key.is_file():
             self.problem(f"{key}.private_key", f"{private_key} does not exist")
-        password = self.environ_secret(sftp_password_secret(name or ""))
+        passphrase = self.environ_secret(sftp_key_passphrase_secret(name or ""), key)
+        if private_key is not None and not passphrase and _is_encrypted_key(private_key):
+            self.problem(
+                f"{key}.private_key",
+                f"{private_key} is protected by a passphrase: give it in the secret"
+                f" {sftp_key_passphrase_secret(name or '')}",
+            )
+        password = self.environ_secret(sftp_password_secret(name or ""), key)
         if private_key is None and not password and self.require_secrets:
             self.problem(
                 f"{key}",
@@ -324,6 +344,9 @@ class _Reader:
         if not temp_suffix:
             self.problem(f"{key}.temp_suffix", "must not be empty: files are uploaded under a temporary name")
         folder = self.string(entry, f"{key}.orders_folder", None)
+        if folder == "":
+            self.problem(f"{key}.orders_folder", 'must not be empty: give the folder, e.g. "/in" ("/" for the top)')
+            folder = None
         host = self.string(entry, f"{key}.host", None)
         port = int(self.number(entry, f"{key}.port", 22, minimum=1, maximum=65535))
         username = self.string(entry, f"{key}.username", None)
@@ -345,6 +368,7 @@ class _Reader:
                 private_key=private_key,
                 password=password or None,
                 fsync=fsync is not False,
+                passphrase=passphrase or None,
             ),
             orders_folder=folder.rstrip("/") or "/",
             temp_suffix=temp_suffix,
@@ -353,10 +377,11 @@ class _Reader:
         )
 
     def retention(self, section: dict[str, Any]) -> RetentionSettings:
-        self.unknown_keys(section, "retention", {"pii_days", "spool_days"})
+        self.unknown_keys(section, "retention", {"pii_days", "spool_days", "backups"})
         return RetentionSettings(
             pii_days=int(self.number(section, "retention.pii_days", 30, minimum=1, maximum=3650)),
             spool_days=int(self.number(section, "retention.spool_days", 30, minimum=1, maximum=3650)),
+            backups=int(self.number(section, "retention.backups", 7, minimum=1, maximum=3650)),
         )
 
     # --- typed readers -------------------------------------------------------------------
@@ -442,11 +467,15 @@ class _Reader:
         value = self.string(section, key, default)
         if value is None:
             return None
+        if not value.strip():
+            # Path("") is ".": the working directory, which is never what was meant.
+            self.problem(key, "must not be empty: give a path")
+            return None
         path = Path(value).expanduser()
-        return path if path.is_absolute() or not value else self.base / path
+        return path if path.is_absolute() else self.base / path
 
     def secret(self, name: str, section: str) -> str:
-        value = self.environ_secret(name)
+        value = self.environ_secret(name, section)
         if not value and self.require_secrets:
             self.problem(
                 section,
@@ -454,20 +483,58 @@ class _Reader:
             )
         return value
 
-    def environ_secret(self, name: str) -> str:
-        return read_secret(name, self.environ)
+    def environ_secret(self, name: str, section: str = "bridge") -> str:
+        try:
+            return read_secret(name, self.environ)
+        except SecretUnreadable as problem:
+            self.problem(section, str(problem))
+            return ""
 
 
 def read_secret(name: str, environ: dict[str, str]) -> str:
-    """A secret from the environment, else from systemd's credentials folder; '' if neither."""
+    """A secret from the environment, else from systemd's credentials folder; '' if neither.
+    SecretUnreadable if its file is there but cannot be read as UTF-8 text."""
     if environ.get(name):
         return environ[name]
     folder = environ.get("CREDENTIALS_DIRECTORY")
     if folder:
         candidate = Path(folder) / name
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").strip()
+            try:
+                return candidate.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                raise SecretUnreadable(
+                    f"secret {name} in {candidate} is not UTF-8 text: write the secret again as plain text"
+                ) from None
+            except OSError as problem:
+                raise SecretUnreadable(
+                    f"secret {name} cannot be read from {candidate}: {problem.strerror or problem}"
+                ) from None
     return ""
+
+
+def _is_encrypted_key(path: Path) -> bool:
+    """Whether an SSH private key file is protected by a passphrase (OpenSSH or PEM format).
+    A file that cannot be read or parsed here is left to the SFTP edge to report."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    headers = [line for line in text.splitlines() if line.startswith(("-----BEGIN", "Proc-Type:"))]
+    if any("ENCRYPTED" in line for line in headers):  # PEM: BEGIN ENCRYPTED ..., Proc-Type: 4,ENCRYPTED
+        return True
+    match = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END", text, re.S)
+    if not match:
+        return False
+    try:
+        blob = base64.b64decode("".join(match.group(1).split()))
+    except ValueError:
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        return False
+    length = int.from_bytes(blob[len(magic):len(magic) + 4], "big")
+    return blob[len(magic) + 4:len(magic) + 4 + length] != b"none"
 
 
 def _is_http_url(value: Any) -> bool:

@@ -69,11 +69,11 @@ def run_daemon(
         with open_service(settings, sleep=flags.sleep, should_stop=lambda: flags.stop) as service:
             scheduler = schedule.Scheduler()
             scheduler.every(int(settings.orders.interval.total_seconds())).seconds.do(
-                lambda: service.orders.run(now())
+                lambda: service.run_orders(now())
             )
             notify("READY=1", f"STATUS=orders every {settings.orders.interval}")
             log.info("started config=%s orders_every=%s warehouses=%d", config_path, settings.orders.interval, len(settings.warehouses))
-            service.orders.run(now())
+            service.run_orders(now())
             while not flags.stop and not flags.reload:
                 scheduler.run_pending()
                 flags.sleep(tick)

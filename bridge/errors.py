@@ -4,7 +4,8 @@
     ├── RetryLater            transient: try again on the next run, nothing is lost
     │   ├── AmazonUnavailable     network failure, 5xx, empty or non-JSON answer
     │   ├── AmazonThrottled       429; carries the wait the rate header asks for
-    │   └── SftpUnavailable       connection refused/reset, timeout
+    │   ├── SftpUnavailable       connection refused/reset, timeout
+    │   └── LedgerBusy            another process holds a write lock on the ledger
     ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
     │   ├── BadRecord             an Amazon record the bridge cannot use
     │   └── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
@@ -15,7 +16,11 @@
         ├── SftpAuthError         SFTP login refused
         ├── HostKeyMismatch       server key unknown or changed: possible interception
         ├── RemotePathMissing     a drop folder or file that should be there is not
-        └── FileExistsInDrop      a file of the target name is already in the drop (never overwritten)
+        ├── FileExistsInDrop      a file of the target name is already in the drop (never overwritten)
+        ├── StateUnusable         the state folder, its lock file or a file in it cannot be used
+        │   └── LedgerUnusable        the ledger is damaged, not a database, unreadable, or its disk full
+        ├── StateKeyMismatch      BRIDGE_STATE_KEY is not the key the state was made with
+        └── StateNotConfirmed     a used state folder lost its ledger, or holds an older or other one
 
 Library exceptions (httpx, sp_api, paramiko) stop at the edge modules and come out as one of
 these. Nothing above the edges catches a library's exception type.
@@ -92,3 +97,23 @@ class RemotePathMissing(FixTheSetup):
 
 class FileExistsInDrop(FixTheSetup):
     """A rename would replace a file already in the drop; the bridge never overwrites."""
+
+
+class LedgerBusy(RetryLater):
+    pass
+
+
+class StateUnusable(FixTheSetup):
+    """The state folder, the lock file, a spool file or a backup cannot be created or used."""
+
+
+class LedgerUnusable(StateUnusable):
+    pass
+
+
+class StateKeyMismatch(FixTheSetup):
+    pass
+
+
+class StateNotConfirmed(FixTheSetup):
+    """Running would send orders again; a person confirms a fresh start or a restored ledger."""

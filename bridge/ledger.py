@@ -11,22 +11,34 @@ An order's life:
     pending/held ──Amazon cancels──▶ cancelled;  ──filtered out──▶ skipped
 A file's life (one row per file put in a warehouse's drop):
     staged (in the local spool) ──▶ uploaded (complete under its temporary name) ──▶ delivered
+
+The ledger knows its key: `meta.key_check` is a known text sealed with the BRIDGE_STATE_KEY the
+ledger was made with, and every open that can write (`Ledger(path, sealer)`) checks the given key
+against it before writing anything. A key rotation (`fbm-bridge rekey`) records the new key's
+check value in `meta.rekey_to` first and swaps it in, in one transaction, once everything is
+resealed. An order record that cannot be read (damaged seal, JSON or date) is set aside in
+`unreadable_orders`, named by `attention()`, and skipped; the other orders go on.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
-from bridge.errors import FixTheSetup
+from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
 from bridge.sealing import Sealer
 
 
@@ -103,7 +115,28 @@ create table if not exists order_events (
     kind text not null,
     detail text not null
 );
+create table if not exists meta (  -- key_check, rekey_to, state_id
+    name text primary key,
+    value text not null
+);
+create table if not exists unreadable_orders (  -- set aside: kept, skipped, shown in status
+    order_id text primary key,
+    reason text not null,
+    noted_at text not null
+);
+create table if not exists state_events (  -- fresh start, restore accepted, key rotation
+    id integer primary key,
+    at text not null,
+    kind text not null,
+    detail text not null
+);
 """
+KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
+# The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
+USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
+LEDGER_MODE = 0o600  # buyer data; SQLite gives the -wal and -shm files the ledger's mode
+
+log = logging.getLogger("bridge.ledger")
 
 
 @dataclass(frozen=True)
@@ -150,17 +183,33 @@ class RecordSummary:
 class Ledger:
     def __init__(self, path: Path, sealer: Sealer | None):
         """`sealer` encrypts order payloads (buyer data) at rest. Without one (`fbm-bridge status`)
-        the ledger can report statuses, windows and events but not read or write orders."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        the ledger can report statuses, windows and events but not read or write orders.
+
+        With a sealer the key is checked first (StateKeyMismatch if it is not the ledger's).
+        A file that is not a usable SQLite database raises LedgerUnusable, naming the fix."""
+        self._path = Path(path)
         self._sealer = sealer
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=full")
-        self._db.execute("pragma foreign_keys=on")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        with _translated_errors(self._path):
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # buyer data
+            _make_private(self._path)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            try:
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("pragma journal_mode=wal")
+                self._db.execute("pragma synchronous=full")
+                self._db.execute("pragma foreign_keys=on")
+                with self._lock:
+                    self._db.executescript(SCHEMA)
+                if sealer is not None:
+                    self._verify_key(sealer)
+            except BaseException:
+                self._db.close()
+                raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def close(self) -> None:
         self._db.close()
@@ -172,9 +221,167 @@ class Ledger:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("rollback")
+                if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._db.execute("rollback")
                 raise
             self._db.execute("commit")
+
+    # --- the key -------------------------------------------------------------------------
+
+    def _verify_key(self, sealer: Sealer) -> None:
+        """Refuse a key that is not this ledger's, before anything is written with it.
+
+        A ledger made before ledgers knew their key (no check value) adopts the given key if it
+        opens one of its order records, or if it has none; any other key is refused."""
+        check, rotating = self._meta(KEY_CHECK), self._meta(REKEY_TO)
+        if rotating is not None:
+            raise StateKeyMismatch(
+                f"a key rotation of {self._path} was started and did not finish: run `fbm-bridge rekey`"
+                " again with the same BRIDGE_STATE_KEY and BRIDGE_STATE_KEY_NEW"
+            )
+        if check is not None:
+            if not sealer.opens_check(check):
+                raise StateKeyMismatch(key_mismatch_message(self._path))
+            return
+        if not self._opens_a_payload(sealer):
+            raise StateKeyMismatch(key_mismatch_message(self._path))
+        with self._transaction() as db:
+            self._set_meta(db, KEY_CHECK, sealer.check_value())
+
+    def opens_records(self, sealer: Sealer) -> bool:
+        """For a ledger without a check value: True if `sealer` opens one of its order records,
+        or it has none."""
+        return self._opens_a_payload(sealer)
+
+    def _opens_a_payload(self, sealer: Sealer) -> bool:
+        """True if there is no order record, or the key opens one of them."""
+        rows = self._db.execute("select payload from orders")
+        found = False
+        for row in rows:
+            found = True
+            if sealer.opens(row["payload"].encode("ascii")):
+                return True
+        return not found
+
+    def sealed_with(self, sealer: Sealer) -> bool | None:
+        """Whether the ledger's check value opens with `sealer` (None: a ledger that has no
+        check value yet, made before ledgers knew their key)."""
+        check = self._meta(KEY_CHECK)
+        return None if check is None else sealer.opens_check(check)
+
+    def rotation_target(self) -> str | None:
+        """The sealed check value of the key an unfinished rotation reseals to, if any."""
+        return self._meta(REKEY_TO)
+
+    def begin_rotation(self, old: Sealer, new: Sealer, now: datetime) -> None:
+        """Record that everything is being resealed from `old` to `new` (idempotent). From here
+        until `finish_rotation`, only `fbm-bridge rekey` opens the state."""
+        with self._transaction() as db:
+            if self._meta(KEY_CHECK) is None:
+                self._set_meta(db, KEY_CHECK, old.check_value())
+            if self._meta(REKEY_TO) is None:
+                self._set_meta(db, REKEY_TO, new.check_value())
+                self._state_event(db, iso_z(now), "rekey_started", "resealing with BRIDGE_STATE_KEY_NEW")
+
+    def reseal_payloads(self, reseal: Callable[[bytes], bytes | None], now: datetime) -> tuple[int, list[str]]:
+        """Reseal every order record in one transaction; `reseal` gives the new token, or None
+        for a record neither key opens, which is left as it is and set aside.
+        Returns (records resealed, order ids set aside)."""
+        count, unreadable = 0, []
+        with self._transaction() as db:
+            rows = db.execute("select order_id, payload from orders").fetchall()
+            for row in rows:
+                token = reseal(row["payload"].encode("ascii"))
+                if token is None:
+                    unreadable.append(row["order_id"])
+                    self._set_aside(db, row["order_id"], UNREADABLE_SEAL, iso_z(now))
+                    continue
+                db.execute("update orders set payload = ? where order_id = ?",
+                           (token.decode("ascii"), row["order_id"]))
+                count += 1
+        return count, unreadable
+
+    def finish_rotation(self, now: datetime) -> None:
+        """Swap the new key's check value in: from now on only the new key opens the state."""
+        with self._transaction() as db:
+            target = self._meta(REKEY_TO)
+            if target is None:
+                return
+            self._set_meta(db, KEY_CHECK, target)
+            db.execute("delete from meta where name = ?", (REKEY_TO,))
+            self._state_event(db, iso_z(now), "rekey_finished", "the state is sealed with the new key")
+
+    # --- identity, backups and audit -------------------------------------------------------
+
+    def state_id(self) -> str | None:
+        return self._meta(STATE_ID)
+
+    def set_state_id(self, state_id: str, now: datetime, kind: str, detail: str) -> None:
+        with self._transaction() as db:
+            self._set_meta(db, STATE_ID, state_id)
+            self._state_event(db, iso_z(now), kind, detail)
+
+    def is_empty(self) -> bool:
+        """No bookmark, window, file, order or event: nothing was ever recorded."""
+        return not any(
+            self._db.execute(f"select 1 from {table} limit 1").fetchone() for table in USE_TABLES
+        )
+
+    def progress(self) -> int:
+        """How far the ledger has come: it only grows (events are never deleted), so a ledger
+        whose progress is below what the state folder saw earlier is an older copy."""
+        row = self._db.execute("select max(id) as n from order_events").fetchone()
+        return row["n"] or 0
+
+    def start_fresh(self, bookmark: str, start: datetime, state_id: str, now: datetime, detail: str) -> None:
+        """A person confirmed a fresh start: a new state whose first window starts at `start`."""
+        with self._transaction() as db:
+            self._set_meta(db, STATE_ID, state_id)
+            db.execute(
+                "insert into bookmarks (name, value, updated_at) values (?, ?, ?) "
+                "on conflict (name) do update set value = excluded.value, updated_at = excluded.updated_at",
+                (bookmark, iso_z(start), iso_z(now)),
+            )
+            self._state_event(db, iso_z(now), "fresh_start", detail)
+
+    def note_state_event(self, kind: str, detail: str, now: datetime) -> None:
+        with self._transaction() as db:
+            self._state_event(db, iso_z(now), kind, detail)
+
+    def state_events(self) -> list[dict[str, str]]:
+        rows = self._db.execute("select at, kind, detail from state_events order by id")
+        return [dict(row) for row in rows]
+
+    def backup_to(self, target: Path) -> None:
+        """A consistent copy of the ledger at `target` (mode 0600), taken with SQLite's online
+        backup while others may write; a self-contained file (no -wal) that can be copied back."""
+        _make_private(target)
+        copy = sqlite3.connect(str(target))
+        try:
+            with self._lock:
+                self._db.backup(copy)
+            copy.execute("pragma journal_mode=delete")
+        finally:
+            copy.close()
+
+    def detach_wal(self) -> None:
+        """Leave the file self-contained (no -wal beside it) when closed: for backups."""
+        self._db.execute("pragma journal_mode=delete")
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("select value from meta where name = ?", (name,)).fetchone()
+        return row["value"] if row else None
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, name: str, value: str) -> None:
+        db.execute(
+            "insert into meta (name, value) values (?, ?) on conflict (name) do update set value = excluded.value",
+            (name, value),
+        )
+
+    @staticmethod
+    def _state_event(db: sqlite3.Connection, at: str, kind: str, detail: str) -> None:
+        db.execute("insert into state_events (at, kind, detail) values (?, ?, ?)", (at, kind, detail))
 
     # --- bookmarks -----------------------------------------------------------------------
 
@@ -240,7 +447,8 @@ class Ledger:
             self._event(db, order.order_id, now, "seen", f"{observation.status} {observation.reason}".strip())
             return "new"
         status = OrderStatus(row["status"])
-        if parse_iso(row["last_updated"]) > order.last_updated:
+        stored_time = _stored_time(row["last_updated"])
+        if stored_time is not None and stored_time > order.last_updated:
             return "unchanged"  # an overlap re-read of older data
         if status in SENT:
             return self._record_sent(db, order, status, row["amazon_status"], now)
@@ -258,6 +466,7 @@ class Ledger:
                 (target, reason, observation.warehouse, order.status,
                  iso_z(order.last_updated), self._payload(order), now, order.order_id),
             )
+            db.execute("delete from unreadable_orders where order_id = ?", (order.order_id,))
             if status != target:
                 self._event(db, order.order_id, now, "status", f"{status} -> {target} {reason}".strip())
             return "updated"
@@ -300,7 +509,40 @@ class Ledger:
             f"select * from orders where status in ({marks}) order by first_seen_at, order_id",
             tuple(statuses),
         ).fetchall()
-        return [self._stored_order(row) for row in rows]
+        noted = {row["order_id"] for row in self._db.execute("select order_id from unreadable_orders")}
+        readable, unreadable, recovered = [], {}, []
+        for row in rows:
+            try:
+                readable.append(self._stored_order(row))
+            except UnreadableRecord as problem:
+                unreadable[row["order_id"]] = (str(problem), row["updated_at"])
+                continue
+            if row["order_id"] in noted:
+                recovered.append(row["order_id"])
+        if unreadable or recovered:
+            self._note_unreadable(unreadable, recovered)
+        return readable
+
+    def _note_unreadable(self, unreadable: dict[str, tuple[str, str]], recovered: list[str]) -> None:
+        """Set aside records that cannot be read (kept, skipped, shown by `attention` with the
+        time the record was last written); forget the note of a record that reads again."""
+        with self._transaction() as db:
+            for order_id, (why, written_at) in unreadable.items():
+                self._set_aside(db, order_id, why, written_at)
+            for order_id in recovered:
+                db.execute("delete from unreadable_orders where order_id = ?", (order_id,))
+
+    @staticmethod
+    def _set_aside(db: sqlite3.Connection, order_id: str, why: str, now: str) -> None:
+        known = db.execute("select reason from unreadable_orders where order_id = ?", (order_id,)).fetchone()
+        if known is not None and known["reason"] == why:
+            return
+        db.execute(
+            "insert into unreadable_orders (order_id, reason, noted_at) values (?, ?, ?)"
+            " on conflict (order_id) do update set reason = excluded.reason, noted_at = excluded.noted_at",
+            (order_id, why, now),
+        )
+        log.error("order record set aside order_id=%s: %s; the other orders go on", order_id, why)
 
     def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> None:
         with self._transaction() as db:
@@ -428,14 +670,20 @@ class Ledger:
                 " (status = ? and delivered_at < ?) or (status in (?, ?) and updated_at < ?))",
                 (OrderStatus.DELIVERED, cutoff, OrderStatus.CANCELLED, OrderStatus.SKIPPED, cutoff),
             ).fetchall()
+            purged = 0
             for row in rows:
-                data = self._payload_data(row["payload"], row["order_id"])
+                try:
+                    data = self._payload_data(row["payload"], row["order_id"])
+                except UnreadableRecord as problem:
+                    self._set_aside(db, row["order_id"], str(problem), iso_z(now))
+                    continue
                 data.update(ship_to=None, buyer_name="", buyer_email="")
                 db.execute(
                     "update orders set payload = ?, pii_purged_at = ? where order_id = ?",
                     (self._seal(data), iso_z(now), row["order_id"]),
                 )
-        return len(rows)
+                purged += 1
+        return purged
 
     def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
         rows = self._db.execute(
@@ -491,6 +739,13 @@ class Ledger:
             " where e.kind in ('changed_after_delivery', 'delivery_unconfirmed') order by e.id"
         ):
             items.append(dict(row))
+        for row in self._db.execute(
+            "select u.order_id, 'unreadable' as status, u.reason, o.warehouse, u.noted_at as updated_at"
+            " from unreadable_orders u left join orders o using (order_id) order by u.noted_at, u.order_id"
+        ):
+            item = dict(row)
+            item["reason"] = f"the ledger's record cannot be read: {item['reason']}; it is set aside (kept, not sent)"
+            items.append(item)
         # An unreadable answer from Amazon, until a later readable one updated the order.
         for row in self._db.execute(
             "select order_id, 'rejected' as status, detail as reason, null as warehouse, at as updated_at"
@@ -533,7 +788,17 @@ class Ledger:
         return self._keyed().seal(json.dumps(data, sort_keys=True).encode("utf-8")).decode("ascii")
 
     def _payload_data(self, payload: str, order_id: str) -> dict:
-        return json.loads(self._keyed().open(payload.encode("ascii"), f"the ledger's record of order {order_id}"))
+        """The order record as a dict; UnreadableRecord if its seal or JSON is damaged."""
+        data = self._keyed().try_open(payload.encode("utf-8"))
+        if data is None:
+            raise UnreadableRecord(UNREADABLE_SEAL)
+        try:
+            plain = json.loads(data)
+        except ValueError:
+            raise UnreadableRecord("its data is not valid JSON (damaged)") from None
+        if not isinstance(plain, dict):
+            raise UnreadableRecord("its data is not an order record (damaged)")
+        return plain
 
     def _keyed(self) -> Sealer:
         if self._sealer is None:
@@ -541,12 +806,20 @@ class Ledger:
         return self._sealer
 
     def _stored_order(self, row: sqlite3.Row) -> StoredOrder:
+        """One order decoded on its own: UnreadableRecord names what is wrong with it."""
+        data = self._payload_data(row["payload"], row["order_id"])
+        try:
+            order = order_from_dict(data)
+        except KeyError as missing:
+            raise UnreadableRecord(f"its field {missing.args[0]} is missing") from None
+        except (ValueError, TypeError, ArithmeticError, AttributeError) as problem:
+            raise UnreadableRecord(f"a field cannot be read: {_field_problem(problem)}") from None
         return StoredOrder(
             order_id=row["order_id"],
             status=OrderStatus(row["status"]),
             reason=row["reason"],
             warehouse=row["warehouse"],
-            order=order_from_dict(self._payload_data(row["payload"], row["order_id"])),
+            order=order,
         )
 
     @staticmethod
@@ -567,3 +840,108 @@ def _stored_file(row: sqlite3.Row) -> StoredFile:
         size=row["size"],
         sha256=row["sha256"],
     )
+
+
+UNREADABLE_SEAL = "its sealed data does not open with the state key (damaged or altered)"
+
+
+class UnreadableRecord(Exception):
+    """One stored order record cannot be read; the reason names what, never buyer data."""
+
+
+def key_mismatch_message(path: Path) -> str:
+    return (
+        f"BRIDGE_STATE_KEY is not the key the state in {path.parent} was made with: restore that key,"
+        " or change keys with `fbm-bridge rekey` (README: Operations, Changing the state key)"
+    )
+
+
+def _stored_time(text: str) -> datetime | None:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return None  # written by an older version that could not write it back: rewrite it
+
+
+def _field_problem(problem: BaseException) -> str:
+    # records.order_from_dict names the field in its ValueErrors; others say only their kind,
+    # since a damaged record's message could quote buyer data.
+    if isinstance(problem, ValueError) and str(problem).startswith("field "):
+        return str(problem)
+    return f"{type(problem).__name__} while reading it"
+
+
+def _make_private(path: Path) -> None:
+    """Create `path` if missing and make it (and SQLite's -wal, -shm beside it) 0600, whatever
+    the umask: SQLite gives the files it creates the mode of the database file. An existing file
+    of another owner (`status` run by root, say) is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, LEDGER_MODE))
+    except FileExistsError:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)) from None
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = candidate.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o777 != LEDGER_MODE and info.st_uid == os.geteuid():
+            os.chmod(candidate, LEDGER_MODE)
+
+
+# SQLite's primary result codes (sqlite3.h) that mean the state on disk needs a person.
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+
+
+def ledger_error(problem: BaseException, path: Path) -> BaseException:
+    """The bridge's error for what SQLite or the OS said about the ledger file; the problem
+    itself when it is not about the file (a constraint, a bug)."""
+    if isinstance(problem, OSError):
+        return LedgerUnusable(f"cannot open the ledger {path}: {problem.strerror or problem}")
+    if not isinstance(problem, sqlite3.DatabaseError) or isinstance(
+        problem, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+    ):
+        return problem
+    code = (getattr(problem, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return LedgerUnusable(f"the disk holding the ledger {path} is full: free space, then run again")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return LedgerUnusable(
+            f"the ledger {path} is damaged or not a SQLite database ({problem}): stop the service and"
+            f" restore the newest backup from {path.parent / 'backups'} (README: Operations, Backups)"
+        )
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return LedgerBusy(f"the ledger {path} is busy ({problem}); the next run tries again")
+    if code in (_SQLITE_CANTOPEN, _SQLITE_READONLY, _SQLITE_PERM, _SQLITE_IOERR):
+        return LedgerUnusable(
+            f"cannot use the ledger {path} ({problem}): it must be a file the service's user can"
+            " read and write, on a disk that works"
+        )
+    return problem
+
+
+@contextmanager
+def _translated_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.DatabaseError, OSError) as problem:
+        translated = ledger_error(problem, path)
+        if translated is problem:
+            raise
+        raise translated from None
+
+
+def _translating(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def guarded(self: "Ledger", *args, **kwargs):
+        with _translated_errors(self._path):
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
+# Every public method turns a damaged, full or unreadable ledger file into one clear error.
+for _name, _method in list(vars(Ledger).items()):
+    if not _name.startswith("_") and callable(_method) and _name != "close":
+        setattr(Ledger, _name, _translating(_method))

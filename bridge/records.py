@@ -7,6 +7,7 @@ stores them that way). Times are timezone-aware UTC datetimes; money is Decimal.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -93,13 +94,36 @@ def utc(value: datetime) -> datetime:
 
 
 def parse_iso(text: str) -> datetime:
-    """Amazon's ISO 8601 timestamps ('2026-11-26T10:00:00Z', with or without fraction)."""
-    return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    """Amazon's ISO 8601 timestamps ('2026-11-26T10:00:00Z', with or without fraction).
+
+    Every value this accepts can be stored and read back (`iso_exact`): a time that cannot be
+    written in UTC (before year 1 or after 9999 once converted) is refused here, as ValueError.
+    A year of fewer than four digits, as earlier versions of `iso_z` wrote years before 1000,
+    is read as that year.
+    """
+    text = _LEGACY_SHORT_YEAR.sub(lambda m: m.group(1).zfill(4) + "-", text, count=1)
+    try:
+        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+
+
+_LEGACY_SHORT_YEAR = re.compile(r"^(\d{1,3})-(?=\d\d-\d\dT)")
 
 
 def iso_z(value: datetime) -> str:
-    """ISO 8601 with 'T' and 'Z', as Amazon's models ask (never a space, never +00:00)."""
-    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 with 'T' and 'Z', as Amazon's models ask (never a space, never +00:00), to the
+    second. The year always has four digits, so the text reads back and sorts as the time."""
+    value = utc(value)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+            f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z")
+
+
+def iso_exact(value: datetime) -> str:
+    """`iso_z` with the microseconds when there are any: `parse_iso` gives back the same time."""
+    text = iso_z(value)
+    microsecond = utc(value).microsecond
+    return f"{text[:-1]}.{microsecond:06d}Z" if microsecond else text
 
 
 def order_to_dict(order: Order) -> dict[str, Any]:
@@ -114,15 +138,23 @@ def order_from_dict(data: dict[str, Any]) -> Order:
     return Order(
         **{
             **data,
-            "purchase_date": parse_iso(data["purchase_date"]),
-            "last_updated": parse_iso(data["last_updated"]),
-            "ship_by": parse_iso(data["ship_by"]) if data.get("ship_by") else None,
-            "deliver_by": parse_iso(data["deliver_by"]) if data.get("deliver_by") else None,
+            "purchase_date": _time_field(data, "purchase_date"),
+            "last_updated": _time_field(data, "last_updated"),
+            "ship_by": _time_field(data, "ship_by") if data.get("ship_by") else None,
+            "deliver_by": _time_field(data, "deliver_by") if data.get("deliver_by") else None,
             "ship_to": ship_to,
             "lines": lines,
             "order_total": _decimal(data.get("order_total")),
         }
     )
+
+
+def _time_field(data: dict[str, Any], key: str) -> datetime:
+    try:
+        return parse_iso(data[key])
+    except (TypeError, ValueError, AttributeError):
+        # The field, not the value: a damaged record's value could be anything.
+        raise ValueError(f"field {key} is not a time that can be read") from None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -135,7 +167,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_plain(item) for item in value]
     if isinstance(value, datetime):
-        return iso_z(value)
+        return iso_exact(value)
     if isinstance(value, Decimal):
         return str(value)
     return value

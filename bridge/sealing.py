@@ -9,9 +9,13 @@ silently read as garbage.
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bridge.errors import FixTheSetup
+
+# The ledger stores this text sealed with its key (`meta.key_check`), so a key can be checked
+# before anything is written with it, even in a ledger that holds no order yet.
+CHECK_TEXT = b"fbm-bridge state key check v1"
 
 
 def new_key() -> str:
@@ -33,6 +37,22 @@ class Sealer:
     def seal(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)
 
+    def try_open(self, token: bytes) -> bytes | None:
+        """The data, or None if this key does not open the token (another key, or damaged)."""
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken:
+            return None
+
+    def opens(self, token: bytes) -> bool:
+        return self.try_open(token) is not None
+
+    def check_value(self) -> str:
+        return self.seal(CHECK_TEXT).decode("ascii")
+
+    def opens_check(self, check_value: str) -> bool:
+        return self.try_open(check_value.encode("ascii")) == CHECK_TEXT
+
     def open(self, token: bytes, what: str) -> bytes:
         try:
             return self._fernet.decrypt(token)
@@ -41,3 +61,20 @@ class Sealer:
                 f"{what} cannot be opened with BRIDGE_STATE_KEY: the key was changed or the data"
                 " altered; restore the key the state was written with"
             ) from None
+
+
+class Resealer:
+    """During a key rotation: opens what either key sealed, seals with the new one."""
+
+    def __init__(self, old: Sealer, new: Sealer):
+        self.old, self.new = old, new
+        self._both = MultiFernet([new._fernet, old._fernet])
+
+    def reseal(self, token: bytes) -> bytes | None:
+        """`token` sealed with the new key, or None if neither key opens it."""
+        if self.new.opens(token):
+            return token  # already done (a rotation resumed after a crash)
+        try:
+            return self._both.rotate(token)
+        except InvalidToken:
+            return None

@@ -6,25 +6,27 @@ changes state holds an exclusive lock on `<state_dir>/bridge.lock` while it runs
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from bridge import state
 from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
-from bridge.errors import FixTheSetup
-from bridge.flows.orders import BOOKMARK, OrdersFlow
+from bridge.errors import BridgeError, FixTheSetup
+from bridge.flows.orders import BOOKMARK, OrdersFlow, RunReport
 from bridge.ledger import FileStatus, Ledger, OrderStatus
 from bridge.records import iso_z
 from bridge.sealing import Sealer
+from bridge.state import state_lock
+
+__all__ = ["Service", "open_service", "state_lock", "status_report", "order_report"]
 
 QUIET_LIBRARIES = ("sp_api", "httpx", "httpcore", "paramiko", "watchdog", "schedule")
+log = logging.getLogger("bridge.service")
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -42,35 +44,27 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / "bridge.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise FixTheSetup(
-            f"another bridge process is using {state_dir} (lock file {state_dir / 'bridge.lock'});"
-            " stop it first (systemctl stop fbm-bridge)"
-        ) from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
 @dataclass
 class Service:
     settings: Settings
     ledger: Ledger
     amazon: AmazonOrders
     orders: OrdersFlow
+    writable: bool = True  # holds the state lock: may keep backups and the state marker
+
+    def run_orders(self, now: datetime) -> RunReport:
+        """One orders run, then what every run leaves in the state folder: the marker of how
+        far the ledger has come, and the day's backup."""
+        report = self.orders.run(now)
+        if not self.writable:
+            return report
+        try:
+            state.after_run(self.settings, self.ledger, now)
+        except BridgeError as problem:
+            report.errors.append(f"state: {problem}")
+            report.needs_a_person |= isinstance(problem, FixTheSetup)
+            log.error("step=state failed: %s", problem)
+        return report
 
 
 @contextmanager
@@ -84,10 +78,12 @@ def open_service(
     """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM).
     `exclusive=False` is for read-only work (a dry run) beside a running service."""
     with state_lock(settings.state_dir) if exclusive else nullcontext():
-        ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
+        now = datetime.now(timezone.utc)  # only for the audit record of a new state
+        ledger = state.open_ledger(settings, Sealer(settings.state_key), now, writable=exclusive)
         try:
             amazon = AmazonOrders(settings.amazon, sleep=sleep)
-            yield Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
+            flow = OrdersFlow(settings, ledger, amazon, **flow_options)
+            yield Service(settings, ledger, amazon, flow, writable=exclusive)
         finally:
             ledger.close()
 
@@ -101,8 +97,10 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
             "window_end": None, "behind_seconds": None, "late": False,
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
-            "files_in_flight": [], "attention": [],
+            "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
+            "state_event": None,
         }
+    problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
     try:
         bookmark = ledger.bookmark(BOOKMARK)
@@ -120,9 +118,17 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
                 {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
             ],
             "attention": ledger.attention(),
+            "state": problem,  # why a run would refuse this state folder, if it would
+            "state_event": _last_confirmation(ledger),
         }
     finally:
         ledger.close()
+
+
+def _last_confirmation(ledger: Ledger) -> dict[str, str] | None:
+    """The latest thing a person did to the state (fresh start, accepted restore, new key)."""
+    events = [e for e in ledger.state_events() if e["kind"] not in ("created", "identified")]
+    return events[-1] if events else None
 
 
 def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:

@@ -4,11 +4,21 @@ message a person sees. Shipments and stock keep their own tables beside this one
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from bridge.cli import main
-from harness import MAPPINGS, SAMPLES
+from harness import MAPPINGS, REPO, SAMPLES, SECRETS, sftp_warehouse, write_config
 
 ACME = MAPPINGS / "acme-csv.toml"
 
@@ -115,3 +125,385 @@ def test_preview_with_a_bad_mapping_lists_its_problems_and_exits_2(capsys, tmp_p
         assert lines[1].startswith(f"  {mapping}: orders.columns[0].source: unknown field 'ship_to.zip' (known: order.id, ")
     else:
         assert lines[1:] == ["  " + m.format(mapping=mapping) for m in messages]
+
+
+# --- local state: the state folder, its ledger, lock and key; credential and key files ---------
+# Each fault is real (root ignores permissions, so: a file where a folder should be, an immutable
+# file (chattr +i), a full tmpfs in a private mount namespace, /proc/self/mem for a file that
+# cannot be read). Each gives one line on stderr and exit 2 (a person must act), no traceback.
+
+RUN_TIME = "2026-11-20T12:30:00Z"
+USER = pwd.getpwuid(os.geteuid()).pw_name
+
+
+@dataclass
+class Stage:
+    """A bridge as an operator has it: config on disk, the sandbox, the private sshd."""
+
+    tmp: Path
+    config: Path
+    env: dict[str, str] = field(default_factory=dict)
+    wrap: list[str] = field(default_factory=list)  # a command the bridge runs inside (unshare)
+
+    @property
+    def state(self) -> Path:
+        return self.tmp / "state"
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {"state": str(self.state), "ledger": str(self.state / "ledger.sqlite"), "config": str(self.config),
+                "tmp": str(self.tmp), "user": USER}
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        command = [*self.wrap, sys.executable, "-m", "bridge", "--config", str(self.config), *args]
+        env = {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost", **self.env}
+        env = {key: value for key, value in env.items() if value is not None}
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    def pull(self) -> subprocess.CompletedProcess:
+        done = self.run("orders", "pull", "--now", RUN_TIME)
+        assert done.returncode == 0, done.stderr
+        return done
+
+
+@pytest.fixture
+def stage(tmp_path, sshd, sftp_root, sandbox) -> Stage:
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+    yield Stage(tmp_path, config)
+    subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)  # let pytest clean up
+
+
+def immutable(path: Path) -> None:
+    """`chattr +i`: not even root may change it. Skips where the filesystem has no such flag."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
+
+
+def used(stage: Stage) -> None:
+    stage.pull()
+
+
+def state_folder_is_a_file(stage: Stage) -> None:
+    stage.state.write_text("")
+
+
+def state_folder_is_immutable(stage: Stage) -> None:
+    stage.state.mkdir(mode=0o700)
+    immutable(stage.state)
+
+
+def lock_is_a_folder(stage: Stage) -> None:
+    (stage.state / "bridge.lock").mkdir(parents=True)
+
+
+def lock_is_immutable(stage: Stage) -> None:
+    used(stage)
+    immutable(stage.state / "bridge.lock")
+
+
+def ledger_is_not_a_database(stage: Stage) -> None:
+    stage.state.mkdir(mode=0o700)
+    (stage.state / "ledger.sqlite").write_bytes(b"these are not the bytes of a SQLite database\n" * 100)
+
+
+def ledger_is_damaged(stage: Stage) -> None:
+    used(stage)
+    ledger = stage.state / "ledger.sqlite"
+    data = bytearray(ledger.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = b"\xa5" * (len(data) - page)  # every page after the first (the schema) is garbage
+    ledger.write_bytes(bytes(data))
+
+
+def ledger_is_a_folder(stage: Stage) -> None:
+    (stage.state / "ledger.sqlite").mkdir(parents=True)
+
+
+def disk_is_full(stage: Stage) -> None:
+    """The state folder on a 4 KB tmpfs, mounted in a mount namespace of the bridge's own."""
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here (needs CAP_SYS_ADMIN): {probe.stderr.strip()}")
+    stage.state.mkdir()
+    stage.wrap = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"', str(stage.state)]
+
+
+def another_key(stage: Stage) -> None:
+    used(stage)
+    stage.env["BRIDGE_STATE_KEY"] = "bmV3LWtleS1mb3ItdGhlLXN0YXRlLTMyLWJ5dGVzISE="
+
+
+def ledger_deleted(stage: Stage) -> None:
+    used(stage)
+    for path in stage.state.glob("ledger.sqlite*"):
+        path.unlink()
+
+
+def ledger_emptied(stage: Stage) -> None:
+    used(stage)
+    for path in stage.state.glob("ledger.sqlite-*"):
+        path.unlink()
+    (stage.state / "ledger.sqlite").write_bytes(b"")
+
+
+def older_backup_restored(stage: Stage) -> None:
+    used(stage)
+    [backup] = (stage.state / "backups").iterdir()
+    db = sqlite3.connect(stage.state / "ledger.sqlite")  # work after the backup was taken
+    db.execute("insert into order_events (order_id, at, kind, detail) values ('x', 't', 'seen', '')")
+    db.commit()
+    db.close()
+    stage.run("orders", "pull", "--now", "2026-11-20T13:30:00Z")  # the marker moves on
+    for path in stage.state.glob("ledger.sqlite*"):
+        path.unlink()
+    shutil.copy(backup, stage.state / "ledger.sqlite")
+
+
+def rekey_interrupted(stage: Stage) -> None:
+    used(stage)
+    db = sqlite3.connect(stage.state / "ledger.sqlite")  # as a crash right after it was recorded
+    db.execute("insert into meta (name, value) values ('rekey_to', 'gAAAA-sealed-new-key-check')")
+    db.commit()
+    db.close()
+
+
+def credentials(stage: Stage, content: bytes | None = None, link: str | None = None) -> Path:
+    folder = stage.tmp / "credentials"
+    folder.mkdir()
+    for name, value in SECRETS.items():
+        (folder / name).write_text(value + "\n")
+    stage.env.update({name: None for name in SECRETS})
+    stage.env["CREDENTIALS_DIRECTORY"] = str(folder)
+    key = folder / "BRIDGE_STATE_KEY"
+    key.unlink()
+    if link:
+        key.symlink_to(link)
+    else:
+        key.write_bytes(content)
+    return key
+
+
+def credential_not_utf8(stage: Stage) -> None:
+    credentials(stage, content=b"\xff\xfe\x00k\x00e\x00y")
+
+
+def credential_unreadable(stage: Stage) -> None:
+    credentials(stage, link="/proc/self/mem")  # a regular file that no one can read from offset 0
+
+
+def rekey_without_new_key(stage: Stage) -> None:
+    used(stage)
+
+
+def fresh_start_over_a_ledger(stage: Stage) -> None:
+    used(stage)
+
+
+LOCAL_STATE = [
+    (state_folder_is_a_file, ["orders", "pull"],
+     "fbm-bridge: cannot use the state folder {state}: {state} is a file, not a folder; bridge.state_dir must be"
+     " a folder that user {user} can write"),
+    (state_folder_is_immutable, ["orders", "pull"],
+     "fbm-bridge: cannot use the state folder {state}: {state}: Permission denied; bridge.state_dir must be a"
+     " folder that user {user} can write"),
+    (lock_is_a_folder, ["orders", "pull"],
+     "fbm-bridge: cannot open the lock file {state}/bridge.lock: Is a directory; remove it (the bridge"
+     " creates it)"),
+    (lock_is_immutable, ["orders", "pull"],
+     "fbm-bridge: cannot open the lock file {state}/bridge.lock: Operation not permitted (it belongs to user"
+     " {user}); run the bridge as the service's user (sudo -u fbm-bridge ...), whose state folder it must be"),
+    (ledger_is_not_a_database, ["orders", "pull"],
+     "fbm-bridge: the ledger {ledger} is damaged or not a SQLite database (file is not a database): stop the"
+     " service and restore the newest backup from {state}/backups (README: Operations, Backups)"),
+    (ledger_is_not_a_database, ["status"],
+     "fbm-bridge: the ledger {ledger} is damaged or not a SQLite database (file is not a database): stop the"
+     " service and restore the newest backup from {state}/backups (README: Operations, Backups)"),
+    (ledger_is_damaged, ["orders", "pull"],
+     "fbm-bridge: the ledger {ledger} is damaged or not a SQLite database (database disk image is malformed):"
+     " stop the service and restore the newest backup from {state}/backups (README: Operations, Backups)"),
+    (ledger_is_a_folder, ["orders", "pull"], "fbm-bridge: cannot open the ledger {ledger}: Is a directory"),
+    (disk_is_full, ["orders", "pull"],
+     "fbm-bridge: the disk holding the ledger {ledger} is full: free space, then run again"),
+    (another_key, ["orders", "pull"],
+     "fbm-bridge: BRIDGE_STATE_KEY is not the key the state in {state} was made with: restore that key, or"
+     " change keys with `fbm-bridge rekey` (README: Operations, Changing the state key)"),
+    (ledger_deleted, ["orders", "pull"],
+     "fbm-bridge: the ledger {ledger} is missing, but {state} was used before (state.json, 5 spool file(s),"
+     " 1 backup(s)): running would pull and send orders again. Restore the newest backup (README:"
+     " Operations, Backups), or start afresh with `fbm-bridge fresh-start --from TIME`"),
+    (ledger_emptied, ["orders", "pull"],
+     "fbm-bridge: the ledger {ledger} is empty, but {state} was used before (state.json, 5 spool file(s),"
+     " 1 backup(s)): running would pull and send orders again. Restore the newest backup (README:"
+     " Operations, Backups), or start afresh with `fbm-bridge fresh-start --from TIME`"),
+    (older_backup_restored, ["orders", "pull"],
+     "fbm-bridge: the ledger {ledger} is older than this state folder's last run (it has 10 events, the folder"
+     " saw 11): was a backup restored? Orders delivered after that backup would be sent again. Check with the"
+     " warehouse, then confirm with `fbm-bridge accept-restore`"),
+    (rekey_interrupted, ["orders", "pull"],
+     "fbm-bridge: a key rotation of {ledger} was started and did not finish: run `fbm-bridge rekey` again"
+     " with the same BRIDGE_STATE_KEY and BRIDGE_STATE_KEY_NEW"),
+    (rekey_without_new_key, ["rekey"],
+     "fbm-bridge: secret BRIDGE_STATE_KEY_NEW is not set: give the new key in the environment or in"
+     " $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY_NEW (`fbm-bridge keygen` prints one)"),
+    (fresh_start_over_a_ledger, ["fresh-start", "--from", "2026-11-20T00:00:00Z"],
+     "fbm-bridge: the ledger {ledger} is not empty: fresh-start only replaces a missing or empty ledger (a"
+     " restored one is confirmed with `fbm-bridge accept-restore`)"),
+    (credential_not_utf8, ["orders", "pull"],
+     "  {config}: bridge: secret BRIDGE_STATE_KEY in {tmp}/credentials/BRIDGE_STATE_KEY is not UTF-8 text:"
+     " write the secret again as plain text"),
+    (credential_unreadable, ["orders", "pull"],
+     "  {config}: bridge: secret BRIDGE_STATE_KEY cannot be read from {tmp}/credentials/BRIDGE_STATE_KEY:"
+     " Input/output error"),
+]
+
+
+@pytest.mark.parametrize("fault, command, message", LOCAL_STATE,
+                         ids=[f"{fault.__name__}-{command[0]}" for fault, command, _ in LOCAL_STATE])
+def test_a_local_fault_gives_one_clear_line_and_exit_2(stage, fault, command, message):
+    fault(stage)
+
+    done = stage.run(*command)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert message.format(**stage.names) in done.stderr.splitlines(), done.stderr
+
+
+# --- SSH keys protected by a passphrase (secret BRIDGE_SFTP_KEY_PASSPHRASE_<NAME>) ---------------
+
+def protected_copy(stage: Stage, sshd, passphrase: str) -> Path:
+    """The suite's client key, protected by a passphrase: the server still knows it."""
+    key = stage.tmp / "id_protected"
+    shutil.copy(sshd.client_key, key)
+    os.chmod(key, 0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", passphrase, "-f", str(key)], check=True, capture_output=True)
+    text = stage.config.read_text().replace(str(sshd.client_key), str(key))
+    stage.config.write_text(text)
+    return key
+
+
+def test_a_key_with_a_passphrase_and_no_secret_is_refused_at_load_naming_the_secret(stage, sshd):
+    key = protected_copy(stage, sshd, "correct horse")
+
+    done = stage.run("check")
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "configuration is not valid:",
+        f"  {stage.config}: warehouses[0].private_key: {key} is protected by a passphrase: give it in the secret"
+        " BRIDGE_SFTP_KEY_PASSPHRASE_WH"]
+
+
+def test_a_key_with_a_passphrase_logs_in_with_its_secret_and_a_wrong_one_is_named(stage, sshd):
+    key = protected_copy(stage, sshd, "correct horse")
+
+    stage.env["BRIDGE_SFTP_KEY_PASSPHRASE_WH"] = "correct horse"
+    assert "sftp      ok  wh:" in stage.run("check").stdout
+
+    stage.env["BRIDGE_SFTP_KEY_PASSPHRASE_WH"] = "battery staple"
+    done = stage.run("check")
+    assert done.returncode == 2
+    [failure] = [line for line in done.stdout.splitlines() if "FAIL" in line]
+    assert failure.startswith(f"sftp      FAIL wh: private key {key} does not open with the passphrase given"
+                              " (BRIDGE_SFTP_KEY_PASSPHRASE_<NAME>), or is damaged")
+    assert "battery staple" not in done.stdout + done.stderr
+
+
+# --- a token endpoint that answers an HTML page ----------------------------------------------------
+
+@pytest.fixture
+def html_token_url():
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+            self.send_response(503)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/auth/o2/token"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_token_endpoint_answering_html_is_one_line_in_check_and_in_a_run(stage, sandbox, html_token_url):
+    from bridge.edges.amazon import AmazonOrders
+    from bridge.errors import AmazonUnavailable
+    from bridge.records import parse_iso
+    from harness import load
+
+    stage.config.write_text(stage.config.read_text().replace(sandbox.token_url, html_token_url))
+
+    check = stage.run("check")
+
+    assert check.returncode == 2 and "Traceback" not in check.stderr
+    assert f"amazon    FAIL the token URL {html_token_url} answered with something that is not a Login with" \
+           " Amazon token (an HTML page?): check amazon.token_url, or try again later" in check.stdout.splitlines()
+    # A run retries later (exit 1); what its error line says, without the run's backoff waits:
+    amazon = AmazonOrders(load(stage.config).amazon, backoff=0.01)
+    with pytest.raises(AmazonUnavailable) as caught:
+        amazon.updated_between(parse_iso("2026-11-20T08:00:00Z"), parse_iso(RUN_TIME), ["UNSHIPPED"], ["A1PA6795UKMFR9"])
+    assert str(caught.value) == (
+        f"searchOrders: SP-API at {sandbox.url} or the token URL {html_token_url} answered with"
+        " something that is not JSON (an HTML error page?); the next run tries again")
+
+
+# --- config: empty paths and the state's settings ------------------------------------------------
+# Path("") is the working directory: an empty path is refused at load, never taken as ".".
+
+CONFIG_PATHS = [
+    ("state_dir empty", ('state_dir = "', 'state_dir = "" #'), "bridge.state_dir: must not be empty: give a path"),
+    ("state_dir blank", ('state_dir = "', 'state_dir = "  " #'), "bridge.state_dir: must not be empty: give a path"),
+    ("mapping empty", ('mapping = "', 'mapping = "" #'), "warehouses[0].mapping: must not be empty: give a path"),
+    ("known_hosts empty", ('known_hosts = "', 'known_hosts = "" #'),
+     "warehouses[0].known_hosts: must not be empty: give a path"),
+    ("orders_folder empty", ('orders_folder = "', 'orders_folder = "" #'),
+     'warehouses[0].orders_folder: must not be empty: give the folder, e.g. "/in" ("/" for the top)'),
+    ("backups zero", ("[orders]", "[retention]\nbackups = 0\n[orders]"), "retention.backups: must be at least 1, not 0"),
+]
+
+
+@pytest.mark.parametrize("case, change, message", CONFIG_PATHS, ids=[c[0] for c in CONFIG_PATHS])
+def test_an_empty_path_in_the_config_is_refused_at_load(tmp_path, case, change, message):
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+
+    (tmp_path / "known_hosts").write_text("127.0.0.1 ssh-ed25519 AAAA\n")
+    (tmp_path / "id").write_text("not read\n")
+    config = write_config(tmp_path, sandbox_url="http://127.0.0.1:9", token_url="http://127.0.0.1:9/t", warehouses=[{
+        "name": "wh", "mapping": str(ACME), "host": "127.0.0.1", "username": "u", "private_key": str(tmp_path / "id"),
+        "known_hosts": str(tmp_path / "known_hosts"), "orders_folder": "/in"}])
+    config.write_text(config.read_text().replace(*change, 1))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, SECRETS)
+
+    assert caught.value.problems == [f"{config}: {message}"]
+
+
+# --- a stored record that cannot be read blocks nothing ------------------------------------------
+
+def test_one_unreadable_record_is_set_aside_named_in_status_and_the_rest_are_delivered(stage, sandbox, sftp_root):
+    sandbox.set_pii_access(False)
+    stage.pull()  # five orders held, waiting for their address
+    db = sqlite3.connect(stage.state / "ledger.sqlite")
+    db.execute("update orders set payload = 'damaged' where order_id = '111-0000002-0000002'")
+    db.commit()
+    db.close()
+    sandbox.set_pii_access(True)
+
+    done = stage.run("orders", "pull", "--now", "2026-11-20T13:00:00Z")
+    status = stage.run("status")
+
+    assert done.returncode == 0, done.stderr
+    assert len(list(sftp_root.iterdir())) == 4  # every other order went, for every warehouse
+    assert ("  111-0000002-0000002  unreadable  the ledger's record cannot be read: its sealed data does not open"
+            " with the state key (damaged or altered); it is set aside (kept, not sent)") in status.stdout.splitlines()

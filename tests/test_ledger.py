@@ -315,10 +315,8 @@ def test_buyer_data_is_sealed_at_rest_and_a_wrong_key_is_refused_clearly(tmp_pat
     raw = sqlite3.connect(path).execute("select payload from orders").fetchone()[0]
     assert order().ship_to.name not in raw and order().ship_to.line1 not in raw
 
-    with_other_key = Ledger(path, Sealer(new_key()))
-    with pytest.raises(FixTheSetup, match="BRIDGE_STATE_KEY"):
-        with_other_key.orders_in(OrderStatus.PENDING)
-    with_other_key.close()
+    with pytest.raises(FixTheSetup, match="BRIDGE_STATE_KEY is not the key the state"):
+        Ledger(path, Sealer(new_key()))
 
 
 def test_an_unreadable_update_of_a_known_order_is_shown_until_a_readable_one_arrives(ledger):
@@ -329,3 +327,87 @@ def test_an_unreadable_update_of_a_known_order_is_shown_until_a_readable_one_arr
     newer = dataclasses.replace(order(), last_updated=order().last_updated + timedelta(hours=1))
     ledger.record([seen(newer)], NOW + timedelta(hours=1))
     assert ledger.attention() == []
+
+
+# --- a record that cannot be read is set aside; the others go on ------------------------------
+
+def corrupt(ledger: Ledger, order_id: str, payload: str) -> None:
+    ledger._db.execute("update orders set payload = ? where order_id = ?", (payload, order_id))
+
+
+def sealed_json(data) -> str:
+    return SEALER.seal(json.dumps(data).encode()).decode()
+
+
+def record_data(**changes) -> dict:
+    from bridge.records import order_to_dict
+
+    return {**order_to_dict(order("BAD")), **changes}
+
+
+UNREADABLE_RECORDS = [
+    pytest.param(lambda: "gAAAAAB-not-a-fernet-token",
+                 "its sealed data does not open with the state key (damaged or altered)", id="bad seal"),
+    pytest.param(lambda: SEALER.seal(b"{not json").decode(), "its data is not valid JSON (damaged)", id="bad JSON"),
+    pytest.param(lambda: sealed_json(["a", "list"]), "its data is not an order record (damaged)", id="not a record"),
+    pytest.param(lambda: sealed_json(record_data(purchase_date="yesterday")),
+                 "a field cannot be read: field purchase_date is not a time that can be read", id="bad date"),
+    pytest.param(lambda: sealed_json({k: v for k, v in record_data().items() if k != "lines"}),
+                 "its field lines is missing", id="missing field"),
+    pytest.param(lambda: sealed_json(record_data(order_total="twelve")),
+                 "a field cannot be read: InvalidOperation while reading it", id="bad number"),
+]
+
+
+@pytest.mark.parametrize(("payload", "why"), UNREADABLE_RECORDS)
+def test_an_unreadable_record_is_set_aside_named_and_kept_and_the_others_go_on(ledger, payload, why):
+    ledger.record([seen(order("A")), seen(order("BAD")), seen(order("C"))], NOW)
+    corrupt(ledger, "BAD", payload())
+
+    assert [o.order_id for o in ledger.orders_in(OrderStatus.PENDING)] == ["A", "C"]
+    assert ledger.order_row("BAD")["status"] == "pending"  # kept as it was
+    [item] = ledger.attention()
+    assert item == {"order_id": "BAD", "status": "unreadable", "warehouse": "wh",
+                    "reason": f"the ledger's record cannot be read: {why}; it is set aside (kept, not sent)",
+                    "updated_at": "2026-11-20T12:30:00Z"}
+    assert "Jane" not in json.dumps(ledger.attention())
+
+    ledger.orders_in(OrderStatus.PENDING)  # noted once, not again
+    assert len(ledger.attention()) == 1
+
+
+def test_retention_skips_an_unreadable_record_and_purges_the_rest(ledger):
+    ledger.record([seen(order("A")), seen(order("BAD"))], NOW)
+    ledger.mark_delivered(staged(ledger, "A", "BAD"), NOW)
+    corrupt(ledger, "BAD", "damaged")
+
+    assert ledger.purge_pii(older_than=NOW + timedelta(days=1), now=NOW + timedelta(days=31)) == 1
+    assert [item["order_id"] for item in ledger.attention()] == ["BAD"]
+
+
+def test_a_newer_answer_from_amazon_replaces_an_unreadable_record(ledger):
+    ledger.record([seen(order("BAD"))], NOW)
+    corrupt(ledger, "BAD", "damaged")
+    assert ledger.orders_in(OrderStatus.PENDING) == []
+
+    ledger.record([seen(order("BAD", updated=T0 + timedelta(minutes=5)))], NOW + timedelta(minutes=30))
+
+    assert [o.order_id for o in ledger.orders_in(OrderStatus.PENDING)] == ["BAD"]
+    assert ledger.attention() == []
+
+
+def test_an_order_dated_before_year_1000_round_trips_and_old_unpadded_years_read(ledger):
+    ancient = dataclasses.replace(order("OLD"), purchase_date=datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                                  last_updated=datetime(1, 1, 1, tzinfo=timezone.utc))
+    ledger.record([seen(ancient), seen(order("A"))], NOW)
+    assert {o.order_id: o.order for o in ledger.orders_in(OrderStatus.PENDING)}["OLD"] == ancient
+
+    # as versions before this one stored it: "999-01-02T03:04:05Z", which they could not read back
+    written_before = sealed_json(record_data(order_id="OLD", purchase_date="999-01-02T03:04:05Z"))
+    corrupt(ledger, "OLD", written_before)
+    ledger._db.execute("update orders set last_updated = '1-01-01T00:00:00Z' where order_id = 'OLD'")
+    stored = {o.order_id: o.order for o in ledger.orders_in(OrderStatus.PENDING)}
+    assert stored["OLD"].purchase_date == datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert ledger.record([seen(ancient)], NOW).updated == 1  # rewritten with four-digit years
+    assert ledger.order_row("OLD")["last_updated"] == "0001-01-01T00:00:00Z"
+    assert ledger.record([seen(ancient)], NOW).unchanged == 1

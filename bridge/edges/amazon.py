@@ -163,6 +163,13 @@ class AmazonOrders:
             ) from None
         except httpx.HTTPError as problem:
             raise AmazonUnavailable(f"cannot reach the token URL {self.settings.token_url}: {problem}") from None
+        except (ValueError, TypeError):
+            # ValueError: a body that is not JSON (an HTML error page, a proxy's login page);
+            # TypeError: JSON without the token's fields.
+            raise AmazonUnavailable(
+                f"the token URL {self.settings.token_url} answered with something that is not a Login with"
+                " Amazon token (an HTML page?): check amazon.token_url, or try again later"
+            ) from None
 
     def updated_between(
         self,
@@ -358,9 +365,16 @@ class AmazonOrders:
             except (httpx.HTTPError, ValueError) as problem:
                 # ValueError: a body that is neither JSON nor empty (an HTML error page).
                 if attempt == self._attempts:
-                    raise AmazonUnavailable(f"{operation}: cannot reach SP-API at {self.settings.endpoint}: {problem}") from None
+                    raise AmazonUnavailable(f"{operation}: {self._unreachable(problem)}") from None
                 self._sleep(self._pause(attempt))
         raise AssertionError("unreachable")
+
+    def _unreachable(self, problem: Exception) -> str:
+        if isinstance(problem, httpx.HTTPError):
+            return f"cannot reach SP-API at {self.settings.endpoint}: {problem}"
+        # The token is fetched inside the call: the page may be the token URL's as well.
+        return (f"SP-API at {self.settings.endpoint} or the token URL {self.settings.token_url} answered with"
+                " something that is not JSON (an HTML error page?); the next run tries again")
 
     def _pause(self, attempt: int) -> float:
         return min(60.0, self._backoff * 2 ** (attempt - 1))

@@ -177,6 +177,26 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_folder(path.parent)
 
 
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600  # buyer data: the owner only, whatever the umask
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create `folder` (and missing parents) if needed, and make it 0700 if it is ours."""
+    folder = Path(folder)
+    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_mode & 0o777 != PRIVATE_FOLDER and info.st_uid == os.geteuid():
+        os.chmod(folder, PRIVATE_FOLDER)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` as a file only its owner can read (0600, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), PRIVATE_FILE)
+        f.write(data)
+
+
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

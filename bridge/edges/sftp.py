@@ -71,6 +71,7 @@ class SftpEndpoint:
     password: str | None = None
     fsync: bool = True  # ask the server to flush each file to disk before it is renamed into place
     timeout: float = 20.0
+    passphrase: str | None = None  # of an encrypted private key (never shown)
 
     @property
     def address(self) -> str:
@@ -382,7 +383,7 @@ class _RejectAndRemember(paramiko.RejectPolicy):
 
 def _connect(ep: SftpEndpoint) -> paramiko.SSHClient:
     """Open an SSH connection and log in, translating every refusal."""
-    pkey = _load_key(ep.private_key) if ep.private_key is not None else None
+    pkey = _load_key(ep.private_key, ep.passphrase) if ep.private_key is not None else None
     client = paramiko.SSHClient()
     policy = _RejectAndRemember()
     try:
@@ -427,14 +428,22 @@ def _unknown_host(ep: SftpEndpoint, key: paramiko.PKey) -> HostKeyMismatch:
     )
 
 
-def _load_key(path: Path) -> paramiko.PKey:
+def _load_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(path)
+        return paramiko.PKey.from_path(path, password=passphrase.encode("utf-8") if passphrase else None)
     except FileNotFoundError:
         raise FixTheSetup(f"private key {path} does not exist") from None
     except paramiko.PasswordRequiredException:
-        raise SftpAuthError(f"private key {path} is encrypted; give the bridge an unencrypted key")
+        raise SftpAuthError(
+            f"private key {path} is protected by a passphrase: give it in the secret"
+            " BRIDGE_SFTP_KEY_PASSPHRASE_<NAME> (the warehouse name upper-cased)"
+        ) from None
     except (paramiko.SSHException, OSError, ValueError) as e:
+        if passphrase:
+            raise SftpAuthError(
+                f"private key {path} does not open with the passphrase given"
+                f" (BRIDGE_SFTP_KEY_PASSPHRASE_<NAME>), or is damaged: {e}"
+            ) from None
         raise SftpAuthError(f"cannot use private key {path}: {e}") from None
 
 
