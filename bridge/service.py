@@ -107,6 +107,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
     try:
         bookmark = ledger.bookmark(BOOKMARK)
         in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)
+        problems = ledger.delivery_problems()
         behind = now - bookmark if bookmark else None
         expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
         return {
@@ -117,7 +118,9 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "late": bool(behind and behind > expected),
             "windows": ledger.window_log(BOOKMARK),
             "files_in_flight": [
-                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
+                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value,
+                 "problem": problems.get(f.id, {}).get("problem"), "problem_at": problems.get(f.id, {}).get("at")}
+                for f in in_flight
             ],
             "attention": ledger.attention(),
         }
