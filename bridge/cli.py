@@ -16,7 +16,7 @@ from pathlib import Path
 from bridge import __version__
 from bridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from bridge.errors import BridgeError, ConfigError, FixTheSetup
-from bridge.records import parse_iso, shown
+from bridge.records import one_line, parse_iso, shown
 
 EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
 
@@ -227,11 +227,6 @@ def _in_flight(item: dict) -> str:
         return "uploaded under its temporary name; the next run renames it into place"
     return "staged; the next run uploads it"
 
-
-def one_line(text: object) -> str:
-    """Text from the ledger as one line: control characters (a newline in a value Amazon
-    sent) shown as escapes, so no row of `status` can be forged."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

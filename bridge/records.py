@@ -7,6 +7,7 @@ stores them that way). Times are timezone-aware UTC datetimes; money is Decimal.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -83,6 +84,25 @@ class Order:
     @property
     def country_code(self) -> str:
         return self.ship_to.country_code if self.ship_to else ""
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+
+
+def shown(value: object) -> str:
+    """A value from outside (an Amazon order id, a status, a code) as a log line or a message
+    shows it: as it is when it is plain (`111-0000001-0000001`), else quoted with Python's
+    escapes (`'1\\nINFO forged'`), so a newline or control character in it cannot start a
+    forged log line or status row. Never for buyer data, which is not shown at all."""
+    text = str(value)
+    return text if _PLAIN.match(text) else repr(text)
+
+
+def one_line(text: object) -> str:
+    """Text for a log line or a row of `status`: printable characters as they are, control
+    characters and line breaks as their escapes (`\\n`), so it cannot end the line it is on."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def utc(value: datetime) -> datetime:

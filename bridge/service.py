@@ -21,7 +21,7 @@ from bridge.edges.amazon import AmazonOrders
 from bridge.errors import FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow
 from bridge.ledger import FileStatus, Ledger, OrderStatus
-from bridge.records import iso_z
+from bridge.records import iso_z, one_line
 from bridge.sealing import Sealer
 
 QUIET_LIBRARIES = ("sp_api", "httpx", "httpcore", "paramiko", "watchdog", "schedule")
@@ -33,13 +33,20 @@ def configure_logging(level: str = "INFO") -> None:
     The libraries stay at WARNING whatever the level: sp_api logs request headers (the access
     token) at DEBUG.
     """
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: a control character in a message (a newline in a value Amazon
+    sent, wherever a call site forgot `records.shown`) is written as its escape, so no log line
+    can be forged. A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
 
 
 @contextmanager
