@@ -70,7 +70,7 @@ in one second), the ledger gives the file the next free `NAME-2.csv`, `NAME-3.cs
 
 What reaches the warehouse: no field may hold a control character or line break (the order is
 held, naming the field and position); in CSV, free text from buyers and listings (FREE_TEXT)
-starting with `=`, `+`, `-`, `@`, tab or CR is what `formula_guard` decides (spreadsheets run
+starting with `=`, `+`, `-` or `@` is what `formula_guard` decides (spreadsheets run
 such cells as formulas); an XLSX cell holds at most 32,767 characters.
 
 The sections `shipments` and `stock` belong to later flows and are accepted unchecked here;
@@ -209,8 +209,9 @@ FREE_TEXT = frozenset({
     "ship_to.line3", "ship_to.city", "ship_to.district", "ship_to.state", "ship_to.postal_code",
     "line.title",
 })
-# Cells a spreadsheet opening a CSV file takes as formulas (OWASP's list).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Cells a spreadsheet opening a CSV file takes as formulas (OWASP's list; its tab and carriage
+# return are control characters, which no field may hold at all).
+FORMULA_START = ("=", "+", "-", "@")
 
 
 @dataclass(frozen=True)

@@ -195,9 +195,12 @@ class _Rows:
 
     def checked(self, rows: list[list[str]]) -> str | None:
         """Why these rows cannot be written: a control character in a cell, else None."""
-        if find_control("".join(map("".join, rows))) is None:  # one search per order
-            return None
-        return self.cell_problem(rows, find_control, "a control character")
+        # Every control character is unprintable: one quick test per row, and a search of
+        # its cells only when it fails (a no-break space is unprintable too, and allowed).
+        for row in rows:
+            if not "".join(row).isprintable():
+                return self.cell_problem(rows, find_control, "a control character")
+        return None
 
     def cells(self, order: Order):
         for number, line in enumerate(order.lines, 1):
