@@ -127,6 +127,26 @@ class TestDropContract:
         assert drop.read_bytes(f"{base}/o2.csv.part") == b"order 2"
         assert outside.read_bytes() == b"not yours"  # the name was replaced, not the file
 
+    def test_a_stale_file_that_cannot_be_removed_blocks_only_its_own_name(self, make_drop):
+        import subprocess
+
+        make, base = make_drop
+        drop = make()
+        drop.put_bytes(b"a previous attempt", f"{base}/o1.csv.part")
+        stale = make.local / "o1.csv.part"
+        # Immutable: not even root may remove it (the tests run as root, as CI does).
+        if subprocess.run(["chattr", "+i", str(stale)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available on this file system")
+        try:
+            with pytest.raises(TempNameBlocked) as caught:
+                drop.put_bytes(b"order 1", f"{base}/o1.csv.part")
+            assert "o1.csv.part in " in str(caught.value)
+            assert "is left from an earlier upload and cannot be removed (" in str(caught.value)
+            drop.put_bytes(b"order 2", f"{base}/o2.csv.part")  # the others still go
+        finally:
+            subprocess.run(["chattr", "-i", str(stale)], check=True)
+        assert stale.read_bytes() == b"a previous attempt"
+
     def test_put_leaves_a_folder_under_its_name_alone(self, drop):
         drop, base = drop
         drop.makedirs(f"{base}/o1.csv.part")

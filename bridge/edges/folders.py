@@ -93,7 +93,10 @@ class FolderDrop:
                 mode = os.lstat(path).st_mode
                 if not stat.S_ISREG(mode):
                     raise TempNameBlocked(blocked_message(remote_path, mode, str(self.root))) from None
-                os.unlink(path)  # a regular file: a previous attempt's; never written into
+                try:
+                    os.unlink(path)  # a regular file: a previous attempt's; never written into
+                except OSError as refused:
+                    raise TempNameBlocked(unremovable_message(remote_path, str(self.root), refused.strerror)) from None
                 fd = os.open(path, _NEW_FILE, 0o666)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -164,6 +167,13 @@ def blocked_message(path: str, mode: int, where: str) -> str:
     return (f"{path} in {where} is {what}; the bridge never writes through a link or replaces "
             f"anything but a regular file it left. Find out who put it there, remove it, and "
             f"the file goes on the next run (the drop's other files still go)")
+
+
+def unremovable_message(path: str, where: str, why: str | None) -> str:
+    """Why a stale temporary file (a regular file) cannot be replaced."""
+    return (f"{path} in {where} is left from an earlier upload and cannot be removed "
+            f"({why or 'refused'}); remove it, and the file goes on the next run (the drop's "
+            f"other files still go)")
 
 
 def jailed_parts(path: str) -> list[str]:

@@ -40,7 +40,7 @@ from paramiko.sftp import (
     int64,
 )
 
-from bridge.edges.folders import RemoteFile, blocked_message
+from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
     FileExistsInDrop,
     FixTheSetup,
@@ -250,7 +250,13 @@ class SftpDrop:
                 raise refused from None  # not there: refused for another reason
         if not stat.S_ISREG(mode):
             raise TempNameBlocked(blocked_message(path, mode, self._where()))
-        sftp.remove(path)
+        try:
+            sftp.remove(path)
+        except OSError as refused:
+            if not self._connected():
+                raise
+            why = "permission denied" if refused.errno == errno.EACCES else _describe(refused)
+            raise TempNameBlocked(unremovable_message(path, self._where(), why)) from None
         return sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())[1].get_binary()
 
     def _collect(self, sftp: paramiko.SFTPClient, nums: list[int], errors: list[OSError],
