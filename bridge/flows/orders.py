@@ -298,8 +298,7 @@ class OrdersFlow:
                 self._render_for(warehouse, orders, now, report)
 
     def _render_for(self, warehouse: WarehouseSettings, orders: list[Order], now: datetime, report: RunReport) -> None:
-        limit = _name_limit(warehouse)
-        result = render_orders(warehouse.mapping.orders, orders, now, max_name_length=limit)
+        result = render_orders(warehouse.mapping.orders, orders, now, max_name_length=_name_limit(warehouse))
         for order_id, why in result.failures.items():
             self._unrenderable(warehouse, (order_id,), why, now, report)
         folder = self.settings.spool_dir / warehouse.name
@@ -337,8 +336,9 @@ class OrdersFlow:
                 return None, (f"its file name {name} was already used in {warehouse.name} for another"
                               f" order's file (their ids differ only in characters a file name cannot hold)")
             name = self.ledger.free_file_name(warehouse.name, name)
-        if len(name.encode("utf-8")) > _name_limit(warehouse):
-            return None, too_long(name, _name_limit(warehouse))
+        limit = _name_limit(warehouse)
+        if len(name.encode("utf-8")) > limit:  # the sequence made it longer
+            return None, too_long(name, limit)
         return name, ""
 
     def _unrenderable(self, warehouse: WarehouseSettings, order_ids: tuple[str, ...], why: str,
