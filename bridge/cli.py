@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from bridge import __version__
 from bridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from bridge.errors import BridgeError, ConfigError, FixTheSetup
-from bridge.records import parse_iso
+from bridge.records import one_line, parse_iso, shown
 
 EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
 
@@ -182,7 +183,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             with SftpDrop(warehouse.sftp) as drop:
                 fingerprint = drop.check()
                 drop.listdir(warehouse.orders_folder)
-            print(f"sftp      ok  {warehouse.name}: {warehouse.sftp.username}@{warehouse.sftp.host}:{warehouse.sftp.port} host key {fingerprint}, {warehouse.orders_folder} readable")
+                prove_writable(drop, warehouse.orders_folder)
+            print(f"sftp      ok  {warehouse.name}: {warehouse.sftp.username}@{warehouse.sftp.host}:{warehouse.sftp.port} host key {fingerprint}, {warehouse.orders_folder} readable and writable")
         except BridgeError as problem:
             failures += 1
             print(f"sftp      FAIL {warehouse.name}: {problem}")
@@ -193,6 +195,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         failures += 1
         print(f"amazon    FAIL {problem}")
     return EXIT_OK if not failures else EXIT_SETUP
+
+
+def prove_writable(drop, folder: str) -> None:
+    """Create and remove a probe file in `folder`, named as a temporary file (a leading dot,
+    the .part suffix) so the warehouse's system ignores it if it lists the folder meanwhile."""
+    probe = f"{folder.rstrip('/')}/.fbm-bridge-probe-{secrets.token_hex(4)}.part"
+    try:
+        drop.put_bytes(b"", probe)
+    except FixTheSetup as problem:
+        raise FixTheSetup(f"{folder} is not writable: {problem}") from None
+    drop.remove(probe)
 
 
 def cmd_orders_pull(args: argparse.Namespace) -> int:
@@ -252,17 +265,17 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
 
     report = order_report(settings, order_id)
     if report is None:
-        print(f"order {order_id} is not in the ledger: never pulled, or filtered out before it was recorded")
+        print(f"order {shown(order_id)} is not in the ledger: never pulled, or filtered out before it was recorded")
         return EXIT_ERRORS
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     for key in ("order_id", "status", "reason", "warehouse", "file", "amazon_status", "first_seen_at", "delivered_at", "pii_purged_at"):
         if report.get(key):
-            print(f"{key + ':':15} {report[key]}")
+            print(f"{key + ':':15} {one_line(report[key])}")
     print("history:")
     for event in report["events"]:
-        print(f"  {event['at']}  {event['kind']:24} {event['detail']}")
+        print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
     return EXIT_OK
 
 
@@ -285,12 +298,22 @@ def format_status(report: dict) -> str:
         tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
         lines.append(f"windows: {log['windows']} pulled, {log['since']} to {log['until']}, {tiling}")
     for item in report["files_in_flight"]:
-        lines.append(f"in flight: {item['warehouse']} {item['name']} ({item['status']}; delivered on the next run)")
+        lines.append(f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})")
     if report["attention"]:
         lines.append("needs attention:")
         for item in report["attention"]:
-            lines.append(f"  {item['order_id']}  {item['status']}  {item['reason']}")
+            lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
     return "\n".join(lines)
+
+
+def _in_flight(item: dict) -> str:
+    """What is true of a file not yet delivered: why it waits, if its last try failed."""
+    if item.get("problem"):
+        return f"{item['status']}, waiting since {item['problem_at']}: {one_line(item['problem'])}"
+    if item["status"] == "uploaded":
+        return "uploaded under its temporary name; the next run renames it into place"
+    return "staged; the next run uploads it"
+
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -341,8 +341,11 @@ class _Reader:
                 f"two SFTP credentials: private_key and the secret {sftp_password_secret(name or '')}; keep one",
             )
         temp_suffix = self.string(entry, f"{key}.temp_suffix", ".part")
-        if not temp_suffix:
+        if temp_suffix is not None and not temp_suffix:
             self.problem(f"{key}.temp_suffix", "must not be empty: files are uploaded under a temporary name")
+        elif temp_suffix and not re.fullmatch(r"[A-Za-z0-9._~-]{1,32}", temp_suffix):
+            self.problem(f"{key}.temp_suffix", f"{temp_suffix!r}: use up to 32 letters, digits, '.', '_', '-'"
+                                               " or '~' (it is added to a file name: no '/' or other path characters)")
         folder = self.string(entry, f"{key}.orders_folder", None)
         if folder == "":
             self.problem(f"{key}.orders_folder", 'must not be empty: give the folder, e.g. "/in" ("/" for the top)')

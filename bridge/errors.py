@@ -17,6 +17,8 @@
         ├── HostKeyMismatch       server key unknown or changed: possible interception
         ├── RemotePathMissing     a drop folder or file that should be there is not
         ├── FileExistsInDrop      a file of the target name is already in the drop (never overwritten)
+        │   └── TempNameBlocked       the temporary name is a link or not a regular file (never
+        │                             written through, never removed)
         ├── StateUnusable         the state folder, its lock file or a file in it cannot be used
         │   └── LedgerUnusable        the ledger is damaged, not a database, unreadable, or its disk full
         ├── StateKeyMismatch      BRIDGE_STATE_KEY is not the key the state was made with
@@ -96,7 +98,13 @@ class RemotePathMissing(FixTheSetup):
 
 
 class FileExistsInDrop(FixTheSetup):
-    """A rename would replace a file already in the drop; the bridge never overwrites."""
+    """A rename would replace a file already in the drop; the bridge never overwrites.
+    It blocks that file only: the drop's other files still go."""
+
+
+class TempNameBlocked(FileExistsInDrop):
+    """The temporary name a file is uploaded under is taken by a link, a folder or another
+    thing that is not a regular file: the bridge neither writes through it nor removes it."""
 
 
 class LedgerBusy(RetryLater):

@@ -108,6 +108,11 @@ create table if not exists orders (
     pii_purged_at text
 );
 create index if not exists orders_by_status on orders (status);
+create table if not exists file_problems (
+    file_id integer primary key references files(id) on delete cascade,
+    at text not null,
+    problem text not null  -- why the file did not go on its last try; shown by status
+);
 create table if not exists order_events (
     id integer primary key,
     order_id text not null,
@@ -544,17 +549,21 @@ class Ledger:
         )
         log.error("order record set aside order_id=%s: %s; the other orders go on", order_id, why)
 
-    def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> None:
+    def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> bool:
+        """True when the order became unrenderable or its reason changed: news worth an ERROR
+        line once, not on every run that finds it the same."""
         with self._transaction() as db:
             row = db.execute("select status, reason from orders where order_id = ?", (order_id,)).fetchone()
             if row is None or OrderStatus(row["status"]) not in (OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
-                return
+                return False
             db.execute(
                 "update orders set status = ?, reason = ?, updated_at = ? where order_id = ?",
                 (OrderStatus.UNRENDERABLE, reason, iso_z(now), order_id),
             )
-            if row["reason"] != reason:
+            news = row["status"] != OrderStatus.UNRENDERABLE or row["reason"] != reason
+            if news:
                 self._event(db, order_id, iso_z(now), "unrenderable", reason)
+            return news
 
     def file_name(self, file_id: int) -> str | None:
         row = self._db.execute("select warehouse, name from files where id = ?", (file_id,)).fetchone()
@@ -565,6 +574,23 @@ class Ledger:
             "select 1 from files where warehouse = ? and name = ?", (warehouse, name)
         ).fetchone()
         return row is not None
+
+    def free_file_name(self, warehouse: str, name: str) -> str:
+        """`name` if no file of the warehouse has it, else the first free of `STEM-2.EXT`,
+        `STEM-3.EXT`, ...: per-run files of two runs in one second get distinct names. The same
+        ledger gives the same answer, so a file rendered again after a crash gets the same name."""
+        stem, dot, extension = name.rpartition(".")
+        if not dot or not stem:
+            stem, extension = name, ""
+        taken = {row["name"] for row in self._db.execute(
+            "select name from files where warehouse = ? and (name = ? or name like ? escape '\\')",
+            (warehouse, name, _like_prefix(stem + "-") + "%"),
+        )}
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{stem}-{number}" + (f".{extension}" if extension else "")
+        return candidate
 
     def stage_file(
         self,
@@ -605,6 +631,30 @@ class Ledger:
         rows = self._db.execute(query + " order by id", params).fetchall()
         return [_stored_file(row) for row in rows]
 
+    def file_orders_open(self, file_id: int) -> None:
+        """Open the sealed records of a file's orders; raises FixTheSetup when the key cannot.
+        Tells a damaged spool copy (the records open) from a wrong key (they do not)."""
+        for row in self._db.execute("select order_id, payload from orders where file_id = ?", (file_id,)):
+            self._payload_data(row["payload"], row["order_id"])
+
+    def note_delivery_problem(self, file_id: int, problem: str, now: datetime) -> None:
+        """Why a staged or uploaded file did not go on this try; `delivery_problems` shows it
+        until the file is delivered or taken back."""
+        with self._transaction() as db:
+            db.execute(
+                "insert into file_problems (file_id, at, problem) values (?, ?, ?) on conflict"
+                " (file_id) do update set at = excluded.at, problem = excluded.problem",
+                (file_id, iso_z(now), problem),
+            )
+
+    def delivery_problems(self) -> dict[int, dict[str, str]]:
+        """file id -> {"at", "problem"} for each file in flight whose last try failed."""
+        rows = self._db.execute(
+            "select p.file_id, p.at, p.problem from file_problems p join files f on f.id = p.file_id"
+            " where f.status != ?", (FileStatus.DELIVERED,),
+        )
+        return {row["file_id"]: {"at": row["at"], "problem": row["problem"]} for row in rows}
+
     def mark_uploaded(self, file_id: int) -> None:
         with self._transaction() as db:
             db.execute(
@@ -628,6 +678,7 @@ class Ledger:
             "update orders set status = ?, file_id = null, updated_at = ? where file_id = ?",
             (OrderStatus.PENDING, now, file_id),
         )
+        db.execute("delete from file_problems where file_id = ?", (file_id,))
         db.execute("delete from files where id = ?", (file_id,))
 
     def mark_delivered(self, file_id: int, now: datetime, unconfirmed: str = "") -> list[str]:
@@ -638,6 +689,7 @@ class Ledger:
                 "update files set status = ?, delivered_at = ? where id = ? and status != ?",
                 (FileStatus.DELIVERED, iso_z(now), file_id, FileStatus.DELIVERED),
             )
+            db.execute("delete from file_problems where file_id = ?", (file_id,))
             order_ids = [
                 row["order_id"]
                 for row in db.execute(
@@ -828,6 +880,11 @@ class Ledger:
             "insert into order_events (order_id, at, kind, detail) values (?, ?, ?, ?)",
             (order_id, at, kind, detail),
         )
+
+
+def _like_prefix(text: str) -> str:
+    """`text` for a LIKE pattern, its wildcards escaped with a backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _stored_file(row: sqlite3.Row) -> StoredFile:

@@ -22,7 +22,10 @@ The orders section
     false_value = "0"
     encoding = "utf-8"              # csv, xml: utf-8 | utf-8-sig (with BOM) | cp1252
     # csv only
-    unencodable = "fail"            # fail: the order is held | replace: written as "?"
+    unencodable = "fail"            # fail: the order is held | replace: written as "?" |
+                                    # transliterate: its closest ASCII spelling (Ł -> L)
+    formula_guard = "reject"        # text from buyers and listings starting with = + - @:
+                                    # reject: the order is held | quote: prefixed with ' | off
     delimiter = ","                 # one character ("\\t" for tab)
     quoting = "minimal"             # minimal | all
     header = true                   # write a header row
@@ -48,6 +51,7 @@ The orders section
     #                               # text sources: Amazon's value -> the warehouse's code; a
     #                               # value with no entry holds the order until one is added
     #                               # (an empty value stays empty unless the map has "" = ...)
+    # unencodable = "transliterate" # csv: this column's choice, over the layout's
 
     [[orders.fields]]               # xml: once per order, inside the order element
     element = "ShipTo/Name"         # a path makes nested elements; "Total@currency" or
@@ -58,10 +62,16 @@ The orders section
 
 File name placeholders: `{order_id}` and `{marketplace_id}` (file_per = "order" only, and
 `{order_id}` is required there so files do not overwrite each other), `{run_time:%Y%m%d%H%M%S}`
-(the run's start in UTC; required when file_per = "run", and then with the seconds so no two
-runs share a name), `{seq}` or `{seq:04d}` (1-based
-position of the file in the run). Placeholder values are sanitised: anything but letters,
-digits, `.`, `_` and `-` becomes `_`, so an order id cannot climb out of the folder.
+(the run's start in UTC; required when file_per = "run", and then with the full date and time,
+down to the seconds), `{seq}` or `{seq:04d}` (1-based position of the file in the run).
+Placeholder values are sanitised: anything but letters, digits, `.`, `_` and `-` becomes `_`,
+so an order id cannot climb out of the folder. Should a per-run name already be taken (two runs
+in one second), the ledger gives the file the next free `NAME-2.csv`, `NAME-3.csv`, ...
+
+What reaches the warehouse: no field may hold a control character or line break (the order is
+held, naming the field and position); in CSV, free text from buyers and listings (FREE_TEXT)
+starting with `=`, `+`, `-` or `@` is what `formula_guard` decides (spreadsheets run
+such cells as formulas); an XLSX cell holds at most 32,767 characters.
 
 The sections `shipments` and `stock` belong to later flows and are accepted unchecked here;
 any other top-level key is an error.
@@ -120,12 +130,15 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from anyascii import anyascii
 
 from bridge.errors import ConfigError, RenderError
 from bridge.records import Line, Order
@@ -136,7 +149,9 @@ Getter = Callable[[Order, Line, int], str]
 FORMATS = ("csv", "xml", "xlsx")
 FILE_PER = ("order", "run")
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1252")
-UNENCODABLE = ("fail", "replace")
+UNENCODABLE = ("fail", "replace", "transliterate")
+FORMULA_GUARDS = ("reject", "quote", "off")
+XLSX_CELL_MAX = 32767  # Excel's limit: a longer cell is cut or refused by the reader
 QUOTING = ("minimal", "all")
 LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
 
@@ -187,6 +202,16 @@ SOURCES: dict[str, tuple[str, Callable[[Order, Line, int], Any]]] = {
     "line.currency": ("text", lambda o, l, n: l.currency or o.currency),
 }
 NUMBER_KINDS = ("int", "decimal")
+# Text that buyers and listings write freely: what formula_guard looks at. Never ids, codes,
+# numbers, dates or phone numbers ("+49 ..." is a phone number, not a formula).
+FREE_TEXT = frozenset({
+    "buyer.name", "ship_to.name", "ship_to.company", "ship_to.line1", "ship_to.line2",
+    "ship_to.line3", "ship_to.city", "ship_to.district", "ship_to.state", "ship_to.postal_code",
+    "line.title",
+})
+# Cells a spreadsheet opening a CSV file takes as formulas (OWASP's list; its tab and carriage
+# return are control characters, which no field may hold at all).
+FORMULA_START = ("=", "+", "-", "@")
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,7 @@ class Column:
     max_length: int | None = None
     truncate: bool = False
     map: tuple[tuple[str, str], ...] | None = None  # Amazon's value -> the warehouse's code
+    unencodable: str | None = None  # csv: this column's choice; None: the layout's
     get: Getter = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     @property
@@ -228,6 +254,7 @@ class OrderLayout:
     false_value: str = "0"
     encoding: str = "utf-8"
     unencodable: str = "fail"
+    formula_guard: str = "reject"
     delimiter: str = ","
     quoting: str = "minimal"
     header: bool = True
@@ -287,22 +314,38 @@ _COMMON_KEYS = {
     "true_value", "false_value",
 }
 _FORMAT_KEYS = {
-    "csv": {"decimal_separator", "encoding", "unencodable", "delimiter", "quoting", "header",
-            "line_terminator", "columns"},
+    "csv": {"decimal_separator", "encoding", "unencodable", "formula_guard", "delimiter",
+            "quoting", "header", "line_terminator", "columns"},
     "xlsx": {"sheet", "columns"},
     "xml": {"decimal_separator", "encoding", "root", "order_element", "lines_element",
             "line_element", "fields", "line_fields"},
 }
-_COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate", "map"}
+_COLUMN_KEYS = {"source", "value", "format", "decimals", "default", "max_length", "truncate", "map",
+                "unencodable"}
 _PLACEHOLDERS = {"order_id", "marketplace_id", "run_time", "seq"}
-# strftime directives that write the seconds; '%%' is a literal percent sign, not a directive.
+# strftime directives and the parts of a date and time each writes; '%%' is a literal percent
+# sign, not a directive. %I and %l (12-hour clock) count as hours only beside %p or %P.
 _DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
-_SECONDS = frozenset("SsTXf")
+_TIME_PARTS = {
+    "year": frozenset("YyGgFDxcs"),
+    "month": frozenset("mbBhFDxcsj"),
+    "day": frozenset("deFDxcsj"),
+    "hours": frozenset("HkTXRcs"),
+    "minutes": frozenset("MTXRcs"),
+    "seconds": frozenset("STXcs"),
+}
 
 
-def _has_seconds(spec: str) -> bool:
-    """Whether a `{run_time:...}` strftime spec writes the seconds."""
-    return any(directive in _SECONDS for directive in _DIRECTIVE.findall(spec))
+def _missing_time_parts(spec: str) -> list[str]:
+    """The parts of a full date and time a `{run_time:...}` strftime spec does not write."""
+    if not spec:
+        return []  # str(datetime): the full date and time
+    found = set(_DIRECTIVE.findall(spec))
+    if found & set("Il") and found & set("pP"):
+        found.add("H")
+    return [part for part, directives in _TIME_PARTS.items() if not found & directives]
+
+
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 
@@ -313,6 +356,7 @@ class _Checker:
     def __init__(self, where: str, problems: list[str]):
         self.where = where
         self.problems = problems
+        self.format: str | None = None
 
     def problem(self, key: str, why: str) -> None:
         self.problems.append(f"{self.where}: {key}: {why}")
@@ -355,10 +399,14 @@ class _Checker:
         file_name = self.file_name(data, file_per)
         if fmt is None or file_per is None:
             return None
+        self.format = fmt
         if fmt == "csv":
-            options.update(
+            options.update(  # first: the columns are compiled with them
                 encoding=self.choice(data, "encoding", ENCODINGS, "utf-8"),
                 unencodable=self.choice(data, "unencodable", UNENCODABLE, "fail"),
+                formula_guard=self.choice(data, "formula_guard", FORMULA_GUARDS, "reject"),
+            )
+            options.update(
                 delimiter=self.delimiter(data),
                 quoting=self.choice(data, "quoting", QUOTING, "minimal"),
                 header=self.boolean(data, "orders.header", True),
@@ -524,11 +572,11 @@ class _Checker:
                                   "or every run overwrites the last file")
                 ok = False
             for spec in run_time_specs:
-                if spec and not _has_seconds(spec):
-                    self.problem(key, f"{{run_time:{spec}}} must include the seconds "
-                                      f"(%S, %s, %T, %X or %f) when file_per = 'run': without "
-                                      f"them two runs can get the same file name and the "
-                                      f"later run's orders wait")
+                missing = _missing_time_parts(spec)
+                if missing:
+                    self.problem(key, f"{{run_time:{spec}}} must write the full date and time "
+                                      f"when file_per = 'run' (e.g. %Y%m%d%H%M%S); it lacks "
+                                      f"the {', '.join(missing)}")
                     ok = False
         elif file_per == "order" and "order_id" not in used:
             self.problem(key, "needs {order_id} when file_per = 'order', "
@@ -609,16 +657,34 @@ class _Checker:
         max_length = self.value(item, f"{where}.max_length", int, None)
         if max_length is not None and max_length < 1:
             self.problem(f"{where}.max_length", "must be at least 1")
+        if max_length is not None and self.format == "xlsx" and max_length > XLSX_CELL_MAX:
+            self.problem(f"{where}.max_length", f"at most {XLSX_CELL_MAX} in an XLSX file "
+                                                f"(Excel's limit for a cell)")
         truncate = self.boolean(item, f"{where}.truncate", False)
         if truncate and "max_length" not in item:
             self.problem(f"{where}.truncate", "needs max_length")
         value_map = self.value_map(item, f"{where}.map", source)
+        unencodable = self.column_unencodable(item, f"{where}.unencodable")
         if len(self.problems) > bad or None in options.values():
             return None
         column = Column(name=name, source=source, value=value, kind=kind, format=fmt,
                         decimals=decimals, default=default, max_length=max_length,
-                        truncate=bool(truncate), map=value_map)
-        return _with_getter(column, options)
+                        truncate=bool(truncate), map=value_map, unencodable=unencodable)
+        return _with_getter(column, dict(options, format=self.format))
+
+    def column_unencodable(self, item: dict[str, Any], key: str) -> str | None:
+        """A CSV column's own choice for characters the encoding lacks (else the layout's)."""
+        if "unencodable" not in item:
+            return None
+        if self.format != "csv":
+            self.problem(key, "only for csv columns (XML writes every character, XLSX is "
+                              "Unicode)")
+            return None
+        value = self.text(item, key, None)
+        if value is not None and value not in UNENCODABLE:
+            self.problem(key, f"unknown value {value!r} (one of: {', '.join(UNENCODABLE)})")
+            return None
+        return value
 
     def value_map(self, item: dict[str, Any], key: str, source: str | None) -> tuple[tuple[str, str], ...] | None:
         """`map = { STANDARD = "DHL_PAKET", ... }`: a text source's value → the warehouse's
@@ -658,16 +724,25 @@ def _with_getter(column: Column, options: dict[str, Any]) -> Column:
 
 
 def _compile(column: Column, options: dict[str, Any]) -> Getter:
-    """One function per column: raw value → text → default → length check."""
+    """One function per column: raw value → text → formula guard → map → default →
+    unencodable characters → length check."""
     if column.source is None:
         constant = column.value or column.default
         get: Getter = lambda order, line, number: constant  # noqa: E731
     else:
         get = _formatter(column, options)
+    csv = options.get("format") == "csv"
+    if csv and column.source in FREE_TEXT and column.map is None:
+        guard = options["formula_guard"]
+        if guard != "off":
+            get = _formula_guarded(get, guard, column.label)
     if column.map is not None:
         get = _mapped(get, dict(column.map), column.label)
     if column.default:
         get = _defaulting(get, column.default)
+    unencodable = column.unencodable or options.get("unencodable", "fail")
+    if csv and column.source is not None and unencodable != "fail":
+        get = _encodable(get, options["encoding"], unencodable)
     if column.max_length is not None:
         get = _limited(get, column.max_length, column.truncate, column.label)
     return get
@@ -717,6 +792,54 @@ def _mapped(get: Getter, table: dict[str, str], label: str) -> Getter:
         shown = "its value" if private else f"value {value!r}"
         raise RenderError(f"{label}: {shown} has no entry in the column's map; add it to the mapping")
     return mapped
+
+
+def _formula_guarded(get: Getter, guard: str, label: str) -> Getter:
+    """Free text a spreadsheet would run as a formula: refused, or quoted as text."""
+    def guarded(order: Order, line: Line, number: int) -> str:
+        text = get(order, line, number)
+        if not text.startswith(FORMULA_START):
+            return text
+        if guard == "quote":
+            return "'" + text
+        where = f"{label} (line {number})" if label.startswith("line.") else label
+        raise RenderError(f"{where} starts with a character a spreadsheet reads as a formula; "
+                          f"set formula_guard = \"quote\" in the mapping to send it as text")
+    return guarded
+
+
+def _encodable(get: Getter, encoding: str, unencodable: str) -> Getter:
+    """Characters the encoding lacks, replaced by "?" or their ASCII spelling (only those:
+    an umlaut the encoding has stays). What transliteration cannot spell stays, and the
+    order waits as for "fail"."""
+    if unencodable == "transliterate" and encoding.startswith("utf-8"):
+        return get  # UTF-8 encodes every character
+
+    def encodable(order: Order, line: Line, number: int) -> str:
+        text = get(order, line, number)
+        if text.isascii():
+            return text
+        if unencodable == "replace":
+            return text.encode(encoding, "replace").decode(encoding)
+        return transliterate(text, encoding)
+    return encodable
+
+
+def transliterate(text: str, encoding: str) -> str:
+    """`text` with each character `encoding` lacks spelled in ASCII (Ł → L, ı → i, 中 → Zhong).
+
+    Composed first (NFC), so a letter sent as letter + combining accent is kept whole where the
+    encoding has it. A character with no ASCII spelling is left as it is.
+    """
+    text = unicodedata.normalize("NFC", text)
+    spelled = []
+    for char in text:
+        try:
+            char.encode(encoding)
+            spelled.append(char)
+        except UnicodeEncodeError:
+            spelled.append(anyascii(char) or char)
+    return "".join(spelled)
 
 
 def _defaulting(get: Getter, default: str) -> Getter:

@@ -86,6 +86,25 @@ class Order:
         return self.ship_to.country_code if self.ship_to else ""
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+
+
+def shown(value: object) -> str:
+    """A value from outside (an Amazon order id, a status, a code) as a log line or a message
+    shows it: as it is when it is plain (`111-0000001-0000001`), else quoted with Python's
+    escapes (`'1\\nINFO forged'`), so a newline or control character in it cannot start a
+    forged log line or status row. Never for buyer data, which is not shown at all."""
+    text = str(value)
+    return text if _PLAIN.match(text) else repr(text)
+
+
+def one_line(text: object) -> str:
+    """Text for a log line or a row of `status`: printable characters as they are, control
+    characters and line breaks as their escapes (`\\n`), so it cannot end the line it is on."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def utc(value: datetime) -> datetime:
     """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
     if value.tzinfo is None:

@@ -19,7 +19,7 @@ from bridge.edges.amazon import AmazonOrders
 from bridge.errors import BridgeError, FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow, RunReport
 from bridge.ledger import FileStatus, Ledger, OrderStatus
-from bridge.records import iso_z
+from bridge.records import iso_z, one_line
 from bridge.sealing import Sealer
 from bridge.state import state_lock
 
@@ -35,13 +35,21 @@ def configure_logging(level: str = "INFO") -> None:
     The libraries stay at WARNING whatever the level: sp_api logs request headers (the access
     token) at DEBUG.
     """
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: a control character in a message (a newline in a value Amazon
+    sent, wherever a call site forgot `records.shown`) is written as its escape, so no log line
+    can be forged. A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
 
 
 @dataclass
@@ -105,6 +113,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
     try:
         bookmark = ledger.bookmark(BOOKMARK)
         in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)
+        problems = ledger.delivery_problems()
         behind = now - bookmark if bookmark else None
         expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
         return {
@@ -115,7 +124,9 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "late": bool(behind and behind > expected),
             "windows": ledger.window_log(BOOKMARK),
             "files_in_flight": [
-                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
+                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value,
+                 "problem": problems.get(f.id, {}).get("problem"), "problem_at": problems.get(f.id, {}).get("at")}
+                for f in in_flight
             ],
             "attention": ledger.attention(),
             "state": problem,  # why a run would refuse this state folder, if it would

@@ -47,6 +47,28 @@ def test_check_logs_in_everywhere_and_prints_an_ok_line_for_each(config, sshd):
     assert sshd.host_key_fingerprint in done.stdout
 
 
+def test_check_proves_the_orders_folder_writable_and_leaves_nothing_behind(config, sftp_root):
+    done = bridge("check", config=config)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{sftp_root} readable and writable" in done.stdout
+    assert list(sftp_root.iterdir()) == []  # the probe file was removed
+
+
+def test_check_fails_on_an_orders_folder_nobody_may_write_to(tmp_path, sshd, sandbox):
+    folder = "/sys/kernel"  # readable, and not even root may create a file there
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, Path(folder))])
+
+    done = bridge("check", config=config)
+
+    assert done.returncode == 2
+    [failure] = [line for line in done.stdout.splitlines() if "FAIL" in line]
+    assert failure == (f"sftp      FAIL wh: {folder} is not writable: sftp {sshd.endpoint.username}@[127.0.0.1]:"
+                       f"{sshd.port} refused put {folder}/.fbm-bridge-probe-{failure.split('-probe-')[1][:8]}.part:"
+                       f" permission denied for {sshd.endpoint.username}")
+
+
 def test_check_with_a_changed_host_key_exits_2_and_says_so(tmp_path, sshd, sftp_root, sandbox):
     impostor = tmp_path / "known_hosts"
     impostor.write_text(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
 from bridge.edges.folders import FolderDrop, RemoteFile, write_atomic
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing
+from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
 
 
 @pytest.fixture(params=["sftp", "folder"])
@@ -27,6 +29,7 @@ def make_drop(request, tmp_path):
         def make():
             opened.append(FolderDrop(tmp_path))
             return opened[-1]
+    make.local = Path(base) if request.param == "sftp" else tmp_path  # the same place, seen locally
     yield make, base.rstrip("/")
     for drop in opened:
         drop.close()
@@ -93,6 +96,63 @@ class TestDropContract:
         assert drop.read_bytes(f"{base}/o1.csv.tmp") == b"new"  # left for the caller
         drop.put_bytes(b"still usable", f"{base}/o2.csv.tmp")  # session survives the refusal
         drop.rename(f"{base}/o2.csv.tmp", f"{base}/o2.csv")
+
+    def test_put_never_writes_through_a_link_planted_under_its_name(self, make_drop, tmp_path_factory):
+        make, base = make_drop
+        outside = tmp_path_factory.mktemp("outside") / "victim"
+        outside.write_bytes(b"not yours")
+        os.symlink(outside, make.local / "o1.csv.part")
+        os.symlink(outside.parent / "missing", make.local / "o2.csv.part")  # dangling: no creating it
+        drop = make()
+        for name in ("o1.csv.part", "o2.csv.part"):
+            with pytest.raises(TempNameBlocked) as caught:
+                drop.put_bytes(b"order data", f"{base}/{name}")
+            assert f"/{name} in " in str(caught.value)
+            assert "is a symbolic link; the bridge never writes through a link" in str(caught.value)
+            assert (make.local / name).is_symlink()  # left as it was, for a person to look at
+        assert outside.read_bytes() == b"not yours"
+        assert not (outside.parent / "missing").exists()
+        drop.put_bytes(b"still usable", f"{base}/o3.csv.part")  # the session goes on
+
+    def test_put_replaces_a_stale_regular_file_without_writing_into_it(self, make_drop, tmp_path_factory):
+        make, base = make_drop
+        drop = make()
+        drop.put_bytes(b"a previous attempt, cut short", f"{base}/o1.csv.part")
+        outside = tmp_path_factory.mktemp("outside") / "victim"
+        outside.write_bytes(b"not yours")
+        os.link(outside, make.local / "o2.csv.part")  # a hard link is a regular file too
+        drop.put_bytes(b"order 1", f"{base}/o1.csv.part")
+        drop.put_bytes(b"order 2", f"{base}/o2.csv.part")
+        assert drop.read_bytes(f"{base}/o1.csv.part") == b"order 1"
+        assert drop.read_bytes(f"{base}/o2.csv.part") == b"order 2"
+        assert outside.read_bytes() == b"not yours"  # the name was replaced, not the file
+
+    def test_a_stale_file_that_cannot_be_removed_blocks_only_its_own_name(self, make_drop):
+        import subprocess
+
+        make, base = make_drop
+        drop = make()
+        drop.put_bytes(b"a previous attempt", f"{base}/o1.csv.part")
+        stale = make.local / "o1.csv.part"
+        # Immutable: not even root may remove it (the tests run as root, as CI does).
+        if subprocess.run(["chattr", "+i", str(stale)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available on this file system")
+        try:
+            with pytest.raises(TempNameBlocked) as caught:
+                drop.put_bytes(b"order 1", f"{base}/o1.csv.part")
+            assert "o1.csv.part in " in str(caught.value)
+            assert "is left from an earlier upload and cannot be removed (" in str(caught.value)
+            drop.put_bytes(b"order 2", f"{base}/o2.csv.part")  # the others still go
+        finally:
+            subprocess.run(["chattr", "-i", str(stale)], check=True)
+        assert stale.read_bytes() == b"a previous attempt"
+
+    def test_put_leaves_a_folder_under_its_name_alone(self, drop):
+        drop, base = drop
+        drop.makedirs(f"{base}/o1.csv.part")
+        with pytest.raises(TempNameBlocked, match="o1.csv.part in .* is a folder"):
+            drop.put_bytes(b"x", f"{base}/o1.csv.part")
+        assert drop.exists(f"{base}/o1.csv.part")
 
     def test_listing_never_shows_half_written_final_name(self, make_drop):
         make, base = make_drop

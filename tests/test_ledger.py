@@ -216,6 +216,42 @@ def test_an_unrenderable_order_can_be_staged_on_a_later_run(ledger):
     assert status_of(ledger, "A") == "staged"
 
 
+def test_a_taken_file_name_gives_the_next_free_sequence_the_same_each_time(ledger):
+    orders = ["A", "B", "C", "D"]
+    ledger.record([seen(order(o)) for o in orders], NOW)
+    assert ledger.free_file_name("wh", "R_1%_x.csv") == "R_1%_x.csv"
+    staged(ledger, "A", name="R_1%_x.csv")
+    staged(ledger, "B", name="R_1%_xy-2.csv")  # another stem: no wildcard matches it
+    assert ledger.free_file_name("wh", "R_1%_x.csv") == "R_1%_x-2.csv"
+    assert ledger.free_file_name("wh", "R_1%_x.csv") == "R_1%_x-2.csv"  # asked again: the same
+    staged(ledger, "C", name="R_1%_x-2.csv")
+    assert ledger.free_file_name("wh", "R_1%_x.csv") == "R_1%_x-3.csv"
+    assert ledger.free_file_name("other", "R_1%_x.csv") == "R_1%_x.csv"
+    staged(ledger, "D", name="NOEXT")
+    assert ledger.free_file_name("wh", "NOEXT") == "NOEXT-2"
+
+
+def test_unrenderable_is_news_once_and_again_when_the_reason_changes(ledger):
+    ledger.record([seen(order("A"))], NOW)
+    news = [ledger.mark_unrenderable("A", why, NOW) for why in ("too long", "too long", "no map entry")]
+    assert news == [True, False, True]
+    assert [e["detail"] for e in ledger.events("A") if e["kind"] == "unrenderable"] == ["too long", "no map entry"]
+
+
+def test_a_delivery_problem_is_shown_until_the_file_is_delivered(ledger):
+    ledger.record([seen(order("A")), seen(order("B"))], NOW)
+    file_a, file_b = staged(ledger, "A", name="a.csv"), staged(ledger, "B", name="b.csv")
+    ledger.note_delivery_problem(file_a, "a.csv.part is a symbolic link", NOW)
+    ledger.note_delivery_problem(file_a, "a.csv.part is a folder", NOW + timedelta(minutes=30))
+    ledger.note_delivery_problem(file_b, "sftp down", NOW)
+    assert ledger.delivery_problems() == {
+        file_a: {"at": "2026-11-20T13:00:00Z", "problem": "a.csv.part is a folder"},
+        file_b: {"at": "2026-11-20T12:30:00Z", "problem": "sftp down"}}
+    ledger.mark_delivered(file_a, NOW)
+    ledger.unstage_file(file_b, NOW, "spool copy missing")
+    assert ledger.delivery_problems() == {}
+
+
 def test_delivery_marks_the_file_and_its_orders_and_is_idempotent(ledger):
     ledger.record([seen(order("A")), seen(order("B"))], NOW)
     file_id = staged(ledger, "A", "B")

@@ -132,19 +132,25 @@ def test_per_run_name_needs_run_time_and_per_order_name_needs_order_id(tmp_path:
     assert "needs {order_id}" in one_problem(tmp_path, order)
 
 
-@pytest.mark.parametrize("name", ["GLOBEX_{run_time:%Y%m%d}.csv",
-                                  "ORD_{run_time:%Y%m%d_%H%M}.csv",
-                                  "ORD_{run_time:%Y%m%d%H%M%%S}.csv"])
-def test_a_per_run_name_without_seconds_is_rejected_so_two_runs_never_share_a_name(
-        tmp_path: Path, name: str):
+@pytest.mark.parametrize("spec, lacks", [
+    ("%Y%m%d", "the hours, minutes, seconds"),
+    ("%Y%m%d_%H%M", "the seconds"),
+    ("%Y%m%d%H%M%%S", "the seconds"),  # %% is a percent sign, then a letter S
+    ("%H%M%S", "the year, month, day"),
+    ("%X", "the year, month, day"),
+    ("%m%d%H%M%S", "the year"),
+    ("%Y%m%d%I%M%S", "the hours"),  # a 12-hour clock without AM/PM
+])
+def test_a_per_run_name_without_the_full_date_and_time_is_rejected(tmp_path: Path, spec: str, lacks: str):
+    name = f"ORD_{{run_time:{spec}}}.csv"
     text = GOOD_CSV.replace('"order"', '"run"').replace('"ORD_{order_id}.csv"', f'"{name}"')
-    problem = one_problem(tmp_path, text)
-    assert problem.startswith("orders.file_name: {run_time:%Y%m%d")
-    assert "must include the seconds (%S, %s, %T, %X or %f) when file_per = 'run'" in problem
-    assert "later run's orders wait" in problem
+    assert one_problem(tmp_path, text) == (
+        f"orders.file_name: {{run_time:{spec}}} must write the full date and time when "
+        f"file_per = 'run' (e.g. %Y%m%d%H%M%S); it lacks {lacks}")
 
 
-@pytest.mark.parametrize("spec", ["%Y%m%d%H%M%S", "%Y%m%dT%H%M%S%fZ", "%s", "%Y%m%d_%T", "%X"])
+@pytest.mark.parametrize("spec", ["%Y%m%d%H%M%S", "%Y%m%dT%H%M%S%fZ", "%s", "%Y%m%d_%T", "%F_%T",
+                                  "%y%j%H%M%S", "%Y%m%d%I%M%S%p", "%c"])
 def test_a_per_run_name_with_seconds_loads(tmp_path: Path, spec: str):
     path = tmp_path / "ok.toml"
     path.write_text(GOOD_CSV.replace('"order"', '"run"').replace(

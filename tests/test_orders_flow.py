@@ -575,3 +575,152 @@ def test_an_order_whose_service_level_the_warehouse_has_no_product_for_waits_nam
     [waiting] = bridge.ledger.attention()
     assert waiting["order_id"] == "111-0000012-0000012" and waiting["status"] == "unrenderable"
     assert "'SAME_DAY' has no entry in the column's map" in waiting["reason"]
+
+
+# --- one file never blocks the others; names unique by construction; messages say what is true --
+
+def test_a_link_planted_as_a_files_part_blocks_only_that_file_and_status_says_why(make_bridge, sftp_root, tmp_path):
+    from bridge.cli import format_status
+    from bridge.service import status_report
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the bridge's")
+    planted = sftp_root / "ACME_AUF_111-0000001-0000001.csv.part"
+    planted.symlink_to(victim)
+    bridge = make_bridge("acme-csv")
+    report = bridge.run(RUN_TIME)
+
+    assert victim.read_bytes() == b"not the bridge's"
+    assert delivered_ids(bridge) == MERCHANT_ORDERS - {"111-0000001-0000001"}  # the others went
+    [error] = report.errors
+    assert error.startswith(f"deliver: {planted} in sftp ") and "is a symbolic link" in error
+    status = status_report(bridge.settings, RUN_TIME)
+    [waiting] = status["files_in_flight"]
+    assert waiting["name"] == "ACME_AUF_111-0000001-0000001.csv" and "is a symbolic link" in waiting["problem"]
+    line = next(l for l in format_status(status).splitlines() if l.startswith("in flight:"))
+    assert line.startswith("in flight: wh ACME_AUF_111-0000001-0000001.csv (staged, waiting since 2026-11-20T12:30:00Z: ")
+    assert "delivered on the next run" not in format_status(status)
+
+    planted.unlink()  # a person looked and removed it
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "acme-csv")
+    assert status_report(bridge.settings, RUN_TIME)["files_in_flight"] == []
+
+
+def test_an_order_id_too_long_for_a_file_name_holds_only_that_order(make_bridge, sandbox):
+    long_id = "111-" + "7" * 240
+    sandbox.add_order(new_order(long_id, "2026-11-20T11:40:00Z"))
+    bridge = make_bridge("acme-csv")
+    report = bridge.run(RUN_TIME)
+
+    assert report.errors == [] and report.unrenderable == 1
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+    assert bridge.ledger.order_row(long_id)["reason"] == (
+        "its file name would be 257 bytes long; the drop takes at most 250 (255 less the temporary suffix)")
+
+
+def test_an_order_whose_id_cleans_to_an_earlier_files_name_waits_named(make_bridge, sandbox, sftp_root):
+    sandbox.add_order(new_order("111-0000021/0000021", "2026-11-20T11:40:00Z"))
+    bridge = make_bridge("acme-csv")
+    bridge.run(RUN_TIME)
+    sandbox.add_order(new_order("111-0000021_0000021", "2026-11-20T12:10:00Z"))
+    report = bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    assert report.errors == []
+    assert "111-0000021/0000021" in delivered_ids(bridge)
+    assert bridge.ledger.order_row("111-0000021_0000021")["reason"] == (
+        "its file name ACME_AUF_111-0000021_0000021.csv was already used in wh for another order's file"
+        " (their ids differ only in characters a file name cannot hold)")
+    assert len(list(sftp_root.iterdir())) == len(MERCHANT_ORDERS) + 1
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("garbage", "its spool copy is damaged (it does not open with BRIDGE_STATE_KEY, its orders' records do)"),
+    ("other file", "its spool copy changed since it was staged"),
+])
+def test_a_damaged_spool_copy_is_taken_back_and_rendered_again(make_bridge, sftp_root, damage, why):
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    [spooled] = bridge.settings.spool_dir.glob("*/*")
+    spooled.write_bytes(b"garbage" if damage == "garbage" else bridge.ledger.seal_file(b"<Orders/>"))
+
+    restarted = bridge.restart()
+    first = restarted.run(RUN_TIME)
+    restarted.run(RUN_TIME)
+    assert first.errors == []
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "globex-xml")
+    events = restarted.ledger.events("111-0000001-0000001")
+    assert f"staged -> pending: {why}" in [e["detail"] for e in events]
+
+
+def test_a_wrong_key_is_named_and_never_taken_for_a_damaged_spool_copy(make_bridge, sftp_root):
+    from dataclasses import replace
+
+    from bridge.errors import FixTheSetup
+    from bridge.ledger import FileStatus
+    from bridge.sealing import new_key
+
+    bridge = make_bridge("globex-xml").restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    bridge.ledger.close()
+    try:
+        wrong = Bridge(replace(bridge.settings, state_key=new_key()))
+        errors = wrong.run(RUN_TIME).errors
+        wrong.ledger.close()
+    except FixTheSetup as refused:  # a ledger that knows its key may refuse it at once
+        errors = [str(refused)]
+    assert any("cannot be opened with BRIDGE_STATE_KEY" in e for e in errors)
+
+    right = Bridge(bridge.settings)
+    assert [f.status for f in right.ledger.files_in(FileStatus.STAGED)] == [FileStatus.STAGED]  # kept
+    right.run(RUN_TIME)
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "globex-xml")
+
+
+def test_two_runs_in_the_same_second_give_a_per_run_file_the_next_free_name(make_bridge, sftp_root):
+    orders = 'start = "2026-11-20T09:00:00Z"\nwindow_minutes = 60\nmax_windows_per_run = 1'
+    bridge = make_bridge("globex-xml", orders=orders)
+    first = bridge.run(RUN_TIME)
+    crashing = bridge.restart(checkpoint=crash_at("spooled"))
+    with pytest.raises(Crash):
+        crashing.run(RUN_TIME)  # the same second; crashes before the file is staged
+    second = crashing.restart().run(RUN_TIME)  # rendered again: the same name
+
+    assert first.errors == second.errors == []
+    assert sorted(drop_files(sftp_root)) == ["GLOBEX_ORDERS_20261120T123000Z-2.xml", "GLOBEX_ORDERS_20261120T123000Z.xml"]
+    sent = drop_files(sftp_root)["GLOBEX_ORDERS_20261120T123000Z-2.xml"]
+    assert b"203-0000004-0000004" in sent and b"111-0000001-0000001" not in sent
+
+
+def test_an_unrenderable_order_is_logged_at_error_once_not_on_every_run(make_bridge, sandbox, caplog):
+    same_day = new_order("111-0000012-0000012", "2026-11-20T11:40:00Z")
+    same_day["fulfillment"]["fulfillmentServiceLevel"] = "SAME_DAY"
+    sandbox.add_order(same_day)
+    bridge = make_bridge("acme-csv")
+    caplog.set_level(logging.DEBUG, logger="bridge.orders")
+    for minutes in (0, 30, 60):
+        bridge.run(RUN_TIME + timedelta(minutes=minutes))
+
+    lines = [r for r in caplog.records if "order cannot be laid out" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["ERROR", "DEBUG", "DEBUG"]
+    assert [e["kind"] for e in bridge.ledger.events("111-0000012-0000012")].count("unrenderable") == 1
+
+
+def test_a_newline_in_an_order_id_cannot_forge_a_log_line_or_a_status_row(make_bridge, sandbox, caplog):
+    from bridge.cli import format_status
+    from bridge.service import status_report
+
+    forged = "111-0000013-0000013\nINFO bridge.orders delivered warehouse=wh"
+    sandbox.add_order(new_order(forged, "2026-11-20T11:40:00Z"))
+    caplog.set_level(logging.DEBUG)
+    bridge = make_bridge("acme-csv")
+    bridge.run(RUN_TIME)
+
+    assert bridge.ledger.order_row(forged)["reason"] == "order.id has a control character at position 20"
+    assert not [r for r in caplog.records if "\n" in r.getMessage()]
+    assert any(repr(forged) in r.getMessage() for r in caplog.records)
+    status = format_status(status_report(bridge.settings, RUN_TIME))
+    assert not [line for line in status.splitlines() if line.startswith("INFO")]
+    assert f"  {forged!r}  unrenderable  order.id has a control character at position 20" in status

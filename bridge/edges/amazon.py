@@ -43,7 +43,7 @@ from bridge.errors import (
     PiiAccessMissing,
 )
 from bridge.formats.amazon_orders import order_from_v0, order_from_v2026
-from bridge.records import Order, iso_z
+from bridge.records import Order, iso_z, shown
 
 log = logging.getLogger("bridge.amazon")
 
@@ -291,9 +291,9 @@ class AmazonOrders:
             # its id before the converter runs). Named by type only: no values in messages.
             order_id = str(data.get("orderId") or data.get("AmazonOrderId") or "?") if isinstance(data, dict) else "?"
             if not isinstance(problem, BadRecord):
-                problem = BadRecord(f"order {order_id}: not an order object ({type(problem).__name__})")
+                problem = BadRecord(f"order {shown(order_id)}: not an order object ({type(problem).__name__})")
             self.rejected.append((order_id, str(problem)))
-            log.error("unusable order from Amazon order_id=%s why=%s", order_id, problem)
+            log.error("unusable order from Amazon order_id=%s why=%s", shown(order_id), problem)
             return None
 
     def _client(self, api: type, **kwargs: Any):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing
+from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,12 @@ class Drop(Protocol):
     """
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
-        """Write exactly `data` to `remote_path`, replacing a file of that name; synced to disk."""
+        """Write exactly `data` to a new file `remote_path`, synced to disk.
+
+        The file is created exclusively, so a link planted under that name is never followed.
+        A regular file of that name (a previous attempt's) is removed first; a link, a folder
+        or anything else raises `TempNameBlocked` and is left as it is.
+        """
 
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` atomically; raise `FileExistsInDrop` if `dst` exists (untouched)."""
@@ -81,7 +87,18 @@ class FolderDrop:
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         path = self._path(remote_path)
         with _translated(remote_path, "folder of"):
-            with open(path, "wb") as f:
+            try:
+                fd = os.open(path, _NEW_FILE, 0o666)
+            except FileExistsError:
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISREG(mode):
+                    raise TempNameBlocked(blocked_message(remote_path, mode, str(self.root))) from None
+                try:
+                    os.unlink(path)  # a regular file: a previous attempt's; never written into
+                except OSError as refused:
+                    raise TempNameBlocked(unremovable_message(remote_path, str(self.root), refused.strerror)) from None
+                fd = os.open(path, _NEW_FILE, 0o666)
+            with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -138,6 +155,27 @@ class FolderDrop:
             raise FixTheSetup(f"path {path!r} climbs above the drop folder {self.root}") from None
 
 
+# A new file only: never an existing one, never through a link (O_EXCL alone refuses a link;
+# O_NOFOLLOW says so twice).
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
+def blocked_message(path: str, mode: int, where: str) -> str:
+    """Why a file cannot be uploaded under its temporary name `path` (which is `mode`)."""
+    what = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "not a regular file")
+    return (f"{path} in {where} is {what}; the bridge never writes through a link or replaces "
+            f"anything but a regular file it left. Find out who put it there, remove it, and "
+            f"the file goes on the next run (the drop's other files still go)")
+
+
+def unremovable_message(path: str, where: str, why: str | None) -> str:
+    """Why a stale temporary file (a regular file) cannot be replaced."""
+    return (f"{path} in {where} is left from an earlier upload and cannot be removed "
+            f"({why or 'refused'}); remove it, and the file goes on the next run (the drop's "
+            f"other files still go)")
+
+
 def jailed_parts(path: str) -> list[str]:
     """The components of a '/'-separated path below a root ("/" is the root itself);
     ValueError if '..' would climb above it."""
@@ -161,7 +199,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     folder so the rename itself survives a power cut.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary name stays within NAME_MAX (255) whatever the length of `path`'s name.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

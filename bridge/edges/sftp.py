@@ -6,6 +6,7 @@ paramiko's exceptions stop here. What comes out:
 - `SftpAuthError`    the server refused the login (or the private key cannot be used)
 - `SftpUnavailable`  network trouble, after `attempts` tries where a retry is safe
 - `RemotePathMissing`, `FileExistsInDrop`, `FixTheSetup`  the server refused an operation
+- `TempNameBlocked`  a file cannot be uploaded: its name is taken by a link or a non-file
 
 Host keys are checked against `SftpEndpoint.known_hosts` only, with paramiko's `RejectPolicy`:
 never the user's ~/.ssh, never trust on first use.
@@ -33,13 +34,13 @@ from paramiko.sftp import (
     CMD_OPEN,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_EXCL,
     SFTP_FLAG_WRITE,
     SFTP_OP_UNSUPPORTED,
     int64,
 )
 
-from bridge.edges.folders import RemoteFile
+from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
     FileExistsInDrop,
     FixTheSetup,
@@ -47,6 +48,7 @@ from bridge.errors import (
     RemotePathMissing,
     SftpAuthError,
     SftpUnavailable,
+    TempNameBlocked,
 )
 
 __all__ = ["RemoteFile", "SftpDrop", "SftpEndpoint"]
@@ -88,7 +90,7 @@ class SftpDrop:
     reconnects with backoff.
 
     Operations that are safe to repeat (connect, stat, list, read, mkdir, and `put_bytes`, which
-    rewrites the whole file) are retried `attempts` times, waiting `backoff`, then twice that, ...
+    writes the whole file anew) are retried `attempts` times, waiting `backoff`, then twice that, ...
     `rename` and `remove` are sent once: if the connection drops while one is in flight its
     outcome is unknown, so `SftpUnavailable` is raised and the next run looks again.
     """
@@ -205,9 +207,7 @@ class SftpDrop:
         of the time (see bench/sftp_delivery.py). The requests are the same: SFTP v3 plus
         OpenSSH's fsync@openssh.com. A large file goes in bursts of `_BURST` writes.
         """
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        _, msg = sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
-        handle = msg.get_binary()
+        handle = self._create(sftp, path)
         tail = [(CMD_FSTAT, handle), (CMD_CLOSE, handle)]
         if self._fsync:
             tail.insert(0, (CMD_EXTENDED, "fsync@openssh.com", handle))
@@ -233,6 +233,32 @@ class SftpDrop:
             raise errors[0]
         if size != len(data):
             raise _ShortWrite(f"{path}: wrote {len(data)} bytes, server has {size}")
+
+    def _create(self, sftp: paramiko.SFTPClient, path: str) -> bytes:
+        """A handle to a new, empty file `path`: opened with CREATE|EXCL, which OpenSSH's
+        sftp-server passes on as O_CREAT|O_EXCL, so an existing name (a symbolic link too, even
+        a dangling one) is refused, never followed. A regular file there is a previous attempt's
+        (a put cut short): removed, then created again; anything else is left alone."""
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+        try:
+            return sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())[1].get_binary()
+        except OSError as refused:
+            if not self._connected():
+                raise
+            try:
+                mode = sftp.lstat(path).st_mode or 0
+            except OSError:
+                raise refused from None  # not there: refused for another reason
+        if not stat.S_ISREG(mode):
+            raise TempNameBlocked(blocked_message(path, mode, self._where()))
+        try:
+            sftp.remove(path)
+        except OSError as refused:
+            if not self._connected():
+                raise
+            why = "permission denied" if refused.errno == errno.EACCES else _describe(refused)
+            raise TempNameBlocked(unremovable_message(path, self._where(), why)) from None
+        return sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())[1].get_binary()
 
     def _collect(self, sftp: paramiko.SFTPClient, nums: list[int], errors: list[OSError],
                  fsync: bool = False):

@@ -12,6 +12,7 @@ One run, in order, each step safe to interrupt at any line:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import traceback
@@ -25,9 +26,9 @@ from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders
 from bridge.edges.folders import Drop, write_atomic
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
-from bridge.formats.orders import RenderedFile, render_orders
+from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
 from bridge.ledger import SENT, FileStatus, Ledger, Observation, OrderStatus, StoredFile
-from bridge.records import Order
+from bridge.records import Order, shown
 from bridge.windows import Window, next_window
 
 log = logging.getLogger("bridge.orders")
@@ -35,6 +36,16 @@ log = logging.getLogger("bridge.orders")
 BOOKMARK = "orders.window_end"
 HELD_RECHECKS_PER_RUN = 25
 PII_MISSING = "no delivery address from Amazon (PII role missing)"
+
+
+# Spool writes refused for the name itself (too long, not allowed by the file system): that
+# file's orders wait, the other files go.
+_NAME_REFUSED = (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ)
+
+
+def _name_limit(warehouse: WarehouseSettings) -> int:
+    """The longest file name the drop takes once the temporary suffix is added."""
+    return NAME_MAX - len(warehouse.temp_suffix.encode("utf-8"))
 
 
 class Checkpoint(Protocol):
@@ -78,9 +89,9 @@ class Preview:
     def summary(self) -> str:
         lines = [f"dry run: windows={len(self.windows)} files={len(self.files)} not_sent={len(self.not_sent)}"]
         for warehouse, rendered in self.files:
-            lines.append(f"  would send {warehouse}: {rendered.name} ({len(rendered.data)} bytes) orders={','.join(rendered.order_ids)}")
+            lines.append(f"  would send {warehouse}: {rendered.name} ({len(rendered.data)} bytes) orders={','.join(map(shown, rendered.order_ids))}")
         for order_id, why in self.not_sent.items():
-            lines.append(f"  would not send {order_id}: {why}")
+            lines.append(f"  would not send {shown(order_id)}: {why}")
         return "\n".join(lines)
 
 
@@ -89,21 +100,21 @@ def decide(order: Order, settings: Settings) -> Observation:
     if order.status == "CANCELLED":
         return Observation(order, OrderStatus.CANCELLED, "cancelled on Amazon before delivery")
     if order.status not in settings.orders.statuses:
-        return Observation(order, OrderStatus.SKIPPED, f"Amazon status is {order.status}")
+        return Observation(order, OrderStatus.SKIPPED, f"Amazon status is {shown(order.status)}")
     if order.marketplace_id not in settings.orders.marketplaces:
-        return Observation(order, OrderStatus.SKIPPED, f"marketplace {order.marketplace_id} is not in orders.marketplaces", final=False)
+        return Observation(order, OrderStatus.SKIPPED, f"marketplace {shown(order.marketplace_id)} is not in orders.marketplaces", final=False)
     if order.ship_to is None:
         return Observation(order, OrderStatus.HELD, PII_MISSING)
     countries = settings.orders.ship_to_countries
     if countries and order.country_code not in countries:
-        return Observation(order, OrderStatus.SKIPPED, f"ship-to country {order.country_code} is not in orders.ship_to_countries", final=False)
+        return Observation(order, OrderStatus.SKIPPED, f"ship-to country {shown(order.country_code)} is not in orders.ship_to_countries", final=False)
     for warehouse in settings.warehouses:
         if warehouse.takes(order.country_code, order.marketplace_id):
             return Observation(order, OrderStatus.PENDING, "", warehouse.name)
     return Observation(
         order,
         OrderStatus.HELD,
-        f"no warehouse takes ship-to country {order.country_code} in marketplace {order.marketplace_id}",
+        f"no warehouse takes ship-to country {shown(order.country_code)} in marketplace {shown(order.marketplace_id)}",
     )
 
 
@@ -180,7 +191,7 @@ class OrdersFlow:
         for warehouse in self.settings.warehouses:
             orders = [o.order for o in waiting.values() if o.warehouse == warehouse.name]
             if orders:
-                result = render_orders(warehouse.mapping.orders, orders, now)
+                result = render_orders(warehouse.mapping.orders, orders, now, max_name_length=_name_limit(warehouse))
                 preview.files += [(warehouse.name, rendered) for rendered in result.files]
                 preview.not_sent.update({i: f"unrenderable: {why}" for i, why in result.failures.items()})
         self.amazon.rejected.clear()
@@ -229,7 +240,7 @@ class OrdersFlow:
         """Orders Amazon sent in a shape the bridge cannot use: not silently dropped, but
         logged and listed by `fbm-bridge status` for a person to look at in Seller Central."""
         for order_id, why in self.amazon.rejected:
-            log.error("order_id=%s not usable, not recorded: %s", order_id, why)
+            log.error("order_id=%s not usable, not recorded: %s", shown(order_id), why)
             self.ledger.note_rejected(order_id, why, now)
         self.amazon.rejected.clear()
 
@@ -239,7 +250,7 @@ class OrdersFlow:
             log.warning(
                 "order changed on Amazon after delivery order_id=%s amazon_status=%s warehouse=%s:"
                 " the bridge never resends or deletes a delivered order; tell the warehouse",
-                order_id, row.get("amazon_status"), row.get("warehouse"),
+                shown(order_id), shown(row.get("amazon_status")), row.get("warehouse"),
             )
 
     # --- 2. held orders ------------------------------------------------------------------
@@ -287,30 +298,58 @@ class OrdersFlow:
                 self._render_for(warehouse, orders, now, report)
 
     def _render_for(self, warehouse: WarehouseSettings, orders: list[Order], now: datetime, report: RunReport) -> None:
-        result = render_orders(warehouse.mapping.orders, orders, now)
+        result = render_orders(warehouse.mapping.orders, orders, now, max_name_length=_name_limit(warehouse))
         for order_id, why in result.failures.items():
-            self.ledger.mark_unrenderable(order_id, why, now)
-            log.error("order cannot be laid out warehouse=%s order_id=%s why=%s", warehouse.name, order_id, why)
-        report.unrenderable += len(result.failures)
+            self._unrenderable(warehouse, (order_id,), why, now, report)
         folder = self.settings.spool_dir / warehouse.name
         folder.mkdir(parents=True, exist_ok=True)
         for rendered in result.files:
-            if self.ledger.file_name_taken(warehouse.name, rendered.name):
-                problem = f"file name {rendered.name} was already used for {warehouse.name}; its orders wait for the next run"
-                report.errors.append(f"render: {problem}")
-                log.warning("%s", problem)
+            name, why = self._file_name(warehouse, rendered)
+            if name is None:  # this file only: the warehouse's other files still go
+                self._unrenderable(warehouse, rendered.order_ids, why, now, report)
                 continue
-            path = folder / rendered.name
+            path = folder / name
             try:
                 write_atomic(path, self.ledger.seal_file(rendered.data))
             except OSError as problem:
+                if problem.errno in _NAME_REFUSED:  # this name only
+                    why = f"its file name {name} cannot be written in the spool ({problem.strerror})"
+                    self._unrenderable(warehouse, rendered.order_ids, why, now, report)
+                    continue
                 raise FixTheSetup(f"cannot write the spool file {path}: {problem.strerror}") from None
             self.checkpoint("spooled")
             digest = hashlib.sha256(rendered.data).hexdigest()
-            spool_name = f"{warehouse.name}/{rendered.name}"
-            self.ledger.stage_file(warehouse.name, rendered.name, spool_name, len(rendered.data), digest, rendered.order_ids, now)
+            spool_name = f"{warehouse.name}/{name}"
+            self.ledger.stage_file(warehouse.name, name, spool_name, len(rendered.data), digest, rendered.order_ids, now)
             self.checkpoint("staged")
             report.staged_files += 1
+
+    def _file_name(self, warehouse: WarehouseSettings, rendered: RenderedFile) -> tuple[str | None, str]:
+        """The name a rendered file is staged under, or (None, why it cannot be staged).
+
+        A per-run file whose name an earlier file took (two runs in one second) gets the next
+        free `NAME-2`; a per-order file's name taken by another order's file (ids that clean to
+        the same name) holds that order, since its name would say it is the other order."""
+        name = rendered.name
+        if self.ledger.file_name_taken(warehouse.name, name):
+            if warehouse.mapping.orders.file_per != "run":
+                return None, (f"its file name {name} was already used in {warehouse.name} for another"
+                              f" order's file (their ids differ only in characters a file name cannot hold)")
+            name = self.ledger.free_file_name(warehouse.name, name)
+        limit = _name_limit(warehouse)
+        if len(name.encode("utf-8")) > limit:  # the sequence made it longer
+            return None, too_long(name, limit)
+        return name, ""
+
+    def _unrenderable(self, warehouse: WarehouseSettings, order_ids: tuple[str, ...], why: str,
+                      now: datetime, report: RunReport) -> None:
+        """Orders that wait until the mapping or the data changes: an ERROR line when an order
+        becomes unrenderable or its reason changes, not on every run that finds it so again."""
+        for order_id in order_ids:
+            news = self.ledger.mark_unrenderable(order_id, why, now)
+            log.log(logging.ERROR if news else logging.DEBUG,
+                    "order cannot be laid out warehouse=%s order_id=%s why=%s", warehouse.name, shown(order_id), why)
+        report.unrenderable += len(order_ids)
 
     def _remove_orphan_spool_files(self) -> None:
         """Spool files written before a crash that the ledger never staged: rendered again."""
@@ -342,9 +381,13 @@ class OrdersFlow:
                         except FileExistsInDrop as problem:
                             # This file only: the rest of the warehouse's files still go.
                             problems.append(problem)
+                            self.ledger.note_delivery_problem(stored.id, str(problem), now)
                             log.error("not delivered warehouse=%s file=%s: %s", warehouse.name, stored.name, problem)
             except BridgeError as problem:
                 problems.append(problem)
+                # `status` shows why they wait, never "delivered on the next run" on a guess.
+                for waiting in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED, warehouse=warehouse.name):
+                    self.ledger.note_delivery_problem(waiting.id, str(problem), now)
                 log.error("delivery stopped warehouse=%s: %s", warehouse.name, problem)
         if problems:
             # One warehouse failing never stops the others; the run reports every failure, as
@@ -383,15 +426,22 @@ class OrdersFlow:
 
     def _spooled(self, stored: StoredFile, now: datetime) -> bytes | None:
         """The staged file's bytes from the spool; if the spool copy is gone or damaged, the
-        file is taken back (it never left this machine) and its orders rendered again."""
+        file is taken back (it never left this machine) and its orders rendered again.
+
+        A copy that does not open with the key is damaged only if the ledger's records of its
+        orders do open: if they do not either, the key is wrong, and that is said instead."""
         path = self.settings.spool_dir / stored.spool_path
         try:
             data = self.ledger.open_file(path.read_bytes(), f"spool file {path}")
+        except FileNotFoundError:
+            why = "its spool copy is missing"
+        except FixTheSetup:
+            self.ledger.file_orders_open(stored.id)  # raises, naming the key, if the key is wrong
+            why = "its spool copy is damaged (it does not open with BRIDGE_STATE_KEY, its orders' records do)"
+        else:
             if hashlib.sha256(data).hexdigest() == stored.sha256:
                 return data
             why = "its spool copy changed since it was staged"
-        except FileNotFoundError:
-            why = "its spool copy is missing"
         self.ledger.unstage_file(stored.id, now, why)
         log.warning("file taken back warehouse=%s file=%s: %s; its orders are rendered again", stored.warehouse, stored.name, why)
         return None

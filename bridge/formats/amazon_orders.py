@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bridge.errors import BadRecord
-from bridge.records import V0_STATUS_TO_FULFILLMENT, Address, Line, Order, parse_iso
+from bridge.records import V0_STATUS_TO_FULFILLMENT, Address, Line, Order, parse_iso, shown
 
 
 def order_from_v2026(data: dict[str, Any]) -> Order:
@@ -32,7 +32,7 @@ def order_from_v2026(data: dict[str, Any]) -> Order:
         programs = data.get("programs") or []
         if not isinstance(programs, list):
             raise _Unusable("programs", "is not a list")
-        return Order(
+        return _with_quantities(Order(
             order_id=_required(order_id, "orderId"),
             marketplace_id=_text(_object(data, "salesChannel"), "marketplaceId", "salesChannel."),
             purchase_date=_time(data, "createdTime"),
@@ -50,11 +50,11 @@ def order_from_v2026(data: dict[str, Any]) -> Order:
             currency=_text(total, "currencyCode", "proceeds.grandTotal."),
             is_prime="PRIME" in programs,
             is_business="AMAZON_BUSINESS" in programs,
-        )
+        ), "orderItems", "quantityOrdered")
     except _Unusable as problem:
-        raise BadRecord(f"order {order_id or '?'}: {problem}") from None
+        raise BadRecord(f"order {_named(order_id)}: {problem}") from None
     except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as problem:
-        raise BadRecord(f"order {order_id or '?'}: unusable data "
+        raise BadRecord(f"order {_named(order_id)}: unusable data "
                         f"({type(problem).__name__})") from None
 
 
@@ -69,7 +69,7 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
         total = _object(order, "OrderTotal")
         buyer = _object(order, "BuyerInfo")
         status = _text(order, "OrderStatus")
-        return Order(
+        return _with_quantities(Order(
             order_id=_required(order_id, "AmazonOrderId"),
             marketplace_id=_text(order, "MarketplaceId"),
             purchase_date=_time(order, "PurchaseDate"),
@@ -87,11 +87,11 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
             currency=_text(total, "CurrencyCode", "OrderTotal."),
             is_prime=bool(order.get("IsPrime")),
             is_business=bool(order.get("IsBusinessOrder")),
-        )
+        ), "OrderItems", "QuantityOrdered")
     except _Unusable as problem:
-        raise BadRecord(f"order {order_id or '?'}: {problem}") from None
+        raise BadRecord(f"order {_named(order_id)}: {problem}") from None
     except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as problem:
-        raise BadRecord(f"order {order_id or '?'}: unusable data "
+        raise BadRecord(f"order {_named(order_id)}: unusable data "
                         f"({type(problem).__name__})") from None
 
 
@@ -269,15 +269,32 @@ def _money(data: dict[str, Any], key: str, where: str = "") -> Decimal | None:
 
 
 def _quantity(data: dict[str, Any], key: str, where: str) -> int:
+    """A whole number of units, never negative: 2.7 or "2" is refused, never cut to 2.
+    (2.0, a JSON number with a zero fraction, is 2.) Zero is checked with the order's status."""
     value = data.get(key)
     if value is None:
         raise _Unusable(where + key, "is missing")
-    if isinstance(value, bool):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         raise _Unusable(where + key, "is not a whole number")
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise _Unusable(where + key, "is not a whole number") from None
+    if value < 0:
+        raise _Unusable(where + key, "is negative")
+    return value
+
+
+def _with_quantities(order: Order, items: str, key: str) -> Order:
+    """An order to lay out needs at least one unit on every line. Amazon reports 0 units for
+    the lines of a cancelled order, which is never laid out: that is no reason to refuse it."""
+    if order.status != "CANCELLED":
+        for number, line in enumerate(order.lines, 1):
+            if line.quantity == 0:
+                raise _Unusable(f"{items}[{number}].{key}", "is 0 in an order that is not cancelled")
+    return order
+
+
+def _named(order_id: str) -> str:
+    return shown(order_id) if order_id else "?"
 
 
 def _required(value: str, name: str) -> str:

@@ -2,8 +2,9 @@
 
 `render_orders` never raises for a bad order: an order that cannot be laid out (no shipping
 address, no lines, a value longer than the warehouse takes, a character the file's encoding
-lacks, a character XML cannot carry, a value that cannot be laid out such as a price too large
-to round, a file name that collides) is left out of every file and listed in
+lacks, a character XML cannot carry, a control character or line break in any field, free text
+a spreadsheet would run as a formula, a value that cannot be laid out such as a price too large
+to round, a file name that collides or is too long) is left out of every file and listed in
 `RenderResult.failures` with a reason that names the field and the problem but never the
 buyer's data. The other orders render as usual.
 
@@ -22,9 +23,18 @@ from typing import Callable, Any, Iterable, Sequence
 from lxml import etree
 
 from bridge.errors import RenderError
-from bridge.formats.tables import find_not_xml, find_unencodable, write_csv, write_xlsx, write_xml
-from bridge.mapping import Column, OrderLayout
-from bridge.records import Line, Order, utc
+from bridge.formats.tables import (
+    find_control,
+    find_not_xml,
+    find_unencodable,
+    write_csv,
+    write_xlsx,
+    write_xml,
+)
+from bridge.mapping import XLSX_CELL_MAX, Column, OrderLayout
+from bridge.records import Line, Order, shown, utc
+
+NAME_MAX = 255  # bytes in a file name on Linux file systems and OpenSSH's sftp-server
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,13 @@ class RenderResult:
     failures: dict[str, str]  # order id -> why it is in no file (field and problem, no PII)
 
 
-def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: datetime) -> RenderResult:
+def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: datetime, *,
+                  max_name_length: int = NAME_MAX) -> RenderResult:
     """Lay `orders` out in files; `run_time` fills {run_time} and dates XLSX files.
 
-    A naive `run_time` is taken as UTC, like everywhere in the bridge.
+    A naive `run_time` is taken as UTC, like everywhere in the bridge. A file whose name would
+    be longer than `max_name_length` bytes (the drop's limit less the temporary suffix the file
+    is uploaded under) is not made: its orders fail, the others' files do not.
     """
     failures: dict[str, str] = {}
     ready: list[Order] = []
@@ -76,11 +89,22 @@ def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: dateti
         name = _file_name(layout.file_name, run_time, len(files) + 1,
                           group[0][0] if layout.file_per == "order" else None)
         if name in names:
-            failures[kept[0]] = f"its file name {name!r} is already used by order {names[name]}"
+            failures[kept[0]] = (f"its file name {name} is also the name of order "
+                                 f"{shown(names[name])}'s file (their ids differ only in "
+                                 f"characters a file name cannot hold)")
+            continue
+        if len(name.encode("utf-8")) > max_name_length:
+            failures.update(dict.fromkeys(kept, too_long(name, max_name_length)))
             continue
         names[name] = kept[0]
         files.append(RenderedFile(name=name, data=data, order_ids=kept))
     return RenderResult(files=tuple(files), failures=failures)
+
+
+def too_long(name: str, limit: int) -> str:
+    """Why a file name cannot be used: it would be over the drop's limit."""
+    return (f"its file name would be {len(name.encode('utf-8'))} bytes long; the drop takes at "
+            f"most {limit} ({NAME_MAX} less the temporary suffix)")
 
 
 def _unusable(order: Order, seen: set[str]) -> str | None:
@@ -161,9 +185,22 @@ class _Rows:
 
     def unit(self, order: Order) -> list[list[str]]:
         try:
-            return self.rows_of(order)
+            rows = self.rows_of(order)
+            reason = self.checked(rows)
         except _UNEXPECTED as problem:
             raise _unexpected_value(self.cells(order), problem) from None
+        if reason:
+            raise RenderError(reason)
+        return rows
+
+    def checked(self, rows: list[list[str]]) -> str | None:
+        """Why these rows cannot be written: a control character in a cell, else None."""
+        # Every control character is unprintable: one quick test per row, and a search of
+        # its cells only when it fails (a no-break space is unprintable too, and allowed).
+        for row in rows:
+            if not "".join(row).isprintable():
+                return self.cell_problem(rows, find_control, "a control character")
+        return None
 
     def cells(self, order: Order):
         for number, line in enumerate(order.lines, 1):
@@ -175,7 +212,7 @@ class _Rows:
             for column, text in zip(self.layout.columns, row):
                 found = find(text)
                 if found:  # the position, never the character: it is the buyer's
-                    return f"{_where(column, number)} has a character {what} at position {found[0]}"
+                    return f"{_where(column, number)} has {what} at position {found[0]}"
         return None
 
 
@@ -190,7 +227,7 @@ class _Csv(_Rows):
         dropped: dict[str, str] = {}
         for order, rows in group:
             reason = self.cell_problem(rows, lambda text: find_unencodable(text, encoding),
-                                       f"{encoding} cannot encode")
+                                       f"a character {encoding} cannot encode")
             if reason:
                 dropped[order.order_id] = reason
         kept = [unit for unit in group if unit[0].order_id not in dropped]
@@ -202,20 +239,24 @@ class _Csv(_Rows):
             (row for _, rows in group for row in rows),
             header=self.header, delimiter=layout.delimiter, quoting=layout.quoting,
             line_terminator=layout.line_terminator, encoding=layout.encoding,
-            unencodable=layout.unencodable,
+            unencodable="fail",  # the columns' getters replaced or spelled what they may
         )
 
 
 class _Xlsx(_Rows):
-    def unit(self, order: Order) -> list[list[str]]:
-        rows = super().unit(order)
-        try:
-            reason = self.cell_problem(rows, find_not_xml, "XLSX cannot carry")
-        except _UNEXPECTED as problem:
-            raise _unexpected_value(self.cells(order), problem) from None
-        if reason:
-            raise RenderError(reason)
-        return rows
+    def checked(self, rows: list[list[str]]) -> str | None:
+        return (super().checked(rows)
+                or self.cell_problem(rows, find_not_xml, "a character XLSX cannot carry")
+                or self.cell_too_long(rows))
+
+    def cell_too_long(self, rows: list[list[str]]) -> str | None:
+        for number, row in enumerate(rows, 1):
+            for column, text in zip(self.layout.columns, row):
+                if len(text) > XLSX_CELL_MAX:
+                    return (f"{_where(column, number)} is {len(text)} characters long; an XLSX "
+                            f"cell holds at most {XLSX_CELL_MAX} (set max_length and truncate "
+                            f"to cut it)")
+        return None
 
     def file(self, group: list[tuple[Order, list[list[str]]]]) -> tuple[bytes, dict[str, str]]:
         numbers = [index for index, column in enumerate(self.layout.columns) if column.is_number]
@@ -266,10 +307,11 @@ class _Xml:
         made: dict[tuple[str, ...], etree._Element] = {(): element}
         for column, path, attribute in fields:
             text = column.get(order, line, number)
-            found = find_not_xml(text)
+            found = find_not_xml(text) or find_control(text)
             if found:  # the position, never the character: it is the buyer's
-                raise RenderError(f"{_where(column, number or None)} has a character XML "
-                                  f"cannot carry at position {found[0]}")
+                what = "a control character" if find_control(found[1]) else "a character XML cannot carry"
+                raise RenderError(f"{_where(column, number or None)} has {what} "
+                                  f"at position {found[0]}")
             target = element
             for depth in range(1, len(path) + 1):
                 key = path[:depth]

@@ -26,6 +26,9 @@ _QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL}
 _XML_ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-1252"}
 # Characters XML 1.0 (and so XLSX) cannot carry at all, not even as a reference.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: no field the
+# bridge writes is more than one line, and a WMS may cut a record at any of these.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def write_csv(
@@ -63,6 +66,12 @@ def find_unencodable(text: str, encoding: str) -> tuple[int, str] | None:
     except UnicodeEncodeError as problem:
         return problem.start + 1, text[problem.start]
     return None
+
+
+def find_control(text: str) -> tuple[int, str] | None:
+    """(1-based position, character) of the first control character or line break, or None."""
+    match = _CONTROL.search(text)
+    return None if match is None else (match.start() + 1, match.group())
 
 
 def find_not_xml(text: str) -> tuple[int, str] | None:
