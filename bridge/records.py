@@ -85,6 +85,19 @@ class Order:
         return self.ship_to.country_code if self.ship_to else ""
 
 
+@dataclass(frozen=True)
+class OrderHeader:
+    """What a v0 getOrders page says about an order before its items are fetched: enough to
+    judge whether the order can still be sent. `country_code` comes from the part of the
+    shipping address Amazon sends without a Restricted Data Token; "" when it sent none."""
+
+    order_id: str
+    marketplace_id: str
+    status: str  # one of FULFILLMENT_STATUSES
+    country_code: str
+    last_updated: datetime
+
+
 def utc(value: datetime) -> datetime:
     """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
     if value.tzinfo is None:
