@@ -150,7 +150,8 @@ class RateLimiter:
             wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
             if wait > max_wait:
                 raise AmazonThrottled(
-                    f"{operation}: the usage plan allows the next call in {wait:.0f}s", retry_after=wait
+                    f"{operation}: Amazon's usage plan allows the next call in {wait:.0f}s, longer than"
+                    " amazon.max_throttle_wait_seconds; continued on the next run", retry_after=wait
                 )
             self._buckets[operation] = (tokens - 1 + wait * rate, now + wait)
         if wait:
@@ -522,8 +523,16 @@ class AmazonOrders:
                 if wait is not None:
                     self._limiter.slow_down(operation, 1 / wait)
                 wait = wait or self._pause(attempt)
-                if attempt == self._attempts or wait > self.settings.max_throttle_wait_seconds:
-                    raise AmazonThrottled(f"{operation}: throttled by Amazon (429)", retry_after=wait) from None
+                if wait > self.settings.max_throttle_wait_seconds:
+                    raise AmazonThrottled(
+                        f"{operation}: throttled by Amazon (429) for {wait:.0f}s, longer than"
+                        " amazon.max_throttle_wait_seconds; continued on the next run", retry_after=wait
+                    ) from None
+                if attempt == self._attempts:
+                    raise AmazonThrottled(
+                        f"{operation}: throttled by Amazon (429) {attempt} times in a row; continued on the next run",
+                        retry_after=wait,
+                    ) from None
                 log.info("throttled op=%s attempt=%d wait=%.1fs", operation, attempt, wait)
                 self._sleep(wait)
             except SellingApiForbiddenException as problem:

@@ -212,7 +212,7 @@ class OrdersFlow:
                 return
             window = self._next_window(self.ledger.bookmark(BOOKMARK), now)
             if window is None:
-                return
+                break
             self._pull_window(window, now, report)
         report.caught_up = self._next_window(self.ledger.bookmark(BOOKMARK), now) is None
 
