@@ -56,7 +56,7 @@ class RunReport:
     delivered_orders: int = 0
     changed_after_delivery: int = 0
     purged: int = 0
-    caught_up: bool = True
+    caught_up: bool = False  # set by the pull once no window is left: a stop or a failure leaves it False
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False  # an error was FixTheSetup: retrying alone will not help
 
@@ -206,7 +206,6 @@ class OrdersFlow:
     # --- 1. pull -------------------------------------------------------------------------
 
     def pull(self, now: datetime, report: RunReport) -> None:
-        report.caught_up = False  # until the last window is in: a failure or a stop leaves it so
         for _ in range(self.settings.orders.max_windows_per_run):
             if self.should_stop():
                 return
