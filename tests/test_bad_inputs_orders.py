@@ -12,6 +12,7 @@ Tables here:
   caught up, and the next run catches up; exit 2 only where a person must act.
 - HELD_ORDER_ANSWERS: Amazon's answer about one held order is unusable: that order is noted
   (its reason in `status`), the other held orders still come back.
+- CHECK_ANSWERS: `fbm-bridge check` tells a Login with Amazon outage from refused credentials.
 """
 
 from __future__ import annotations
@@ -214,3 +215,26 @@ def test_one_held_orders_bad_answer_is_noted_and_the_others_come_back(make_bridg
     assert delivered(bridge) == MERCHANT_ORDERS - {"111-0000001-0000001"}
     held = [row for row in attention(bridge) if row[1] == "held"]
     assert held == [("111-0000001-0000001", "held", reason)]
+
+
+CHECK_ANSWERS = [
+    ("Login with Amazon down", (503, b"<html>Service Unavailable</html>"), "AmazonUnavailable",
+     "Login with Amazon is unavailable (HTTP 503, not JSON, from {token_url}): not a credentials problem;"
+     " try again later"),
+    ("Login with Amazon refusing the refresh token",
+     (400, b'{"error": "invalid_grant", "error_description": "The request has an invalid grant parameter"}'),
+     "AmazonAuthError", f"Login with Amazon refused the credentials (The request has an invalid grant parameter);"
+     f" {LWA_SECRETS}"),
+]
+
+
+@pytest.mark.parametrize("case, fault, kind, message", CHECK_ANSWERS, ids=[c[0] for c in CHECK_ANSWERS])
+def test_check_tells_a_login_outage_from_refused_credentials(make_bridge, sandbox, case, fault, kind, message):
+    from bridge.errors import BridgeError
+
+    status, body = fault
+    sandbox.fail_next("lwaToken", status, body=body)
+    with pytest.raises(BridgeError) as caught:
+        make_bridge().amazon.check()
+    assert type(caught.value).__name__ == kind
+    assert str(caught.value) == message.format(token_url=sandbox.token_url)
