@@ -8,6 +8,7 @@
     │   └── LedgerBusy            another process holds a write lock on the ledger
     ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
     │   ├── BadRecord             an Amazon record the bridge cannot use
+    │   ├── AmazonNotFound        Amazon does not know a record it was asked for (404), e.g. an order
     │   └── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
     └── FixTheSetup           configuration or permissions; retrying will not help
         ├── ConfigError           config or mapping invalid (carries every problem found)
@@ -63,6 +64,10 @@ class BadRecord(FixTheInput):
 
 class RenderError(FixTheInput):
     pass
+
+
+class AmazonNotFound(FixTheInput):
+    """Amazon answered 404 NotFound for one record (an order id): that record only."""
 
 
 class FixTheSetup(BridgeError):

@@ -135,6 +135,12 @@ create table if not exists state_events (  -- fresh start, restore accepted, key
     kind text not null,
     detail text not null
 );
+-- When Amazon was last asked again about a held order: rechecks ask the least recently asked
+-- first, so one order that never gets an answer cannot starve the others.
+create table if not exists held_asks (
+    order_id text primary key,
+    asked_at text not null
+);
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
@@ -527,6 +533,34 @@ class Ledger:
         if unreadable or recovered:
             self._note_unreadable(unreadable, recovered)
         return readable
+
+    def stored_order(self, order_id: str) -> StoredOrder | None:
+        row = self._db.execute("select * from orders where order_id = ?", (order_id,)).fetchone()
+        return self._stored_order(row) if row else None
+
+    def asked_at(self) -> dict[str, str]:
+        """Held orders Amazon was asked about again: order id -> when last (ISO 8601)."""
+        rows = self._db.execute(
+            "select a.order_id, a.asked_at from held_asks a join orders o using (order_id) where o.status = ?",
+            (OrderStatus.HELD,),
+        )
+        return {row["order_id"]: row["asked_at"] for row in rows}
+
+    def mark_asked(self, order_ids: Sequence[str], now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("delete from held_asks where order_id not in (select order_id from orders where status = ?)",
+                       (OrderStatus.HELD,))
+            db.executemany(
+                "insert into held_asks (order_id, asked_at) values (?, ?)"
+                " on conflict (order_id) do update set asked_at = excluded.asked_at",
+                [(order_id, iso_z(now)) for order_id in order_ids],
+            )
+
+    def note_event(self, order_id: str, kind: str, detail: str, now: datetime) -> None:
+        """Something about an order worth its history (`status --order`), without a status change."""
+        with self._transaction() as db:
+            self._event(db, order_id, iso_z(now), kind, detail)
+
 
     def _note_unreadable(self, unreadable: dict[str, tuple[str, str]], recovered: list[str]) -> None:
         """Set aside records that cannot be read (kept, skipped, shown by `attention` with the

@@ -105,6 +105,19 @@ def one_line(text: object) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+@dataclass(frozen=True)
+class OrderHeader:
+    """What a v0 getOrders page says about an order before its items are fetched: enough to
+    judge whether the order can still be sent. `country_code` comes from the part of the
+    shipping address Amazon sends without a Restricted Data Token; "" when it sent none."""
+
+    order_id: str
+    marketplace_id: str
+    status: str  # one of FULFILLMENT_STATUSES
+    country_code: str
+    last_updated: datetime
+
+
 def utc(value: datetime) -> datetime:
     """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
     if value.tzinfo is None:

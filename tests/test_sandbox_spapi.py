@@ -258,7 +258,10 @@ def test_v0_get_orders_hides_pii_without_an_rdt_and_shows_it_with_one(api):
     orders = plain["payload"]["Orders"]
     assert [o["AmazonOrderId"] for o in orders] == ["111-0000001-0000001", "111-0000002-0000002",
                                                     "111-0000005-0000005"]
-    assert all("ShippingAddress" not in o and "BuyerInfo" not in o for o in orders)
+    assert all("BuyerInfo" not in o for o in orders)
+    # Without a token only the address's unrestricted parts: enough to filter by country.
+    assert [sorted(o["ShippingAddress"]) for o in orders] == [
+        ["City", "CountryCode", "PostalCode", "StateOrRegion"]] * 3
     token = rdt(api, "/orders/v0/orders")
     answer = api.get("/orders/v0/orders", params=params, headers={"x-amz-access-token": token})
     restricted = ok(answer, V0, "GetOrdersResponse")["payload"]["Orders"]
@@ -266,6 +269,30 @@ def test_v0_get_orders_hides_pii_without_an_rdt_and_shows_it_with_one(api):
     assert restricted[1]["ShippingAddress"]["AddressType"] == "Commercial"
     assert restricted[0]["BuyerInfo"]["BuyerEmail"].endswith("@marketplace.amazon.com")
     assert answer.headers["x-amzn-RateLimit-Limit"] == "0.0167"
+
+
+def test_v0_get_orders_by_amazon_order_ids(api):
+    params = {"CreatedAfter": "2026-11-01T00:00:00Z", "MarketplaceIds": US,
+              "AmazonOrderIds": "111-0000007-0000007,111-0000002-0000002,999-0000000-0000000"}
+    doc = ok(api.get("/orders/v0/orders", params=params), V0, "GetOrdersResponse")
+    assert [o["AmazonOrderId"] for o in doc["payload"]["Orders"]] == ["111-0000007-0000007",
+                                                                      "111-0000002-0000002"]
+    too_many = ",".join(f"111-{n:07d}-0000001" for n in range(51))
+    rejected(api.get("/orders/v0/orders", params={**params, "AmazonOrderIds": too_many}), 400, V0)
+
+
+def test_faults_apply_to_the_lwa_token_endpoint_too(sandbox):
+    sandbox.fail_next("lwaToken", 503, body=b"<html>Service Unavailable</html>")
+    with httpx.Client(base_url=sandbox.url, timeout=5) as client:
+        down = client.post("/auth/o2/token", data={"grant_type": "refresh_token", **CREDENTIALS})
+        up = client.post("/auth/o2/token", data={"grant_type": "refresh_token", **CREDENTIALS})
+    assert down.status_code == 503 and down.headers["content-type"] == "text/html"
+    assert up.status_code == 200 and up.json()["access_token"]
+
+
+def test_a_removed_order_is_not_found(sandbox, api):
+    sandbox.remove_order("111-0000002-0000002")
+    rejected(api.get("/orders/2026-01-01/orders/111-0000002-0000002"), 404, code="NotFound")
 
 
 def test_v0_get_orders_pages_with_next_token(api):

@@ -3,7 +3,8 @@
 One run, in order, each step safe to interrupt at any line:
 1. pull   windows from the committed bookmark up to now - lag; each window's orders are recorded
           in the ledger in the same transaction that moves the bookmark;
-2. recheck held orders (address withheld, no warehouse) and record what changed;
+2. recheck held orders (address withheld, no warehouse) and record what changed: Amazon is asked
+          again only for addresses, least recently asked first, each answer recorded as it comes;
 3. render pending orders by their warehouse's mapping into the local spool, then stage them;
 4. deliver staged files: upload under a temporary name, mark uploaded, rename into place, mark
           delivered. After a crash, an uploaded file whose temporary name is gone was renamed.
@@ -22,20 +23,22 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from bridge.config import Settings, WarehouseSettings
-from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders
+from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
 from bridge.edges.folders import Drop, write_atomic
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
-from bridge.ledger import SENT, FileStatus, Ledger, Observation, OrderStatus, StoredFile
-from bridge.records import Order, shown
+from bridge.ledger import SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus, StoredFile, StoredOrder
+from bridge.records import Line, Order, OrderHeader, iso_z, shown
 from bridge.windows import Window, next_window
 
 log = logging.getLogger("bridge.orders")
 
 BOOKMARK = "orders.window_end"
-HELD_RECHECKS_PER_RUN = 25
 PII_MISSING = "no delivery address from Amazon (PII role missing)"
+NOT_FOUND = ("no delivery address from Amazon; asked again, Amazon did not find the order (404 NotFound):"
+             " look it up in Seller Central")
+UNUSABLE_ANSWER = "no delivery address from Amazon; asked again, Amazon's answer was unusable: {}"
 
 
 # Spool writes refused for the name itself (too long, not allowed by the file system): that
@@ -64,7 +67,7 @@ class RunReport:
     delivered_orders: int = 0
     changed_after_delivery: int = 0
     purged: int = 0
-    caught_up: bool = True
+    caught_up: bool = False  # set by the pull once no window is left: a stop or a failure leaves it False
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False  # an error was FixTheSetup: retrying alone will not help
 
@@ -118,6 +121,18 @@ def decide(order: Order, settings: Settings) -> Observation:
     )
 
 
+def can_still_be_sent(header: OrderHeader, settings: Settings) -> bool:
+    """Whether an order can still be sent, judged from what a v0 getOrders page says before
+    its items are fetched: decide()'s rules that need no items and no full address."""
+    orders = settings.orders
+    if header.status == "CANCELLED" or header.status not in orders.statuses:
+        return False
+    if header.marketplace_id not in orders.marketplaces:
+        return False
+    countries = orders.ship_to_countries
+    return not (countries and header.country_code and header.country_code not in countries)
+
+
 class OrdersFlow:
     def __init__(
         self,
@@ -142,6 +157,7 @@ class OrdersFlow:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
         already-staged files from reaching the warehouse."""
         report = RunReport()
+        self.amazon.begin_run()
         for step in (self.pull, self.recheck_held, self.render, self.deliver, self.purge):
             if self.should_stop():
                 log.info("stop requested: run ends before step=%s", step.__name__)
@@ -169,6 +185,7 @@ class OrdersFlow:
         """The files the next run would deliver, from Amazon's current answers and the ledger,
         rendered in memory. Nothing is recorded, spooled or uploaded; the bookmark stays."""
         preview = Preview()
+        self.amazon.begin_run()
         bookmark = self.ledger.bookmark(BOOKMARK)
         seen: dict[str, Observation] = {}
         for _ in range(self.settings.orders.max_windows_per_run):
@@ -205,7 +222,7 @@ class OrdersFlow:
                 return
             window = self._next_window(self.ledger.bookmark(BOOKMARK), now)
             if window is None:
-                return
+                break
             self._pull_window(window, now, report)
         report.caught_up = self._next_window(self.ledger.bookmark(BOOKMARK), now) is None
 
@@ -217,9 +234,26 @@ class OrdersFlow:
     def _fetch(self, window: Window) -> list[Observation]:
         """Amazon's orders for a window, each with what to do about it. CANCELLED is asked for
         too, so a cancellation of an order already sent is seen and reported."""
-        wanted = sorted(set(self.settings.orders.statuses) | {"CANCELLED"})
-        found = self.amazon.updated_between(window.query_start, window.end, wanted, self.settings.orders.marketplaces)
+        found = self.amazon.updated_between(window.query_start, window.end, self._statuses(),
+                                            self.settings.orders.marketplaces, known_lines=self._known_lines)
         return [decide(order, self.settings) for order in found]
+
+    def _statuses(self) -> list[str]:
+        return sorted(set(self.settings.orders.statuses) | {"CANCELLED"})
+
+    def _known_lines(self, header: OrderHeader) -> tuple[Line, ...] | None:
+        """A v0 order's lines without getOrderItems where they cannot matter or are known; None
+        where they must be fetched: an order that can still be sent, new or changed since."""
+        row = self.ledger.order_row(header.order_id)
+        if row is None:
+            return None if can_still_be_sent(header, self.settings) else ()  # () : never stored
+        if OrderStatus(row["status"]) not in UNDELIVERED:
+            return ()  # sent or settled: the ledger keeps the record it has
+        unchanged = row["last_updated"] == iso_z(header.last_updated)
+        if not unchanged and can_still_be_sent(header, self.settings):
+            return None
+        stored = self.ledger.stored_order(header.order_id)
+        return stored.order.lines if stored else None
 
     def _pull_window(self, window: Window, now: datetime, report: RunReport) -> None:
         observations = self._fetch(window)
@@ -258,34 +292,67 @@ class OrdersFlow:
     def recheck_held(self, now: datetime, report: RunReport) -> None:
         """Decide held orders again (settings may have changed); ask Amazon for missing addresses.
 
-        While the PII role is missing every answer comes back without an address, so the first
-        such answer ends the asking for this run: one probe per run, not one call per order.
+        Only orders held for want of an address are asked for, least recently asked first, in
+        bulk once a probe shows addresses are back (AmazonOrders.refetch). While the PII role
+        is missing that costs one call a run. An order Amazon does not find, or answers for
+        unusably, is noted on the order and the others are asked.
         """
-        observations = []
-        refetched, probing, failure = 0, True, None
+        observations, waiting = [], []
         for stored in self.ledger.orders_in(OrderStatus.HELD):
-            order = stored.order
-            if order.ship_to is None and probing and refetched < HELD_RECHECKS_PER_RUN:
-                refetched += 1
-                try:
-                    order = self.amazon.order(stored.order_id) or order
-                except BridgeError as problem:  # keep the decisions already made
-                    failure, probing = failure or problem, False
-                probing = probing and order.ship_to is not None
-            observations.append(decide(order, self.settings))
+            observation = decide(stored.order, self.settings)
+            if observation.status == OrderStatus.HELD and observation.reason == PII_MISSING:
+                waiting.append(stored)  # only Amazon can change this: asked below
+            else:
+                observations.append(observation)
         # Orders for a warehouse that is no longer configured are routed again.
         configured = {warehouse.name for warehouse in self.settings.warehouses}
         for stored in self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
             if stored.warehouse not in configured:
                 observations.append(decide(stored.order, self.settings))
-        if observations:
-            summary = self.ledger.record(observations, now)
-            released = sum(o.status == OrderStatus.PENDING for o in observations)
-            if released:
-                log.info("held orders released count=%d", released)
-            self._note_changes(summary.changed_after_delivery)
-        if failure is not None:
-            raise failure
+        self._record_rechecked(observations, now)
+        if waiting:
+            self._ask_for_addresses(waiting, now)
+
+    def _ask_for_addresses(self, waiting: list[StoredOrder], now: datetime) -> None:
+        asked = self.ledger.asked_at()
+        waiting = sorted(waiting, key=lambda stored: asked.get(stored.order_id, ""))  # never asked first
+        held = {stored.order_id: stored for stored in waiting}
+        pages = self.amazon.refetch([(s.order_id, s.order.purchase_date) for s in waiting], self._statuses(),
+                                    self.settings.orders.marketplaces, known_lines=self._known_lines)
+        try:
+            for page in pages:
+                self._record_refetched(page, held, now)
+                if page.withheld:
+                    log.info("held orders: Amazon still withholds addresses; asked again next run: %s", PII_ROLE_HINT)
+                if self.should_stop():
+                    log.info("stop requested: held orders left for the next run")
+                    return
+        finally:
+            pages.close()
+
+    def _record_refetched(self, page: Refetched, held: dict[str, StoredOrder], now: datetime) -> None:
+        """One answer about held orders, recorded at once: a stop or a failure keeps it."""
+        observations = [decide(order, self.settings) for order in page.orders if order.order_id in held]
+        for order_id in page.missing:
+            log.warning("held order not found on Amazon order_id=%s: left held, asked again later", order_id)
+            observations.append(Observation(held[order_id].order, OrderStatus.HELD, NOT_FOUND))
+            self.ledger.note_event(order_id, "not_found", "asked again for its address: Amazon answered 404 NotFound", now)
+        for order_id, why in self.amazon.rejected:
+            if order_id in held:
+                observations.append(Observation(held[order_id].order, OrderStatus.HELD, UNUSABLE_ANSWER.format(why)))
+        answered = [o.order.order_id for o in observations]
+        self._note_rejected(now)
+        self._record_rechecked(observations, now)
+        self.ledger.mark_asked(answered, now)
+
+    def _record_rechecked(self, observations: list[Observation], now: datetime) -> None:
+        if not observations:
+            return
+        summary = self.ledger.record(observations, now)
+        released = sum(o.status == OrderStatus.PENDING for o in observations)
+        if released:
+            log.info("held orders released count=%d", released)
+        self._note_changes(summary.changed_after_delivery)
 
     # --- 3. render -----------------------------------------------------------------------
 

@@ -14,7 +14,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bridge.errors import BadRecord
-from bridge.records import V0_STATUS_TO_FULFILLMENT, Address, Line, Order, parse_iso, shown
+from bridge.records import (
+    FULFILLMENT_STATUSES,
+    V0_STATUS_TO_FULFILLMENT,
+    Address,
+    Line,
+    Order,
+    OrderHeader,
+    parse_iso,
+    shown,
+)
 
 
 def order_from_v2026(data: dict[str, Any]) -> Order:
@@ -37,7 +46,8 @@ def order_from_v2026(data: dict[str, Any]) -> Order:
             marketplace_id=_text(_object(data, "salesChannel"), "marketplaceId", "salesChannel."),
             purchase_date=_time(data, "createdTime"),
             last_updated=_time(data, "lastUpdatedTime"),
-            status=_text(fulfillment, "fulfillmentStatus", "fulfillment."),
+            status=_known_status(_text(fulfillment, "fulfillmentStatus", "fulfillment."),
+                                 "fulfillment.fulfillmentStatus"),
             service_level=_text(fulfillment, "fulfillmentServiceLevel", "fulfillment."),
             ship_by=_window_end(fulfillment, "shipByWindow"),
             deliver_by=_window_end(fulfillment, "deliverByWindow"),
@@ -68,13 +78,12 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
         order = _as_object(order, "Order")
         total = _object(order, "OrderTotal")
         buyer = _object(order, "BuyerInfo")
-        status = _text(order, "OrderStatus")
         return _with_quantities(Order(
             order_id=_required(order_id, "AmazonOrderId"),
             marketplace_id=_text(order, "MarketplaceId"),
             purchase_date=_time(order, "PurchaseDate"),
             last_updated=_time(order, "LastUpdateDate"),
-            status=V0_STATUS_TO_FULFILLMENT.get(_required(status, "OrderStatus"), status),
+            status=_v0_status(order),
             service_level=_v2026_spelling(_text(order, "ShipmentServiceLevelCategory")),
             ship_by=_time(order, "LatestShipDate", optional=True),
             deliver_by=_time(order, "LatestDeliveryDate", optional=True),
@@ -93,6 +102,45 @@ def order_from_v0(order: dict[str, Any], items: list[dict[str, Any]]) -> Order:
     except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as problem:
         raise BadRecord(f"order {_named(order_id)}: unusable data "
                         f"({type(problem).__name__})") from None
+
+
+def header_from_v0(order: dict[str, Any]) -> OrderHeader:
+    """What a v0 getOrders `Order` says before its items are fetched (see OrderHeader)."""
+    order_id = _order_id(order, "AmazonOrderId")
+    try:
+        order = _as_object(order, "Order")
+        return OrderHeader(
+            order_id=_required(order_id, "AmazonOrderId"),
+            marketplace_id=_text(order, "MarketplaceId"),
+            status=_v0_status(order),
+            country_code=_text(_object(order, "ShippingAddress"), "CountryCode", "ShippingAddress."),
+            last_updated=_time(order, "LastUpdateDate"),
+        )
+    except _Unusable as problem:
+        raise BadRecord(f"order {_named(order_id)}: {problem}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as problem:
+        raise BadRecord(f"order {_named(order_id)}: unusable data "
+                        f"({type(problem).__name__})") from None
+
+
+def _v0_status(order: dict[str, Any]) -> str:
+    status = _required(_text(order, "OrderStatus"), "OrderStatus")
+    if status not in V0_STATUS_TO_FULFILLMENT:
+        raise _Unusable("OrderStatus", f"{_shown(status)}is not a status the bridge knows")
+    return V0_STATUS_TO_FULFILLMENT[status]
+
+
+def _known_status(status: str, name: str) -> str:
+    """An order without a status, or with one the bridge does not know, is rejected (and shown
+    to a person), never quietly skipped."""
+    if status not in FULFILLMENT_STATUSES:
+        raise _Unusable(name, f"{_shown(status)}is not a status the bridge knows" if status else "is missing")
+    return status
+
+
+def _shown(value: str) -> str:
+    """An Amazon enum value quoted for a message, when it looks like one (never free text)."""
+    return f"'{value}' " if re.fullmatch(r"[A-Za-z_]{1,40}", value) else ""
 
 
 def _v2026_line(item: dict[str, Any], where: str) -> Line:

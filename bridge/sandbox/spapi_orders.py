@@ -31,9 +31,16 @@ V0_STATUS = {"PENDING_AVAILABILITY": "PendingAvailability", "PENDING": "Pending"
 V0_STATUSES = tuple(V0_STATUS.values()) + ("InvoiceUnconfirmed",)
 V0_CHANNEL = {"MERCHANT": "MFN", "AMAZON": "AFN"}
 V0_ADDRESS_TYPE = {"RESIDENTIAL": "Residential", "COMMERCIAL": "Commercial"}
+# ordersV0.json, Order.ShippingAddress: "only available for orders with the following status
+# values: Unshipped, PartiallyShipped, Shipped and InvoiceUnconfirmed"; without a Restricted Data
+# Token only its unrestricted parts (city, region, postal code, country) are sent.
+V0_ADDRESS_STATUSES = ("Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed")
+V0_RESTRICTED_ADDRESS = ("Name", "CompanyName", "AddressLine1", "AddressLine2", "AddressLine3",
+                         "Phone", "AddressType", "ExtendedFields")
 
 MIN_AGE = timedelta(minutes=2)          # "...Before must be at least two minutes before now"
 MAX_MARKETPLACES = 50
+MAX_ORDER_IDS = 50                      # getOrders' AmazonOrderIds maxItems
 MAX_PAGE = 100
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
@@ -254,8 +261,8 @@ def to_v0(order: dict, shipping_address: bool, buyer_info: bool) -> dict:
         if "latestDateTime" in span:
             v0[last] = span["latestDateTime"]
     address = order.get("recipient", {}).get("deliveryAddress")
-    if shipping_address and address:
-        v0["ShippingAddress"] = _address_v0(address)
+    if address and v0["OrderStatus"] in V0_ADDRESS_STATUSES:
+        v0["ShippingAddress"] = _address_v0(address) if shipping_address else _unrestricted_v0(address)
     buyer = order.get("buyer")
     if buyer_info and buyer:
         info = {"BuyerEmail": buyer.get("buyerEmail"), "BuyerName": buyer.get("buyerName"),
@@ -275,6 +282,10 @@ def _address_v0(address: dict) -> dict:
     if kind:
         v0["AddressType"] = kind
     return v0
+
+
+def _unrestricted_v0(address: dict) -> dict:
+    return {k: v for k, v in _address_v0(address).items() if k not in V0_RESTRICTED_ADDRESS}
 
 
 def items_v0(order: dict) -> list[dict]:
