@@ -916,7 +916,8 @@ class _StockChecker:
             return default
         value = self.text(data, key, default)
         if value is not None and value not in allowed:
-            shown = ", ".join(repr(a) if not a.strip() else a for a in allowed)
+            plain = all(a.replace("-", "").replace("_", "").isalnum() for a in allowed)
+            shown = ", ".join(a if plain else repr(a) for a in allowed)
             self.problem(key, f"unknown value {value!r} (one of: {shown})")
             return None
         return value

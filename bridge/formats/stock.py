@@ -315,10 +315,10 @@ def combine(sku: str, parts: list[Part], column: str,
                                            "warning"))
         if total is not None and len(quantities) == len(same):
             total += quantities[0]
-    bad = [part[3] for part in parts if part[4] is None]
+    bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
     if bad:
         for part in parts:
-            if part[4] is not None and part[3] not in conflicting:
+            if part[3] not in bad:
                 problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
                                                         f"{_rows_phrase(bad)} bad", "warning"))
         total = None
