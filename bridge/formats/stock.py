@@ -120,18 +120,22 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, st
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
     result = Tally()
     problems = result.problems
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return result
+    if layout.format != "xml":  # every row has the header's columns: check them once
+        missing = [key for key in needed if key not in first[1]]
+        if missing:
+            names = ", ".join(repr(key) for key in missing)
+            columns = ", ".join(repr(key) for key in first[1])
+            result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {columns})"
+            return result
     batch: list[Part] = []
-    count = used = left_alone = not_on_amazon = 0
+    count = added = unusable = left_alone = not_on_amazon = 0
     latest: datetime | None = None
-    for number, row in rows:
+    for number, row in chain((first,), rows):
         count += 1
-        if count == 1 and layout.format != "xml":
-            missing = [key for key in needed if key not in row]
-            if missing:
-                names = ", ".join(repr(key) for key in missing)
-                columns = ", ".join(repr(key) for key in row)
-                result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {columns})"
-                return result
         warehouse_sku = row.get(sku_key)
         if warehouse_sku:
             warehouse_sku = warehouse_sku.strip()
@@ -151,16 +155,18 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, st
             problems.append(RowProblem(number, sku_key, why))
             continue
         text = row.get(quantity_key)
-        if text is not None and len(text) < 8 and text.isdigit() and text.isascii():
+        if text is not None and text.isdigit() and text.isascii() and len(text) < 8:
             units: int | None = int(text)
         else:
             units, why = quantity_of(text)
             if units is None:
                 problems.append(RowProblem(number, quantity_key, why))
+                unusable += 1
         if time_of is not None:
             stamp, why = time_of(row.get(timestamp_key))
             if why:
                 problems.append(RowProblem(number, timestamp_key, why))
+                unusable += units is not None
                 units = None
             elif stamp is not None and (latest is None or stamp > latest):
                 latest = stamp
@@ -171,13 +177,12 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, st
         else:
             lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
         batch.append((sku, warehouse_sku, lot, number, units))
-        if units is not None:
-            used += 1
-        if len(batch) >= batch_size:
+        if len(batch) == batch_size:
             store.add(batch)
+            added += batch_size
             batch = []
     store.add(batch)
-    result.rows, result.used_rows, result.stock_time = count, used, latest
+    result.rows, result.used_rows, result.stock_time = count, added + len(batch) - unusable, latest
     result.left_alone, result.not_on_amazon = left_alone, not_on_amazon
     return result
 
