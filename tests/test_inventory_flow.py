@@ -175,7 +175,7 @@ def test_on_hand_without_orders_in_flight_is_a_setup_error(bridge):
 def test_a_file_missing_many_skus_is_held_then_published_with_force(bridge, sandbox):
     bridge.flow.push(full_stock("DAY1.csv", at=NOW), NOW)
     held = bridge.flow.push(full_stock("DAY2.csv", at=LATER, **{"KAN-GLAS-1L": None, "MUG-CER-350-BLU": "50"}), LATER)
-    assert held.status == "held"
+    assert held.status == "held" and held.needs_a_person
     assert held.reason == ("held: 1 of the 5 SKUs in the last published feed (20.0%) are missing from this file, "
                            "more than the limit of 10% (e.g. KAN-GLAS-1L)")
     assert len(sandbox.feeds) == 1 and published(bridge.ledger)["MUG-CER-350-BLU"] == 10

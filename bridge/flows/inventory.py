@@ -214,16 +214,15 @@ class InventoryFlow:
         """Compute, gate, submit, poll and record one stock file. A file already recorded is
         continued (or, with `force`, released if held), never computed again."""
         known = self.ledger.stock_file(self.warehouse, stock.sha256)
-        errors: list[BridgeError] = []
         try:
             if known is not None:
                 if force and known.status == StockFileStatus.HELD:
                     self._release(known, now)
-                if self._unfinished(known):
+                if self.ledger.stock_file_by_id(known.id).status == StockFileStatus.SUBMITTING:
                     self._continue(known, now)
                 return self.outcome(known.id, already_recorded=True)
             self.resume(now)
-            waiting = self.ledger.stock_files_in(StockFileStatus.SUBMITTING)
+            waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
             file_id = self._record(stock, self._compute(stock, force=force, target=self.folder), force, now)
@@ -233,12 +232,11 @@ class InventoryFlow:
                 self._continue(stored, now)
             return self.outcome(file_id)
         except BridgeError as problem:
-            errors.append(problem)
             log.error("stock file=%s error=%s", stock.name, problem)
             stored = self.ledger.stock_file(self.warehouse, stock.sha256)
             outcome = self.outcome(stored.id) if stored else StockOutcome(None, stock.name, "not recorded")
-            outcome.errors = [str(e) for e in errors]
-            outcome.needs_a_person = outcome.needs_a_person or any(isinstance(e, FixTheSetup) for e in errors)
+            outcome.errors = [str(problem)]
+            outcome.needs_a_person = outcome.needs_a_person or isinstance(problem, FixTheSetup)
             return outcome
 
     def resume(self, now: datetime) -> list[StockOutcome]:
@@ -283,7 +281,9 @@ class InventoryFlow:
             file_id=file_id, name=stored.name, status=stored.status.value, reason=stored.reason,
             rows=stored.rows, bad_rows=stored.bad_rows, skus=stored.skus, documents=len(documents),
             issues=self.ledger.stock_issues(file_id), already_recorded=already_recorded,
-            needs_a_person=stored.status == StockFileStatus.FAILED
+            # held: the file waits for a person (--force, or a new file); failed: Amazon refused a
+            # document as a whole, or one is in doubt
+            needs_a_person=stored.status in (StockFileStatus.HELD, StockFileStatus.FAILED)
             or any(d.status == StockFeedStatus.IN_DOUBT for d in documents),
         )
 
@@ -355,9 +355,6 @@ class InventoryFlow:
         log.warning("stock file=%s forced: overriding %s", stored.name, overridden)
 
     # --- 3-5. submit, poll, report -------------------------------------------------------
-
-    def _unfinished(self, stored: StoredStockFile) -> bool:
-        return stored.status == StockFileStatus.SUBMITTING
 
     def _continue(self, stored: StoredStockFile, now: datetime) -> None:
         for document in self.ledger.stock_feeds(stored.id):

@@ -39,7 +39,7 @@ def batches(levels: Iterable[StockLevel], size: int = MAX_MESSAGES) -> Iterator[
     """The levels with a quantity to send, `size` at a time (one list per document)."""
     batch: list[StockLevel] = []
     for level in levels:
-        if level.quantity is None:
+        if level[1] is None:  # the quantity: not sent
             continue
         batch.append(level)
         if len(batch) == size:
