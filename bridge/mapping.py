@@ -738,7 +738,6 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
     return limited
 
 
-
 # --- the stock section ----------------------------------------------------------------------
 #
 #     [stock]

@@ -4,7 +4,6 @@ report, and local state."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from datetime import datetime, timezone

@@ -1,6 +1,7 @@
 """Amazon's JSON_LISTINGS_FEED, pure: stock levels → feed documents; a processing report → issues.
 
-One document holds at most 25,000 messages (Amazon's limit), one `PATCH` per seller SKU:
+One document holds at most 25,000 messages (Amazon's limit), one `PATCH` per seller SKU, each
+message on a line of its own (wrapped here):
 
     {"header":{"sellerId":"A3TESTSELLER","version":"2.0"},"messages":[
     {"messageId":2,"sku":"MUG-1","operationType":"PATCH","productType":"PRODUCT","patches":[{"op":
