@@ -4,6 +4,8 @@
     ├── RetryLater            transient: try again on the next run, nothing is lost
     │   ├── AmazonUnavailable     network failure, 5xx, empty or non-JSON answer
     │   ├── AmazonThrottled       429; carries the wait the rate header asks for
+    │   ├── CreateFeedUnknown     createFeed failed in a way that may still have created the
+    │   │                         feed: find out (getFeeds) before submitting again
     │   ├── SftpUnavailable       connection refused/reset, timeout
     │   └── LedgerBusy            another process holds a write lock on the ledger
     ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
@@ -48,6 +50,10 @@ class AmazonThrottled(RetryLater):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CreateFeedUnknown(RetryLater):
+    """createFeed is not idempotent: after this, sending the document again may publish it twice."""
 
 
 class SftpUnavailable(RetryLater):

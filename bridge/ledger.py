@@ -18,6 +18,12 @@ against it before writing anything. A key rotation (`fbm-bridge rekey`) records 
 check value in `meta.rekey_to` first and swaps it in, in one transaction, once everything is
 resealed. An order record that cannot be read (damaged seal, JSON or date) is set aside in
 `unreadable_orders`, named by `attention()`, and skipped; the other orders go on.
+
+A stock file's life (stock up; one row per file content, by SHA-256):
+    held (a safety gate) ──--force──▶ submitting ──▶ published | failed;  held ──newer file──▶ superseded
+and each of its feed documents (at most 25,000 SKUs each):
+    prepared ──▶ submitting (createFeed under way) ──▶ submitted (feed id) ──▶ done | fatal | cancelled
+    submitting ──after a crash, Amazon has one unknown feed──▶ submitted | none──▶ prepared | several──▶ in_doubt
 """
 
 from __future__ import annotations
@@ -56,6 +62,24 @@ class FileStatus(StrEnum):
     STAGED = "staged"
     UPLOADED = "uploaded"
     DELIVERED = "delivered"
+
+
+class StockFileStatus(StrEnum):
+    HELD = "held"
+    SUPERSEDED = "superseded"
+    SUBMITTING = "submitting"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+
+class StockFeedStatus(StrEnum):
+    PREPARED = "prepared"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    DONE = "done"
+    FATAL = "fatal"
+    CANCELLED = "cancelled"
+    IN_DOUBT = "in_doubt"
 
 
 UNDELIVERED = (OrderStatus.PENDING, OrderStatus.HELD, OrderStatus.UNRENDERABLE)
@@ -141,6 +165,65 @@ create table if not exists held_asks (
     order_id text primary key,
     asked_at text not null
 );
+create table if not exists stock_files (
+    id integer primary key,
+    warehouse text not null,
+    name text not null,
+    sha256 text not null,
+    stock_time text not null,  -- the stock's time: the file's timestamps, else the file's own time
+    received_at text not null,
+    rows integer not null,
+    bad_rows integer not null,
+    skus integer not null,  -- seller SKUs with a quantity to send
+    status text not null check (status in ({_check(StockFileStatus)})),
+    reason text not null default '',  -- the gates' verdict, or why it failed, in words
+    forced integer not null default 0,
+    created_at text not null,
+    updated_at text not null,
+    published_at text,  -- when the first of its documents was processed (DONE)
+    unique (warehouse, sha256)
+);
+create table if not exists stock_feeds (
+    id integer primary key,
+    stock_file_id integer not null references stock_files(id),
+    part integer not null,
+    messages integer not null,
+    spool_path text not null,  -- relative to the stock folder
+    sha256 text not null,
+    status text not null check (status in ({_check(StockFeedStatus)})),
+    document_id text,
+    feed_id text unique,
+    adopted integer not null default 0,  -- feed id found with getFeeds after an interrupted createFeed
+    result_document_id text,
+    submit_started_at text,
+    submitted_at text,
+    finished_at text,
+    accepted integer,
+    invalid integer,
+    errors integer,
+    warnings integer,
+    note text not null default '',
+    unique (stock_file_id, part)
+);
+create table if not exists stock_issues (
+    id integer primary key,
+    stock_file_id integer not null references stock_files(id),
+    source text not null check (source in ('file', 'amazon')),
+    part integer,
+    row integer,
+    column_name text not null default '',
+    sku text not null default '',
+    severity text not null,
+    code text not null default '',
+    message text not null
+);
+create index if not exists stock_issues_by_file on stock_issues (stock_file_id);
+create table if not exists stock_levels (
+    sku text primary key,  -- seller SKU: Amazon's quantity is one per SKU
+    quantity integer not null,
+    stock_file_id integer not null references stock_files(id),
+    published_at text not null
+) without rowid;
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
@@ -915,6 +998,221 @@ class Ledger:
             (order_id, at, kind, detail),
         )
 
+    # --- stock up ------------------------------------------------------------------------
+    #
+    # Stock files, their feed documents and issues, and the quantity last published per seller
+    # SKU (what the safety gates compare a new file with). Issues arrive as plain tuples:
+    # file problems (row, column, why, severity) and Amazon's (part, row, sku, severity, code,
+    # message); the ledger does not depend on the formats that produced them.
+
+    def stock_file(self, warehouse: str, sha256: str) -> StoredStockFile | None:
+        row = self._db.execute(
+            "select * from stock_files where warehouse = ? and sha256 = ?", (warehouse, sha256)
+        ).fetchone()
+        return _stored_stock_file(row) if row else None
+
+    def stock_file_by_id(self, file_id: int) -> StoredStockFile:
+        return _stored_stock_file(self._db.execute("select * from stock_files where id = ?", (file_id,)).fetchone())
+
+    def stock_files_in(self, *statuses: StockFileStatus) -> list[StoredStockFile]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._db.execute(
+            f"select * from stock_files where status in ({marks}) order by stock_time, id", tuple(statuses)
+        ).fetchall()
+        return [_stored_stock_file(row) for row in rows]
+
+    def latest_stock_file(self) -> StoredStockFile | None:
+        """The newest stock file recorded (by its stock time), whatever became of it."""
+        row = self._db.execute("select * from stock_files order by stock_time desc, id desc limit 1").fetchone()
+        return _stored_stock_file(row) if row else None
+
+    def last_published_stock(self) -> StoredStockFile | None:
+        """The newest stock file (by its stock time) of which Amazon processed a document."""
+        row = self._db.execute(
+            "select * from stock_files where published_at is not null order by stock_time desc, id desc limit 1"
+        ).fetchone()
+        return _stored_stock_file(row) if row else None
+
+    def published_levels(self) -> Iterator[tuple[str, int, int]]:
+        """(seller SKU, last published quantity, 1 if the last published file sent it) in
+        ascending SKU order, streamed: a million SKUs are never in memory at once."""
+        last = self.last_published_stock()
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
+        yield from cursor.execute(
+            "select sku, quantity, stock_file_id = ? from stock_levels order by sku", (last.id if last else -1,)
+        )
+
+    def record_stock_file(
+        self,
+        *,
+        warehouse: str,
+        name: str,
+        sha256: str,
+        stock_time: datetime,
+        received_at: datetime,
+        rows: int,
+        bad_rows: int,
+        skus: int,
+        status: StockFileStatus,
+        reason: str,
+        forced: bool,
+        documents: Sequence[tuple[int, int, str, str]],
+        problems: Sequence[tuple[int, str, str, str]],
+        now: datetime,
+    ) -> int:
+        """Record a computed stock file with its documents (part, messages, spool path, SHA-256)
+        as prepared and its rows' problems, all or nothing. Older held files are superseded:
+        only the newest stock may still be published."""
+        at = iso_z(now)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "insert into stock_files (warehouse, name, sha256, stock_time, received_at, rows, bad_rows,"
+                " skus, status, reason, forced, created_at, updated_at)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (warehouse, name, sha256, iso_z(stock_time), iso_z(received_at), rows, bad_rows, skus,
+                 status, reason, int(forced), at, at),
+            )
+            file_id = cursor.lastrowid
+            db.executemany(
+                "insert into stock_feeds (stock_file_id, part, messages, spool_path, sha256, status)"
+                " values (?, ?, ?, ?, ?, ?)",
+                [(file_id, part, messages, path, digest, StockFeedStatus.PREPARED)
+                 for part, messages, path, digest in documents],
+            )
+            db.executemany(
+                "insert into stock_issues (stock_file_id, source, row, column_name, severity, message)"
+                " values (?, 'file', ?, ?, ?, ?)",
+                [(file_id, row, column, severity, why) for row, column, why, severity in problems],
+            )
+            db.execute(
+                "update stock_files set status = ?, reason = ?, updated_at = ?"
+                " where status = ? and id != ? and stock_time <= ?",
+                (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at,
+                 StockFileStatus.HELD, file_id, iso_z(stock_time)),
+            )
+        return file_id
+
+    def release_held_stock(self, file_id: int, reason: str, now: datetime) -> bool:
+        """--force: a held file goes to submitting, with what the force overrode."""
+        with self._transaction() as db:
+            return db.execute(
+                "update stock_files set status = ?, reason = ?, forced = 1, updated_at = ? where id = ? and status = ?",
+                (StockFileStatus.SUBMITTING, reason, iso_z(now), file_id, StockFileStatus.HELD),
+            ).rowcount == 1
+
+    def stock_feeds(self, file_id: int) -> list[StoredStockFeed]:
+        rows = self._db.execute("select * from stock_feeds where stock_file_id = ? order by part", (file_id,))
+        return [_stored_stock_feed(row) for row in rows.fetchall()]
+
+    def stock_feed_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("select feed_id from stock_feeds where feed_id is not null")}
+
+    def mark_stock_feed_submitting(self, feed_row: int, document_id: str, now: datetime) -> None:
+        """Written before createFeed: after a crash, a `submitting` document without a feed id
+        is looked up on Amazon (getFeeds), never sent again on a guess."""
+        self._set_stock_feed(feed_row, StockFeedStatus.SUBMITTING, (StockFeedStatus.PREPARED,),
+                             document_id=document_id, submit_started_at=iso_z(now))
+
+    def mark_stock_feed_submitted(self, feed_row: int, feed_id: str, now: datetime, *,
+                                  adopted: bool = False, note: str = "") -> None:
+        self._set_stock_feed(feed_row, StockFeedStatus.SUBMITTED, (StockFeedStatus.SUBMITTING,),
+                             feed_id=feed_id, submitted_at=iso_z(now), adopted=int(adopted), note=note)
+
+    def mark_stock_feed_prepared(self, feed_row: int, note: str) -> None:
+        """An interrupted createFeed that Amazon never received: the document goes again."""
+        self._set_stock_feed(feed_row, StockFeedStatus.PREPARED, (StockFeedStatus.SUBMITTING,),
+                             document_id=None, submit_started_at=None, note=note)
+
+    def mark_stock_feed_in_doubt(self, feed_row: int, note: str, now: datetime) -> None:
+        """Whether Amazon has this document cannot be told: a person decides; never resent."""
+        with self._transaction() as db:
+            db.execute("update stock_feeds set status = ?, note = ?, finished_at = ? where id = ?",
+                       (StockFeedStatus.IN_DOUBT, note, iso_z(now), feed_row))
+            self._settle_stock_file(db, feed_row, iso_z(now))
+
+    def record_stock_feed_result(
+        self,
+        feed_row: int,
+        status: StockFeedStatus,
+        now: datetime,
+        *,
+        result_document_id: str | None = None,
+        counts: tuple[int, int, int, int] | None = None,
+        issues: Sequence[tuple[int | None, str, str, str, str]] = (),
+        published: Sequence[tuple[str, int]] = (),
+        note: str = "",
+    ) -> None:
+        """Amazon's outcome of one document, in one transaction: its status, counts (accepted,
+        invalid, errors, warnings), issues (row, sku, severity, code, message), the quantities
+        it published, and the stock file's status once every document has an outcome.
+        Recording the same outcome twice changes nothing."""
+        at = iso_z(now)
+        with self._transaction() as db:
+            feed = db.execute("select stock_file_id, part, status from stock_feeds where id = ?", (feed_row,)).fetchone()
+            if feed["status"] != StockFeedStatus.SUBMITTED:
+                return
+            file_id = feed["stock_file_id"]
+            accepted, invalid, errors, warnings = counts or (None, None, None, None)
+            db.execute(
+                "update stock_feeds set status = ?, result_document_id = ?, finished_at = ?, accepted = ?,"
+                " invalid = ?, errors = ?, warnings = ?, note = case when ? = '' then note else ? end where id = ?",
+                (status, result_document_id, at, accepted, invalid, errors, warnings, note, note, feed_row),
+            )
+            db.executemany(
+                "insert into stock_issues (stock_file_id, source, part, row, sku, severity, code, message)"
+                " values (?, 'amazon', ?, ?, ?, ?, ?, ?)",
+                [(file_id, feed["part"], *issue) for issue in issues],
+            )
+            db.executemany(
+                "insert into stock_levels (sku, quantity, stock_file_id, published_at) values (?, ?, ?, ?)"
+                " on conflict (sku) do update set quantity = excluded.quantity,"
+                " stock_file_id = excluded.stock_file_id, published_at = excluded.published_at",
+                [(sku, quantity, file_id, at) for sku, quantity in published],
+            )
+            if status == StockFeedStatus.DONE:
+                db.execute("update stock_files set published_at = coalesce(published_at, ?) where id = ?", (at, file_id))
+            self._settle_stock_file(db, feed_row, at)
+
+    def _set_stock_feed(self, feed_row: int, status: StockFeedStatus, allowed: tuple[StockFeedStatus, ...],
+                        **values: object) -> None:
+        names = ", ".join(f"{name} = ?" for name in values)
+        marks = ", ".join("?" for _ in allowed)
+        with self._transaction() as db:
+            changed = db.execute(
+                f"update stock_feeds set status = ?, {names} where id = ? and status in ({marks})",
+                (status, *values.values(), feed_row, *allowed),
+            ).rowcount
+            if changed != 1:
+                raise RuntimeError(f"stock feed {feed_row} is not {' or '.join(allowed)}")
+
+    @staticmethod
+    def _settle_stock_file(db: sqlite3.Connection, feed_row: int, now: str) -> None:
+        """A stock file whose documents all have an outcome is published (all done) or failed."""
+        file_id = db.execute("select stock_file_id from stock_feeds where id = ?", (feed_row,)).fetchone()[0]
+        parts = db.execute("select part, status, note from stock_feeds where stock_file_id = ?", (file_id,)).fetchall()
+        if any(StockFeedStatus(p["status"]) in (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING,
+                                                StockFeedStatus.SUBMITTED) for p in parts):
+            return
+        failed = [p for p in parts if p["status"] != StockFeedStatus.DONE]
+        if not failed:
+            db.execute("update stock_files set status = ?, updated_at = ? where id = ?",
+                       (StockFileStatus.PUBLISHED, now, file_id))
+            return
+        why = "; ".join(f"document {p['part']} {p['status']}" + (f": {p['note']}" if p["note"] else "")
+                        for p in failed)
+        db.execute("update stock_files set status = ?, reason = ?, updated_at = ? where id = ?",
+                   (StockFileStatus.FAILED, why, now, file_id))
+
+    def stock_issues(self, file_id: int) -> list[dict]:
+        """The file's problems (source 'file') and Amazon's issues (source 'amazon'), by row."""
+        rows = self._db.execute(
+            "select source, part, row, column_name, sku, severity, code, message from stock_issues"
+            " where stock_file_id = ? order by source desc, row is null, row, id",
+            (file_id,),
+        )
+        return [dict(row) for row in rows]
+
 
 def _like_prefix(text: str) -> str:
     """`text` for a LIKE pattern, its wildcards escaped with a backslash."""
@@ -1036,3 +1334,54 @@ def _translating(method: Callable) -> Callable:
 for _name, _method in list(vars(Ledger).items()):
     if not _name.startswith("_") and callable(_method) and _name != "close":
         setattr(Ledger, _name, _translating(_method))
+@dataclass(frozen=True)
+class StoredStockFile:
+    id: int
+    warehouse: str
+    name: str
+    sha256: str
+    stock_time: datetime
+    status: StockFileStatus
+    reason: str
+    forced: bool
+    rows: int
+    bad_rows: int
+    skus: int
+    published_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredStockFeed:
+    id: int
+    stock_file_id: int
+    part: int
+    messages: int
+    spool_path: Path  # relative to the stock folder
+    sha256: str
+    status: StockFeedStatus
+    document_id: str | None
+    feed_id: str | None
+    adopted: bool
+    submit_started_at: datetime | None
+    note: str
+    counts: tuple[int, int, int, int] | None  # accepted, invalid, errors, warnings
+
+
+def _stored_stock_file(row: sqlite3.Row) -> StoredStockFile:
+    return StoredStockFile(
+        id=row["id"], warehouse=row["warehouse"], name=row["name"], sha256=row["sha256"],
+        stock_time=parse_iso(row["stock_time"]), status=StockFileStatus(row["status"]),
+        reason=row["reason"], forced=bool(row["forced"]), rows=row["rows"], bad_rows=row["bad_rows"],
+        skus=row["skus"], published_at=parse_iso(row["published_at"]) if row["published_at"] else None,
+    )
+
+
+def _stored_stock_feed(row: sqlite3.Row) -> StoredStockFeed:
+    counts = (row["accepted"], row["invalid"], row["errors"], row["warnings"])
+    return StoredStockFeed(
+        id=row["id"], stock_file_id=row["stock_file_id"], part=row["part"], messages=row["messages"],
+        spool_path=Path(row["spool_path"]), sha256=row["sha256"], status=StockFeedStatus(row["status"]),
+        document_id=row["document_id"], feed_id=row["feed_id"], adopted=bool(row["adopted"]),
+        submit_started_at=parse_iso(row["submit_started_at"]) if row["submit_started_at"] else None,
+        note=row["note"], counts=None if counts[0] is None else counts,
+    )

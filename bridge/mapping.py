@@ -73,8 +73,8 @@ held, naming the field and position); in CSV, free text from buyers and listings
 starting with `=`, `+`, `-` or `@` is what `formula_guard` decides (spreadsheets run
 such cells as formulas); an XLSX cell holds at most 32,767 characters.
 
-The sections `shipments` and `stock` belong to later flows and are accepted unchecked here;
-any other top-level key is an error.
+The section `shipments` belongs to a later flow and is accepted unchecked here; `stock` is
+described and checked at the end of this module; any other top-level key is an error.
 
 Source fields
 -------------
@@ -273,6 +273,7 @@ class OrderLayout:
 class Mapping:
     name: str  # the file's stem: mappings/acme-csv.toml -> "acme-csv"
     orders: OrderLayout
+    stock: StockLayout | None = None  # the [stock] section, when the warehouse sends stock files
 
 
 def shipped_mappings() -> Path:
@@ -299,16 +300,17 @@ def load_mapping(path: Path) -> Mapping:
         raise ConfigError([f"{where}: syntax: {problem}"]) from None
     problems: list[str] = []
     layout = _Checker(where, problems).mapping(data)
+    stock = _stock_section(data, where, Path(path).parent, problems)
     if problems:
         raise ConfigError(problems)
     assert layout is not None
-    return Mapping(name=Path(path).stem, orders=layout)
+    return Mapping(name=Path(path).stem, orders=layout, stock=stock)
 
 
 # --- checking -------------------------------------------------------------------------------
 
-_TOP_LEVEL = {"orders"}
-_LATER_FLOWS = {"shipments", "stock"}  # validated by their own flows, later
+_TOP_LEVEL = {"orders", "stock"}
+_LATER_FLOWS = {"shipments"}  # validated by their own flows, later
 _COMMON_KEYS = {
     "format", "file_per", "file_name", "timezone", "date_format", "datetime_format",
     "true_value", "false_value",
@@ -858,3 +860,354 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
                           f"the warehouse takes at most {max_length}")
     return limited
 
+
+# --- the stock section ----------------------------------------------------------------------
+#
+#     [stock]
+#     format = "csv"                  # csv | xlsx | xml
+#     quantity_means = "available"    # available: net of what the WMS has allocated |
+#                                     # on_hand: the bridge subtracts the units of orders it
+#                                     # delivered that are not confirmed shipped at the file's time
+#     encoding = "utf-8"              # csv: utf-8 | utf-8-sig | cp1252 | utf-16
+#     delimiter = ","                 # csv: one character ("\t" for tab)
+#     sheet = "Stock"                 # xlsx: the sheet to read (default: the first)
+#     record = "Item"                 # xml: element path of one record below the root
+#     decimal_separator = "."         # "." or ","; a quantity must still be a whole number
+#     thousands_separator = ""        # "", ".", ",", " " or "'"
+#     timestamp_format = "iso"        # strptime format of fields.timestamp, or "iso"
+#     timezone = "UTC"                # zone of timestamps written without an offset
+#     sku_map = "acme-skus.csv"       # warehouse SKU -> seller SKU (others map one-to-one);
+#                                     # relative to this file's folder
+#     buffer = 0                      # units held back per SKU (floor 0) ...
+#     buffers = { "MUG-1" = 5 }       # ... or this many for these seller SKUs
+#     cap = 500                       # optional: never send more than this
+#     leave_alone = ["*-FBA"]         # seller SKUs (or patterns with * and ?) never sent
+#     product_type = "PRODUCT"        # Amazon product type of every message ...
+#     product_types = { "MUG-1" = "DRINKING_CUP" }   # ... or of these seller SKUs
+#     handling_time_days = 2          # optional: lead_time_to_ship_max_days (1-30) ...
+#     handling_times = { "PLT-4" = 5 }               # ... or for these seller SKUs
+#     max_missing_share = 0.10        # hold the feed when more of the last published SKUs
+#                                     # are missing from the file
+#     max_zero_share = 0.20           # hold the feed when more of the SKUs Amazon shows in
+#                                     # stock would drop to zero
+#
+#     [stock.fields]                  # a header (csv, xlsx) or an element path below the
+#     sku = "SKU"                     # record (xml: "SKU", "Stock/OnHand", "@sku")
+#     quantity = "Qty"
+#     timestamp = "AsOf"              # optional: the stock's time (else the file's time)
+#     lot = "Lot"                     # optional: rows of one SKU in several lots or
+#     location = "Bin"                # locations are summed
+#
+# The SKU map is a CSV file with the header `warehouse_sku,seller_sku` (`,` or `;`, UTF-8); an
+# empty seller_sku marks a warehouse SKU that is not sold on Amazon. Several warehouse SKUs may
+# map to one seller SKU: their quantities are summed.
+
+STOCK_FORMATS = ("csv", "xlsx", "xml")
+STOCK_ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "utf-16")
+QUANTITY_MEANS = ("available", "on_hand")
+THOUSANDS_SEPARATORS = ("", ".", ",", " ", "'")
+MAX_SKU_LENGTH = 40  # Amazon's limit for a seller SKU
+_STOCK_KEYS = {
+    "format", "quantity_means", "decimal_separator", "thousands_separator", "timestamp_format",
+    "timezone", "sku_map", "buffer", "buffers", "cap", "leave_alone", "product_type",
+    "product_types", "handling_time_days", "handling_times", "max_missing_share",
+    "max_zero_share", "fields",
+}
+_STOCK_FORMAT_KEYS = {"csv": {"encoding", "delimiter"}, "xlsx": {"sheet"}, "xml": {"record"}}
+_STOCK_FIELDS = ("sku", "quantity", "timestamp", "lot", "location")
+_PRODUCT_TYPE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
+_MAX_UNITS = 10_000_000
+
+
+@dataclass(frozen=True)
+class StockFields:
+    """Where each value is: a header (csv, xlsx) or an element path below the record (xml)."""
+
+    sku: str
+    quantity: str
+    timestamp: str | None = None
+    lot: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class StockLayout:
+    format: str
+    quantity_means: str
+    fields: StockFields
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    sheet: str | None = None
+    record: str | None = None
+    decimal_separator: str = "."
+    thousands_separator: str = ""
+    timestamp_format: str = "iso"
+    timezone: str = "UTC"
+    sku_map_file: str | None = None
+    sku_map: dict[str, str] = field(default_factory=dict)  # warehouse SKU -> seller SKU ("" = not on Amazon)
+    buffer: int = 0
+    buffers: dict[str, int] = field(default_factory=dict)
+    cap: int | None = None
+    leave_alone: tuple[str, ...] = ()
+    product_type: str = "PRODUCT"
+    product_types: dict[str, str] = field(default_factory=dict)
+    handling_time_days: int | None = None
+    handling_times: dict[str, int] = field(default_factory=dict)
+    max_missing_share: float = 0.10
+    max_zero_share: float = 0.20
+
+
+def _stock_section(data: dict[str, Any], where: str, folder: Path,
+                   problems: list[str]) -> StockLayout | None:
+    """The `[stock]` section of a mapping, checked and compiled (None when absent or bad)."""
+    if "stock" not in data:
+        return None
+    checker = _Checker(where, problems)
+    section = data["stock"]
+    if not isinstance(section, dict):
+        checker.problem("stock", "must be a table")
+        return None
+    return _StockChecker(checker, folder).layout(section)
+
+
+class _StockChecker:
+    def __init__(self, checker: _Checker, folder: Path):
+        self.checker = checker
+        self.folder = folder
+
+    def problem(self, key: str, why: str) -> None:
+        self.checker.problem(f"stock.{key}", why)
+
+    def layout(self, data: dict[str, Any]) -> StockLayout | None:
+        bad = len(self.checker.problems)
+        fmt = self.choice(data, "format", STOCK_FORMATS, None)
+        if fmt is not None:
+            allowed = _STOCK_KEYS | _STOCK_FORMAT_KEYS[fmt]
+            every = _STOCK_KEYS.union(*_STOCK_FORMAT_KEYS.values())
+            for key in sorted(set(data) - allowed):
+                self.problem(key, f"not used by format '{fmt}'" if key in every
+                             else f"unknown key (known: {', '.join(sorted(allowed))})")
+        means = self.choice(data, "quantity_means", QUANTITY_MEANS, None)
+        fields = self.fields(data.get("fields"), fmt)
+        decimal = self.choice(data, "decimal_separator", (".", ","), ".")
+        thousands = self.choice(data, "thousands_separator", THOUSANDS_SEPARATORS, "")
+        if decimal is not None and decimal == thousands:
+            self.problem("thousands_separator", f"must differ from decimal_separator ({decimal!r})")
+        options: dict[str, Any] = {
+            "decimal_separator": decimal,
+            "thousands_separator": thousands,
+            "timestamp_format": self.timestamp_format(data, fields),
+            "timezone": self.timezone(data),
+            "buffer": self.count(data, "buffer", 0),
+            "buffers": self.sku_table(data, "buffers", self.units_value),
+            "cap": self.count(data, "cap", None),
+            "leave_alone": self.leave_alone(data),
+            "product_type": self.product_type(data.get("product_type", "PRODUCT"), "product_type"),
+            "product_types": self.sku_table(data, "product_types", self.product_type),
+            "handling_time_days": self.handling_time(data.get("handling_time_days"), "handling_time_days"),
+            "handling_times": self.sku_table(data, "handling_times", self.handling_time),
+            "max_missing_share": self.share(data, "max_missing_share", 0.10),
+            "max_zero_share": self.share(data, "max_zero_share", 0.20),
+        }
+        if fmt == "csv":
+            options["encoding"] = self.choice(data, "encoding", STOCK_ENCODINGS, "utf-8")
+            options["delimiter"] = self.delimiter(data)
+        elif fmt == "xlsx":
+            options["sheet"] = self.text(data, "sheet", None) if "sheet" in data else ""
+        elif fmt == "xml":
+            options["record"] = self.record(data)
+        sku_map_file = self.text(data, "sku_map", None) if "sku_map" in data else ""
+        sku_map = self.sku_map(sku_map_file) if sku_map_file else {}
+        if len(self.checker.problems) > bad or None in (fmt, means, fields, sku_map):
+            return None
+        if fmt == "xlsx" and not options["sheet"]:
+            options["sheet"] = None
+        return StockLayout(format=fmt, quantity_means=means, fields=fields,
+                           sku_map_file=sku_map_file or None, sku_map=sku_map, **options)
+
+    # -- keys --
+
+    def text(self, data: dict[str, Any], key: str, default: str | None) -> str | None:
+        return self.checker.value(data, f"stock.{key}", str, default)
+
+    def choice(self, data: dict[str, Any], key: str, allowed: tuple[str, ...],
+               default: str | None) -> str | None:
+        if key not in data:
+            if default is None:
+                self.problem(key, f"missing (one of: {', '.join(allowed)})")
+            return default
+        value = self.text(data, key, default)
+        if value is not None and value not in allowed:
+            plain = all(a.replace("-", "").replace("_", "").isalnum() for a in allowed)
+            shown = ", ".join(a if plain else repr(a) for a in allowed)
+            self.problem(key, f"unknown value {value!r} (one of: {shown})")
+            return None
+        return value
+
+    def fields(self, data: Any, fmt: str | None) -> StockFields | None:
+        if data is None:
+            self.problem("fields", "missing: add [stock.fields] with at least sku and quantity")
+            return None
+        if not isinstance(data, dict):
+            self.problem("fields", "must be a table ([stock.fields])")
+            return None
+        for key in sorted(set(data) - set(_STOCK_FIELDS)):
+            self.problem(f"fields.{key}", f"unknown field (known: {', '.join(_STOCK_FIELDS)})")
+        found: dict[str, str | None] = {}
+        for name in _STOCK_FIELDS:
+            if name not in data:
+                if name in ("sku", "quantity"):
+                    self.problem(f"fields.{name}", "missing")
+                found[name] = None
+                continue
+            value = data[name]
+            if not isinstance(value, str) or not value.strip():
+                self.problem(f"fields.{name}", "must be a non-empty string (a header or element path)")
+                found[name] = None
+                continue
+            if fmt == "xml":
+                self.checker.xml_path(value, f"stock.fields.{name}")
+            found[name] = value
+        used = [v for v in found.values() if v is not None]
+        for value in sorted({v for v in used if used.count(v) > 1}):
+            self.problem("fields", f"{value!r} is used for more than one field")
+        if found["sku"] is None or found["quantity"] is None:
+            return None
+        return StockFields(**found)
+
+    def delimiter(self, data: dict[str, Any]) -> str | None:
+        value = self.text(data, "delimiter", ",")
+        if value is not None and (len(value) != 1 or value in "\"\r\n"):
+            self.problem("delimiter", f"must be one character other than a quote or newline, not {value!r}")
+            return None
+        return value
+
+    def record(self, data: dict[str, Any]) -> str | None:
+        if "record" not in data:
+            self.problem("record", "missing: the element path of one record, e.g. 'Item'")
+            return None
+        value = self.text(data, "record", None)
+        if value is not None and not all(_XML_NAME.match(part) for part in value.split("/")):
+            self.problem("record", f"{value!r} is not an element path like 'Item' or 'Items/Item'")
+            return None
+        return value
+
+    def timestamp_format(self, data: dict[str, Any], fields: StockFields | None) -> str | None:
+        value = self.text(data, "timestamp_format", "iso")
+        if value is None:
+            return None
+        if "timestamp_format" in data and (fields is None or fields.timestamp is None):
+            self.problem("timestamp_format", "needs fields.timestamp")
+        if value != "iso" and "%" not in value:
+            self.problem("timestamp_format", f"{value!r} is neither 'iso' nor a strptime format (e.g. '%d.%m.%Y %H:%M')")
+            return None
+        return value
+
+    def timezone(self, data: dict[str, Any]) -> str | None:
+        name = self.text(data, "timezone", "UTC")
+        if name is None:
+            return None
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem("timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
+            return None
+        return name
+
+    def count(self, data: dict[str, Any], key: str, default: int | None) -> int | None:
+        if key not in data:
+            return default
+        return self.units_value(data[key], key)
+
+    def units_value(self, value: Any, key: str) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_UNITS:
+            self.problem(key, f"must be a whole number from 0 to {_MAX_UNITS:,}, not {value!r}")
+            return None
+        return value
+
+    def share(self, data: dict[str, Any], key: str, default: float) -> float | None:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            self.problem(key, f"must be a share from 0 to 1 (0.1 = 10%), not {value!r}")
+            return None
+        return float(value)
+
+    def product_type(self, value: Any, key: str) -> str | None:
+        if not isinstance(value, str) or not _PRODUCT_TYPE.match(value):
+            self.problem(key, f"must be an Amazon product type in capitals (e.g. 'PRODUCT'), not {value!r}")
+            return None
+        return value
+
+    def handling_time(self, value: Any, key: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 30:
+            self.problem(key, f"must be a whole number of days from 1 to 30, not {value!r}")
+            return None
+        return value
+
+    def sku_table(self, data: dict[str, Any], key: str, check: Callable[[Any, str], Any]) -> dict | None:
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            self.problem(key, "must be a table of seller SKU = value, e.g. { \"MUG-1\" = 5 }")
+            return None
+        checked = {sku: check(value, f"{key}.{sku}") for sku, value in table.items()}
+        for sku in table:
+            if not sku.strip() or len(sku) > MAX_SKU_LENGTH:
+                self.problem(f"{key}.{sku}", f"is not a seller SKU (1 to {MAX_SKU_LENGTH} characters)")
+        return None if None in checked.values() else checked
+
+    def leave_alone(self, data: dict[str, Any]) -> tuple[str, ...] | None:
+        value = data.get("leave_alone", [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.problem("leave_alone", "must be a list of seller SKUs or patterns, e.g. [\"*-FBA\"]")
+            return None
+        return tuple(value)
+
+    def sku_map(self, name: str) -> dict[str, str] | None:
+        path = Path(name) if Path(name).is_absolute() else self.folder / name
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            self.problem("sku_map", f"file {str(path)!r} not found")
+            return None
+        except OSError as problem:
+            self.problem("sku_map", f"cannot read {str(path)!r} ({problem.strerror})")
+            return None
+        except UnicodeDecodeError:
+            self.problem("sku_map", f"{str(path)!r} is not UTF-8 text")
+            return None
+        problems, table = _read_sku_map(text)
+        for line, why in problems:
+            self.checker.problems.append(f"{path}: line {line}: {why}")
+        return None if problems else table
+
+
+def _read_sku_map(text: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
+    """`warehouse_sku,seller_sku` lines → ({warehouse SKU: seller SKU}, problems by line)."""
+    import csv
+
+    lines = text.splitlines()
+    header = lines[0] if lines else ""
+    delimiter = next((d for d in ",;\t" if d in header), ",")
+    rows = csv.reader(lines, delimiter=delimiter)
+    problems: list[tuple[int, str]] = []
+    if [cell.strip() for cell in next(rows, [])] != ["warehouse_sku", "seller_sku"]:
+        return [(1, "the header must be warehouse_sku,seller_sku")], {}
+    table: dict[str, str] = {}
+    for number, row in enumerate(rows, 2):
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if len(cells) != 2:
+            problems.append((number, f"needs 2 fields (warehouse_sku, seller_sku), not {len(cells)}"))
+        elif not cells[0]:
+            problems.append((number, "warehouse_sku is empty"))
+        elif len(cells[1]) > MAX_SKU_LENGTH:
+            problems.append((number, f"seller_sku {cells[1]!r} is longer than Amazon's {MAX_SKU_LENGTH} characters"))
+        elif cells[0] in table and table[cells[0]] != cells[1]:
+            problems.append((number, f"warehouse_sku {cells[0]!r} is mapped twice "
+                                     f"(to {table[cells[0]]!r} and {cells[1]!r})"))
+        else:
+            table[cells[0]] = cells[1]
+    return problems, table

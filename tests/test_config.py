@@ -38,6 +38,7 @@ def folder(tmp_path: Path) -> Path:
     """A config folder with the files a config refers to: mapping, known_hosts, a key."""
     (tmp_path / "mappings").mkdir()
     shutil.copy(MAPPINGS / "acme-csv.toml", tmp_path / "mappings" / "acme-csv.toml")
+    shutil.copy(MAPPINGS / "acme-skus.csv", tmp_path / "mappings" / "acme-skus.csv")  # its stock SKU map
     (tmp_path / "known_hosts").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
     (tmp_path / "id_ed25519").write_text("not read at load time\n")
     return tmp_path

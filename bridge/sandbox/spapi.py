@@ -14,6 +14,7 @@ responses, default usage plans) and implements:
     POST /feeds/2021-06-30/documents                      createFeedDocument
     GET  /feeds/2021-06-30/documents/{id}                 getFeedDocument
     POST /feeds/2021-06-30/feeds                          createFeed
+    GET  /feeds/2021-06-30/feeds                          getFeeds
     GET  /feeds/2021-06-30/feeds/{feedId}                 getFeed
 
 plus test controls under `/_sandbox/` (orders, pii, faults, confirmations, feeds, and the
@@ -25,7 +26,9 @@ The server logs nothing (buyer data passes through it).
 """
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 import json
 import secrets
 import threading
@@ -55,6 +58,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "createFeedDocument": (0.5, 15),
     "createFeed": (0.0083, 15),
     "getFeed": (2.0, 15),
+    "getFeeds": (0.0222, 10),
     "getFeedDocument": (0.0222, 10),
 }
 TOKEN_LIFETIME = 3600
@@ -167,6 +171,8 @@ class SpApiSandbox:
         self.requests: list[RecordedRequest] = []
         self.confirmations: list[dict] = []
         self.feeds: dict[str, dict] = {}
+        self.listing_warnings: dict[str, str] = {}  # SKU -> a WARNING for its listings messages
+        self.gzip_results = False  # serve feed result documents GZIP-compressed, as Amazon may
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -301,7 +307,7 @@ class SpApiSandbox:
     def _dispatch(self, route, method, path, query, headers, body) -> _Answer:
         if route is None:
             if path.startswith("/_sandbox/"):
-                return self._control(method, path, body)
+                return self._control(method, path, body, headers)
             return _errors(404, "NotFound", "The resource specified does not exist.",
                            f"No operation for {method} {path}")
         operation_id, args = route
@@ -574,6 +580,8 @@ class SpApiSandbox:
             raise InvalidInput("feedType is required")
         if not isinstance(markets, list) or not 1 <= len(markets) <= 25:
             raise InvalidInput("marketplaceIds must list 1 to 25 marketplace ids")
+        if feed_type == "JSON_LISTINGS_FEED" and len(markets) > 1:
+            raise InvalidInput("Too many 'marketplaceIds' values provided. Expected a maximum of 1.")
         with self._lock:
             document = self._documents.get(doc_id) if isinstance(doc_id, str) else None
             if document is None:
@@ -597,20 +605,17 @@ class SpApiSandbox:
             feed["polls"] += 1
             if feed["status"] == "IN_QUEUE" and feed["polls"] >= self.feed_polls_until_done:
                 self._finish_feed(feed)
-            doc = {"feedId": feed_id, "feedType": feed["feedType"],
-                   "marketplaceIds": feed["marketplaceIds"], "createdTime": feed["createdTime"],
-                   "processingStatus": feed["status"]}
-            if feed["status"] in ("DONE", "FATAL"):
-                doc["processingStartTime"] = feed["createdTime"]
-                doc["processingEndTime"] = feed["processingEndTime"]
-                doc["resultFeedDocumentId"] = feed["resultFeedDocumentId"]
+            doc = self._feed_doc(feed)
         return _json(200, doc)
 
     def _finish_feed(self, feed: dict) -> None:
         status, result, content_type = spapi_feeds.process(
-            feed["feedType"], feed["feedId"], feed["document"], self.known_skus)
+            feed["feedType"], feed["feedId"], feed["document"], self.known_skus,
+            self.listing_warnings)
         result_id = "amzn1.tortuga.4.na." + uuid.uuid4().hex
         self._documents[result_id] = {"contentType": content_type, "data": result}
+        if self.gzip_results:
+            self._documents[result_id].update(data=gzip.compress(result, mtime=0), gzip=True)
         feed.update(status=status, resultFeedDocumentId=result_id, result=result,
                     processingEndTime=so.iso(self._now()))
 
@@ -618,18 +623,73 @@ class SpApiSandbox:
         with self._lock:
             if doc_id not in self._documents:
                 raise _ApiError(404, "NotFound", f"Feed document {doc_id} was not found.")
-        return _json(200, {"feedDocumentId": doc_id,
-                           "url": f"{self.url}/_sandbox/downloads/{doc_id}"})
+            compressed = self._documents[doc_id].get("gzip", False)
+        doc = {"feedDocumentId": doc_id, "url": f"{self.url}/_sandbox/downloads/{doc_id}"}
+        if compressed:
+            doc["compressionAlgorithm"] = "GZIP"
+        return _json(200, doc)
+
+    def _op_getFeeds(self, *, query, body, grant) -> _Answer:
+        token = so.single(query, "nextToken")
+        if token is not None:
+            if set(query) != {"nextToken"}:
+                raise InvalidInput("nextToken must be the only parameter")
+            try:
+                spec = json.loads(base64.urlsafe_b64decode(token.encode()))
+                filters, offset = spec["filters"], int(spec["offset"])
+            except (ValueError, KeyError, TypeError):
+                raise InvalidInput("nextToken is not valid") from None
+        else:
+            types = so.many(query, "feedTypes")
+            if not types:
+                raise InvalidInput("feedTypes or nextToken is required")
+            size = int(so.single(query, "pageSize") or 10)
+            if not 1 <= size <= 100:
+                raise InvalidInput("pageSize must be from 1 to 100")
+            now = self._now()
+            filters = {"types": types, "size": size,
+                       "markets": so.many(query, "marketplaceIds") or [],
+                       "statuses": so.many(query, "processingStatuses") or [],
+                       "since": so.iso(so.parse_iso("createdSince", so.single(query, "createdSince"))
+                                       if so.single(query, "createdSince") else now - timedelta(days=90)),
+                       "until": so.iso(so.parse_iso("createdUntil", so.single(query, "createdUntil"))
+                                       if so.single(query, "createdUntil") else now)}
+            offset = 0
+        with self._lock:
+            matching = [f for f in self.feeds.values() if f["feedType"] in filters["types"]
+                        and (not filters["markets"] or set(f["marketplaceIds"]) & set(filters["markets"]))
+                        and (not filters["statuses"] or f["status"] in filters["statuses"])
+                        and filters["since"] <= f["createdTime"] <= filters["until"]]
+        page = matching[offset:offset + filters["size"]]
+        doc: dict = {"feeds": [self._feed_doc(f) for f in page]}
+        if offset + filters["size"] < len(matching):
+            doc["nextToken"] = base64.urlsafe_b64encode(json.dumps(
+                {"filters": filters, "offset": offset + filters["size"]}).encode()).decode()
+        return _json(200, doc)
+
+    def _feed_doc(self, feed: dict) -> dict:
+        doc = {"feedId": feed["feedId"], "feedType": feed["feedType"],
+               "marketplaceIds": feed["marketplaceIds"], "createdTime": feed["createdTime"],
+               "processingStatus": feed["status"]}
+        if feed["status"] in ("DONE", "FATAL"):
+            doc["processingStartTime"] = feed["createdTime"]
+            doc["processingEndTime"] = feed["processingEndTime"]
+            doc["resultFeedDocumentId"] = feed["resultFeedDocumentId"]
+        return doc
 
     # -- /_sandbox controls ---------------------------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: bytes) -> _Answer:
+    def _control(self, method: str, path: str, body: bytes, headers: dict | None = None) -> _Answer:
         parts = path.strip("/").split("/")
         try:
             if method == "PUT" and len(parts) == 3 and parts[1] == "uploads":
                 with self._lock:
                     if parts[2] not in self._documents:
                         return _Answer(404, b"NoSuchKey", "text/plain")
+                    # The presigned URL is signed for the document's content type, as on S3.
+                    if (headers or {}).get("content-type") != self._documents[parts[2]]["contentType"]:
+                        return _Answer(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>",
+                                       "application/xml")
                     self._documents[parts[2]]["data"] = body
                 return _Answer(200, b"", "")
             if method == "GET" and len(parts) == 3 and parts[1] == "downloads":
@@ -722,6 +782,7 @@ _ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("POST", ("feeds", "2021-06-30", "documents"), "createFeedDocument"),
     ("GET", ("feeds", "2021-06-30", "documents", "*"), "getFeedDocument"),
     ("POST", ("feeds", "2021-06-30", "feeds"), "createFeed"),
+    ("GET", ("feeds", "2021-06-30", "feeds"), "getFeeds"),
     ("GET", ("feeds", "2021-06-30", "feeds", "*"), "getFeed"),
 ]
 

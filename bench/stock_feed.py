@@ -1,0 +1,133 @@
+"""A nightly stock file of 1,000,000 rows to JSON_LISTINGS_FEED documents: speed and memory.
+
+    .venv/bin/python bench/stock_feed.py [rows] [runs]
+
+Generates a CSV stock file (one row per SKU and bin, ';', sorted by SKU as WMS exports are, and
+a shuffled copy), then turns it into feed documents the way the inventory flow does: rows read
+with the csv module as named rows (the readers' shape), checked and summed (`tally`), sorted on
+disk (`DiskStore`), one level per SKU (`stock_levels`), compared with what was published
+(`Comparison`, nothing published here), and written as documents of 25,000 messages each.
+Baseline, in the same run on the same file: a plain csv.reader pass, and a csv.DictReader pass
+(named rows, what the bridge starts from). Target: within 3x of a plain csv read.
+
+Peak memory (the kernel's VmHWM) is measured in fresh subprocesses that only turn an existing
+file into documents, at 100,000 and 1,000,000 rows: the file is streamed, sorted on disk and the
+feed written incrementally, so the 1M run should stay within 1.2x of the 100k run.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.edges.scratch import DiskStore  # noqa: E402
+from bridge.formats.listings_feed import batches, document_chunks  # noqa: E402
+from bridge.formats.stock import Comparison, stock_levels, tally  # noqa: E402
+from bridge.mapping import StockFields, StockLayout  # noqa: E402
+
+LAYOUT = StockLayout(format="csv", quantity_means="available", delimiter=";", buffer=1,
+                     fields=StockFields(sku="Artikelnummer", quantity="Bestand", location="Lagerplatz"))
+
+
+def write_stock_file(path: Path, rows: int, shuffled: bool) -> None:
+    randomly = random.Random(1)
+    numbers = list(range(rows))
+    if shuffled:
+        randomly.shuffle(numbers)
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write("Artikelnummer;Lagerplatz;Bestand\n")
+        for n in numbers:
+            out.write(f"SKU-{n:07d};A-{n % 97:02d}-{n % 13};{randomly.randrange(0, 500)}\n")
+
+
+def named_rows(path: Path):
+    with open(path, newline="", encoding="utf-8") as source:
+        yield from enumerate(csv.DictReader(source, delimiter=";"), 2)
+
+
+def to_feed(path: Path, out: Path) -> tuple[int, int]:
+    """The bridge's work on one file; returns (rows, documents)."""
+    with DiskStore(folder=str(out)) as store:
+        counted = tally(named_rows(path), LAYOUT, store)
+        levels = Comparison().follow(stock_levels(store.sorted_parts(), LAYOUT, {}, counted.problems), ())
+        documents = 0
+        for part, batch in enumerate(batches(levels), 1):
+            with open(out / f"part-{part:04d}.json", "wb") as target:
+                for chunk in document_chunks("A3TESTSELLER", batch, LAYOUT):
+                    target.write(chunk)
+            documents += 1
+    return counted.rows, documents
+
+
+def plain_csv(path: Path) -> int:
+    with open(path, newline="", encoding="utf-8") as source:
+        return sum(1 for _ in csv.reader(source, delimiter=";")) - 1
+
+
+def dict_csv(path: Path) -> int:
+    return sum(1 for _ in named_rows(path))
+
+
+def best_of(runs: int, work) -> float:
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_rss_mb(folder: Path, rows: int, shuffled: bool) -> float:
+    """Peak RSS of a fresh process turning a `rows`-row file into feed documents."""
+    path = folder / f"rss-{rows}-{shuffled}.csv"
+    write_stock_file(path, rows, shuffled)
+    out = folder / f"rss-out-{rows}-{shuffled}"
+    out.mkdir()
+    answer = subprocess.run([sys.executable, __file__, "--rss", str(path), str(out)],
+                            capture_output=True, text=True, check=True)
+    return float(answer.stdout.split()[-1])
+
+
+def rss_child(path: Path, out: Path) -> None:
+    to_feed(path, out)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+    status = Path("/proc/self/status").read_text()
+    print(int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024)
+
+
+def main(rows: int, runs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        for shuffled in (False, True):
+            path = Path(folder) / f"stock-{'shuffled' if shuffled else 'sorted'}.csv"
+            write_stock_file(path, rows, shuffled)
+            out = Path(folder) / f"out-{path.stem}"
+            out.mkdir()
+            plain = best_of(runs, lambda: plain_csv(path))
+            named = best_of(runs, lambda: dict_csv(path))
+            bridge = best_of(runs, lambda: to_feed(path, out))
+            print(f"{rows:,} rows, {'shuffled' if shuffled else 'sorted by SKU'} (best of {runs}):")
+            print(f"  plain csv.reader     {plain:6.2f} s  {rows / plain:12,.0f} rows/s")
+            print(f"  csv.DictReader       {named:6.2f} s  {rows / named:12,.0f} rows/s")
+            print(f"  bridge to feed docs  {bridge:6.2f} s  {rows / bridge:12,.0f} rows/s"
+                  f"  = {bridge / plain:.2f}x csv.reader, {bridge / named:.2f}x csv.DictReader (target 3x)")
+        for shuffled in (False, True):
+            small, large = (peak_rss_mb(Path(folder), 100_000, shuffled),
+                            peak_rss_mb(Path(folder), 1_000_000, shuffled))
+            print(f"peak RSS ({'shuffled' if shuffled else 'sorted'}): 100k rows {small:.1f} MB, "
+                  f"1M rows {large:.1f} MB = {large / small:.2f}x (target 1.2x)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--rss"]:
+        rss_child(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000, int(sys.argv[2]) if len(sys.argv) > 2 else 3)

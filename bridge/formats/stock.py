@@ -1,0 +1,484 @@
+"""Stock rules, pure: a stock file's rows → one quantity per seller SKU, and the safety gates.
+
+Rows come from the file readers as (row number, {header or element path: text}). Each usable row
+becomes a *part* — (seller SKU, warehouse SKU, lot/location, row, units) — and a store gives the
+parts back sorted by seller SKU: `MemoryStore` here; `edges/scratch.py` sorts them on disk so that a file of a
+million SKUs does not have to fit in memory. The parts of one seller SKU become one `StockLevel`:
+
+    parts of one seller SKU ──combine──▶ units in the file: lots, locations and warehouse SKUs
+        summed; a lot listed twice with different quantities, or a bad row of the SKU: not sent
+    units ──on_hand: − units in flight──▶ ──− buffer, floor 0──▶ ──cap──▶ quantity for Amazon
+
+`Comparison.follow` then walks the levels beside the last published quantities (both sorted by
+SKU, so neither is held in memory) and counts what the gates need; `check_gates` decides
+whether the feed may go, and says why not in words. Nothing here reads files, clocks or logs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from fnmatch import translate
+from itertools import chain, groupby
+from operator import itemgetter
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
+from zoneinfo import ZoneInfo
+
+from bridge.mapping import MAX_SKU_LENGTH, StockLayout
+
+# (seller SKU, warehouse SKU, lot/location, row number, units or None for a bad row)
+Part = tuple[str, str, str, int, "int | None"]
+by_sku = itemgetter(0)  # the sort key of parts: a stable sort on it keeps file order per SKU
+MAX_UNITS = 10_000_000  # a larger "quantity" is a wrong column (an EAN, a price), not stock
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_LOT_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one row of a stock file is not (fully) used: an error, or a warning that explains."""
+
+    row: int
+    column: str  # the header or element path concerned, "" for the whole row
+    why: str
+    severity: str = "error"  # error: the row is not used | warning: it is used, but note this
+
+    def __str__(self) -> str:
+        where = f"row {self.row}, column {self.column!r}" if self.column else f"row {self.row}"
+        return f"{where}: {self.why}"
+
+
+class StockLevel(NamedTuple):
+    """One seller SKU of the file: the quantity to send, or None when it must not be sent.
+    (A named tuple: a million of them are made per large file, and a tuple is made fastest.)"""
+
+    sku: str
+    quantity: int | None
+    row: int  # the SKU's first row in the file; the feed message's id, so reports map back
+
+
+@dataclass
+class Tally:
+    """What reading the rows found, besides the parts handed to the store."""
+
+    rows: int = 0
+    used_rows: int = 0
+    left_alone: int = 0  # rows of SKUs the mapping leaves alone
+    not_on_amazon: int = 0  # rows of warehouse SKUs the SKU map marks as not sold on Amazon
+    problems: list[RowProblem] = field(default_factory=list)
+    stock_time: datetime | None = None  # the latest timestamp in the rows, if the mapping has one
+    file_problem: str | None = None  # the file as a whole cannot be read as stock
+
+    @property
+    def bad_rows(self) -> int:
+        return len({p.row for p in self.problems if p.severity == "error"})
+
+
+class Store(Protocol):
+    """Takes parts in batches; `sorted_parts()` gives them all back in ascending order of
+    seller SKU (`by_sku`), and in the order they were added within one SKU."""
+
+    def add(self, parts: list[Part]) -> None: ...
+
+    def sorted_parts(self) -> Iterator[Part]: ...
+
+
+class MemoryStore:
+    """A store for files that fit in memory (tests, small warehouses)."""
+
+    def __init__(self) -> None:
+        self._parts: list[Part] = []
+
+    def add(self, parts: list[Part]) -> None:
+        self._parts.extend(parts)
+
+    def sorted_parts(self) -> Iterator[Part]:
+        self._parts.sort(key=by_sku)
+        return iter(self._parts)
+
+
+# --- reading rows ---------------------------------------------------------------------------
+
+
+def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, store: Store,
+          *, batch_size: int = 10_000) -> Tally:
+    """Check every row and hand the usable ones to `store` as parts.
+
+    A bad row is reported with its column and why; when its SKU is known it still goes to the
+    store as a part without units, so that SKU is not sent with a partial sum.
+    """
+    fields = layout.fields
+    sku_key, quantity_key, timestamp_key = fields.sku, fields.quantity, fields.timestamp
+    lot_keys = tuple(key for key in (fields.lot, fields.location) if key)
+    lot_key, location_key = (lot_keys + (None, None))[:2]
+    sku_map = layout.sku_map
+    leave_alone = leave_alone_test(layout.leave_alone)
+    quantity_of = quantity_parser(layout.decimal_separator, layout.thousands_separator)
+    time_of = timestamp_parser(layout.timestamp_format, layout.timezone) if timestamp_key else None
+    needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
+    result = Tally()
+    problems = result.problems
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return result
+    if layout.format != "xml":  # every row has the header's columns: check them once
+        missing = [key for key in needed if key not in first[1]]
+        if missing:
+            names = ", ".join(repr(key) for key in missing)
+            columns = ", ".join(repr(key) for key in first[1])
+            result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {columns})"
+            return result
+    batch: list[Part] = []
+    count = added = unusable = left_alone = not_on_amazon = 0
+    latest: datetime | None = None
+    for number, row in chain((first,), rows):
+        count += 1
+        warehouse_sku = row.get(sku_key)
+        if warehouse_sku:
+            warehouse_sku = warehouse_sku.strip()
+        if not warehouse_sku:
+            problems.append(RowProblem(number, sku_key, "no SKU"))
+            continue
+        sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
+        if not sku:
+            not_on_amazon += 1
+            continue
+        if leave_alone is not None and leave_alone(sku):
+            left_alone += 1
+            continue
+        if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
+            why = (f"SKU {sku!r} is longer than Amazon's {MAX_SKU_LENGTH} characters"
+                   if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
+            problems.append(RowProblem(number, sku_key, why))
+            continue
+        text = row.get(quantity_key)
+        if text is not None and text.isdigit() and text.isascii() and len(text) < 8:
+            units: int | None = int(text)
+        else:
+            units, why = quantity_of(text)
+            if units is None:
+                problems.append(RowProblem(number, quantity_key, why))
+                unusable += 1
+        if time_of is not None:
+            stamp, why = time_of(row.get(timestamp_key))
+            if why:
+                problems.append(RowProblem(number, timestamp_key, why))
+                unusable += units is not None
+                units = None
+            elif stamp is not None and (latest is None or stamp > latest):
+                latest = stamp
+        if lot_key is None:
+            lot = ""
+        elif location_key is None:
+            lot = (row.get(lot_key) or "").strip()
+        else:
+            lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
+        batch.append((sku, warehouse_sku, lot, number, units))
+        if len(batch) == batch_size:
+            store.add(batch)
+            added += batch_size
+            batch = []
+    store.add(batch)
+    result.rows, result.used_rows, result.stock_time = count, added + len(batch) - unusable, latest
+    result.left_alone, result.not_on_amazon = left_alone, not_on_amazon
+    return result
+
+
+def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
+    """text → (units, "") or (None, why): a whole number from 0 to MAX_UNITS in the file's format."""
+
+    def parse(text: str | None) -> tuple[int | None, str]:
+        if text is None or not text.strip():
+            return None, "no quantity"
+        shown = repr(text.strip())
+        body = text.strip()
+        if thousands:
+            body = body.replace(thousands, "")
+        if decimal == ",":
+            if "." in body:
+                return None, f"{shown} is not a number (the decimal separator is ',')"
+            body = body.replace(",", ".")
+        if not _NUMBER.fullmatch(body):
+            return None, f"{shown} is not a number"
+        value = Decimal(body)
+        if value < 0:
+            return None, f"{shown} is negative"
+        if value != value.to_integral_value():
+            return None, f"{shown} is not a whole number"
+        if value > MAX_UNITS:
+            return None, f"{shown} is more than {MAX_UNITS:,} units (is this the right column?)"
+        return int(value), ""
+
+    return parse
+
+
+def timestamp_parser(fmt: str, zone: str) -> Callable[[str | None], tuple[datetime | None, str]]:
+    """text → (UTC datetime or None when empty, "") or (None, why). Remembers the last text:
+    a stock file usually repeats one timestamp on every row."""
+    local = ZoneInfo(zone)
+    last: list = [None, (None, "")]
+
+    def parse(text: str | None) -> tuple[datetime | None, str]:
+        if text == last[0]:
+            return last[1]
+        value = (text or "").strip()
+        if not value:
+            answer: tuple[datetime | None, str] = (None, "")
+        else:
+            try:
+                moment = datetime.fromisoformat(value) if fmt == "iso" else datetime.strptime(value, fmt)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=local)
+                answer = (moment.astimezone(timezone.utc), "")
+            except ValueError:
+                shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else fmt
+                answer = (None, f"timestamp {value!r} does not match {shown}")
+        last[0], last[1] = text, answer
+        return answer
+
+    return parse
+
+
+def leave_alone_test(entries: Iterable[str]) -> Callable[[str], bool] | None:
+    """A test for seller SKUs never sent: exact SKUs, or patterns with * ? [...]."""
+    exact = {entry for entry in entries if not set(entry) & set("*?[")}
+    patterns = [translate(entry) for entry in entries if entry not in exact]
+    if not exact and not patterns:
+        return None
+    if not patterns:
+        return exact.__contains__
+    matcher = re.compile("|".join(patterns)).match
+    return lambda sku: sku in exact or matcher(sku) is not None
+
+
+# --- per seller SKU -------------------------------------------------------------------------
+
+
+def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int],
+                 problems: list[RowProblem]) -> Iterator[StockLevel]:
+    """One level per seller SKU from the parts sorted by SKU, in that order; problems found
+    while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
+    on_hand = layout.quantity_means == "on_hand"
+    buffers, default_buffer, cap = layout.buffers, layout.buffer, layout.cap
+    column = layout.fields.quantity
+    first: Part | None = None
+    more: list[Part] = []  # the current SKU's parts after the first, usually none
+    for part in chain(parts, (_END,)):
+        if first is not None and part[0] == first[0]:
+            more.append(part)
+            continue
+        if first is not None:
+            sku = first[0]
+            if not more and first[4] is not None:
+                units, row = first[4], first[3]
+            else:
+                units, row = combine(sku, [first, *more], column, problems)
+                more = []
+            if units is None:
+                yield _new(StockLevel, (sku, None, row))
+            else:
+                if on_hand:
+                    units -= in_flight.get(sku, 0)
+                units -= buffers.get(sku, default_buffer) if buffers else default_buffer
+                if units < 0:
+                    units = 0
+                if cap is not None and units > cap:
+                    units = cap
+                yield _new(StockLevel, (sku, units, row))
+        first = part
+
+
+_END: Part = ("", "", "", 0, None)  # ends the last run of parts; never yielded
+_new = tuple.__new__  # StockLevel without its Python-level __new__: half the cost, a million times
+
+
+def combine(sku: str, parts: list[Part], column: str,
+            problems: list[RowProblem]) -> tuple[int | None, int]:
+    """(units, first row) of one seller SKU's parts; units None when it must not be sent."""
+    parts = sorted(parts, key=lambda part: (part[1], part[2], part[3]))
+    first_row = parts[0][3] if len(parts) == 1 else min(part[3] for part in parts)
+    total: int | None = 0
+    conflicting: set[int] = set()
+    for (warehouse_sku, lot), same in groupby(parts, key=lambda part: (part[1], part[2])):
+        same = list(same)
+        label = _label(warehouse_sku, lot)
+        rows = [part[3] for part in same]
+        quantities = [part[4] for part in same if part[4] is not None]
+        if len(same) > 1 and len(set(quantities)) > 1:
+            listed = ", ".join(str(q) for q in quantities)
+            for row in rows:
+                problems.append(RowProblem(row, column, f"{label} is listed on rows {_rows(rows)} "
+                                                        f"with different quantities ({listed}): not sent"))
+            conflicting.update(rows)
+            total = None
+        elif len(same) > 1:
+            for row in rows[1:]:
+                problems.append(RowProblem(row, column, f"{label} is listed again (first on row "
+                                                        f"{rows[0]}) with the same quantity: counted once",
+                                           "warning"))
+        if total is not None and len(quantities) == len(same):
+            total += quantities[0]
+    bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
+    if bad:
+        for part in parts:
+            if part[3] not in bad:
+                problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
+                                                        f"{_rows_phrase(bad)} bad", "warning"))
+        total = None
+    return total, first_row
+
+
+def _label(warehouse_sku: str, lot: str) -> str:
+    where = " / ".join(value for value in lot.split(_LOT_SEPARATOR) if value)
+    return f"SKU {warehouse_sku!r}" + (f" ({where})" if where else "")
+
+
+def _rows(rows: list[int]) -> str:
+    return ", ".join(str(row) for row in rows[:-1]) + f" and {rows[-1]}" if len(rows) > 1 else str(rows[0])
+
+
+def _rows_phrase(rows: list[int]) -> str:
+    return f"row {rows[0]} is" if len(rows) == 1 else f"rows {_rows(sorted(rows))} are"
+
+
+# --- what the feed changes ------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """The new levels beside the last published quantities: what the gates need to know."""
+
+    skus: int = 0  # seller SKUs in the file (sent or not)
+    sent: int = 0  # SKUs with a quantity to send
+    zero: int = 0  # ... of which quantity 0
+    in_stock_before: int = 0  # sent SKUs whose last published quantity was above 0
+    dropping_to_zero: int = 0  # ... and that would now be 0
+    last_published: int = 0  # SKUs the last published file sent
+    missing: int = 0  # ... that this file does not have
+    missing_examples: list[str] = field(default_factory=list)
+    dropping_examples: list[str] = field(default_factory=list)
+
+    def follow(self, levels: Iterable[StockLevel], published: Iterable[tuple[str, int, bool]],
+               ignore: Callable[[str], bool] | None = None) -> Iterator[StockLevel]:
+        """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
+        (SKU, last published quantity, whether the last published file sent it); `ignore` says
+        which published SKUs no longer concern the feed (left alone)."""
+        before = iter(published)
+        current = next(before, None)
+        previous = ""
+        skus = sent = zero = in_stock_before = dropping = 0
+        for level in levels:
+            sku, quantity = level[0], level[1]
+            if sku <= previous:
+                raise ValueError(f"levels out of order: {sku!r} after {previous!r}")
+            previous = sku
+            while current is not None and current[0] < sku:
+                self._gone(current, ignore)
+                current = next(before, None)
+            was = 0
+            if current is not None and current[0] == sku:
+                self.last_published += current[2]
+                was = current[1]
+                current = next(before, None)
+            skus += 1
+            if quantity is not None:
+                sent += 1
+                if quantity == 0:
+                    zero += 1
+                    if was:
+                        dropping += 1
+                        if len(self.dropping_examples) < 3:
+                            self.dropping_examples.append(sku)
+                if was:
+                    in_stock_before += 1
+            yield level
+        while current is not None:
+            self._gone(current, ignore)
+            current = next(before, None)
+        self.skus += skus
+        self.sent += sent
+        self.zero += zero
+        self.in_stock_before += in_stock_before
+        self.dropping_to_zero += dropping
+
+    def _gone(self, published: tuple[str, int, bool], ignore: Callable[[str], bool] | None) -> None:
+        sku, _, from_last_file = published
+        if not from_last_file or (ignore is not None and ignore(sku)):
+            return
+        self.last_published += 1
+        self.missing += 1
+        if len(self.missing_examples) < 3:
+            self.missing_examples.append(sku)
+
+
+# --- the safety gates -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateFacts:
+    rows: int
+    file_problem: str | None
+    comparison: Comparison
+    stock_time: datetime  # of this file
+    last_stock_time: datetime | None = None  # of the last published file, if any
+    last_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    publish: bool
+    held_because: tuple[str, ...] = ()  # every gate that holds the feed, in words
+    overridden: tuple[str, ...] = ()  # what --force overrode
+
+    def summary(self) -> str:
+        if not self.publish:
+            return "held: " + "; ".join(self.held_because)
+        if self.overridden:
+            return "published with --force, overriding: " + "; ".join(self.overridden)
+        return "passed the safety gates"
+
+
+def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: float,
+                force: bool = False) -> Verdict:
+    """Whether the feed may go. `force` overrides every gate but the ones that leave nothing
+    to send (an empty file, no usable row)."""
+    compared = facts.comparison
+    nothing: list[str] = []
+    if facts.rows == 0:
+        nothing.append("the file has no stock rows (it is empty or has only a header)")
+    elif facts.file_problem:
+        nothing.append(facts.file_problem)
+    elif compared.sent == 0:
+        nothing.append(f"none of the file's {facts.rows:,} rows gives a quantity to send (see the rows' problems)")
+    held: list[str] = []
+    if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
+        held.append(f"the file's stock time {_iso(facts.stock_time)} is older than the last published "
+                    f"file's ({facts.last_name}, {_iso(facts.last_stock_time)})")
+    if compared.last_published and compared.missing / compared.last_published > max_missing_share:
+        held.append(f"{compared.missing:,} of the {compared.last_published:,} SKUs in the last published "
+                    f"feed ({compared.missing / compared.last_published:.1%}) are missing from this file, "
+                    f"more than the limit of {_percent(max_missing_share)} "
+                    f"(e.g. {', '.join(compared.missing_examples)})")
+    if compared.in_stock_before and compared.dropping_to_zero / compared.in_stock_before > max_zero_share:
+        held.append(f"{compared.dropping_to_zero:,} of the {compared.in_stock_before:,} SKUs in stock on "
+                    f"Amazon ({compared.dropping_to_zero / compared.in_stock_before:.1%}) would drop to zero, "
+                    f"more than the limit of {_percent(max_zero_share)} "
+                    f"(e.g. {', '.join(compared.dropping_examples)})")
+    if nothing:
+        if force:
+            nothing.append("--force cannot publish it: there is nothing to send")
+        return Verdict(False, tuple(nothing + held))
+    if held and not force:
+        return Verdict(False, tuple(held))
+    return Verdict(True, (), tuple(held))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"

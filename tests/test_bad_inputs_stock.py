@@ -1,0 +1,284 @@
+"""Stock up's bad inputs, one table per kind, each case with the exact message a person sees:
+the mapping's [stock] section (and its SKU map), the stock file's rows, Amazon's processing
+report, and local state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import BadRecord, ConfigError
+from bridge.formats.listings_feed import read_report
+from bridge.formats.stock import MemoryStore, stock_levels, tally
+from bridge.mapping import StockFields, StockLayout, load_mapping
+
+ORDERS = '''
+[orders]
+format = "csv"
+file_per = "order"
+file_name = "ORD_{order_id}.csv"
+[[orders.columns]]
+header = "Order"
+source = "order.id"
+'''
+STOCK = '''
+[stock]
+format = "csv"
+quantity_means = "available"
+[stock.fields]
+sku = "SKU"
+quantity = "Qty"
+'''
+CSV_KEYS = ("buffer, buffers, cap, decimal_separator, delimiter, encoding, fields, format, handling_time_days, "
+            "handling_times, leave_alone, max_missing_share, max_zero_share, product_type, product_types, "
+            "quantity_means, sku_map, thousands_separator, timestamp_format, timezone")
+
+
+def stock_problems(tmp_path: Path, stock: str, sku_map: str | None = None) -> list[str]:
+    if sku_map is not None:
+        (tmp_path / "skus.csv").write_text(sku_map, encoding="utf-8")
+    path = tmp_path / "warehouse.toml"
+    path.write_text(stock + ORDERS, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_mapping(path)
+    return [problem.replace(f"{path}: ", "").replace(str(tmp_path), "<dir>") for problem in raised.value.problems]
+
+
+def with_stock(*lines: str, fields: str = 'sku = "SKU"\nquantity = "Qty"', fmt: str = "csv") -> str:
+    return "\n[stock]\n" + (f'format = "{fmt}"\n' if fmt else "") + 'quantity_means = "available"\n' \
+        + "\n".join(lines) + "\n[stock.fields]\n" + fields + "\n"
+
+
+MAPPING_CASES = [
+    ("not a table", "\nstock = 1\n", "stock: must be a table"),
+    ("no format", with_stock(fmt=""), "stock.format: missing (one of: csv, xlsx, xml)"),
+    ("unknown format", with_stock(fmt="json"), "stock.format: unknown value 'json' (one of: csv, xlsx, xml)"),
+    ("no quantity meaning", STOCK.replace('quantity_means = "available"\n', ""),
+     "stock.quantity_means: missing (one of: available, on_hand)"),
+    ("unknown quantity meaning", STOCK.replace('"available"', '"free"'),
+     "stock.quantity_means: unknown value 'free' (one of: available, on_hand)"),
+    ("no fields", '\n[stock]\nformat = "csv"\nquantity_means = "available"\n',
+     "stock.fields: missing: add [stock.fields] with at least sku and quantity"),
+    ("no quantity field", with_stock(fields='sku = "SKU"'), "stock.fields.quantity: missing"),
+    ("unknown field", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nqty = "Menge"'),
+     "stock.fields.qty: unknown field (known: sku, quantity, timestamp, lot, location)"),
+    ("empty header", with_stock(fields='sku = ""\nquantity = "Qty"'),
+     "stock.fields.sku: must be a non-empty string (a header or element path)"),
+    ("one header twice", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nlot = "Qty"'),
+     "stock.fields: 'Qty' is used for more than one field"),
+    ("unknown key", with_stock("bufer = 2"), f"stock.bufer: unknown key (known: {CSV_KEYS})"),
+    ("key of another format", with_stock('sheet = "Stock"'), "stock.sheet: not used by format 'csv'"),
+    ("xml without record", with_stock(fmt="xml"), "stock.record: missing: the element path of one record, e.g. 'Item'"),
+    ("xml bad record", with_stock('record = "Items//Item"', fmt="xml"),
+     "stock.record: 'Items//Item' is not an element path like 'Item' or 'Items/Item'"),
+    ("xml bad field path", with_stock('record = "Item"', fields='sku = "Item SKU"\nquantity = "Qty"', fmt="xml"),
+     "stock.fields.sku: 'Item SKU' is not an element path like 'ShipTo/Name', 'Total@currency' or '@id'"),
+    ("unknown encoding", with_stock('encoding = "latin-1"'),
+     "stock.encoding: unknown value 'latin-1' (one of: utf-8, utf-8-sig, cp1252, utf-16)"),
+    ("bad delimiter", with_stock('delimiter = ";;"'),
+     "stock.delimiter: must be one character other than a quote or newline, not ';;'"),
+    ("unknown decimal separator", with_stock('decimal_separator = ";"'),
+     "stock.decimal_separator: unknown value ';' (one of: '.', ',')"),
+    ("same separators", with_stock('decimal_separator = ","', 'thousands_separator = ","'),
+     "stock.thousands_separator: must differ from decimal_separator (',')"),
+    ("unknown thousands separator", with_stock('thousands_separator = "_"'),
+     "stock.thousands_separator: unknown value '_' (one of: '', '.', ',', ' ', \"'\")"),
+    ("timestamp format without directive", with_stock('timestamp_format = "dd.mm.yyyy"',
+                                                      fields='sku = "SKU"\nquantity = "Qty"\ntimestamp = "At"'),
+     "stock.timestamp_format: 'dd.mm.yyyy' is neither 'iso' nor a strptime format (e.g. '%d.%m.%Y %H:%M')"),
+    ("timestamp format without timestamp", with_stock('timestamp_format = "%d.%m.%Y"'),
+     "stock.timestamp_format: needs fields.timestamp"),
+    ("unknown time zone", with_stock('timezone = "Berlin"'),
+     "stock.timezone: unknown time zone 'Berlin' (e.g. 'Europe/Berlin')"),
+    ("negative buffer", with_stock("buffer = -1"), "stock.buffer: must be a whole number from 0 to 10,000,000, not -1"),
+    ("buffer as text", with_stock('buffer = "2"'), "stock.buffer: must be a whole number from 0 to 10,000,000, not '2'"),
+    ("bad SKU buffer", with_stock('buffers = { "MUG-1" = "five" }'),
+     "stock.buffers.MUG-1: must be a whole number from 0 to 10,000,000, not 'five'"),
+    ("buffers not a table", with_stock('buffers = 5'),
+     'stock.buffers: must be a table of seller SKU = value, e.g. { "MUG-1" = 5 }'),
+    ("fractional cap", with_stock("cap = 2.5"), "stock.cap: must be a whole number from 0 to 10,000,000, not 2.5"),
+    ("leave alone not a list", with_stock('leave_alone = "*-FBA"'),
+     'stock.leave_alone: must be a list of seller SKUs or patterns, e.g. ["*-FBA"]'),
+    ("product type in lower case", with_stock('product_type = "mug"'),
+     "stock.product_type: must be an Amazon product type in capitals (e.g. 'PRODUCT'), not 'mug'"),
+    ("SKU product type", with_stock('product_types = { "MUG-1" = 3 }'),
+     "stock.product_types.MUG-1: must be an Amazon product type in capitals (e.g. 'PRODUCT'), not 3"),
+    ("handling time too long", with_stock("handling_time_days = 45"),
+     "stock.handling_time_days: must be a whole number of days from 1 to 30, not 45"),
+    ("share as percent", with_stock("max_missing_share = 10"),
+     "stock.max_missing_share: must be a share from 0 to 1 (0.1 = 10%), not 10"),
+    ("share as text", with_stock('max_zero_share = "20%"'),
+     "stock.max_zero_share: must be a share from 0 to 1 (0.1 = 10%), not '20%'"),
+    ("SKU map not found", with_stock('sku_map = "nope.csv"'), "stock.sku_map: file '<dir>/nope.csv' not found"),
+]
+
+
+@pytest.mark.parametrize("case, stock, problem", MAPPING_CASES, ids=[c[0] for c in MAPPING_CASES])
+def test_mapping_stock_section(tmp_path, case, stock, problem):
+    assert stock_problems(tmp_path, stock) == [problem]
+
+
+SKU_MAP_CASES = [
+    ("wrong header", "article,sku\n1,A\n", "<dir>/skus.csv: line 1: the header must be warehouse_sku,seller_sku"),
+    ("three fields", "warehouse_sku,seller_sku\n1,A,B\n",
+     "<dir>/skus.csv: line 2: needs 2 fields (warehouse_sku, seller_sku), not 3"),
+    ("no warehouse SKU", "warehouse_sku;seller_sku\n;A\n", "<dir>/skus.csv: line 2: warehouse_sku is empty"),
+    ("mapped twice", "warehouse_sku,seller_sku\n100,A\n100,B\n",
+     "<dir>/skus.csv: line 3: warehouse_sku '100' is mapped twice (to 'A' and 'B')"),
+    ("seller SKU too long", "warehouse_sku,seller_sku\n100," + "X" * 41 + "\n",
+     f"<dir>/skus.csv: line 2: seller_sku '{'X' * 41}' is longer than Amazon's 40 characters"),
+]
+
+
+@pytest.mark.parametrize("case, text, problem", SKU_MAP_CASES, ids=[c[0] for c in SKU_MAP_CASES])
+def test_sku_map_file(tmp_path, case, text, problem):
+    assert stock_problems(tmp_path, with_stock('sku_map = "skus.csv"'), text) == [problem]
+
+
+def test_every_problem_of_a_stock_section_is_reported_at_once(tmp_path):
+    problems = stock_problems(tmp_path, with_stock("buffer = -1", "cap = -2", 'timezone = "Mars"'))
+    assert sorted(p.split(":")[0] for p in problems) == ["stock.buffer", "stock.cap", "stock.timezone"]
+
+
+# --- the stock file's rows ------------------------------------------------------------------
+
+LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+ROW_CASES = [
+    ("no SKU", {"SKU": " ", "Qty": "1"}, {}, "row 2, column 'SKU': no SKU"),
+    ("no quantity", {"SKU": "A", "Qty": ""}, {}, "row 2, column 'Qty': no quantity"),
+    ("not a number", {"SKU": "A", "Qty": "abc"}, {}, "row 2, column 'Qty': 'abc' is not a number"),
+    ("Excel exponent", {"SKU": "A", "Qty": "9.4E+21"}, {}, "row 2, column 'Qty': '9.4E+21' is not a number"),
+    ("fractional", {"SKU": "A", "Qty": "12.5"}, {}, "row 2, column 'Qty': '12.5' is not a whole number"),
+    ("fractional, decimal comma", {"SKU": "A", "Qty": "12,5"}, {"decimal_separator": ","},
+     "row 2, column 'Qty': '12,5' is not a whole number"),
+    ("point in a decimal-comma file", {"SKU": "A", "Qty": "12.5"}, {"decimal_separator": ","},
+     "row 2, column 'Qty': '12.5' is not a number (the decimal separator is ',')"),
+    ("thousands separator not declared", {"SKU": "A", "Qty": "1,250"}, {},
+     "row 2, column 'Qty': '1,250' is not a number"),
+    ("negative", {"SKU": "A", "Qty": "-3"}, {}, "row 2, column 'Qty': '-3' is negative"),
+    ("an EAN in the quantity", {"SKU": "A", "Qty": "4006381333931"}, {},
+     "row 2, column 'Qty': '4006381333931' is more than 10,000,000 units (is this the right column?)"),
+    ("SKU too long", {"SKU": "X" * 41, "Qty": "1"}, {},
+     f"row 2, column 'SKU': SKU '{'X' * 41}' is longer than Amazon's 40 characters"),
+    ("SKU with a tab", {"SKU": "MUG\t1", "Qty": "1"}, {},
+     "row 2, column 'SKU': SKU 'MUG\\t1' has a control or invisible character"),
+    ("mapped SKU too long", {"SKU": "100", "Qty": "1"}, {"sku_map": {"100": "Y" * 41}},
+     f"row 2, column 'SKU': SKU '{'Y' * 41}' is longer than Amazon's 40 characters"),
+    ("bad timestamp", {"SKU": "A", "Qty": "1", "At": "2026-13-01"},
+     {"fields": StockFields(sku="SKU", quantity="Qty", timestamp="At")},
+     "row 2, column 'At': timestamp '2026-13-01' does not match ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)"),
+]
+
+
+@pytest.mark.parametrize("case, row, changes, problem", ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_a_bad_row_is_reported_and_the_rest_still_goes(case, row, changes, problem):
+    layout = replace(LAYOUT, **changes)
+    store = MemoryStore()
+    counted = tally([(2, row), (3, {**{k: "" for k in row}, "SKU": "GOOD", "Qty": "4"})], layout, store)
+    levels = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
+    assert [str(p) for p in counted.problems] == [problem]
+    assert levels["GOOD"] == 4 and counted.bad_rows == 1
+
+
+FILE_CASES = [
+    ("a column missing", [(2, {"Artikel": "A", "Qty": "1"})],
+     "the file has no column 'SKU' (its columns: 'Artikel', 'Qty')"),
+    ("a semicolon file read with commas", [(2, {"SKU;Qty": "A;1"})],
+     "the file has no column 'SKU', 'Qty' (its columns: 'SKU;Qty')"),
+]
+
+
+@pytest.mark.parametrize("case, rows, problem", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_a_file_that_is_not_this_layout_is_one_problem_not_one_per_row(case, rows, problem):
+    counted = tally(rows, LAYOUT, MemoryStore())
+    assert counted.file_problem == problem and counted.problems == []
+
+
+DUPLICATE_CASES = [
+    ("different quantities", [("A", "4", ""), ("A", "5", "")], {"A": None}, [
+        "row 2, column 'Qty': SKU 'A' is listed on rows 2 and 3 with different quantities (4, 5): not sent",
+        "row 3, column 'Qty': SKU 'A' is listed on rows 2 and 3 with different quantities (4, 5): not sent"]),
+    ("same quantity", [("A", "4", ""), ("A", "4", "")], {"A": 4}, [
+        "row 3, column 'Qty': SKU 'A' is listed again (first on row 2) with the same quantity: counted once"]),
+    ("same lot twice", [("A", "4", "L1"), ("A", "5", "L1"), ("A", "1", "L2")], {"A": None}, [
+        "row 2, column 'Qty': SKU 'A' (L1) is listed on rows 2 and 3 with different quantities (4, 5): not sent",
+        "row 3, column 'Qty': SKU 'A' (L1) is listed on rows 2 and 3 with different quantities (4, 5): not sent",
+        "row 4: SKU 'A' is not sent because rows 2 and 3 are bad"]),
+    ("a bad lot holds back the others", [("A", "4", "L1"), ("A", "x", "L2")], {"A": None}, [
+        "row 3, column 'Qty': 'x' is not a number", "row 2: SKU 'A' is not sent because row 3 is bad"]),
+]
+
+
+@pytest.mark.parametrize("case, records, levels, problems", DUPLICATE_CASES, ids=[c[0] for c in DUPLICATE_CASES])
+def test_skus_listed_more_than_once(case, records, levels, problems):
+    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", lot="Lot"))
+    store = MemoryStore()
+    counted = tally([(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout, store)
+    got = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
+    assert got == levels
+    assert [str(p) for p in counted.problems] == problems
+
+
+# --- Amazon's processing report -------------------------------------------------------------
+
+REPORT_CASES = [
+    ("not JSON", b"<html><body>Internal error</body></html>", "the feed's processing report is not JSON"),
+    ("issues not a list", b'{"header": {}, "issues": {"code": 1}, "summary": {}}',
+     "the feed's processing report has no list of issues"),
+    ("a JSON list", b"[1, 2]", "the feed's processing report has no list of issues"),
+]
+
+
+@pytest.mark.parametrize("case, data, why", REPORT_CASES, ids=[c[0] for c in REPORT_CASES])
+def test_a_report_the_bridge_cannot_read(case, data, why):
+    with pytest.raises(BadRecord) as raised:
+        read_report(data, {2: ("A", 1)})
+    assert str(raised.value).startswith(why)
+
+
+ISSUE_CASES = [
+    ("an issue for a message", {"messageId": 2, "sku": "A", "severity": "ERROR", "code": "4000003",
+                                "message": "SKU 'A' does not exist"},
+     "row 2, SKU 'A': Amazon error [4000003]: SKU 'A' does not exist"),
+    ("no SKU in the issue", {"messageId": 2, "severity": "WARNING", "message": "incomplete"},
+     "row 2, SKU 'A': Amazon warning: incomplete"),
+    ("an unknown severity", {"messageId": 2, "severity": "FATAL", "message": "m"},
+     "row 2, SKU 'A': Amazon error: m"),
+    ("a message not in the document", {"messageId": 9, "severity": "ERROR", "message": "m"},
+     "the whole feed: Amazon error: m (message 9 is not in the submitted document)"),
+    ("the whole feed", {"severity": "ERROR", "code": "4002001", "message": "Item 'Feed' cannot be parsed."},
+     "the whole feed: Amazon error [4002001]: Item 'Feed' cannot be parsed."),
+    ("no message", {"messageId": 2, "severity": "ERROR"}, "row 2, SKU 'A': Amazon error: no message"),
+]
+
+
+@pytest.mark.parametrize("case, issue, line", ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES])
+def test_each_issue_of_a_report_becomes_a_line_with_row_and_sku(case, issue, line):
+    report = read_report(json.dumps({"issues": [issue], "summary": {}}).encode(), {2: ("A", 1)})
+    assert [str(i) for i in report.issues] == [line]
+
+
+# --- local state ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, damage, why", [
+    ("document deleted", lambda path: path.unlink(), "cannot be read (No such file or directory); push the stock file again"),
+    ("document changed", lambda path: path.write_bytes(b"{}"), "changed since it was computed; push the stock file again"),
+])
+def test_a_held_feed_whose_document_is_gone_or_changed_is_not_sent(sandbox, tmp_path, case, damage, why):
+    from test_inventory_flow import Bridge, full_stock, NOW
+
+    made = Bridge(sandbox, tmp_path)
+    made.flow.push(full_stock("DAY1.csv"), NOW)
+    held = made.flow.push(full_stock("DAY2.csv", at=datetime(2026, 11, 27, tzinfo=timezone.utc),
+                                     **{"KAN-GLAS-1L": None}), NOW)
+    assert held.status == "held"
+    (document,) = made.ledger.stock_feeds(held.file_id)
+    damage(made.state / "stock" / document.spool_path)
+    outcome = made.flow.force_held(NOW)
+    assert outcome.errors == [f"feed document {made.state / 'stock' / document.spool_path} {why}"]
+    assert outcome.needs_a_person and len(sandbox.feeds) == 1
+    made.ledger.close()
