@@ -7,7 +7,10 @@
     │   └── SftpUnavailable       connection refused/reset, timeout
     ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
     │   ├── BadRecord             an Amazon record the bridge cannot use
-    │   └── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
+    │   ├── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
+    │   ├── BadFile               an inbound file cannot be read (encoding, header, DOCTYPE, ...)
+    │   │   └── IncompleteFile        it ends early (still being written?): tried again later
+    │   └── AmazonRejected        Amazon refused one request for good (400/404: its words kept)
     └── FixTheSetup           configuration or permissions; retrying will not help
         ├── ConfigError           config or mapping invalid (carries every problem found)
         ├── AmazonAuthError       LWA refused the credentials, 401/403 from SP-API
@@ -56,6 +59,18 @@ class BadRecord(FixTheInput):
 
 class RenderError(FixTheInput):
     pass
+
+
+class BadFile(FixTheInput):
+    """An inbound file (shipment confirmations, stock) that cannot be read as a whole."""
+
+
+class IncompleteFile(BadFile):
+    """An inbound file that ends early: left alone and tried again, until a time limit."""
+
+
+class AmazonRejected(FixTheInput):
+    """Amazon answered 4xx to a request that is final for its subject (e.g. one package)."""
 
 
 class FixTheSetup(BridgeError):
