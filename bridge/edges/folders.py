@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ class Drop(Protocol):
         """Regular files directly in `folder`, sorted by name (no folders, no links to folders)."""
 
     def read_bytes(self, path: str) -> bytes: ...
+
+    def read_into(self, path: str, stream) -> int:
+        """Copy `path` into a binary stream without holding it in memory; returns its size."""
 
     def remove(self, path: str) -> None: ...
 
@@ -126,6 +130,13 @@ class FolderDrop:
     def remove(self, path: str) -> None:
         with _translated(path, ""):
             os.unlink(self._path(path))
+
+    def read_into(self, path: str, stream) -> int:
+        """Copy `path` into the binary `stream`; returns the bytes copied."""
+        with _translated(path, ""):
+            with open(self._path(path), "rb") as source:
+                shutil.copyfileobj(source, stream, 1 << 20)
+                return source.tell()
 
     def makedirs(self, folder: str) -> None:
         with _translated(folder, ""):
