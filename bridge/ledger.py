@@ -702,9 +702,8 @@ class Ledger:
         with self._transaction() as db:
             first = db.execute(
                 "select id from inbound_files where flow = ? and warehouse = ? and sha256 = ?"
-                " and duplicate_of is null and not (status = ? and reason != '' and outcome = ?)"
-                " order by id limit 1",
-                (flow, warehouse, sha256, InboundStatus.DONE, InboundOutcome.ERROR),
+                " and duplicate_of is null and reason = '' order by id limit 1",
+                (flow, warehouse, sha256),
             ).fetchone()
             cursor = db.execute(
                 "insert into inbound_files (flow, warehouse, source, name, safe_name, size, sha256,"
@@ -714,8 +713,8 @@ class Ledger:
             )
             file_id = cursor.lastrowid
             taken = {row["safe_name"] for row in db.execute(
-                "select safe_name from inbound_files where flow = ? and warehouse = ? and source = ?",
-                (flow, warehouse, source))}
+                "select safe_name from inbound_files where flow = ? and warehouse = ? and source = ?"
+                " and id != ?", (flow, warehouse, source, file_id))}
             db.execute("update inbound_files set safe_name = ? where id = ?",
                        (_unique(safe, taken, file_id), file_id))
             db.execute("delete from inbound_sightings where flow = ? and warehouse = ? and source = ?"
@@ -817,6 +816,11 @@ class Ledger:
             query += " and warehouse = ?"
             params += (warehouse,)
         return [self._stored_package(row) for row in self._db.execute(query + " order by id", params)]
+
+    def next_package_id(self) -> int:
+        """The id (packageReferenceId) the next recorded package gets."""
+        row = self._db.execute("select coalesce(max(id), 0) + 1 as next from packages").fetchone()
+        return row["next"]
 
     def package(self, package_id: int) -> StoredPackage:
         return self._stored_package(self._db.execute("select * from packages where id = ?", (package_id,)).fetchone())
@@ -1014,9 +1018,16 @@ def _stored_inbound(row: sqlite3.Row) -> StoredInbound:
 
 
 def _unique(name: str, taken: set[str], file_id: int) -> str:
-    """`name`, or `stem~id.ext` when an earlier file of the same folder had it (WMSs reuse
-    names like SHIPMENTS.csv every day; archive and result names must not collide)."""
-    if name not in taken:
+    """`name`, or `stem~id.ext` when an earlier file of the same folder had its stem (WMSs
+    reuse names like SHIPMENTS.csv every day; archive names and result names, which are made
+    from the stem, must not collide)."""
+    stems = {_stem(other) for other in taken}
+    if _stem(name) not in stems:
         return name
     stem, dot, suffix = name.rpartition(".")
     return f"{stem}~{file_id}.{suffix}" if dot and stem else f"{name}~{file_id}"
+
+
+def _stem(name: str) -> str:
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name

@@ -881,6 +881,11 @@ class _ShipmentsChecker(_Checker):
         if fmt == "xml":
             record = self.record(record)
         columns = self.shipment_columns(data.get("columns"), fmt, options["header"])
+        if fmt == "xml" and record:
+            for name, path in columns:
+                if len(path.split("/")) > 1 and path.split("/").count("..") > len(record.split("/")) - 2:
+                    self.problem(f"shipments.columns.{name}", f"{path!r} climbs to the document "
+                                 "element or above; fields may refer to ancestors below it")
         carriers = self.carriers(data.get("carriers", {}))
         if fmt is None or len(self.problems) > bad or None in options.values():
             return None

@@ -20,7 +20,8 @@ from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
 from bridge.errors import FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow
-from bridge.ledger import FileStatus, Ledger, OrderStatus
+from bridge.flows.shipments import FLOW as SHIPMENTS_FLOW, ShipmentsFlow
+from bridge.ledger import FileStatus, Ledger, OrderStatus, PackageStatus
 from bridge.records import iso_z
 from bridge.sealing import Sealer
 
@@ -71,6 +72,7 @@ class Service:
     ledger: Ledger
     amazon: AmazonOrders
     orders: OrdersFlow
+    shipments: ShipmentsFlow | None = None
 
 
 @contextmanager
@@ -87,9 +89,34 @@ def open_service(
         ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
         try:
             amazon = AmazonOrders(settings.amazon, sleep=sleep)
-            yield Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
+            service = Service(settings, ledger, amazon, OrdersFlow(settings, ledger, amazon, **flow_options))
+            service.shipments = shipments_flow(settings, ledger, sleep=sleep, **flow_options)
+            yield service
         finally:
             ledger.close()
+
+
+def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float], None] = time.sleep,
+                   **flow_options: Any) -> ShipmentsFlow:
+    from bridge.edges.amazon_shipments import AmazonShipments
+
+    options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
+    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
+
+
+def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
+    """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
+    ship-by first; confirmation files in progress and the latest answered with errors."""
+    if ledger is None:
+        return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
+                "files_in_progress": [], "files_in_error": []}
+    files = ledger.inbound_report(SHIPMENTS_FLOW)
+    return {
+        "packages": ledger.shipment_counts(),
+        "unconfirmed": ledger.unconfirmed_orders(),
+        "files_in_progress": files["in_progress"],
+        "files_in_error": files["errors"],
+    }
 
 
 def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
@@ -101,7 +128,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
             "window_end": None, "behind_seconds": None, "late": False,
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
-            "files_in_flight": [], "attention": [],
+            "files_in_flight": [], "attention": [], "shipments": shipments_status(None),
         }
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
     try:
@@ -120,6 +147,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
                 {"warehouse": f.warehouse, "name": f.name, "status": f.status.value} for f in in_flight
             ],
             "attention": ledger.attention(),
+            "shipments": shipments_status(ledger),
         }
     finally:
         ledger.close()

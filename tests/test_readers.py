@@ -12,7 +12,7 @@ from openpyxl import Workbook
 
 from bridge.errors import BadFile, IncompleteFile
 from bridge.formats.inbound import (
-    ignored, incomplete_reason, marker_name, result_file, safe_name, settled, unique_name)
+    ignored, incomplete_reason, marker_name, result_file, safe_name, settled)
 from bridge.formats.readers import TableSpec, read_rows
 
 CSV = TableSpec("csv", ("Order", "Qty"), delimiter=";")
@@ -214,11 +214,6 @@ def test_a_marker_names_the_file_it_completes():
 ])
 def test_names_the_bridge_makes_from_an_inbound_name_are_always_plain(name, safe):
     assert safe_name(name) == safe
-
-
-def test_a_reused_inbound_name_gets_its_ledger_id():
-    assert unique_name("SHIP.csv", set(), 7) == "SHIP.csv"
-    assert unique_name("SHIP.csv", {"SHIP.csv"}, 7) == "SHIP~7.csv"
 
 
 def test_a_file_is_settled_only_when_unchanged_across_two_polls_far_enough_apart():

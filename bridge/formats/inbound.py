@@ -61,15 +61,6 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
-def unique_name(name: str, taken: set[str], file_id: int) -> str:
-    """`name`, or `stem~id.ext` if an earlier inbound file already used it (WMSs reuse names
-    like SHIPMENTS.csv every day; archive and result files must not collide)."""
-    if name not in taken:
-        return name
-    path = PurePosixPath(name)
-    return f"{path.stem}~{file_id}{path.suffix}"
-
-
 def result_name(name: str) -> str:
     return f"{PurePosixPath(name).stem}{RESULT_SUFFIX}"
 

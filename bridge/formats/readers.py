@@ -221,24 +221,43 @@ def _cell_text(value: object) -> str:
 # --- XML ----------------------------------------------------------------------------------------
 
 def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
+    """Records are read when their highest ancestor a field refers to has ended (the
+    "anchor"): by then every ancestor field is parsed, wherever it sits among the records.
+    Only one anchor's subtree is held at a time."""
     path = [part for part in spec.record.split("/") if part]
     getters = {field: _xml_getter(field) for field in spec.fields}
     depth = len(path)
+    ups = max((_ups(field) for field in spec.fields), default=0)
+    if ups > depth - 2:
+        raise ValueError(f"{spec.record}: fields may refer to ancestors below the document element only")
+    anchor = depth - ups
     for element, level in xml_elements(stream):
-        if level > depth or _local(element.tag) != path[level - 1]:
+        if level > anchor or level == 1 or not _on_path(element, path[:level]):
             continue
-        if level == 1:
-            continue  # the document element ends: nothing to clear
-        if level == depth and _on_path(element, path):
-            yield Row(element.sourceline or 0, {f: get(element) for f, get in getters.items()})
-        if _on_path(element, path[:level]):
-            _free(element)
+        if level == anchor:
+            for record in _descend(element, path[anchor:]):
+                yield Row(record.sourceline or 0, {f: get(record) for f, get in getters.items()})
+        _free(element)
+
+
+def _ups(field: str) -> int:
+    parts = field.split("/")
+    return next((n for n, part in enumerate(parts) if part != ".."), len(parts))
+
+
+def _descend(element, names: list[str]):
+    if not names:
+        yield element
+        return
+    for child in element:
+        if _local(child.tag) == names[0]:
+            yield from _descend(child, names[1:])
 
 
 def _free(element) -> None:
-    """Done with a record (or a whole ancestor of records): drop its content and the records
-    before it, so memory does not grow with the document. Other siblings stay: they may be an
-    ancestor's fields that later records read ("../../OrderId")."""
+    """Done with an anchor (or an ancestor of anchors): drop its content and the same-named
+    elements before it, so memory does not grow with the document. Other siblings stay: they
+    may be fields of an ancestor that later anchors read."""
     element.clear(keep_tail=False)
     parent = element.getparent()
     name = _local(element.tag)
