@@ -14,7 +14,6 @@ orders.json holds the sandbox seed's merchant-fulfilled UNSHIPPED and PARTIALLY_
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,8 +63,10 @@ def main(argv: list[str]) -> None:
                           encoding="utf-8")
     for name, files in golden_files().items():
         folder = SAMPLES / name
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
+        for old in folder.iterdir():  # the order files; shipments/ holds regenerate_shipments.py's
+            if old.is_file():
+                old.unlink()
         for file_name, data in files.items():
             (folder / file_name).write_bytes(data)
         print(f"{name}: {len(files)} file(s)")

@@ -125,7 +125,7 @@ def test_orders_pull_delivers_the_files_and_exits_0(config, sftp_root):
     assert done.returncode == 0, done.stderr
     assert "delivered=5" in done.stdout and "errors=0" in done.stdout
     assert {p.name: p.read_bytes() for p in sftp_root.iterdir()} == {
-        p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir()}
+        p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir() if p.is_file()}
 
 
 def test_orders_pull_with_the_real_clock_catches_up_from_the_configured_start(tmp_path, sshd, sftp_root, sandbox):
@@ -254,7 +254,7 @@ def test_pull_dry_run_prints_and_writes_what_would_be_sent_and_delivers_nothing(
     assert "would send wh: ACME_AUF_111-0000001-0000001.csv" in done.stdout
     assert list(sftp_root.iterdir()) == []
     previewed = {p.name: p.read_bytes() for p in (tmp_path / "preview" / "wh").iterdir()}
-    assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir()}
+    assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir() if p.is_file()}
     status = json.loads(bridge("status", "--json", config=config).stdout)
     assert status["window_end"] is None and sum(status["orders"].values()) == 0
 

@@ -97,7 +97,7 @@ def test_samples_hold_the_seed_orders_sent_to_warehouses():
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "mappings").glob("*.toml")))
 def test_shipped_mapping_renders_its_goldens_byte_for_byte(name: str):
-    expected = {p.name: p.read_bytes() for p in (SAMPLES / name).iterdir()}
+    expected = {p.name: p.read_bytes() for p in (SAMPLES / name).iterdir() if p.is_file()}
     assert expected, "run samples/regenerate.py"
     result = render_orders(load_mapping(ROOT / "mappings" / f"{name}.toml").orders,
                            sample_orders(), regenerate.RUN_TIME)

@@ -41,7 +41,7 @@ def make_bridge(tmp_path, sshd, sftp_root, sandbox):
 
 
 def drop_files(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
 def delivered_ids(bridge: Bridge) -> set[str]:

@@ -381,18 +381,13 @@ def _ship_instant(line: ShipmentLine, facts: OrderFacts) -> datetime:
 def confirm_request(package: PlannedPackage, package_reference_id: int) -> dict:
     """The ConfirmShipmentRequest (ordersV0.json) for one package. The reference id is the
     ledger's: re-sending it after a crash edits this package instead of adding another."""
-    detail: dict = {
-        "packageReferenceId": str(package_reference_id),
-        "carrierCode": package.carrier.code,
-        "trackingNumber": package.tracking,
-        "shipDate": iso_z(package.ship_date),
-        "orderItems": [{"orderItemId": item_id, "quantity": units}
-                       for item_id, units in package.items],
-    }
+    detail: dict = {"packageReferenceId": str(package_reference_id), "carrierCode": package.carrier.code}
     if package.carrier.code == "Other":
         detail["carrierName"] = package.carrier.name
     if package.method:
         detail["shippingMethod"] = package.method
+    detail.update(trackingNumber=package.tracking, shipDate=iso_z(package.ship_date),
+                  orderItems=[{"orderItemId": item_id, "quantity": units} for item_id, units in package.items])
     return {"marketplaceId": package.marketplace_id, "packageDetail": detail}
 
 
