@@ -75,7 +75,8 @@ def make_config(tmp_path: Path, sshd, sftp_root: Path, sandbox, mapping: str, *,
                 **extra) -> Path:
     """One warehouse "wh": orders into sftp_root/in, confirmations from sftp_root/out and from
     a local folder tmp_path/drop."""
-    (sftp_root / "in").mkdir(exist_ok=True)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (sftp_root / "in").mkdir(parents=True, exist_ok=True)
     (sftp_root / "out").mkdir(exist_ok=True)
     warehouse = sftp_warehouse("wh", mapping, sshd, sftp_root / "in",
                                shipments_folder=str(sftp_root / "out"),

@@ -122,7 +122,7 @@ def test_a_bad_row_rejects_its_package_and_only_its_package():
     ("302-0000003-0000003;KAN-GLAS-1L;1", OrderFacts(**{**ORDER.__dict__, "warehouse": "globex"}),
      "order 302-0000003-0000003 was sent to warehouse globex, not acme"),
     ("302-0000003-0000003;KAN-GLAS-1L;1", OrderFacts(**{**ORDER.__dict__, "cancelled": True}),
-     "order 302-0000003-0000003 was cancelled on Amazon after it was sent to acme; it should not "
+     "order 302-0000003-0000003 was cancelled on Amazon after it was sent to acme, it should not "
      "have shipped: tell the seller"),
     ("302-0000003-0000003;SOCKE;1", ORDER, "SKU SOCKE is not in order 302-0000003-0000003"),
     ("302-0000003-0000003;KAN-GLAS-1L;4", ORDER,

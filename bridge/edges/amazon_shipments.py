@@ -58,20 +58,24 @@ class AmazonShipments:
 
         def call(**body) -> ApiResponse | _Refused:
             try:
-                return client.confirm_shipment(order_id, **body)
+                answer = client.confirm_shipment(order_id, **body)
             except (SellingApiRequestThrottledException, SellingApiForbiddenException):
                 raise  # AmazonOrders._call waits out a 429 and reports a 403
             except SellingApiException as problem:
                 if getattr(problem, "code", 500) in _FINAL:
                     return _Refused(_amazon_words(problem))
                 raise
-        answer = self._amazon._call(CONFIRM_SHIPMENT, call, **request)
+            status = answer.payload.get("status_code") if isinstance(answer.payload, dict) else None
+            if not isinstance(status, int) or not 200 <= status < 300:
+                # A 5xx without a JSON body: AmazonOrders._call retries a ValueError with backoff.
+                raise ValueError("no answer (HTTP 5xx or an empty body)")
+            return answer
+        try:
+            answer = self._amazon._call(CONFIRM_SHIPMENT, call, **request)
+        except AmazonUnavailable as problem:
+            raise AmazonUnavailable(f"{problem}; order {order_id}'s package is sent again next run") from None
         if isinstance(answer, _Refused):
             raise AmazonRejected(answer.message)
-        status = answer.payload.get("status_code") if isinstance(answer.payload, dict) else None
-        if not isinstance(status, int) or not 200 <= status < 300:
-            raise AmazonUnavailable(f"{CONFIRM_SHIPMENT} {order_id}: no answer from Amazon "
-                                    "(HTTP 5xx or empty body); the package is sent again next run")
 
     def order(self, order_id: str) -> Order | None:
         """An order fresh from Amazon, for confirmation rows naming an order the bridge did not

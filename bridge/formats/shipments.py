@@ -304,7 +304,7 @@ def _order_problem(order_id: str, facts: OrderFacts | None, warehouse: str) -> s
     if facts.warehouse is not None and facts.warehouse != warehouse:
         return f"order {order_id} was sent to warehouse {facts.warehouse}, not {warehouse}"
     if facts.cancelled:
-        return (f"order {order_id} was cancelled on Amazon after it was sent to {warehouse}; "
+        return (f"order {order_id} was cancelled on Amazon after it was sent to {warehouse}, "
                 "it should not have shipped: tell the seller")
     if facts.status != "delivered":
         return f"order {order_id} has not been sent to {warehouse} yet (it is {facts.status})"
