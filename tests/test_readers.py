@@ -76,7 +76,7 @@ def test_a_byte_the_encoding_lacks_names_its_row():
     data = b"Order;Qty\n111-1;2\n111-\x81;3\n"
     found = rows(data, TableSpec("csv", ("Order", "Qty"), encoding="cp1252", delimiter=";"))
     assert found[1][0] == 3
-    assert found[1][2] == "byte 0x81 is not Windows-1252 text; check the file's encoding"
+    assert found[1][2] == "byte 0x81 is not Windows-1252 text: check the file's encoding"
     assert "\ufffd" in found[1][1]["Order"]  # the result file can still print the row
 
 

@@ -62,8 +62,8 @@ def test_a_row_becomes_typed_values_in_utc():
      "Versandart: 'POSTKUTSCHE' is neither in the mapping's carrier table nor one of Amazon's carrier codes"),
     ("302-0000003-0000003;KAN;1;DHL_PAKET;;20.11.2026 16:45", "Sendungsnummer: empty"),
     ("302-0000003-0000003;KAN;1;DHL_PAKET;3,40434E+19;20.11.2026 16:45",
-     "Sendungsnummer: '3,40434E+19' is a number Excel shortened, its digits are lost; format the "
-     "column as text and export the file again"),
+     "Sendungsnummer: '3,40434E+19' is a number Excel shortened and its digits are lost: format "
+     "the column as text and export the file again"),
     ("302-0000003-0000003;KAN;1;DHL_PAKET;0034 0434;20.11.2026 16:45",
      "Sendungsnummer: '0034 0434' has characters other than letters, digits and '-'"),
     ("302-0000003-0000003;KAN;1;DHL_PAKET;1234;20.11.2026 16:45",

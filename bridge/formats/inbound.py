@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import IO, Iterable, Sequence
 
 from bridge.errors import BadFile, IncompleteFile
-from bridge.formats.readers import TableSpec, xml_elements
+from bridge.formats.readers import TableSpec, checked_start, xml_elements
 from bridge.formats.tables import write_csv
 
 DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
@@ -101,7 +101,8 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
 
     csv: not empty and ends with a line break; xlsx: a zip whose central directory is there;
     xml: parses to the end of its document element. Raises BadFile for a file that is
-    complete but can never be read (broken XML, a DOCTYPE), so it is answered at once.
+    complete but can never be read (broken XML, a DOCTYPE, a byte order mark that contradicts
+    the encoding), so it is answered at once.
     """
     stream.seek(0, io.SEEK_END)
     size = stream.tell()
@@ -110,6 +111,7 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
         if size == 0:
             return "the file is empty"
         if spec.format == "csv":
+            checked_start(stream, spec.encoding)  # a contradicting byte order mark: BadFile now
             return _csv_incomplete(stream, size, spec.encoding)
         if spec.format == "xlsx":
             return _xlsx_incomplete(stream)

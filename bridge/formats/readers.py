@@ -76,7 +76,7 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
 
 def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     # Undecodable bytes become lone surrogates, so the row that holds them is named exactly.
-    text = io.TextIOWrapper(_checked_start(stream, spec.encoding), encoding=_codec(spec.encoding),
+    text = io.TextIOWrapper(checked_start(stream, spec.encoding), encoding=_codec(spec.encoding),
                             errors="surrogateescape", newline="")
     reader = csv.reader(text, delimiter=spec.delimiter)
     line = 1  # the line the next record starts on
@@ -120,10 +120,10 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 
 def _undecoded(cells: list[str], encoding: str) -> str:
     byte = ord(_UNDECODED.search("".join(cells)).group()) - 0xDC00
-    return f"byte 0x{byte:02x} is not {_encoding_name(encoding)} text; check the file's encoding"
+    return f"byte 0x{byte:02x} is not {_encoding_name(encoding)} text: check the file's encoding"
 
 
-def _checked_start(stream: IO[bytes], encoding: str) -> IO[bytes]:
+def checked_start(stream: IO[bytes], encoding: str) -> IO[bytes]:
     """The stream, after refusing a byte order mark that contradicts the declared encoding:
     guessing would read a UTF-16 file declared as cp1252 as rubbish, row by row."""
     start = stream.read(4)

@@ -178,8 +178,8 @@ def _tracking_problems(text: str, label: str) -> list[str]:
     if not text:
         return [f"{label}: empty"]
     if _EXPONENT.match(text):
-        return [f"{label}: {text!r} is a number Excel shortened, its digits are lost; format the "
-                "column as text and export the file again"]
+        return [f"{label}: {text!r} is a number Excel shortened and its digits are lost: format "
+                "the column as text and export the file again"]
     if not _TRACKING.match(text):
         return [f"{label}: {text!r} has characters other than letters, digits and '-'"]
     if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
@@ -251,7 +251,7 @@ def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None
 
 def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
            zone: ZoneInfo, claimed: dict[str, int]) -> PlannedPackage | dict[int, tuple[str, str]]:
-    bad = {line.row: "; ".join(line.problems) for line in group if line.problems}
+    bad = {line.row: " / ".join(line.problems) for line in group if line.problems}
     if bad:
         return _reject_package(group, bad)
     first = group[0]
