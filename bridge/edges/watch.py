@@ -89,6 +89,11 @@ class FolderWatcher:
         if key is None:
             return
         with self._lock:
+            if kind == "moved":  # the old name is gone
+                source = Path(os.fsdecode(event.src_path))
+                if self._key(source.parent) == key:
+                    self._maybe.pop((key, source.name), None)
+                    self._finished[key].discard(source.name)
             if kind in ("closed", "moved"):
                 self._maybe.pop((key, path.name), None)
                 self._finished[key].add(path.name)

@@ -142,14 +142,21 @@ def tracking_number(order_id: str, package: int = 1) -> str:
 
 
 def confirm_delivered(ledger: Ledger, warehouse: WarehouseSettings, drop: Drop, folder: str,
-                      now: datetime, *, carrier: str | None = None) -> str | None:
-    """The simulated WMS ships every order the bridge delivered to `warehouse`, each in one
-    parcel, and drops one confirmation file for them in `folder` of `drop` (temporary name,
-    then rename). Returns the file's name, or None when there is nothing to confirm."""
+                      now: datetime, *, carrier: str | None = None,
+                      order_ids: Iterable[str] | None = None) -> str | None:
+    """The simulated WMS ships every order the bridge delivered to `warehouse` (or those of
+    `order_ids`), each in one parcel with all its lines, and drops one confirmation file for
+    them in `folder` of `drop` (temporary name, then rename), laid out by the warehouse's
+    mapping. Returns the file's name, or None when there is nothing to confirm.
+
+    For the demo: `confirm_delivered(service.ledger, warehouse, SftpDrop(warehouse.sftp),
+    warehouse.shipments_folder, now)`, then `service.shipments.run(...)` takes it."""
     layout = warehouse.mapping.shipments
     if layout is None:
         return None
-    orders = [o for o in ledger.orders_in(OrderStatus.DELIVERED) if o.warehouse == warehouse.name]
+    wanted = set(order_ids) if order_ids is not None else None
+    orders = [o for o in ledger.orders_in(OrderStatus.DELIVERED) if o.warehouse == warehouse.name
+              and (wanted is None or o.order_id in wanted)]
     name_of = carrier or (layout.carriers[0][0] if layout.carriers else "UPS")
     shipped_at = now - timedelta(minutes=5)
     lines = [Shipped(stored.order_id, line.sku if layout.item_field == "sku" else line.order_item_id,
