@@ -250,3 +250,81 @@ HERMES = { code = "Other" }
 def test_each_shipped_mapping_has_a_shipments_section():
     for name in ("acme-csv", "globex-xml", "initech-xlsx"):
         assert load_mapping(MAPPINGS / f"{name}.toml").shipments is not None
+
+
+# --- the order fulfillment feed (shipments.send = "feed"; its Feeds edge is not wired yet) ------
+
+def test_the_fulfillment_feed_has_one_message_per_package_named_by_its_id():
+    from bridge.formats.fulfillment_feed import fulfillment_feed
+
+    result = planned("302-0000003-0000003;KAN-GLAS-1L;2;DHL_PAKET;TRACK00001;20.11.2026 16:45\r\n"
+                     "302-0000003-0000003;TASSE-2;1;HERMES_PAKET;H1234567890;20.11.2026 16:50\r\n")
+    document = fulfillment_feed("A3TESTSELLER", [(12, result.packages[0]), (13, result.packages[1])])
+    assert document.decode() == """<?xml version='1.0' encoding='UTF-8'?>
+<AmazonEnvelope xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="amzn-envelope.xsd">
+  <Header>
+    <DocumentVersion>1.01</DocumentVersion>
+    <MerchantIdentifier>A3TESTSELLER</MerchantIdentifier>
+  </Header>
+  <MessageType>OrderFulfillment</MessageType>
+  <Message>
+    <MessageID>12</MessageID>
+    <OrderFulfillment>
+      <AmazonOrderID>302-0000003-0000003</AmazonOrderID>
+      <MerchantFulfillmentID>12</MerchantFulfillmentID>
+      <FulfillmentDate>2026-11-20T15:45:00Z</FulfillmentDate>
+      <FulfillmentData>
+        <CarrierCode>DHL</CarrierCode>
+        <ShippingMethod>DHL Paket</ShippingMethod>
+        <ShipperTrackingNumber>TRACK00001</ShipperTrackingNumber>
+      </FulfillmentData>
+      <Item>
+        <AmazonOrderItemCode>50000003000001</AmazonOrderItemCode>
+        <Quantity>2</Quantity>
+      </Item>
+    </OrderFulfillment>
+  </Message>
+  <Message>
+    <MessageID>13</MessageID>
+    <OrderFulfillment>
+      <AmazonOrderID>302-0000003-0000003</AmazonOrderID>
+      <MerchantFulfillmentID>13</MerchantFulfillmentID>
+      <FulfillmentDate>2026-11-20T15:50:00Z</FulfillmentDate>
+      <FulfillmentData>
+        <CarrierName>Hermes Germany</CarrierName>
+        <ShippingMethod>Hermes Paket</ShippingMethod>
+        <ShipperTrackingNumber>H1234567890</ShipperTrackingNumber>
+      </FulfillmentData>
+      <Item>
+        <AmazonOrderItemCode>50000003000002</AmazonOrderItemCode>
+        <Quantity>1</Quantity>
+      </Item>
+    </OrderFulfillment>
+  </Message>
+</AmazonEnvelope>
+"""
+
+
+def test_the_processing_report_maps_each_result_back_to_its_package():
+    from bridge.formats.fulfillment_feed import fulfillment_feed, parse_processing_report
+    from bridge.sandbox import spapi_feeds
+
+    [package] = planned("302-0000003-0000003;KAN-GLAS-1L;2;DHL_PAKET;TRACK00001;20.11.2026 16:45\r\n").packages
+    broken = package.__class__(**{**package.__dict__, "order_id": ""})
+    document = fulfillment_feed("A3TESTSELLER", [(12, package), (13, broken)])
+    status, result, _ = spapi_feeds.process("POST_ORDER_FULFILLMENT_DATA", "50001", document, set())
+
+    report = parse_processing_report(result)
+    assert (status, report.status, report.processed, report.with_error) == ("DONE", "Complete", 2, 1)
+    assert report.outcome(12) == ""
+    assert report.outcome(13) == "18028: AmazonOrderID is missing"
+
+
+def test_a_processing_report_with_a_doctype_is_refused():
+    from bridge.errors import BadFile
+    from bridge.formats.fulfillment_feed import parse_processing_report
+
+    with pytest.raises(BadFile, match="DOCTYPE"):
+        parse_processing_report(b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><AmazonEnvelope>'
+                                b'<Message><ProcessingReport><StatusCode>&e;</StatusCode></ProcessingReport>'
+                                b'</Message></AmazonEnvelope>')
