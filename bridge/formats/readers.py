@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import operator
 import re
 import zipfile
 from dataclasses import dataclass
@@ -75,9 +76,23 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
 # --- CSV ----------------------------------------------------------------------------------------
 
 def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
-    # Undecodable bytes become lone surrogates, so the row that holds them is named exactly.
-    text = io.TextIOWrapper(checked_start(stream, spec.encoding), encoding=_codec(spec.encoding),
-                            errors="surrogateescape", newline="")
+    """Decoded strictly (fast); on a byte the encoding lacks, read again from the start with
+    undecodable bytes kept as lone surrogates, so the rows holding them are named exactly."""
+    start = checked_start(stream, spec.encoding).tell()
+    last = [0]  # the number of the last row handed out
+    try:
+        yield from _csv_pass(stream, spec, False, last)
+    except UnicodeDecodeError:
+        stream.seek(start)
+        done = last[0]
+        for row in _csv_pass(stream, spec, True, last):
+            if row.number > done:
+                yield row
+
+
+def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]) -> Iterator[Row]:
+    text = io.TextIOWrapper(stream, encoding=_codec(spec.encoding), newline="",
+                            errors="surrogateescape" if careful else "strict")
     reader = csv.reader(text, delimiter=spec.delimiter)
     line = 1  # the line the next record starts on
     try:
@@ -85,34 +100,50 @@ def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
             header = next(reader, None)
             if header is None:
                 raise IncompleteFile("the file is empty")
-            if _UNDECODED.search("".join(header)):
+            if careful and _UNDECODED.search("".join(header)):
                 raise BadFile(f"row 1: {_undecoded(header, spec.encoding)}")
             index = _header_index(header, spec.fields)
             width = len(header)
         else:
             index = _position_index(spec.fields)
             width = 0
+        names = tuple(index)
+        positions = tuple(index.values())
+        pick = operator.itemgetter(*positions) if len(positions) > 1 else (lambda r: (r[positions[0]],))
+        strip, new_row = str.strip, tuple.__new__
         line = reader.line_num + 1
         for record in reader:
-            number, line = line, reader.line_num + 1
-            if not any(cell.strip() for cell in record):
+            number = last[0] = line
+            line = reader.line_num + 1
+            if len(record) == width and not careful:
+                cells = pick(record)
+                if cells[0] or "".join(record).strip():  # cheap test first: blank rows are rare
+                    yield new_row(Row, (number, dict(zip(names, map(strip, cells))), ""))
                 continue
-            problem = ""
-            if _UNDECODED.search(spec.delimiter.join(record)):
-                problem = _undecoded(record, spec.encoding)
-                record = [_UNDECODED.sub("\ufffd", cell) for cell in record]
-            elif width and len(record) > width:
-                problem = (f"{len(record)} fields, the header has {width}"
-                           f"{_delimiter_hint(spec.delimiter)}")
-            elif width and len(record) < width:
-                problem = f"{len(record)} fields, the header has {width}"
-            elif not width and len(record) <= max(index.values()):
-                problem = f"{len(record)} fields, the mapping reads field {max(index.values()) + 1}"
-            values = {name: record[at].strip() if at < len(record) else ""
-                      for name, at in index.items()}
-            yield Row(number, values, problem)
+            if not "".join(record).strip():
+                continue
+            yield _odd_row(number, record, spec, index, width, careful)
     except csv.Error as problem:
         raise BadFile(f"row {line}: cannot be read as CSV ({problem})") from None
+    finally:
+        text.detach()  # the caller's stream stays open (and seekable for a second pass)
+
+
+def _odd_row(number: int, record: list[str], spec: TableSpec, index: dict[str, int], width: int,
+             careful: bool) -> Row:
+    """A row off the fast path: undecodable bytes, a wrong field count, or no header."""
+    problem = ""
+    if careful and _UNDECODED.search("".join(record)):
+        problem = _undecoded(record, spec.encoding)
+        record = [_UNDECODED.sub("\ufffd", cell) for cell in record]
+    elif width and len(record) > width:
+        problem = f"{len(record)} fields, the header has {width}{_delimiter_hint(spec.delimiter)}"
+    elif width and len(record) < width:
+        problem = f"{len(record)} fields, the header has {width}"
+    elif not width and len(record) <= max(index.values()):
+        problem = f"{len(record)} fields, the mapping reads field {max(index.values()) + 1}"
+    values = {name: record[at].strip() if at < len(record) else "" for name, at in index.items()}
+    return Row(number, values, problem)
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
@@ -223,35 +254,41 @@ def _cell_text(value: object) -> str:
 def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     """Records are read when their highest ancestor a field refers to has ended (the
     "anchor"): by then every ancestor field is parsed, wherever it sits among the records.
-    Only one anchor's subtree is held at a time."""
+    Only one anchor's subtree is held at a time. Only elements named on the record path reach
+    Python; namespaces are ignored ("{*}")."""
     path = [part for part in spec.record.split("/") if part]
-    getters = {field: _xml_getter(field) for field in spec.fields}
+    values_of = _xml_fields(spec.fields)
     depth = len(path)
     ups = max((_ups(field) for field in spec.fields), default=0)
     if ups > depth - 2:
         raise ValueError(f"{spec.record}: fields may refer to ancestors below the document element only")
     anchor = depth - ups
-    for element, level in xml_elements(stream):
-        if level > anchor or level == 1 or not _on_path(element, path[:level]):
+    below = "/".join("{*}" + name for name in path[anchor:])
+    children: dict = {}  # element → its children by name, built once per anchor
+    for element in xml_elements(stream, tags=set(path[1:anchor])):
+        level = _level(element)
+        if level > anchor or not _on_path(element, path[:level]):
             continue
         if level == anchor:
-            for record in _descend(element, path[anchor:]):
-                yield Row(record.sourceline or 0, {f: get(record) for f, get in getters.items()})
+            records = element.iterfind(below) if below else (element,)
+            for record in records:
+                yield Row(record.sourceline or 0, values_of(record, children))
+            children.clear()
         _free(element)
+
+
+def _level(element) -> int:
+    level = 1
+    parent = element.getparent()
+    while parent is not None:
+        level += 1
+        parent = parent.getparent()
+    return level
 
 
 def _ups(field: str) -> int:
     parts = field.split("/")
     return next((n for n, part in enumerate(parts) if part != ".."), len(parts))
-
-
-def _descend(element, names: list[str]):
-    if not names:
-        yield element
-        return
-    for child in element:
-        if _local(child.tag) == names[0]:
-            yield from _descend(child, names[1:])
 
 
 def _free(element) -> None:
@@ -269,40 +306,41 @@ def _free(element) -> None:
         previous = before
 
 
-def xml_elements(stream: IO[bytes]) -> Iterator[tuple[object, int]]:
-    """Every element as it ends, with its depth (the document element is 1). Raises BadFile for
-    a DOCTYPE or broken XML, IncompleteFile when the document stops before its end."""
+def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[object]:
+    """Elements as they end: only those named in `tags` (in any namespace), all when None, none
+    when empty (a completeness check). Raises BadFile for a DOCTYPE or broken XML,
+    IncompleteFile when the document stops before its end."""
     from lxml import etree
 
-    parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False,
+    wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
+    parser = etree.XMLPullParser(events=("end",), tag=wanted, resolve_entities=False,
                                  no_network=True, huge_tree=False, load_dtd=False)
-    depth = 0
     checked = False
+    text = False  # anything but white space seen
     try:
         while chunk := stream.read(_CHUNK):
+            text = text or bool(chunk.strip())
             parser.feed(chunk)
-            for event, element in parser.read_events():
+            for _, element in parser.read_events():
                 if not checked:
                     _refuse_doctype(element)
                     checked = True
-                if event == "start":
-                    depth += 1
-                    continue
-                yield element, depth
-                depth -= 1
+                yield element
     except etree.XMLSyntaxError as problem:
         raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
     try:
-        parser.close()
+        root = parser.close()
     except etree.XMLSyntaxError as problem:
-        if not checked:
+        if not text:
             raise IncompleteFile("the file is empty or has no XML element") from None
         raise IncompleteFile(f"the XML document ends before its last element is closed "
                              f"({_lxml_message(problem)})") from None
-    for event, element in parser.read_events():
-        if event == "end":
-            yield element, depth
-            depth -= 1
+    _refuse_doctype(root)
+    for _, element in parser.read_events():
+        yield element
+
+
+_NO_ELEMENT = "{*}bridge-no-such-element"
 
 
 def _refuse_doctype(element) -> None:
@@ -332,29 +370,50 @@ def _on_path(element, path: list[str]) -> bool:
     return node is None
 
 
-def _xml_getter(field: str):
-    parts = field.split("/")
-    ups = 0
-    while parts and parts[0] == "..":
-        ups += 1
-        parts.pop(0)
-    attribute = ""
-    if parts and "@" in parts[-1]:
-        last, attribute = parts[-1].split("@", 1)
-        parts[-1] = last
-        if not last:
-            parts.pop()
+def _xml_fields(fields: tuple[str, ...]):
+    """One function giving a record's fields (paths relative to it: "Qty", "@sku",
+    "../Carrier", "../../@orderId"), climbing to its ancestors once per record and finding
+    children through a cache of children by name (ancestors are shared by sibling records)."""
+    plans = []
+    for field in fields:
+        ups = _ups(field)
+        parts = field.split("/")[ups:]
+        attribute = ""
+        if parts and "@" in parts[-1]:
+            parts[-1], attribute = parts[-1].split("@", 1)
+            if not parts[-1]:
+                parts.pop()
+        plans.append((field, ups, tuple(parts), attribute))
+    highest = max((ups for _, ups, _, _ in plans), default=0)
 
-    def get(element) -> str:
-        node = element
-        for _ in range(ups):
-            node = node.getparent() if node is not None else None
-        for name in parts:
+    def values(record, children: dict) -> dict[str, str]:
+        chain = [record]
+        for _ in range(highest):
+            chain.append(chain[-1].getparent() if chain[-1] is not None else None)
+        found = {}
+        for field, ups, parts, attribute in plans:
+            node = chain[ups]
+            for name in parts:
+                if node is None:
+                    break
+                named = children.get(node)
+                if named is None:
+                    named = children[node] = _by_name(node)
+                node = named.get(name)
             if node is None:
-                return ""
-            node = next((child for child in node if _local(child.tag) == name), None)
-        if node is None:
-            return ""
-        value = node.get(attribute) if attribute else node.text
-        return (value or "").strip()
-    return get
+                found[field] = ""
+                continue
+            value = node.get(attribute) if attribute else node.text
+            found[field] = value.strip() if value else ""
+        return found
+    return values
+
+
+def _by_name(element) -> dict:
+    """The element's children by local name; the first of a name wins."""
+    named = {}
+    for child in reversed(element):
+        tag = child.tag
+        if isinstance(tag, str):
+            named[tag[tag.rfind("}") + 1:]] = child
+    return named

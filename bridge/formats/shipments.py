@@ -111,6 +111,8 @@ def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[Shipment
     item_field = layout.item_field
     carriers = _carrier_lookup(layout)
     zone = ZoneInfo(layout.timezone)
+    date_only = layout.date_only
+    dates: dict[str, tuple] = {}  # a file repeats its timestamps: parse each once
     for number, values, problem in rows:
         text = {name: values.get(col, "") for name, col in column.items()}
         problems = [problem] if problem else []
@@ -127,7 +129,12 @@ def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[Shipment
             carrier, why = _carrier(text["carrier"], column["carrier"], carriers, layout)
             problems += why
             problems += _tracking_problems(text["tracking_number"], column["tracking_number"])
-            shipped, day, why = _ship_date(text["ship_date"], column["ship_date"], layout, zone)
+            stamp = text["ship_date"]
+            if stamp not in dates:
+                if len(dates) > 10_000:
+                    dates.clear()
+                dates[stamp] = _ship_date(stamp, column["ship_date"], layout, zone, date_only)
+            shipped, day, why = dates[stamp]
             problems += why
             method = text.get("shipping_method", "") or (carrier.method if carrier else "")
             line.update(quantity=quantity, carrier=carrier, method=method, ship_date=shipped,
@@ -188,15 +195,15 @@ def _tracking_problems(text: str, label: str) -> list[str]:
     return []
 
 
-def _ship_date(text: str, label: str, layout: ShipmentLayout,
-               zone: ZoneInfo) -> tuple[datetime | None, date | None, list[str]]:
+def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
+               date_only: bool) -> tuple[datetime | None, date | None, list[str]]:
     if not text:
         return None, None, [f"{label}: empty"]
     local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
     if local is None:
         return None, None, [f"{label}: {text!r} is not a date like "
                             f"{human_format(layout.date_format)}"]
-    if layout.date_only:
+    if date_only:
         local = datetime.combine(local.date(), time())
         return utc(local.replace(tzinfo=zone)), local.date(), []
     if local.tzinfo is None:
