@@ -347,7 +347,10 @@ def test_an_order_cancelled_on_amazon_after_delivery_is_reported_not_confirmed(m
     shipper.orders.run(SHIP_TIME - timedelta(hours=1))
     drop(shipper.remote, "V.csv", acme_rows(
         "302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45"))
-    shipper.ship()
+    with caplog.at_level(logging.WARNING):
+        shipper.ship()
+
+    assert "shipped after Amazon cancelled it warehouse=wh order_id=302-0000003-0000003" in caplog.text
 
     assert sandbox.confirmations == []
     assert result_lines(shipper.remote, "V.csv") == [

@@ -88,6 +88,11 @@ class ShipmentFiles:
         if not result.lines:
             raise BadFile("the file has no rows (only a header, or nothing)")
         self.ledger.record_shipments(file.id, plan_rows(result), package_records(result, warehouse), now)
+        for order_id in sorted({line.order_id for line in result.lines
+                                if "was cancelled on Amazon" in result.outcomes.get(line.row, ("", ""))[1]}):
+            log.warning("shipped after Amazon cancelled it warehouse=%s order_id=%s file=%r: tell the "
+                        "seller, the parcel may need recalling",
+                        warehouse.name, order_id, file.safe_name)
         counts = {r: sum(1 for o in result.outcomes.values() if o[0] == r) for r in (REJECTED, DUPLICATE)}
         log.info("read warehouse=%s file=%r rows=%d packages=%d rejected=%d duplicate=%d",
                  warehouse.name, file.safe_name, len(result.lines), len(result.packages),
