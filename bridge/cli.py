@@ -96,6 +96,24 @@ def _parser() -> argparse.ArgumentParser:
                          help="move the orders' update times to just inside the default window (default: as in the seed)")
     sandbox.set_defaults(handler=cmd_sandbox)
 
+    shipments = commands.add_parser("shipments", help="shipments up: confirmation files to Amazon")
+    shipments_commands = shipments.add_subparsers(dest="shipments_command", required=True, metavar="ACTION",
+                                                  help="what to do with shipment confirmation files")
+    process = shipments_commands.add_parser(
+        "process", help="one pass now over the SFTP and local folders: take, confirm, answer")
+    _config_after_command(process)
+    process.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    process.set_defaults(handler=cmd_shipments_process)
+
+    replay = commands.add_parser("replay", help="show what a confirmation file would send to Amazon")
+    _config_after_command(replay)
+    replay.add_argument("file", type=Path, help="a shipment confirmation file")
+    replay.add_argument("--warehouse", required=True, metavar="NAME", help="whose mapping reads the file")
+    replay.add_argument("--dry-run", action="store_true", required=True,
+                        help="required: parse and print, row by row; nothing is sent or recorded")
+    replay.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    replay.set_defaults(handler=cmd_replay)
+
     spool = commands.add_parser("spool", help="the local copies of delivered files")
     spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION",
                                           help="what to do with a spool file")
@@ -303,6 +321,92 @@ def format_status(report: dict) -> str:
         lines.append("needs attention:")
         for item in report["attention"]:
             lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
+    if "shipments" in report:
+        lines.extend(format_shipments_status(report["shipments"]))
+    return "\n".join(lines)
+
+
+def format_shipments_status(shipments: dict) -> list[str]:
+    packages = shipments["packages"]
+    waiting = packages.get("accepted", 0) + packages.get("sent", 0)
+    lines = [f"shipments: packages confirmed={packages.get('confirmed', 0)} "
+             f"rejected={packages.get('rejected', 0)} waiting={waiting}"]
+    for item in shipments["files_in_progress"]:
+        lines.append(f"  file in progress: {item['warehouse']} {item['source']} {item['name']!r} ({item['status']})")
+    for item in shipments["files_in_error"]:
+        why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
+        lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
+                     f"{(item['finished_at'] or '')[:16]}{why}")
+    if shipments["unconfirmed"]:
+        lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
+        for item in shipments["unconfirmed"]:
+            waiting = f", {item['waiting']} waiting for Amazon" if item["waiting"] else ""
+            lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
+                         f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
+    return lines
+
+
+def cmd_shipments_process(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings) as service:
+        if not service.shipments.enabled:
+            print("no warehouse has a shipments_folder or local_shipments_folder: nothing to do")
+            return EXIT_OK
+        report = service.shipments.run(now, settle=args.now is None)
+    print(report.summary())
+    for error in report.all_errors:
+        print(f"  error: {error}", file=sys.stderr)
+    if report.needs_a_person:
+        return EXIT_SETUP
+    return EXIT_OK if not report.all_errors else EXIT_ERRORS
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    warehouse = next((w for w in settings.warehouses if w.name == args.warehouse), None)
+    if warehouse is None:
+        raise FixTheSetup(f"no warehouse named {args.warehouse!r} (known: "
+                          f"{', '.join(w.name for w in settings.warehouses)})")
+    if warehouse.mapping.shipments is None:
+        raise FixTheSetup(f"the mapping {warehouse.mapping.name} of {warehouse.name} has no [shipments] section")
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
+        try:
+            result = service.shipments.replay(args.file, warehouse, now)
+            next_id = service.ledger.next_package_id()
+        except OSError as problem:
+            raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+    print(format_replay(args.file, warehouse.name, result, next_id))
+    return EXIT_OK
+
+
+def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
+    """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it."""
+    from bridge.formats.shipments import ACCEPTED, confirm_request
+
+    lines = [f"dry run of {path} for {warehouse}: {len(result.lines)} row(s), "
+             f"{len(result.packages)} package(s) to confirm; nothing is sent or recorded"]
+    for line in result.lines:
+        if line.row in result.package_rows:
+            index = result.package_rows[line.row]
+            what = f"{ACCEPTED:9} package {index + 1} of this file"
+        else:
+            kind, message = result.outcomes[line.row]
+            what = f"{kind:9} {message}"
+        lines.append(f"  row {line.row:<5} {line.order_id:20} {line.item:20} x{line.quantity_text:<4} {what}")
+    for index, package in enumerate(result.packages):
+        body = confirm_request(package, next_id + index)
+        lines.append(f"package {index + 1} (rows {', '.join(map(str, package.rows))}): POST "
+                     f"/orders/v0/orders/{package.order_id}/shipmentConfirmation")
+        lines.append("  " + json.dumps(body, indent=2).replace("\n", "\n  "))
+    if result.packages:
+        lines.append("(packageReferenceId: the ids the ledger would give these packages if the "
+                     "file were taken now)")
     return "\n".join(lines)
 
 

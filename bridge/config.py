@@ -33,6 +33,7 @@ REGION_ENDPOINTS = {
 }
 DEFAULT_TOKEN_URL = "https://api.amazon.com/auth/o2/token"
 ORDERS_APIS = ("2026-01-01", "v0")
+SHIPMENT_SENDING = ("confirmShipment", "feed")
 
 LWA_CLIENT_ID = "BRIDGE_LWA_CLIENT_ID"
 LWA_CLIENT_SECRET = "BRIDGE_LWA_CLIENT_SECRET"
@@ -93,6 +94,8 @@ class WarehouseSettings:
     temp_suffix: str
     ship_to_countries: frozenset[str]  # routing: empty takes every country
     marketplaces: frozenset[str]  # routing: empty takes every marketplace
+    shipments_folder: str | None = None  # remote folder of confirmation files; None: not polled
+    local_shipments_folder: Path | None = None  # staff's local drop folder for them; None: none
 
     def takes(self, country_code: str, marketplace_id: str) -> bool:
         return (not self.ship_to_countries or country_code in self.ship_to_countries) and (
@@ -108,6 +111,19 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class ShipmentSettings:
+    """How confirmation files are taken (see README, "Shipments up")."""
+
+    poll: timedelta = timedelta(seconds=60)  # SFTP folders are listed this often
+    rescan: timedelta = timedelta(minutes=5)  # local folders are listed too, for missed events
+    stable: timedelta = timedelta(seconds=30)  # size and mtime unchanged this long: settled
+    incomplete_limit: timedelta = timedelta(minutes=60)  # then an unfinished file goes to error/
+    ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*")
+    send: str = "confirmShipment"  # or "feed": POST_ORDER_FULFILLMENT_DATA
+    lookup_unknown_orders: bool = False  # rows naming orders the bridge did not deliver
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     state_dir: Path
@@ -117,6 +133,7 @@ class Settings:
     warehouses: tuple[WarehouseSettings, ...]
     retention: RetentionSettings
     state_key: str = field(repr=False)  # seals buyer data in the ledger and the spool
+    shipments: ShipmentSettings = ShipmentSettings()
 
     @property
     def ledger_path(self) -> Path:
@@ -125,6 +142,11 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def inbound_dir(self) -> Path:
+        """Copies of inbound files as received, by flow and warehouse (kept spool_days)."""
+        return self.state_dir / "inbound"
 
 
 def load_settings(path: Path, environ: dict[str, str] | None = None, *,
@@ -165,7 +187,7 @@ class _Reader:
         self.problems.append(f"{self.label}: {key}: {why}")
 
     def settings(self, data: dict[str, Any]) -> Settings:
-        self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention"})
+        self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention", "shipments"})
         general = self.table(data, "bridge")
         self.unknown_keys(general, "bridge", {"state_dir", "log_level"})
         state_dir = self.path(general, "bridge.state_dir", "/var/lib/fbm-bridge")
@@ -174,6 +196,7 @@ class _Reader:
         orders = self.orders(self.table(data, "orders"), amazon.marketplaces)
         warehouses = self.warehouses(data.get("warehouses"), amazon.marketplaces)
         retention = self.retention(self.table(data, "retention"))
+        shipments = self.shipments(self.table(data, "shipments"))
         return Settings(
             path=Path(self.label),
             state_dir=state_dir,
@@ -183,6 +206,7 @@ class _Reader:
             warehouses=warehouses,
             retention=retention,
             state_key=self.state_key(),
+            shipments=shipments,
         )
 
     def state_key(self) -> str:
@@ -309,7 +333,8 @@ class _Reader:
             entry,
             key,
             {"name", "mapping", "host", "port", "username", "known_hosts", "private_key",
-             "orders_folder", "temp_suffix", "fsync", "ship_to_countries", "marketplaces"},
+             "orders_folder", "temp_suffix", "fsync", "ship_to_countries", "marketplaces",
+             "shipments_folder", "local_shipments_folder"},
         )
         name = self.string(entry, f"{key}.name", None)
         if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -358,6 +383,7 @@ class _Reader:
         fsync = entry.get("fsync", True)
         if not isinstance(fsync, bool):
             self.problem(f"{key}.fsync", f"must be true or false, not {fsync!r}")
+        shipments_folder, local_shipments_folder = self.warehouse_shipments(entry, key, mapping)
         if None in (name, mapping, known_hosts, folder, host, username):
             return None
         return WarehouseSettings(
@@ -377,6 +403,8 @@ class _Reader:
             temp_suffix=temp_suffix,
             ship_to_countries=ship_to_countries,
             marketplaces=marketplaces,
+            shipments_folder=shipments_folder,
+            local_shipments_folder=local_shipments_folder,
         )
 
     def retention(self, section: dict[str, Any]) -> RetentionSettings:
@@ -386,6 +414,46 @@ class _Reader:
             spool_days=int(self.number(section, "retention.spool_days", 30, minimum=1, maximum=3650)),
             backups=int(self.number(section, "retention.backups", 7, minimum=1, maximum=3650)),
         )
+
+    # --- shipments -----------------------------------------------------------------------
+
+    def shipments(self, section: dict[str, Any]) -> ShipmentSettings:
+        self.unknown_keys(
+            section,
+            "shipments",
+            {"poll_seconds", "rescan_minutes", "stable_seconds", "incomplete_limit_minutes",
+             "ignore", "send", "lookup_unknown_orders"},
+        )
+        ignore = self.string_list(section, "shipments.ignore", list(ShipmentSettings.ignore)) or []
+        for index, pattern in enumerate(ignore):
+            if not pattern or "/" in pattern:
+                self.problem(f"shipments.ignore[{index}]", f"{pattern!r} must be a file name pattern like \"*.tmp\"")
+        lookup = section.get("lookup_unknown_orders", False)
+        if not isinstance(lookup, bool):
+            self.problem("shipments.lookup_unknown_orders", f"must be true or false, not {lookup!r}")
+        return ShipmentSettings(
+            poll=timedelta(seconds=self.number(section, "shipments.poll_seconds", 60, minimum=5, maximum=86400)),
+            rescan=timedelta(minutes=self.number(section, "shipments.rescan_minutes", 5, minimum=1, maximum=1440)),
+            stable=timedelta(seconds=self.number(section, "shipments.stable_seconds", 30, minimum=1, maximum=3600)),
+            incomplete_limit=timedelta(minutes=self.number(
+                section, "shipments.incomplete_limit_minutes", 60, minimum=1, maximum=10080)),
+            ignore=tuple(ignore),
+            send=self.choice(section, "shipments.send", "confirmShipment", SHIPMENT_SENDING),
+            lookup_unknown_orders=lookup is True,
+        )
+
+    def warehouse_shipments(self, entry: dict[str, Any], key: str,
+                            mapping: Mapping | None) -> tuple[str | None, Path | None]:
+        """The remote and local folders a warehouse's confirmation files arrive in."""
+        remote = self.string(entry, f"{key}.shipments_folder", "") or None
+        local = self.path(entry, f"{key}.local_shipments_folder", None) \
+            if entry.get("local_shipments_folder", "") != "" else None
+        if remote is not None and not remote.startswith("/"):
+            self.problem(f"{key}.shipments_folder", f"{remote!r} must be an absolute path on the server, like \"/out\"")
+        if (remote or local) and mapping is not None and mapping.shipments is None:
+            self.problem(f"{key}.shipments_folder" if remote else f"{key}.local_shipments_folder",
+                         f"the mapping {mapping.name} has no [shipments] section to read the files with")
+        return (remote.rstrip("/") or "/") if remote else None, local
 
     # --- typed readers -------------------------------------------------------------------
 

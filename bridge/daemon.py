@@ -19,6 +19,7 @@ from typing import Callable
 import schedule
 
 from bridge.config import Settings, load_settings
+from bridge.edges.watch import FolderWatcher
 from bridge.errors import ConfigError
 from bridge.service import configure_logging, open_service
 
@@ -71,12 +72,23 @@ def run_daemon(
             scheduler.every(int(settings.orders.interval.total_seconds())).seconds.do(
                 lambda: service.run_orders(now())
             )
+            watcher = _shipment_jobs(scheduler, service, settings, now)
             notify("READY=1", f"STATUS=orders every {settings.orders.interval}")
             log.info("started config=%s orders_every=%s warehouses=%d", config_path, settings.orders.interval, len(settings.warehouses))
             service.run_orders(now())
-            while not flags.stop and not flags.reload:
-                scheduler.run_pending()
-                flags.sleep(tick)
+            if watcher is not None:
+                service.shipments.run(now())  # files already there give no watch event
+            try:
+                while not flags.stop and not flags.reload:
+                    scheduler.run_pending()
+                    if watcher is not None and watcher.changed.is_set() and not flags.stop:
+                        finished = watcher.take()
+                        if finished:
+                            service.shipments.run(now(), remote=False, finished=finished)
+                    flags.sleep(tick)
+            finally:
+                if watcher is not None:
+                    watcher.stop()
         if flags.reload:
             flags.reload = False
             notify("RELOADING=1")
@@ -89,6 +101,24 @@ def run_daemon(
     notify("STOPPING=1")
     log.info("stopped")
     return 0
+
+
+def _shipment_jobs(scheduler: schedule.Scheduler, service, settings: Settings,
+                   now: Callable[[], datetime]) -> FolderWatcher | None:
+    """Shipments up: SFTP folders polled every shipments.poll_seconds; local folders watched,
+    and listed every shipments.rescan_minutes for what the watch missed. None: no warehouse
+    sends confirmation files."""
+    flow = service.shipments
+    if flow is None or not flow.enabled:
+        return None
+    scheduler.every(int(settings.shipments.poll.total_seconds())).seconds.do(
+        lambda: flow.run(now(), local=False))
+    scheduler.every(int(settings.shipments.rescan.total_seconds())).seconds.do(
+        lambda: flow.run(now(), remote=False))
+    watcher = FolderWatcher({w.name: w.local_shipments_folder for w in settings.warehouses
+                             if w.local_shipments_folder is not None})
+    watcher.start()
+    return watcher
 
 
 def notify(*states: str) -> None:

@@ -11,7 +11,10 @@
     ├── FixTheInput           a file, row or record is wrong; report it, go on with the rest
     │   ├── BadRecord             an Amazon record the bridge cannot use
     │   ├── AmazonNotFound        Amazon does not know a record it was asked for (404), e.g. an order
-    │   └── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
+    │   ├── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
+    │   ├── BadFile               an inbound file cannot be read (encoding, header, DOCTYPE, ...)
+    │   │   └── IncompleteFile        it ends early (still being written?): tried again later
+    │   └── AmazonRejected        Amazon refused one request for good (400/404: its words kept)
     └── FixTheSetup           configuration or permissions; retrying will not help
         ├── ConfigError           config or mapping invalid (carries every problem found)
         ├── AmazonAuthError       LWA refused the credentials, 401/403 from SP-API
@@ -74,6 +77,18 @@ class RenderError(FixTheInput):
 
 class AmazonNotFound(FixTheInput):
     """Amazon answered 404 NotFound for one record (an order id): that record only."""
+
+
+class BadFile(FixTheInput):
+    """An inbound file (shipment confirmations, stock) that cannot be read as a whole."""
+
+
+class IncompleteFile(BadFile):
+    """An inbound file that ends early: left alone and tried again, until a time limit."""
+
+
+class AmazonRejected(FixTheInput):
+    """Amazon answered 4xx to a request that is final for its subject (e.g. one package)."""
 
 
 class FixTheSetup(BridgeError):

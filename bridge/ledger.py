@@ -24,6 +24,11 @@ A stock file's life (stock up; one row per file content, by SHA-256):
 and each of its feed documents (at most 25,000 SKUs each):
     prepared ──▶ submitting (createFeed under way) ──▶ submitted (feed id) ──▶ done | fatal | cancelled
     submitting ──after a crash, Amazon has one unknown feed──▶ submitted | none──▶ prepared | several──▶ in_doubt
+
+An inbound file's life (confirmations, stock files; see "inbound files" below):
+    received (claimed and spooled) ──▶ parsed (rows and packages recorded) ──▶ done (answered)
+A package's life (one confirmShipment; its row id is the packageReferenceId Amazon sees):
+    accepted ──▶ sent (may have reached Amazon: re-sent with the same id) ──▶ confirmed | rejected
 """
 
 from __future__ import annotations
@@ -80,6 +85,35 @@ class StockFeedStatus(StrEnum):
     FATAL = "fatal"
     CANCELLED = "cancelled"
     IN_DOUBT = "in_doubt"
+
+
+class InboundSource(StrEnum):
+    SFTP = "sftp"
+    LOCAL = "local"
+
+
+class InboundStatus(StrEnum):
+    RECEIVED = "received"  # in the spool and recorded; its remote copy is in processing/
+    PARSED = "parsed"  # its rows (and packages) recorded, or why it cannot be read
+    DONE = "done"  # answered: result file written, moved to archive/ or error/
+
+
+class InboundOutcome(StrEnum):
+    ARCHIVE = "archive"
+    ERROR = "error"
+
+
+class PackageStatus(StrEnum):
+    ACCEPTED = "accepted"  # checked, waiting to be sent
+    SENT = "sent"  # the request may have reached Amazon: re-sent with the same id after a crash
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"  # by Amazon (its words in `message`): final
+
+
+class RowResult(StrEnum):
+    ACCEPTED = "accepted"  # in a package; its final word is the package's
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
 
 
 UNDELIVERED = (OrderStatus.PENDING, OrderStatus.HELD, OrderStatus.UNRENDERABLE)
@@ -224,6 +258,84 @@ create table if not exists stock_levels (
     stock_file_id integer not null references stock_files(id),
     published_at text not null
 ) without rowid;
+""" + f"""
+create table if not exists inbound_files (
+    id integer primary key,
+    flow text not null,                   -- 'shipments', 'stock'
+    warehouse text not null,
+    source text not null check (source in ({_check(InboundSource)})),
+    name text not null,                   -- as found in the folder; never used as a local path
+    safe_name text not null,              -- its archive/error name; results: <stem>.result.csv
+    size integer not null,
+    sha256 text not null,
+    status text not null check (status in ({_check(InboundStatus)})),
+    outcome text check (outcome in ({_check(InboundOutcome)})),
+    reason text not null default '',      -- why the whole file failed, or ''
+    duplicate_of integer references inbound_files(id),
+    spool_path text not null,             -- relative to the inbound spool folder
+    received_at text not null,
+    parsed_at text,
+    finished_at text,
+    spool_deleted_at text
+);
+create index if not exists inbound_by_sha on inbound_files (flow, warehouse, sha256);
+create index if not exists inbound_by_status on inbound_files (status);
+create table if not exists inbound_sightings (
+    flow text not null,
+    warehouse text not null,
+    source text not null,
+    name text not null,
+    size integer not null,
+    mtime real not null,
+    since text not null,                  -- first seen with this size and mtime
+    incomplete_since text,                -- first found unfinished by the content check
+    incomplete_reason text not null default '',
+    primary key (flow, warehouse, source, name)
+);
+create table if not exists packages (
+    id integer primary key,               -- the packageReferenceId Amazon receives: stable
+    file_id integer not null references inbound_files(id),
+    warehouse text not null,
+    order_id text not null,
+    marketplace_id text not null,
+    tracking_number text not null,
+    carrier_code text not null,
+    carrier_name text not null default '',
+    shipping_method text not null default '',
+    ship_date text not null,
+    status text not null check (status in ({_check(PackageStatus)})),
+    message text not null default '',     -- Amazon's words when it rejected the package
+    created_at text not null,
+    sent_at text,
+    finished_at text
+);
+create index if not exists packages_by_order on packages (order_id);
+create index if not exists packages_by_status on packages (status);
+create table if not exists package_lines (
+    package_id integer not null references packages(id),
+    order_item_id text not null,
+    quantity integer not null check (quantity > 0),
+    position integer not null,
+    primary key (package_id, order_item_id)
+);
+create table if not exists shipment_rows (
+    file_id integer not null references inbound_files(id),
+    row integer not null,
+    result text not null check (result in ({_check(RowResult)})),
+    order_id text not null,
+    item text not null,
+    quantity text not null,
+    tracking text not null,
+    message text not null default '',
+    package_id integer references packages(id),
+    primary key (file_id, row)
+);
+create table if not exists shipment_due (  -- delivered orders' ship-by: status reads it keyless
+    order_id text primary key,
+    warehouse text not null,
+    ship_by text,
+    units integer not null
+);
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
@@ -1213,6 +1325,298 @@ class Ledger:
         )
         return [dict(row) for row in rows]
 
+    # --- inbound files (shipments, stock) --------------------------------------------------
+    #
+    # An inbound file's life:
+    #     (seen: inbound_sightings) ──claimed, spooled──▶ received ──read──▶ parsed ──answered──▶ done
+    # A package's life (one confirmShipment each; its id is the packageReferenceId):
+    #     accepted ──▶ sent (the request may have reached Amazon) ──▶ confirmed | rejected
+
+    def sightings(self, flow: str, warehouse: str, source: str) -> dict[str, dict]:
+        """What earlier polls saw in a folder, by file name."""
+        rows = self._db.execute(
+            "select * from inbound_sightings where flow = ? and warehouse = ? and source = ?",
+            (flow, warehouse, source),
+        ).fetchall()
+        return {row["name"]: dict(row) for row in rows}
+
+    def save_sightings(self, flow: str, warehouse: str, source: str, seen: dict[str, dict]) -> None:
+        """Replace a folder's sightings with this poll's (names no longer there are forgotten)."""
+        with self._transaction() as db:
+            db.execute("delete from inbound_sightings where flow = ? and warehouse = ? and source = ?",
+                       (flow, warehouse, source))
+            for name, sighting in seen.items():
+                db.execute(
+                    "insert into inbound_sightings (flow, warehouse, source, name, size, mtime, since,"
+                    " incomplete_since, incomplete_reason) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (flow, warehouse, source, name, sighting["size"], sighting["mtime"],
+                     sighting["since"], sighting.get("incomplete_since"),
+                     sighting.get("incomplete_reason", "")),
+                )
+
+    def record_inbound(self, flow: str, warehouse: str, source: InboundSource, name: str,
+                       size: int, sha256: str, spool_path: str, safe: str, now: datetime) -> StoredInbound:
+        """A claimed file is in the spool: record it (and whether its content was seen before)."""
+        with self._transaction() as db:
+            first = db.execute(
+                "select id from inbound_files where flow = ? and warehouse = ? and sha256 = ?"
+                " and duplicate_of is null and reason = '' order by id limit 1",
+                (flow, warehouse, sha256),
+            ).fetchone()
+            cursor = db.execute(
+                "insert into inbound_files (flow, warehouse, source, name, safe_name, size, sha256,"
+                " status, duplicate_of, spool_path, received_at) values (?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)",
+                (flow, warehouse, source, name, size, sha256, InboundStatus.RECEIVED,
+                 first["id"] if first else None, spool_path, iso_z(now)),
+            )
+            file_id = cursor.lastrowid
+            taken = {row["safe_name"] for row in db.execute(
+                "select safe_name from inbound_files where flow = ? and warehouse = ? and source = ?"
+                " and id != ?", (flow, warehouse, source, file_id))}
+            db.execute("update inbound_files set safe_name = ? where id = ?",
+                       (_unique(safe, taken, file_id), file_id))
+            db.execute("delete from inbound_sightings where flow = ? and warehouse = ? and source = ?"
+                       " and name = ?", (flow, warehouse, source, name))
+        return self.inbound(file_id)
+
+    def inbound(self, file_id: int) -> StoredInbound:
+        return _stored_inbound(self._db.execute("select * from inbound_files where id = ?", (file_id,)).fetchone())
+
+    def inbound_unfinished(self, flow: str, warehouse: str, source: str) -> list[StoredInbound]:
+        """Files claimed and recorded but not yet answered (their remote copy is in processing/)."""
+        rows = self._db.execute(
+            "select * from inbound_files where flow = ? and warehouse = ? and source = ? and status != ?"
+            " order by id", (flow, warehouse, source, InboundStatus.DONE),
+        ).fetchall()
+        return [_stored_inbound(row) for row in rows]
+
+    def file_failed(self, file_id: int, reason: str, now: datetime) -> None:
+        """The whole file cannot be used (unreadable, incomplete past the limit, no rows)."""
+        with self._transaction() as db:
+            db.execute(
+                "update inbound_files set status = ?, outcome = ?, reason = ?, parsed_at = ?"
+                " where id = ? and status = ?",
+                (InboundStatus.PARSED, InboundOutcome.ERROR, reason, iso_z(now), file_id,
+                 InboundStatus.RECEIVED),
+            )
+
+    def file_parsed(self, file_id: int, now: datetime) -> None:
+        """A file that needs no rows of its own recorded (a duplicate of an earlier one)."""
+        with self._transaction() as db:
+            db.execute("update inbound_files set status = ?, parsed_at = ? where id = ? and status = ?",
+                       (InboundStatus.PARSED, iso_z(now), file_id, InboundStatus.RECEIVED))
+
+    def finish_inbound(self, file_id: int, outcome: InboundOutcome, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "update inbound_files set status = ?, outcome = ?, finished_at = ? where id = ? and status = ?",
+                (InboundStatus.DONE, outcome, iso_z(now), file_id, InboundStatus.PARSED),
+            )
+
+    def inbound_spool_to_delete(self, older_than: datetime) -> list[StoredInbound]:
+        rows = self._db.execute(
+            "select * from inbound_files where status = ? and finished_at < ? and spool_deleted_at is null",
+            (InboundStatus.DONE, iso_z(older_than)),
+        ).fetchall()
+        return [_stored_inbound(row) for row in rows]
+
+    def mark_inbound_spool_deleted(self, file_id: int, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("update inbound_files set spool_deleted_at = ? where id = ?", (iso_z(now), file_id))
+
+    def inbound_spool_in_use(self) -> set[str]:
+        rows = self._db.execute("select spool_path from inbound_files where spool_deleted_at is null")
+        return {row["spool_path"] for row in rows}
+
+    # --- shipments -------------------------------------------------------------------------
+
+    def record_shipments(self, file_id: int, rows: Sequence[tuple], packages: Sequence[dict],
+                         now: datetime) -> list[int]:
+        """A confirmation file's rows and the packages made of them, all or nothing.
+
+        `rows`: (row, result, order_id, item, quantity, tracking, message, package index or None);
+        `packages`: dicts with warehouse, order_id, marketplace_id, tracking_number, carrier_code,
+        carrier_name, shipping_method, ship_date and items [(order item id, quantity)].
+        Returns the new packages' ids, in order: each is its packageReferenceId.
+        """
+        with self._transaction() as db:
+            status = db.execute("select status from inbound_files where id = ?", (file_id,)).fetchone()
+            if status is None or status["status"] != InboundStatus.RECEIVED:
+                raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
+            ids = []
+            for package in packages:
+                cursor = db.execute(
+                    "insert into packages (file_id, warehouse, order_id, marketplace_id, tracking_number,"
+                    " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
+                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
+                     package["tracking_number"], package["carrier_code"], package["carrier_name"],
+                     package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
+                )
+                ids.append(cursor.lastrowid)
+                for position, (item_id, quantity) in enumerate(package["items"]):
+                    db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
+                               " values (?, ?, ?, ?)", (cursor.lastrowid, item_id, quantity, position))
+            db.executemany(
+                "insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
+                " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(file_id, *row[:7], ids[row[7]] if row[7] is not None else None) for row in rows],
+            )
+            db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
+                       (InboundStatus.PARSED, iso_z(now), file_id))
+        return ids
+
+    def packages_waiting(self, warehouse: str | None = None) -> list[StoredPackage]:
+        """Packages not yet answered by Amazon (accepted, or sent before a crash), oldest first."""
+        query = "select * from packages where status in (?, ?)"
+        params: tuple = (PackageStatus.ACCEPTED, PackageStatus.SENT)
+        if warehouse is not None:
+            query += " and warehouse = ?"
+            params += (warehouse,)
+        return [self._stored_package(row) for row in self._db.execute(query + " order by id", params)]
+
+    def next_package_id(self) -> int:
+        """The id (packageReferenceId) the next recorded package gets."""
+        row = self._db.execute("select coalesce(max(id), 0) + 1 as next from packages").fetchone()
+        return row["next"]
+
+    def package(self, package_id: int) -> StoredPackage:
+        return self._stored_package(self._db.execute("select * from packages where id = ?", (package_id,)).fetchone())
+
+    def mark_package_sent(self, package_id: int, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("update packages set status = ?, sent_at = ? where id = ? and status = ?",
+                       (PackageStatus.SENT, iso_z(now), package_id, PackageStatus.ACCEPTED))
+
+    def mark_package_confirmed(self, package_id: int, now: datetime) -> None:
+        self._finish_package(package_id, PackageStatus.CONFIRMED, "", now)
+
+    def mark_package_rejected(self, package_id: int, message: str, now: datetime) -> None:
+        self._finish_package(package_id, PackageStatus.REJECTED, message, now)
+
+    def _finish_package(self, package_id: int, status: PackageStatus, message: str, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "update packages set status = ?, message = ?, finished_at = ? where id = ? and status in (?, ?)",
+                (status, message, iso_z(now), package_id, PackageStatus.ACCEPTED, PackageStatus.SENT),
+            )
+
+    def files_waiting_for_packages(self, flow: str) -> set[int]:
+        rows = self._db.execute(
+            "select distinct p.file_id from packages p join inbound_files f on f.id = p.file_id"
+            " where f.flow = ? and p.status in (?, ?)", (flow, PackageStatus.ACCEPTED, PackageStatus.SENT),
+        )
+        return {row["file_id"] for row in rows}
+
+    def shipment_rows(self, file_id: int) -> list[dict]:
+        """A file's rows with their package's state, in file order."""
+        rows = self._db.execute(
+            "select r.row, r.result, r.order_id, r.item, r.quantity, r.tracking, r.message, r.package_id,"
+            " p.status as package_status, p.message as package_message"
+            " from shipment_rows r left join packages p on p.id = r.package_id"
+            " where r.file_id = ? order by r.row", (file_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def order_for_shipment(self, order_id: str) -> StoredOrder | None:
+        row = self._db.execute("select * from orders where order_id = ?", (order_id,)).fetchone()
+        return self._stored_order(row) if row else None
+
+    def order_amazon_status(self, order_id: str) -> str | None:
+        row = self._db.execute("select amazon_status from orders where order_id = ?", (order_id,)).fetchone()
+        return row["amazon_status"] if row else None
+
+    def order_packages(self, order_id: str) -> list[dict]:
+        """An order's packages that count (accepted, sent or confirmed), with their lines and
+        the file row they came from."""
+        rows = self._db.execute(
+            "select p.id, p.tracking_number, p.status, f.safe_name as file, f.received_at as at,"
+            " (select min(r.row) from shipment_rows r where r.package_id = p.id) as row"
+            " from packages p join inbound_files f on f.id = p.file_id"
+            " where p.order_id = ? and p.status != ? order by p.id",
+            (order_id, PackageStatus.REJECTED),
+        ).fetchall()
+        packages = []
+        for row in rows:
+            lines = self._db.execute(
+                "select order_item_id, quantity from package_lines where package_id = ? order by order_item_id",
+                (row["id"],),
+            ).fetchall()
+            packages.append({**dict(row), "items": tuple((l["order_item_id"], l["quantity"]) for l in lines)})
+        return packages
+
+    def refresh_shipment_due(self) -> int:
+        """Note each delivered order's ship-by and units where `status` can read them without
+        the state key (the order record itself is sealed). Returns how many were added."""
+        rows = self._db.execute(
+            "select o.order_id, o.warehouse, o.payload from orders o where o.status = ?"
+            " and not exists (select 1 from shipment_due d where d.order_id = o.order_id)",
+            (OrderStatus.DELIVERED,),
+        ).fetchall()
+        if not rows:
+            return 0
+        with self._transaction() as db:
+            for row in rows:
+                order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+                db.execute(
+                    "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
+                    (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
+                     sum(line.quantity for line in order.lines)),
+                )
+        return len(rows)
+
+    def shipment_counts(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in PackageStatus}
+        for row in self._db.execute("select status, count(*) as n from packages group by status"):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    def unconfirmed_orders(self, limit: int = 50) -> list[dict]:
+        """Delivered orders not yet confirmed in full, soonest ship-by first: the seller's
+        late-shipment risk. Units in packages sent but not yet answered count as waiting."""
+        rows = self._db.execute(
+            "select d.order_id, d.warehouse, d.ship_by, d.units,"
+            " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
+            "   where p.order_id = d.order_id and p.status = ?), 0) as confirmed,"
+            " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
+            "   where p.order_id = d.order_id and p.status in (?, ?)), 0) as waiting"
+            " from shipment_due d join orders o on o.order_id = d.order_id"
+            " where o.amazon_status != 'CANCELLED'"
+            " and d.units > coalesce((select sum(l.quantity) from package_lines l join packages p"
+            "   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0)"
+            " order by d.ship_by is null, d.ship_by, d.order_id limit ?",
+            (PackageStatus.CONFIRMED, PackageStatus.ACCEPTED, PackageStatus.SENT,
+             PackageStatus.CONFIRMED, limit),
+        )
+        return [dict(row) for row in rows]
+
+    def inbound_report(self, flow: str, limit: int = 10) -> dict[str, list[dict]]:
+        """Files in processing, and the latest files answered with errors."""
+        columns = "id, warehouse, source, name, status, outcome, reason, received_at, finished_at"
+        in_progress = self._db.execute(
+            f"select {columns} from inbound_files where flow = ? and status != ? order by id",
+            (flow, InboundStatus.DONE),
+        ).fetchall()
+        errors = self._db.execute(
+            f"select {columns} from inbound_files where flow = ? and status = ? and outcome = ?"
+            " order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
+        ).fetchall()
+        return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors]}
+
+    def _stored_package(self, row: sqlite3.Row) -> StoredPackage:
+        lines = self._db.execute(
+            "select order_item_id, quantity from package_lines where package_id = ? order by position",
+            (row["id"],),
+        ).fetchall()
+        return StoredPackage(
+            id=row["id"], file_id=row["file_id"], warehouse=row["warehouse"], order_id=row["order_id"],
+            marketplace_id=row["marketplace_id"], tracking_number=row["tracking_number"],
+            carrier_code=row["carrier_code"], carrier_name=row["carrier_name"],
+            shipping_method=row["shipping_method"], ship_date=parse_iso(row["ship_date"]),
+            status=PackageStatus(row["status"]), message=row["message"],
+            items=tuple((line["order_item_id"], line["quantity"]) for line in lines),
+        )
+
 
 def _like_prefix(text: str) -> str:
     """`text` for a LIKE pattern, its wildcards escaped with a backslash."""
@@ -1385,3 +1789,63 @@ def _stored_stock_feed(row: sqlite3.Row) -> StoredStockFeed:
         submit_started_at=parse_iso(row["submit_started_at"]) if row["submit_started_at"] else None,
         note=row["note"], counts=None if counts[0] is None else counts,
     )
+
+@dataclass(frozen=True)
+class StoredInbound:
+    id: int
+    flow: str
+    warehouse: str
+    source: InboundSource
+    name: str
+    safe_name: str
+    size: int
+    sha256: str
+    status: InboundStatus
+    outcome: InboundOutcome | None
+    reason: str
+    duplicate_of: int | None
+    spool_path: str
+    received_at: str
+
+
+@dataclass(frozen=True)
+class StoredPackage:
+    id: int
+    file_id: int
+    warehouse: str
+    order_id: str
+    marketplace_id: str
+    tracking_number: str
+    carrier_code: str
+    carrier_name: str
+    shipping_method: str
+    ship_date: datetime
+    status: PackageStatus
+    message: str
+    items: tuple[tuple[str, int], ...]
+
+
+def _stored_inbound(row: sqlite3.Row) -> StoredInbound:
+    return StoredInbound(
+        id=row["id"], flow=row["flow"], warehouse=row["warehouse"], source=InboundSource(row["source"]),
+        name=row["name"], safe_name=row["safe_name"], size=row["size"], sha256=row["sha256"],
+        status=InboundStatus(row["status"]),
+        outcome=InboundOutcome(row["outcome"]) if row["outcome"] else None, reason=row["reason"],
+        duplicate_of=row["duplicate_of"], spool_path=row["spool_path"], received_at=row["received_at"],
+    )
+
+
+def _unique(name: str, taken: set[str], file_id: int) -> str:
+    """`name`, or `stem~id.ext` when an earlier file of the same folder had its stem (WMSs
+    reuse names like SHIPMENTS.csv every day; archive names and result names, which are made
+    from the stem, must not collide)."""
+    stems = {_stem(other) for other in taken}
+    if _stem(name) not in stems:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}~{file_id}.{suffix}" if dot and stem else f"{name}~{file_id}"
+
+
+def _stem(name: str) -> str:
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name

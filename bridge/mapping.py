@@ -73,7 +73,7 @@ held, naming the field and position); in CSV, free text from buyers and listings
 starting with `=`, `+`, `-` or `@` is what `formula_guard` decides (spreadsheets run
 such cells as formulas); an XLSX cell holds at most 32,767 characters.
 
-The section `shipments` belongs to a later flow and is accepted unchecked here; `stock` is
+The sections `stock` (stock files) and `shipments` (the warehouse's confirmation files) are
 described and checked at the end of this module; any other top-level key is an error.
 
 Source fields
@@ -127,6 +127,7 @@ line.currency                 text      the line's currency, else the order's
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import tomllib
@@ -274,6 +275,7 @@ class Mapping:
     name: str  # the file's stem: mappings/acme-csv.toml -> "acme-csv"
     orders: OrderLayout
     stock: StockLayout | None = None  # the [stock] section, when the warehouse sends stock files
+    shipments: "ShipmentLayout | None" = None  # None: the warehouse sends no confirmation files
 
 
 def shipped_mappings() -> Path:
@@ -301,16 +303,16 @@ def load_mapping(path: Path) -> Mapping:
     problems: list[str] = []
     layout = _Checker(where, problems).mapping(data)
     stock = _stock_section(data, where, Path(path).parent, problems)
+    shipments = _ShipmentsChecker(where, problems).section(data.get("shipments"))
     if problems:
         raise ConfigError(problems)
     assert layout is not None
-    return Mapping(name=Path(path).stem, orders=layout, stock=stock)
+    return Mapping(name=Path(path).stem, orders=layout, stock=stock, shipments=shipments)
 
 
 # --- checking -------------------------------------------------------------------------------
 
-_TOP_LEVEL = {"orders", "stock"}
-_LATER_FLOWS = {"shipments"}  # validated by their own flows, later
+_TOP_LEVEL = {"orders", "stock", "shipments"}
 _COMMON_KEYS = {
     "format", "file_per", "file_name", "timezone", "date_format", "datetime_format",
     "true_value", "false_value",
@@ -364,11 +366,8 @@ class _Checker:
         self.problems.append(f"{self.where}: {key}: {why}")
 
     def mapping(self, data: dict[str, Any]) -> OrderLayout | None:
-        for key in sorted(set(data) - _TOP_LEVEL - _LATER_FLOWS):
+        for key in sorted(set(data) - _TOP_LEVEL):
             self.problem(key, "unknown section (known: orders, shipments, stock)")
-        for key in sorted(_LATER_FLOWS & set(data)):
-            if not isinstance(data[key], dict):
-                self.problem(key, "must be a table")
         orders = data.get("orders")
         if orders is None:
             self.problem("orders", "missing section")
@@ -1211,3 +1210,287 @@ def _read_sku_map(text: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
         else:
             table[cells[0]] = cells[1]
     return problems, table
+
+
+
+# --- [shipments]: the warehouse's shipment confirmation files -----------------------------------
+#
+#     [shipments]
+#     format = "csv"                  # csv | xlsx | xml
+#     encoding = "cp1252"             # csv: utf-8 (a BOM is dropped) | cp1252 | utf-16
+#     delimiter = ";"                 # csv: one character, "\t" for tab
+#     header = true                   # csv, xlsx: false → columns are 1-based positions
+#     sheet = "Shipments"             # xlsx: "" or absent = the first sheet
+#     record = "Shipments/Shipment/Package/Item"   # xml: the element that makes one row
+#     timezone = "Europe/Berlin"      # the zone of the ship dates in the file
+#     date_format = "%d.%m.%Y %H:%M"  # strftime; without a time the date counts as the day
+#     unknown_carrier = "other"       # other: sent as "Other" with the warehouse's name | reject
+#     marker = "{name}.ok"            # optional: the WMS writes this file when NAME is complete
+#     result_delimiter = ";"          # of the result files the bridge writes back
+#
+#     [shipments.columns]             # header names (or positions, or xml paths) of:
+#     order_id = "Auftragsnummer"     # required
+#     sku = "Artikelnummer"           # exactly one of sku | order_item_id
+#     quantity = "Menge"              # required
+#     carrier = "Versandart"          # required
+#     shipping_method = "Produkt"     # optional
+#     tracking_number = "Sendungsnummer"   # required
+#     ship_date = "Versanddatum"      # required
+#
+#     [shipments.carriers]            # the warehouse's carrier names → Amazon's carrier codes
+#     DHL_PAKET = { code = "DHL", method = "DHL Paket" }
+#     UPS = "UPS"
+#     HERMES = { code = "Other", name = "Hermes Germany" }
+#
+# A carrier value the table lacks is used as it is when it is one of Amazon's codes (case is
+# corrected), else sent as "Other" with the value as carrierName, or rejected (unknown_carrier).
+
+SHIPMENT_FORMATS = ("csv", "xlsx", "xml")
+SHIPMENT_ENCODINGS = ("utf-8", "cp1252", "utf-16")
+SHIPMENT_FIELDS = ("order_id", "sku", "order_item_id", "quantity", "carrier", "shipping_method",
+                   "tracking_number", "ship_date")
+_REQUIRED_FIELDS = ("order_id", "quantity", "carrier", "tracking_number", "ship_date")
+UNKNOWN_CARRIER = ("other", "reject")
+_SHIPMENT_KEYS = {"format", "timezone", "date_format", "unknown_carrier", "marker",
+                  "result_delimiter", "columns", "carriers"}
+_SHIPMENT_FORMAT_KEYS = {"csv": {"encoding", "delimiter", "header"}, "xlsx": {"sheet", "header"},
+                         "xml": {"record"}}
+_TIME_DIRECTIVES = frozenset("HIMSpXcTRrf")
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """What Amazon is told about a carrier: one of its codes; a name when the code is Other."""
+
+    code: str
+    name: str = ""
+    method: str = ""  # the shipping method sent when the file gives none
+
+
+@dataclass(frozen=True)
+class ShipmentLayout:
+    format: str
+    columns: tuple[tuple[str, str], ...]  # field → header name, position ("3") or xml path
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    header: bool = True
+    sheet: str = ""
+    record: str = ""
+    timezone: str = "UTC"
+    date_format: str = "%Y-%m-%d %H:%M:%S"
+    carriers: tuple[tuple[str, Carrier], ...] = ()
+    unknown_carrier: str = "other"
+    marker: str = ""
+    result_delimiter: str = ","
+
+    def column(self, field: str) -> str | None:
+        return dict(self.columns).get(field)
+
+    @property
+    def item_field(self) -> str:
+        """How rows name the item shipped: "sku" or "order_item_id"."""
+        return "sku" if self.column("sku") is not None else "order_item_id"
+
+    @property
+    def date_only(self) -> bool:
+        return not any(d in _TIME_DIRECTIVES for d in _DIRECTIVE.findall(self.date_format))
+
+    @property
+    def table(self):
+        """The reader's view of the layout (bridge.formats.readers.TableSpec)."""
+        from bridge.formats.readers import TableSpec
+
+        return TableSpec(format=self.format, fields=tuple(dict.fromkeys(c for _, c in self.columns)),
+                         encoding=self.encoding, delimiter=self.delimiter, header=self.header,
+                         sheet=self.sheet, record=self.record)
+
+
+def amazon_carrier_codes() -> frozenset[str]:
+    """Amazon's carrier codes, from the list the package carries (bridge/data/carrier_codes.txt)."""
+    return _carrier_codes()
+
+
+@functools.cache
+def _carrier_codes() -> frozenset[str]:
+    text = (Path(__file__).resolve().parent / "data" / "carrier_codes.txt").read_text("utf-8")
+    return frozenset(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.startswith("#"))
+
+
+class _ShipmentsChecker(_Checker):
+    """[shipments] → ShipmentLayout, every problem as `file: shipments.key: why`."""
+
+    def section(self, data: Any) -> ShipmentLayout | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            self.problem("shipments", "must be a table")
+            return None
+        bad = len(self.problems)
+        fmt = self.value(data, "shipments.format", str, None)
+        if fmt is None or fmt not in SHIPMENT_FORMATS:
+            self.problem("shipments.format", f"{'missing' if fmt is None and 'format' not in data else f'unknown value {fmt!r}'}"
+                                             f" (one of: {', '.join(SHIPMENT_FORMATS)})")
+            fmt = None
+        else:
+            allowed = _SHIPMENT_KEYS | _SHIPMENT_FORMAT_KEYS[fmt]
+            every = _SHIPMENT_KEYS.union(*_SHIPMENT_FORMAT_KEYS.values())
+            for key in sorted(set(data) - allowed):
+                self.problem(f"shipments.{key}", f"not used by format '{fmt}'" if key in every
+                             else f"unknown key (known: {', '.join(sorted(allowed))})")
+        options: dict[str, Any] = {
+            "encoding": self.pick(data, "encoding", SHIPMENT_ENCODINGS, "utf-8"),
+            "delimiter": self.one_character(data, "delimiter", ","),
+            "header": self.boolean(data, "shipments.header", True),
+            "sheet": self.text(data, "shipments.sheet", ""),
+            "timezone": self.zone(data),
+            "date_format": self.date_format(data),
+            "unknown_carrier": self.pick(data, "unknown_carrier", UNKNOWN_CARRIER, "other"),
+            "marker": self.marker(data),
+            "result_delimiter": self.one_character(data, "result_delimiter", ","),
+        }
+        record = self.text(data, "shipments.record", "")
+        if fmt == "xml":
+            record = self.record(record)
+        columns = self.shipment_columns(data.get("columns"), fmt, options["header"])
+        if fmt == "xml" and record:
+            for name, path in columns:
+                if len(path.split("/")) > 1 and path.split("/").count("..") > len(record.split("/")) - 2:
+                    self.problem(f"shipments.columns.{name}", f"{path!r} climbs to the document "
+                                 "element or above; fields may refer to ancestors below it")
+        carriers = self.carriers(data.get("carriers", {}))
+        if fmt is None or len(self.problems) > bad or None in options.values():
+            return None
+        return ShipmentLayout(format=fmt, columns=columns, record=record or "",
+                              carriers=carriers, **options)
+
+    def pick(self, data: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str | None:
+        value = self.text(data, f"shipments.{key}", default)
+        if value is not None and value not in allowed:
+            self.problem(f"shipments.{key}", f"unknown value {value!r} (one of: {', '.join(allowed)})")
+            return None
+        return value
+
+    def one_character(self, data: dict[str, Any], key: str, default: str) -> str | None:
+        value = self.text(data, f"shipments.{key}", default)
+        if value is not None and (len(value) != 1 or value in "\"\r\n"):
+            self.problem(f"shipments.{key}", f"must be one character other than a quote or newline, not {value!r}")
+            return None
+        return value
+
+    def zone(self, data: dict[str, Any]) -> str | None:
+        name = self.text(data, "shipments.timezone", "UTC")
+        try:
+            ZoneInfo(name or "")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem("shipments.timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
+            return None
+        return name
+
+    def date_format(self, data: dict[str, Any]) -> str | None:
+        fmt = self.text(data, "shipments.date_format", "%Y-%m-%d %H:%M:%S")
+        if fmt is None:
+            return None
+        sample = datetime(2026, 11, 20, 16, 45, 30)
+        try:
+            parsed = datetime.strptime(sample.strftime(fmt), fmt)
+        except ValueError:
+            parsed = None
+        if "%" not in fmt or parsed is None or parsed.date() != sample.date():
+            self.problem("shipments.date_format", f"{fmt!r} cannot read back a date it writes "
+                         "(use strftime directives, e.g. '%d.%m.%Y %H:%M')")
+            return None
+        return fmt
+
+    def marker(self, data: dict[str, Any]) -> str | None:
+        marker = self.text(data, "shipments.marker", "")
+        if marker and (not marker.startswith(("{name}", "{stem}")) or marker in ("{name}", "{stem}")
+                       or _UNSAFE_NAME.search(marker)):
+            self.problem("shipments.marker", f"{marker!r} must be {{name}} or {{stem}} followed by a "
+                         "suffix, e.g. \"{name}.ok\" or \"{stem}.done\"")
+            return None
+        return marker
+
+    def record(self, record: str | None) -> str | None:
+        names = (record or "").split("/")
+        if len(names) < 2 or not all(_XML_NAME.match(n) for n in names):
+            self.problem("shipments.record", f"{record!r} must be the path of the element that makes "
+                         "one row, from the document element: e.g. 'Shipments/Shipment'")
+            return None
+        return record
+
+    def shipment_columns(self, items: Any, fmt: str | None, header: bool | None) -> tuple[tuple[str, str], ...]:
+        if not isinstance(items, dict) or not items:
+            self.problem("shipments.columns", "missing: add a [shipments.columns] table naming where "
+                         f"{', '.join(_REQUIRED_FIELDS)} and sku or order_item_id are")
+            return ()
+        for key in sorted(set(items) - set(SHIPMENT_FIELDS)):
+            self.problem(f"shipments.columns.{key}", f"unknown field (known: {', '.join(SHIPMENT_FIELDS)})")
+        for key in _REQUIRED_FIELDS:
+            if key not in items:
+                self.problem(f"shipments.columns.{key}", "missing")
+        if ("sku" in items) == ("order_item_id" in items):
+            self.problem("shipments.columns", "needs exactly one of sku (the seller SKU) or order_item_id "
+                         "(Amazon's order item id) to say which item a row ships")
+        columns = []
+        for field_name in SHIPMENT_FIELDS:
+            if field_name not in items:
+                continue
+            where = f"shipments.columns.{field_name}"
+            value = items[field_name]
+            if header is False and fmt != "xml":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    self.problem(where, f"must be a column position (1, 2, ...) when header = false, not {value!r}")
+                    continue
+                value = str(value)
+            elif not isinstance(value, str) or not value.strip():
+                self.problem(where, f"must be the {'element path' if fmt == 'xml' else 'header'} "
+                             f"of the column, not {value!r}")
+                continue
+            elif fmt == "xml" and not _is_field_path(value):
+                self.problem(where, f"{value!r} is not a path like 'TrackingNumber', '@sku', "
+                             "'Quantity/Value' or '../@tracking'")
+                continue
+            columns.append((field_name, value))
+        return tuple(columns)
+
+    def carriers(self, table: Any) -> tuple[tuple[str, Carrier], ...]:
+        if not isinstance(table, dict):
+            self.problem("shipments.carriers", "must be a table of warehouse name = Amazon carrier code")
+            return ()
+        codes = amazon_carrier_codes()
+        result = []
+        for name, entry in table.items():
+            where = f"shipments.carriers.{name}"
+            if isinstance(entry, str):
+                entry = {"code": entry}
+            if not isinstance(entry, dict) or set(entry) - {"code", "name", "method"} or \
+                    not all(isinstance(v, str) for v in entry.values()):
+                self.problem(where, "must be an Amazon carrier code, or { code = \"...\", name = \"...\", "
+                             "method = \"...\" } with strings")
+                continue
+            code = entry.get("code", "")
+            if code not in codes:
+                near = [c for c in sorted(codes) if c.casefold() == code.casefold()]
+                hint = f" (did you mean {near[0]!r}?)" if near else " (see bridge/data/carrier_codes.txt)"
+                self.problem(f"{where}.code" if "name" in entry or "method" in entry else where,
+                             f"{code!r} is not one of Amazon's carrier codes{hint}")
+                continue
+            if code == "Other" and not entry.get("name", "").strip():
+                self.problem(where, "code \"Other\" needs the carrier's name: { code = \"Other\", name = \"...\" }")
+                continue
+            result.append((str(name), Carrier(code, entry.get("name", ""), entry.get("method", ""))))
+        return tuple(result)
+
+
+def _is_field_path(path: str) -> bool:
+    parts = path.split("/")
+    while parts and parts[0] == "..":
+        parts.pop(0)
+    if not parts:
+        return False
+    last, _, attribute = parts[-1].partition("@")
+    names = parts[:-1] + ([last] if last else [])
+    if "@" in parts[-1] and not _XML_NAME.match(attribute):
+        return False
+    return all(_XML_NAME.match(n) for n in names) and (bool(names) or bool(attribute))

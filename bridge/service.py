@@ -18,7 +18,8 @@ from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
 from bridge.errors import BridgeError, FixTheSetup
 from bridge.flows.orders import BOOKMARK, OrdersFlow, RunReport
-from bridge.ledger import FileStatus, Ledger, OrderStatus
+from bridge.flows.shipments import FLOW as SHIPMENTS_FLOW, ShipmentsFlow
+from bridge.ledger import FileStatus, Ledger, OrderStatus, PackageStatus
 from bridge.records import iso_z, one_line
 from bridge.sealing import Sealer
 from bridge.state import state_lock
@@ -58,6 +59,7 @@ class Service:
     ledger: Ledger
     amazon: AmazonOrders
     orders: OrdersFlow
+    shipments: ShipmentsFlow | None = None
     writable: bool = True  # holds the state lock: may keep backups and the state marker
 
     def run_orders(self, now: datetime) -> RunReport:
@@ -91,9 +93,34 @@ def open_service(
         try:
             amazon = AmazonOrders(settings.amazon, sleep=sleep)
             flow = OrdersFlow(settings, ledger, amazon, **flow_options)
-            yield Service(settings, ledger, amazon, flow, writable=exclusive)
+            service = Service(settings, ledger, amazon, flow, writable=exclusive)
+            service.shipments = shipments_flow(settings, ledger, sleep=sleep, **flow_options)
+            yield service
         finally:
             ledger.close()
+
+
+def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float], None] = time.sleep,
+                   **flow_options: Any) -> ShipmentsFlow:
+    from bridge.edges.amazon_shipments import AmazonShipments
+
+    options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
+    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
+
+
+def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
+    """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
+    ship-by first; confirmation files in progress and the latest answered with errors."""
+    if ledger is None:
+        return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
+                "files_in_progress": [], "files_in_error": []}
+    files = ledger.inbound_report(SHIPMENTS_FLOW)
+    return {
+        "packages": ledger.shipment_counts(),
+        "unconfirmed": ledger.unconfirmed_orders(),
+        "files_in_progress": files["in_progress"],
+        "files_in_error": files["errors"],
+    }
 
 
 def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
@@ -106,7 +133,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "window_end": None, "behind_seconds": None, "late": False,
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
-            "state_event": None,
+            "state_event": None, "shipments": shipments_status(None),
         }
     problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
@@ -131,6 +158,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "attention": ledger.attention(),
             "state": problem,  # why a run would refuse this state folder, if it would
             "state_event": _last_confirmation(ledger),
+            "shipments": shipments_status(ledger),
         }
     finally:
         ledger.close()

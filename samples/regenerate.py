@@ -64,8 +64,8 @@ def main(argv: list[str]) -> None:
     for name, files in golden_files().items():
         folder = SAMPLES / name
         folder.mkdir(exist_ok=True)
-        for old in folder.iterdir():
-            if old.is_file():  # subfolders (stock/) hold other flows' golden files
+        for old in folder.iterdir():  # the order files; shipments/ holds regenerate_shipments.py's
+            if old.is_file():
                 old.unlink()
         for file_name, data in files.items():
             (folder / file_name).write_bytes(data)

@@ -71,6 +71,17 @@ marketplaces = {_toml(MARKETPLACES)}
     return path
 
 
+def write_mapping(path: Path, text: str) -> Path:
+    """A mapping file written for a test, with the shipped mappings' side files (SKU maps)
+    beside it, since a mapping names them relative to its own folder."""
+    path.write_text(text, encoding="utf-8")
+    for side_file in MAPPINGS.glob("*.csv"):
+        target = path.parent / side_file.name
+        if not target.exists():
+            target.write_bytes(side_file.read_bytes())
+    return path
+
+
 def sftp_warehouse(name: str, mapping: str, sshd, folder: Path, **extra) -> dict:
     return {
         "name": name,

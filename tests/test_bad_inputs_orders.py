@@ -47,7 +47,7 @@ from bridge.mapping import load_mapping
 from bridge.records import Address, Line, Order
 from bridge.sandbox.spapi import load_seed
 from bridge.sandbox.spapi_orders import items_v0, to_v0
-from harness import MAPPINGS, REPO, SAMPLES, SECRETS, Bridge, load, sftp_warehouse, write_config
+from harness import MAPPINGS, REPO, SAMPLES, SECRETS, Bridge, load, sftp_warehouse, write_config, write_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "bridge" / "demo_data" / "sandbox-orders.json"
@@ -204,7 +204,7 @@ def test_formula_guard_quote_sends_the_text_with_a_leading_quote_and_off_sends_i
     cells = {}
     for guard in ("quote", "off"):
         path = tmp_path / f"{guard}.toml"
-        path.write_text(text.replace('delimiter = ";"', f'delimiter = ";"\nformula_guard = "{guard}"'), encoding="utf-8")
+        write_mapping(path, text.replace('delimiter = ";"', f'delimiter = ";"\nformula_guard = "{guard}"', 1))
         result = render_orders(load_mapping(path).orders, [order(name="=1+1", title="-Kanne")], RUN_TIME)
         row = result.files[0].data.decode("cp1252").splitlines()[1].split(";")
         cells[guard] = (row[5], row[15])

@@ -35,7 +35,7 @@ def test_preview_writes_the_golden_files_byte_for_byte_each_mode_0600(capsys, tm
 
     assert status == 0
     written = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    assert written == {p.name: p.read_bytes() for p in (SAMPLES / mapping).iterdir()}
+    assert written == {p.name: p.read_bytes() for p in (SAMPLES / mapping).iterdir() if p.is_file()}
     for path in (tmp_path / "out").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
@@ -47,7 +47,7 @@ def test_preview_prints_each_file_with_its_orders_and_size_and_writes_nothing_wi
     status, out, err = preview(capsys, "--mapping", str(MAPPINGS / "globex-xml.toml"),
                                "--orders", str(SAMPLES / "orders.json"), "--now", RUN_TIME)
 
-    golden = next((SAMPLES / "globex-xml").iterdir())
+    golden = next(p for p in (SAMPLES / "globex-xml").iterdir() if p.is_file())
     assert status == 0 and err == ""
     assert (f"  would write {golden.name} ({golden.stat().st_size} bytes) orders=111-0000001-0000001,"
             "111-0000002-0000002,111-0000005-0000005,203-0000004-0000004,302-0000003-0000003") in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class Drop(Protocol):
         """Regular files directly in `folder`, sorted by name (no folders, no links to folders)."""
 
     def read_bytes(self, path: str) -> bytes: ...
+
+    def read_into(self, path: str, stream) -> int:
+        """Copy `path` into a binary stream without holding it in memory; returns its size."""
 
     def remove(self, path: str) -> None: ...
 
@@ -143,6 +147,13 @@ class FolderDrop:
     def remove(self, path: str) -> None:
         with _translated(path, ""):
             os.unlink(self._path(path))
+
+    def read_into(self, path: str, stream) -> int:
+        """Copy `path` into the binary `stream`; returns the bytes copied."""
+        with _translated(path, ""):
+            with open(self._path(path), "rb") as source:
+                shutil.copyfileobj(source, stream, 1 << 20)
+                return source.tell()
 
     def makedirs(self, folder: str) -> None:
         with _translated(folder, ""):

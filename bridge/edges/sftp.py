@@ -178,6 +178,16 @@ class SftpDrop:
     def remove(self, path: str) -> None:
         self._run(f"remove {path}", lambda sftp: sftp.remove(path), retry=False)
 
+    def read_into(self, path: str, stream) -> int:
+        """Copy `path` into the binary `stream` (rewound and truncated on each try), without
+        holding the whole file in memory; returns the bytes copied."""
+        def read(sftp: paramiko.SFTPClient) -> int:
+            stream.seek(0)
+            stream.truncate()
+            return sftp.getfo(path, stream, prefetch=True)
+
+        return self._run(f"read {path}", read)
+
     def makedirs(self, folder: str) -> None:
         def makedirs(sftp: paramiko.SFTPClient, path: str = folder) -> None:
             attrs = _stat_or_none(sftp, path)

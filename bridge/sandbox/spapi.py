@@ -743,6 +743,12 @@ def _json_body(body: bytes) -> dict:
     return doc
 
 
+def _carrier_codes() -> frozenset[str]:
+    from bridge.mapping import amazon_carrier_codes
+
+    return amazon_carrier_codes()
+
+
 def _confirm_detail(request: dict) -> dict:
     """Check a ConfirmShipmentRequest (ordersV0.json) and return its packageDetail."""
     if not isinstance(request.get("marketplaceId"), str) or not request["marketplaceId"]:
@@ -756,6 +762,12 @@ def _confirm_detail(request: dict) -> dict:
     ref = detail["packageReferenceId"]
     if not ref.isdigit() or int(ref) <= 0:
         raise InvalidInput("packageDetail.packageReferenceId must be a positive number")
+    if detail["carrierCode"] not in _carrier_codes():
+        raise InvalidInput(f"packageDetail.carrierCode {detail['carrierCode']!r} is not a valid "
+                           f"carrier code; use Other with a carrierName")
+    if detail["carrierCode"] == "Other" and not (
+            isinstance(detail.get("carrierName"), str) and detail["carrierName"].strip()):
+        raise InvalidInput("packageDetail.carrierName is required when carrierCode is Other")
     so.parse_iso("packageDetail.shipDate", detail["shipDate"])
     lines = detail.get("orderItems")
     if not isinstance(lines, list) or not lines:

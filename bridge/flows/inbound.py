@@ -1,0 +1,388 @@
+"""Inbound files, shared by the shipments and stock flows: taken exactly once, never early,
+always answered.
+
+A *source* is one folder files arrive in: a warehouse's SFTP folder or a local folder staff
+drop files into. Inside it the pipeline keeps processing/, archive/, error/ and results/
+(created if missing). The flow that owns the files supplies a `Handler`: how to check their
+completeness, read them into the ledger, tell when their work is final, and word the result.
+
+`collect` (steps 1-4) and `answer` (step 5), each safe to interrupt at any line:
+1. resume   files in processing/ the ledger knows continue where they were; files it does not
+            know (claimed just before a crash) are taken as new;
+2. list     skip temporary names and files still waiting for their marker; a file is settled
+            when its size and mtime stayed the same across two listings `stable` apart (or a
+            watch saw its writer close it);
+3. claim    rename it into processing/ (two pollers never both get it), copy it to the spool,
+            check it is complete (an unfinished file goes back, and to error/ after a limit),
+            record it (name, size, SHA-256; same content as an earlier file: a duplicate);
+4. read     the handler records its rows (one transaction), or why the file is unreadable;
+5. answer   once the handler says its work is final: results/<stem>.result.csv (temporary
+            name, then rename), the file moved from processing/ to archive/ or error/, done.
+The remote copy is touched again (step 5) only after the ledger holds the file (step 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Callable, Protocol, Sequence
+
+from bridge.config import Settings, WarehouseSettings
+from bridge.edges.folders import Drop, FolderDrop, RemoteFile
+from bridge.edges.sftp import SftpDrop
+from bridge.errors import BadFile, BridgeError, FileExistsInDrop, FixTheSetup, RemotePathMissing
+from bridge.formats.inbound import (
+    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_file, result_name,
+    safe_name, settled)
+from bridge.formats.readers import TableSpec
+from bridge.ledger import InboundOutcome, InboundSource, InboundStatus, Ledger, StoredInbound
+from bridge.records import iso_z, parse_iso
+
+log = logging.getLogger("bridge.inbound")
+
+SUBFOLDERS = ("processing", "archive", "error", "results")
+RESULT_TEMP = ".part"
+
+
+class Checkpoint(Protocol):
+    def __call__(self, step: str) -> None: ...
+
+
+class Handler(Protocol):
+    """What a flow (shipments, stock) tells the pipeline about its files."""
+
+    flow: str  # the ledger's name for the flow: "shipments", "stock"
+    header: Sequence[str]  # the result file's columns
+
+    def spec(self, warehouse: WarehouseSettings) -> TableSpec:
+        """How the warehouse's files are laid out (for the completeness check)."""
+
+    def marker(self, warehouse: WarehouseSettings) -> str:
+        """The marker file template the WMS writes when a file is complete, or ""."""
+
+    def result_delimiter(self, warehouse: WarehouseSettings) -> str: ...
+
+    def read(self, warehouse: WarehouseSettings, file: StoredInbound, stream: IO[bytes],
+             now: datetime) -> None:
+        """Record the file's rows in the ledger in one transaction (moving it to parsed), or
+        raise BadFile for a file that cannot be read. RetryLater leaves it to the next run."""
+
+    def ready(self, file: StoredInbound) -> bool:
+        """Whether everything the file asked for has its final answer."""
+
+    def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
+        """The file's outcome and its result lines, from the ledger."""
+
+
+@dataclass(frozen=True)
+class Source:
+    warehouse: WarehouseSettings
+    kind: InboundSource
+    folder: str  # in the drop: an absolute remote path, or "/" for a local folder
+    open: Callable[[], Drop]
+
+    @property
+    def label(self) -> str:
+        return f"{self.warehouse.name} {self.kind.value}:{self.folder}"
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.folder.rstrip("/"), *parts]) if self.folder != "/" else "/" + "/".join(parts)
+
+
+@dataclass
+class InboundReport:
+    taken: int = 0
+    duplicates: int = 0
+    settling: int = 0  # seen, not yet settled: a second listing `stable` later takes them
+    incomplete: int = 0
+    unreadable: int = 0
+    answered: int = 0
+    errors: list[str] = field(default_factory=list)
+    needs_a_person: bool = False
+
+
+def sources(settings: Settings, *, remote: bool = True, local: bool = True,
+            warehouses: set[str] | None = None,
+            open_drop: Callable[[WarehouseSettings], Drop] | None = None,
+            folder: Callable[[WarehouseSettings], tuple[str | None, Path | None]] | None = None) -> list[Source]:
+    """The folders inbound files of one flow arrive in; `folder` gives a warehouse's (remote,
+    local) folders for that flow (default: its shipment folders)."""
+    folder = folder or (lambda w: (w.shipments_folder, w.local_shipments_folder))
+    open_drop = open_drop or (lambda w: SftpDrop(w.sftp))
+    found = []
+    for warehouse in settings.warehouses:
+        if warehouses is not None and warehouse.name not in warehouses:
+            continue
+        remote_folder, local_folder = folder(warehouse)
+        if remote and remote_folder:
+            found.append(Source(warehouse, InboundSource.SFTP, remote_folder,
+                                lambda w=warehouse: open_drop(w)))
+        if local and local_folder:
+            found.append(Source(warehouse, InboundSource.LOCAL, "/",
+                                lambda p=local_folder: _local_drop(p)))
+    return found
+
+
+def _local_drop(folder: Path) -> FolderDrop:
+    folder.mkdir(parents=True, exist_ok=True)
+    return FolderDrop(folder)
+
+
+class InboundPipeline:
+    def __init__(self, settings: Settings, ledger: Ledger, handler: Handler, *, rules=None,
+                 checkpoint: Checkpoint | None = None, should_stop: Callable[[], bool] | None = None):
+        """`rules`: stable, incomplete_limit and ignore for this flow's files (default: the
+        [shipments] settings)."""
+        self.settings = settings
+        self.ledger = ledger
+        self.handler = handler
+        self.rules = rules or settings.shipments
+        self.checkpoint = checkpoint or (lambda step: None)
+        self.should_stop = should_stop or (lambda: False)
+
+    # --- 1-4: collect ------------------------------------------------------------------------
+
+    def collect(self, source: Source, now: datetime, report: InboundReport,
+                finished: set[str] | None = None) -> None:
+        """Take every complete new file of `source` into the ledger and read it. `finished`:
+        names a watch saw closed or moved in (settled without waiting)."""
+        self._run(source, report, lambda drop: self._collect(drop, source, now, report, finished or set()))
+
+    def _collect(self, drop: Drop, source: Source, now: datetime, report: InboundReport,
+                 finished: set[str]) -> None:
+        listing = drop.listdir(source.folder)  # a missing folder is a setup error, not created
+        for sub in SUBFOLDERS:
+            drop.makedirs(source.path(sub))
+        self._resume(drop, source, now, report)
+        names = {entry.name for entry in listing}
+        marker = self.handler.marker(source.warehouse)
+        before = self.ledger.sightings(self.handler.flow, source.warehouse.name, source.kind)
+        seen: dict[str, dict] = {}
+        for entry in listing:
+            if self.should_stop():
+                seen.update({n: s for n, s in before.items() if n in names and n not in seen})
+                break
+            if ignored(entry.name, self.rules.ignore, marker):
+                continue
+            if marker and marker_name(entry.name, marker) not in names:
+                continue  # the WMS has not said it is complete yet
+            sighting = self._consider(drop, source, entry, before.get(entry.name), now, report,
+                                      entry.name in finished, marker)
+            if sighting is not None:
+                seen[entry.name] = sighting
+        self.ledger.save_sightings(self.handler.flow, source.warehouse.name, source.kind, seen)
+
+    def _consider(self, drop: Drop, source: Source, entry: RemoteFile, before: dict | None,
+                  now: datetime, report: InboundReport, closed: bool, marker: str) -> dict | None:
+        """Claim `entry` if it is settled and complete; return what to remember of it if not."""
+        previous = Sighting(before["size"], before["mtime"], parse_iso(before["since"])) if before else None
+        ok, sighting = settled(previous, entry.size, entry.mtime, now, self.rules.stable)
+        remembered = {"size": sighting.size, "mtime": sighting.mtime, "since": iso_z(sighting.since)}
+        unchanged = previous is not None and previous == sighting
+        incomplete_since = before.get("incomplete_since") if before and unchanged else None
+        limit_passed = incomplete_since is not None and \
+            now - parse_iso(incomplete_since) >= self.rules.incomplete_limit
+        if incomplete_since and not limit_passed:
+            report.incomplete += 1
+            return {**remembered, "incomplete_since": incomplete_since,
+                    "incomplete_reason": before.get("incomplete_reason", "")}
+        if not (ok or closed or limit_passed):
+            report.settling += 1
+            return remembered
+        if not self._claim(drop, source, entry.name):
+            return None
+        if marker:
+            self._remove_quietly(drop, source.path(marker_name(entry.name, marker)))
+        give_up = before.get("incomplete_reason") if limit_passed and before else None
+        why = self._take(drop, source, entry.name, now, report, give_up=give_up)
+        if why is None:
+            return None
+        report.incomplete += 1
+        return {**remembered, "incomplete_since": incomplete_since or iso_z(now), "incomplete_reason": why}
+
+    def _claim(self, drop: Drop, source: Source, name: str) -> bool:
+        try:
+            drop.rename(source.path(name), source.path("processing", name))
+        except RemotePathMissing:
+            return False  # taken by someone else, or removed, since the listing
+        except FileExistsInDrop:
+            log.warning("not claimed source=%s name=%r: a file of that name is still in processing/",
+                        source.label, name)
+            return False
+        self.checkpoint("claimed")
+        return True
+
+    def _resume(self, drop: Drop, source: Source, now: datetime, report: InboundReport) -> None:
+        known = {f.name: f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name, source.kind)}
+        for entry in drop.listdir(source.path("processing")):
+            if self.should_stop():
+                return
+            stored = known.get(entry.name)
+            if stored is None:
+                # Claimed just before a crash: taken as new (an unfinished one goes back).
+                self._take(drop, source, entry.name, now, report)
+            elif stored.status == InboundStatus.RECEIVED:
+                self._read(source, stored, now, report)
+
+    def _take(self, drop: Drop, source: Source, name: str, now: datetime, report: InboundReport,
+              give_up: str | None = None) -> str | None:
+        """Copy a claimed file to the spool, check it, record it and read it. Returns why it is
+        incomplete (it is then back in the folder), or None when it is in the ledger."""
+        flow, warehouse = self.handler.flow, source.warehouse.name
+        folder = self.settings.inbound_dir / flow / warehouse
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
+            try:
+                drop.read_into(source.path("processing", name), temporary)
+                temporary.flush()
+                os.fsync(temporary.fileno())
+                temporary.seek(0)
+                digest, size = _sha256(temporary)
+                why = self._incomplete(source, temporary)
+            except BaseException:
+                Path(temporary.name).unlink(missing_ok=True)
+                raise
+        if why is None:
+            give_up = None  # complete after all
+        elif give_up is None:
+            Path(temporary.name).unlink(missing_ok=True)
+            self._put_back(drop, source, name)
+            log.info("incomplete, left for later source=%s name=%r why=%s", source.label, name, why)
+            return why
+        spool = f"{flow}/{warehouse}/{digest}"
+        os.replace(temporary.name, self.settings.inbound_dir / spool)
+        self.checkpoint("spooled")
+        stored = self.ledger.record_inbound(flow, warehouse, source.kind, name, size, digest, spool,
+                                            safe_name(name), now)
+        self.checkpoint("recorded")
+        report.taken += 1
+        odd = name_problem(name)
+        log.info("taken source=%s name=%r as=%s size=%d sha256=%s%s", source.label, name,
+                 stored.safe_name, size, digest[:12], f" ({odd})" if odd else "")
+        if give_up is not None:
+            self.ledger.file_failed(stored.id, f"the file stayed incomplete for "
+                                    f"{_minutes(self.rules.incomplete_limit)}: {why}", now)
+            report.unreadable += 1
+            return None
+        self._read(source, stored, now, report)
+        return None
+
+    def _incomplete(self, source: Source, stream: IO[bytes]) -> str | None:
+        try:
+            return incomplete_reason(stream, self.handler.spec(source.warehouse))
+        except BadFile:
+            return None  # complete, but unreadable: `read` says why, and the file is answered
+
+    def _put_back(self, drop: Drop, source: Source, name: str) -> None:
+        try:
+            drop.rename(source.path("processing", name), source.path(name))
+        except FileExistsInDrop:
+            log.warning("incomplete file stays in processing/ source=%s name=%r: a new file of "
+                        "that name arrived", source.label, name)
+
+    def _read(self, source: Source, stored: StoredInbound, now: datetime, report: InboundReport) -> None:
+        if stored.duplicate_of is not None:
+            self.ledger.file_parsed(stored.id, now)
+            report.duplicates += 1
+            return
+        path = self.settings.inbound_dir / stored.spool_path
+        try:
+            with open(path, "rb") as stream:
+                self.handler.read(source.warehouse, stored, stream, now)
+        except FileNotFoundError:
+            self.ledger.file_failed(stored.id, "its copy in the bridge's spool is missing; drop the file again", now)
+            report.unreadable += 1
+        except BadFile as problem:
+            self.ledger.file_failed(stored.id, str(problem), now)
+            report.unreadable += 1
+            log.warning("unreadable source=%s name=%r: %s", source.label, stored.name, problem)
+        self.checkpoint("read")
+
+    # --- 5: answer ---------------------------------------------------------------------------
+
+    def answer(self, source: Source, now: datetime, report: InboundReport) -> None:
+        """Answer every parsed file of `source` whose work is final."""
+        files = [f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name, source.kind)
+                 if f.status == InboundStatus.PARSED and self.handler.ready(f)]
+        if files:
+            self._run(source, report, lambda drop: self._answer_all(drop, source, files, now, report))
+
+    def _answer_all(self, drop: Drop, source: Source, files: list[StoredInbound], now: datetime,
+                    report: InboundReport) -> None:
+        for stored in files:
+            if self.should_stop():
+                return
+            self._answer(drop, source, stored, now)
+            report.answered += 1
+
+    def _answer(self, drop: Drop, source: Source, stored: StoredInbound, now: datetime) -> None:
+        outcome, lines = self.handler.answer(stored)
+        result = source.path("results", result_name(stored.safe_name))
+        if not drop.exists(result):
+            data = result_file(self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+            drop.put_bytes(data, result + RESULT_TEMP)
+            self.checkpoint("result_uploaded")
+            drop.rename(result + RESULT_TEMP, result)
+        self.checkpoint("result_renamed")
+        target = source.path(outcome.value, stored.safe_name)
+        try:
+            drop.rename(source.path("processing", stored.name), target)
+        except RemotePathMissing:
+            if not drop.exists(target):
+                log.warning("answered file was no longer in processing/ source=%s name=%r",
+                            source.label, stored.name)
+        self.checkpoint("moved")
+        self.ledger.finish_inbound(stored.id, outcome, now)
+        log.info("answered source=%s name=%r outcome=%s result=%s", source.label, stored.name,
+                 outcome.value, result_name(stored.safe_name))
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _run(self, source: Source, report: InboundReport, work: Callable[[Drop], None]) -> None:
+        """One source's work; its failure is reported and never stops the other sources."""
+        try:
+            with source.open() as drop:
+                work(drop)
+        except BridgeError as problem:
+            report.errors.append(f"{source.label}: {problem}")
+            report.needs_a_person |= isinstance(problem, FixTheSetup)
+            log.error("inbound source=%s failed: %s", source.label, problem)
+
+    def _remove_quietly(self, drop: Drop, path: str) -> None:
+        try:
+            drop.remove(path)
+        except BridgeError as problem:
+            log.warning("marker not removed path=%s: %s", path, problem)
+
+    def purge(self, now: datetime) -> int:
+        """Delete spool copies of files answered more than retention.spool_days ago."""
+        old = self.ledger.inbound_spool_to_delete(now - timedelta(days=self.settings.retention.spool_days))
+        for stored in old:
+            self.ledger.mark_inbound_spool_deleted(stored.id, now)
+        in_use = self.ledger.inbound_spool_in_use()
+        for stored in old:
+            if stored.spool_path not in in_use:
+                (self.settings.inbound_dir / stored.spool_path).unlink(missing_ok=True)
+        for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
+            leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
+        return len(old)
+
+
+def _sha256(stream: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    stream.seek(0)
+    return digest.hexdigest(), size
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"

@@ -1,0 +1,316 @@
+"""Shipments up: the warehouses' confirmation files become confirmShipment calls, exactly once.
+
+One run, in order, each step safe to interrupt at any line (the file steps are the inbound
+pipeline's, shared with the stock flow: see bridge/flows/inbound.py):
+1. collect  every SFTP and local folder: claim settled, complete files, spool, record, read.
+            Reading a file checks every row against the ledger's orders and records its rows
+            and packages in one transaction (a package per order and tracking number);
+2. send     each waiting package: marked sent, then confirmShipment with its ledger id as the
+            packageReferenceId, then marked confirmed or rejected (Amazon's words). A crash
+            between the call and the mark re-sends the same id, which edits that package on
+            Amazon rather than adding one; a 429/5xx leaves it waiting for the next run;
+3. answer   files whose packages all have Amazon's answer get their result file and move to
+            archive/ (every row accepted) or error/;
+4. note     delivered orders' ship-by dates for `status` (which reads no sealed data);
+5. purge    spool copies past retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Callable, Sequence
+
+from bridge.config import Settings, WarehouseSettings
+from bridge.edges.amazon_shipments import AmazonShipments
+from bridge.edges.folders import Drop
+from bridge.errors import AmazonRejected, BadFile, BridgeError, FixTheSetup, RetryLater
+from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Source, sources
+from bridge.formats.readers import TableSpec, read_rows
+from bridge.formats.shipments import (
+    ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage,
+    confirm_request, parse_rows, plan)
+from bridge.ledger import (
+    InboundOutcome, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound, StoredPackage)
+from bridge.records import iso_z
+
+log = logging.getLogger("bridge.shipments")
+FLOW = "shipments"
+
+
+@dataclass
+class ShipmentsReport:
+    inbound: InboundReport = field(default_factory=InboundReport)
+    confirmed: int = 0
+    rejected: int = 0
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+    needs_a_person: bool = False
+
+    def summary(self) -> str:
+        files = self.inbound
+        return (f"shipments files={files.taken} duplicates={files.duplicates} unreadable={files.unreadable}"
+                f" incomplete={files.incomplete} settling={files.settling} answered={files.answered}"
+                f" confirmed={self.confirmed} rejected={self.rejected} waiting={self.waiting}"
+                f" errors={len(self.errors) + len(files.errors)}")
+
+    @property
+    def all_errors(self) -> list[str]:
+        return self.inbound.errors + self.errors
+
+
+class ShipmentFiles:
+    """The inbound pipeline's handler for confirmation files."""
+
+    flow = FLOW
+    header = RESULT_HEADER
+
+    def __init__(self, ledger: Ledger, facts: Callable[[str], OrderFacts | None]):
+        self.ledger = ledger
+        self.facts = facts
+
+    def spec(self, warehouse: WarehouseSettings) -> TableSpec:
+        return warehouse.mapping.shipments.table
+
+    def marker(self, warehouse: WarehouseSettings) -> str:
+        return warehouse.mapping.shipments.marker
+
+    def result_delimiter(self, warehouse: WarehouseSettings) -> str:
+        return warehouse.mapping.shipments.result_delimiter
+
+    def read(self, warehouse: WarehouseSettings, file: StoredInbound, stream: IO[bytes],
+             now: datetime) -> None:
+        result = read_plan(stream, warehouse, self.facts, now)
+        if not result.lines:
+            raise BadFile("the file has no rows (only a header, or nothing)")
+        self.ledger.record_shipments(file.id, plan_rows(result), package_records(result, warehouse), now)
+        for order_id in sorted({line.order_id for line in result.lines
+                                if "was cancelled on Amazon" in result.outcomes.get(line.row, ("", ""))[1]}):
+            log.warning("shipped after Amazon cancelled it warehouse=%s order_id=%s file=%r: tell the "
+                        "seller, the parcel may need recalling",
+                        warehouse.name, order_id, file.safe_name)
+        counts = {r: sum(1 for o in result.outcomes.values() if o[0] == r) for r in (REJECTED, DUPLICATE)}
+        log.info("read warehouse=%s file=%r rows=%d packages=%d rejected=%d duplicate=%d",
+                 warehouse.name, file.safe_name, len(result.lines), len(result.packages),
+                 counts[REJECTED], counts[DUPLICATE])
+
+    def ready(self, file: StoredInbound) -> bool:
+        return file.id not in self.ledger.files_waiting_for_packages(FLOW)
+
+    def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
+        if file.reason:
+            return InboundOutcome.ERROR, [("", REJECTED, "", "", "", "", file.reason)]
+        if file.duplicate_of is not None:
+            first = self.ledger.inbound(file.duplicate_of)
+            why = f"already processed on {first.received_at[:10]} as {first.safe_name}"
+            rows = self.ledger.shipment_rows(first.id)
+            lines = [(str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"], why)
+                     for r in rows] or [("", DUPLICATE, "", "", "", "", why)]
+            return InboundOutcome.ARCHIVE, lines
+        lines = [_row_line(row) for row in self.ledger.shipment_rows(file.id)]
+        ok = all(line[1] != REJECTED for line in lines)
+        return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), lines
+
+
+def read_plan(stream: IO[bytes], warehouse: WarehouseSettings,
+              facts: Callable[[str], OrderFacts | None], now: datetime) -> Plan:
+    layout = warehouse.mapping.shipments
+    lines = parse_rows(read_rows(stream, layout.table), layout)
+    return plan(lines, facts, warehouse.name, now, zone=layout.timezone)
+
+
+def plan_rows(result: Plan) -> list[tuple]:
+    rows = []
+    for line in result.lines:
+        outcome = result.outcomes.get(line.row)
+        index = result.package_rows.get(line.row)
+        kind, message = outcome if outcome else (ACCEPTED, "")
+        rows.append((line.row, kind, line.order_id, line.item, line.quantity_text, line.tracking,
+                     message, index))
+    return rows
+
+
+def package_records(result: Plan, warehouse: WarehouseSettings) -> list[dict]:
+    return [{"warehouse": warehouse.name, "order_id": p.order_id, "marketplace_id": p.marketplace_id,
+             "tracking_number": p.tracking, "carrier_code": p.carrier.code, "carrier_name": p.carrier.name,
+             "shipping_method": p.method, "ship_date": iso_z(p.ship_date), "items": list(p.items)}
+            for p in result.packages]
+
+
+def _row_line(row: dict) -> tuple[str, ...]:
+    result, message = row["result"], row["message"]
+    if result == RowResult.ACCEPTED:
+        if row["package_status"] == PackageStatus.CONFIRMED:
+            message = f"confirmed on Amazon as package {row['package_id']}"
+        else:
+            result, message = REJECTED, f"Amazon refused package {row['package_id']}: {row['package_message']}"
+    return (str(row["row"]), result, row["order_id"], row["item"], row["quantity"], row["tracking"], message)
+
+
+def request_for(package: StoredPackage) -> dict:
+    """The ConfirmShipmentRequest of a package as recorded: the same bytes on every re-send."""
+    from bridge.mapping import Carrier
+
+    planned = PlannedPackage(
+        order_id=package.order_id, marketplace_id=package.marketplace_id,
+        tracking=package.tracking_number,
+        carrier=Carrier(package.carrier_code, package.carrier_name), method=package.shipping_method,
+        ship_date=package.ship_date, items=package.items, rows=())
+    return confirm_request(planned, package.id)
+
+
+class ShipmentsFlow:
+    def __init__(self, settings: Settings, ledger: Ledger, amazon: AmazonShipments, *,
+                 open_drop: Callable[[WarehouseSettings], Drop] | None = None,
+                 checkpoint: Checkpoint | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.ledger = ledger
+        self.amazon = amazon
+        self.open_drop = open_drop
+        self.checkpoint = checkpoint or (lambda step: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.sleep = sleep
+        self.files = ShipmentFiles(ledger, self.order_facts)
+        self.pipeline = InboundPipeline(settings, ledger, self.files, checkpoint=self.checkpoint,
+                                        should_stop=self.should_stop)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sources())
+
+    def sources(self, *, remote: bool = True, local: bool = True,
+                warehouses: set[str] | None = None) -> list[Source]:
+        return sources(self.settings, remote=remote, local=local, warehouses=warehouses,
+                       open_drop=self.open_drop)
+
+    # --- a run ---------------------------------------------------------------------------------
+
+    def run(self, now: datetime, *, remote: bool = True, local: bool = True,
+            finished: dict[str, set[str]] | None = None, settle: bool = False) -> ShipmentsReport:
+        """One pass. `finished`: per warehouse, local names a watch saw completed. `settle`:
+        files seen for the first time are listed again `stable_seconds` later in the same run
+        (for `fbm-bridge shipments process`, which a person runs once)."""
+        report = ShipmentsReport()
+        chosen = self.sources(remote=remote, local=local)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("collect", lambda: self._collect(chosen, now, report, finished or {})),
+        ]
+        if settle:
+            steps.append(("settle", lambda: self._settle(chosen, now, report)))
+        steps += [("send", lambda: self.send(now, report)),
+                  ("answer", lambda: self._answer(chosen, now, report)),
+                  ("note", lambda: self.ledger.refresh_shipment_due()),
+                  ("purge", lambda: self.pipeline.purge(now))]
+        for name, step in steps:
+            if self.should_stop():
+                log.info("stop requested: run ends before step=%s", name)
+                break
+            try:
+                step()
+            except BridgeError as problem:
+                report.errors.append(f"{name}: {problem}")
+                report.needs_a_person |= isinstance(problem, FixTheSetup)
+                level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
+                log.log(level, "step=%s failed: %s", name, problem)
+            except Exception as problem:  # a bug: say where, go on with the other steps
+                where = traceback.extract_tb(problem.__traceback__)[-1]
+                what = f"unexpected {type(problem).__name__} at {Path(where.filename).name}:{where.lineno}"
+                report.errors.append(f"{name}: {what}")
+                report.needs_a_person = True
+                log.error("step=%s failed: %s (please report this as a bug)", name, what)
+        report.needs_a_person |= report.inbound.needs_a_person
+        report.waiting = len(self.ledger.packages_waiting())
+        log.info(report.summary())
+        return report
+
+    def _collect(self, chosen: list[Source], now: datetime, report: ShipmentsReport,
+                 finished: dict[str, set[str]]) -> None:
+        for source in chosen:
+            if self.should_stop():
+                return
+            names = finished.get(source.warehouse.name, set()) if source.kind == "local" else set()
+            self.pipeline.collect(source, now, report.inbound, names)
+
+    def _settle(self, chosen: list[Source], now: datetime, report: ShipmentsReport) -> None:
+        if not report.inbound.settling:
+            return
+        wait = self.settings.shipments.stable
+        log.info("waiting %ds for %d file(s) to settle", wait.total_seconds(), report.inbound.settling)
+        self.sleep(wait.total_seconds())
+        report.inbound.settling = 0
+        self._collect(chosen, now + wait, report, {})
+
+    def _answer(self, chosen: list[Source], now: datetime, report: ShipmentsReport) -> None:
+        for source in chosen:
+            if self.should_stop():
+                return
+            self.pipeline.answer(source, now, report.inbound)
+
+    # --- 2. send -------------------------------------------------------------------------------
+
+    def send(self, now: datetime, report: ShipmentsReport) -> None:
+        """confirmShipment for every waiting package, oldest first. Amazon unavailable or
+        throttled for long: the rest wait for the next run, in the same order."""
+        if self.settings.shipments.send != "confirmShipment":
+            raise FixTheSetup("shipments.send = \"feed\": the order fulfillment feed is not "
+                              "wired yet; use \"confirmShipment\"")
+        for package in self.ledger.packages_waiting():
+            if self.should_stop():
+                return
+            self.ledger.mark_package_sent(package.id, now)
+            self.checkpoint("marked_sent")
+            try:
+                self.amazon.confirm(package.order_id, request_for(package))
+            except AmazonRejected as problem:
+                self.checkpoint("answered")
+                self.ledger.mark_package_rejected(package.id, str(problem), now)
+                report.rejected += 1
+                log.warning("package rejected by Amazon id=%d order_id=%s: %s", package.id,
+                            package.order_id, problem)
+                continue
+            self.checkpoint("answered")
+            self.ledger.mark_package_confirmed(package.id, now)
+            self.checkpoint("confirmed")
+            report.confirmed += 1
+            log.info("package confirmed id=%d order_id=%s items=%d", package.id, package.order_id,
+                     sum(units for _, units in package.items))
+
+    # --- what a row is checked against ---------------------------------------------------------
+
+    def order_facts(self, order_id: str) -> OrderFacts | None:
+        stored = self.ledger.order_for_shipment(order_id)
+        packages = self.ledger.order_packages(order_id)
+        shipped: dict[str, int] = {}
+        for package in packages:
+            for item_id, units in package["items"]:
+                shipped[item_id] = shipped.get(item_id, 0) + units
+        known = tuple(KnownPackage(p["id"], p["tracking_number"], p["items"], p["file"], p["row"] or 0,
+                                   p["at"], p["status"]) for p in packages)
+        if stored is not None:
+            amazon_status = self.ledger.order_amazon_status(order_id)
+            order = stored.order
+            return OrderFacts(order_id, order.marketplace_id, order.purchase_date, order.lines,
+                              stored.warehouse, stored.status.value,
+                              cancelled=amazon_status == "CANCELLED",
+                              shipped=tuple(shipped.items()), packages=known)
+        if not self.settings.shipments.lookup_unknown_orders:
+            return None
+        order = self.amazon.order(order_id)
+        if order is None:
+            return None
+        return OrderFacts(order_id, order.marketplace_id, order.purchase_date, order.lines, None,
+                          OrderStatus.DELIVERED.value, cancelled=order.status == "CANCELLED",
+                          shipped=tuple(shipped.items()), packages=known)
+
+    # --- dry run -------------------------------------------------------------------------------
+
+    def replay(self, path: Path, warehouse: WarehouseSettings, now: datetime) -> Plan:
+        """What a file would do, computed from the ledger; nothing sent or recorded."""
+        with open(path, "rb") as stream:
+            return read_plan(stream, warehouse, self.order_facts, now)

@@ -1,0 +1,158 @@
+"""Pure rules for inbound files (shipment confirmations, stock files): which names to take,
+when a file is complete, what its archive and result files are called, and the result file's
+bytes. The shipments and stock flows share them through `bridge.flows.inbound`.
+
+Nothing here trusts a file name: names are only compared and turned into safe names; they are
+never joined into a local path.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import IO, Iterable, Sequence
+
+from bridge.errors import BadFile, IncompleteFile
+from bridge.formats.readers import TableSpec, checked_start, xml_elements
+from bridge.formats.tables import write_csv
+
+DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
+MAX_NAME = 120  # characters kept of an inbound name in the names the bridge makes from it
+RESULT_SUFFIX = ".result.csv"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+def ignored(name: str, patterns: Sequence[str], marker: str = "") -> bool:
+    """Temporary names (`*.tmp`, `*.part`, dot files by default) and marker files are never
+    taken: a writer is still busy with them, or they only signal another file."""
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+        return True
+    return bool(marker) and _is_marker(name, marker)
+
+
+def marker_name(name: str, marker: str) -> str:
+    """The marker file the WMS writes once `name` is complete: `{name}` and `{stem}` in the
+    mapping's template, e.g. "{name}.ok" or "{stem}.done"."""
+    return marker.format(name=name, stem=PurePosixPath(name).stem)
+
+
+def _is_marker(name: str, marker: str) -> bool:
+    suffix = marker.replace("{name}", "").replace("{stem}", "")
+    return bool(suffix) and name.endswith(suffix) and marker.startswith(("{name}", "{stem}"))
+
+
+def safe_name(name: str) -> str:
+    """A name the bridge can use for archive, error and result files: letters, digits, '.',
+    '_', '-' and spaces; no '..', no leading dot, at most MAX_NAME characters (the extension
+    kept). Odd names are not refused: the file is handled, under this name."""
+    cleaned = _UNSAFE.sub("_", name).replace("..", "_").strip(" .") or "unnamed"
+    if len(cleaned) > MAX_NAME:
+        path = PurePosixPath(cleaned)
+        suffix = path.suffix if len(path.suffix) <= 10 else ""
+        cleaned = cleaned[: MAX_NAME - len(suffix)].rstrip(" .") + suffix
+    return cleaned
+
+
+def result_name(name: str) -> str:
+    return f"{PurePosixPath(name).stem}{RESULT_SUFFIX}"
+
+
+def name_problem(name: str) -> str:
+    """Why a listed name is odd enough to mention in the result, or ""."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "its name has control characters"
+    if ".." in name or "/" in name or "\\" in name:
+        return "its name has '..', '/' or '\\'"
+    if len(name) > MAX_NAME:
+        return f"its name is {len(name)} characters long"
+    return ""
+
+
+# --- never early ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sighting:
+    """What a poll saw of a file, and since when it has looked like that."""
+
+    size: int
+    mtime: float
+    since: datetime
+
+
+def settled(previous: Sighting | None, size: int, mtime: float, now: datetime,
+            stable_after: timedelta) -> tuple[bool, Sighting]:
+    """Whether a file has kept its size and modification time across two polls at least
+    `stable_after` apart, and the sighting to remember for the next poll."""
+    if previous is None or (previous.size, previous.mtime) != (size, mtime):
+        return False, Sighting(size, mtime, now)
+    return now - previous.since >= stable_after, previous
+
+
+def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
+    """Why the file looks unfinished, or None when it is complete.
+
+    csv: not empty and ends with a line break; xlsx: a zip whose central directory is there;
+    xml: parses to the end of its document element. Raises BadFile for a file that is
+    complete but can never be read (broken XML, a DOCTYPE, a byte order mark that contradicts
+    the encoding), so it is answered at once.
+    """
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    try:
+        if size == 0:
+            return "the file is empty"
+        if spec.format == "csv":
+            checked_start(stream, spec.encoding)  # a contradicting byte order mark: BadFile now
+            return _csv_incomplete(stream, size, spec.encoding)
+        if spec.format == "xlsx":
+            return _xlsx_incomplete(stream)
+        for _ in xml_elements(stream, tags=set()):  # parsed to the end, nothing kept
+            pass
+        return None
+    except IncompleteFile as problem:
+        return str(problem)
+    finally:
+        stream.seek(0)
+
+
+def _csv_incomplete(stream: IO[bytes], size: int, encoding: str) -> str | None:
+    width = 2 if encoding == "utf-16" else 1
+    stream.seek(max(0, size - width))
+    tail = stream.read(width)
+    if encoding == "utf-16":
+        stream.seek(0)
+        big_endian = stream.read(2) == codecs.BOM_UTF16_BE
+        ends = tail in ((b"\x00\n", b"\x00\r") if big_endian else (b"\n\x00", b"\r\x00"))
+    else:
+        ends = tail in (b"\n", b"\r")
+    return None if ends else "the last line has no line break (the file may still be written)"
+
+
+def _xlsx_incomplete(stream: IO[bytes]) -> str | None:
+    try:
+        with zipfile.ZipFile(stream) as workbook:
+            names = set(workbook.namelist())
+    except zipfile.BadZipFile:
+        return "not a complete XLSX workbook (its zip directory is missing)"
+    if "xl/workbook.xml" not in names:
+        raise BadFile("a zip file but not an XLSX workbook (no xl/workbook.xml)")
+    return None
+
+
+# --- answering ------------------------------------------------------------------------------------
+
+def result_file(header: Sequence[str], lines: Iterable[Sequence[str]],
+                delimiter: str = ",") -> bytes:
+    """The result file a warehouse clerk opens in Excel: UTF-8 with a byte order mark, CRLF,
+    one line per input row under the flow's `header`."""
+    return write_csv(lines, header=header, delimiter=delimiter, encoding="utf-8-sig",
+                     unencodable="replace")

@@ -1,0 +1,409 @@
+"""Shipment confirmation rows → checked packages → confirmShipment requests. Pure.
+
+1. `parse_rows` turns the reader's rows into `ShipmentLine`s: typed values, or the problems that
+   make a row unusable, each worded for a warehouse clerk and naming the file's column.
+2. `plan` groups lines into packages (one per order and tracking number) and checks each
+   against what the ledger knows of its order (`OrderFacts`): the bridge sent it to this
+   warehouse, the item is in the order, the quantity is not above what is unshipped, the ship
+   date is neither in the future nor before the order. A bad row rejects its package, never
+   the file; the other packages go.
+3. `confirm_request` is the exact ConfirmShipmentRequest body Amazon receives.
+
+Time is a parameter: `plan(..., now)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Callable, Iterable, Iterator, Sequence
+from zoneinfo import ZoneInfo
+
+from bridge.formats.readers import Row
+from bridge.mapping import Carrier, ShipmentLayout, amazon_carrier_codes
+from bridge.records import Line, iso_z, utc
+
+ACCEPTED, REJECTED, DUPLICATE = "accepted", "rejected", "duplicate"
+RESULT_HEADER = ("row", "result", "order", "item", "quantity", "tracking", "message")
+_ORDER_ID = re.compile(r"\d{3}-\d{7}-\d{7}\Z")
+_TRACKING = re.compile(r"[A-Za-z0-9-]+\Z")
+_EXPONENT = re.compile(r"\d(?:[.,]\d+)?E\+?\d+\Z", re.IGNORECASE)
+_DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
+_HUMAN = {"d": "DD", "m": "MM", "Y": "YYYY", "y": "YY", "H": "hh", "I": "hh", "M": "mm",
+          "S": "ss", "p": "AM/PM", "b": "Mon", "B": "Month", "z": "+hhmm", "f": "ffffff"}
+MIN_TRACKING, MAX_TRACKING = 5, 40
+
+
+@dataclass(frozen=True)
+class ShipmentLine:
+    """One row of a confirmation file, read and typed; `problems` empty when usable."""
+
+    row: int
+    order_id: str
+    item: str  # the SKU or order item id, as the file gives it
+    quantity_text: str
+    tracking: str
+    by: str = "sku"  # what `item` is: "sku" or "order_item_id"
+    quantity: int = 0
+    carrier: Carrier | None = None
+    method: str = ""
+    ship_date: datetime | None = None  # aware UTC; for date-only formats: local midnight
+    ship_day: date | None = None  # the local day, for date-only formats
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KnownPackage:
+    """A package the ledger already holds for an order (accepted, sent or confirmed)."""
+
+    id: int
+    tracking: str
+    items: tuple[tuple[str, int], ...]  # (order item id, quantity), sorted
+    file: str
+    row: int
+    at: str  # when its file was received, ISO 8601
+    status: str
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """What the ledger (or Amazon) knows of an order a confirmation row names."""
+
+    order_id: str
+    marketplace_id: str
+    purchase_date: datetime
+    lines: tuple[Line, ...]
+    warehouse: str | None  # the warehouse it was delivered to; None when looked up on Amazon
+    status: str = "delivered"  # the ledger's status
+    cancelled: bool = False  # Amazon cancelled it (after it was delivered)
+    shipped: tuple[tuple[str, int], ...] = ()  # order item id → units already in packages
+    packages: tuple[KnownPackage, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedPackage:
+    order_id: str
+    marketplace_id: str
+    tracking: str
+    carrier: Carrier
+    method: str
+    ship_date: datetime
+    items: tuple[tuple[str, int], ...]  # (order item id, quantity), in row order
+    rows: tuple[int, ...]
+
+
+@dataclass
+class Plan:
+    """Packages to send, and what each row's result line says when it is not one of them."""
+
+    packages: list[PlannedPackage] = field(default_factory=list)
+    outcomes: dict[int, tuple[str, str]] = field(default_factory=dict)  # row → (result, message)
+    lines: list[ShipmentLine] = field(default_factory=list)
+    package_rows: dict[int, int] = field(default_factory=dict)  # row → index in packages
+
+
+# --- 1. rows --------------------------------------------------------------------------------------
+
+def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[ShipmentLine]:
+    """Typed lines, streamed; a row's problems name the file's column and the value."""
+    column = dict(layout.columns)
+    item_field = layout.item_field
+    carriers = _carrier_lookup(layout)
+    zone = ZoneInfo(layout.timezone)
+    date_only = layout.date_only
+    dates: dict[str, tuple] = {}  # a file repeats its timestamps: parse each once
+    for number, values, problem in rows:
+        text = {name: values.get(col, "") for name, col in column.items()}
+        problems = [problem] if problem else []
+        order_id = text["order_id"]
+        item = text[item_field]
+        line = dict(row=number, order_id=order_id, item=item, quantity_text=text["quantity"],
+                    tracking=text["tracking_number"], by=item_field)
+        if not problem:
+            problems += _order_id_problems(order_id, column["order_id"])
+            if not item:
+                problems.append(f"{column[item_field]}: empty")
+            quantity, why = _quantity(text["quantity"], column["quantity"])
+            problems += why
+            carrier, why = _carrier(text["carrier"], column["carrier"], carriers, layout)
+            problems += why
+            problems += _tracking_problems(text["tracking_number"], column["tracking_number"])
+            stamp = text["ship_date"]
+            if stamp not in dates:
+                if len(dates) > 10_000:
+                    dates.clear()
+                dates[stamp] = _ship_date(stamp, column["ship_date"], layout, zone, date_only)
+            shipped, day, why = dates[stamp]
+            problems += why
+            method = text.get("shipping_method", "") or (carrier.method if carrier else "")
+            line.update(quantity=quantity, carrier=carrier, method=method, ship_date=shipped,
+                        ship_day=day)
+        yield ShipmentLine(**line, problems=tuple(problems))
+
+
+def _order_id_problems(order_id: str, label: str) -> list[str]:
+    if not order_id:
+        return [f"{label}: empty"]
+    if not _ORDER_ID.match(order_id):
+        return [f"{label}: {order_id!r} is not an Amazon order id (like 123-1234567-1234567)"]
+    return []
+
+
+def _quantity(text: str, label: str) -> tuple[int, list[str]]:
+    if not text:
+        return 0, [f"{label}: empty"]
+    if not text.isdigit():
+        return 0, [f"{label}: {text!r} is not a whole number of units"]
+    if int(text) < 1:
+        return 0, [f"{label}: {text!r} must be at least 1"]
+    return int(text), []
+
+
+def _carrier_lookup(layout: ShipmentLayout) -> dict[str, Carrier]:
+    """The mapping's table first, then Amazon's codes; both matched ignoring case."""
+    lookup = {code.casefold(): Carrier(code) for code in amazon_carrier_codes()}
+    lookup.update((name.casefold(), carrier) for name, carrier in layout.carriers)
+    lookup.update(layout.carriers)
+    return lookup
+
+
+def _carrier(text: str, label: str, carriers: dict[str, Carrier],
+             layout: ShipmentLayout) -> tuple[Carrier | None, list[str]]:
+    if not text:
+        return None, [f"{label}: empty (Amazon needs the carrier)"]
+    found = carriers.get(text) or carriers.get(text.casefold())
+    if found is not None:
+        return found, []
+    if layout.unknown_carrier == "other":
+        return Carrier("Other", name=text), []
+    return None, [f"{label}: {text!r} is neither in the mapping's carrier table nor one of "
+                  f"Amazon's carrier codes"]
+
+
+def _tracking_problems(text: str, label: str) -> list[str]:
+    if not text:
+        return [f"{label}: empty"]
+    if _EXPONENT.match(text):
+        return [f"{label}: {text!r} is a number Excel shortened and its digits are lost: format "
+                "the column as text and export the file again"]
+    if not _TRACKING.match(text):
+        return [f"{label}: {text!r} has characters other than letters, digits and '-'"]
+    if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
+        return [f"{label}: {text!r} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
+                "characters)"]
+    return []
+
+
+def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
+               date_only: bool) -> tuple[datetime | None, date | None, list[str]]:
+    if not text:
+        return None, None, [f"{label}: empty"]
+    local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
+    if local is None:
+        return None, None, [f"{label}: {text!r} is not a date like "
+                            f"{human_format(layout.date_format)}"]
+    if date_only:
+        local = datetime.combine(local.date(), time())
+        return utc(local.replace(tzinfo=zone)), local.date(), []
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=zone)
+    return utc(local), None, []
+
+
+def _parse_local(text: str, fmt: str, iso: bool) -> datetime | None:
+    """The mapping's format; in a workbook also ISO 8601, which is how a date cell reads."""
+    try:
+        return datetime.strptime(text, fmt)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text) if iso else None
+    except ValueError:
+        return None
+
+
+def human_format(fmt: str) -> str:
+    """'%d.%m.%Y %H:%M' → 'DD.MM.YYYY hh:mm', for messages a clerk reads."""
+    return _DIRECTIVE.sub(lambda m: _HUMAN.get(m.group(1), m.group(0)), fmt).replace("%%", "%")
+
+
+# --- 2. packages ----------------------------------------------------------------------------------
+
+def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None],
+         warehouse: str, now: datetime, *, zone: str = "UTC") -> Plan:
+    """Group lines into packages by order and tracking number and check each package."""
+    result = Plan()
+    groups: dict[tuple[str, str], list[ShipmentLine]] = {}
+    for line in lines:
+        result.lines.append(line)
+        groups.setdefault((line.order_id, line.tracking), []).append(line)
+    claimed: dict[str, dict[str, int]] = {}  # order → item → units planned in this file
+    known: dict[str, OrderFacts | None] = {}
+    for (order_id, tracking), group in groups.items():
+        if order_id not in known and not any(line.problems for line in group):
+            known[order_id] = facts(order_id)
+        verdict = _check(group, known.get(order_id), warehouse, now, ZoneInfo(zone),
+                         claimed.setdefault(order_id, {}))
+        if isinstance(verdict, PlannedPackage):
+            index = len(result.packages)
+            result.packages.append(verdict)
+            for item_id, units in verdict.items:
+                claimed[order_id][item_id] = claimed[order_id].get(item_id, 0) + units
+            result.package_rows.update((line.row, index) for line in group)
+        else:
+            result.outcomes.update(verdict)
+    return result
+
+
+def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
+           zone: ZoneInfo, claimed: dict[str, int]) -> PlannedPackage | dict[int, tuple[str, str]]:
+    bad = {line.row: " / ".join(line.problems) for line in group if line.problems}
+    if bad:
+        return _reject_package(group, bad)
+    first = group[0]
+    problem = _order_problem(first.order_id, facts, warehouse)
+    if problem:
+        return {line.row: (REJECTED, problem) for line in group}
+    assert facts is not None
+    disagree = _disagreement(group)
+    if disagree:
+        return {line.row: (REJECTED, disagree) for line in group}
+    known = next((k for k in facts.packages if k.tracking == first.tracking), None)
+    shipped = dict(facts.shipped)
+    for item_id, units in known.items if known else ():
+        shipped[item_id] = shipped.get(item_id, 0) - units  # as if that package were not there
+    items, bad = _items(group, facts.lines, shipped, claimed)
+    if bad:
+        return _reject_package(group, bad)
+    if known is not None:
+        if tuple(sorted(items.items())) == known.items:
+            state = "already confirmed on Amazon" if known.status == "confirmed" else "already taken"
+            why = f"{state} as package {known.id} from {known.file} row {known.row} on {known.at[:10]}"
+            return {line.row: (DUPLICATE, why) for line in group}
+        why = (f"tracking number {first.tracking} of order {first.order_id} was already sent to "
+               f"Amazon with other items ({known.file} row {known.row}); correct it in Seller "
+               "Central")
+        return {line.row: (REJECTED, why) for line in group}
+    bad = {line.row: why for line in group if (why := _date_problem(line, facts, now, zone))}
+    if bad:
+        return _reject_package(group, bad)
+    return PlannedPackage(
+        order_id=first.order_id, marketplace_id=facts.marketplace_id, tracking=first.tracking,
+        carrier=first.carrier, method=first.method,
+        ship_date=_ship_instant(first, facts), items=tuple(items.items()),
+        rows=tuple(line.row for line in group))
+
+
+def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int, tuple[str, str]]:
+    """The rows at fault say why; their package's other rows say which row stopped them."""
+    culprits = ", ".join(str(row) for row in sorted(bad))
+    plural = "s" if len(bad) > 1 else ""
+    return {line.row: (REJECTED, bad.get(line.row) or
+                       f"row{plural} {culprits} of the same package (order {line.order_id}, "
+                       f"tracking {line.tracking}) rejected")
+            for line in group}
+
+
+def _order_problem(order_id: str, facts: OrderFacts | None, warehouse: str) -> str:
+    if facts is None:
+        return f"order {order_id} was not sent to {warehouse} by the bridge"
+    if facts.warehouse is not None and facts.warehouse != warehouse:
+        return f"order {order_id} was sent to warehouse {facts.warehouse}, not {warehouse}"
+    if facts.cancelled:
+        return (f"order {order_id} was cancelled on Amazon after it was sent to {warehouse}, "
+                "it should not have shipped: tell the seller")
+    if facts.status != "delivered":
+        return f"order {order_id} has not been sent to {warehouse} yet (it is {facts.status})"
+    return ""
+
+
+def _disagreement(group: list[ShipmentLine]) -> str:
+    for name, value in (("carrier", lambda l: l.carrier), ("shipping method", lambda l: l.method),
+                        ("ship date", lambda l: l.ship_date)):
+        values = {value(line) for line in group}
+        if len(values) > 1:
+            rows = ", ".join(str(line.row) for line in group)
+            return (f"rows {rows} are one package (order {group[0].order_id}, tracking "
+                    f"{group[0].tracking}) but give different {name}s")
+    return ""
+
+
+def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str, int],
+           claimed: dict[str, int]) -> tuple[dict[str, int], dict[int, str]]:
+    """Each row's units on the order's items (by order item id, or by SKU: spread over the
+    order's lines with that SKU), never above what is unshipped."""
+    left = {line.order_item_id: line.quantity - shipped.get(line.order_item_id, 0)
+            - claimed.get(line.order_item_id, 0) for line in lines}
+    items: dict[str, int] = {}
+    bad: dict[int, str] = {}
+    for row in group:
+        matching = [line for line in lines
+                    if (line.sku if row.by == "sku" else line.order_item_id) == row.item]
+        what = f"{'SKU' if row.by == 'sku' else 'order item'} {row.item}"
+        if not matching:
+            bad[row.row] = f"{what} is not in order {row.order_id}"
+            continue
+        available = sum(max(0, left[line.order_item_id]) for line in matching)
+        if row.quantity > available:
+            bad[row.row] = (f"quantity {row.quantity} of {what} is more than the {available} "
+                            f"still unshipped in order {row.order_id}")
+            continue
+        wanted = row.quantity
+        for line in matching:
+            take = min(wanted, max(0, left[line.order_item_id]))
+            if take:
+                left[line.order_item_id] -= take
+                items[line.order_item_id] = items.get(line.order_item_id, 0) + take
+                wanted -= take
+    return items, bad
+
+
+def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: ZoneInfo) -> str:
+    assert line.ship_date is not None
+    if line.ship_day is not None:
+        if line.ship_day > now.astimezone(zone).date():
+            return f"ship date {line.ship_day.isoformat()} is in the future"
+        if line.ship_day < facts.purchase_date.astimezone(zone).date():
+            return (f"ship date {line.ship_day.isoformat()} is before the order was placed "
+                    f"({facts.purchase_date.astimezone(zone).date().isoformat()})")
+        return ""
+    if line.ship_date > now:
+        return f"ship date {iso_z(line.ship_date)} is in the future"
+    if line.ship_date < facts.purchase_date:
+        return (f"ship date {iso_z(line.ship_date)} is before the order was placed "
+                f"({iso_z(facts.purchase_date)})")
+    return ""
+
+
+def _ship_instant(line: ShipmentLine, facts: OrderFacts) -> datetime:
+    """A date-only ship date becomes the start of that local day, or the order time when the
+    order was placed that same day: Amazon refuses a ship date before the order."""
+    assert line.ship_date is not None
+    return max(line.ship_date, facts.purchase_date) if line.ship_day else line.ship_date
+
+
+# --- 3. Amazon's request --------------------------------------------------------------------------
+
+def confirm_request(package: PlannedPackage, package_reference_id: int) -> dict:
+    """The ConfirmShipmentRequest (ordersV0.json) for one package. The reference id is the
+    ledger's: re-sending it after a crash edits this package instead of adding another."""
+    detail: dict = {"packageReferenceId": str(package_reference_id), "carrierCode": package.carrier.code}
+    if package.carrier.code == "Other":
+        detail["carrierName"] = package.carrier.name
+    if package.method:
+        detail["shippingMethod"] = package.method
+    detail.update(trackingNumber=package.tracking, shipDate=iso_z(package.ship_date),
+                  orderItems=[{"orderItemId": item_id, "quantity": units} for item_id, units in package.items])
+    return {"marketplaceId": package.marketplace_id, "packageDetail": detail}
+
+
+def result_line(line: ShipmentLine, result: str, message: str) -> tuple[str, ...]:
+    """One line of the result file, in RESULT_HEADER's order."""
+    return (str(line.row), result, line.order_id, line.item, line.quantity_text, line.tracking,
+            message)
+
+
+def summary(results: Sequence[str]) -> str:
+    counts = {name: sum(r == name for r in results) for name in (ACCEPTED, REJECTED, DUPLICATE)}
+    return " ".join(f"{name}={count}" for name, count in counts.items())

@@ -1,0 +1,243 @@
+"""Bad confirmation files: every case answered with the exact line a warehouse clerk reads in
+its result file, the file moved to archive/ or error/, and the service still running.
+
+Each case runs the real path: the file is dropped in the warehouse's SFTP folder on OpenSSH,
+taken by the bridge, checked against the orders it delivered, confirmed on the SP-API sandbox
+where it can be. The orders are delivered once per module and the state copied per case.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sp_api.auth.access_token_client as token_cache
+from openpyxl import Workbook
+
+from bridge.sandbox.spapi import SpApiSandbox, load_seed
+from harness import MAPPINGS, SEED, load, write_mapping
+from shipping import SHIP_TIME, Shipper, files, make_config
+
+HEADER = "Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum"
+GOOD = "302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45"
+CONFIRMED = "2;accepted;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;confirmed on Amazon as package 1"
+LIMIT = 10  # shipments.incomplete_limit_minutes in these tests
+
+
+def csv(*rows: str, header: str = HEADER, end: str = "\r\n", encoding: str = "cp1252") -> bytes:
+    return "".join(line + end for line in (header, *rows)).encode(encoding)
+
+
+def row(order="302-0000003-0000003", sku="KAN-GLAS-1L", qty="1", carrier="DHL_PAKET",
+        tracking="00340434161094042557", date="20.11.2026 16:45") -> str:
+    return ";".join((order, sku, qty, carrier, tracking, date))
+
+
+def rejected(message: str, order="302-0000003-0000003", sku="KAN-GLAS-1L", qty="1",
+             tracking="00340434161094042557", number=2) -> str:
+    return ";".join((str(number), "rejected", order, sku, qty, tracking, message))
+
+
+def whole_file(message: str, delimiter: str = ";") -> str:
+    return delimiter.join(("", "rejected", "", "", "", "", message))
+
+
+def workbook(*rows, truncate: bool = False) -> bytes:
+    book = Workbook()
+    book.active.title = "Shipped"
+    book.active.append(["Order ID", "Order Item ID", "Qty Shipped", "Carrier", "Service", "Tracking #", "Ship Date"])
+    for line in rows:
+        book.active.append(list(line))
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()[:-300] if truncate else out.getvalue()
+
+
+GLOBEX = """<?xml version="1.0" encoding="UTF-8"?>
+{doctype}<ShipConfirmations>
+  <Shipment orderId="111-0000001-0000001">
+    <Package trackingNumber="1Z999AA10123456784">
+      <Carrier>{carrier}</Carrier><Service>UPS Ground</Service><ShippedAt>2026-11-20T16:40:00Z</ShippedAt>
+      <Item><OrderItemId>50000001000001</OrderItemId><Quantity>2</Quantity></Item>
+    </Package>
+  </Shipment>
+</ShipConfirmations>
+"""
+BOMB = """<!DOCTYPE ShipConfirmations [<!ENTITY a "aaaaaaaaaaaaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>
+"""
+EXTERNAL = """<!DOCTYPE ShipConfirmations [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+"""
+DOCTYPE_REFUSED = ("the XML document has a DOCTYPE; files with DTDs or entities are refused (no "
+                   "entity is ever expanded or fetched)")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    data: bytes
+    lines: list[str]  # the result file's lines after its header
+    folder: str = "error"  # where the file ends: archive or error
+    name: str = "VERSAND.csv"
+    mapping: str = "acme-csv"
+    late: bool = False  # answered only once incomplete_limit_minutes have passed
+
+    @property
+    def result(self) -> str:
+        from bridge.formats.inbound import result_name, safe_name
+        return result_name(safe_name(self.name))
+
+
+CASES = [
+    # --- encodings and line ends
+    Case("utf-8 with a byte order mark", codecs.BOM_UTF8 + csv(GOOD, encoding="utf-8"), [CONFIRMED],
+         "archive", mapping="acme-utf8"),
+    Case("utf-8 byte order mark, mapping says cp1252", codecs.BOM_UTF8 + csv(GOOD, encoding="utf-8"),
+         [whole_file("the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252")]),
+    Case("cp1252 with umlauts", csv(GOOD + ";Müller", header=HEADER + ";Empfänger"), [CONFIRMED], "archive"),
+    Case("a byte cp1252 does not have", csv(row(tracking="0034Q")).replace(b"0034Q", b"0034\x81"),
+         [rejected("byte 0x81 is not Windows-1252 text: check the file's encoding", tracking="0034\ufffd")]),
+    Case("utf-16 as Excel saves Unicode text", csv(GOOD.replace(";", "\t"), header=HEADER.replace(";", "\t"),
+                                                   encoding="utf-16"), [CONFIRMED], "archive", mapping="acme-utf16"),
+    Case("utf-16, mapping says cp1252", csv(GOOD, encoding="utf-16"),
+         [whole_file("the file is UTF-16 text (it starts with a byte order mark), the mapping says Windows-1252")]),
+    Case("LF line ends", csv(GOOD, end="\n"), [CONFIRMED], "archive"),
+    # --- shape
+    Case("a semicolon inside a quoted value", csv(GOOD + ';"Tür; Nachbar"', header=HEADER + ";Hinweis"),
+         [CONFIRMED], "archive"),
+    Case("a semicolon inside a value, unquoted", csv(row(carrier="DHL;PAKET")),
+         [rejected('"7 fields, the header has 6 (a \';\' inside a value must be quoted)"', tracking="PAKET")]),
+    Case("a row with too many fields", csv(GOOD + ";x"),
+         [rejected('"7 fields, the header has 6 (a \';\' inside a value must be quoted)"')]),
+    Case("a row with too few fields", csv(";".join(GOOD.split(";")[:5])),
+         [rejected("5 fields, the header has 6")]),
+    Case("a header without a needed column", csv(GOOD, header=HEADER.replace("Menge", "Anzahl")),
+         [whole_file("row 1: the header has no column 'Menge' (found: 'Auftragsnummer', 'Artikelnummer', "
+                     "'Anzahl', 'Versandart', 'Sendungsnummer', 'Versanddatum')")]),
+    Case("an empty file", b"", [whole_file(f"the file stayed incomplete for {LIMIT} minutes: the file is empty")],
+         late=True),
+    Case("a header only", csv(), [whole_file("the file has no rows (only a header, or nothing)")]),
+    Case("a last line without line break", csv(GOOD)[:-2],
+         [whole_file(f"the file stayed incomplete for {LIMIT} minutes: the last line has no line break "
+                     "(the file may still be written)")], late=True),
+    Case("a truncated XLSX", workbook(["111-0000001-0000001", "50000001000001", 2, "UPS", "", "1Z999AA10123456784",
+                                       datetime(2026, 11, 20)], truncate=True),
+         [whole_file(f"the file stayed incomplete for {LIMIT} minutes: not a complete XLSX workbook (its zip "
+                     "directory is missing)", ",")], name="shipped.xlsx", mapping="initech-xlsx", late=True),
+    Case("an XLSX tracking number Excel shortened", workbook(
+        ["111-0000001-0000001", "50000001000001", 2, "UPS", "", 9.40551189922319e21, datetime(2026, 11, 20)]),
+         ["2,rejected,111-0000001-0000001,50000001000001,2,9.40551189922319E+21,Tracking #: '9.40551189922319E+21' "
+          "is a number Excel shortened and its digits are lost: format the column as text and export the file again"],
+         name="shipped.xlsx", mapping="initech-xlsx"),
+    Case("XML with an external entity", GLOBEX.format(doctype=EXTERNAL, carrier="&x;").encode(),
+         [whole_file(DOCTYPE_REFUSED, ",")], name="c.xml", mapping="globex-xml"),
+    Case("XML with an entity-expansion bomb", GLOBEX.format(doctype=BOMB, carrier="&d;").encode(),
+         [whole_file(DOCTYPE_REFUSED, ",")], name="c.xml", mapping="globex-xml"),
+    Case("XML that is not well-formed", GLOBEX.format(doctype="", carrier="UPS</Service>").encode(),
+         [whole_file('"not well-formed XML: Opening and ending tag mismatch: Carrier line 5 and Service, '
+                     'line 5, column 29"', ",")], name="c.xml", mapping="globex-xml"),
+    # --- rows checked against the orders
+    Case("an unknown order", csv(row(order="111-9999999-9999999")),
+         [rejected("order 111-9999999-9999999 was not sent to wh by the bridge", order="111-9999999-9999999")]),
+    Case("not an order id", csv(row(order="302-3")),
+         [rejected("Auftragsnummer: '302-3' is not an Amazon order id (like 123-1234567-1234567)", order="302-3")]),
+    Case("an item not in the order", csv(row(sku="SOCKE-1")),
+         [rejected("SKU SOCKE-1 is not in order 302-0000003-0000003", sku="SOCKE-1")]),
+    Case("a quantity over what is unshipped", csv(row(qty="2")),
+         [rejected("quantity 2 of SKU KAN-GLAS-1L is more than the 1 still unshipped in order "
+                   "302-0000003-0000003", qty="2")]),
+    Case("a quantity that is not a number", csv(row(qty="eins")),
+         [rejected("Menge: 'eins' is not a whole number of units", qty="eins")]),
+    Case("an unknown carrier", csv(row(carrier="POSTKUTSCHE")),
+         [rejected("Versandart: 'POSTKUTSCHE' is neither in the mapping's carrier table nor one of Amazon's "
+                   "carrier codes")]),
+    Case("a missing carrier", csv(row(carrier="")), [rejected("Versandart: empty (Amazon needs the carrier)")]),
+    Case("a missing tracking number", csv(row(tracking="")), [rejected("Sendungsnummer: empty", tracking="")]),
+    Case("a bad date", csv(row(date="31.11.2026 10:00")),
+         [rejected("Versanddatum: '31.11.2026 10:00' is not a date like DD.MM.YYYY hh:mm")]),
+    Case("a date in the future", csv(row(date="21.11.2026 10:00")),
+         [rejected("ship date 2026-11-21T09:00:00Z is in the future")]),
+    Case("a date before the order", csv(row(date="19.11.2026 12:00")),
+         [rejected("ship date 2026-11-19T11:00:00Z is before the order was placed (2026-11-19T18:03:21Z)")]),
+    Case("a bad row rejects its package, not the file", csv(
+        row(order="111-0000002-0000002", sku="MUG-CER-350-BLU", tracking="00340434161094042564"),
+        row(order="111-0000002-0000002", sku="TEA-INF-SS-01", qty="0", tracking="00340434161094042564"), GOOD),
+         ["2;rejected;111-0000002-0000002;MUG-CER-350-BLU;1;00340434161094042564;row 3 of the same package "
+          "(order 111-0000002-0000002, tracking 00340434161094042564) rejected",
+          "3;rejected;111-0000002-0000002;TEA-INF-SS-01;0;00340434161094042564;Menge: '0' must be at least 1",
+          "4;accepted;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;confirmed on Amazon as package 1"]),
+    # --- names
+    Case("a name with '..'", csv(GOOD), [CONFIRMED], "archive", name="a..b.csv"),
+    Case("a name with odd characters", csv(GOOD), [CONFIRMED], "archive", name="Versand (Kopie) \x07ü.csv"),
+]
+
+
+@pytest.fixture(scope="module")
+def delivered(tmp_path_factory, sshd):
+    """The seed's orders delivered to warehouse "wh" once; each case copies this state."""
+    folder = tmp_path_factory.mktemp("delivered")
+    token_cache.cache.clear()
+    with SpApiSandbox(load_seed(SEED)) as sandbox:
+        root = Path(sshd.root) / folder.name
+        root.mkdir(parents=True, exist_ok=True)
+        shipper = Shipper(load(make_config(folder, sshd, root, sandbox, "acme-csv")))
+        shipper.deliver_orders()
+        shipper.ledger.close()
+    token_cache.cache.clear()
+    for name, replacement in (("acme-utf8", 'encoding = "utf-8"\ndelimiter = ";"'),
+                              ("acme-utf16", 'encoding = "utf-16"\ndelimiter = "\\t"')):
+        text = (MAPPINGS / "acme-csv.toml").read_text("utf-8").split("[shipments]")
+        shipments = text[1].replace('encoding = "cp1252"\ndelimiter = ";"', replacement)
+        write_mapping(folder / f"{name}.toml", text[0] + "[shipments]" + shipments)
+    return folder
+
+
+def mapping_path(delivered: Path, name: str) -> str:
+    return str(delivered / name) if name.startswith("acme-utf") else name
+
+
+@pytest.fixture
+def shipper(delivered, tmp_path, sshd, sftp_root, sandbox):
+    def make(mapping: str) -> Shipper:
+        shutil.copytree(delivered / "state", tmp_path / "state")
+        config = make_config(tmp_path, sshd, sftp_root, sandbox, mapping_path(delivered, mapping),
+                             shipments=f"incomplete_limit_minutes = {LIMIT}")
+        return Shipper(load(config))
+    return make
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_each_bad_input_gets_a_precise_result_line(shipper, case):
+    bridge = shipper(case.mapping)
+    (bridge.remote / case.name).write_bytes(case.data)
+
+    report = bridge.ship()
+    if case.late:
+        assert files(bridge.remote / "results") == {}  # incomplete: left alone until the limit
+        report = bridge.ship(SHIP_TIME + timedelta(minutes=LIMIT + 1))
+
+    assert not [e for e in report.all_errors if "unexpected" in e]
+    result = (bridge.remote / "results" / case.result).read_text("utf-8-sig").splitlines()
+    assert result[1:] == case.lines
+    assert [p.parent.name for p in bridge.remote.rglob("*") if p.is_file() and p.parent.name != "results"] == [case.folder]
+
+
+def test_all_bad_files_at_once_are_each_answered_and_the_good_one_still_goes_through(shipper, sandbox):
+    bridge = shipper("acme-csv")
+    acme = [case for case in CASES if case.mapping == "acme-csv" and not case.late]
+    for number, case in enumerate(acme):
+        (bridge.remote / f"{number:02d}_{case.name}").write_bytes(case.data)
+    (bridge.remote / "zz_good.csv").write_bytes(csv(
+        "111-0000001-0000001;MUG-CER-350-BLU;2;DHL_EXPRESS;00340434161094042999;20.11.2026 17:00"))
+
+    report = bridge.ship()
+
+    assert report.inbound.answered == len(acme) + 1
+    assert not [e for e in report.all_errors if "unexpected" in e]
+    assert any(c["orderId"] == "111-0000001-0000001" for c in sandbox.confirmations)
+    assert files(bridge.remote) == files(bridge.remote / "processing") == {}

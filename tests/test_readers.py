@@ -1,0 +1,250 @@
+"""Inbound files as rows (bridge/formats/readers.py) and the rules for taking them
+(bridge/formats/inbound.py): pure, streamed, every unreadable file named with why."""
+
+from __future__ import annotations
+
+import codecs
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from openpyxl import Workbook
+
+from bridge.errors import BadFile, IncompleteFile
+from bridge.formats.inbound import (
+    ignored, incomplete_reason, marker_name, result_file, safe_name, settled)
+from bridge.formats.readers import TableSpec, read_rows
+
+CSV = TableSpec("csv", ("Order", "Qty"), delimiter=";")
+
+
+def rows(data: bytes, spec: TableSpec = CSV) -> list[tuple]:
+    return [tuple(row) for row in read_rows(io.BytesIO(data), spec)]
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+def test_csv_rows_are_numbered_as_lines_and_read_by_header_name():
+    data = b"Note;Order;Qty\r\nx;111-1;2\r\ny;111-2;3\r\n"
+    assert rows(data) == [(2, {"Order": "111-1", "Qty": "2"}, ""),
+                          (3, {"Order": "111-2", "Qty": "3"}, "")]
+
+
+def test_a_utf8_byte_order_mark_is_dropped_from_the_first_header():
+    assert rows(codecs.BOM_UTF8 + b"Order;Qty\n111-1;2\n") == [(2, {"Order": "111-1", "Qty": "2"}, "")]
+
+
+def test_cp1252_text_is_decoded_as_declared():
+    spec = TableSpec("csv", ("Straße", "Menge"), encoding="cp1252", delimiter=";")
+    assert rows("Straße;Menge\r\nSüdweg;2\r\n".encode("cp1252"), spec) == [
+        (2, {"Straße": "Südweg", "Menge": "2"}, "")]
+
+
+def test_utf16_as_excel_saves_unicode_text_is_read_with_its_byte_order_mark():
+    spec = TableSpec("csv", ("Order", "Qty"), encoding="utf-16", delimiter="\t")
+    data = "Order\tQty\r\n111-1\t2\r\n".encode("utf-16")
+    assert rows(data, spec) == [(2, {"Order": "111-1", "Qty": "2"}, "")]
+
+
+@pytest.mark.parametrize("data, declared, why", [
+    ("Order;Qty\n".encode("utf-16"), "utf-8",
+     "the file is UTF-16 text (it starts with a byte order mark), the mapping says UTF-8"),
+    (codecs.BOM_UTF8 + b"Order;Qty\n", "cp1252",
+     "the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"),
+    (b"Order;Qty\n", "utf-16", "the file has no UTF-16 byte order mark, the mapping says UTF-16"),
+])
+def test_a_byte_order_mark_that_contradicts_the_mapping_is_refused_not_guessed(data, declared, why):
+    with pytest.raises(BadFile) as refused:
+        rows(data, TableSpec("csv", ("Order", "Qty"), encoding=declared, delimiter=";"))
+    assert str(refused.value) == why
+
+
+def test_lf_cr_and_crlf_line_ends_all_work_and_blank_rows_are_skipped():
+    data = b"Order;Qty\n111-1;2\r\n\r\n;;\n111-2;1\r111-3;4\n"
+    assert [r[0] for r in rows(data)] == [2, 5, 6]
+
+
+def test_rows_with_too_many_or_too_few_fields_are_named_not_guessed():
+    data = b"Order;Qty;Note\n111-1;2;a;b\n111-2;3\n111-3;1;ok\n"
+    assert [(r[0], r[2]) for r in rows(data)] == [
+        (2, "4 fields, the header has 3 (a ';' inside a value must be quoted)"),
+        (3, "2 fields, the header has 3"),
+        (4, "")]
+
+
+def test_a_byte_the_encoding_lacks_names_its_row():
+    data = b"Order;Qty\n111-1;2\n111-\x81;3\n"
+    found = rows(data, TableSpec("csv", ("Order", "Qty"), encoding="cp1252", delimiter=";"))
+    assert found[1][0] == 3
+    assert found[1][2] == "byte 0x81 is not Windows-1252 text: check the file's encoding"
+    assert "\ufffd" in found[1][1]["Order"]  # the result file can still print the row
+
+
+def test_a_missing_header_column_is_refused_naming_what_was_found():
+    with pytest.raises(BadFile, match=r"^row 1: the header has no column 'Qty' \(found: 'Order', 'Menge'\)$"):
+        rows(b"Order;Menge\n111-1;2\n")
+
+
+def test_positions_read_a_file_without_header():
+    spec = TableSpec("csv", ("1", "3"), delimiter=",", header=False)
+    assert rows(b"111-1,x,2\n111-2\n", spec) == [
+        (1, {"1": "111-1", "3": "2"}, ""),
+        (2, {"1": "111-2", "3": ""}, "1 fields, the mapping reads field 3")]
+
+
+def test_an_empty_csv_is_incomplete():
+    with pytest.raises(IncompleteFile, match="empty"):
+        rows(b"")
+
+
+# --- XLSX -------------------------------------------------------------------------------------
+
+def workbook(*lines, sheet="Sheet") -> bytes:
+    book = Workbook()
+    book.active.title = sheet
+    for line in lines:
+        book.active.append(list(line))
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_xlsx_cells_become_text_as_a_person_reads_them():
+    data = workbook(["Order", "Qty", "Shipped", "Tracking"],
+                    ["111-1", 2, datetime(2026, 11, 20, 16, 45), "00340434161094042557"],
+                    [None, None, None, None],
+                    ["111-2", 1.0, datetime(2026, 11, 21), 9.4e21])
+    spec = TableSpec("xlsx", ("Order", "Qty", "Shipped", "Tracking"))
+    assert rows(data, spec) == [
+        (2, {"Order": "111-1", "Qty": "2", "Shipped": "2026-11-20T16:45:00",
+             "Tracking": "00340434161094042557"}, ""),
+        (4, {"Order": "111-2", "Qty": "1", "Shipped": "2026-11-21T00:00:00",
+             "Tracking": "9.4E+21"}, "")]
+
+
+def test_an_unknown_sheet_is_named():
+    with pytest.raises(BadFile, match="no sheet 'Shipments' \\(found: Sheet\\)"):
+        rows(workbook(["Order"]), TableSpec("xlsx", ("Order",), sheet="Shipments"))
+
+
+def test_a_file_that_is_not_a_workbook_is_refused():
+    with pytest.raises(BadFile, match="^not an XLSX workbook"):
+        rows(b"PK\x03\x04 not really", TableSpec("xlsx", ("Order",)))
+
+
+# --- XML --------------------------------------------------------------------------------------
+
+NESTED = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Confirmations xmlns="urn:globex:shipments">
+  <Shipment orderId="111-1">
+    <Carrier>UPS</Carrier>
+    <Package tracking="1Z1">
+      <Item sku="A"><Qty>2</Qty></Item>
+      <Item sku="B"><Qty>1</Qty></Item>
+    </Package>
+    <Package tracking="1Z2"><Item sku="C"><Qty>3</Qty></Item></Package>
+  </Shipment>
+  <Shipment orderId="111-2"><Carrier>USPS</Carrier>
+    <Package tracking="9400"><Item sku="D"><Qty>1</Qty></Item></Package>
+  </Shipment>
+</Confirmations>
+"""
+XML = TableSpec("xml", ("../../@orderId", "../../Carrier", "../@tracking", "@sku", "Qty"),
+                record="Confirmations/Shipment/Package/Item")
+
+
+def test_xml_records_read_their_own_fields_and_their_ancestors_whatever_the_namespace():
+    found = rows(NESTED, XML)
+    assert [(n, tuple(v.values())) for n, v, _ in found] == [
+        (6, ("111-1", "UPS", "1Z1", "A", "2")),
+        (7, ("111-1", "UPS", "1Z1", "B", "1")),
+        (9, ("111-1", "UPS", "1Z2", "C", "3")),
+        (12, ("111-2", "USPS", "9400", "D", "1"))]
+
+
+def test_a_missing_xml_field_is_empty_text():
+    doc = b"<Confirmations><Shipment><Package><Item/></Package></Shipment></Confirmations>"
+    assert rows(doc, XML)[0][1] == {f: "" for f in XML.fields}
+
+
+BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE c [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>
+<Confirmations><Shipment orderId="&d;"/></Confirmations>"""
+EXTERNAL = b"""<?xml version="1.0"?>
+<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<Confirmations><Shipment orderId="1"><Carrier>&x;</Carrier></Shipment></Confirmations>"""
+
+
+@pytest.mark.parametrize("doc", [BOMB, EXTERNAL], ids=["entity bomb", "external entity"])
+def test_an_xml_doctype_is_refused_so_no_entity_is_ever_expanded_or_fetched(doc):
+    with pytest.raises(BadFile, match="has a DOCTYPE"):
+        rows(doc, XML)
+
+
+def test_xml_that_stops_early_is_incomplete_and_broken_xml_is_bad():
+    with pytest.raises(IncompleteFile, match="ends before its last element is closed"):
+        rows(NESTED[:200], XML)
+    with pytest.raises(BadFile, match="^not well-formed XML: Opening and ending tag mismatch"):
+        rows(b"<Confirmations><Shipment></Package></Confirmations>", XML)
+
+
+# --- the inbound rules ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, taken", [
+    ("SHIP.csv", True), ("SHIP.csv.tmp", False), ("SHIP.csv.part", False), (".SHIP.csv", False),
+    ("SHIP.csv.ok", False), ("SHIP.okay", True)])
+def test_temporary_names_and_markers_are_ignored(name, taken):
+    assert ignored(name, ("*.tmp", "*.part", ".*"), marker="{name}.ok") is not taken
+
+
+def test_a_marker_names_the_file_it_completes():
+    assert marker_name("SHIP_1.csv", "{name}.ok") == "SHIP_1.csv.ok"
+    assert marker_name("SHIP_1.csv", "{stem}.done") == "SHIP_1.done"
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("SHIP_20261120.csv", "SHIP_20261120.csv"),
+    ("../../etc/passwd", "____etc_passwd"),
+    ("a..b.csv", "a_b.csv"),
+    ("Versand 20.11.csv", "Versand 20.11.csv"),
+    ("ship\x01\nnew.csv", "ship_new.csv"),
+    (".hidden", "hidden"),
+    ("x" * 300 + ".csv", "x" * 116 + ".csv"),
+])
+def test_names_the_bridge_makes_from_an_inbound_name_are_always_plain(name, safe):
+    assert safe_name(name) == safe
+
+
+def test_a_file_is_settled_only_when_unchanged_across_two_polls_far_enough_apart():
+    t0 = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    wait = timedelta(seconds=30)
+    ok, seen = settled(None, 100, 1.0, t0, wait)
+    assert not ok
+    assert settled(seen, 100, 1.0, t0 + timedelta(seconds=10), wait)[0] is False
+    assert settled(seen, 100, 1.0, t0 + wait, wait)[0] is True
+    grown, again = settled(seen, 200, 2.0, t0 + wait, wait)
+    assert not grown and again.since == t0 + wait
+
+
+@pytest.mark.parametrize("spec, data, why", [
+    (CSV, b"", "the file is empty"),
+    (CSV, b"Order;Qty\n111-1;2", "the last line has no line break (the file may still be written)"),
+    (CSV, b"Order;Qty\r\n111-1;2\r\n", None),
+    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1\r\n".encode("utf-16"), None),
+    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1".encode("utf-16"),
+     "the last line has no line break (the file may still be written)"),
+    (TableSpec("xlsx", ()), workbook(["Order"]), None),
+    (TableSpec("xlsx", ()), workbook(["Order"])[:-200],
+     "not a complete XLSX workbook (its zip directory is missing)"),
+    (XML, NESTED, None),
+    (XML, NESTED[:-20], "the XML document ends before its last element is closed "
+                        "(expected '>', line 13, column 12)"),
+])
+def test_a_file_is_complete_only_when_its_format_says_it_ended(spec, data, why):
+    assert incomplete_reason(io.BytesIO(data), spec) == why
+
+
+def test_result_files_open_in_excel_with_their_accents():
+    data = result_file(("row", "result"), [("2", "abgelehnt: Menge größer")], delimiter=";")
+    assert data == codecs.BOM_UTF8 + "row;result\r\n2;abgelehnt: Menge größer\r\n".encode()

@@ -1,0 +1,123 @@
+"""`fbm-bridge shipments process`, `replay --dry-run` and `status` as an operator runs them: a
+subprocess, a config on disk, OpenSSH and the SP-API sandbox. Exit 0 done, 1 errors, 2 setup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+import sp_api.auth.access_token_client as token_cache
+
+from bridge.sandbox.spapi import SpApiSandbox, load_seed
+from harness import SECRETS, SEED, load, sftp_warehouse, write_config
+from shipping import GOLDEN_INPUTS, SHIP_TIME, STABLE, Shipper, files, golden, make_config
+from test_cli import bridge
+from test_daemon import DEADLINE, Service, wait_for
+
+ACME = GOLDEN_INPUTS["acme-csv"]
+
+
+@pytest.fixture
+def config(tmp_path, sshd, sftp_root, sandbox):
+    path = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")
+    shipper = Shipper(load(path))
+    shipper.deliver_orders()
+    shipper.ledger.close()
+    return path
+
+
+def iso(moment) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_shipments_process_takes_confirms_and_answers_and_exits_0(config, sftp_root, sandbox):
+    shutil.copy(golden("acme-csv") / ACME, sftp_root / "out" / ACME)
+
+    first = bridge("shipments", "process", "--now", iso(SHIP_TIME - STABLE), config=config)
+    done = bridge("shipments", "process", "--now", iso(SHIP_TIME), config=config)
+
+    assert first.returncode == 0 and "settling=1" in first.stdout
+    assert done.returncode == 0, done.stderr
+    assert "files=1" in done.stdout and "confirmed=5" in done.stdout and "errors=0" in done.stdout
+    assert files(sftp_root / "out" / "results") == files(golden("acme-csv") / "results")
+    status = bridge("status", config=config)
+    assert "shipments: packages confirmed=5 rejected=0 waiting=0" in status.stdout
+    assert "111-0000002-0000002  wh  9/11 units confirmed" in status.stdout
+    report = json.loads(bridge("status", "--json", config=config).stdout)
+    assert report["shipments"]["packages"]["confirmed"] == 5
+
+
+def test_replay_dry_run_prints_each_row_and_the_exact_requests_and_changes_nothing(config, sftp_root, sandbox):
+    done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                  "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "6 row(s), 5 package(s) to confirm; nothing is sent or recorded" in out
+    assert "row 3     111-0000002-0000002  MUG-CER-350-BLU      x4    accepted  package 2 of this file" in out
+    assert "POST /orders/v0/orders/203-0000004-0000004/shipmentConfirmation" in out
+    assert '"carrierName": "Hermes Germany"' in out and '"packageReferenceId": "4"' in out
+    assert sandbox.confirmations == []
+    assert json.loads(bridge("status", "--json", config=config).stdout)["shipments"]["packages"]["accepted"] == 0
+    assert files(sftp_root / "out") == {}
+
+
+def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                    "302-0000003-0000003;KAN-GLAS-1L;5;DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n"
+                    .encode("cp1252"))
+    done = bridge("replay", str(bad), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME), config=config)
+    assert done.returncode == 0
+    assert ("rejected  quantity 5 of SKU KAN-GLAS-1L is more than the 1 still unshipped in order "
+            "302-0000003-0000003") in done.stdout
+
+
+def test_replay_for_an_unknown_warehouse_exits_2(config):
+    done = bridge("replay", "x.csv", "--warehouse", "nope", "--dry-run", config=config)
+    assert done.returncode == 2 and "no warehouse named 'nope' (known: wh)" in done.stderr
+
+
+# --- the service ------------------------------------------------------------------------------
+
+def test_the_service_watches_the_local_folder_and_answers_a_dropped_file(tmp_path, sshd, sftp_root):
+    """`fbm-bridge run` on the real clock: a file staff drop is taken when its writer closes it."""
+    now = datetime.now(timezone.utc)
+    orders = load_seed(SEED)
+    for order in orders:  # placed three hours ago, last changed 45 minutes ago
+        order["createdTime"] = iso(now - timedelta(hours=3))
+        order["lastUpdatedTime"] = iso(now - timedelta(minutes=45))
+    token_cache.cache.clear()
+    with SpApiSandbox(orders) as sandbox:
+        (sftp_root / "in").mkdir()
+        config = write_config(
+            tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url,
+            warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root / "in",
+                                       local_shipments_folder=str(tmp_path / "drop"))],
+            orders=f'start = "{iso(now - timedelta(hours=5))}"\ninterval_minutes = 1\nwindow_minutes = 600')
+        config.write_text(config.read_text() + "\n[shipments]\nstable_seconds = 1\n")
+        env = {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost"}
+        service = Service(config, tmp_path / "service.log", env)
+        try:
+            wait_for(lambda: len(list((sftp_root / "in").iterdir())) == 5, "the orders to arrive")
+            wait_for(lambda: (tmp_path / "drop" / "processing").is_dir(), "the local folder's subfolders")
+            shipped = (now - timedelta(minutes=1)).astimezone(ZoneInfo("Europe/Berlin"))
+            with open(tmp_path / "drop" / "VERSAND_1.csv", "wb") as f:  # a person saving a file
+                f.write(("Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                         f"302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;"
+                         f"{shipped:%d.%m.%Y %H:%M}\r\n").encode("cp1252"))
+            result = tmp_path / "drop" / "results" / "VERSAND_1.result.csv"
+            wait_for(result.is_file, "the result file")
+            assert "confirmed on Amazon as package 1" in result.read_text("utf-8-sig")
+            assert [c["orderId"] for c in sandbox.confirmations] == ["302-0000003-0000003"]
+            service.signal(signal.SIGTERM)
+            assert service.process.wait(timeout=DEADLINE) == 0
+        finally:
+            service.stop()
+        for secret in SECRETS.values():
+            assert secret not in service.text()
