@@ -337,6 +337,25 @@ create table if not exists shipment_due (  -- delivered orders' ship-by: status 
     units integer not null
 );
 """
+# Every query a run makes per order or per file is served by one of these (tests/test_ledger_plans.py
+# asserts the query plans): a run's cost grows with its own work, never with the ledger's age.
+# The partial indexes hold only what is still to do (orders not yet purged, spool files not yet
+# deleted), so they stay small however many orders were delivered; the queries that use them
+# name the statuses as literals, since SQLite matches a partial index's WHERE by its terms.
+SCHEMA += f"""
+create index if not exists orders_by_file on orders (file_id) where file_id is not null;
+create index if not exists orders_to_purge_delivered on orders (delivered_at)
+    where pii_purged_at is null and status = '{OrderStatus.DELIVERED}';
+create index if not exists orders_to_purge_closed on orders (updated_at)
+    where pii_purged_at is null and status in ('{OrderStatus.CANCELLED}', '{OrderStatus.SKIPPED}');
+create index if not exists order_events_by_order on order_events (order_id);
+create index if not exists order_events_by_kind on order_events (kind);
+create index if not exists files_by_status on files (status, warehouse);
+create index if not exists files_in_spool on files (spool_path) where spool_deleted_at is null;
+create index if not exists files_to_clean on files (delivered_at)
+    where spool_deleted_at is null and status = '{FileStatus.DELIVERED}';
+create index if not exists windows_by_name on windows (name, id);
+"""
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
 USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
@@ -811,9 +830,11 @@ class Ledger:
         stem, dot, extension = name.rpartition(".")
         if not dot or not stem:
             stem, extension = name, ""
+        # From `STEM-` up to (not including) `STEM.`: '.' follows '-', so in SQLite's binary
+        # order this range is exactly the names starting `STEM-`, read from the unique index.
         taken = {row["name"] for row in self._db.execute(
-            "select name from files where warehouse = ? and (name = ? or name like ? escape '\\')",
-            (warehouse, name, _like_prefix(stem + "-") + "%"),
+            "select name from files where warehouse = ? and (name = ? or (name >= ? and name < ?))",
+            (warehouse, name, stem + "-", stem + "."),
         )}
         candidate, number = name, 1
         while candidate in taken:
@@ -946,10 +967,12 @@ class Ledger:
         """
         cutoff = iso_z(older_than)
         with self._transaction() as db:
-            rows = db.execute(
-                "select order_id, payload from orders where pii_purged_at is null and ("
-                " (status = ? and delivered_at < ?) or (status in (?, ?) and updated_at < ?))",
-                (OrderStatus.DELIVERED, cutoff, OrderStatus.CANCELLED, OrderStatus.SKIPPED, cutoff),
+            rows = db.execute(  # the statuses as literals: see the partial indexes
+                f"select order_id, payload from orders where pii_purged_at is null"
+                f" and status = '{OrderStatus.DELIVERED}' and delivered_at < ?", (cutoff,),
+            ).fetchall() + db.execute(
+                f"select order_id, payload from orders where pii_purged_at is null"
+                f" and status in ('{OrderStatus.CANCELLED}', '{OrderStatus.SKIPPED}') and updated_at < ?", (cutoff,),
             ).fetchall()
             purged = 0
             for row in rows:
@@ -967,9 +990,9 @@ class Ledger:
         return purged
 
     def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
-        rows = self._db.execute(
-            "select * from files where status = ? and delivered_at < ? and spool_deleted_at is null",
-            (FileStatus.DELIVERED, iso_z(older_than)),
+        rows = self._db.execute(  # the status as a literal: see the partial index files_to_clean
+            f"select * from files where status = '{FileStatus.DELIVERED}' and delivered_at < ?"
+            " and spool_deleted_at is null", (iso_z(older_than),),
         ).fetchall()
         return [_stored_file(row) for row in rows]
 
@@ -1616,11 +1639,6 @@ class Ledger:
             status=PackageStatus(row["status"]), message=row["message"],
             items=tuple((line["order_item_id"], line["quantity"]) for line in lines),
         )
-
-
-def _like_prefix(text: str) -> str:
-    """`text` for a LIKE pattern, its wildcards escaped with a backslash."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _stored_file(row: sqlite3.Row) -> StoredFile:

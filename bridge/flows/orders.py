@@ -152,6 +152,7 @@ class OrdersFlow:
         # Asked between windows, files and steps: a stop request (SIGTERM) ends the run at the
         # next safe point, never in the middle of a file.
         self.should_stop = should_stop or (lambda: False)
+        self._swept = False  # spool files left unrecorded by a crash: looked for on the first run
 
     def run(self, now: datetime) -> RunReport:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
@@ -358,7 +359,9 @@ class OrdersFlow:
 
     def render(self, now: datetime, report: RunReport) -> None:
         waiting = self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE)
-        self._remove_orphan_spool_files()
+        if not self._swept:  # only a crash leaves spool files unrecorded: once per process
+            self._remove_orphan_spool_files()
+            self._swept = True
         for warehouse in self.settings.warehouses:
             orders = [stored.order for stored in waiting if stored.warehouse == warehouse.name]
             if orders:
