@@ -734,6 +734,22 @@ class Ledger:
             f"select * from orders where status in ({marks}) order by first_seen_at, order_id",
             tuple(statuses),
         ).fetchall()
+        return self._readable(rows)
+
+    def orders_elsewhere(self, warehouses: Sequence[str], *statuses: OrderStatus) -> list[StoredOrder]:
+        """Orders in `statuses` for a warehouse not among `warehouses` (renamed or removed from
+        the settings); only their records are opened."""
+        marks = ", ".join("?" for _ in statuses)
+        names = ", ".join("?" for _ in warehouses)
+        rows = self._db.execute(
+            f"select * from orders where status in ({marks}) and (warehouse is null or warehouse not in ({names}))"
+            " order by first_seen_at, order_id",
+            (*statuses, *warehouses),
+        ).fetchall()
+        return self._readable(rows)
+
+    def _readable(self, rows: list[sqlite3.Row]) -> list[StoredOrder]:
+        """The rows' orders, each decoded on its own; the unreadable set aside."""
         noted = {row["order_id"] for row in self._db.execute("select order_id from unreadable_orders")}
         readable, unreadable, recovered = [], {}, []
         for row in rows:
@@ -800,18 +816,25 @@ class Ledger:
     def mark_unrenderable(self, order_id: str, reason: str, now: datetime) -> bool:
         """True when the order became unrenderable or its reason changed: news worth an ERROR
         line once, not on every run that finds it the same."""
+        return order_id in self.mark_unrenderable_many([(order_id, reason)], now)
+
+    def mark_unrenderable_many(self, orders: Sequence[tuple[str, str]], now: datetime) -> set[str]:
+        """`mark_unrenderable` for several (order id, reason) in one transaction; returns the
+        ids for which it is news."""
+        news = set()
         with self._transaction() as db:
-            row = db.execute("select status, reason from orders where order_id = ?", (order_id,)).fetchone()
-            if row is None or OrderStatus(row["status"]) not in (OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
-                return False
-            db.execute(
-                "update orders set status = ?, reason = ?, updated_at = ? where order_id = ?",
-                (OrderStatus.UNRENDERABLE, reason, iso_z(now), order_id),
-            )
-            news = row["status"] != OrderStatus.UNRENDERABLE or row["reason"] != reason
-            if news:
-                self._event(db, order_id, iso_z(now), "unrenderable", reason)
-            return news
+            for order_id, reason in orders:
+                row = db.execute("select status, reason from orders where order_id = ?", (order_id,)).fetchone()
+                if row is None or OrderStatus(row["status"]) not in (OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
+                    continue
+                db.execute(
+                    "update orders set status = ?, reason = ?, updated_at = ? where order_id = ?",
+                    (OrderStatus.UNRENDERABLE, reason, iso_z(now), order_id),
+                )
+                if row["status"] != OrderStatus.UNRENDERABLE or row["reason"] != reason:
+                    self._event(db, order_id, iso_z(now), "unrenderable", reason)
+                    news.add(order_id)
+        return news
 
     def file_name(self, file_id: int) -> str | None:
         row = self._db.execute("select warehouse, name from files where id = ?", (file_id,)).fetchone()
@@ -853,23 +876,37 @@ class Ledger:
         now: datetime,
     ) -> int:
         """Record a spooled file and move its orders to staged, all or nothing."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "insert into files (warehouse, name, status, spool_path, size, sha256, created_at)"
-                " values (?, ?, ?, ?, ?, ?, ?)",
-                (warehouse, name, FileStatus.STAGED, str(spool_path), size, sha256, iso_z(now)),
-            )
-            file_id = cursor.lastrowid
-            for order_id in order_ids:
-                changed = db.execute(
-                    "update orders set status = ?, reason = '', file_id = ?, updated_at = ?"
-                    " where order_id = ? and status in (?, ?)",
-                    (OrderStatus.STAGED, file_id, iso_z(now), order_id,
-                     OrderStatus.PENDING, OrderStatus.UNRENDERABLE),
-                ).rowcount
-                if changed != 1:
-                    raise RuntimeError(f"order {order_id} is not waiting to be rendered")
+        [file_id] = self.stage_files(warehouse, [(name, spool_path, size, sha256, order_ids)], now)
         return file_id
+
+    def stage_files(
+        self,
+        warehouse: str,
+        files: Sequence[tuple[str, str | Path, int, str, Sequence[str]]],
+        now: datetime,
+    ) -> list[int]:
+        """Record spooled files (name, spool path, size, SHA-256, order ids) and move their
+        orders to staged, all in one transaction; returns the files' ids, in order."""
+        ids = []
+        with self._transaction() as db:
+            for name, spool_path, size, sha256, order_ids in files:
+                cursor = db.execute(
+                    "insert into files (warehouse, name, status, spool_path, size, sha256, created_at)"
+                    " values (?, ?, ?, ?, ?, ?, ?)",
+                    (warehouse, name, FileStatus.STAGED, str(spool_path), size, sha256, iso_z(now)),
+                )
+                file_id = cursor.lastrowid
+                ids.append(file_id)
+                for order_id in order_ids:
+                    changed = db.execute(
+                        "update orders set status = ?, reason = '', file_id = ?, updated_at = ?"
+                        " where order_id = ? and status in (?, ?)",
+                        (OrderStatus.STAGED, file_id, iso_z(now), order_id,
+                         OrderStatus.PENDING, OrderStatus.UNRENDERABLE),
+                    ).rowcount
+                    if changed != 1:
+                        raise RuntimeError(f"order {order_id} is not waiting to be rendered")
+        return ids
 
     def files_in(self, *statuses: FileStatus, warehouse: str | None = None) -> list[StoredFile]:
         marks = ", ".join("?" for _ in statuses)
@@ -906,10 +943,14 @@ class Ledger:
         return {row["file_id"]: {"at": row["at"], "problem": row["problem"]} for row in rows}
 
     def mark_uploaded(self, file_id: int) -> None:
+        self.mark_uploaded_many([file_id])
+
+    def mark_uploaded_many(self, file_ids: Sequence[int]) -> None:
+        """Files complete under their temporary names, recorded in one transaction."""
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "update files set status = ? where id = ? and status = ?",
-                (FileStatus.UPLOADED, file_id, FileStatus.STAGED),
+                [(FileStatus.UPLOADED, file_id, FileStatus.STAGED) for file_id in file_ids],
             )
 
     def unstage_file(self, file_id: int, now: datetime, why: str) -> None:
@@ -934,28 +975,37 @@ class Ledger:
     def mark_delivered(self, file_id: int, now: datetime, unconfirmed: str = "") -> list[str]:
         """The file is in place under its final name: it and its orders are delivered.
         `unconfirmed` says why that could not be seen in the drop; staff are shown it."""
+        return self.mark_delivered_many([(file_id, unconfirmed)], now)[file_id]
+
+    def mark_delivered_many(self, files: Sequence[tuple[int, str]], now: datetime) -> dict[int, list[str]]:
+        """`mark_delivered` for several files (file id, unconfirmed) in one transaction;
+        returns each file's orders that became delivered."""
+        at = iso_z(now)
+        delivered: dict[int, list[str]] = {}
         with self._transaction() as db:
-            db.execute(
-                "update files set status = ?, delivered_at = ? where id = ? and status != ?",
-                (FileStatus.DELIVERED, iso_z(now), file_id, FileStatus.DELIVERED),
-            )
-            db.execute("delete from file_problems where file_id = ?", (file_id,))
-            order_ids = [
-                row["order_id"]
-                for row in db.execute(
-                    "select order_id from orders where file_id = ? and status = ?",
-                    (file_id, OrderStatus.STAGED),
+            for file_id, unconfirmed in files:
+                db.execute(
+                    "update files set status = ?, delivered_at = ? where id = ? and status != ?",
+                    (FileStatus.DELIVERED, at, file_id, FileStatus.DELIVERED),
                 )
-            ]
-            db.execute(
-                "update orders set status = ?, delivered_at = ?, updated_at = ? where file_id = ? and status = ?",
-                (OrderStatus.DELIVERED, iso_z(now), iso_z(now), file_id, OrderStatus.STAGED),
-            )
-            for order_id in order_ids:
-                self._event(db, order_id, iso_z(now), "delivered", f"file_id={file_id}")
-                if unconfirmed:
-                    self._event(db, order_id, iso_z(now), "delivery_unconfirmed", unconfirmed)
-        return order_ids
+                db.execute("delete from file_problems where file_id = ?", (file_id,))
+                order_ids = [
+                    row["order_id"]
+                    for row in db.execute(
+                        "select order_id from orders where file_id = ? and status = ?",
+                        (file_id, OrderStatus.STAGED),
+                    )
+                ]
+                db.execute(
+                    "update orders set status = ?, delivered_at = ?, updated_at = ? where file_id = ? and status = ?",
+                    (OrderStatus.DELIVERED, at, at, file_id, OrderStatus.STAGED),
+                )
+                for order_id in order_ids:
+                    self._event(db, order_id, at, "delivered", f"file_id={file_id}")
+                    if unconfirmed:
+                        self._event(db, order_id, at, "delivery_unconfirmed", unconfirmed)
+                delivered[file_id] = order_ids
+        return delivered
 
     # --- retention -----------------------------------------------------------------------
 

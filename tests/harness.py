@@ -102,18 +102,20 @@ class Bridge:
 
     settings: Settings
     checkpoint: object = None
+    batch_size: int | None = None  # files delivered together (default: the flow's)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.settings.ledger_path, Sealer(self.settings.state_key))
         self.amazon = AmazonOrders(self.settings.amazon, backoff=0.01)
-        self.flow = OrdersFlow(self.settings, self.ledger, self.amazon, checkpoint=self.checkpoint)
+        batching = {"batch_size": self.batch_size} if self.batch_size else {}
+        self.flow = OrdersFlow(self.settings, self.ledger, self.amazon, checkpoint=self.checkpoint, **batching)
 
     def run(self, now: datetime = RUN_TIME):
         return self.flow.run(now)
 
-    def restart(self, checkpoint=None) -> "Bridge":
+    def restart(self, checkpoint=None, batch_size: int | None = None) -> "Bridge":
         self.ledger.close()
-        return Bridge(self.settings, checkpoint)
+        return Bridge(self.settings, checkpoint, batch_size)
 
 
 def load(config: Path) -> Settings:

@@ -17,7 +17,7 @@ import pytest
 import sp_api.auth.access_token_client as token_cache
 
 from bridge.flows.orders import BOOKMARK, PII_MISSING
-from bridge.ledger import OrderStatus
+from bridge.ledger import FileStatus, OrderStatus
 from bridge.sandbox.spapi import SpApiSandbox, load_seed
 from harness import RUN_TIME, SAMPLES, SECRETS, SEED, Bridge, load, sftp_warehouse, utc, write_config
 
@@ -250,7 +250,7 @@ def test_a_crash_at_any_step_then_a_restart_delivers_every_order_exactly_once(ma
             if hits["n"] == crash_on:
                 raise Crash(name)
 
-    bridge = make_bridge(mapping).restart(checkpoint=crash)
+    bridge = make_bridge(mapping).restart(checkpoint=crash, batch_size=1)  # each step file by file
     with pytest.raises(Crash):
         bridge.run(RUN_TIME)
 
@@ -262,6 +262,68 @@ def test_a_crash_at_any_step_then_a_restart_delivers_every_order_exactly_once(ma
     assert drop_files(sftp_root) == drop_files(SAMPLES / mapping)
     counts = restarted.ledger.status_counts()
     assert counts["staged"] == counts["pending"] == 0
+
+
+def test_each_orders_buyer_data_is_opened_once_a_run(make_bridge, monkeypatch):
+    from collections import Counter
+
+    from bridge.sealing import Sealer
+
+    bridge = make_bridge("acme-csv")
+    opened: Counter = Counter()
+    try_open, open_ = Sealer.try_open, Sealer.open
+    monkeypatch.setattr(Sealer, "try_open", lambda self, token: opened.update([token]) or try_open(self, token))
+    monkeypatch.setattr(Sealer, "open", lambda self, token, what: opened.update([token]) or open_(self, token, what))
+    bridge.run(RUN_TIME)
+    per_record = sorted(opened.values())
+
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+    assert per_record == [1] * len(MERCHANT_ORDERS)  # each order's record once; no spool copy read back
+
+
+def part_of_the_batch_undone(sftp_root: Path) -> None:
+    """A crash in the middle of the batch's uploads: one file not uploaded yet, one cut short."""
+    parts = sorted(p for p in sftp_root.iterdir() if p.name.endswith(".part"))
+    parts[-1].unlink()
+    parts[0].write_bytes(parts[0].read_bytes()[:10])
+
+
+def part_of_the_batch_renamed(sftp_root: Path) -> None:
+    """A crash in the middle of the batch's renames: its first file renamed, the other not."""
+    first = sorted(p for p in sftp_root.iterdir() if p.name.endswith(".part"))[0]
+    first.rename(first.with_name(first.name.removesuffix(".part")))
+
+
+@pytest.mark.parametrize("step, meanwhile", [
+    ("spooled", None), ("staged", None), ("uploaded", None), ("uploaded", part_of_the_batch_undone),
+    ("marked_uploaded", None), ("marked_uploaded", part_of_the_batch_renamed), ("renamed", None),
+])
+def test_a_crash_at_any_step_of_a_batch_then_a_restart_delivers_every_order_exactly_once(
+        make_bridge, sftp_root, step, meanwhile):
+    hits = {"n": 0}
+
+    def crash(name: str) -> None:  # in the second batch of two files, the first batch through
+        if name == step:
+            hits["n"] += 1
+            if hits["n"] == 2:
+                raise Crash(name)
+
+    bridge = make_bridge("acme-csv").restart(checkpoint=crash, batch_size=2)
+    with pytest.raises(Crash):
+        bridge.run(RUN_TIME)
+    if meanwhile:
+        meanwhile(sftp_root)
+
+    restarted = bridge.restart(batch_size=2)
+    restarted.run(RUN_TIME)
+    restarted.run(RUN_TIME + timedelta(minutes=30))
+
+    assert drop_files(sftp_root) == drop_files(SAMPLES / "acme-csv")  # no .part left, nothing twice
+    assert delivered_ids(restarted) == MERCHANT_ORDERS
+    for order_id in MERCHANT_ORDERS:
+        assert [e["kind"] for e in restarted.ledger.events(order_id)].count("delivered") == 1
+    assert [f.status for f in restarted.ledger.files_in(*FileStatus)] == [FileStatus.DELIVERED] * len(MERCHANT_ORDERS)
+    assert restarted.ledger.attention() == []  # each file's delivery seen, none only presumed
 
 
 # --- SFTP setup problems ----------------------------------------------------------------------
@@ -437,7 +499,7 @@ def test_a_bug_in_one_step_is_reported_and_the_other_steps_still_run(make_bridge
             calls["n"] += 1
             raise RuntimeError("a bug")
 
-    bridge = make_bridge("acme-csv").restart(checkpoint=fails_once)
+    bridge = make_bridge("acme-csv").restart(checkpoint=fails_once, batch_size=1)  # staged file by file
     report = bridge.run(RUN_TIME)
     assert report.needs_a_person
     assert any(e.startswith("render: unexpected RuntimeError at") for e in report.errors)

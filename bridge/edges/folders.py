@@ -15,9 +15,9 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol, Sequence
 
-from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
+from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,17 @@ class Drop(Protocol):
 
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` atomically; raise `FileExistsInDrop` if `dst` exists (untouched)."""
+
+    def put_files(self, files: Sequence[tuple[bytes, str]]) -> list[BridgeError | None]:
+        """`put_bytes` for several (data, remote path) at once, their requests in flight
+        together where the drop allows. Each file's outcome, in order: None when it is written
+        and synced, else the error that holds that file (`TempNameBlocked`, or the server or
+        folder refusing it). A lost connection raises, as `put_bytes` does: putting again is safe."""
+
+    def rename_files(self, pairs: Sequence[tuple[str, str]]) -> list[BridgeError | None]:
+        """`rename` for several (src, dst) at once: each one's outcome, in order (None: renamed;
+        `FileExistsInDrop`: `dst` exists and is left alone; ...). A lost connection raises
+        `SftpUnavailable`: which renames were done is then unknown, and must be looked at."""
 
     def exists(self, path: str) -> bool: ...
 
@@ -122,7 +133,13 @@ class FolderDrop:
             _rename_without_link(source, target, dst, self.root)  # folders, or no hard links
         else:
             os.unlink(source)
-        _fsync_folder(target.parent)  # the new name survives a power cut
+        fsync_folder(target.parent)  # the new name survives a power cut
+
+    def put_files(self, files: Sequence[tuple[bytes, str]]) -> list[BridgeError | None]:
+        return each_file(self.put_bytes, files)
+
+    def rename_files(self, pairs: Sequence[tuple[str, str]]) -> list[BridgeError | None]:
+        return each_file(self.rename, pairs)
 
     def exists(self, path: str) -> bool:
         return self._path(path).exists()
@@ -166,6 +183,19 @@ class FolderDrop:
             raise FixTheSetup(f"path {path!r} climbs above the drop folder {self.root}") from None
 
 
+def each_file(operation: Callable[..., None], items: Sequence[tuple]) -> list[BridgeError | None]:
+    """`operation(*item)` for each item, one at a time: None, or the setup error that holds
+    that item (a missing folder, a name taken, a refusal). Other errors raise."""
+    outcomes: list[BridgeError | None] = []
+    for item in items:
+        try:
+            operation(*item)
+            outcomes.append(None)
+        except FixTheSetup as problem:
+            outcomes.append(problem)
+    return outcomes
+
+
 # A new file only: never an existing one, never through a link (O_EXCL alone refuses a link;
 # O_NOFOLLOW says so twice).
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -203,11 +233,12 @@ def jailed_parts(path: str) -> list[str]:
     return parts
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, sync_folder: bool = True) -> None:
     """Replace `path` with `data` so that a reader sees either the old or the new file, whole.
 
     Writes a temporary file in the same folder, syncs it, renames it over `path`, then syncs the
-    folder so the rename itself survives a power cut.
+    folder so the rename itself survives a power cut (`sync_folder=False`: the caller syncs the
+    folder once after several files, with `fsync_folder`).
     """
     path = Path(path)
     # The temporary name stays within NAME_MAX (255) whatever the length of `path`'s name.
@@ -224,7 +255,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_folder(path.parent)
+    if sync_folder:
+        fsync_folder(path.parent)
 
 
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600  # buyer data: the owner only, whatever the umask
@@ -247,7 +279,7 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

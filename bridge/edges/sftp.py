@@ -40,7 +40,7 @@ from paramiko.sftp import (
     int64,
 )
 
-from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
+from bridge.edges.folders import RemoteFile, blocked_message, each_file, unremovable_message
 from bridge.errors import (
     FileExistsInDrop,
     FixTheSetup,
@@ -151,6 +151,12 @@ class SftpDrop:
                 raise self._refused(e, f"rename {src} to {dst}") from None
 
         self._run(f"rename {src}", rename, retry=False)
+
+    def put_files(self, files):
+        return each_file(self.put_bytes, files)
+
+    def rename_files(self, pairs):
+        return each_file(self.rename, pairs)
 
     def exists(self, path: str) -> bool:
         return self._run(f"stat {path}", lambda sftp: _stat_or_none(sftp, path) is not None)

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
-from bridge.edges.folders import Drop, write_atomic
+from bridge.edges.folders import Drop, fsync_folder, write_atomic
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
@@ -40,6 +40,10 @@ NOT_FOUND = ("no delivery address from Amazon; asked again, Amazon did not find 
              " look it up in Seller Central")
 UNUSABLE_ANSWER = "no delivery address from Amazon; asked again, Amazon's answer was unusable: {}"
 
+
+# Files staged, uploaded, renamed and recorded together: each step for the whole batch, then
+# the next, one ledger transaction per step; a stop request is honoured between batches.
+BATCH_SIZE = 100
 
 # Spool writes refused for the name itself (too long, not allowed by the file system): that
 # file's orders wait, the other files go.
@@ -143,6 +147,7 @@ class OrdersFlow:
         open_drop: Callable[[WarehouseSettings], Drop] | None = None,
         checkpoint: Checkpoint | None = None,
         should_stop: Callable[[], bool] | None = None,
+        batch_size: int = BATCH_SIZE,
     ):
         self.settings = settings
         self.ledger = ledger
@@ -153,6 +158,8 @@ class OrdersFlow:
         # next safe point, never in the middle of a file.
         self.should_stop = should_stop or (lambda: False)
         self._swept = False  # spool files left unrecorded by a crash: looked for on the first run
+        self.batch_size = batch_size
+        self._rendered: dict[int, bytes] = {}  # file id -> bytes, for files staged in this run
 
     def run(self, now: datetime) -> RunReport:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
@@ -305,11 +312,11 @@ class OrdersFlow:
                 waiting.append(stored)  # only Amazon can change this: asked below
             else:
                 observations.append(observation)
-        # Orders for a warehouse that is no longer configured are routed again.
-        configured = {warehouse.name for warehouse in self.settings.warehouses}
-        for stored in self.ledger.orders_in(OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
-            if stored.warehouse not in configured:
-                observations.append(decide(stored.order, self.settings))
+        # Orders for a warehouse that is no longer configured are routed again (only theirs are
+        # opened here: the others' buyer data is opened once, by the render step).
+        configured = [warehouse.name for warehouse in self.settings.warehouses]
+        for stored in self.ledger.orders_elsewhere(configured, OrderStatus.PENDING, OrderStatus.UNRENDERABLE):
+            observations.append(decide(stored.order, self.settings))
         self._record_rechecked(observations, now)
         if waiting:
             self._ask_for_addresses(waiting, now)
@@ -369,30 +376,49 @@ class OrdersFlow:
 
     def _render_for(self, warehouse: WarehouseSettings, orders: list[Order], now: datetime, report: RunReport) -> None:
         result = render_orders(warehouse.mapping.orders, orders, now, max_name_length=_name_limit(warehouse))
-        for order_id, why in result.failures.items():
-            self._unrenderable(warehouse, (order_id,), why, now, report)
+        self._unrenderable(warehouse, list(result.failures.items()), now, report)
         folder = self.settings.spool_dir / warehouse.name
         folder.mkdir(parents=True, exist_ok=True)
+        batch: list[tuple[RenderedFile, str]] = []
         for rendered in result.files:
             name, why = self._file_name(warehouse, rendered)
             if name is None:  # this file only: the warehouse's other files still go
-                self._unrenderable(warehouse, rendered.order_ids, why, now, report)
+                self._unrenderable(warehouse, [(order_id, why) for order_id in rendered.order_ids], now, report)
                 continue
             path = folder / name
             try:
-                write_atomic(path, self.ledger.seal_file(rendered.data))
+                write_atomic(path, self.ledger.seal_file(rendered.data), sync_folder=False)
             except OSError as problem:
                 if problem.errno in _NAME_REFUSED:  # this name only
                     why = f"its file name {name} cannot be written in the spool ({problem.strerror})"
-                    self._unrenderable(warehouse, rendered.order_ids, why, now, report)
+                    self._unrenderable(warehouse, [(order_id, why) for order_id in rendered.order_ids], now, report)
                     continue
                 raise FixTheSetup(f"cannot write the spool file {path}: {problem.strerror}") from None
-            self.checkpoint("spooled")
-            digest = hashlib.sha256(rendered.data).hexdigest()
-            spool_name = f"{warehouse.name}/{name}"
-            self.ledger.stage_file(warehouse.name, name, spool_name, len(rendered.data), digest, rendered.order_ids, now)
-            self.checkpoint("staged")
-            report.staged_files += 1
+            batch.append((rendered, name))
+            if len(batch) == self.batch_size:
+                self._stage(warehouse, folder, batch, now, report)
+                batch = []
+        if batch:
+            self._stage(warehouse, folder, batch, now, report)
+
+    def _stage(self, warehouse: WarehouseSettings, folder: Path, batch: list[tuple[RenderedFile, str]],
+               now: datetime, report: RunReport) -> None:
+        """Record a batch of spooled files as staged, in one transaction, once their names are
+        synced into the spool folder. Their bytes stay at hand for this run's delivery, so
+        buyer data is opened once a run, not read back from the spool."""
+        fsync_folder(folder)
+        self.checkpoint("spooled")
+        files = [(name, f"{warehouse.name}/{name}", len(rendered.data), hashlib.sha256(rendered.data).hexdigest(),
+                  rendered.order_ids) for rendered, name in batch]
+        try:
+            ids = self.ledger.stage_files(warehouse.name, files, now)
+        except Exception:
+            for _, name in batch:  # not recorded: not left in the spool either
+                (folder / name).unlink(missing_ok=True)
+            raise
+        self._rendered.update(zip(ids, (rendered.data for rendered, _ in batch)))
+        self.checkpoint("staged")
+        report.staged_files += len(batch)
 
     def _file_name(self, warehouse: WarehouseSettings, rendered: RenderedFile) -> tuple[str | None, str]:
         """The name a rendered file is staged under, or (None, why it cannot be staged).
@@ -411,15 +437,18 @@ class OrdersFlow:
             return None, too_long(name, limit)
         return name, ""
 
-    def _unrenderable(self, warehouse: WarehouseSettings, order_ids: tuple[str, ...], why: str,
+    def _unrenderable(self, warehouse: WarehouseSettings, orders: list[tuple[str, str]],
                       now: datetime, report: RunReport) -> None:
-        """Orders that wait until the mapping or the data changes: an ERROR line when an order
-        becomes unrenderable or its reason changes, not on every run that finds it so again."""
-        for order_id in order_ids:
-            news = self.ledger.mark_unrenderable(order_id, why, now)
-            log.log(logging.ERROR if news else logging.DEBUG,
+        """Orders (id, why) that wait until the mapping or the data changes, recorded in one
+        transaction: an ERROR line when an order becomes unrenderable or its reason changes,
+        not on every run that finds it so again."""
+        if not orders:
+            return
+        news = self.ledger.mark_unrenderable_many(orders, now)
+        for order_id, why in orders:
+            log.log(logging.ERROR if order_id in news else logging.DEBUG,
                     "order cannot be laid out warehouse=%s order_id=%s why=%s", warehouse.name, shown(order_id), why)
-        report.unrenderable += len(order_ids)
+        report.unrenderable += len(orders)
 
     def _remove_orphan_spool_files(self) -> None:
         """Spool files written before a crash that the ledger never staged: rendered again."""
@@ -441,58 +470,92 @@ class OrdersFlow:
                 continue
             try:
                 with self.open_drop(warehouse) as drop:
-                    for stored in files:
+                    for start in range(0, len(files), self.batch_size):
                         if self.should_stop():
                             break
-                        try:
-                            delivered = self._deliver_file(warehouse, drop, stored, now)
-                            report.delivered_orders += delivered
-                            report.delivered_files += bool(delivered)
-                        except FileExistsInDrop as problem:
-                            # This file only: the rest of the warehouse's files still go.
-                            problems.append(problem)
-                            self.ledger.note_delivery_problem(stored.id, str(problem), now)
-                            log.error("not delivered warehouse=%s file=%s: %s", warehouse.name, stored.name, problem)
+                        problems += self._deliver_batch(warehouse, drop, files[start:start + self.batch_size], now, report)
             except BridgeError as problem:
                 problems.append(problem)
                 # `status` shows why they wait, never "delivered on the next run" on a guess.
                 for waiting in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED, warehouse=warehouse.name):
                     self.ledger.note_delivery_problem(waiting.id, str(problem), now)
                 log.error("delivery stopped warehouse=%s: %s", warehouse.name, problem)
+        self._rendered.clear()
         if problems:
             # One warehouse failing never stops the others; the run reports every failure, as
             # needing a person if any of them does.
             kind = next((type(p) for p in problems if isinstance(p, FixTheSetup)), type(problems[0]))
             raise kind("; ".join(str(problem) for problem in problems))
 
-    def _deliver_file(self, warehouse: WarehouseSettings, drop: Drop, stored: StoredFile, now: datetime) -> int:
-        final = f"{warehouse.orders_folder}/{stored.name}"
-        temporary = final + warehouse.temp_suffix
-        unconfirmed = ""
-        if stored.status == FileStatus.STAGED:
-            data = self._spooled(stored, now)
-            if data is None:
-                return 0
-            drop.put_bytes(data, temporary)
-            self.checkpoint("uploaded")
-            self.ledger.mark_uploaded(stored.id)
-            self.checkpoint("marked_uploaded")
-            drop.rename(temporary, final)
-        elif drop.exists(temporary):
-            drop.rename(temporary, final)
-        elif drop.exists(final):
-            log.info("file was renamed before a restart warehouse=%s name=%s", warehouse.name, stored.name)
-        else:
-            # Uploaded, then neither name is in the drop: renamed before a crash and already
-            # collected by the warehouse, or the .part was removed by someone. Never resent
-            # blindly: recorded as delivered, and shown to staff to confirm with the warehouse.
-            unconfirmed = (f"{stored.name} was uploaded but neither it nor {stored.name}{warehouse.temp_suffix} is in"
-                           f" {warehouse.orders_folder} now; ask {warehouse.name} whether they received it")
-            log.warning("delivery unconfirmed warehouse=%s file=%s", warehouse.name, stored.name)
+    def _deliver_batch(self, warehouse: WarehouseSettings, drop: Drop, batch: list[StoredFile],
+                       now: datetime, report: RunReport) -> list[BridgeError]:
+        """Deliver a batch of files, each step for the whole batch before the next, in the
+        order that makes a crash anywhere converge: upload every staged file under its
+        temporary name (all in flight at once), record them uploaded (one transaction), rename
+        them into place, record them delivered (one transaction). After a crash, a file
+        recorded uploaded whose temporary name is gone was renamed.
+
+        A problem of one file (its name taken in the drop) holds that file and is returned; a
+        problem of the drop (a folder missing, a refusal) is raised once the batch's files that
+        did go are recorded."""
+        final = {stored.id: f"{warehouse.orders_folder}/{stored.name}" for stored in batch}
+        temporary = {file_id: name + warehouse.temp_suffix for file_id, name in final.items()}
+        held: list[tuple[StoredFile, FileExistsInDrop]] = []
+        stopped: list[BridgeError] = []
+
+        def sort(files: list[StoredFile], outcomes: list[BridgeError | None]) -> list[StoredFile]:
+            """The files that went; the others held (their own problem) or stopped (the drop's)."""
+            went = []
+            for stored, outcome in zip(files, outcomes):
+                if outcome is None:
+                    went.append(stored)
+                elif isinstance(outcome, FileExistsInDrop):
+                    held.append((stored, outcome))
+                else:
+                    stopped.append(outcome)
+            return went
+
+        staged = [(stored, data) for stored in batch if stored.status == FileStatus.STAGED
+                  if (data := self._spooled(stored, now)) is not None]
+        outcomes = drop.put_files([(data, temporary[stored.id]) for stored, data in staged]) if staged else []
+        uploaded = sort([stored for stored, _ in staged], outcomes)
+        self.checkpoint("uploaded")
+        if uploaded:
+            self.ledger.mark_uploaded_many([stored.id for stored in uploaded])
+        self.checkpoint("marked_uploaded")
+
+        done: list[tuple[StoredFile, str]] = []  # (file, why its delivery is unconfirmed, or "")
+        renaming = list(uploaded)
+        for stored in batch:
+            if stored.status != FileStatus.UPLOADED:
+                continue
+            if drop.exists(temporary[stored.id]):
+                renaming.append(stored)
+            elif drop.exists(final[stored.id]):
+                log.info("file was renamed before a restart warehouse=%s name=%s", warehouse.name, stored.name)
+                done.append((stored, ""))
+            else:
+                # Uploaded, then neither name is in the drop: renamed before a crash and already
+                # collected by the warehouse, or the .part was removed by someone. Never resent
+                # blindly: recorded as delivered, and shown to staff to confirm with the warehouse.
+                log.warning("delivery unconfirmed warehouse=%s file=%s", warehouse.name, stored.name)
+                done.append((stored, f"{stored.name} was uploaded but neither it nor {stored.name}{warehouse.temp_suffix}"
+                                     f" is in {warehouse.orders_folder} now; ask {warehouse.name} whether they received it"))
+        outcomes = drop.rename_files([(temporary[s.id], final[s.id]) for s in renaming]) if renaming else []
+        done += [(stored, "") for stored in sort(renaming, outcomes)]
         self.checkpoint("renamed")
-        order_ids = self.ledger.mark_delivered(stored.id, now, unconfirmed)
-        log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, len(order_ids))
-        return len(order_ids)
+        if done:
+            delivered = self.ledger.mark_delivered_many([(stored.id, unconfirmed) for stored, unconfirmed in done], now)
+            for stored, _ in done:
+                log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, len(delivered[stored.id]))
+                report.delivered_orders += len(delivered[stored.id])
+                report.delivered_files += bool(delivered[stored.id])
+        for stored, problem in held:  # this file only: the rest of the warehouse's files still go
+            self.ledger.note_delivery_problem(stored.id, str(problem), now)
+            log.error("not delivered warehouse=%s file=%s: %s", warehouse.name, stored.name, problem)
+        if stopped:
+            raise stopped[0]
+        return [problem for _, problem in held]
 
     def _spooled(self, stored: StoredFile, now: datetime) -> bytes | None:
         """The staged file's bytes from the spool; if the spool copy is gone or damaged, the
@@ -500,6 +563,9 @@ class OrdersFlow:
 
         A copy that does not open with the key is damaged only if the ledger's records of its
         orders do open: if they do not either, the key is wrong, and that is said instead."""
+        data = self._rendered.pop(stored.id, None)
+        if data is not None:  # rendered in this run: its digest is the one staged
+            return data
         path = self.settings.spool_dir / stored.spool_path
         try:
             data = self.ledger.open_file(path.read_bytes(), f"spool file {path}")
