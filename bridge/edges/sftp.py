@@ -1,4 +1,6 @@
-"""A warehouse's SFTP server, through paramiko.
+"""A warehouse's SFTP server: SSH through paramiko's public API, the SFTP requests framed by
+`edges.sftp_wire` (so that several files' requests are in flight at once, and each file is
+flushed to the server's disk, fsync@openssh.com, before it is renamed into place).
 
 paramiko's exceptions stop here. What comes out:
 
@@ -15,33 +17,22 @@ never the user's ~/.ssh, never trust on first use.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import socket
 import stat
-import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import paramiko
-from paramiko.message import Message
-from paramiko.sftp import (
-    CMD_ATTRS,
-    CMD_CLOSE,
-    CMD_EXTENDED,
-    CMD_FSTAT,
-    CMD_OPEN,
-    CMD_WRITE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_EXCL,
-    SFTP_FLAG_WRITE,
-    SFTP_OP_UNSUPPORTED,
-    int64,
-)
 
-from bridge.edges.folders import RemoteFile, blocked_message, each_file, unremovable_message
+from bridge.edges import sftp_wire as wire
+from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
+    BridgeError,
     FileExistsInDrop,
     FixTheSetup,
     HostKeyMismatch,
@@ -57,8 +48,10 @@ log = logging.getLogger("bridge.sftp")
 T = TypeVar("T")
 
 _NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
-_CHUNK = 32768  # bytes per SFTP write request, as paramiko's SFTPFile
-_BURST = 32  # write requests sent together before reading replies
+_NEW_FILE = wire.FLAG_WRITE | wire.FLAG_CREATE | wire.FLAG_EXCL
+# Bytes of file data sent ahead of the replies collected: enough to keep the server busy,
+# little enough that its replies never fill the channel's window while we are still sending.
+_AHEAD = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,9 @@ class SftpEndpoint:
 
 class SftpDrop:
     """One warehouse's SFTP server. One session, opened lazily and reused for the run;
-    reconnects with backoff.
+    reconnects with backoff. Several files go at once (`put_files`, `rename_files`): every
+    request for them is sent before the replies are read, so the wire's round trips are not
+    paid file by file.
 
     Operations that are safe to repeat (connect, stat, list, read, mkdir, and `put_bytes`, which
     writes the whole file anew) are retried `attempts` times, waiting `backoff`, then twice that, ...
@@ -111,7 +106,7 @@ class SftpDrop:
         self.sleep = sleep
         self.connects = 0  # sessions opened so far, for tests and the run summary
         self._client: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp: wire.Session | None = None
         self._fsync = endpoint.fsync  # and until the server says it lacks fsync@openssh.com
 
     def __enter__(self) -> SftpDrop:
@@ -134,35 +129,54 @@ class SftpDrop:
         return self._client.get_transport().get_remote_server_key().fingerprint
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
-        self._run(f"put {remote_path}", lambda sftp: self._put(sftp, data, remote_path),
-                  what="folder of")
+        [outcome] = self.put_files([(data, remote_path)])
+        if outcome is not None:
+            raise outcome
+
+    def put_files(self, files: Sequence[tuple[bytes, str]]) -> list[BridgeError | None]:
+        outcomes: list[BridgeError | None] = []
+
+        def put(sftp: wire.Session) -> None:
+            outcomes[:] = self._put(sftp, files)
+
+        label = f"put {files[0][1]}" if len(files) == 1 else f"put {len(files)} files ({files[0][1]}, ...)"
+        self._run(label, put, what="folder of")
+        return outcomes
 
     def rename(self, src: str, dst: str) -> None:
-        def rename(sftp: paramiko.SFTPClient) -> None:
+        def rename(sftp: wire.Session) -> None:
             try:
                 sftp.rename(src, dst)  # SFTPv3 rename never replaces an existing file
             except OSError as e:
                 if not self._connected():
                     raise
-                if _stat_or_none(sftp, dst) is not None:
-                    raise FileExistsInDrop(self._exists_message(dst)) from None
-                if _stat_or_none(sftp, src) is None:
-                    raise RemotePathMissing(f"{src} does not exist on {self._where()}") from None
-                raise self._refused(e, f"rename {src} to {dst}") from None
+                raise self._rename_refused(sftp, src, dst, e) from None
 
         self._run(f"rename {src}", rename, retry=False)
 
-    def put_files(self, files):
-        return each_file(self.put_bytes, files)
+    def rename_files(self, pairs: Sequence[tuple[str, str]]) -> list[BridgeError | None]:
+        outcomes: list[BridgeError | None] = []
 
-    def rename_files(self, pairs):
-        return each_file(self.rename, pairs)
+        def rename(sftp: wire.Session) -> None:
+            sent = [sftp.send(wire.RENAME, wire.string(src), wire.string(dst)) for src, dst in pairs]
+            for (src, dst), number in zip(pairs, sent):
+                try:
+                    sftp.status(number)
+                    outcomes.append(None)
+                except OSError as e:
+                    if not self._connected():
+                        raise
+                    outcomes.append(self._rename_refused(sftp, src, dst, e))
+
+        label = f"rename {pairs[0][0]}" if len(pairs) == 1 else f"rename of {len(pairs)} files ({pairs[0][0]}, ...)"
+        self._run(label, rename, retry=False)
+        return outcomes
 
     def exists(self, path: str) -> bool:
         return self._run(f"stat {path}", lambda sftp: _stat_or_none(sftp, path) is not None)
 
     def listdir(self, folder: str) -> list[RemoteFile]:
-        def listdir(sftp: paramiko.SFTPClient) -> list[RemoteFile]:
+        def listdir(sftp: wire.Session) -> list[RemoteFile]:
             files = [
                 RemoteFile(a.filename, a.st_size or 0, float(a.st_mtime or 0))
                 for a in sftp.listdir_attr(folder)
@@ -173,13 +187,9 @@ class SftpDrop:
         return self._run(f"list {folder}", listdir, what="folder")
 
     def read_bytes(self, path: str) -> bytes:
-        def read(sftp: paramiko.SFTPClient) -> bytes:
-            with sftp.open(path, "rb") as f:
-                size = f.stat().st_size
-                f.prefetch(size)
-                return f.read(size)
-
-        return self._run(f"read {path}", read)
+        out = io.BytesIO()
+        self.read_into(path, out)
+        return out.getvalue()
 
     def remove(self, path: str) -> None:
         self._run(f"remove {path}", lambda sftp: sftp.remove(path), retry=False)
@@ -187,15 +197,15 @@ class SftpDrop:
     def read_into(self, path: str, stream) -> int:
         """Copy `path` into the binary `stream` (rewound and truncated on each try), without
         holding the whole file in memory; returns the bytes copied."""
-        def read(sftp: paramiko.SFTPClient) -> int:
+        def read(sftp: wire.Session) -> int:
             stream.seek(0)
             stream.truncate()
-            return sftp.getfo(path, stream, prefetch=True)
+            return sftp.read_into(path, stream)
 
         return self._run(f"read {path}", read)
 
     def makedirs(self, folder: str) -> None:
-        def makedirs(sftp: paramiko.SFTPClient, path: str = folder) -> None:
+        def makedirs(sftp: wire.Session, path: str = folder) -> None:
             attrs = _stat_or_none(sftp, path)
             if attrs is not None:
                 if not stat.S_ISDIR(attrs.st_mode or 0):
@@ -213,92 +223,110 @@ class SftpDrop:
 
         self._run(f"mkdir {folder}", makedirs)
 
-    # -- writing: the requests SFTPFile would send, sent together --------------------------------
+    # -- writing: every file's requests in flight together ---------------------------------------
 
-    def _put(self, sftp: paramiko.SFTPClient, data: bytes, path: str) -> None:
-        """Open, then send the writes, the fsync, the fstat and the close together; wait once.
+    def _put(self, sftp: wire.Session, files: Sequence[tuple[bytes, str]]) -> list[BridgeError | None]:
+        """Create each file anew, then send its writes, the fsync, an fstat and the close; the
+        opens of all files go together, then the rest, replies read behind the sending.
 
-        paramiko's SFTPFile sends each request in its own SSH packet and waits for the fsync,
-        the stat and the close one after the other; for a small file those round trips are most
-        of the time (see bench/sftp_delivery.py). The requests are the same: SFTP v3 plus
-        OpenSSH's fsync@openssh.com. A large file goes in bursts of `_BURST` writes.
+        Each file is created with CREATE|EXCL, which OpenSSH's sftp-server passes on as
+        O_CREAT|O_EXCL: an existing name (a symbolic link too, even a dangling one) is refused,
+        never followed (see `_create_again`). Each file's outcome, in order; a file the server
+        holds fewer bytes of than were sent raises `_ShortWrite`, and the whole put is done again.
         """
-        handle = self._create(sftp, path)
-        tail = [(CMD_FSTAT, handle), (CMD_CLOSE, handle)]
-        if self._fsync:
-            tail.insert(0, (CMD_EXTENDED, "fsync@openssh.com", handle))
-        bursts = [
-            [(CMD_WRITE, handle, int64(at), data[at:at + _CHUNK])
-             for at in range(start, min(len(data), start + _CHUNK * _BURST), _CHUNK)]
-            for start in range(0, len(data), _CHUNK * _BURST)
-        ] or [[]]
-        pending: list[int] = []
-        errors: list[OSError] = []
-        for n, writes in enumerate(bursts):
-            if len(pending) >= _BURST:  # keep the replies from filling the channel window
-                self._collect(sftp, pending[:_BURST], errors)
-                del pending[:_BURST]
-            pending += _send_batch(sftp, writes + (tail if n == len(bursts) - 1 else []))
-        self._collect(sftp, pending[:-len(tail)], errors)
-        size = None
-        for request, num in zip(tail, pending[-len(tail):]):
-            reply = self._collect(sftp, [num], errors, fsync=request[0] == CMD_EXTENDED)
-            if request[0] == CMD_FSTAT and reply is not None and reply[0] == CMD_ATTRS:
-                size = paramiko.SFTPAttributes._from_msg(reply[1]).st_size
-        if errors:
-            raise errors[0]
-        if size != len(data):
-            raise _ShortWrite(f"{path}: wrote {len(data)} bytes, server has {size}")
-
-    def _create(self, sftp: paramiko.SFTPClient, path: str) -> bytes:
-        """A handle to a new, empty file `path`: opened with CREATE|EXCL, which OpenSSH's
-        sftp-server passes on as O_CREAT|O_EXCL, so an existing name (a symbolic link too, even
-        a dangling one) is refused, never followed. A regular file there is a previous attempt's
-        (a put cut short): removed, then created again; anything else is left alone."""
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
-        try:
-            return sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())[1].get_binary()
-        except OSError as refused:
-            if not self._connected():
-                raise
+        outcomes: list[BridgeError | None] = [None] * len(files)
+        opening = [sftp.send(wire.OPEN, wire.string(path), wire.u32(_NEW_FILE), wire.NO_ATTRIBUTES)
+                   for _, path in files]
+        handles: dict[int, bytes] = {}
+        for index, number in enumerate(opening):
+            path = files[index][1]
             try:
-                mode = sftp.lstat(path).st_mode or 0
-            except OSError:
-                raise refused from None  # not there: refused for another reason
-        if not stat.S_ISREG(mode):
-            raise TempNameBlocked(blocked_message(path, mode, self._where()))
-        try:
-            sftp.remove(path)
-        except OSError as refused:
-            if not self._connected():
-                raise
-            why = "permission denied" if refused.errno == errno.EACCES else _describe(refused)
-            raise TempNameBlocked(unremovable_message(path, self._where(), why)) from None
-        return sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())[1].get_binary()
-
-    def _collect(self, sftp: paramiko.SFTPClient, nums: list[int], errors: list[OSError],
-                 fsync: bool = False):
-        """Read the replies to `nums`; keep refusals in `errors` so every reply is consumed."""
-        reply = None
-        for num in nums:
-            try:
-                reply = sftp._read_response(num)
-            except _Unsupported as e:
-                if fsync:  # the server lacks fsync@openssh.com: do not ask again this session
-                    self._fsync = False
-                else:
-                    errors.append(e)
+                try:
+                    handles[index] = sftp.handle(number)
+                except OSError as refused:
+                    if not self._connected():
+                        raise
+                    handles[index] = self._create_again(sftp, path, refused)
+            except FixTheSetup as problem:
+                outcomes[index] = problem
             except OSError as e:
-                if fsync and type(e) is OSError and e.errno is None:
+                if not self._connected() or isinstance(e, _NOT_A_REFUSAL):
+                    raise
+                outcomes[index] = self._refused(e, f"put {path}", "folder of")
+        sending: deque[tuple[int, list[int], int | None, int, int]] = deque()
+        ahead = 0
+        for index, handle in handles.items():
+            data, name = files[index][0], wire.string(handle)
+            written = [sftp.send(wire.WRITE, name, wire.u64(at), wire.string(data[at:at + wire.CHUNK]))
+                       for at in range(0, len(data), wire.CHUNK)]
+            fsync = sftp.send(wire.EXTENDED, wire.string("fsync@openssh.com"), name) if self._fsync else None
+            sending.append((index, written, fsync, sftp.send(wire.FSTAT, name), sftp.send(wire.CLOSE, name)))
+            ahead += len(data)
+            while ahead > _AHEAD and len(sending) > 1:
+                finished = sending.popleft()
+                ahead -= len(files[finished[0]][0])
+                outcomes[finished[0]] = self._finish(sftp, files[finished[0]], *finished[1:])
+        for index, written, fsync, fstat, close in sending:
+            outcomes[index] = self._finish(sftp, files[index], written, fsync, fstat, close)
+        return outcomes
+
+    def _finish(self, sftp: wire.Session, file: tuple[bytes, str], written: list[int], fsync: int | None,
+                fstat: int, close: int) -> BridgeError | None:
+        """Read one file's replies: None if the server holds all of it (synced), else why not."""
+        data, path = file
+        errors: list[OSError] = []
+        for number in written:
+            _collect(sftp.status, number, errors)
+        if fsync is not None:
+            try:
+                sftp.status(fsync)
+            except wire.Unsupported:  # the server lacks fsync@openssh.com: not asked again
+                self._fsync = False
+            except OSError as e:
+                if e.errno is None:
                     # The server's flush failed (SSH_FX_FAILURE: EIO, disk full): the put fails,
                     # so the file is never renamed into place with contents it may not hold.
                     e = OSError(f"fsync@openssh.com failed: {str(e) or 'no reason given'}")
                 errors.append(e)
-        return reply
+        size = _collect(sftp.attributes, fstat, errors)
+        _collect(sftp.status, close, errors)
+        if errors:
+            if not self._connected():
+                raise errors[0]
+            return self._refused(errors[0], f"put {path}", "folder of")
+        if size is None or size.st_size != len(data):
+            raise _ShortWrite(f"{path}: wrote {len(data)} bytes, server has {size and size.st_size}")
+        return None
+
+    def _create_again(self, sftp: wire.Session, path: str, refused: OSError) -> bytes:
+        """The exclusive create of `path` was refused: if a regular file is there, a previous
+        attempt's (a put cut short), it is removed and the file created again; a link, a folder
+        or anything else is left alone (`TempNameBlocked`)."""
+        try:
+            mode = sftp.lstat(path).st_mode or 0
+        except OSError:
+            raise refused from None  # not there: refused for another reason
+        if not stat.S_ISREG(mode):
+            raise TempNameBlocked(blocked_message(path, mode, self._where()))
+        try:
+            sftp.remove(path)
+        except OSError as e:
+            if not self._connected():
+                raise
+            why = "permission denied" if e.errno == errno.EACCES else _describe(e)
+            raise TempNameBlocked(unremovable_message(path, self._where(), why)) from None
+        return sftp.open(path, _NEW_FILE)
+
+    def _rename_refused(self, sftp: wire.Session, src: str, dst: str, refused: OSError) -> FixTheSetup:
+        if _stat_or_none(sftp, dst) is not None:
+            return FileExistsInDrop(self._exists_message(dst))
+        if _stat_or_none(sftp, src) is None:
+            return RemotePathMissing(f"{src} does not exist on {self._where()}")
+        return self._refused(refused, f"rename {src} to {dst}")
 
     # -- session and retries ---------------------------------------------------------------------
 
-    def _run(self, label: str, op: Callable[[paramiko.SFTPClient], T], *, retry: bool = True,
+    def _run(self, label: str, op: Callable[[wire.Session], T], *, retry: bool = True,
              what: str = "") -> T:
         """Run `op` on the session, reconnecting and retrying on network errors."""
         last: BaseException | None = None
@@ -331,19 +359,17 @@ class SftpDrop:
             f"{self._where()}: {label} failed after {self.attempts} attempts: {_describe(last)}"
         ) from None
 
-    def _session(self) -> paramiko.SFTPClient:
+    def _session(self) -> wire.Session:
         if self._sftp is not None and self._connected():
             return self._sftp
         self.close()
         client = _connect(self.endpoint)
         try:
-            self._sftp = _SftpClient.from_transport(client.get_transport())
-            if self._sftp is None:
-                raise paramiko.SSHException("the server opened no SFTP session")
+            channel = client.get_transport().open_session(timeout=self.endpoint.timeout)
+            self._sftp = wire.Session(channel, self.endpoint.timeout)  # a hung server: no hang here
         except BaseException:
             client.close()
             raise
-        self._sftp.get_channel().settimeout(self.endpoint.timeout)  # a hung server: no hang here
         self._client = client
         self._fsync = self.endpoint.fsync
         self.connects += 1
@@ -378,30 +404,6 @@ class SftpDrop:
             f"{dst} already exists on {self._where()}; the bridge never overwrites a file in a "
             "drop. Ask the warehouse whether the existing file was processed, then move it away."
         )
-
-
-class _Unsupported(OSError):
-    """The server answered SSH_FX_OP_UNSUPPORTED (an OSError without errno, as paramiko's)."""
-
-
-class _SftpClient(paramiko.SFTPClient):
-    """paramiko's client, keeping one status code its errors lose.
-
-    paramiko turns every status but "no such file" and "permission denied" into a bare
-    IOError(text), so "Operation unsupported" (skip the extension) and "Failure" (an fsync
-    that did not flush) look alike. Here OP_UNSUPPORTED raises `_Unsupported`, by its code,
-    whatever the server's text; every other status is converted as paramiko does.
-    """
-
-    def _convert_status(self, msg: Message) -> None:
-        code, text = msg.get_int(), msg.get_text()
-        if code == SFTP_OP_UNSUPPORTED:
-            raise _Unsupported(text or "Operation unsupported")
-        status = Message()
-        status.add_int(code)
-        status.add_string(text)
-        status.rewind()
-        super()._convert_status(status)
 
 
 class _ShortWrite(OSError):
@@ -489,29 +491,7 @@ def _load_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
         raise SftpAuthError(f"cannot use private key {path}: {e}") from None
 
 
-def _send_batch(sftp: paramiko.SFTPClient, requests: list[tuple]) -> list[int]:
-    """Send several SFTP requests in one channel write (one SSH packet when small); return
-    their request numbers. The framing is paramiko's `_async_request` + `_send_packet`."""
-    frames, nums = [], []
-    with sftp._lock:
-        for kind, *args in requests:
-            msg = Message()
-            msg.add_int(sftp.request_number)
-            for item in args:
-                if isinstance(item, int64):
-                    msg.add_int64(item)
-                else:
-                    msg.add_string(item)
-            body = msg.asbytes()
-            frames.append(struct.pack(">IB", len(body) + 1, kind) + body)
-            nums.append(sftp.request_number)
-            sftp._expecting[sftp.request_number] = type(None)
-            sftp.request_number += 1
-    sftp._write_all(b"".join(frames))
-    return nums
-
-
-def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+def _stat_or_none(sftp: wire.Session, path: str) -> wire.Attributes | None:
     try:
         return sftp.stat(path)
     except OSError as e:
@@ -529,3 +509,12 @@ def _describe(e: BaseException | None) -> str:
         return "unknown error"
     text = str(e) or type(e).__name__
     return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
+
+
+def _collect(read: Callable[[int], T], number: int, errors: list[OSError]) -> T | None:
+    """One reply, its refusal kept in `errors` so that every reply is read."""
+    try:
+        return read(number)
+    except OSError as e:
+        errors.append(e)
+        return None

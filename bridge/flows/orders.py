@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
-from bridge.edges.folders import Drop, fsync_folder, write_atomic
+from bridge.edges.folders import Drop, write_files
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
@@ -385,40 +385,46 @@ class OrdersFlow:
             if name is None:  # this file only: the warehouse's other files still go
                 self._unrenderable(warehouse, [(order_id, why) for order_id in rendered.order_ids], now, report)
                 continue
-            path = folder / name
-            try:
-                write_atomic(path, self.ledger.seal_file(rendered.data), sync_folder=False)
-            except OSError as problem:
-                if problem.errno in _NAME_REFUSED:  # this name only
-                    why = f"its file name {name} cannot be written in the spool ({problem.strerror})"
-                    self._unrenderable(warehouse, [(order_id, why) for order_id in rendered.order_ids], now, report)
-                    continue
-                raise FixTheSetup(f"cannot write the spool file {path}: {problem.strerror}") from None
             batch.append((rendered, name))
             if len(batch) == self.batch_size:
-                self._stage(warehouse, folder, batch, now, report)
+                self._spool_and_stage(warehouse, folder, batch, now, report)
                 batch = []
         if batch:
-            self._stage(warehouse, folder, batch, now, report)
+            self._spool_and_stage(warehouse, folder, batch, now, report)
 
-    def _stage(self, warehouse: WarehouseSettings, folder: Path, batch: list[tuple[RenderedFile, str]],
-               now: datetime, report: RunReport) -> None:
-        """Record a batch of spooled files as staged, in one transaction, once their names are
-        synced into the spool folder. Their bytes stay at hand for this run's delivery, so
-        buyer data is opened once a run, not read back from the spool."""
-        fsync_folder(folder)
+    def _spool_and_stage(self, warehouse: WarehouseSettings, folder: Path, batch: list[tuple[RenderedFile, str]],
+                         now: datetime, report: RunReport) -> None:
+        """Write a batch of files into the spool (sealed, synced) and record them as staged, in
+        one transaction. Their bytes stay at hand for this run's delivery, so buyer data is
+        opened once a run, not read back from the spool."""
+        outcomes = write_files([(folder / name, self.ledger.seal_file(rendered.data)) for rendered, name in batch])
+        spooled = []
+        for (rendered, name), problem in zip(batch, outcomes):
+            if problem is None:
+                spooled.append((rendered, name))
+            elif problem.errno in _NAME_REFUSED:  # this name only
+                why = f"its file name {name} cannot be written in the spool ({problem.strerror})"
+                self._unrenderable(warehouse, [(order_id, why) for order_id in rendered.order_ids], now, report)
+            else:
+                self._unspool(folder, spooled)
+                raise FixTheSetup(f"cannot write the spool file {folder / name}: {problem.strerror}")
         self.checkpoint("spooled")
         files = [(name, f"{warehouse.name}/{name}", len(rendered.data), hashlib.sha256(rendered.data).hexdigest(),
-                  rendered.order_ids) for rendered, name in batch]
+                  rendered.order_ids) for rendered, name in spooled]
         try:
             ids = self.ledger.stage_files(warehouse.name, files, now)
         except Exception:
-            for _, name in batch:  # not recorded: not left in the spool either
-                (folder / name).unlink(missing_ok=True)
+            self._unspool(folder, spooled)
             raise
-        self._rendered.update(zip(ids, (rendered.data for rendered, _ in batch)))
+        self._rendered.update(zip(ids, (rendered.data for rendered, _ in spooled)))
         self.checkpoint("staged")
-        report.staged_files += len(batch)
+        report.staged_files += len(spooled)
+
+    @staticmethod
+    def _unspool(folder: Path, files: list[tuple[RenderedFile, str]]) -> None:
+        """Spool files that will not be recorded: not left in the spool either."""
+        for _, name in files:
+            (folder / name).unlink(missing_ok=True)
 
     def _file_name(self, warehouse: WarehouseSettings, rendered: RenderedFile) -> tuple[str | None, str]:
         """The name a rendered file is staged under, or (None, why it cannot be staged).
