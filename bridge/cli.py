@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="orders JSON: a list of Amazon searchOrders Order objects (default: the demo orders)")
     sandbox.add_argument("--fresh", action="store_true",
                          help="move the orders' update times to just inside the default window (default: as in the seed)")
+    sandbox.add_argument("--rate-scale", type=_positive, default=1.0, metavar="N",
+                         help="multiply every operation's rate limit by N, bursts unchanged, e.g. 1000 for a"
+                              " catch-up in seconds (default 1: Amazon's published usage plans)")
     sandbox.set_defaults(handler=cmd_sandbox)
 
     shipments = commands.add_parser("shipments", help="shipments up: confirmation files to Amazon")
@@ -171,6 +174,16 @@ def _config_after_command(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: not given here, the value from before the command (or its default) stays;
     # given in both places, the later one (this one) wins, as with any repeated option.
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=CONFIG_AFTER_HELP)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
 
 
 def _iso_time(text: str) -> datetime:
@@ -430,7 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from bridge.demo import serve_sandbox
 
-    serve_sandbox(args.port, args.seed, fresh=args.fresh)
+    serve_sandbox(args.port, args.seed, fresh=args.fresh, rate_scale=args.rate_scale)
     return EXIT_OK
 
 

@@ -57,12 +57,14 @@ def demo_orders(now: datetime) -> list[dict]:
     return rebase_last_updated(load_seed(SEED), now - timedelta(minutes=35))
 
 
-def serve_sandbox(port: int, seed: Path | None, *, fresh: bool = False) -> None:
+def serve_sandbox(port: int, seed: Path | None, *, fresh: bool = False, rate_scale: float = 1.0) -> None:
     orders = load_seed(seed or SEED)
     if fresh:
         orders = rebase_last_updated(orders, datetime.now(timezone.utc) - timedelta(minutes=35))
-    sandbox = SpApiSandbox(orders, port=port).start()
+    sandbox = SpApiSandbox(orders, port=port, rate_scale=rate_scale).start()
     print(f"SP-API sandbox on {sandbox.url} (LWA token URL {sandbox.token_url}); Ctrl-C stops it")
+    if rate_scale != 1:
+        print(f"  rate limits: Amazon's usage plans x {rate_scale:g} (bursts unchanged)")
     print(f"  {len(orders)} orders; controls: POST {sandbox.url}/_sandbox/pii, /_sandbox/faults, /_sandbox/orders")
     serve_forever(sandbox)
 

@@ -549,3 +549,38 @@ def test_rebase_last_updated_moves_all_by_one_offset(seed):
     assert [o["createdTime"] for o in rebased] == [o["createdTime"] for o in seed]
     assert seed[0]["lastUpdatedTime"] == "2026-11-20T09:05:12Z"      # input untouched
     assert timedelta(0) < shift
+
+
+def test_a_page_reads_only_its_own_orders_however_many_the_sandbox_holds():
+    """A searchOrders page costs the same with 100 orders or 100,000: it starts where the window
+    or the token says and reads until the page is full, whatever the store holds around it."""
+    from bridge.sandbox import spapi_orders as so
+
+    def orders(count: int) -> dict[str, dict]:
+        start = datetime(2026, 11, 20, tzinfo=timezone.utc)
+        return {f"111-{n:07d}": {"orderId": f"111-{n:07d}",
+                                 "lastUpdatedTime": so.iso(start + timedelta(seconds=n))} for n in range(count)}
+
+    def reads_for_a_page(count: int, middle_of_the_store: bool) -> int:
+        store = orders(count)
+        keys = so.time_keys(store.values(), "lastUpdatedTime")
+        after = datetime(2026, 11, 20, tzinfo=timezone.utc) + timedelta(seconds=count // 2 if middle_of_the_store else 0)
+        read = []
+        chunk, token = so.page_of(keys, store, "lastUpdatedTime", after, after + timedelta(days=30), 20, None, "q",
+                                  lambda order: read.append(order) or True)
+        assert len(chunk) == 20 and token
+        position = so.decode_token("paginationToken", token, "q")
+        so.page_of(keys, store, "lastUpdatedTime", after, after + timedelta(days=30), 20, position, "q",
+                   lambda order: read.append(order) or True)
+        return len(read)
+
+    assert reads_for_a_page(100, True) == reads_for_a_page(100_000, True) == 42  # two pages, each one look ahead
+    assert reads_for_a_page(100_000, False) == 42
+
+
+def test_a_rate_scale_multiplies_every_rate_and_keeps_the_bursts(seed):
+    from bridge.sandbox.spapi import DEFAULT_RATE_LIMITS
+
+    fast = SpApiSandbox(seed, rate_scale=1000)
+    assert fast._limits["searchOrders"] == (DEFAULT_RATE_LIMITS["searchOrders"][0] * 1000, 20)
+    assert fast._limits["confirmShipment"] == (2000.0, 10)

@@ -145,16 +145,24 @@ def _utc_now() -> datetime:
 
 
 class SpApiSandbox:
-    """A running (after `start()`) local SP-API holding `orders` (v2026 `Order` dicts)."""
+    """A running (after `start()`) local SP-API holding `orders` (v2026 `Order` dicts).
+
+    Each operation is rate limited as Amazon's default usage plan says (`DEFAULT_RATE_LIMITS`),
+    or as `rate_limits` says; `rate_scale` multiplies every rate (requests per second), the
+    bursts stay: `rate_scale=1000` makes a catch-up of hours take seconds."""
 
     def __init__(self, orders: list[dict], *, host: str = "127.0.0.1", port: int = 0,
-                 rate_limits: dict[str, tuple[float, int]] | None = None,
+                 rate_limits: dict[str, tuple[float, int]] | None = None, rate_scale: float = 1.0,
                  credentials: dict | None = None, pii_access: bool = True,
                  clock: Callable[[], datetime] | None = None, feed_polls_until_done: int = 1):
         self._lock = threading.RLock()
         self._orders: dict[str, dict] = {o["orderId"]: copy.deepcopy(o) for o in orders}
+        # Orders sorted by each time field, for pages that cost the page, not the store.
+        self._sorted: dict[str, tuple[int, list]] = {}
+        self._version = 0  # bumped by every change to the orders: the sorted keys are made again
         self._host, self._port = host, port
-        self._limits = {**DEFAULT_RATE_LIMITS, **(rate_limits or {})}
+        self._limits = {operation: (rate * rate_scale, burst)
+                        for operation, (rate, burst) in {**DEFAULT_RATE_LIMITS, **(rate_limits or {})}.items()}
         self._buckets: dict[str, _Bucket] = {}
         self._credentials = credentials
         self.pii_access = pii_access
@@ -211,8 +219,17 @@ class SpApiSandbox:
 
     # -- controls --------------------------------------------------------------------------------
 
+    def _by_time(self, field: str) -> list:
+        """Every order's (time, time as sent, id) for `field`, sorted; made again after a change."""
+        version, keys = self._sorted.get(field, (-1, []))
+        if version != self._version:
+            keys = so.time_keys(self._orders.values(), field)
+            self._sorted[field] = (self._version, keys)
+        return keys
+
     def add_order(self, order: dict) -> None:
         with self._lock:
+            self._version += 1
             self._orders[order["orderId"]] = copy.deepcopy(order)
             self.known_skus.update(i["product"]["sellerSku"] for i in order.get("orderItems", [])
                                    if "sellerSku" in i.get("product", {}))
@@ -220,10 +237,12 @@ class SpApiSandbox:
     def remove_order(self, order_id: str) -> None:
         """Amazon no longer knows the order: reads of it answer 404 NotFound."""
         with self._lock:
+            self._version += 1
             del self._orders[order_id]
 
     def update_order(self, order_id: str, **changes) -> None:
         with self._lock:
+            self._version += 1
             order = self._orders[order_id]
             order.update(copy.deepcopy(changes))
             order["lastUpdatedTime"] = so.iso(self._clock())
@@ -384,10 +403,9 @@ class SpApiSandbox:
             position = so.decode_token("paginationToken", token, fingerprint)
             before = so.parse_iso("paginationToken", position["before"])
         with self._lock:
-            matching = [o for o in self._orders.values()
-                        if so.in_window(o, field, after, before)
-                        and so.matches(o, statuses, fulfilled_by, marketplaces)]
-            chunk, next_token = so.page(matching, field, size, position, fingerprint, before)
+            chunk, next_token = so.page_of(
+                self._by_time(field), self._orders, field, after, before, size, position, fingerprint,
+                lambda o: so.matches(o, statuses, fulfilled_by, marketplaces))
             orders = [so.project(o, included, self.pii_access) for o in chunk]
         doc: dict = {"orders": orders}
         if next_token:
@@ -448,18 +466,21 @@ class SpApiSandbox:
         channels = so.many(filters, "FulfillmentChannels", ("MFN", "AFN"))
         order_ids = so.many(filters, "AmazonOrderIds", max_items=so.MAX_ORDER_IDS)
         shipping, buyer = self._pii_v0(grant, "/orders/v0/orders")
-        with self._lock:
-            views = [(o, so.to_v0(o, shipping, buyer)) for o in self._orders.values()
-                     if so.in_window(o, field, after, before)
-                     and o["salesChannel"].get("marketplaceId") in marketplaces
-                     and (not order_ids or o["orderId"] in order_ids)]
-        views = [(o, v) for o, v in views
-                 if (not statuses or v["OrderStatus"] in statuses)
-                 and (not channels or v["FulfillmentChannel"] in channels)]
+        by_id: dict[str, dict] = {}
+
+        def keep(order: dict) -> bool:
+            if order["salesChannel"].get("marketplaceId") not in marketplaces:
+                return False
+            if order_ids and order["orderId"] not in order_ids:
+                return False
+            view = by_id[order["orderId"]] = so.to_v0(order, shipping, buyer)
+            return ((not statuses or view["OrderStatus"] in statuses)
+                    and (not channels or view["FulfillmentChannel"] in channels))
+
         fingerprint = so.fingerprint(filters)
-        chunk, next_token = so.page([o for o, _ in views], field, size,
-                                    position and position.get("at"), fingerprint, before)
-        by_id = {o["orderId"]: v for o, v in views}
+        with self._lock:
+            chunk, next_token = so.page_of(self._by_time(field), self._orders, field, after, before, size,
+                                           position and position.get("at"), fingerprint, keep)
         payload: dict = {"Orders": [by_id[o["orderId"]] for o in chunk]}
         if next_token:
             at = json.loads(so.base64.urlsafe_b64decode(next_token.encode()))
@@ -531,6 +552,7 @@ class SpApiSandbox:
         order.setdefault("fulfillment", {})["fulfillmentStatus"] = (
             "SHIPPED" if done else "PARTIALLY_SHIPPED")
         order["lastUpdatedTime"] = so.iso(self._now())
+        self._version += 1
 
     # -- Tokens ------------------------------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ Rules come from `orders_2026-01-01.json` and `ordersV0.json` (parameter descript
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import hashlib
+import itertools
 import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Callable, Iterable
 
 FULFILLMENT_STATUSES = ("PENDING_AVAILABILITY", "PENDING", "UNSHIPPED", "PARTIALLY_SHIPPED",
                         "SHIPPED", "CANCELLED", "UNFULFILLABLE")
@@ -170,27 +173,37 @@ def decode_token(name: str, token: str, query_fingerprint: str) -> dict:
     return position
 
 
-def page(matching: list[dict], field: str, size: int, position: dict | None,
-         query_fingerprint: str, before: datetime) -> tuple[list[dict], str | None]:
-    """Stable keyset paging over (field, orderId): an order is never returned twice."""
-    ordered = sorted(matching, key=lambda o: (o[field], o["orderId"]))
-    if position is not None:
-        last = (position["t"], position["id"])
-        ordered = [o for o in ordered if (o[field], o["orderId"]) > last]
-    chunk = ordered[:size]
-    if len(ordered) <= size:
-        return chunk, None
-    tail = chunk[-1]
-    return chunk, encode_token({"q": query_fingerprint, "t": tail[field], "id": tail["orderId"],
-                                "before": iso(before)})
+def page_of(keys: list[tuple[datetime, str, str]], orders: dict[str, dict], field: str, after: datetime,
+            before: datetime, size: int, position: dict | None, query_fingerprint: str,
+            keep: Callable[[dict], bool]) -> tuple[list[dict], str | None]:
+    """`page` read from `keys`, every order's (time, time as sent, id) sorted: it starts at the
+    window's start or the token's place by bisection and reads on until the page is full, so a
+    page costs the same in a store of a hundred orders or of a million."""
+    if position is None:
+        start = bisect.bisect_left(keys, (after,))
+    else:
+        start = bisect.bisect_right(keys, (parse_iso("paginationToken", position["t"]), position["t"], position["id"]))
+    chunk: list[dict] = []
+    for moment, _, order_id in itertools.islice(keys, start, None):
+        if moment > before:
+            break
+        order = orders[order_id]
+        if not keep(order):
+            continue
+        if len(chunk) == size:
+            tail = chunk[-1]
+            return chunk, encode_token({"q": query_fingerprint, "t": tail[field], "id": tail["orderId"],
+                                        "before": iso(before)})
+        chunk.append(order)
+    return chunk, None
+
+
+def time_keys(orders: Iterable[dict], field: str) -> list[tuple[datetime, str, str]]:
+    """The keys `page_of` reads: (time, time as sent, id) of every order, sorted."""
+    return sorted((parse_iso(field, order[field]), order[field], order["orderId"]) for order in orders)
 
 
 # -- v2026 view --------------------------------------------------------------------------------
-
-def in_window(order: dict, field: str, after: datetime, before: datetime) -> bool:
-    # "at or after" / "at or before" per the model's parameter descriptions.
-    return after <= parse_iso(field, order[field]) <= before
-
 
 def matches(order: dict, statuses: list[str] | None, fulfilled_by: list[str] | None,
             marketplaces: list[str] | None) -> bool:
