@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="orders JSON: a list of Amazon searchOrders Order objects (default: the demo orders)")
     sandbox.add_argument("--fresh", action="store_true",
                          help="move the orders' update times to just inside the default window (default: as in the seed)")
-    sandbox.add_argument("--rate-scale", type=_positive, default=1.0, metavar="N",
+    sandbox.add_argument("--rate-scale", type=_positive, default=1, metavar="N",
                          help="multiply every operation's rate limit by N, bursts unchanged, e.g. 1000 for a"
                               " catch-up in seconds (default 1: Amazon's published usage plans)")
     sandbox.set_defaults(handler=cmd_sandbox)
