@@ -1,11 +1,17 @@
 """How much does the mapping layer cost over writing the same file by hand?
 
     .venv/bin/python bench/render_orders.py [orders] [xlsx_orders]
+    .venv/bin/python bench/render_orders.py --memory
+
 
 Builds synthetic orders (2 lines each on average), renders them with each shipped mapping's
 format through `render_orders` (one file per run), and writes the same rows/tree directly with
 the library (csv, lxml, openpyxl write-only) as the baseline. Prints seconds and the ratio.
 Target: CSV within 2x of plain csv.
+
+`--memory`: peak RSS of fresh processes rendering one per-run file of 10,000 and of 100,000
+orders per format, against the RSS with those orders held in memory (what a run holds anyway).
+Target: the peak within 1.5x, whatever the count: files are written an order at a time.
 """
 
 from __future__ import annotations
@@ -161,6 +167,42 @@ def timed(function, *args) -> float:
     return best
 
 
+def rss_mb(field: str) -> float:
+    """This process's VmRSS (now) or VmHWM (its peak), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_of_one_render(fmt: str, count: int) -> None:
+    """In a fresh process: the RSS with `count` orders held in memory, and the peak while one
+    per-run file of them is rendered (the peak is reset to the current RSS in between)."""
+    orders = synthetic_orders(count)
+    with tempfile.TemporaryDirectory() as folder:
+        mapping = layout(Path(folder), fmt)
+    gc.collect()
+    held = rss_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+    result = render_orders(mapping, orders, RUN_TIME)
+    peak = rss_mb("VmHWM")
+    size = sum(len(f.data) for f in result.files)
+    print(f"{held:.1f} {peak:.1f} {size}")
+
+
+def memory(counts: tuple[int, ...] = (10_000, 100_000)) -> None:
+    import subprocess
+
+    for fmt in ("xml", "xlsx", "csv"):
+        for count in counts:
+            done = subprocess.run([sys.executable, __file__, "--rss", fmt, str(count)], capture_output=True,
+                                  text=True, check=True)
+            held, peak, size = done.stdout.split()
+            print(f"{fmt:5} {count:>7} orders: RSS with the orders held {float(held):7.1f} MB, peak while"
+                  f" rendering one file of them {float(peak):7.1f} MB ({int(size) / 1e6:.0f} MB file):"
+                  f" {float(peak) / float(held):.2f}x (target at most 1.5x)")
+
+
 def main(count: int = 100_000, xlsx_count: int = 20_000) -> None:
     orders = synthetic_orders(count)
     # The input lives for the whole run: freeze it so the collector does not rescan 100,000
@@ -182,4 +224,9 @@ def main(count: int = 100_000, xlsx_count: int = 20_000) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    if sys.argv[1:2] == ["--rss"]:
+        memory_of_one_render(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--memory"]:
+        memory()
+    else:
+        main(*(int(a) for a in sys.argv[1:]))

@@ -462,3 +462,38 @@ def test_an_unmapped_buyer_field_is_reported_without_its_value(tmp_path):
     result = render_orders(load_mapping(path).orders, [order], RUN_TIME)
     assert result.failures == {order.order_id: "ship_to.city: its value has no entry in the column's map; add it to the mapping"}
     assert order.ship_to.city not in result.failures[order.order_id]
+
+
+# --- files written an order at a time: the same bytes as written whole ------------------------
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252"])
+def test_an_xml_file_written_element_by_element_is_the_whole_tree_written_at_once(encoding: str):
+    from lxml import etree
+
+    from bridge.formats.tables import XmlStream, write_xml
+
+    def order(number: int):
+        element = etree.Element("Order", id=f"A-{number}", note='say "hi" & <go>')
+        etree.SubElement(element, "Name").text = "Łukasz Yılmaz 中文 Müller"
+        etree.SubElement(element, "Empty")
+        lines = etree.SubElement(element, "Lines")
+        etree.SubElement(etree.SubElement(lines, "Line"), "SKU").text = f"SKU-{number}"
+        return element
+
+    root = etree.Element("Orders")
+    for number in range(3):
+        root.append(order(number))
+    out = io.BytesIO()
+    stream = XmlStream(out, "Orders", encoding=encoding)
+    for number in range(3):
+        stream.add(order(number))
+    stream.close()
+    assert out.getvalue() == write_xml(root, encoding=encoding)
+
+
+def test_a_csv_file_written_order_by_order_leaves_out_only_the_order_its_encoding_cannot_hold(tmp_path: Path):
+    orders = [make_order("A-1"), make_order("A-2", name="Li 中文"), make_order("A-3")]
+    streamed = render_orders(csv_layout(tmp_path, "cp1252"), orders, RUN_TIME)
+    whole = render_orders(csv_layout(tmp_path, "cp1252"), [orders[0], orders[2]], RUN_TIME)
+    assert streamed.failures == {"A-2": "ship_to.name has a character cp1252 cannot encode at position 4"}
+    assert [f.data for f in streamed.files] == [f.data for f in whole.files]

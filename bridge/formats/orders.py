@@ -14,22 +14,23 @@ always gives the same bytes and names, so a run re-rendered after a crash writes
 
 from __future__ import annotations
 
+import io
 import re
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Any, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from lxml import etree
 
 from bridge.errors import RenderError
 from bridge.formats.tables import (
+    CsvStream,
+    XlsxStream,
+    XmlStream,
     find_control,
     find_not_xml,
     find_unencodable,
-    write_csv,
-    write_xlsx,
-    write_xml,
 )
 from bridge.mapping import XLSX_CELL_MAX, Column, OrderLayout
 from bridge.records import Line, Order, shown, utc
@@ -69,36 +70,64 @@ def render_orders(layout: OrderLayout, orders: Sequence[Order], run_time: dateti
             ready.append(order)
         seen.add(order.order_id)
     builder = _BUILDERS[layout.format](layout, run_time)
-    units: list[tuple[Order, Any]] = []
-    for order in ready:
+    files: list[RenderedFile] = []
+    names: dict[str, str] = {}
+
+    def laid_out(order: Order) -> Any:
+        """The order's rows or element, or None (its failure noted)."""
         try:
-            units.append((order, builder.unit(order)))
+            return builder.unit(order)
         except RenderError as problem:
             failures[order.order_id] = str(problem)
         except _UNEXPECTED as problem:  # a builder that could not say which field
             failures[order.order_id] = f"cannot lay out: {type(problem).__name__}"
-    groups = [[unit] for unit in units] if layout.file_per == "order" else [units] if units else []
-    files: list[RenderedFile] = []
-    names: dict[str, str] = {}
-    for group in groups:
-        data, dropped = builder.file(group)
-        failures.update(dropped)
-        kept = tuple(order.order_id for order, _ in group if order.order_id not in dropped)
+        return None
+
+    def add_file(data: bytes, kept: list[str], first: Order) -> None:
         if not kept:
-            continue
+            return
         name = _file_name(layout.file_name, run_time, len(files) + 1,
-                          group[0][0] if layout.file_per == "order" else None)
+                          first if layout.file_per == "order" else None)
         if name in names:
             failures[kept[0]] = (f"its file name {name} is also the name of order "
                                  f"{shown(names[name])}'s file (their ids differ only in "
                                  f"characters a file name cannot hold)")
-            continue
+            return
         if len(name.encode("utf-8")) > max_name_length:
             failures.update(dict.fromkeys(kept, too_long(name, max_name_length)))
-            continue
+            return
         names[name] = kept[0]
-        files.append(RenderedFile(name=name, data=data, order_ids=kept))
+        files.append(RenderedFile(name=name, data=data, order_ids=tuple(kept)))
+
+    # Each order is laid out and written at once, so that a file of a hundred thousand orders
+    # never holds more than one order's rows or element besides the bytes written.
+    if layout.file_per == "order":
+        for order in ready:
+            unit = laid_out(order)
+            if unit is not None:
+                out = io.BytesIO()
+                writer = builder.writer(out)
+                kept = [order.order_id] if _added(writer, order, unit, failures) else []
+                writer.close()
+                add_file(out.getvalue(), kept, order)
+    elif ready:
+        out = io.BytesIO()
+        writer = builder.writer(out)
+        kept = [order.order_id for order in ready
+                if (unit := laid_out(order)) is not None and _added(writer, order, unit, failures)]
+        writer.close()
+        add_file(out.getvalue(), kept, ready[0])
     return RenderResult(files=tuple(files), failures=failures)
+
+
+def _added(writer, order: Order, unit: Any, failures: dict[str, str]) -> bool:
+    """Write one order's unit; False (its failure noted) if the file cannot hold it."""
+    try:
+        writer.add(order, unit)
+    except RenderError as problem:
+        failures[order.order_id] = str(problem)
+        return False
+    return True
 
 
 def too_long(name: str, limit: int) -> str:
@@ -217,30 +246,30 @@ class _Rows:
 
 
 class _Csv(_Rows):
-    def file(self, group: list[tuple[Order, list[list[str]]]]) -> tuple[bytes, dict[str, str]]:
+    def writer(self, out: BinaryIO) -> _CsvFile:
         layout = self.layout
-        try:
-            return self.write(group), {}
-        except RenderError:
-            pass  # rare: find which orders hold the character, leave them out, write again
-        encoding = layout.encoding
-        dropped: dict[str, str] = {}
-        for order, rows in group:
-            reason = self.cell_problem(rows, lambda text: find_unencodable(text, encoding),
-                                       f"a character {encoding} cannot encode")
-            if reason:
-                dropped[order.order_id] = reason
-        kept = [unit for unit in group if unit[0].order_id not in dropped]
-        return (self.write(kept) if kept else b""), dropped
+        return _CsvFile(self, CsvStream(out, header=self.header, delimiter=layout.delimiter, quoting=layout.quoting,
+                                        line_terminator=layout.line_terminator, encoding=layout.encoding))
 
-    def write(self, group: list[tuple[Order, list[list[str]]]]) -> bytes:
-        layout = self.layout
-        return write_csv(
-            (row for _, rows in group for row in rows),
-            header=self.header, delimiter=layout.delimiter, quoting=layout.quoting,
-            line_terminator=layout.line_terminator, encoding=layout.encoding,
-            unencodable="fail",  # the columns' getters replaced or spelled what they may
-        )
+
+class _CsvFile:
+    """One CSV file being written: an order whose rows hold a character the file's encoding
+    lacks is left out, naming the field (the columns' getters replaced or spelled what they may)."""
+
+    def __init__(self, rows: _Csv, stream: CsvStream):
+        self.rows, self.stream = rows, stream
+
+    def add(self, order: Order, rows: list[list[str]]) -> None:
+        try:
+            self.stream.add(rows)
+        except RenderError:
+            encoding = self.rows.layout.encoding
+            raise RenderError(self.rows.cell_problem(rows, lambda text: find_unencodable(text, encoding),
+                                                     f"a character {encoding} cannot encode")
+                              or f"a character {encoding} cannot encode") from None
+
+    def close(self) -> None:
+        pass
 
 
 class _Xlsx(_Rows):
@@ -258,12 +287,23 @@ class _Xlsx(_Rows):
                             f"to cut it)")
         return None
 
-    def file(self, group: list[tuple[Order, list[list[str]]]]) -> tuple[bytes, dict[str, str]]:
+    def writer(self, out: BinaryIO) -> _Unitwise:
         numbers = [index for index, column in enumerate(self.layout.columns) if column.is_number]
-        data = write_xlsx((row for _, rows in group for row in rows), header=self.header,
-                          sheet=self.layout.sheet, number_columns=numbers,
-                          timestamp=utc(self.run_time))
-        return data, {}
+        return _Unitwise(XlsxStream(out, header=self.header, sheet=self.layout.sheet, number_columns=numbers,
+                                    timestamp=utc(self.run_time)))
+
+
+class _Unitwise:
+    """A file being written that takes every unit as it comes (XLSX rows, XML elements)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def add(self, order: Order, unit) -> None:
+        self.stream.add(unit)
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 # --- xml: one element per order --------------------------------------------------------------
@@ -323,11 +363,8 @@ class _Xml:
             elif text:
                 target.text = (target.text or "") + text
 
-    def file(self, group: list[tuple[Order, etree._Element]]) -> tuple[bytes, dict[str, str]]:
-        root = etree.Element(self.layout.root)
-        for _, element in group:
-            root.append(element)
-        return write_xml(root, encoding=self.layout.encoding), {}
+    def writer(self, out: BinaryIO) -> _Unitwise:
+        return _Unitwise(XmlStream(out, self.layout.root, encoding=self.layout.encoding))
 
 
 _BUILDERS = {"csv": _Csv, "xlsx": _Xlsx, "xml": _Xml}

@@ -6,13 +6,15 @@ golden files can pin them. Orders, shipments and stock files all go through thes
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+import shutil
 import zipfile
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 from lxml import etree
 from openpyxl import Workbook
@@ -59,6 +61,37 @@ def write_csv(
                           f"at position {problem.start + 1}") from None
 
 
+class CsvStream:
+    """CSV written piece by piece into the binary stream `out`. Each `add` is encoded on its
+    own: a piece holding a character the encoding lacks is refused whole (RenderError, nothing
+    of it written) and the file goes on without it. The pieces together are the bytes
+    `write_csv` makes of all their rows at once."""
+
+    def __init__(self, out: BinaryIO, *, header: Sequence[str] | None = None, delimiter: str = ",",
+                 quoting: str = "minimal", line_terminator: str = "\r\n", encoding: str = "utf-8"):
+        self._out = out
+        self._text = io.StringIO()
+        self._writer = csv.writer(self._text, delimiter=delimiter, quoting=_QUOTING[quoting],
+                                  lineterminator=line_terminator)
+        # A byte order mark once, at the start, not before every piece.
+        self._encoding = "utf-8" if encoding == "utf-8-sig" else encoding
+        if encoding == "utf-8-sig":
+            out.write(codecs.BOM_UTF8)
+        if header is not None:
+            self.add([header])
+
+    def add(self, rows: Iterable[Sequence[str]]) -> None:
+        self._text.seek(0)
+        self._text.truncate()
+        self._writer.writerows(rows)
+        try:
+            data = self._text.getvalue().encode(self._encoding)
+        except UnicodeEncodeError as problem:  # the position only: the character may be a buyer's
+            raise RenderError(f"text has a character {self._encoding} cannot encode "
+                              f"at position {problem.start + 1}") from None
+        self._out.write(data)
+
+
 def find_unencodable(text: str, encoding: str) -> tuple[int, str] | None:
     """(1-based position, character) of the first character `encoding` lacks, or None."""
     try:
@@ -80,6 +113,39 @@ def find_not_xml(text: str) -> tuple[int, str] | None:
     return None if match is None else (match.start() + 1, match.group())
 
 
+class XmlStream:
+    """An XML document written element by element into the binary stream `out` with lxml's
+    incremental `xmlfile`: a declaration naming the encoding, the `root` element, each added
+    element indented inside it. Only the element being written is in memory; the bytes are
+    those `write_xml` makes of the whole tree. Characters the encoding lacks become character
+    references. `close()` ends the document."""
+
+    def __init__(self, out: BinaryIO, root: str, *, encoding: str = "utf-8"):
+        self._out = out
+        name = _XML_ENCODING_NAMES[encoding]
+        out.write((codecs.BOM_UTF8 if encoding == "utf-8-sig" else b"")
+                  + f'<?xml version="1.0" encoding="{name}"?>\n'.encode("ascii"))
+        self._file = etree.xmlfile(out, encoding=name)
+        self._writer = self._file.__enter__()
+        self._root = self._writer.element(root)
+        self._root.__enter__()
+        self.elements = 0
+
+    def add(self, element: etree._Element) -> None:
+        etree.indent(element, space="  ", level=1)
+        element.tail = None
+        self._writer.write("\n  ")
+        self._writer.write(element)
+        self.elements += 1
+
+    def close(self) -> None:
+        if self.elements:
+            self._writer.write("\n")
+        self._root.__exit__(None, None, None)
+        self._file.__exit__(None, None, None)
+        self._out.write(b"\n")
+
+
 def write_xml(root: etree._Element, *, encoding: str = "utf-8") -> bytes:
     """Pretty-printed XML with a declaration naming the encoding.
 
@@ -90,6 +156,39 @@ def write_xml(root: etree._Element, *, encoding: str = "utf-8") -> bytes:
     body = etree.tostring(root, encoding="unicode")
     declaration = f'<?xml version="1.0" encoding="{_XML_ENCODING_NAMES[encoding]}"?>\n'
     return (declaration + body + "\n").encode(encoding, errors="xmlcharrefreplace")
+
+
+class XlsxStream:
+    """A one-sheet workbook written row by row with openpyxl's write-only mode into the binary
+    stream `out` (see `write_xlsx` for the cells); rows go to openpyxl's temporary sheet file
+    as they are added, and `close()` zips it into `out` a piece at a time."""
+
+    def __init__(self, out: BinaryIO, *, header: Sequence[str] | None = None, sheet: str = "Sheet1",
+                 number_columns: Iterable[int] = (),
+                 timestamp: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)):
+        self._out = out
+        self._numbers = frozenset(number_columns)
+        self._timestamp = timestamp
+        self._book = Workbook(write_only=True)
+        self._sheet = self._book.create_sheet(sheet)
+        if header is not None:
+            self._sheet.append([_text_cell(self._sheet, value) for value in header])
+
+    def add(self, rows: Iterable[Sequence[str]]) -> None:
+        numbers, sheet = self._numbers, self._sheet
+        for row in rows:
+            sheet.append([
+                _number(value) if index in numbers else _text_cell(sheet, value)
+                for index, value in enumerate(row)
+            ])
+
+    def close(self) -> None:
+        stamp = self._timestamp.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+        self._book.properties.created = self._book.properties.modified = stamp
+        self._book.properties.creator = "bridge"
+        archive = _FixedTimeZip(self._out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        archive.date_time = stamp.timetuple()[:6]
+        ExcelWriter(self._book, archive).save()  # save_workbook would stamp the wall clock time
 
 
 def write_xlsx(
@@ -108,23 +207,10 @@ def write_xlsx(
     "=" are text too, never formulas. `timestamp` is written as the document's created and
     modified time and as every zip entry's date, so the bytes depend only on the input.
     """
-    numbers = frozenset(number_columns)
-    book = Workbook(write_only=True)
-    ws = book.create_sheet(sheet)
-    if header is not None:
-        ws.append([_text_cell(ws, value) for value in header])
-    for row in rows:
-        ws.append([
-            _number(value) if index in numbers else _text_cell(ws, value)
-            for index, value in enumerate(row)
-        ])
-    stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
-    book.properties.created = book.properties.modified = stamp
-    book.properties.creator = "bridge"
     out = io.BytesIO()
-    archive = _FixedTimeZip(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-    archive.date_time = stamp.timetuple()[:6]
-    ExcelWriter(book, archive).save()  # save_workbook would stamp the wall clock time
+    stream = XlsxStream(out, header=header, sheet=sheet, number_columns=number_columns, timestamp=timestamp)
+    stream.add(rows)
+    stream.close()
     return out.getvalue()
 
 
@@ -163,5 +249,9 @@ class _FixedTimeZip(zipfile.ZipFile):
         super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
     def write(self, filename, arcname=None, compress_type=None, compresslevel=None):
-        with open(filename, "rb") as source:  # openpyxl's write-only sheet spool
-            self.writestr(arcname or filename, source.read())
+        # openpyxl's write-only sheet, from its temporary file a piece at a time.
+        entry = zipfile.ZipInfo(arcname or filename, date_time=self.date_time)
+        entry.compress_type = self.compression
+        entry.external_attr = 0o600 << 16
+        with open(filename, "rb") as source, self.open(entry, "w") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
