@@ -7,19 +7,43 @@ credentials, host key) and needs a person.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from bridge import __version__
-from bridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from bridge import DEFAULT_CONFIG_PATH, __version__
 from bridge.errors import BridgeError, ConfigError, FixTheSetup
-from bridge.records import one_line, parse_iso, shown
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+
+# Each command imports what it uses when it runs: `--help` and `status` start in a few
+# hundredths of a second (bench/command_startup.py; tests/test_imports.py keeps it so).
 
 EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
+
+
+def __getattr__(name: str) -> Any:
+    """`status`'s text, kept importable from here (`from bridge.cli import format_status`)."""
+    if name in ("format_status", "format_shipments_status"):
+        from bridge import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_settings(path: Path, **options: Any) -> Settings:
+    from bridge import config
+
+    return config.load_settings(path, **options)
+
+
+def parse_iso(text: str) -> datetime:
+    from bridge.records import parse_iso
+
+    return parse_iso(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +255,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def prove_writable(drop, folder: str) -> None:
     """Create and remove a probe file in `folder`, named as a temporary file (a leading dot,
     the .part suffix) so the warehouse's system ignores it if it lists the folder meanwhile."""
+    import secrets
+
     probe = f"{folder.rstrip('/')}/.fbm-bridge-probe-{secrets.token_hex(4)}.part"
     try:
         drop.put_bytes(b"", probe)
@@ -277,10 +303,12 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bridge.service import status_report
+    import json
+
+    from bridge.report import format_status, status_report
 
     # Status reads counts, windows and events, never sealed buyer data: it needs no secret.
-    settings = load_settings(args.config, require_secrets=False)
+    settings = load_settings(args.config, require_secrets=False, mappings=False)
     if args.order:
         return _order_status(settings, args.order, as_json=args.json)
     report = status_report(settings)
@@ -292,7 +320,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
-    from bridge.service import order_report
+    import json
+
+    from bridge.records import one_line, shown
+    from bridge.report import order_report
 
     report = order_report(settings, order_id)
     if report is None:
@@ -308,55 +339,6 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
     for event in report["events"]:
         print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
     return EXIT_OK
-
-
-def format_status(report: dict) -> str:
-    counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
-    lines = [f"config: {report['config']}", f"orders: {counts}"]
-    if report.get("state"):
-        lines.append(f"STATE: a run would refuse: {report['state']}")
-    if report.get("state_event"):
-        event = report["state_event"]
-        lines.append(f"state: {event['kind']} at {event['at']}: {event['detail']}")
-    if report["window_end"]:
-        hours, rest = divmod(max(0, report["behind_seconds"]), 3600)
-        late = "  LATE: is the service running? (systemctl status fbm-bridge)" if report["late"] else ""
-        lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
-    else:
-        lines.append("pulled up to: nothing pulled yet")
-    log = report["windows"]
-    if log["windows"]:
-        tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
-        lines.append(f"windows: {log['windows']} pulled, {log['since']} to {log['until']}, {tiling}")
-    for item in report["files_in_flight"]:
-        lines.append(f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})")
-    if report["attention"]:
-        lines.append("needs attention:")
-        for item in report["attention"]:
-            lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
-    if "shipments" in report:
-        lines.extend(format_shipments_status(report["shipments"]))
-    return "\n".join(lines)
-
-
-def format_shipments_status(shipments: dict) -> list[str]:
-    packages = shipments["packages"]
-    waiting = packages.get("accepted", 0) + packages.get("sent", 0)
-    lines = [f"shipments: packages confirmed={packages.get('confirmed', 0)} "
-             f"rejected={packages.get('rejected', 0)} waiting={waiting}"]
-    for item in shipments["files_in_progress"]:
-        lines.append(f"  file in progress: {item['warehouse']} {item['source']} {item['name']!r} ({item['status']})")
-    for item in shipments["files_in_error"]:
-        why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
-        lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
-                     f"{(item['finished_at'] or '')[:16]}{why}")
-    if shipments["unconfirmed"]:
-        lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
-        for item in shipments["unconfirmed"]:
-            waiting = f", {item['waiting']} waiting for Amazon" if item["waiting"] else ""
-            lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
-                         f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
-    return lines
 
 
 def cmd_shipments_process(args: argparse.Namespace) -> int:
@@ -400,6 +382,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
     """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it."""
+    import json
+
     from bridge.formats.shipments import ACCEPTED, confirm_request
 
     lines = [f"dry run of {path} for {warehouse}: {len(result.lines)} row(s), "
@@ -421,16 +405,6 @@ def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
         lines.append("(packageReferenceId: the ids the ledger would give these packages if the "
                      "file were taken now)")
     return "\n".join(lines)
-
-
-def _in_flight(item: dict) -> str:
-    """What is true of a file not yet delivered: why it waits, if its last try failed."""
-    if item.get("problem"):
-        return f"{item['status']}, waiting since {item['problem_at']}: {one_line(item['problem'])}"
-    if item["status"] == "uploaded":
-        return "uploaded under its temporary name; the next run renames it into place"
-    return "staged; the next run uploads it"
-
 
 
 def cmd_run(args: argparse.Namespace) -> int:

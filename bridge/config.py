@@ -15,16 +15,16 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge.edges.sftp import SftpEndpoint
+from bridge import DEFAULT_CONFIG_PATH  # noqa: F401 - the config module's name for it
 from bridge.errors import ConfigError
-from bridge.mapping import Mapping, load_mapping
-from bridge.sealing import is_key
 from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, parse_iso
 
-DEFAULT_CONFIG_PATH = Path("/etc/fbm-bridge/bridge.toml")
+if TYPE_CHECKING:
+    from bridge.mapping import Mapping
+
 
 REGION_ENDPOINTS = {
     "na": "https://sellingpartnerapi-na.amazon.com",
@@ -41,6 +41,12 @@ LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
 STATE_KEY = "BRIDGE_STATE_KEY"
 STATE_KEY_NEW = "BRIDGE_STATE_KEY_NEW"  # only `fbm-bridge rekey` reads it
 SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN, STATE_KEY)
+
+
+def _is_key(text: str) -> bool:
+    from bridge.sealing import is_key  # cryptography: only where there is a key to check
+
+    return is_key(text)
 
 
 def sftp_password_secret(warehouse: str) -> str:
@@ -86,9 +92,33 @@ class OrderSettings:
 
 
 @dataclass(frozen=True)
+class SftpEndpoint:
+    """How to reach and log in to one SFTP server. Exactly one of `private_key`, `password`."""
+
+    host: str
+    port: int
+    username: str
+    known_hosts: Path
+    private_key: Path | None = None
+    password: str | None = None
+    fsync: bool = True  # ask the server to flush each file to disk before it is renamed into place
+    timeout: float = 20.0
+    passphrase: str | None = None  # of an encrypted private key (never shown)
+
+    @property
+    def address(self) -> str:
+        """The host as OpenSSH writes it in known_hosts: `[host]:port` unless port 22."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def __repr__(self) -> str:  # never show the password
+        auth = f"private_key={str(self.private_key)!r}" if self.private_key else "password=***"
+        return f"SftpEndpoint({self.username}@{self.address}, {auth})"
+
+
+@dataclass(frozen=True)
 class WarehouseSettings:
     name: str
-    mapping: Mapping
+    mapping: Mapping  # None only in settings loaded with mappings=False (`status`)
     sftp: SftpEndpoint
     orders_folder: str
     temp_suffix: str
@@ -150,11 +180,14 @@ class Settings:
 
 
 def load_settings(path: Path, environ: dict[str, str] | None = None, *,
-                  require_secrets: bool = True) -> Settings:
+                  require_secrets: bool = True, mappings: bool = True) -> Settings:
     """Read, validate and freeze a config file; raise ConfigError with every problem found.
 
     `require_secrets=False` is for commands that use no secret (`fbm-bridge status`): a missing
     secret is then not a problem and its field is "". A secret that is set is still checked.
+    `mappings=False` is for commands that lay out no file and read none (`fbm-bridge status`):
+    the mappings are neither read nor checked (`check` does that), and each warehouse's
+    `mapping` is None.
     """
     environ = dict(os.environ if environ is None else environ)
     label = str(path)
@@ -166,7 +199,7 @@ def load_settings(path: Path, environ: dict[str, str] | None = None, *,
         raise ConfigError([f"{label}: cannot read: {problem}"]) from None
     except tomllib.TOMLDecodeError as problem:
         raise ConfigError([f"{label}: not valid TOML: {problem}"]) from None
-    reader = _Reader(label, Path(path).resolve().parent, environ, require_secrets)
+    reader = _Reader(label, Path(path).resolve().parent, environ, require_secrets, mappings)
     settings = reader.settings(data)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -176,11 +209,13 @@ def load_settings(path: Path, environ: dict[str, str] | None = None, *,
 class _Reader:
     """Walks the parsed TOML, collecting problems instead of stopping at the first."""
 
-    def __init__(self, label: str, base: Path, environ: dict[str, str], require_secrets: bool):
+    def __init__(self, label: str, base: Path, environ: dict[str, str], require_secrets: bool,
+                 mappings: bool = True):
         self.label = label
         self.base = base
         self.environ = environ
         self.require_secrets = require_secrets
+        self.mappings = mappings
         self.problems: list[str] = []
 
     def problem(self, key: str, why: str) -> None:
@@ -211,7 +246,7 @@ class _Reader:
 
     def state_key(self) -> str:
         key = self.secret(STATE_KEY, "bridge")
-        if key and not is_key(key):
+        if key and not _is_key(key):
             self.problem(
                 "bridge",
                 f"secret {STATE_KEY} is not a key: it must be 32 random bytes in URL-safe base64;"
@@ -339,7 +374,7 @@ class _Reader:
         name = self.string(entry, f"{key}.name", None)
         if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             self.problem(f"{key}.name", f"{name!r}: use letters, digits, '.', '_' and '-' only")
-        mapping = self.mapping(entry, f"{key}.mapping")
+        mapping = self.mapping(entry, f"{key}.mapping") if self.mappings else None
         known_hosts = self.path(entry, f"{key}.known_hosts", None)
         if known_hosts is not None and not known_hosts.is_file():
             self.problem(f"{key}.known_hosts", f"{known_hosts} does not exist (the server's host key must be pinned)")
@@ -384,7 +419,7 @@ class _Reader:
         if not isinstance(fsync, bool):
             self.problem(f"{key}.fsync", f"must be true or false, not {fsync!r}")
         shipments_folder, local_shipments_folder = self.warehouse_shipments(entry, key, mapping)
-        if None in (name, mapping, known_hosts, folder, host, username):
+        if None in (name, known_hosts, folder, host, username) or (mapping is None and self.mappings):
             return None
         return WarehouseSettings(
             name=name,
@@ -461,6 +496,8 @@ class _Reader:
         path = self.path(entry, key, None)
         if path is None:
             return None
+        from bridge.mapping import load_mapping  # only for commands that lay out or read files
+
         try:
             return load_mapping(path)
         except ConfigError as problem:

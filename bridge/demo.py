@@ -26,7 +26,6 @@ from pathlib import Path
 
 import paramiko
 
-from bridge.cli import format_status
 from bridge.config import SECRET_NAMES, STATE_KEY, Settings, WarehouseSettings, load_settings
 from bridge.errors import BadRecord, FixTheSetup
 from bridge.flows.orders import decide
@@ -34,6 +33,7 @@ from bridge.formats.amazon_orders import order_from_v2026
 from bridge.ledger import FileStatus, Ledger, OrderStatus, StoredFile
 from bridge.mapping import shipped_mappings
 from bridge.records import Order, iso_z
+from bridge.report import format_status
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
 from bridge.sealing import new_key

@@ -46,11 +46,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
-from bridge.sealing import Sealer
+
+if TYPE_CHECKING:  # the ledger only calls what it is given: `status` reads it without cryptography
+    from bridge.sealing import Sealer
 
 
 class OrderStatus(StrEnum):
@@ -357,6 +359,7 @@ create index if not exists files_to_clean on files (delivered_at)
 create index if not exists windows_by_name on windows (name, id);
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
+ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
 USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
 LEDGER_MODE = 0o600  # buyer data; SQLite gives the -wal and -shm files the ledger's mode

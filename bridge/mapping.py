@@ -139,8 +139,6 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from anyascii import anyascii
-
 from bridge.errors import ConfigError, RenderError
 from bridge.records import Line, Order
 
@@ -839,7 +837,7 @@ def transliterate(text: str, encoding: str) -> str:
             char.encode(encoding)
             spelled.append(char)
         except UnicodeEncodeError:
-            spelled.append(anyascii(char) or char)
+            spelled.append(_anyascii(char) or char)
     return "".join(spelled)
 
 
@@ -1494,3 +1492,9 @@ def _is_field_path(path: str) -> bool:
     if "@" in parts[-1] and not _XML_NAME.match(attribute):
         return False
     return all(_XML_NAME.match(n) for n in names) and (bool(names) or bool(attribute))
+
+
+def _anyascii(text: str) -> str:
+    from anyascii import anyascii  # when a column transliterates, not for every command
+
+    return anyascii(text)

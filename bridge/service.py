@@ -10,17 +10,18 @@ import logging
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from bridge import state
 from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
 from bridge.errors import BridgeError, FixTheSetup
-from bridge.flows.orders import BOOKMARK, OrdersFlow, RunReport
-from bridge.flows.shipments import FLOW as SHIPMENTS_FLOW, ShipmentsFlow
-from bridge.ledger import FileStatus, Ledger, OrderStatus, PackageStatus
-from bridge.records import iso_z, one_line
+from bridge.flows.orders import OrdersFlow, RunReport
+from bridge.flows.shipments import ShipmentsFlow
+from bridge.ledger import Ledger
+from bridge.records import one_line
+from bridge.report import order_report, shipments_status, status_report  # noqa: F401 - re-exported
 from bridge.sealing import Sealer
 from bridge.state import state_lock
 
@@ -106,83 +107,3 @@ def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float
 
     options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
     return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
-
-
-def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
-    """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
-    ship-by first; confirmation files in progress and the latest answered with errors."""
-    if ledger is None:
-        return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
-                "files_in_progress": [], "files_in_error": []}
-    files = ledger.inbound_report(SHIPMENTS_FLOW)
-    return {
-        "packages": ledger.shipment_counts(),
-        "unconfirmed": ledger.unconfirmed_orders(),
-        "files_in_progress": files["in_progress"],
-        "files_in_error": files["errors"],
-    }
-
-
-def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
-    """What `fbm-bridge status` shows: counts, the window bookmark, files in flight, attention items."""
-    now = now or datetime.now(timezone.utc)
-    if not settings.ledger_path.exists():
-        # Nothing has run yet; never create the service's state (as root, say) just to look.
-        return {
-            "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
-            "window_end": None, "behind_seconds": None, "late": False,
-            "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
-            "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
-            "state_event": None, "shipments": shipments_status(None),
-        }
-    problem = state.identity_problem(settings)
-    ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
-    try:
-        bookmark = ledger.bookmark(BOOKMARK)
-        in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)
-        problems = ledger.delivery_problems()
-        behind = now - bookmark if bookmark else None
-        expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
-        return {
-            "config": str(settings.path),
-            "orders": ledger.status_counts(),
-            "window_end": iso_z(bookmark) if bookmark else None,
-            "behind_seconds": int(behind.total_seconds()) if behind is not None else None,
-            "late": bool(behind and behind > expected),
-            "windows": ledger.window_log(BOOKMARK),
-            "files_in_flight": [
-                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value,
-                 "problem": problems.get(f.id, {}).get("problem"), "problem_at": problems.get(f.id, {}).get("at")}
-                for f in in_flight
-            ],
-            "attention": ledger.attention(),
-            "state": problem,  # why a run would refuse this state folder, if it would
-            "state_event": _last_confirmation(ledger),
-            "shipments": shipments_status(ledger),
-        }
-    finally:
-        ledger.close()
-
-
-def _last_confirmation(ledger: Ledger) -> dict[str, str] | None:
-    """The latest thing a person did to the state (fresh start, accepted restore, new key)."""
-    events = [e for e in ledger.state_events() if e["kind"] not in ("created", "identified")]
-    return events[-1] if events else None
-
-
-def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
-    """One order for staff: status, reason, the file that carried it, and its history."""
-    if not settings.ledger_path.exists():
-        return None
-    ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
-    try:
-        row = ledger.order_row(order_id)
-        events = ledger.events(order_id)
-        if row is None and not events:
-            return None
-        report = dict(row or {"order_id": order_id, "status": "rejected"})
-        report["file"] = ledger.file_name(row["file_id"]) if row and row.get("file_id") else None
-        report["events"] = events
-        return report
-    finally:
-        ledger.close()

@@ -27,19 +27,20 @@ import json
 import logging
 import os
 import pwd
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from bridge.config import Settings
 from bridge.edges.folders import make_private_dir, write_atomic
 from bridge.errors import FixTheSetup, StateKeyMismatch, StateNotConfirmed, StateUnusable
 from bridge.ledger import Ledger, key_mismatch_message
 from bridge.records import iso_z, utc
-from bridge.sealing import Resealer, Sealer
+
+if TYPE_CHECKING:  # `status` reads the state without cryptography
+    from bridge.sealing import Resealer, Sealer
 
 log = logging.getLogger("bridge.state")
 
@@ -217,7 +218,7 @@ def check_identity(settings: Settings) -> Identity:
     marker = read_marker(settings.state_dir)
     if not path.exists():
         _refuse_if_used(settings, "is missing")
-        return Identity(str(uuid.uuid4()), new=True, record=True)
+        return Identity(_new_id(), new=True, record=True)
     ledger = Ledger(path, None)
     try:
         ledger_id, empty, progress = ledger.state_id(), ledger.is_empty(), ledger.progress()
@@ -225,9 +226,9 @@ def check_identity(settings: Settings) -> Identity:
         ledger.close()
     if ledger_id is None and empty:
         _refuse_if_used(settings, "is empty")
-        return Identity(str(uuid.uuid4()), new=True, record=True)
+        return Identity(_new_id(), new=True, record=True)
     if marker is None:
-        return Identity(ledger_id or str(uuid.uuid4()), new=False, record=True)
+        return Identity(ledger_id or _new_id(), new=False, record=True)
     if ledger_id is not None and ledger_id != marker.state_id:
         raise StateNotConfirmed(
             f"the ledger {path} belongs to another state (id {ledger_id}; this folder's is"
@@ -375,7 +376,7 @@ def fresh_start(settings: Settings, sealer: Sealer, bookmark: str, start: dateti
             )
     before = evidence_of_use(settings) or ["nothing"]
     newest = _newest_spool_file(settings)
-    state_id = str(uuid.uuid4())
+    state_id = _new_id()
     # The marker first: a crash before the ledger is written leaves an empty ledger in a used
     # folder, which is refused until fresh-start runs again.
     write_marker(settings.state_dir, Marker(state_id, 0), now)
@@ -412,7 +413,7 @@ def accept_restore(settings: Settings, sealer: Sealer, now: datetime) -> list[st
         if ledger.is_empty():
             raise FixTheSetup(f"the ledger {settings.ledger_path} is empty: use `fbm-bridge fresh-start --from TIME`")
         marker = read_marker(settings.state_dir)
-        state_id = ledger.state_id() or (marker.state_id if marker else str(uuid.uuid4()))
+        state_id = ledger.state_id() or (marker.state_id if marker else _new_id())
         in_use = ledger.spool_paths_in_use()
         unknown = [p for p in spool_files(settings) if p.relative_to(settings.spool_dir).as_posix() not in in_use]
         ledger.set_state_id(state_id, now, "restore_accepted",
@@ -473,6 +474,8 @@ def rekey(settings: Settings, old: Sealer, new: Sealer, now: datetime,
             report.already_done = True
             return report
         checkpoint("rotation_recorded")
+        from bridge.sealing import Resealer
+
         resealer = Resealer(old, new)
         report.records, unreadable = ledger.reseal_payloads(resealer.reseal, now)
         report.unreadable += [f"the ledger's record of order {order_id}" for order_id in unreadable]
@@ -534,6 +537,8 @@ def _reseal_backup(path: Path, old: Sealer, new: Sealer, now: datetime, report: 
         except StateKeyMismatch:
             report.unreadable.append(f"backup {path} (sealed with another key)")
             return False
+        from bridge.sealing import Resealer
+
         count, unreadable = backup.reseal_payloads(Resealer(old, new).reseal, now)
         report.unreadable += [f"order {order_id} in backup {path}" for order_id in unreadable]
         backup.finish_rotation(now)
@@ -542,3 +547,9 @@ def _reseal_backup(path: Path, old: Sealer, new: Sealer, now: datetime, report: 
         backup.close()
     report.backups += 1
     return True
+
+
+def _new_id() -> str:
+    import uuid  # only when a state is made: `status` reads the state
+
+    return str(uuid.uuid4())

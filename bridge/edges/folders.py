@@ -10,10 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import shutil
 import stat
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -168,6 +165,8 @@ class FolderDrop:
 
     def read_into(self, path: str, stream) -> int:
         """Copy `path` into the binary `stream`; returns the bytes copied."""
+        import shutil
+
         with _translated(path, ""):
             with open(self._path(path), "rb") as source:
                 shutil.copyfileobj(source, stream, 1 << 20)
@@ -241,6 +240,8 @@ def write_atomic(path: Path, data: bytes, *, sync_folder: bool = True) -> None:
     folder so the rename itself survives a power cut (`sync_folder=False`: the caller syncs the
     folder once after several files, with `fsync_folder`).
     """
+    import tempfile
+
     path = Path(path)
     # The temporary name stays within NAME_MAX (255) whatever the length of `path`'s name.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
@@ -277,6 +278,8 @@ def write_files(files: Sequence[tuple[Path, bytes]], *, writers: int = 16) -> li
     if len(files) == 1:
         outcomes = [write(files[0])]
     else:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(writers, len(files)), thread_name_prefix="spool") as pool:
             outcomes = list(pool.map(write, files))
     for folder in {path.parent for (path, _), outcome in zip(files, outcomes) if outcome is None}:

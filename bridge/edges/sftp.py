@@ -23,12 +23,12 @@ import socket
 import stat
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import paramiko
 
+from bridge.config import SftpEndpoint  # settings are records: re-exported for the edge's callers
 from bridge.edges import sftp_wire as wire
 from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
@@ -52,30 +52,6 @@ _NEW_FILE = wire.FLAG_WRITE | wire.FLAG_CREATE | wire.FLAG_EXCL
 # Bytes of file data sent ahead of the replies collected: enough to keep the server busy,
 # little enough that its replies never fill the channel's window while we are still sending.
 _AHEAD = 1 << 20
-
-
-@dataclass(frozen=True)
-class SftpEndpoint:
-    """How to reach and log in to one SFTP server. Exactly one of `private_key`, `password`."""
-
-    host: str
-    port: int
-    username: str
-    known_hosts: Path
-    private_key: Path | None = None
-    password: str | None = None
-    fsync: bool = True  # ask the server to flush each file to disk before it is renamed into place
-    timeout: float = 20.0
-    passphrase: str | None = None  # of an encrypted private key (never shown)
-
-    @property
-    def address(self) -> str:
-        """The host as OpenSSH writes it in known_hosts: `[host]:port` unless port 22."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-    def __repr__(self) -> str:  # never show the password
-        auth = f"private_key={str(self.private_key)!r}" if self.private_key else "password=***"
-        return f"SftpEndpoint({self.username}@{self.address}, {auth})"
 
 
 class SftpDrop:

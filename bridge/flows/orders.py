@@ -28,13 +28,14 @@ from bridge.edges.folders import Drop, write_files
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
-from bridge.ledger import SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus, StoredFile, StoredOrder
+from bridge.ledger import (ORDERS_BOOKMARK, SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus,
+                           StoredFile, StoredOrder)
 from bridge.records import Line, Order, OrderHeader, iso_z, shown
 from bridge.windows import Window, next_window
 
 log = logging.getLogger("bridge.orders")
 
-BOOKMARK = "orders.window_end"
+BOOKMARK = ORDERS_BOOKMARK
 PII_MISSING = "no delivery address from Amazon (PII role missing)"
 NOT_FOUND = ("no delivery address from Amazon; asked again, Amazon did not find the order (404 NotFound):"
              " look it up in Seller Central")

@@ -1,0 +1,156 @@
+"""What `fbm-bridge status` reports, as data and as text, read from the ledger without a key.
+
+Light on purpose: status runs beside the service, often, by hand; it reads counts, windows and
+events, never sealed buyer data, and imports no edge (no SFTP, no Amazon client, no file
+format library), so it starts in a few hundredths of a second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from bridge import state
+from bridge.config import Settings
+from bridge.ledger import ORDERS_BOOKMARK, FileStatus, Ledger, OrderStatus, PackageStatus
+from bridge.records import iso_z, one_line, shown
+
+SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
+
+
+def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
+    """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
+    ship-by first; confirmation files in progress and the latest answered with errors."""
+    if ledger is None:
+        return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
+                "files_in_progress": [], "files_in_error": []}
+    files = ledger.inbound_report(SHIPMENTS_FLOW)
+    return {
+        "packages": ledger.shipment_counts(),
+        "unconfirmed": ledger.unconfirmed_orders(),
+        "files_in_progress": files["in_progress"],
+        "files_in_error": files["errors"],
+    }
+
+
+def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """What `fbm-bridge status` shows: counts, the window bookmark, files in flight, attention items."""
+    now = now or datetime.now(timezone.utc)
+    if not settings.ledger_path.exists():
+        # Nothing has run yet; never create the service's state (as root, say) just to look.
+        return {
+            "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
+            "window_end": None, "behind_seconds": None, "late": False,
+            "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
+            "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
+            "state_event": None, "shipments": shipments_status(None),
+        }
+    problem = state.identity_problem(settings)
+    ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
+    try:
+        bookmark = ledger.bookmark(ORDERS_BOOKMARK)
+        in_flight = ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED)
+        problems = ledger.delivery_problems()
+        behind = now - bookmark if bookmark else None
+        expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
+        return {
+            "config": str(settings.path),
+            "orders": ledger.status_counts(),
+            "window_end": iso_z(bookmark) if bookmark else None,
+            "behind_seconds": int(behind.total_seconds()) if behind is not None else None,
+            "late": bool(behind and behind > expected),
+            "windows": ledger.window_log(ORDERS_BOOKMARK),
+            "files_in_flight": [
+                {"warehouse": f.warehouse, "name": f.name, "status": f.status.value,
+                 "problem": problems.get(f.id, {}).get("problem"), "problem_at": problems.get(f.id, {}).get("at")}
+                for f in in_flight
+            ],
+            "attention": ledger.attention(),
+            "state": problem,  # why a run would refuse this state folder, if it would
+            "state_event": _last_confirmation(ledger),
+            "shipments": shipments_status(ledger),
+        }
+    finally:
+        ledger.close()
+
+
+def _last_confirmation(ledger: Ledger) -> dict[str, str] | None:
+    """The latest thing a person did to the state (fresh start, accepted restore, new key)."""
+    events = [e for e in ledger.state_events() if e["kind"] not in ("created", "identified")]
+    return events[-1] if events else None
+
+
+def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
+    """One order for staff: status, reason, the file that carried it, and its history."""
+    if not settings.ledger_path.exists():
+        return None
+    ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
+    try:
+        row = ledger.order_row(order_id)
+        events = ledger.events(order_id)
+        if row is None and not events:
+            return None
+        report = dict(row or {"order_id": order_id, "status": "rejected"})
+        report["file"] = ledger.file_name(row["file_id"]) if row and row.get("file_id") else None
+        report["events"] = events
+        return report
+    finally:
+        ledger.close()
+
+
+def format_status(report: dict) -> str:
+    counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
+    lines = [f"config: {report['config']}", f"orders: {counts}"]
+    if report.get("state"):
+        lines.append(f"STATE: a run would refuse: {report['state']}")
+    if report.get("state_event"):
+        event = report["state_event"]
+        lines.append(f"state: {event['kind']} at {event['at']}: {event['detail']}")
+    if report["window_end"]:
+        hours, rest = divmod(max(0, report["behind_seconds"]), 3600)
+        late = "  LATE: is the service running? (systemctl status fbm-bridge)" if report["late"] else ""
+        lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
+    else:
+        lines.append("pulled up to: nothing pulled yet")
+    log = report["windows"]
+    if log["windows"]:
+        tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
+        lines.append(f"windows: {log['windows']} pulled, {log['since']} to {log['until']}, {tiling}")
+    for item in report["files_in_flight"]:
+        lines.append(f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})")
+    if report["attention"]:
+        lines.append("needs attention:")
+        for item in report["attention"]:
+            lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
+    if "shipments" in report:
+        lines.extend(format_shipments_status(report["shipments"]))
+    return "\n".join(lines)
+
+
+def format_shipments_status(shipments: dict) -> list[str]:
+    packages = shipments["packages"]
+    waiting = packages.get("accepted", 0) + packages.get("sent", 0)
+    lines = [f"shipments: packages confirmed={packages.get('confirmed', 0)} "
+             f"rejected={packages.get('rejected', 0)} waiting={waiting}"]
+    for item in shipments["files_in_progress"]:
+        lines.append(f"  file in progress: {item['warehouse']} {item['source']} {item['name']!r} ({item['status']})")
+    for item in shipments["files_in_error"]:
+        why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
+        lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
+                     f"{(item['finished_at'] or '')[:16]}{why}")
+    if shipments["unconfirmed"]:
+        lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
+        for item in shipments["unconfirmed"]:
+            waiting = f", {item['waiting']} waiting for Amazon" if item["waiting"] else ""
+            lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
+                         f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
+    return lines
+
+
+def _in_flight(item: dict) -> str:
+    """What is true of a file not yet delivered: why it waits, if its last try failed."""
+    if item.get("problem"):
+        return f"{item['status']}, waiting since {item['problem_at']}: {one_line(item['problem'])}"
+    if item["status"] == "uploaded":
+        return "uploaded under its temporary name; the next run renames it into place"
+    return "staged; the next run uploads it"
