@@ -360,6 +360,7 @@ create index if not exists windows_by_name on windows (name, id);
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
+CATCH_UP = ".catch_up"  # bookmarks row (its name + this) of a catch-up under way: see `begin_catch_up`
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
 USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
 LEDGER_MODE = 0o600  # buyer data; SQLite gives the -wal and -shm files the ledger's mode
@@ -616,6 +617,38 @@ class Ledger:
     def bookmark(self, name: str) -> datetime | None:
         row = self._db.execute("select value from bookmarks where name = ?", (name,)).fetchone()
         return parse_iso(row["value"]) if row else None
+
+    # --- catching up ---------------------------------------------------------------------
+    #
+    # A pull that starts more than one window behind (downtime, a first run from far back)
+    # notes where the catch-up began; `status` and the log show its progress from the windows
+    # recorded since, until a run finds the bridge caught up.
+
+    def begin_catch_up(self, name: str, now: datetime) -> None:
+        """Note that the windows of bookmark `name` are being caught up, unless already noted."""
+        with self._transaction() as db:
+            last = db.execute("select max(id) as id from windows where name = ?", (name,)).fetchone()["id"]
+            db.execute(
+                "insert into bookmarks (name, value, updated_at) values (?, ?, ?) on conflict (name) do nothing",
+                (name + CATCH_UP, json.dumps({"since": iso_z(now), "after_window": last or 0}), iso_z(now)),
+            )
+
+    def end_catch_up(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("delete from bookmarks where name = ?", (name + CATCH_UP,))
+
+    def catch_up(self, name: str) -> dict | None:
+        """The catch-up under way for bookmark `name`: since when, and the windows and orders
+        recorded since; None when the bridge is not catching up."""
+        row = self._db.execute("select value from bookmarks where name = ?", (name + CATCH_UP,)).fetchone()
+        if row is None:
+            return None
+        began = json.loads(row["value"])
+        done = self._db.execute(
+            "select count(*) as windows, coalesce(sum(orders), 0) as orders from windows where name = ? and id > ?",
+            (name, began["after_window"]),
+        ).fetchone()
+        return {"since": parse_iso(began["since"]), "windows": done["windows"], "orders": done["orders"]}
 
     # --- recording what Amazon said ------------------------------------------------------
 

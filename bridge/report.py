@@ -14,6 +14,7 @@ from bridge import state
 from bridge.config import Settings
 from bridge.ledger import ORDERS_BOOKMARK, FileStatus, Ledger, OrderStatus, PackageStatus
 from bridge.records import iso_z, one_line, shown
+from bridge.windows import catch_up_eta, duration, windows_left
 
 SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
 
@@ -43,7 +44,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "window_end": None, "behind_seconds": None, "late": False,
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
-            "state_event": None, "shipments": shipments_status(None),
+            "state_event": None, "shipments": shipments_status(None), "catch_up": None,
         }
     problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
@@ -69,9 +70,24 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "state": problem,  # why a run would refuse this state folder, if it would
             "state_event": _last_confirmation(ledger),
             "shipments": shipments_status(ledger),
+            "catch_up": catch_up_status(settings, ledger, bookmark, now),
         }
     finally:
         ledger.close()
+
+
+def catch_up_status(settings: Settings, ledger: Ledger, bookmark: datetime | None,
+                    now: datetime) -> dict[str, Any] | None:
+    """A long pull's progress (after downtime, or a first run from far back): windows done since
+    it began and left until now, orders so far, and when it will be caught up at its pace."""
+    progress = ledger.catch_up(ORDERS_BOOKMARK)
+    if progress is None:
+        return None
+    orders = settings.orders
+    left = windows_left(bookmark, now, size=orders.window, lag=orders.lag, first_start=orders.start)
+    eta = catch_up_eta(progress["windows"], left, progress["since"], now)
+    return {"since": iso_z(progress["since"]), "windows_done": progress["windows"], "windows_left": left,
+            "orders": progress["orders"], "caught_up_in_seconds": int(eta.total_seconds()) if eta is not None else None}
 
 
 def _last_confirmation(ledger: Ledger) -> dict[str, str] | None:
@@ -112,6 +128,8 @@ def format_status(report: dict) -> str:
         lines.append(f"pulled up to: {report['window_end']} ({hours}h{rest // 60:02d}m ago){late}")
     else:
         lines.append("pulled up to: nothing pulled yet")
+    if report.get("catch_up"):
+        lines.append(format_catch_up(report["catch_up"]))
     log = report["windows"]
     if log["windows"]:
         tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
@@ -125,6 +143,14 @@ def format_status(report: dict) -> str:
     if "shipments" in report:
         lines.extend(format_shipments_status(report["shipments"]))
     return "\n".join(lines)
+
+
+def format_catch_up(progress: dict) -> str:
+    seconds = progress["caught_up_in_seconds"]
+    pace = ("the pace is measured once a window is done" if seconds is None
+            else f"caught up in about {duration(timedelta(seconds=seconds))} at the pace so far")
+    return (f"catching up: {progress['windows_done']} windows done, {progress['windows_left']} left,"
+            f" {progress['orders']} orders so far; {pace}")
 
 
 def format_shipments_status(shipments: dict) -> list[str]:

@@ -41,3 +41,39 @@ def next_window(
         return None
     end = min(start + size, ceiling)
     return Window(start=start, end=end, query_start=start - overlap)
+
+
+def windows_left(
+    bookmark: datetime | None,
+    now: datetime,
+    *,
+    size: timedelta,
+    lag: timedelta,
+    first_start: datetime | None = None,
+) -> int:
+    """How many windows `next_window` still gives before the bridge has caught up with `now`."""
+    ceiling = (now - max(lag, AMAZON_MIN_LAG)).replace(microsecond=0)
+    start = bookmark or first_start or (ceiling - size)
+    if start >= ceiling:
+        return 0
+    return -(-(ceiling - start) // size)  # whole windows, the last one possibly short
+
+
+def catch_up_eta(done: int, left: int, since: datetime, now: datetime) -> timedelta | None:
+    """When the bridge will have caught up, at the pace of the windows done since `since` (Amazon's
+    rate limit, the runs' interval and their window limit all show in that pace); None before a
+    window is done."""
+    if left == 0:
+        return timedelta(0)
+    if done == 0 or now <= since:
+        return None
+    return (now - since) * left / done
+
+
+def duration(span: timedelta | None) -> str:
+    """`3h05m`, `12m`, or `unknown` (a pace not yet measured)."""
+    if span is None:
+        return "unknown"
+    minutes = int(span.total_seconds() + 59) // 60
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"

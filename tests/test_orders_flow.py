@@ -106,6 +106,39 @@ def test_windows_tile_time_and_catch_up_after_downtime(make_bridge, sandbox):
         "windows": 12, "since": "2026-11-20T08:00:00Z", "until": "2026-11-20T14:00:00Z", "gaps": []}
 
 
+def test_a_long_catch_up_shows_its_progress_in_status_and_in_the_log_at_each_window(make_bridge, caplog):
+    from bridge.report import format_status, status_report
+
+    # 18 windows of 30 minutes behind, 5 a run (at Amazon's real rate limit, a catch-up of a
+    # weekend takes hours: 0.0056 searchOrders a second once the burst of 20 is spent).
+    bridge = make_bridge(orders='start = "2026-11-20T03:00:00Z"\nmax_windows_per_run = 5')
+    clock = iter(RUN_TIME + timedelta(minutes=minute) for minute in range(1000))
+    bridge.flow.clock = lambda: next(clock)  # the wall clock the pace is measured with
+    caplog.set_level(logging.INFO, logger="bridge.orders")
+    first = bridge.run(RUN_TIME)
+
+    assert not first.caught_up
+    status = status_report(bridge.settings, now=RUN_TIME + timedelta(minutes=30))
+    assert status["catch_up"] == {"since": "2026-11-20T12:30:00Z", "windows_done": 5, "windows_left": 14,
+                                  "orders": 0, "caught_up_in_seconds": 30 * 60 * 14 // 5}
+    assert ("catching up: 5 windows done, 14 left, 0 orders so far; caught up in about 1h24m at the pace so far"
+            in format_status(status))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("orders catching up")]
+    assert len(progress) == 5
+    assert progress[0].startswith("orders catching up window=2026-11-20T03:00:00Z/2026-11-20T03:30:00Z"
+                                  " windows_done=1 windows_left=17 orders=0 caught_up_in=")
+    assert "windows_done=5 windows_left=13" in progress[-1]
+
+    runs, report = 1, first
+    while not report.caught_up and runs < 10:
+        report = bridge.run(RUN_TIME + timedelta(minutes=runs))
+        runs += 1
+    assert runs == 4  # 5 + 5 + 5 + 3 windows
+    assert status_report(bridge.settings, now=RUN_TIME + timedelta(hours=1))["catch_up"] is None
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+    assert any(r.getMessage().startswith("orders caught up window_end=") for r in caplog.records)
+
+
 def test_requests_follow_amazons_model(make_bridge, sandbox):
     make_bridge().run(RUN_TIME)
     search = next(r for r in sandbox.requests if r.operation_id == "searchOrders")

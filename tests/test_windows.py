@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from bridge.windows import AMAZON_MIN_LAG, next_window
+from bridge.windows import AMAZON_MIN_LAG, catch_up_eta, duration, next_window, windows_left
 
 SIZE = timedelta(minutes=30)
 LAG = timedelta(minutes=30)
@@ -114,3 +114,23 @@ def test_no_window_when_the_configured_start_is_still_in_the_future():
 def test_the_window_prints_as_an_iso_interval():
     window = next_window(None, at("2026-11-20T12:30:00"), size=SIZE, lag=LAG)
     assert str(window) == "2026-11-20T11:30:00Z/2026-11-20T12:00:00Z"
+
+
+# --- catching up: how many windows are left, and when the bridge will be caught up ------------
+
+def test_windows_left_is_how_many_windows_next_window_still_gives():
+    for bookmark, now in ((at("2026-11-19T08:00:00"), at("2026-11-20T12:30:00")),
+                          (at("2026-11-20T11:50:00"), at("2026-11-20T12:30:00")),
+                          (None, at("2026-11-20T12:30:00")), (at("2026-11-20T12:00:00"), at("2026-11-20T12:30:00"))):
+        windows, _ = drain(bookmark, now, size=SIZE, lag=LAG)
+        assert windows_left(bookmark, now, size=SIZE, lag=LAG) == len(windows)
+    assert windows_left(None, at("2026-11-20T12:30:00"), size=SIZE, lag=LAG, first_start=at("2026-11-20T09:00:00")) == 6
+
+
+def test_the_catch_up_is_due_at_the_pace_of_the_windows_done_so_far():
+    since = at("2026-11-20T12:00:00")
+    assert catch_up_eta(10, 47, since, since + timedelta(minutes=30)) == timedelta(minutes=141)
+    assert catch_up_eta(0, 47, since, since + timedelta(minutes=30)) is None  # no pace yet
+    assert catch_up_eta(10, 0, since, since) == timedelta(0)
+    assert [duration(d) for d in (timedelta(minutes=141), timedelta(seconds=61), timedelta(0), None)] == [
+        "2h21m", "2m", "0m", "unknown"]

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -31,7 +31,7 @@ from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_lon
 from bridge.ledger import (ORDERS_BOOKMARK, SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus,
                            StoredFile, StoredOrder)
 from bridge.records import Line, Order, OrderHeader, iso_z, shown
-from bridge.windows import Window, next_window
+from bridge.windows import Window, catch_up_eta, duration, next_window, windows_left
 
 log = logging.getLogger("bridge.orders")
 
@@ -149,6 +149,7 @@ class OrdersFlow:
         checkpoint: Checkpoint | None = None,
         should_stop: Callable[[], bool] | None = None,
         batch_size: int = BATCH_SIZE,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         self.settings = settings
         self.ledger = ledger
@@ -160,6 +161,8 @@ class OrdersFlow:
         self.should_stop = should_stop or (lambda: False)
         self._swept = False  # spool files left unrecorded by a crash: looked for on the first run
         self.batch_size = batch_size
+        # The wall clock, only for a catch-up's pace: a run's windows are reckoned from its `now`.
+        self.clock = clock
         self._rendered: dict[int, bytes] = {}  # file id -> bytes, for files staged in this run
 
     def run(self, now: datetime) -> RunReport:
@@ -226,6 +229,7 @@ class OrdersFlow:
     # --- 1. pull -------------------------------------------------------------------------
 
     def pull(self, now: datetime, report: RunReport) -> None:
+        catching_up = self._catching_up(now)
         for _ in range(self.settings.orders.max_windows_per_run):
             if self.should_stop():
                 return
@@ -233,7 +237,33 @@ class OrdersFlow:
             if window is None:
                 break
             self._pull_window(window, now, report)
+            if catching_up:
+                self._log_catch_up(window, now)
         report.caught_up = self._next_window(self.ledger.bookmark(BOOKMARK), now) is None
+        if report.caught_up and catching_up:
+            self.ledger.end_catch_up(BOOKMARK)
+            log.info("orders caught up window_end=%s", iso_z(self.ledger.bookmark(BOOKMARK)))
+
+    def _catching_up(self, now: datetime) -> bool:
+        """Whether this pull continues, or begins, a catch-up: more than one window behind."""
+        if self._windows_left(self.ledger.bookmark(BOOKMARK), now) > 1:
+            self.ledger.begin_catch_up(BOOKMARK, self.clock())
+            return True
+        return self.ledger.catch_up(BOOKMARK) is not None
+
+    def _windows_left(self, bookmark: datetime | None, now: datetime) -> int:
+        orders = self.settings.orders
+        return windows_left(bookmark, now, size=orders.window, lag=orders.lag, first_start=orders.start)
+
+    def _log_catch_up(self, window: Window, now: datetime) -> None:
+        """The catch-up's progress after each window, for the operator waiting on it."""
+        progress = self.ledger.catch_up(BOOKMARK)
+        if progress is None:
+            return
+        left = self._windows_left(window.end, now)
+        eta = catch_up_eta(progress["windows"], left, progress["since"], self.clock())
+        log.info("orders catching up window=%s windows_done=%d windows_left=%d orders=%d caught_up_in=%s",
+                 window, progress["windows"], left, progress["orders"], duration(eta))
 
     def _next_window(self, bookmark: datetime | None, now: datetime) -> Window | None:
         orders = self.settings.orders
