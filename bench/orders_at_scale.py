@@ -1,6 +1,6 @@
 """Orders down at scale: one run delivering N per-order files, and its delivery path against OpenSSH.
 
-    .venv/bin/python bench/orders_at_scale.py [--small 1000] [--large 20000] [--rounds 2]
+    .venv/bin/python bench/orders_at_scale.py [--small 1000] [--large 20000] [--rounds 4] [--large-rounds 1]
 
 Everything real: the SP-API sandbox over HTTP through python-amazon-sp-api (its rate limits
 raised, so the bench measures the bridge, not Amazon's usage plan), a private OpenSSH sshd
@@ -13,7 +13,8 @@ raised, so the bench measures the bridge, not Amazon's usage plan), a private Op
    stage, upload under the temporary name, record uploaded, rename, record delivered) against
    OpenSSH's own `sftp -b` doing `put -f` (fsync, like the bridge) and `rename` of the same
    files from local disk, connection included. Target: at least 0.8x OpenSSH's files/s.
-Each figure is the best of `rounds`, the clients alternating so both see the same load.
+Each figure is the best of `rounds` (the `small` run and OpenSSH alternating, so both see the
+same load) or of `large-rounds` (the `large` run, a few minutes each).
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--large-rounds", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     small, large = synthetic(args.small), synthetic(args.large)
@@ -142,16 +144,18 @@ def main() -> None:
         runs: dict[int, list[dict[str, float]]] = {args.small: [], args.large: []}
         openssh: list[float] = []
         local = Path(tempfile.mkdtemp(prefix="bench-files-"))
-        for round_ in range(args.rounds):
-            times, drop = one_run(server, small)
-            runs[args.small].append(times)
-            if round_ == 0:
-                shutil.copytree(drop, local / "files")
-            shutil.rmtree(drop)
-            openssh.append(with_openssh(server, local / "files"))
-            times, drop = one_run(server, large)
-            runs[args.large].append(times)
-            shutil.rmtree(drop)
+        for round_ in range(max(args.rounds, args.large_rounds)):
+            if round_ < args.rounds:
+                times, drop = one_run(server, small)
+                runs[args.small].append(times)
+                if round_ == 0:
+                    shutil.copytree(drop, local / "files")
+                shutil.rmtree(drop)
+                openssh.append(with_openssh(server, local / "files"))
+            if round_ < args.large_rounds:
+                times, drop = one_run(server, large)
+                runs[args.large].append(times)
+                shutil.rmtree(drop)
         shutil.rmtree(local)
     best = {n: min(spent, key=lambda t: sum(t.values())) for n, spent in runs.items()}
     for n, times in best.items():

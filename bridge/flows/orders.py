@@ -5,8 +5,10 @@ One run, in order, each step safe to interrupt at any line:
           in the ledger in the same transaction that moves the bookmark;
 2. recheck held orders (address withheld, no warehouse) and record what changed: Amazon is asked
           again only for addresses, least recently asked first, each answer recorded as it comes;
-3. render pending orders by their warehouse's mapping into the local spool, then stage them;
-4. deliver staged files: upload under a temporary name, mark uploaded, rename into place, mark
+3. render pending orders by their warehouse's mapping into the local spool, then stage them,
+          a batch of files in one transaction;
+4. deliver staged files a batch at a time, each step for the whole batch: upload under a
+          temporary name (all in flight at once), mark uploaded, rename into place, mark
           delivered. After a crash, an uploaded file whose temporary name is gone was renamed.
 5. purge  buyer data past the retention period.
 """
@@ -156,8 +158,8 @@ class OrdersFlow:
         self.amazon = amazon
         self.open_drop = open_drop or (lambda warehouse: SftpDrop(warehouse.sftp))
         self.checkpoint = checkpoint or (lambda step: None)
-        # Asked between windows, files and steps: a stop request (SIGTERM) ends the run at the
-        # next safe point, never in the middle of a file.
+        # Asked between windows, batches of files and steps: a stop request (SIGTERM) ends the
+        # run at the next safe point, never in the middle of a batch.
         self.should_stop = should_stop or (lambda: False)
         self._swept = False  # spool files left unrecorded by a crash: looked for on the first run
         self.batch_size = batch_size
@@ -510,7 +512,7 @@ class OrdersFlow:
                     for start in range(0, len(files), self.batch_size):
                         if self.should_stop():
                             break
-                        problems += self._deliver_batch(warehouse, drop, files[start:start + self.batch_size], now, report)
+                        self._deliver_batch(warehouse, drop, files[start:start + self.batch_size], now, report, problems)
             except BridgeError as problem:
                 problems.append(problem)
                 # `status` shows why they wait, never "delivered on the next run" on a guess.
@@ -525,16 +527,16 @@ class OrdersFlow:
             raise kind("; ".join(str(problem) for problem in problems))
 
     def _deliver_batch(self, warehouse: WarehouseSettings, drop: Drop, batch: list[StoredFile],
-                       now: datetime, report: RunReport) -> list[BridgeError]:
+                       now: datetime, report: RunReport, problems: list[BridgeError]) -> None:
         """Deliver a batch of files, each step for the whole batch before the next, in the
         order that makes a crash anywhere converge: upload every staged file under its
         temporary name (all in flight at once), record them uploaded (one transaction), rename
         them into place, record them delivered (one transaction). After a crash, a file
         recorded uploaded whose temporary name is gone was renamed.
 
-        A problem of one file (its name taken in the drop) holds that file and is returned; a
-        problem of the drop (a folder missing, a refusal) is raised once the batch's files that
-        did go are recorded."""
+        A problem of one file (its name taken in the drop) holds that file and is added to
+        `problems`; a problem of the drop (a folder missing, a refusal) is raised once the
+        batch's files that did go are recorded."""
         final = {stored.id: f"{warehouse.orders_folder}/{stored.name}" for stored in batch}
         temporary = {file_id: name + warehouse.temp_suffix for file_id, name in final.items()}
         held: list[tuple[StoredFile, FileExistsInDrop]] = []
@@ -588,11 +590,11 @@ class OrdersFlow:
                 report.delivered_orders += len(delivered[stored.id])
                 report.delivered_files += bool(delivered[stored.id])
         for stored, problem in held:  # this file only: the rest of the warehouse's files still go
+            problems.append(problem)
             self.ledger.note_delivery_problem(stored.id, str(problem), now)
             log.error("not delivered warehouse=%s file=%s: %s", warehouse.name, stored.name, problem)
         if stopped:
             raise stopped[0]
-        return [problem for _, problem in held]
 
     def _spooled(self, stored: StoredFile, now: datetime) -> bytes | None:
         """The staged file's bytes from the spool; if the spool copy is gone or damaged, the
