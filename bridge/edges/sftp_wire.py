@@ -238,6 +238,10 @@ class Session:
         """SFTP v3's rename, which never replaces an existing file (OpenSSH: link, unlink)."""
         self.status(self.send(RENAME, string(src), string(dst)))
 
+    def posix_rename(self, src: str, dst: str) -> None:
+        """OpenSSH's posix-rename@openssh.com, which replaces `dst` (the edge never uses it)."""
+        self.status(self.send(EXTENDED, string("posix-rename@openssh.com"), string(src), string(dst)))
+
     def remove(self, path: str) -> None:
         self.status(self.send(REMOVE, string(path)))
 
