@@ -337,6 +337,8 @@ def format_shipments_status(shipments: dict) -> list[str]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
         lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
                      f"{(item['finished_at'] or '')[:16]}{why}")
+    for item in shipments.get("feeds", []):
+        lines.append("  " + _fulfillment_feed_line(item))
     if shipments["unconfirmed"]:
         lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
         for item in shipments["unconfirmed"]:
@@ -344,6 +346,21 @@ def format_shipments_status(shipments: dict) -> list[str]:
             lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
                          f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
     return lines
+
+
+def _fulfillment_feed_line(item: dict) -> str:
+    """One order fulfillment feed document not yet answered, or left in doubt."""
+    name = f"fulfillment feed {item['feed_id']}" if item["feed_id"] else f"fulfillment feed document {item['id']}"
+    packages = f"{item['messages']} package{'s' if item['messages'] != 1 else ''}"
+    status = item["status"]
+    if status == "submitted":
+        return f"{name}: {packages}, submitted {item['submitted_at']}, waiting for Amazon"
+    if status == "submitting":
+        return (f"{name}: {packages}, createFeed interrupted at {item['submit_started_at']}; the next run asks "
+                "Amazon whether it arrived")
+    if status == "prepared":
+        return f"{name}: {packages}, recorded {item['created_at']}, the next run sends it"
+    return f"{name}: {packages}, IN DOUBT since {item['finished_at']}: {one_line(item['note'])}"
 
 
 def cmd_shipments_process(args: argparse.Namespace) -> int:

@@ -1752,6 +1752,18 @@ class Ledger:
                      PackageStatus.SENT),
                 )
 
+    def fulfillment_feed_report(self, limit: int = 10) -> list[dict]:
+        """For `status`: documents still with Amazon (or on their way), and the latest in doubt."""
+        columns = ("id, feed_id, status, messages, created_at, submit_started_at, submitted_at, finished_at, note")
+        waiting = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status in (?, ?, ?) order by id", FEED_IN_FLIGHT,
+        ).fetchall()
+        doubtful = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status = ? order by id desc limit ?",
+            (FeedStatus.IN_DOUBT, limit),
+        ).fetchall()
+        return [dict(row) for row in [*waiting, *reversed(doubtful)]]
+
     def _set_feed(self, table: str, row: int, status: FeedStatus, allowed: tuple[FeedStatus, ...],
                   **values: object) -> None:
         names = ", ".join(f"{name} = ?" for name in values)

@@ -275,9 +275,18 @@ class ShipmentsFlow:
         (shipments.send = "feed") in one order fulfillment feed document. Documents already with
         Amazon are carried on first, whatever the setting says now. Amazon unavailable or
         throttled for long: the rest wait for the next run, in the same order."""
+        try:
+            self._send(now, report)
+        finally:
+            for doubt in self.fulfillment.doubts:  # a person checks those orders in Seller Central
+                report.errors.append(f"send: {doubt}")
+                report.needs_a_person = True
+            self.fulfillment.doubts.clear()
+
+    def _send(self, now: datetime, report: ShipmentsReport) -> None:
         by_feed = self.settings.shipments.send == "feed"
         if self.fulfillment.in_flight():
-            self._advance_feeds(now, report)
+            self.fulfillment.recover(now)  # a crash's leftover first: never two to look for
         for package in self.ledger.packages_to_send():
             if self.should_stop():
                 return
@@ -288,12 +297,10 @@ class ShipmentsFlow:
             waiting = [p for p in self.ledger.packages_to_send() if p.status == PackageStatus.ACCEPTED]
             if self.fulfillment.send_new(waiting, now) is not None:
                 report.feeds_recorded += 1
-            self._advance_feeds(now, report)
-
-    def _advance_feeds(self, now: datetime, report: ShipmentsReport) -> None:
-        confirmed, rejected = self.fulfillment.advance(now, self.feed_wait)
-        report.confirmed += confirmed
-        report.rejected += rejected
+        if self.fulfillment.in_flight() and not self.should_stop():
+            confirmed, rejected = self.fulfillment.advance(now, self.feed_wait)
+            report.confirmed += confirmed
+            report.rejected += rejected
 
     def _confirm(self, package: StoredPackage, now: datetime, report: ShipmentsReport) -> None:
         self.ledger.mark_package_sent(package.id, now)

@@ -66,6 +66,7 @@ class FulfillmentFeed:
         self.seller_id = seller_id
         self.checkpoint = checkpoint or (lambda step: None)
         self.max_packages = max_packages
+        self.doubts: list[str] = []  # documents found in doubt since the flow last looked: for a person
 
     @property
     def feeds(self):
@@ -89,11 +90,15 @@ class FulfillmentFeed:
         log.info("fulfillment feed document=%d packages=%d recorded", row, len(chosen))
         return row
 
+    def recover(self, now: datetime) -> None:
+        """Documents a crash left `submitting`: looked up on Amazon before anything else."""
+        for document in self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTING):
+            self._recover(document, now)
+
     def advance(self, now: datetime, max_wait: float) -> tuple[int, int]:
         """Every document not yet answered: recover, submit, poll, report. Returns (packages
         confirmed, packages rejected) by the reports read in this call."""
-        for document in self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTING):
-            self._recover(document, now)
+        self.recover(now)
         for document in self.ledger.fulfillment_feeds_in(FeedStatus.PREPARED):
             if self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTING):
                 break  # one at a time: a crash must leave at most one to look for
@@ -112,11 +117,14 @@ class FulfillmentFeed:
         log.info("fulfillment feed submitted document=%d packages=%d feed_id=%s", document.id, len(packages), feed_id)
 
     def _recover(self, document: StoredFulfillmentFeed, now: datetime) -> None:
-        feed_submission.recover(
+        verdict = feed_submission.recover(
             self.feeds, _Journal(self.ledger, document.id, document.sha256), feed_type=FEED_TYPE,
             started=document.submit_started_at, now=now, marketplace_id=document.marketplaces[0],
             known=self.ledger.fulfillment_feed_ids(), what=f"fulfillment feed document {document.id}",
             kind="order fulfillment feeds", advice=IN_DOUBT_ADVICE)
+        if verdict == feed_submission.IN_DOUBT:
+            self.doubts.append(f"fulfillment feed document {document.id} is in doubt: "
+                               f"{self.ledger.fulfillment_feed(document.id).note}")
 
     def _poll(self, now: datetime, max_wait: float) -> tuple[int, int]:
         submitted = self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTED)
@@ -151,10 +159,11 @@ class FulfillmentFeed:
             raise AmazonUnavailable(f"feed {document.feed_id}: {problem}; asked again next run") from None
         self.checkpoint("report_fetched")
         if document.adopted and outcome == FeedStatus.DONE and report.processed != len(packages):
-            self.ledger.mark_fulfillment_feed_in_doubt(
-                document.id, f"the feed {document.feed_id} found after an interrupted createFeed processed "
-                             f"{report.processed} messages, this document has {len(packages)}: it is not this "
-                             f"document, and whether Amazon has it cannot be told; {IN_DOUBT_ADVICE}", now)
+            note = (f"the feed {document.feed_id} found after an interrupted createFeed processed "
+                    f"{report.processed} messages, this document has {len(packages)}: it is not this document, "
+                    f"and whether Amazon has it cannot be told; {IN_DOUBT_ADVICE}")
+            self.ledger.mark_fulfillment_feed_in_doubt(document.id, note, now)
+            self.doubts.append(f"fulfillment feed document {document.id} is in doubt: {note}")
             return 0, len(packages)
         fallback = "" if outcome == FeedStatus.DONE else f"the feed failed as a whole ({status})"
         outcomes = {package_id: report.outcome(package_id) or fallback for package_id in packages}

@@ -16,6 +16,7 @@ responses, default usage plans) and implements:
     POST /feeds/2021-06-30/feeds                          createFeed
     GET  /feeds/2021-06-30/feeds                          getFeeds
     GET  /feeds/2021-06-30/feeds/{feedId}                 getFeed
+    DELETE /feeds/2021-06-30/feeds/{feedId}               cancelFeed (a feed still IN_QUEUE)
 
 plus test controls under `/_sandbox/` (orders, pii, faults, confirmations, fulfillments, feeds, and the
 upload/download URLs that stand in for S3). The v0 getOrder is called "v0.getOrder" wherever an
@@ -58,6 +59,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "createFeedDocument": (0.5, 15),
     "createFeed": (0.0083, 15),
     "getFeed": (2.0, 15),
+    "cancelFeed": (2.0, 15),
     "getFeeds": (0.0222, 10),
     "getFeedDocument": (0.0222, 10),
 }
@@ -641,6 +643,25 @@ class SpApiSandbox:
             doc = self._feed_doc(feed)
         return _json(200, doc)
 
+    def _op_cancelFeed(self, feed_id: str, *, query, body, grant) -> _Answer:
+        with self._lock:
+            if not self.cancel_feed(feed_id):
+                if feed_id not in self.feeds:
+                    raise _ApiError(404, "NotFound", f"Feed {feed_id} was not found.")
+                raise InvalidInput(f"Feed {feed_id} is {self.feeds[feed_id]['status']}; only a feed IN_QUEUE "
+                                   f"can be cancelled")
+        return _Answer(200, b"", "")
+
+    def cancel_feed(self, feed_id: str) -> bool:
+        """What cancelFeed does (a person in Seller Central, another tool): a feed still
+        IN_QUEUE is CANCELLED, unprocessed. False if there is no such feed waiting."""
+        with self._lock:
+            feed = self.feeds.get(feed_id)
+            if feed is None or feed["status"] != "IN_QUEUE":
+                return False
+            feed.update(status="CANCELLED", processingEndTime=so.iso(self._now()))
+            return True
+
     def _finish_feed(self, feed: dict) -> None:
         status, result, content_type = spapi_feeds.process(
             feed["feedType"], feed["feedId"], feed["document"], self.known_skus,
@@ -834,6 +855,7 @@ _ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("POST", ("feeds", "2021-06-30", "feeds"), "createFeed"),
     ("GET", ("feeds", "2021-06-30", "feeds"), "getFeeds"),
     ("GET", ("feeds", "2021-06-30", "feeds", "*"), "getFeed"),
+    ("DELETE", ("feeds", "2021-06-30", "feeds", "*"), "cancelFeed"),
 ]
 
 
