@@ -273,7 +273,7 @@ def test_each_shipped_mapping_has_a_shipments_section():
         assert load_mapping(MAPPINGS / f"{name}.toml").shipments is not None
 
 
-# --- the order fulfillment feed (shipments.send = "feed"; its Feeds edge is not wired yet) ------
+# --- the order fulfillment feed document and its report (shipments.send = "feed") ----------------
 
 def test_the_fulfillment_feed_has_one_message_per_package_named_by_its_id():
     from bridge.formats.fulfillment_feed import fulfillment_feed
