@@ -28,7 +28,7 @@ from typing import IO, Callable, Sequence
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_shipments import AmazonShipments
 from bridge.edges.folders import Drop
-from bridge.errors import AmazonRejected, BadFile, BridgeError, FixTheSetup, RetryLater
+from bridge.errors import AmazonRejected, BadFile, BridgeError, CreateFeedUnknown, FixTheSetup, RetryLater
 from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Source, sources
 from bridge.flows.shipments_feed import FulfillmentFeed, planned
 from bridge.formats.readers import TableSpec, read_rows
@@ -285,8 +285,12 @@ class ShipmentsFlow:
 
     def _send(self, now: datetime, report: ShipmentsReport) -> None:
         by_feed = self.settings.shipments.send == "feed"
-        if self.fulfillment.in_flight():
-            self.fulfillment.recover(now)  # a crash's leftover first: never two to look for
+        unknown: CreateFeedUnknown | None = None
+        try:
+            if self.fulfillment.in_flight():
+                self.fulfillment.recover(now)  # a crash's leftover first: never two to look for
+        except CreateFeedUnknown as problem:
+            unknown = problem  # asked again next run; meanwhile no new document, the rest goes on
         for package in self.ledger.packages_to_send():
             if self.should_stop():
                 return
@@ -298,9 +302,11 @@ class ShipmentsFlow:
             if self.fulfillment.send_new(waiting, now) is not None:
                 report.feeds_recorded += 1
         if self.fulfillment.in_flight() and not self.should_stop():
-            confirmed, rejected = self.fulfillment.advance(now, self.feed_wait)
+            confirmed, rejected = self.fulfillment.advance(now, self.feed_wait, recover=unknown is None)
             report.confirmed += confirmed
             report.rejected += rejected
+        if unknown is not None:
+            raise unknown
 
     def _confirm(self, package: StoredPackage, now: datetime, report: ShipmentsReport) -> None:
         self.ledger.mark_package_sent(package.id, now)

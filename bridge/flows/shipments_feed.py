@@ -32,7 +32,7 @@ from bridge.flows import feed_submission
 from bridge.flows.feed_submission import Checkpoint
 from bridge.formats.fulfillment_feed import CONTENT_TYPE, FEED_TYPE, fulfillment_feed, parse_processing_report
 from bridge.formats.shipments import PlannedPackage
-from bridge.ledger import FeedStatus, Ledger, StoredFulfillmentFeed, StoredPackage
+from bridge.ledger import FEED_IN_FLIGHT, FeedStatus, Ledger, StoredFulfillmentFeed, StoredPackage
 
 log = logging.getLogger("bridge.shipments")
 
@@ -75,7 +75,7 @@ class FulfillmentFeed:
         return self._feeds
 
     def in_flight(self) -> list[StoredFulfillmentFeed]:
-        return self.ledger.fulfillment_feeds_in(*_IN_FLIGHT)
+        return self.ledger.fulfillment_feeds_in(*FEED_IN_FLIGHT)
 
     def send_new(self, packages: list[StoredPackage], now: datetime) -> int | None:
         """Record the next document from these accepted packages, unless one is still being
@@ -95,10 +95,11 @@ class FulfillmentFeed:
         for document in self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTING):
             self._recover(document, now)
 
-    def advance(self, now: datetime, max_wait: float) -> tuple[int, int]:
+    def advance(self, now: datetime, max_wait: float, *, recover: bool = True) -> tuple[int, int]:
         """Every document not yet answered: recover, submit, poll, report. Returns (packages
         confirmed, packages rejected) by the reports read in this call."""
-        self.recover(now)
+        if recover:
+            self.recover(now)
         for document in self.ledger.fulfillment_feeds_in(FeedStatus.PREPARED):
             if self.ledger.fulfillment_feeds_in(FeedStatus.SUBMITTING):
                 break  # one at a time: a crash must leave at most one to look for
@@ -188,7 +189,6 @@ class FulfillmentFeed:
                             result.message_id, result.code, result.description)
 
 
-_IN_FLIGHT = (FeedStatus.PREPARED, FeedStatus.SUBMITTING, FeedStatus.SUBMITTED)
 _WITHOUT_REPORT = {
     FeedStatus.DONE: "Amazon finished the feed without a processing report, so which parcels it took cannot be "
                      "told: check the order in Seller Central",
