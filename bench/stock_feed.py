@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.edges.scratch import DiskStore  # noqa: E402
 from bridge.formats.listings_feed import batches, document_chunks  # noqa: E402
 from bridge.formats.stock import Comparison, stock_levels, tally  # noqa: E402
-from bridge.mapping import StockFields, StockLayout  # noqa: E402
+from bridge.mapping import StockColumns, StockLayout  # noqa: E402
 
 LAYOUT = StockLayout(format="csv", quantity_means="available", delimiter=";", buffer=1,
-                     fields=StockFields(sku="Artikelnummer", quantity="Bestand", location="Lagerplatz"))
+                     columns=StockColumns(sku="Artikelnummer", quantity="Bestand", location="Lagerplatz"))
 
 
 def write_stock_file(path: Path, rows: int, shuffled: bool) -> None:

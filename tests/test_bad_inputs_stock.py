@@ -14,7 +14,8 @@ import pytest
 from bridge.errors import BadRecord, ConfigError
 from bridge.formats.listings_feed import read_report
 from bridge.formats.stock import MemoryStore, stock_levels, tally
-from bridge.mapping import StockFields, StockLayout, load_mapping
+from bridge.formats.readers import Row
+from bridge.mapping import StockColumns, StockLayout, load_mapping
 
 ORDERS = '''
 [orders]
@@ -29,13 +30,14 @@ STOCK = '''
 [stock]
 format = "csv"
 quantity_means = "available"
-[stock.fields]
+[stock.columns]
 sku = "SKU"
 quantity = "Qty"
 '''
-CSV_KEYS = ("buffer, buffers, cap, decimal_separator, delimiter, encoding, fields, format, handling_time_days, "
-            "handling_times, leave_alone, max_missing_share, max_zero_share, product_type, product_types, "
-            "quantity_means, sku_map, thousands_separator, timestamp_format, timezone")
+CSV_KEYS = ("buffer, buffers, cap, columns, decimal_separator, delimiter, encoding, format, handling_time_days, "
+            "handling_times, header, leave_alone, marker, max_missing_share, max_zero_share, product_type, "
+            "product_types, quantity_means, result_delimiter, sku_map, thousands_separator, timestamp_format, "
+            "timezone")
 
 
 def stock_problems(tmp_path: Path, stock: str, sku_map: str | None = None) -> list[str]:
@@ -48,9 +50,9 @@ def stock_problems(tmp_path: Path, stock: str, sku_map: str | None = None) -> li
     return [problem.replace(f"{path}: ", "").replace(str(tmp_path), "<dir>") for problem in raised.value.problems]
 
 
-def with_stock(*lines: str, fields: str = 'sku = "SKU"\nquantity = "Qty"', fmt: str = "csv") -> str:
+def with_stock(*lines: str, columns: str = 'sku = "SKU"\nquantity = "Qty"', fmt: str = "csv") -> str:
     return "\n[stock]\n" + (f'format = "{fmt}"\n' if fmt else "") + 'quantity_means = "available"\n' \
-        + "\n".join(lines) + "\n[stock.fields]\n" + fields + "\n"
+        + "\n".join(lines) + "\n[stock.columns]\n" + columns + "\n"
 
 
 MAPPING_CASES = [
@@ -61,26 +63,49 @@ MAPPING_CASES = [
      "stock.quantity_means: missing (one of: available, on_hand)"),
     ("unknown quantity meaning", STOCK.replace('"available"', '"free"'),
      "stock.quantity_means: unknown value 'free' (one of: available, on_hand)"),
-    ("no fields", '\n[stock]\nformat = "csv"\nquantity_means = "available"\n',
-     "stock.fields: missing: add [stock.fields] with at least sku and quantity"),
-    ("no quantity field", with_stock(fields='sku = "SKU"'), "stock.fields.quantity: missing"),
-    ("unknown field", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nqty = "Menge"'),
-     "stock.fields.qty: unknown field (known: sku, quantity, timestamp, lot, location)"),
-    ("empty header", with_stock(fields='sku = ""\nquantity = "Qty"'),
-     "stock.fields.sku: must be a non-empty string (a header or element path)"),
-    ("one header twice", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nlot = "Qty"'),
-     "stock.fields: 'Qty' is used for more than one field"),
+    ("no columns", '\n[stock]\nformat = "csv"\nquantity_means = "available"\n',
+     "stock.columns: missing: add a [stock.columns] table naming where sku and quantity are"),
+    ("no quantity column", with_stock(columns='sku = "SKU"'), "stock.columns.quantity: missing"),
+    ("unknown field", with_stock(columns='sku = "SKU"\nquantity = "Qty"\nqty = "Menge"'),
+     "stock.columns.qty: unknown field (known: sku, quantity, timestamp, lot, location)"),
+    ("empty header", with_stock(columns='sku = ""\nquantity = "Qty"'),
+     "stock.columns.sku: must be the header of the column, not ''"),
+    ("a position with a header", with_stock(columns='sku = 1\nquantity = "Qty"'),
+     "stock.columns.sku: must be the header of the column, not 1"),
+    ("a header without a header row", with_stock("header = false", columns='sku = 1\nquantity = "Qty"'),
+     "stock.columns.quantity: must be a column position (1, 2, ...) when header = false, not 'Qty'"),
+    ("one header twice", with_stock(columns='sku = "SKU"\nquantity = "Qty"\nlot = "Qty"'),
+     "stock.columns: 'Qty' is used for more than one field"),
+    ("the old [stock.fields]", with_stock(columns='sku = "SKU"\nquantity = "Qty"').replace("stock.columns", "stock.fields"),
+     "stock.fields: is now called [stock.columns], as in [shipments]: rename the table"),
     ("unknown key", with_stock("bufer = 2"), f"stock.bufer: unknown key (known: {CSV_KEYS})"),
     ("key of another format", with_stock('sheet = "Stock"'), "stock.sheet: not used by format 'csv'"),
-    ("xml without record", with_stock(fmt="xml"), "stock.record: missing: the element path of one record, e.g. 'Item'"),
+    ("header not a boolean", with_stock('header = "yes"'), "stock.header: must be true or false, not str"),
+    ("xml without record", with_stock(fmt="xml"),
+     "stock.record: missing: the path of the element that makes one row, from the document element, "
+     "e.g. 'Inventory/Item'"),
+    ("xml record below the root", with_stock('record = "Item"', fmt="xml"),
+     "stock.record: 'Item' must be the path of the element that makes one row, from the document element: "
+     "e.g. 'Inventory/Item'"),
     ("xml bad record", with_stock('record = "Items//Item"', fmt="xml"),
-     "stock.record: 'Items//Item' is not an element path like 'Item' or 'Items/Item'"),
-    ("xml bad field path", with_stock('record = "Item"', fields='sku = "Item SKU"\nquantity = "Qty"', fmt="xml"),
-     "stock.fields.sku: 'Item SKU' is not an element path like 'ShipTo/Name', 'Total@currency' or '@id'"),
+     "stock.record: 'Items//Item' must be the path of the element that makes one row, from the document "
+     "element: e.g. 'Inventory/Item'"),
+    ("xml bad column path", with_stock('record = "Inventory/Item"', columns='sku = "Item SKU"\nquantity = "Qty"',
+                                       fmt="xml"),
+     "stock.columns.sku: 'Item SKU' is not a path like 'Quantity', '@sku', 'Qty/Value' or '../@id'"),
+    ("xml column above the root", with_stock('record = "Inventory/Item"',
+                                             columns='sku = "../@sku"\nquantity = "Qty"', fmt="xml"),
+     "stock.columns.sku: '../@sku' climbs to the document element or above; fields may refer to ancestors below it"),
     ("unknown encoding", with_stock('encoding = "latin-1"'),
-     "stock.encoding: unknown value 'latin-1' (one of: utf-8, utf-8-sig, cp1252, utf-16)"),
+     "stock.encoding: unknown value 'latin-1' (one of: utf-8, cp1252, utf-16)"),
+    ("utf-8-sig", with_stock('encoding = "utf-8-sig"'),
+     "stock.encoding: unknown value 'utf-8-sig' (one of: utf-8, cp1252, utf-16)"),
     ("bad delimiter", with_stock('delimiter = ";;"'),
      "stock.delimiter: must be one character other than a quote or newline, not ';;'"),
+    ("bad result delimiter", with_stock('result_delimiter = ""'),
+     "stock.result_delimiter: must be one character other than a quote or newline, not ''"),
+    ("bad marker", with_stock('marker = "done.ok"'),
+     "stock.marker: 'done.ok' must be {name} or {stem} followed by a suffix, e.g. \"{name}.ok\" or \"{stem}.done\""),
     ("unknown decimal separator", with_stock('decimal_separator = ";"'),
      "stock.decimal_separator: unknown value ';' (one of: '.', ',')"),
     ("same separators", with_stock('decimal_separator = ","', 'thousands_separator = ","'),
@@ -88,10 +113,10 @@ MAPPING_CASES = [
     ("unknown thousands separator", with_stock('thousands_separator = "_"'),
      "stock.thousands_separator: unknown value '_' (one of: '', '.', ',', ' ', \"'\")"),
     ("timestamp format without directive", with_stock('timestamp_format = "dd.mm.yyyy"',
-                                                      fields='sku = "SKU"\nquantity = "Qty"\ntimestamp = "At"'),
+                                                      columns='sku = "SKU"\nquantity = "Qty"\ntimestamp = "At"'),
      "stock.timestamp_format: 'dd.mm.yyyy' is neither 'iso' nor a strptime format (e.g. '%d.%m.%Y %H:%M')"),
     ("timestamp format without timestamp", with_stock('timestamp_format = "%d.%m.%Y"'),
-     "stock.timestamp_format: needs fields.timestamp"),
+     "stock.timestamp_format: needs columns.timestamp"),
     ("unknown time zone", with_stock('timezone = "Berlin"'),
      "stock.timezone: unknown time zone 'Berlin' (e.g. 'Europe/Berlin')"),
     ("negative buffer", with_stock("buffer = -1"), "stock.buffer: must be a whole number from 0 to 10,000,000, not -1"),
@@ -146,7 +171,7 @@ def test_every_problem_of_a_stock_section_is_reported_at_once(tmp_path):
 
 # --- the stock file's rows ------------------------------------------------------------------
 
-LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+LAYOUT = StockLayout(format="csv", quantity_means="available", columns=StockColumns(sku="SKU", quantity="Qty"))
 ROW_CASES = [
     ("no SKU", {"SKU": " ", "Qty": "1"}, {}, "row 2, column 'SKU': no SKU"),
     ("no quantity", {"SKU": "A", "Qty": ""}, {}, "row 2, column 'Qty': no quantity"),
@@ -169,7 +194,7 @@ ROW_CASES = [
     ("mapped SKU too long", {"SKU": "100", "Qty": "1"}, {"sku_map": {"100": "Y" * 41}},
      f"row 2, column 'SKU': SKU '{'Y' * 41}' is longer than Amazon's 40 characters"),
     ("bad timestamp", {"SKU": "A", "Qty": "1", "At": "2026-13-01"},
-     {"fields": StockFields(sku="SKU", quantity="Qty", timestamp="At")},
+     {"columns": StockColumns(sku="SKU", quantity="Qty", timestamp="At")},
      "row 2, column 'At': timestamp '2026-13-01' does not match ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)"),
 ]
 
@@ -178,16 +203,16 @@ ROW_CASES = [
 def test_a_bad_row_is_reported_and_the_rest_still_goes(case, row, changes, problem):
     layout = replace(LAYOUT, **changes)
     store = MemoryStore()
-    counted = tally([(2, row), (3, {**{k: "" for k in row}, "SKU": "GOOD", "Qty": "4"})], layout, store)
+    counted = tally([Row(2, row), Row(3, {**{k: "" for k in row}, "SKU": "GOOD", "Qty": "4"})], layout, store)
     levels = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
     assert [str(p) for p in counted.problems] == [problem]
     assert levels["GOOD"] == 4 and counted.bad_rows == 1
 
 
 FILE_CASES = [
-    ("a column missing", [(2, {"Artikel": "A", "Qty": "1"})],
+    ("a column missing", [Row(2, {"Artikel": "A", "Qty": "1"})],
      "the file has no column 'SKU' (its columns: 'Artikel', 'Qty')"),
-    ("a semicolon file read with commas", [(2, {"SKU;Qty": "A;1"})],
+    ("a semicolon file read with commas", [Row(2, {"SKU;Qty": "A;1"})],
      "the file has no column 'SKU', 'Qty' (its columns: 'SKU;Qty')"),
 ]
 
@@ -215,9 +240,10 @@ DUPLICATE_CASES = [
 
 @pytest.mark.parametrize("case, records, levels, problems", DUPLICATE_CASES, ids=[c[0] for c in DUPLICATE_CASES])
 def test_skus_listed_more_than_once(case, records, levels, problems):
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", lot="Lot"))
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"))
     store = MemoryStore()
-    counted = tally([(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout, store)
+    counted = tally([Row(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout,
+                    store)
     got = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
     assert got == levels
     assert [str(p) for p in counted.problems] == problems
