@@ -224,7 +224,10 @@ def test_a_newer_file_supersedes_a_held_one(bridge, sandbox):
     day3 = bridge.flow.push(full_stock("DAY3.csv", at=LATER + timedelta(days=1)), LATER + timedelta(days=1))
     assert day3.status == "published"
     (superseded,) = bridge.ledger.stock_files_in(StockFileStatus.SUPERSEDED)
-    assert (superseded.name, superseded.reason) == ("DAY2.csv", "superseded by the newer stock file DAY3.csv")
+    assert superseded.name == "DAY2.csv"
+    assert superseded.reason == ("superseded by the newer stock file DAY3.csv (held: 5 of the 5 SKUs in stock on "
+                                 "Amazon (100.0%) would drop to zero, more than the limit of 20% (e.g. "
+                                 "CST-CORK-4PK, KAN-GLAS-1L, MUG-CER-350-BLU))")
     assert bridge.flow.force_held(LATER) is None
 
 
