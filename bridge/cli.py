@@ -430,7 +430,9 @@ def format_stock_push(report) -> str:
     """What `inventory push` did: why nothing happened, or each file's verdict and problems."""
     lines = list(report.notes)
     for outcome in report.outcomes:
-        lines.append(f"{outcome.name}: {outcome.status}" + (f": {one_line(outcome.reason)}" if outcome.reason else ""))
+        told = outcome.reason.startswith(outcome.status)  # "held: ...", "published with --force, ..."
+        lines.append(f"{outcome.name}: " + (one_line(outcome.reason) if told else outcome.status + (
+            f": {one_line(outcome.reason)}" if outcome.reason else "")))
         for issue in outcome.issues[:20]:
             lines.append(f"  {_stock_issue(issue)}")
         if len(outcome.issues) > 20:
@@ -460,13 +462,15 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
     from bridge.service import open_service
 
     with open_service(settings, exclusive=False) as service, tempfile.TemporaryDirectory() as scratch:
-        target = out or Path(scratch)
+        target = out or Path(scratch) / "documents"
+        (Path(scratch) / "files").mkdir()
         try:
-            preview = service.stock.preview(out_dir=target, force=force)
+            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force)
         except OSError as problem:
             raise FixTheSetup(f"cannot write the dry run's documents into {target}: {problem.strerror}") from None
-        if isinstance(preview, str):
-            print(f"dry run: {preview}")
+        for note in notes:
+            print(f"dry run: {note}")
+        if preview is None:
             return EXIT_OK
         if isinstance(preview, StockPreview):
             print(preview.summary())

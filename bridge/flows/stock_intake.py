@@ -28,11 +28,12 @@ STOCK.csv every day) supersedes it: the old one is answered first, then the new 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
@@ -408,17 +409,62 @@ class StockFlow:
 
     # --- the dry run ---------------------------------------------------------------------------
 
-    def preview(self, *, out_dir: Path | None = None, force: bool = False) -> StockPreview | StoredStockFile | str:
-        """What `push` would do, reading only: the newest waiting file computed (and its
+    def preview(self, scratch: Path, *, out_dir: Path | None = None,
+                force: bool = False) -> tuple[StockPreview | StoredStockFile | None, list[str]]:
+        """What `push` would do now, reading only (beside the running service): the newest
+        stock file, still in a stock folder or taken in and waiting, computed and gated (its
         documents written into `out_dir`); with `force` and nothing new, the held file as it
-        would go. A string when there is nothing to publish."""
+        would go. Returns it (None: nothing to publish) and notes for a person. `scratch`: a
+        private folder for copies of files read from the folders."""
         if self.inventory is None:
-            return "no stock.warehouse is configured: stock up is off"
-        waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
-        if not waiting:
+            return None, ["no stock.warehouse is configured: stock up is off"]
+        notes: list[str] = []
+        stock = self._newest_in_folders(scratch, notes)
+        if stock is None:
+            waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
+            if waiting:
+                newest = waiting[-1]
+                rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
+                stock = StockFile(newest.name, newest.sha256, parse_iso(newest.received_at), rows)
+        if stock is None:
             held = self._held() if force else None
-            return held if held is not None else self._nothing_new()
-        newest = waiting[-1]
-        rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
-        stock = StockFile(newest.name, newest.sha256, parse_iso(newest.received_at), rows, inbound_id=newest.id)
-        return self.inventory.preview(stock, out_dir=out_dir, force=force)
+            return held, notes + ([] if held is not None else [self._nothing_new()])
+        known = self.ledger.stock_file(self.warehouse.name, stock.sha256)
+        if known is not None:
+            return None, notes + [f"{stock.name} has the content of the stock file {known.name} ({known.status}): "
+                                  "push would not publish it again"]
+        return self.inventory.preview(stock, out_dir=out_dir, force=force), notes
+
+    def _newest_in_folders(self, scratch: Path, notes: list[str]) -> StockFile | None:
+        """The newest complete file in the stock folders (as `push` would take it), copied."""
+        from bridge.formats.inbound import ignored, incomplete_reason
+
+        spec = self.warehouse.mapping.stock.table
+        marker = self.warehouse.mapping.stock.marker
+        newest: tuple[float, Source, str] | None = None
+        for source in self.sources():
+            with source.open() as drop:
+                for entry in drop.listdir(source.folder):
+                    if not ignored(entry.name, self.settings.shipments.ignore, marker) and \
+                            (newest is None or entry.mtime > newest[0]):
+                        newest = (entry.mtime, source, entry.name)
+        if newest is None:
+            return None
+        mtime, source, name = newest
+        copy = scratch / f"newest-{len(list(scratch.iterdir()))}"
+        with source.open() as drop, open(copy, "w+b") as stream:
+            drop.read_into(source.path(name), stream)
+            stream.seek(0)
+            try:
+                why = incomplete_reason(stream, spec)
+            except BadFile as problem:
+                notes.append(f"{name} in the {source.kind.value} stock folder cannot be read ({problem}): push "
+                             "would answer it into error/")
+                return None
+            digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        if why is not None:
+            notes.append(f"{name} in the {source.kind.value} stock folder is not complete yet ({why}): push "
+                         "would leave it there")
+            return None
+        notes.append(f"{name}: in the {source.kind.value} stock folder, not yet taken in; push would take it")
+        return StockFile(name, digest, datetime.fromtimestamp(mtime, timezone.utc), SpooledRows(copy, spec))
