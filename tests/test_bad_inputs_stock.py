@@ -4,9 +4,12 @@ report, and local state."""
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
-from dataclasses import replace
-from datetime import datetime, timezone
+import zipfile
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -308,3 +311,201 @@ def test_a_held_feed_whose_document_is_gone_or_changed_is_not_sent(sandbox, tmp_
     assert outcome.errors == [f"feed document {made.state / 'stock' / document.spool_path} {why}"]
     assert outcome.needs_a_person and len(sandbox.feeds) == 1
     made.ledger.close()
+
+
+# --- the bridge's config: bridge.toml's [stock] and the warehouses' stock folders ---------------
+
+CONFIG = """
+[amazon]
+seller_id = "A3TESTSELLER"
+region = "eu"
+marketplaces = ["A1PA6795UKMFR9"]
+
+[[warehouses]]
+name = "acme"
+mapping = "mappings/acme-csv.toml"
+host = "sftp.acme.example"
+username = "amz"
+known_hosts = "known_hosts"
+private_key = "id_ed25519"
+orders_folder = "/in"
+"""
+FOLDERS = 'stock_folder = "/stock"\n'
+ACME = '\n[stock]\nwarehouse = "acme"\n'
+
+CONFIG_CASES = [
+    ("an unknown warehouse", FOLDERS + '\n[stock]\nwarehouse = "acme-eu"\n', [
+        "stock.warehouse: 'acme-eu' is not one of the [[warehouses]] ('acme')",
+        "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
+        "quantity per SKU), and that is 'acme-eu': set stock.warehouse = 'acme', or remove this key"]),
+    ("a warehouse without stock folders", ACME, [
+        "stock.warehouse: 'acme' has neither stock_folder nor local_stock_folder: the bridge would have no stock "
+        "file to publish"]),
+    ("stock folders without stock.warehouse", FOLDERS, [
+        "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
+        "quantity per SKU), and that is none: set stock.warehouse = 'acme', or remove this key"]),
+    ("a relative stock folder", 'stock_folder = "stock"\n' + ACME, [
+        "warehouses[0].stock_folder: 'stock' must be an absolute path on the server, like \"/stock\""]),
+    ("the shipments folder", 'stock_folder = "/out/"\nshipments_folder = "/out"\n' + ACME, [
+        "warehouses[0].stock_folder: is also the shipments_folder: stock files and confirmation files need a "
+        "folder each"]),
+    ("the local shipments folder", 'local_stock_folder = "drop"\nlocal_shipments_folder = "drop/"\n' + ACME, [
+        "warehouses[0].local_stock_folder: is also the local_shipments_folder: stock files and confirmation files "
+        "need a folder each"]),
+    ("a mapping without [stock]", FOLDERS.replace("stock_folder", "mapping = \"mappings/plain.toml\"\nstock_folder")
+     + ACME, None),
+    ("a time of day in words", FOLDERS + ACME + 'publish_at = "10pm"\n', [
+        "stock.publish_at: '10pm' is not a time of day like \"22:00\" (24-hour clock)"]),
+    ("an hour past 23", FOLDERS + ACME + 'publish_at = "24:00"\n', [
+        "stock.publish_at: '24:00' is not a time of day like \"22:00\" (24-hour clock)"]),
+    ("an unknown time zone", FOLDERS + ACME + 'timezone = "CET+1"\n', [
+        "stock.timezone: unknown time zone 'CET+1' (e.g. 'Europe/Berlin')"]),
+    ("polling too often", FOLDERS + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
+    ("an unknown key", FOLDERS + ACME + 'publish_time = "22:00"\n', [
+        "stock.publish_time: unknown key (known: poll_minutes, publish_at, timezone, warehouse)"]),
+]
+
+
+@pytest.mark.parametrize("case, extra, expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_stock_keys(tmp_path, case, extra, expected):
+    from bridge.config import load_settings
+    from harness import MAPPINGS, SECRETS
+
+    (tmp_path / "mappings").mkdir()
+    for name in ("acme-csv.toml", "acme-skus.csv"):
+        (tmp_path / "mappings" / name).write_bytes((MAPPINGS / name).read_bytes())
+    (tmp_path / "mappings" / "plain.toml").write_text(ORDERS, encoding="utf-8")
+    (tmp_path / "known_hosts").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
+    (tmp_path / "id_ed25519").write_text("x\n")
+    path = tmp_path / "bridge.toml"
+    text = CONFIG + extra
+    if case == "a mapping without [stock]":
+        text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
+        expected = ["warehouses[0].stock_folder: the mapping plain has no [stock] section to read the files with",
+                    "stock.warehouse: the mapping plain of 'acme' has no [stock] section to read its stock files with"]
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, SECRETS)
+    assert [p.removeprefix(f"{path}: ") for p in raised.value.problems] == expected
+
+
+# --- the drop: stock files through the intake, each answered with the exact lines a clerk reads ----
+
+DROP_HEADER = "Artikelnummer;Bezeichnung;Charge;Lagerplatz;Verfügbar;Stand"
+STAND = "26.11.2026 21:00"
+LIMIT = 10  # shipments.incomplete_limit_minutes in these tests (stock files share the rule)
+
+
+def acme_file(*rows: str, header: str = DROP_HEADER, encoding: str = "cp1252", end: str = "\r\n") -> bytes:
+    return "".join(line + end for line in (header, *rows)).encode(encoding)
+
+
+def good(article: str = "100871", quantity: str = "8", stand: str = STAND) -> str:
+    return f"{article};Artikel;;;{quantity};{stand}"
+
+
+GLOBEX_STOCK = """<?xml version="1.0" encoding="UTF-8"?>
+{doctype}<Inventory>
+  <Item sku="MUG-CER-350-BLU"><OnHand>7</OnHand><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>
+{more}"""
+DOCTYPE = '<!DOCTYPE Inventory [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+
+
+def _zip_without_workbook() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("inventory.csv", "SKU,Qty\n")
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Drop:
+    id: str
+    data: bytes
+    lines: list[str]  # the result file's lines after its header
+    folder: str = "error"  # where the file ends
+    name: str = "BESTAND.csv"
+    mapping: str = "acme-csv"
+    late: bool = False  # answered only once incomplete_limit_minutes have passed
+
+
+PUBLISHED_1 = ";published;;;passed the safety gates. 1 SKUs sent, Amazon took 1"
+DROP_CASES = [
+    Drop("a good file", acme_file(good()), [PUBLISHED_1], "archive"),
+    Drop("a header without the quantity column", acme_file(good(), header=DROP_HEADER.replace("Verfügbar", "Bestand")),
+         [";rejected;;;row 1: the header has no column 'Verfügbar' (found: 'Artikelnummer', 'Bezeichnung', "
+          "'Charge', 'Lagerplatz', 'Bestand', 'Stand')"]),
+    Drop("a comma file for a semicolon mapping", acme_file(good().replace(";", ","), header=DROP_HEADER.replace(";", ",")),
+         [";rejected;;;row 1: the header has no column 'Artikelnummer' (found: "
+          "'Artikelnummer,Bezeichnung,Charge,Lagerplatz,Verfügbar,Stand')"]),
+    Drop("utf-8 with a byte order mark, mapping says cp1252", codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"),
+         [";rejected;;;the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"]),
+    Drop("a byte cp1252 does not have", acme_file(good(), good("300501", "1Q")).replace(b"1Q", b"1\x81"),
+         [PUBLISHED_1, "3;rejected;;;byte 0x81 is not Windows-1252 text: check the file's encoding"]),
+    Drop("a row with too many fields", acme_file(good(), good("300501") + ";x"),
+         [PUBLISHED_1, "3;rejected;;;\"7 fields, the header has 6 (a ';' inside a value must be quoted)\""]),
+    Drop("a row with too few fields", acme_file(good(), "300501;Artikel;;;3"),
+         [PUBLISHED_1, "3;rejected;;;5 fields, the header has 6"]),
+    Drop("a negative quantity", acme_file(good(), good("300501", "-3")),
+         [PUBLISHED_1, "3;rejected;;Verfügbar;'-3' is negative"]),
+    Drop("an Excel exponent", acme_file(good(), good("300501", "1,2E+05")),
+         [PUBLISHED_1, "3;rejected;;Verfügbar;'1,2E+05' is not a number"]),
+    Drop("a timestamp in another format", acme_file(good(), good("300501", stand="2026-11-26 21:00")),
+         [PUBLISHED_1, "3;rejected;;Stand;timestamp '2026-11-26 21:00' does not match %d.%m.%Y %H:%M"]),
+    Drop("one lot listed twice with different quantities", acme_file(good(), good("300501", "3"), good("300501", "4")),
+         [PUBLISHED_1,
+          "3;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent",
+          "4;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent"]),
+    Drop("a header only", acme_file(), [";held;;;held: the file has no stock rows (it is empty or has only a header)"]),
+    Drop("no row usable", acme_file(good(quantity="x")), [
+        ";held;;;held: none of the file's 1 rows gives a quantity to send (see the rows' problems)",
+        "2;rejected;;Verfügbar;'x' is not a number"]),
+    Drop("the last line cut off", acme_file(good())[:-2], [
+        ";rejected;;;the file stayed incomplete for 10 minutes: the last line has no line break (the file may "
+        "still be written)"], late=True),
+    Drop("an empty file", b"", [";rejected;;;the file stayed incomplete for 10 minutes: the file is empty"], late=True),
+    Drop("XML with a DOCTYPE", GLOBEX_STOCK.format(doctype=DOCTYPE, more="</Inventory>\n").encode(),
+         [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is ever "
+          "expanded or fetched)"], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML not closed", GLOBEX_STOCK.format(doctype="", more="").encode(),
+         [",rejected,,,\"the file stayed incomplete for 10 minutes: the XML document ends before its last element "
+          "is closed (Premature end of data in tag Inventory line 2, line 4, column 1)\""],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml", late=True),
+    Drop("XML without a quantity", GLOBEX_STOCK.format(doctype="", more=(
+        '  <Item sku="CST-CORK-4PK"><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>\n</Inventory>\n')).encode(),
+         [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"", "4,rejected,,OnHand,no quantity"],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("a zip that is not a workbook", _zip_without_workbook(),
+         [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
+          'archive"")"'],
+         name="Inventory.xlsx", mapping="initech-xlsx"),
+]
+
+
+
+@pytest.fixture
+def sandbox():
+    from stocking import clocked_sandbox
+
+    with clocked_sandbox() as running:
+        yield running
+
+
+@pytest.mark.parametrize("case", DROP_CASES, ids=[c.id for c in DROP_CASES])
+def test_a_bad_stock_file_is_answered_with_the_exact_lines(tmp_path, sshd, sftp_root, sandbox, case):
+    from stocking import NOW, STABLE, Stocker, drop, files, load, make_config, result_lines
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, case.mapping)
+    config.write_text(config.read_text() + f"\n[shipments]\nincomplete_limit_minutes = {LIMIT}\n")
+    stocker = Stocker(load(config))
+    try:
+        drop(stocker.remote, case.name, case.data)
+        stocker.push()
+        if case.late:
+            assert files(stocker.remote / case.folder) == {}  # put back, waiting for its writer
+            stocker.flow.poll(NOW + STABLE + timedelta(minutes=LIMIT))
+        assert result_lines(stocker.remote, case.name) == case.lines
+        assert list(files(stocker.remote / case.folder)) == [case.name]
+        assert files(stocker.remote) == files(stocker.remote / "processing") == {}
+    finally:
+        stocker.close()
