@@ -114,9 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--force", action="store_true",
                       help="publish the held stock file, overriding the safety gates that held it (default: gates apply)")
     push.add_argument("--dry-run", action="store_true",
-                      help="print the feed it would send and the gates' verdict; send, record and move nothing")
+                      help="print the feed it would send and the gates' verdict; send, record and move nothing"
+                           " (default: a real push)")
     push.add_argument("--out", type=Path, metavar="DIR",
-                      help="with --dry-run: write the feed documents here instead of printing them")
+                      help="with --dry-run: write the feed documents here instead of printing them (default: printed)")
     push.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     push.set_defaults(handler=cmd_inventory_push)
 

@@ -44,7 +44,7 @@ def clocked_sandbox():
 
 
 def make_config(tmp_path: Path, sshd, sftp_root: Path, sandbox, mapping: str = "acme-csv", *,
-                stock: str = "", shipments: bool = False, **extra) -> Path:
+                stock: str = "", shipments: bool = False, orders: str | None = None, **extra) -> Path:
     """One warehouse "wh" publishing stock: stock files from sftp_root/stock and tmp_path/stockdrop;
     orders into sftp_root/in; with `shipments`, confirmations from sftp_root/out."""
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,8 @@ def make_config(tmp_path: Path, sshd, sftp_root: Path, sandbox, mapping: str = "
                                local_stock_folder=str(tmp_path / "stockdrop"), **extra)
     if "/" in mapping:  # a mapping written by the test
         warehouse["mapping"] = mapping + ".toml"
-    path = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url, warehouses=[warehouse])
+    path = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url, warehouses=[warehouse],
+                        **({"orders": orders} if orders is not None else {}))
     path.write_text(path.read_text() + f'\n[stock]\nwarehouse = "wh"\n{stock}\n')
     return path
 

@@ -139,3 +139,39 @@ def test_push_without_a_stock_warehouse_is_a_setup_error(tmp_path, sshd, sftp_ro
                                if "stock_folder" not in line and line != 'warehouse = "wh"'))
     done = push(path)
     assert done.returncode == 2 and "no stock.warehouse is configured" in done.stderr
+
+
+def test_the_service_takes_stock_files_from_the_watched_folder_and_answers_a_broken_one(tmp_path, sshd, sftp_root,
+                                                                                     sandbox):
+    """`fbm-bridge run` on the real clock: files staff drop are taken when their writer closes them; a
+    readable one waits for the daily publish, a broken one is answered at once."""
+    import os
+    import signal
+
+    from harness import SECRETS
+    from test_daemon import DEADLINE, Service, wait_for
+
+    from datetime import datetime, timedelta, timezone
+
+    start = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv",
+                         orders=f'start = "{start}"\nwindow_minutes = 600')  # one orders window at start
+    config.write_text(config.read_text() + FAST)
+    service = Service(config, tmp_path / "service.log", {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost"})
+    drop = tmp_path / "stockdrop"
+    try:
+        wait_for(lambda: (drop / "processing").is_dir(), "the local stock folder's subfolders")
+        (drop / "BROKEN.csv").write_bytes(b"Artikel;Menge\r\n1;2\r\n")
+        (drop / "BESTAND.csv").write_bytes(acme(*FULL))
+        wait_for((drop / "results" / "BROKEN.result.csv").is_file, "the broken file's result file")
+        assert result_lines(drop, "BROKEN.csv") == [
+            ";rejected;;;row 1: the header has no column 'Artikelnummer' (found: 'Artikel', 'Menge')"]
+        wait_for(lambda: (drop / "processing" / "BESTAND.csv").is_file(), "the good file to be taken in")
+        wait_for(lambda: service.logged("stock file received warehouse=wh file='BESTAND.csv' rows=5"),
+                 "the good file to wait for the publish")
+        assert "stock publish scheduled daily at 22:00 UTC" in service.text()
+        assert sandbox.feeds == {}
+        service.signal(signal.SIGTERM)
+        assert service.process.wait(timeout=DEADLINE) == 0
+    finally:
+        service.stop()
