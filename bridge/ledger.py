@@ -1410,9 +1410,9 @@ class Ledger:
         rows = self._db.execute(
             "select o.order_id, o.payload from orders o left join shipment_due d on d.order_id = o.order_id"
             " where o.status = ? and o.warehouse = ? and o.amazon_status != 'CANCELLED'"
-            " and coalesce(d.units, 1) > coalesce((select sum(l.quantity) from package_lines l"
+            " and (d.units is null or d.units > coalesce((select sum(l.quantity) from package_lines l"
             "   join packages p on p.id = l.package_id where p.order_id = o.order_id"
-            "   and p.status != ? and p.ship_date <= ?), 0) order by o.order_id",
+            "   and p.status != ? and p.ship_date <= ?), 0)) order by o.order_id",
             (OrderStatus.DELIVERED, warehouse, PackageStatus.REJECTED, shipped_by),
         ).fetchall()
         units: dict[str, int] = {}
