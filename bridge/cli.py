@@ -381,6 +381,8 @@ def format_shipments_status(shipments: dict) -> list[str]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
         lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
                      f"{(item['finished_at'] or '')[:16]}{why}")
+    for item in shipments.get("feeds", []):
+        lines.append("  " + _fulfillment_feed_line(item))
     if shipments["unconfirmed"]:
         lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
         for item in shipments["unconfirmed"]:
@@ -388,6 +390,21 @@ def format_shipments_status(shipments: dict) -> list[str]:
             lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
                          f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
     return lines
+
+
+def _fulfillment_feed_line(item: dict) -> str:
+    """One order fulfillment feed document not yet answered, or left in doubt."""
+    name = f"fulfillment feed {item['feed_id']}" if item["feed_id"] else f"fulfillment feed document {item['id']}"
+    packages = f"{item['messages']} package{'s' if item['messages'] != 1 else ''}"
+    status = item["status"]
+    if status == "submitted":
+        return f"{name}: {packages}, submitted {item['submitted_at']}, waiting for Amazon"
+    if status == "submitting":
+        return (f"{name}: {packages}, createFeed interrupted at {item['submit_started_at']}; the next run asks "
+                "Amazon whether it arrived")
+    if status == "prepared":
+        return f"{name}: {packages}, recorded {item['created_at']}, the next run sends it"
+    return f"{name}: {packages}, IN DOUBT since {item['finished_at']}: {one_line(item['note'])}"
 
 
 def cmd_shipments_process(args: argparse.Namespace) -> int:
@@ -507,12 +524,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             next_id = service.ledger.next_package_id()
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
-    print(format_replay(args.file, warehouse.name, result, next_id))
+    feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
+    print(format_replay(args.file, warehouse.name, result, next_id, feed_of=feed_of))
     return EXIT_OK
 
 
-def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
-    """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it."""
+def format_replay(path: Path, warehouse: str, result, next_id: int, *, feed_of: str | None = None) -> str:
+    """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it
+    (`feed_of`: the seller id, when shipments.send = "feed": the fulfillment feed document)."""
     from bridge.formats.shipments import ACCEPTED, confirm_request
 
     lines = [f"dry run of {path} for {warehouse}: {len(result.lines)} row(s), "
@@ -525,14 +544,24 @@ def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
             kind, message = result.outcomes[line.row]
             what = f"{kind:9} {message}"
         lines.append(f"  row {line.row:<5} {line.order_id:20} {line.item:20} x{line.quantity_text:<4} {what}")
-    for index, package in enumerate(result.packages):
+    if feed_of is not None and result.packages:
+        from bridge.formats.fulfillment_feed import fulfillment_feed
+
+        for index, package in enumerate(result.packages):
+            lines.append(f"package {index + 1} (rows {', '.join(map(str, package.rows))}): message "
+                         f"{next_id + index} of the order fulfillment feed")
+        document = fulfillment_feed(feed_of, [(next_id + i, p) for i, p in enumerate(result.packages)])
+        lines.append("the POST_ORDER_FULFILLMENT_DATA document (shipments.send = \"feed\"; packages other files "
+                     "have waiting then go in the same one):")
+        lines.append("  " + document.decode("utf-8").rstrip("\n").replace("\n", "\n  "))
+    for index, package in enumerate(result.packages if feed_of is None else ()):
         body = confirm_request(package, next_id + index)
         lines.append(f"package {index + 1} (rows {', '.join(map(str, package.rows))}): POST "
                      f"/orders/v0/orders/{package.order_id}/shipmentConfirmation")
         lines.append("  " + json.dumps(body, indent=2).replace("\n", "\n  "))
     if result.packages:
-        lines.append("(packageReferenceId: the ids the ledger would give these packages if the "
-                     "file were taken now)")
+        lines.append(f"({'MessageID' if feed_of is not None else 'packageReferenceId'}: the ids the ledger would "
+                     "give these packages if the file were taken now)")
     return "\n".join(lines)
 
 

@@ -29,6 +29,10 @@ An inbound file's life (confirmations, stock files; see "inbound files" below):
     received (claimed and spooled) ──▶ parsed (rows and packages recorded) ──▶ done (answered)
 A package's life (one confirmShipment; its row id is the packageReferenceId Amazon sees):
     accepted ──▶ sent (may have reached Amazon: re-sent with the same id) ──▶ confirmed | rejected
+With shipments.send = "feed" a package is `sent` once a fulfillment feed document carries it
+(fulfillment_feed_packages); that document's life is a stock feed document's (FeedStatus), and its
+processing report confirms or rejects each package. A package in a document is never sent again
+by another document or by confirmShipment.
 """
 
 from __future__ import annotations
@@ -115,6 +119,10 @@ class RowResult(StrEnum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
 
+
+# A feed document's life is the same for every feed type (stock, order fulfillment).
+FeedStatus = StockFeedStatus
+FEED_IN_FLIGHT = (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED)
 
 UNDELIVERED = (OrderStatus.PENDING, OrderStatus.HELD, OrderStatus.UNRENDERABLE)
 SENT = (OrderStatus.STAGED, OrderStatus.DELIVERED)
@@ -336,6 +344,33 @@ create table if not exists shipment_due (  -- delivered orders' ship-by: status 
     ship_by text,
     units integer not null
 );
+-- shipments.send = "feed": one POST_ORDER_FULFILLMENT_DATA document per run. The document is not
+-- stored: it is rebuilt from its packages (same bytes, checked by sha256) whenever it is uploaded.
+create table if not exists fulfillment_feeds (
+    id integer primary key,
+    messages integer not null,            -- packages it carries, one message each
+    sha256 text not null,
+    marketplaces text not null,           -- createFeed's marketplaceIds, comma-separated
+    status text not null check (status in ({_check(StockFeedStatus)})),
+    document_id text,
+    feed_id text unique,
+    adopted integer not null default 0,   -- feed id found with getFeeds after an interrupted createFeed
+    result_document_id text,
+    created_at text not null,
+    submit_started_at text,
+    submitted_at text,
+    finished_at text,
+    processed integer,
+    successful integer,
+    with_error integer,
+    with_warning integer,
+    note text not null default ''
+);
+create table if not exists fulfillment_feed_packages (  -- which document carried a package
+    package_id integer primary key references packages(id),
+    feed_row integer not null references fulfillment_feeds(id)
+);
+create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
 -- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
 -- what the publish made of each: the stock file computed from it, or why it never was.
 create table if not exists stock_intake (
@@ -1320,15 +1355,7 @@ class Ledger:
 
     def _set_stock_feed(self, feed_row: int, status: StockFeedStatus, allowed: tuple[StockFeedStatus, ...],
                         **values: object) -> None:
-        names = ", ".join(f"{name} = ?" for name in values)
-        marks = ", ".join("?" for _ in allowed)
-        with self._transaction() as db:
-            changed = db.execute(
-                f"update stock_feeds set status = ?, {names} where id = ? and status in ({marks})",
-                (status, *values.values(), feed_row, *allowed),
-            ).rowcount
-            if changed != 1:
-                raise RuntimeError(f"stock feed {feed_row} is not {' or '.join(allowed)}")
+        self._set_feed("stock_feeds", feed_row, status, allowed, **values)
 
     @staticmethod
     def _settle_stock_file(db: sqlite3.Connection, feed_row: int, now: str) -> None:
@@ -1605,6 +1632,16 @@ class Ledger:
             params += (warehouse,)
         return [self._stored_package(row) for row in self._db.execute(query + " order by id", params)]
 
+    def packages_to_send(self) -> list[StoredPackage]:
+        """Packages waiting that no fulfillment feed document carries (accepted, or sent by
+        confirmShipment before a crash), oldest first."""
+        rows = self._db.execute(
+            "select * from packages p where status in (?, ?) and not exists"
+            " (select 1 from fulfillment_feed_packages fp where fp.package_id = p.id) order by id",
+            (PackageStatus.ACCEPTED, PackageStatus.SENT),
+        )
+        return [self._stored_package(row) for row in rows.fetchall()]
+
     def next_package_id(self) -> int:
         """The id (packageReferenceId) the next recorded package gets."""
         row = self._db.execute("select coalesce(max(id), 0) + 1 as next from packages").fetchone()
@@ -1642,8 +1679,11 @@ class Ledger:
         """A file's rows with their package's state, in file order."""
         rows = self._db.execute(
             "select r.row, r.result, r.order_id, r.item, r.quantity, r.tracking, r.message, r.package_id,"
-            " p.status as package_status, p.message as package_message"
+            " p.status as package_status, p.message as package_message,"
+            " ff.feed_id as feed_id, ff.status as feed_status"
             " from shipment_rows r left join packages p on p.id = r.package_id"
+            " left join fulfillment_feed_packages fp on fp.package_id = r.package_id"
+            " left join fulfillment_feeds ff on ff.id = fp.feed_row"
             " where r.file_id = ? order by r.row", (file_id,),
         )
         return [dict(row) for row in rows]
@@ -1732,6 +1772,139 @@ class Ledger:
             " order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
         ).fetchall()
         return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors]}
+
+    # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------
+
+    def record_fulfillment_feed(self, package_ids: Sequence[int], sha256: str, marketplaces: Sequence[str],
+                                now: datetime) -> int:
+        """A new document carrying these accepted packages, all or nothing: the document
+        `prepared`, each package `sent` and linked to it. Returns the document's row id."""
+        with self._transaction() as db:
+            marks = ", ".join("?" for _ in package_ids)
+            ready = db.execute(
+                f"select count(*) from packages p where id in ({marks}) and status = ? and not exists"
+                " (select 1 from fulfillment_feed_packages fp where fp.package_id = p.id)",
+                (*package_ids, PackageStatus.ACCEPTED),
+            ).fetchone()[0]
+            if ready != len(package_ids) or not package_ids:
+                raise RuntimeError("a fulfillment feed document takes only accepted packages no document carries")
+            row = db.execute(
+                "insert into fulfillment_feeds (messages, sha256, marketplaces, status, created_at)"
+                " values (?, ?, ?, ?, ?)",
+                (len(package_ids), sha256, ",".join(marketplaces), FeedStatus.PREPARED, iso_z(now)),
+            ).lastrowid
+            db.executemany("insert into fulfillment_feed_packages (package_id, feed_row) values (?, ?)",
+                           [(package_id, row) for package_id in package_ids])
+            db.execute(f"update packages set status = ?, sent_at = ? where id in ({marks})",
+                       (PackageStatus.SENT, iso_z(now), *package_ids))
+        return row
+
+    def fulfillment_feed(self, row: int) -> StoredFulfillmentFeed:
+        return _stored_fulfillment_feed(self._db.execute("select * from fulfillment_feeds where id = ?", (row,)).fetchone())
+
+    def fulfillment_feeds_in(self, *statuses: FeedStatus) -> list[StoredFulfillmentFeed]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._db.execute(f"select * from fulfillment_feeds where status in ({marks}) order by id", statuses)
+        return [_stored_fulfillment_feed(row) for row in rows.fetchall()]
+
+    def fulfillment_feed_packages(self, row: int) -> list[StoredPackage]:
+        """The packages a document carries, in message order (by id)."""
+        rows = self._db.execute(
+            "select p.* from packages p join fulfillment_feed_packages fp on fp.package_id = p.id"
+            " where fp.feed_row = ? order by p.id", (row,),
+        )
+        return [self._stored_package(package) for package in rows.fetchall()]
+
+    def fulfillment_feed_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("select feed_id from fulfillment_feeds where feed_id is not null")}
+
+    def mark_fulfillment_feed_submitting(self, row: int, document_id: str, now: datetime, *,
+                                         sha256: str) -> None:
+        """Written before createFeed, with the SHA-256 of the bytes uploaded: after a crash, a
+        `submitting` document without a feed id is looked up on Amazon (getFeeds), never sent
+        again on a guess."""
+        self._set_feed("fulfillment_feeds", row, FeedStatus.SUBMITTING, (FeedStatus.PREPARED,),
+                       document_id=document_id, submit_started_at=iso_z(now), sha256=sha256)
+
+    def mark_fulfillment_feed_submitted(self, row: int, feed_id: str, now: datetime, *,
+                                        adopted: bool = False, note: str = "") -> None:
+        self._set_feed("fulfillment_feeds", row, FeedStatus.SUBMITTED, (FeedStatus.SUBMITTING,),
+                       feed_id=feed_id, submitted_at=iso_z(now), adopted=int(adopted), note=note)
+
+    def mark_fulfillment_feed_prepared(self, row: int, note: str) -> None:
+        """An interrupted createFeed that Amazon never received: the document goes again."""
+        self._set_feed("fulfillment_feeds", row, FeedStatus.PREPARED, (FeedStatus.SUBMITTING,),
+                       document_id=None, submit_started_at=None, note=note)
+
+    def mark_fulfillment_feed_in_doubt(self, row: int, note: str, now: datetime) -> None:
+        """Whether Amazon has this document cannot be told: it is never sent again, and its
+        packages are final (rejected, with the note) for a person to check in Seller Central."""
+        self.record_fulfillment_feed_result(row, FeedStatus.IN_DOUBT, now, note=note,
+                                            outcomes={}, default=note,
+                                            allowed=(FeedStatus.SUBMITTING, FeedStatus.SUBMITTED))
+
+    def record_fulfillment_feed_result(
+        self,
+        row: int,
+        status: FeedStatus,
+        now: datetime,
+        *,
+        outcomes: dict[int, str],
+        default: str = "",
+        result_document_id: str | None = None,
+        counts: tuple[int, int, int, int] | None = None,
+        note: str = "",
+        allowed: tuple[FeedStatus, ...] = (FeedStatus.SUBMITTED,),
+    ) -> None:
+        """Amazon's outcome of one document, in one transaction: its status, counts (processed,
+        successful, with error, with warning) and each package's answer: `outcomes` maps a
+        package id to Amazon's words ("" = confirmed); packages not in it get `default`
+        ("" = confirmed, else rejected with it). Recording an outcome twice changes nothing."""
+        at = iso_z(now)
+        with self._transaction() as db:
+            current = db.execute("select status from fulfillment_feeds where id = ?", (row,)).fetchone()
+            if current is None or FeedStatus(current["status"]) not in allowed:
+                return
+            processed, successful, with_error, with_warning = counts or (None, None, None, None)
+            db.execute(
+                "update fulfillment_feeds set status = ?, result_document_id = coalesce(?, result_document_id),"
+                " finished_at = ?, processed = ?, successful = ?, with_error = ?, with_warning = ?,"
+                " note = case when ? = '' then note else ? end where id = ?",
+                (status, result_document_id, at, processed, successful, with_error, with_warning, note, note, row),
+            )
+            carried = [r[0] for r in db.execute(
+                "select package_id from fulfillment_feed_packages where feed_row = ? order by package_id", (row,))]
+            for package_id in carried:
+                message = outcomes.get(package_id, default)
+                db.execute(
+                    "update packages set status = ?, message = ?, finished_at = ? where id = ? and status = ?",
+                    (PackageStatus.REJECTED if message else PackageStatus.CONFIRMED, message, at, package_id,
+                     PackageStatus.SENT),
+                )
+
+    def fulfillment_feed_report(self, limit: int = 10) -> list[dict]:
+        """For `status`: documents still with Amazon (or on their way), and the latest in doubt."""
+        columns = ("id, feed_id, status, messages, created_at, submit_started_at, submitted_at, finished_at, note")
+        waiting = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status in (?, ?, ?) order by id", FEED_IN_FLIGHT,
+        ).fetchall()
+        doubtful = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status = ? order by id desc limit ?",
+            (FeedStatus.IN_DOUBT, limit),
+        ).fetchall()
+        return [dict(row) for row in [*waiting, *reversed(doubtful)]]
+
+    def _set_feed(self, table: str, row: int, status: FeedStatus, allowed: tuple[FeedStatus, ...],
+                  **values: object) -> None:
+        names = ", ".join(f"{name} = ?" for name in values)
+        marks = ", ".join("?" for _ in allowed)
+        with self._transaction() as db:
+            changed = db.execute(
+                f"update {table} set status = ?, {names} where id = ? and status in ({marks})",
+                (status, *values.values(), row, *allowed),
+            ).rowcount
+            if changed != 1:
+                raise RuntimeError(f"{table} row {row} is not {' or '.join(allowed)}")
 
     def _stored_package(self, row: sqlite3.Row) -> StoredPackage:
         lines = self._db.execute(
@@ -1953,6 +2126,30 @@ class StoredPackage:
     status: PackageStatus
     message: str
     items: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class StoredFulfillmentFeed:
+    id: int
+    messages: int
+    sha256: str
+    marketplaces: tuple[str, ...]
+    status: StockFeedStatus
+    document_id: str | None
+    feed_id: str | None
+    adopted: bool
+    submit_started_at: datetime | None
+    note: str
+
+
+def _stored_fulfillment_feed(row: sqlite3.Row) -> StoredFulfillmentFeed:
+    return StoredFulfillmentFeed(
+        id=row["id"], messages=row["messages"], sha256=row["sha256"],
+        marketplaces=tuple(m for m in row["marketplaces"].split(",") if m), status=FeedStatus(row["status"]),
+        document_id=row["document_id"], feed_id=row["feed_id"], adopted=bool(row["adopted"]),
+        submit_started_at=parse_iso(row["submit_started_at"]) if row["submit_started_at"] else None,
+        note=row["note"],
+    )
 
 
 def _stored_inbound(row: sqlite3.Row) -> StoredInbound:

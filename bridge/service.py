@@ -161,13 +161,14 @@ def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
     ship-by first; confirmation files in progress and the latest answered with errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
-                "files_in_progress": [], "files_in_error": []}
+                "files_in_progress": [], "files_in_error": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
         "unconfirmed": ledger.unconfirmed_orders(),
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
+        "feeds": ledger.fulfillment_feed_report(),  # shipments.send = "feed": documents with Amazon
     }
 
 

@@ -52,6 +52,20 @@ def test_shipments_process_takes_confirms_and_answers_and_exits_0(config, sftp_r
     assert report["shipments"]["packages"]["confirmed"] == 5
 
 
+def test_shipments_process_by_feed_sends_one_document_and_answers_from_its_report(config, sftp_root, sandbox):
+    config.write_text(config.read_text() + '\n[shipments]\nsend = "feed"\n')
+    shutil.copy(golden("acme-csv") / ACME, sftp_root / "out" / ACME)
+
+    bridge("shipments", "process", "--now", iso(SHIP_TIME - STABLE), config=config)
+    done = bridge("shipments", "process", "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "confirmed=5" in done.stdout and "feeds=1 feeds_waiting=0" in done.stdout
+    assert sandbox.confirmations == [] and len(sandbox.feeds) == 1
+    assert files(sftp_root / "out" / "results") == {
+        ACME.replace(".csv", ".result.csv"): (golden("acme-csv") / "feed" / ACME.replace(".csv", ".result.csv")).read_bytes()}
+
+
 def test_replay_dry_run_prints_each_row_and_the_exact_requests_and_changes_nothing(config, sftp_root, sandbox):
     done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
                   "--now", iso(SHIP_TIME), config=config)
@@ -65,6 +79,19 @@ def test_replay_dry_run_prints_each_row_and_the_exact_requests_and_changes_nothi
     assert sandbox.confirmations == []
     assert json.loads(bridge("status", "--json", config=config).stdout)["shipments"]["packages"]["accepted"] == 0
     assert files(sftp_root / "out") == {}
+
+
+def test_replay_with_the_feed_prints_the_exact_fulfillment_feed_document(config, sandbox):
+    config.write_text(config.read_text() + '\n[shipments]\nsend = "feed"\n')
+    done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                  "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "package 2 (rows 3, 4): message 2 of the order fulfillment feed" in done.stdout
+    document = (golden("acme-csv") / "feed" / ACME.replace(".csv", ".xml")).read_text("utf-8")
+    assert "  " + document.rstrip("\n").replace("\n", "\n  ") in done.stdout  # the golden, byte for byte
+    assert "(MessageID: the ids the ledger would give these packages if the file were taken now)" in done.stdout
+    assert sandbox.feeds == {} and sandbox.confirmations == []
 
 
 def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
