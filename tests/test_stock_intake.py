@@ -20,7 +20,7 @@ from bridge.flows.stock_intake import PUBLISH_BOOKMARK
 from bridge.ledger import StockFileStatus
 from harness import write_mapping, MAPPINGS
 from stocking import (
-    GOLDEN, KNOWN, NOW, STABLE, Stocker, clocked_sandbox, drop, files, golden_feed, in_flight_of, load,
+    GOLDEN, NOW, STABLE, Stocker, clocked_sandbox, drop, files, golden_feed, in_flight_of, load,
     make_config, result_lines, result_rows)
 
 DAY2 = NOW + timedelta(days=1)
