@@ -355,7 +355,8 @@ def format_stock_status(stock: dict) -> list[str]:
     else:
         lines.append("  last published: none yet")
     latest = stock["latest"]
-    if latest and (not last or latest["name"] != last["name"] or latest["status"] != last["status"]):
+    if latest and latest["status"] not in ("held", "submitting") and (
+            not last or latest["name"] != last["name"] or latest["status"] != last["status"]):
         lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
                      f"{one_line(latest['reason'])}")
     for item in stock["held"]:

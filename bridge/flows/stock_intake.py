@@ -295,7 +295,10 @@ class StockFlow:
                 report.needs_a_person = True
                 log.error("stock step=%s failed: %s (please report this as a bug)", name, what)
         report.needs_a_person |= report.inbound.needs_a_person
-        log.info(report.summary())
+        files = report.inbound
+        busy = report.outcomes or report.all_errors or files.taken or files.answered or files.duplicates \
+            or files.unreadable or files.incomplete
+        log.log(logging.INFO if busy else logging.DEBUG, report.summary())  # the service passes every minute
 
     def _collect(self, chosen: list[Source], now: datetime, report: StockReport, finished: set[str]) -> None:
         for source in chosen:
