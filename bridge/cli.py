@@ -105,6 +105,22 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     process.set_defaults(handler=cmd_shipments_process)
 
+    inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
+    inventory_commands = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION",
+                                                  help="what to do with stock files")
+    push = inventory_commands.add_parser(
+        "push", help="publish now: the newest stock file received since the last publish")
+    _config_after_command(push)
+    push.add_argument("--force", action="store_true",
+                      help="publish the held stock file, overriding the safety gates that held it (default: gates apply)")
+    push.add_argument("--dry-run", action="store_true",
+                      help="print the feed it would send and the gates' verdict; send, record and move nothing"
+                           " (default: a real push)")
+    push.add_argument("--out", type=Path, metavar="DIR",
+                      help="with --dry-run: write the feed documents here instead of printing them (default: printed)")
+    push.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    push.set_defaults(handler=cmd_inventory_push)
+
     replay = commands.add_parser("replay", help="show what a confirmation file would send to Amazon")
     _config_after_command(replay)
     replay.add_argument("file", type=Path, help="a shipment confirmation file")
@@ -323,7 +339,36 @@ def format_status(report: dict) -> str:
             lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
     if "shipments" in report:
         lines.extend(format_shipments_status(report["shipments"]))
+    if report.get("stock"):
+        lines.extend(format_stock_status(report["stock"]))
     return "\n".join(lines)
+
+
+def format_stock_status(stock: dict) -> list[str]:
+    lines = [f"stock: {stock['warehouse']} publishes daily at {stock['publish_at']} {stock['timezone']} "
+             f"(next {stock['next_publish']})"]
+    last = stock["last_published"]
+    if last:
+        lines.append(f"  last published: {last['name']!r} (stock of {last['stock_time']}) at {last['published_at']}: "
+                     f"{last['status']}, {last['skus']} SKUs, {last['bad_rows']} bad rows, "
+                     f"{last['amazon_errors']} refused by Amazon; {one_line(last['reason'])}")
+    else:
+        lines.append("  last published: none yet")
+    latest = stock["latest"]
+    if latest and latest["status"] not in ("held", "submitting") and (
+            not last or latest["name"] != last["name"] or latest["status"] != last["status"]):
+        lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
+                     f"{one_line(latest['reason'])}")
+    for item in stock["held"]:
+        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it")
+    for item in stock["with_amazon"]:
+        lines.append(f"  with Amazon: {item['name']!r} (the service polls it)")
+    for item in stock["waiting"]:
+        lines.append(f"  waiting for the publish: {item['name']!r} from {item['source']} received {item['received_at']}")
+    for item in stock["files_in_error"]:
+        why = f": {one_line(item['reason'])}" if item["reason"] else ": see its result file"
+        lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
+    return lines
 
 
 def format_shipments_status(shipments: dict) -> list[str]:
@@ -379,6 +424,88 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
     if report.needs_a_person:
         return EXIT_SETUP
     return EXIT_OK if not report.all_errors else EXIT_ERRORS
+
+
+def cmd_inventory_push(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    if settings.stock.warehouse is None:
+        raise FixTheSetup(f"{settings.path}: no stock.warehouse is configured: no warehouse publishes stock")
+    if args.dry_run:
+        return _inventory_dry_run(settings, args.force, args.out)
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings) as service:
+        report = service.stock.push(now, force=args.force, settle=args.now is None)
+    print(format_stock_push(report))
+    for error in report.all_errors:
+        print(f"  error: {error}", file=sys.stderr)
+    if report.needs_a_person:
+        return EXIT_SETUP
+    return EXIT_OK if not report.all_errors else EXIT_ERRORS
+
+
+def format_stock_push(report) -> str:
+    """What `inventory push` did: why nothing happened, or each file's verdict and problems."""
+    lines = list(report.notes)
+    for outcome in report.outcomes:
+        told = outcome.reason.startswith(outcome.status)  # "held: ...", "published with --force, ..."
+        lines.append(f"{outcome.name}: " + (one_line(outcome.reason) if told else outcome.status + (
+            f": {one_line(outcome.reason)}" if outcome.reason else "")))
+        for issue in outcome.issues[:20]:
+            lines.append(f"  {_stock_issue(issue)}")
+        if len(outcome.issues) > 20:
+            lines.append(f"  ... and {len(outcome.issues) - 20} more (see the file's result file)")
+        if outcome.status == "held" and outcome.documents:
+            lines.append("  check the file with the warehouse; if it is right, `fbm-bridge inventory push --force` "
+                         "publishes it")
+        elif outcome.status == "submitting" and not outcome.errors:
+            lines.append("  Amazon is still processing it: the service (or the next push) reads its report")
+    lines.append(report.summary())
+    return "\n".join(lines)
+
+
+def _stock_issue(issue: dict) -> str:
+    where = f"row {issue['row']}" if issue["row"] is not None else "the whole file"
+    if issue["source"] == "amazon":
+        code = f" [{issue['code']}]" if issue["code"] else ""
+        return f"{where}, SKU {issue['sku']!r}: Amazon {issue['severity'].lower()}{code}: {one_line(issue['message'])}"
+    column = f", column {issue['column_name']!r}" if issue["column_name"] else ""
+    return f"{where}{column}: {one_line(issue['message'])}"
+
+
+def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int:
+    import tempfile
+
+    from bridge.flows.inventory import StockPreview
+    from bridge.service import open_service
+
+    with open_service(settings, exclusive=False) as service, tempfile.TemporaryDirectory() as scratch:
+        target = out or Path(scratch) / "documents"
+        (Path(scratch) / "files").mkdir()
+        try:
+            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force)
+        except OSError as problem:
+            raise FixTheSetup(f"cannot write the dry run's documents into {target}: {problem.strerror}") from None
+        for note in notes:
+            print(f"dry run: {note}")
+        if preview is None:
+            return EXIT_OK
+        if isinstance(preview, StockPreview):
+            print(preview.summary())
+            documents = preview.documents
+        else:  # the held file, as --force would publish it
+            print(f"dry run: {preview.name} is held; --force would publish it, overriding: "
+                  f"{one_line(preview.reason.removeprefix('held: '))}")
+            documents = [settings.state_dir / "stock" / d.spool_path for d in service.ledger.stock_feeds(preview.id)]
+        if out is not None and isinstance(preview, StockPreview):
+            print(f"documents written under {out}")
+        else:
+            for path in documents:
+                print(f"--- {path.name}")
+                sys.stdout.write(path.read_text("utf-8"))
+                print()
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

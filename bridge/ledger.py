@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
@@ -371,6 +371,15 @@ create table if not exists fulfillment_feed_packages (  -- which document carrie
     feed_row integer not null references fulfillment_feeds(id)
 );
 create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
+-- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
+-- what the publish made of each: the stock file computed from it, or why it never was.
+create table if not exists stock_intake (
+    inbound_id integer primary key references inbound_files(id),
+    stock_file_id integer references stock_files(id),
+    note text not null default '',        -- why it was never computed (a newer file came first)
+    failed integer not null default 0,    -- never computed because it could not be read
+    at text not null
+);
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
@@ -1207,10 +1216,13 @@ class Ledger:
         documents: Sequence[tuple[int, int, str, str]],
         problems: Sequence[tuple[int, str, str, str]],
         now: datetime,
+        inbound_id: int | None = None,
     ) -> int:
         """Record a computed stock file with its documents (part, messages, spool path, SHA-256)
         as prepared and its rows' problems, all or nothing. Older held files are superseded:
-        only the newest stock may still be published."""
+        only the newest stock may still be published. `inbound_id`: the inbound file it was
+        computed from; inbound stock files received before it and never computed are passed
+        over in the same transaction (a newer file came before the publish)."""
         at = iso_z(now)
         with self._transaction() as db:
             cursor = db.execute(
@@ -1233,11 +1245,22 @@ class Ledger:
                 [(file_id, row, column, severity, why) for row, column, why, severity in problems],
             )
             db.execute(
-                "update stock_files set status = ?, reason = ?, updated_at = ?"
-                " where status = ? and id != ? and stock_time <= ?",
+                "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
+                " where status = ? and id != ? and stock_time <= ? and warehouse = ?",
                 (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at,
-                 StockFileStatus.HELD, file_id, iso_z(stock_time)),
+                 StockFileStatus.HELD, file_id, iso_z(stock_time), warehouse),
             )
+            if inbound_id is not None:
+                db.execute("insert into stock_intake (inbound_id, stock_file_id, at) values (?, ?, ?)",
+                           (inbound_id, file_id, at))
+                db.execute(
+                    "insert into stock_intake (inbound_id, note, at) select f.id, ?, ? from inbound_files f"
+                    " where f.flow = 'stock' and f.warehouse = ? and f.id < ? and f.status = ?"
+                    " and f.reason = '' and f.duplicate_of is null"
+                    " and not exists (select 1 from stock_intake i where i.inbound_id = f.id)",
+                    (f"not published: the newer stock file {name} came before the publish", at, warehouse,
+                     inbound_id, InboundStatus.PARSED),
+                )
         return file_id
 
     def release_held_stock(self, file_id: int, reason: str, now: datetime) -> bool:
@@ -1246,6 +1269,15 @@ class Ledger:
             return db.execute(
                 "update stock_files set status = ?, reason = ?, forced = 1, updated_at = ? where id = ? and status = ?",
                 (StockFileStatus.SUBMITTING, reason, iso_z(now), file_id, StockFileStatus.HELD),
+            ).rowcount == 1
+
+    def supersede_held_stock(self, file_id: int, why: str, now: datetime) -> bool:
+        """A held file that will never be published (a newer file took its place), with why."""
+        with self._transaction() as db:
+            return db.execute(
+                "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
+                " where id = ? and status = ?",
+                (StockFileStatus.SUPERSEDED, why, iso_z(now), file_id, StockFileStatus.HELD),
             ).rowcount == 1
 
     def stock_feeds(self, file_id: int) -> list[StoredStockFeed]:
@@ -1352,6 +1384,103 @@ class Ledger:
         )
         return [dict(row) for row in rows]
 
+    # --- stock intake: inbound stock files and the daily publish --------------------------
+
+    def stock_inbound_waiting(self, warehouse: str) -> list[StoredInbound]:
+        """Stock files taken in and readable, not yet computed by a publish, oldest first."""
+        rows = self._db.execute(
+            "select * from inbound_files f where f.flow = 'stock' and f.warehouse = ? and f.status = ?"
+            " and f.reason = '' and f.duplicate_of is null"
+            " and not exists (select 1 from stock_intake i where i.inbound_id = f.id) order by f.id",
+            (warehouse, InboundStatus.PARSED),
+        ).fetchall()
+        return [_stored_inbound(row) for row in rows]
+
+    def pass_over_stock_inbound(self, inbound_id: int, note: str, now: datetime, *, failed: bool) -> None:
+        """A waiting stock file the publish will never compute: why (e.g. its copy is unreadable)."""
+        with self._transaction() as db:
+            db.execute("insert or ignore into stock_intake (inbound_id, note, failed, at) values (?, ?, ?, ?)",
+                       (inbound_id, note, int(failed), iso_z(now)))
+
+    def stock_intake(self, inbound_id: int) -> tuple[StoredStockFile | None, str, bool] | None:
+        """What the publish made of an inbound stock file: (stock file, note, failed), or None
+        while it waits for a publish."""
+        row = self._db.execute("select * from stock_intake where inbound_id = ?", (inbound_id,)).fetchone()
+        if row is None:
+            return None
+        stored = self.stock_file_by_id(row["stock_file_id"]) if row["stock_file_id"] is not None else None
+        return stored, row["note"], bool(row["failed"])
+
+    def stock_inbound_of(self, stock_file_id: int) -> StoredInbound | None:
+        row = self._db.execute(
+            "select f.* from inbound_files f join stock_intake i on i.inbound_id = f.id"
+            " where i.stock_file_id = ?", (stock_file_id,)).fetchone()
+        return _stored_inbound(row) if row else None
+
+    def set_bookmark(self, name: str, value: datetime, now: datetime) -> None:
+        """A bookmark that tiles no windows (e.g. the last daily stock publish)."""
+        with self._transaction() as db:
+            db.execute(
+                "insert into bookmarks (name, value, updated_at) values (?, ?, ?) "
+                "on conflict (name) do update set value = excluded.value, updated_at = excluded.updated_at",
+                (name, iso_z(value), iso_z(now)),
+            )
+
+    def units_in_flight(self, warehouse: str, at: datetime) -> dict[str, int]:
+        """Per seller SKU, the units of orders delivered to `warehouse` that no package had
+        shipped by `at`: every delivered order counts (one delivered after `at` was still on the
+        shelf then), minus what the warehouse's packages (not refused by Amazon) with a ship
+        date up to `at` carried. Orders Amazon cancelled are not in flight."""
+        # An order noted in shipment_due (refresh_shipment_due) and shipped in full by `at` is
+        # skipped without unsealing its record.
+        shipped_by = iso_z(at)
+        rows = self._db.execute(
+            "select o.order_id, o.payload from orders o left join shipment_due d on d.order_id = o.order_id"
+            " where o.status = ? and o.warehouse = ? and o.amazon_status != 'CANCELLED'"
+            " and (d.units is null or d.units > coalesce((select sum(l.quantity) from package_lines l"
+            "   join packages p on p.id = l.package_id where p.order_id = o.order_id"
+            "   and p.status != ? and p.ship_date <= ?), 0)) order by o.order_id",
+            (OrderStatus.DELIVERED, warehouse, PackageStatus.REJECTED, shipped_by),
+        ).fetchall()
+        units: dict[str, int] = {}
+        for row in rows:
+            order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+            shipped = dict(self._db.execute(
+                "select l.order_item_id, sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
+                " where p.order_id = ? and p.status != ? and p.ship_date <= ? group by l.order_item_id",
+                (row["order_id"], PackageStatus.REJECTED, shipped_by)).fetchall())
+            for line in order.lines:
+                left = line.quantity - shipped.pop(line.order_item_id, 0)
+                if left > 0:
+                    units[line.sku] = units.get(line.sku, 0) + left
+        return units
+
+    def stock_report(self, warehouse: str, limit: int = 10) -> dict[str, Any]:
+        """What `status` shows of stock up: the last published file, the newest file and what
+        became of it, held files, files with Amazon, files waiting for the daily publish."""
+        def stock_row(stored: StoredStockFile | None) -> dict | None:
+            if stored is None:
+                return None
+            inbound = self.stock_inbound_of(stored.id)
+            errors = self._db.execute(
+                "select count(*) from stock_issues where stock_file_id = ? and source = 'amazon'"
+                " and severity = 'ERROR'", (stored.id,)).fetchone()[0]
+            return {"name": stored.name, "status": stored.status.value, "reason": stored.reason,
+                    "stock_time": iso_z(stored.stock_time), "rows": stored.rows, "bad_rows": stored.bad_rows,
+                    "skus": stored.skus, "forced": stored.forced, "amazon_errors": errors,
+                    "published_at": iso_z(stored.published_at) if stored.published_at else None,
+                    "source": inbound.source.value if inbound else None}
+        mine = [f for f in self.stock_files_in(*StockFileStatus) if f.warehouse == warehouse]
+        published = [f for f in mine if f.published_at is not None]
+        return {
+            "last_published": stock_row(max(published, key=lambda f: (f.stock_time, f.id)) if published else None),
+            "latest": stock_row(max(mine, key=lambda f: f.id) if mine else None),
+            "held": [stock_row(f) for f in mine if f.status == StockFileStatus.HELD],
+            "with_amazon": [stock_row(f) for f in mine if f.status == StockFileStatus.SUBMITTING],
+            "waiting": [{"name": f.name, "source": f.source.value, "received_at": f.received_at}
+                        for f in self.stock_inbound_waiting(warehouse)],
+        }
+
     # --- inbound files (shipments, stock) --------------------------------------------------
     #
     # An inbound file's life:
@@ -1428,7 +1557,8 @@ class Ledger:
             )
 
     def file_parsed(self, file_id: int, now: datetime) -> None:
-        """A file that needs no rows of its own recorded (a duplicate of an earlier one)."""
+        """A file that needs no rows of its own recorded: a duplicate of an earlier one, or a
+        stock file found readable (it waits for the daily publish: `stock_intake`)."""
         with self._transaction() as db:
             db.execute("update inbound_files set status = ?, parsed_at = ? where id = ? and status = ?",
                        (InboundStatus.PARSED, iso_z(now), file_id, InboundStatus.RECEIVED))

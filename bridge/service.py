@@ -61,6 +61,7 @@ class Service:
     orders: OrdersFlow
     shipments: ShipmentsFlow | None = None
     writable: bool = True  # holds the state lock: may keep backups and the state marker
+    stock: Any = None  # flows.stock_intake.StockFlow: stock files to Amazon's inventory feed
 
     def run_orders(self, now: datetime) -> RunReport:
         """One orders run, then what every run leaves in the state folder: the marker of how
@@ -95,7 +96,11 @@ def open_service(
             flow = OrdersFlow(settings, ledger, amazon, **flow_options)
             service = Service(settings, ledger, amazon, flow, writable=exclusive)
             service.shipments = shipments_flow(settings, ledger, sleep=sleep, **flow_options)
-            yield service
+            service.stock = stock_flow(settings, ledger, sleep=sleep, **flow_options)
+            try:
+                yield service
+            finally:
+                service.stock.close()
         finally:
             ledger.close()
 
@@ -106,6 +111,49 @@ def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float
 
     options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
     return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
+
+
+def stock_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float], None] = time.sleep,
+               **flow_options: Any):
+    """Stock up's flow (flows.stock_intake.StockFlow); its Feeds client is made only when a
+    warehouse publishes stock."""
+    from bridge.flows.stock_intake import StockFlow
+
+    options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
+    return StockFlow(settings, ledger, _feeds(settings, sleep) if settings.stock.warehouse else None,
+                     sleep=sleep, **options)
+
+
+def _feeds(settings: Settings, sleep: Callable[[float], None]):
+    from bridge.edges.amazon_feeds import AmazonFeeds
+
+    return AmazonFeeds(settings.amazon, sleep=sleep)
+
+
+def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> dict[str, Any] | None:
+    """Stock up for `status`: when it publishes next, the last published file and its outcome,
+    the newest file and what became of it, held files and why, files with Amazon or waiting
+    for the publish, files answered into error/. None when no warehouse publishes stock."""
+    from bridge.flows.stock_intake import FLOW as STOCK_FLOW, PUBLISH_BOOKMARK
+    from bridge.windows import next_daily
+
+    stock = settings.stock
+    if stock.warehouse is None:
+        return None
+    report: dict[str, Any] = {
+        "warehouse": stock.warehouse, "publish_at": stock.publish_at.strftime("%H:%M"),
+        "timezone": stock.timezone, "next_publish": iso_z(next_daily(now, stock.publish_at, stock.zone)),
+        "last_publish_run": None, "last_published": None, "latest": None, "held": [], "with_amazon": [],
+        "waiting": [], "files_in_progress": [], "files_in_error": [],
+    }
+    if ledger is None:
+        return report
+    last_run = ledger.bookmark(PUBLISH_BOOKMARK)
+    files = ledger.inbound_report(STOCK_FLOW)
+    report.update(ledger.stock_report(stock.warehouse))
+    report.update(last_publish_run=iso_z(last_run) if last_run else None,
+                  files_in_progress=files["in_progress"], files_in_error=files["errors"])
+    return report
 
 
 def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
@@ -135,6 +183,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
             "state_event": None, "shipments": shipments_status(None),
+            "stock": stock_status(settings, None, now),
         }
     problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
@@ -160,6 +209,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "state": problem,  # why a run would refuse this state folder, if it would
             "state_event": _last_confirmation(ledger),
             "shipments": shipments_status(ledger),
+            "stock": stock_status(settings, ledger, now),
         }
     finally:
         ledger.close()

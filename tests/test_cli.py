@@ -334,7 +334,7 @@ def test_every_command_and_option_has_help_that_states_its_default():
     # For tests only: a made-up "now" in the future would move the orders bookmark past orders
     # not yet pulled, or date shipments wrongly; operators never need it.
     assert hidden == ["fbm-bridge orders pull --now", "fbm-bridge shipments process --now",
-                      "fbm-bridge replay --now"]
+                      "fbm-bridge inventory push --now", "fbm-bridge replay --now"]
 
 
 @pytest.mark.parametrize("argv, expected", [

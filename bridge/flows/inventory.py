@@ -34,9 +34,9 @@ flow's fulfillment feed: bridge/flows/feed_submission.py):
   stopped instead of being computed into a second submission.
 
 The flow is given rows (the file readers parse the file) and the file's identity; claiming,
-archiving and result files are the inbound-file pipeline's. `push` does one file, `resume`
-continues files still with Amazon, `force_held` publishes the newest held file, `preview` is
-the dry run.
+archiving, result files and the daily schedule are bridge/flows/stock_intake.py's, through the
+inbound-file pipeline. `push` does one file, `resume` continues files still with Amazon,
+`force_held` publishes the newest held file, `preview` is the dry run.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class StockFile:
     name: str
     sha256: str
     file_time: datetime  # the file's own time; the stock's time unless the rows carry timestamps
-    rows: Iterable[tuple[int, Mapping[str, str]]]
+    rows: Iterable[tuple[int, Mapping[str, str], str]]  # formats.readers.Row: number, values, problem
+    inbound_id: int | None = None  # the inbound file it came in as (recorded with it)
 
 
 @dataclass
@@ -338,6 +339,7 @@ class InventoryFlow:
             skus=computed.comparison.sent, status=status, reason=reason,
             forced=force and bool(verdict.overridden), documents=computed.documents,
             problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
+            inbound_id=stock.inbound_id,
         )
         log.info("stock computed file=%s rows=%d bad_rows=%d skus=%d documents=%d verdict=%r",
                  stock.name, counted.rows, counted.bad_rows, computed.comparison.sent,
