@@ -509,6 +509,7 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.service import open_service
 
     settings = _settings(args)
@@ -522,7 +523,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
         try:
             result = service.shipments.replay(args.file, warehouse, now)
-            next_id = service.ledger.next_package_id()
+            next_id = state.next_package_id(settings, service.ledger)
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
     feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
@@ -672,12 +673,13 @@ def cmd_fresh_start(args: argparse.Namespace) -> int:
 
 def cmd_accept_restore(args: argparse.Namespace) -> int:
     from bridge import state
+    from bridge.flows.orders import BOOKMARK
     from bridge.sealing import Sealer
 
     settings = _state_settings(args)
     now = datetime.now(timezone.utc)  # the audit record's time
     with state.state_lock(settings.state_dir):
-        lines = state.accept_restore(settings, Sealer(settings.state_key), now)
+        lines = state.accept_restore(settings, Sealer(settings.state_key), now, BOOKMARK)
     print("\n".join(lines))
     return EXIT_OK
 

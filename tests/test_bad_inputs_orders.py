@@ -673,7 +673,8 @@ LOCAL_STATE = [
      " creates it)"),
     (lock_is_immutable, ["orders", "pull"],
      "fbm-bridge: cannot open the lock file {state}/bridge.lock: Operation not permitted (it belongs to user"
-     " {user}); run the bridge as the service's user (sudo -u fbm-bridge ...), whose state folder it must be"),
+     " {user}); run the bridge as the service's user (runuser -u fbm-bridge -- fbm-bridge ..., or sudo -u"
+     " fbm-bridge ...), whose state folder it must be"),
     (ledger_is_not_a_database, ["orders", "pull"],
      "fbm-bridge: the ledger {ledger} is damaged or not a SQLite database (file is not a database): stop the"
      " service and restore the newest backup from {state}/backups (README: Operations, Backups)"),
