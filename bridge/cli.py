@@ -510,9 +510,13 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from bridge import state
-    from bridge.service import open_service
+    from bridge.sealing import Sealer
+    from bridge.service import configure_logging, shipments_flow
 
-    settings = _settings(args)
+    # Sends nothing: no Amazon secret unless an unknown order is looked up; the state key only
+    # if the file names orders the ledger holds (their records are sealed).
+    settings = load_settings(args.config, require_secrets=False)
+    configure_logging(settings.log_level)
     warehouse = next((w for w in settings.warehouses if w.name == args.warehouse), None)
     if warehouse is None:
         raise FixTheSetup(f"no warehouse named {args.warehouse!r} (known: "
@@ -520,15 +524,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if warehouse.mapping.shipments is None:
         raise FixTheSetup(f"the mapping {warehouse.mapping.name} of {warehouse.name} has no [shipments] section")
     now = args.now or datetime.now(timezone.utc)
-    with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
+    sealer = Sealer(settings.state_key) if settings.state_key else None
+    ledger = state.open_ledger(settings, sealer, now, writable=False)  # reads only: fine beside the service
+    try:
+        flow = shipments_flow(settings, ledger)
+        if not all((settings.amazon.client_id, settings.amazon.client_secret, settings.amazon.refresh_token)):
+            flow.amazon = _NoAmazonSecrets()
         try:
-            result = service.shipments.replay(args.file, warehouse, now)
-            next_id = state.next_package_id(settings, service.ledger)
+            result = flow.replay(args.file, warehouse, now)
+            next_id = state.next_package_id(settings, ledger)
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+    finally:
+        ledger.close()
     feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
     print(format_replay(args.file, warehouse.name, result, next_id, feed_of=feed_of))
     return EXIT_OK
+
+
+class _NoAmazonSecrets:
+    """Amazon for a replay without the BRIDGE_LWA_* secrets: only a look-up needs them."""
+
+    def order(self, order_id: str):
+        raise FixTheSetup(f"order {shown(order_id)} is not in the ledger, and looking it up on Amazon"
+                          " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets")
 
 
 def format_replay(path: Path, warehouse: str, result, next_id: int, *, feed_of: str | None = None) -> str:
@@ -592,14 +611,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_open(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.sealing import Sealer
 
-    settings = load_settings(args.config)
+    settings = _state_settings(args)  # the state key, and no other secret
     try:
         sealed = args.file.read_bytes()
     except OSError as problem:
         raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
-    sys.stdout.buffer.write(Sealer(settings.state_key).open(sealed, f"spool file {args.file}"))
+    sys.stdout.buffer.write(state.open_spool_file(settings, Sealer(settings.state_key), args.file, sealed))
     return EXIT_OK
 
 

@@ -41,7 +41,7 @@ from bridge.edges.folders import make_private_dir, write_atomic
 from bridge.errors import FixTheSetup, StateKeyMismatch, StateNotConfirmed, StateUnusable
 from bridge.ledger import Ledger, bookmark_in, key_mismatch_message, package_ids_in, state_id_in
 from bridge.records import iso_z, utc
-from bridge.sealing import Resealer, Sealer
+from bridge.sealing import Resealer, Sealer, looks_sealed
 
 log = logging.getLogger("bridge.state")
 
@@ -718,6 +718,40 @@ def _newest_spool_file(settings: Settings) -> tuple[Path, datetime] | None:
 
 def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+
+
+# --- a spool file for a person ----------------------------------------------------------------
+
+def open_spool_file(settings: Settings, sealer: Sealer, path: Path, sealed: bytes) -> bytes:
+    """A spool file's bytes as delivered; FixTheSetup naming what is wrong: a file that is not
+    sealed at all (the copy in the drop?), the key (after a rekey: which one), or the file."""
+    data = sealer.try_open(sealed)
+    if data is not None:
+        return data
+    if not looks_sealed(sealed):
+        what = ("a ZIP file, e.g. a workbook" if sealed[:2] == b"PK" else "plain text" if _is_text(sealed)
+                else "not sealed data")
+        raise FixTheSetup(f"{path} is not a sealed spool file (it is {what}: is it the copy in the drop? That one"
+                          f" is the file as delivered already); spool files are in {settings.spool_dir}/<warehouse>/")
+    if settings.ledger_path.exists():
+        ledger = Ledger(settings.ledger_path, None)
+        try:
+            if ledger.sealed_with(sealer) is False:
+                raise StateKeyMismatch(ledger.key_mismatch(sealer))
+            if ledger.sealed_with(sealer):
+                raise FixTheSetup(f"spool file {path} does not open with BRIDGE_STATE_KEY, which is the state's key:"
+                                  " the file was altered or damaged, or comes from another state folder")
+        finally:
+            ledger.close()
+    return sealer.open(sealed, f"spool file {path}")  # raises, naming the key
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        text = data[:4096].decode("cp1252", errors="replace")
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text) and b"\x00" not in data[:4096]
 
 
 # --- key rotation ----------------------------------------------------------------------------
