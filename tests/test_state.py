@@ -190,6 +190,21 @@ def test_rekey_reseals_ledger_spool_and_backups_and_swaps_the_key(settings):
         "the state is already sealed with BRIDGE_STATE_KEY_NEW: make it the BRIDGE_STATE_KEY"]
 
 
+def test_rekey_keeps_the_times_of_spool_files_and_backups_so_they_still_say_when_they_were_written(settings):
+    used_state(settings)
+    spooled, [backup] = settings.spool_dir / "wh" / "A.csv", state.list_backups(settings)
+    delivered, taken = NOW.timestamp() - 3600, NOW.timestamp() - 60
+    os.utime(spooled, (delivered, delivered))
+    os.utime(backup, (taken, taken))
+
+    state.rekey(settings, KEY, NEW, NOW + timedelta(days=3))
+
+    assert (spooled.stat().st_mtime, backup.stat().st_mtime) == (delivered, taken)
+    settings.ledger_path.unlink()  # and fresh-start names the newest delivery by its time
+    lines = state.fresh_start(settings, NEW, BOOKMARK, NOW, NOW + timedelta(days=3))
+    assert lines[1].startswith(f"the newest spool file from before is {spooled} (written 2026-11-20T11:30:00Z)")
+
+
 def test_rekey_refuses_an_old_key_that_is_not_the_states(settings):
     used_state(settings)
     with pytest.raises(StateKeyMismatch, match="is not the key the state"):
