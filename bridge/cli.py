@@ -205,6 +205,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.edges.amazon import AmazonOrders
     from bridge.edges.sftp import SftpDrop
 
@@ -228,6 +229,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except BridgeError as problem:
         failures += 1
         print(f"amazon    FAIL {problem}")
+    try:  # run as the service's user, this says whether the service can keep its state
+        print(f"state     ok  {state.check_folder(settings)}")
+    except BridgeError as problem:
+        failures += 1
+        print(f"state     FAIL {problem}")
     return EXIT_OK if not failures else EXIT_SETUP
 
 
@@ -714,6 +720,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not args.list:
         if not settings.ledger_path.exists():
             raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to back up")
+        state.usable_folder(settings.state_dir)  # another user's folder: its backups stay its own
         ledger = Ledger(settings.ledger_path, None)
         try:
             print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")

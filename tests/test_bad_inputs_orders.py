@@ -676,6 +676,16 @@ def state_of_another_user(stage: Stage) -> None:
     os.chown(stage.state, 65534, 65534)
 
 
+def state_folder_cannot_be_made(stage: Stage) -> None:
+    """A new install: the state folder is not there, and its parent may not be written."""
+    immutable(stage.tmp)
+
+
+def state_of_another_user_and_a_new_key(stage: Stage) -> None:
+    state_of_another_user(stage)
+    stage.env["BRIDGE_STATE_KEY_NEW"] = NEW_KEY
+
+
 def credentials(stage: Stage, content: bytes | None = None, link: str | None = None) -> Path:
     folder = stage.tmp / "credentials"
     folder.mkdir()
@@ -715,6 +725,38 @@ LOCAL_STATE = [
     (state_folder_is_immutable, ["orders", "pull"],
      "fbm-bridge: cannot use the state folder {state}: {state}: Permission denied; bridge.state_dir must be a"
      " folder that user {user} can write"),
+    (state_of_another_user, ["orders", "pull"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["fresh-start", "--from", "2026-11-20T00:00:00Z"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["accept-restore"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user_and_a_new_key, ["rekey"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["backup"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["shipments", "process"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_folder_cannot_be_made, ["orders", "pull", "--dry-run"],
+     "fbm-bridge: the state folder {state} does not exist and user {user} cannot create it ({state}: Operation"
+     " not permitted): create it for the service's user, e.g. `install -d -m 0700 -o {user} -g {user} {state}`"
+     " (the unit's StateDirectory= makes it when the service starts)"),
+    (state_folder_cannot_be_made, ["orders", "pull"],
+     "fbm-bridge: the state folder {state} does not exist and user {user} cannot create it ({state}: Operation"
+     " not permitted): create it for the service's user, e.g. `install -d -m 0700 -o {user} -g {user} {state}`"
+     " (the unit's StateDirectory= makes it when the service starts)"),
     (lock_is_a_folder, ["orders", "pull"],
      "fbm-bridge: cannot open the lock file {state}/bridge.lock: Is a directory; remove it (the bridge"
      " creates it)"),

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -507,6 +508,47 @@ def test_an_existing_state_folder_made_with_a_loose_mode_is_tightened(settings):
 
     assert settings.state_dir.stat().st_mode & 0o777 == 0o700
     assert settings.ledger_path.stat().st_mode & 0o777 == 0o600
+
+
+def as_user(uid: int, work) -> str:
+    """`work()` in a child process that runs as `uid`: its result, or its error, as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            result = repr(work())
+        except Exception as problem:
+            result = f"{type(problem).__name__}: {problem}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        text = answer.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play two users")
+def test_a_state_json_left_by_another_user_names_its_owner_and_how_to_give_it_back():
+    folder = Path(tempfile.mkdtemp(prefix="bridge-owners-"))
+    try:
+        os.chmod(folder, 0o755)
+        state_dir = folder / "state"
+        state_dir.mkdir(mode=0o700)
+        state.write_marker(state_dir, state.Marker("s", 1), NOW)  # root's, 0600: a manual run as root
+        os.chown(state_dir, 65534, 65534)  # the service's folder
+
+        said = as_user(65534, lambda: state.read_marker(state_dir))
+
+        assert said == (f"StateUnusable: cannot read {state_dir}/state.json: Permission denied (it belongs to user"
+                        " root, not to user nobody who runs this: a command run as root? Give the folder back:"
+                        f" chown -R nobody: {state_dir})")
+    finally:
+        shutil.rmtree(folder)
 
 
 # --- the commands, as an operator runs them ---------------------------------------------------------
