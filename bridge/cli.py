@@ -205,6 +205,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.edges.amazon import AmazonOrders
     from bridge.edges.sftp import SftpDrop
 
@@ -228,6 +229,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except BridgeError as problem:
         failures += 1
         print(f"amazon    FAIL {problem}")
+    try:  # run as the service's user, this says whether the service can keep its state
+        print(f"state     ok  {state.check_folder(settings)}")
+    except BridgeError as problem:
+        failures += 1
+        print(f"state     FAIL {problem}")
     return EXIT_OK if not failures else EXIT_SETUP
 
 
@@ -509,9 +515,14 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bridge.service import open_service
+    from bridge import state
+    from bridge.sealing import Sealer
+    from bridge.service import configure_logging, shipments_flow
 
-    settings = _settings(args)
+    # Sends nothing: no Amazon secret unless an unknown order is looked up; the state key only
+    # if the file names orders the ledger holds (their records are sealed).
+    settings = load_settings(args.config, require_secrets=False)
+    configure_logging(settings.log_level)
     warehouse = next((w for w in settings.warehouses if w.name == args.warehouse), None)
     if warehouse is None:
         raise FixTheSetup(f"no warehouse named {args.warehouse!r} (known: "
@@ -519,15 +530,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if warehouse.mapping.shipments is None:
         raise FixTheSetup(f"the mapping {warehouse.mapping.name} of {warehouse.name} has no [shipments] section")
     now = args.now or datetime.now(timezone.utc)
-    with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
+    sealer = Sealer(settings.state_key) if settings.state_key else None
+    ledger = state.open_ledger(settings, sealer, now, writable=False)  # reads only: fine beside the service
+    try:
+        flow = shipments_flow(settings, ledger)
+        if not all((settings.amazon.client_id, settings.amazon.client_secret, settings.amazon.refresh_token)):
+            flow.amazon = _NoAmazonSecrets()
         try:
-            result = service.shipments.replay(args.file, warehouse, now)
-            next_id = service.ledger.next_package_id()
+            result = flow.replay(args.file, warehouse, now)
+            next_id = state.next_package_id(settings, ledger)
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+    finally:
+        ledger.close()
     feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
     print(format_replay(args.file, warehouse.name, result, next_id, feed_of=feed_of))
     return EXIT_OK
+
+
+class _NoAmazonSecrets:
+    """Amazon for a replay without the BRIDGE_LWA_* secrets: only a look-up needs them."""
+
+    def order(self, order_id: str):
+        raise FixTheSetup(f"order {shown(order_id)} is not in the ledger, and looking it up on Amazon"
+                          " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets")
 
 
 def format_replay(path: Path, warehouse: str, result, next_id: int, *, feed_of: str | None = None) -> str:
@@ -591,14 +617,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_open(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.sealing import Sealer
 
-    settings = load_settings(args.config)
+    settings = _state_settings(args)  # the state key, and no other secret
     try:
         sealed = args.file.read_bytes()
     except OSError as problem:
         raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
-    sys.stdout.buffer.write(Sealer(settings.state_key).open(sealed, f"spool file {args.file}"))
+    sys.stdout.buffer.write(state.open_spool_file(settings, Sealer(settings.state_key), args.file, sealed))
     return EXIT_OK
 
 
@@ -672,12 +699,13 @@ def cmd_fresh_start(args: argparse.Namespace) -> int:
 
 def cmd_accept_restore(args: argparse.Namespace) -> int:
     from bridge import state
+    from bridge.flows.orders import BOOKMARK
     from bridge.sealing import Sealer
 
     settings = _state_settings(args)
     now = datetime.now(timezone.utc)  # the audit record's time
     with state.state_lock(settings.state_dir):
-        lines = state.accept_restore(settings, Sealer(settings.state_key), now)
+        lines = state.accept_restore(settings, Sealer(settings.state_key), now, BOOKMARK)
     print("\n".join(lines))
     return EXIT_OK
 
@@ -692,6 +720,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not args.list:
         if not settings.ledger_path.exists():
             raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to back up")
+        state.usable_folder(settings.state_dir)  # another user's folder: its backups stay its own
         ledger = Ledger(settings.ledger_path, None)
         try:
             print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")

@@ -382,6 +382,8 @@ create table if not exists stock_intake (
 );
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
+PACKAGE_FLOOR = "package_floor"  # package ids continue above it (set after a restore or fresh start)
+KEY_CHECK_BEFORE = "key_check_before"  # the key a finished rekey replaced: named if given again
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
 USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
 LEDGER_MODE = 0o600  # buyer data; SQLite gives the -wal and -shm files the ledger's mode
@@ -491,12 +493,26 @@ class Ledger:
             )
         if check is not None:
             if not sealer.opens_check(check):
-                raise StateKeyMismatch(key_mismatch_message(self._path))
+                raise StateKeyMismatch(self.key_mismatch(sealer))
             return
         if not self._opens_a_payload(sealer):
             raise StateKeyMismatch(key_mismatch_message(self._path))
         with self._transaction() as db:
             self._set_meta(db, KEY_CHECK, sealer.check_value())
+
+    def key_mismatch(self, sealer: Sealer) -> str:
+        """Why `sealer` is not this state's key, in words: after a finished rekey, the date, and
+        whether it is the key from before."""
+        rekeyed = [event["at"] for event in self.state_events() if event["kind"] == "rekey_finished"]
+        if not rekeyed:
+            return key_mismatch_message(self._path)
+        folder, before = self._path.parent, self._meta(KEY_CHECK_BEFORE)
+        advice = ("use the key that was BRIDGE_STATE_KEY_NEW (make it the BRIDGE_STATE_KEY: README, Operations,"
+                  " Changing the state key)")
+        if before is not None and sealer.opens_check(before):
+            return (f"BRIDGE_STATE_KEY is the key the state in {folder} had before it was rekeyed on"
+                    f" {rekeyed[-1]}: {advice}")
+        return f"BRIDGE_STATE_KEY is not the key of the state in {folder}, which was rekeyed on {rekeyed[-1]}: {advice}"
 
     def opens_records(self, sealer: Sealer) -> bool:
         """For a ledger without a check value: True if `sealer` opens one of its order records,
@@ -557,6 +573,9 @@ class Ledger:
             target = self._meta(REKEY_TO)
             if target is None:
                 return
+            before = self._meta(KEY_CHECK)
+            if before is not None:
+                self._set_meta(db, KEY_CHECK_BEFORE, before)
             self._set_meta(db, KEY_CHECK, target)
             db.execute("delete from meta where name = ?", (REKEY_TO,))
             self._state_event(db, iso_z(now), "rekey_finished", "the state is sealed with the new key")
@@ -578,10 +597,13 @@ class Ledger:
         )
 
     def progress(self) -> int:
-        """How far the ledger has come: it only grows (events are never deleted), so a ledger
-        whose progress is below what the state folder saw earlier is an older copy."""
-        row = self._db.execute("select max(id) as n from order_events").fetchone()
-        return row["n"] or 0
+        """How far the ledger has come: it only grows (events, inbound files and packages are
+        never deleted), so a ledger whose progress is below what the state folder saw earlier is
+        an older copy: orders delivered, files taken in or packages sent after it are not in it."""
+        row = self._db.execute(
+            "select coalesce((select max(id) from order_events), 0) + coalesce((select max(id) from inbound_files), 0)"
+            " + coalesce((select max(id) from packages), 0) as n").fetchone()
+        return row["n"]
 
     def start_fresh(self, bookmark: str, start: datetime, state_id: str, now: datetime, detail: str) -> None:
         """A person confirmed a fresh start: a new state whose first window starts at `start`."""
@@ -1020,6 +1042,12 @@ class Ledger:
     def mark_spool_deleted(self, file_id: int, now: datetime) -> None:
         with self._transaction() as db:
             db.execute("update files set spool_deleted_at = ? where id = ?", (iso_z(now), file_id))
+
+    def spool_digests(self) -> dict[str, str]:
+        """The spool files the ledger knows (not purged): spool path -> SHA-256 of the file as
+        delivered."""
+        rows = self._db.execute("select spool_path, sha256 from files where spool_deleted_at is null")
+        return {row["spool_path"]: row["sha256"] for row in rows}
 
     def spool_paths_in_use(self) -> set[str]:
         rows = self._db.execute("select spool_path from files where spool_deleted_at is null")
@@ -1602,18 +1630,19 @@ class Ledger:
                 raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
             ids = []
             for package in packages:
-                cursor = db.execute(
-                    "insert into packages (file_id, warehouse, order_id, marketplace_id, tracking_number,"
+                package_id = self.highest_package_id() + 1  # above the floor, after a restore
+                db.execute(
+                    "insert into packages (id, file_id, warehouse, order_id, marketplace_id, tracking_number,"
                     " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
-                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
+                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (package_id, file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
                      package["tracking_number"], package["carrier_code"], package["carrier_name"],
                      package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
                 )
-                ids.append(cursor.lastrowid)
+                ids.append(package_id)
                 for position, (item_id, quantity) in enumerate(package["items"]):
                     db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
-                               " values (?, ?, ?, ?)", (cursor.lastrowid, item_id, quantity, position))
+                               " values (?, ?, ?, ?)", (package_id, item_id, quantity, position))
             db.executemany(
                 "insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
                 " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1644,8 +1673,26 @@ class Ledger:
 
     def next_package_id(self) -> int:
         """The id (packageReferenceId) the next recorded package gets."""
-        row = self._db.execute("select coalesce(max(id), 0) + 1 as next from packages").fetchone()
-        return row["next"]
+        return self.highest_package_id() + 1
+
+    def highest_package_id(self) -> int:
+        """The highest package id issued, or the floor the ids continue above if that is higher.
+
+        Amazon takes a packageReferenceId it has seen on an order as an edit of that package, so
+        ids are never issued twice for the seller: a restored (older) ledger or a fresh one is
+        given the floor the state folder kept outside the ledger (bridge.state)."""
+        row = self._db.execute("select coalesce(max(id), 0) as n from packages").fetchone()
+        return max(row["n"], int(self._meta(PACKAGE_FLOOR) or 0))
+
+    def raise_package_floor(self, floor: int, now: datetime, detail: str) -> bool:
+        """Make the next package id at least `floor` + 1 (recorded as a state event). False if
+        the ids are already above it."""
+        with self._transaction() as db:
+            if self.highest_package_id() >= floor:
+                return False
+            self._set_meta(db, PACKAGE_FLOOR, str(floor))
+            self._state_event(db, iso_z(now), "package_ids_continued", detail)
+        return True
 
     def package(self, package_id: int) -> StoredPackage:
         return self._stored_package(self._db.execute("select * from packages where id = ?", (package_id,)).fetchone())
@@ -1943,6 +1990,45 @@ UNREADABLE_SEAL = "its sealed data does not open with the state key (damaged or 
 
 class UnreadableRecord(Exception):
     """One stored order record cannot be read; the reason names what, never buyer data."""
+
+
+def package_ids_in(path: Path) -> int:
+    """The highest package id a ledger file (a backup) records, read without changing it; 0 if
+    it has none or cannot be read."""
+    highest = _peek(path, "select coalesce(max(id), 0) from packages")
+    floor = _peek(path, "select value from meta where name = ?", (PACKAGE_FLOOR,))
+    try:
+        return max(int(highest or 0), int(floor or 0))
+    except (ValueError, TypeError):
+        return 0
+
+
+def bookmark_in(path: Path, name: str) -> str | None:
+    """A bookmark of a ledger file (a backup), read without changing it; None if unknown."""
+    value = _peek(path, "select value from bookmarks where name = ?", (name,))
+    return None if value is None else str(value)
+
+
+def state_id_in(path: Path) -> str | None:
+    """The state id of a ledger file (a backup), read without changing it; None if unknown."""
+    value = _peek(path, "select value from meta where name = ?", (STATE_ID,))
+    return None if value is None else str(value)
+
+
+def _peek(path: Path, query: str, params: tuple = ()) -> Any:
+    """The first column of the first row, from a ledger file opened read-only; None if there is
+    none or the file cannot be read (a damaged backup is not this question's business)."""
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute(query, params).fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
 
 
 def key_mismatch_message(path: Path) -> str:

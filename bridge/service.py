@@ -110,7 +110,9 @@ def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float
     from bridge.edges.amazon_shipments import AmazonShipments
 
     options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
-    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
+    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep,
+                         keep_package_ids=lambda issued, now: state.note_issued_package_ids(settings, ledger, issued, now),
+                         **options)
 
 
 def stock_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float], None] = time.sleep,

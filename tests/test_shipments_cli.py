@@ -105,6 +105,43 @@ def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
             "302-0000003-0000003") in done.stdout
 
 
+def environment(*without: str) -> dict[str, str]:
+    return {k: v for k, v in {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost"}.items()
+            if not k.startswith(without)}
+
+
+def test_replay_needs_no_amazon_secret_and_the_state_key_only_to_read_sealed_order_records(config, tmp_path):
+    with_key = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                      "--now", iso(SHIP_TIME), config=config, env=environment("BRIDGE_LWA_"))
+    without_key = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                         "--now", iso(SHIP_TIME), config=config, env=environment("BRIDGE_"))
+    unknown = tmp_path / "unknown.csv"  # no order the ledger holds: nothing sealed is read
+    unknown.write_bytes(b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                        b"999-0000000-0000000;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n")
+    nothing = bridge("replay", str(unknown), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME),
+                     config=config, env=environment("BRIDGE_"))
+
+    assert with_key.returncode == 0 and "6 row(s), 5 package(s) to confirm" in with_key.stdout, with_key.stderr
+    assert without_key.returncode == 2
+    assert without_key.stderr == "fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY\n"
+    assert nothing.returncode == 0, nothing.stderr
+    assert "rejected  order 999-0000000-0000000 was not sent to wh by the bridge" in nothing.stdout
+
+
+def test_replay_without_amazon_secrets_says_a_look_up_needs_them(config, tmp_path):
+    config.write_text(config.read_text() + "\n[shipments]\nlookup_unknown_orders = true\n")
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_bytes(b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                        b"999-0000000-0000000;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n")
+
+    done = bridge("replay", str(unknown), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME),
+                  config=config, env=environment("BRIDGE_LWA_"))
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: order 999-0000000-0000000 is not in the ledger, and looking it up on Amazon"
+                           " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets\n")
+
+
 def test_replay_for_an_unknown_warehouse_exits_2(config):
     done = bridge("replay", "x.csv", "--warehouse", "nope", "--dry-run", config=config)
     assert done.returncode == 2 and "no warehouse named 'nope' (known: wh)" in done.stderr

@@ -8,7 +8,9 @@ pipeline's, shared with the stock flow: see bridge/flows/inbound.py):
 2. send     each waiting package: marked sent, then confirmShipment with its ledger id as the
             packageReferenceId, then marked confirmed or rejected (Amazon's words). A crash
             between the call and the mark re-sends the same id, which edits that package on
-            Amazon rather than adding one; a 429/5xx leaves it waiting for the next run;
+            Amazon rather than adding one; a 429/5xx leaves it waiting for the next run. Before
+            any of it, the highest id is kept outside the ledger (the state marker), so that a
+            restored older ledger never issues an id Amazon has seen;
 3. answer   files whose packages all have Amazon's answer get their result file and move to
             archive/ (every row accepted) or error/;
 4. note     delivered orders' ship-by dates for `status` (which reads no sealed data);
@@ -172,9 +174,13 @@ class ShipmentsFlow:
                  checkpoint: Checkpoint | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 feeds=None):
+                 feeds=None,
+                 keep_package_ids: Callable[[int, datetime], None] | None = None):
         """`feeds`: the Feeds edge (bridge.edges.amazon_feeds.AmazonFeeds) for the order
-        fulfillment feed; made from the settings the first time it is needed if not given."""
+        fulfillment feed; made from the settings the first time it is needed if not given.
+        `keep_package_ids(highest, now)`: called before any package goes to Amazon, to keep the
+        highest package id outside the ledger (bridge.state: a restored ledger continues above it)."""
+        self.keep_package_ids = keep_package_ids
         self.settings = settings
         self.ledger = ledger
         self.amazon = amazon
@@ -276,6 +282,8 @@ class ShipmentsFlow:
         Amazon are carried on first, whatever the setting says now. Amazon unavailable or
         throttled for long: the rest wait for the next run, in the same order."""
         try:
+            if self.keep_package_ids is not None:
+                self.keep_package_ids(self.ledger.highest_package_id(), now)
             self._send(now, report)
         finally:
             for doubt in self.fulfillment.doubts:  # a person checks those orders in Seller Central
