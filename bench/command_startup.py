@@ -3,8 +3,8 @@
     .venv/bin/python bench/command_startup.py [rounds]
 
 Runs `fbm-bridge status`, `status --json`, `status --order ID` (against a config with two
-warehouses and a ledger holding 2,000 delivered orders), `check --help` and every other
-`--help`, each in a fresh interpreter, best of `rounds` (default 7), and the baseline: a bare
+warehouses, one sending shipments by feed and publishing stock, and a ledger holding 2,000
+delivered orders), `check --help` and every other `--help`, each in a fresh interpreter, best of `rounds` (default 7), and the baseline: a bare
 interpreter importing the standard library's `sqlite3` and `tomllib` (`python -c "import
 sqlite3, tomllib"`), the least a command that reads the config and the ledger must load.
 Bytecode is cached (in a temporary PYTHONPYCACHEPREFIX, warmed first), as it is for an
@@ -29,7 +29,8 @@ from harness import SECRETS, write_config  # noqa: E402
 
 
 def state(folder: Path) -> Path:
-    """A config (ACME's CSV and Globex's XML mappings) and a ledger of 2,000 delivered orders."""
+    """A config (ACME's CSV and Globex's XML mappings; ACME sends shipments by feed and publishes
+    stock, so `status` shows those sections too) and a ledger of 2,000 delivered orders."""
     from bridge.config import load_settings
     from bridge.ledger import ORDERS_BOOKMARK, Observation, OrderStatus
     from bridge.records import Address, Line, Order
@@ -41,8 +42,11 @@ def state(folder: Path) -> Path:
                    "port": 22, "username": "u", "known_hosts": str(folder / "known_hosts"),
                    "private_key": str(folder / "key"), "orders_folder": "/in"}
                   for name, mapping in (("acme", "acme-csv"), ("globex", "globex-xml"))]
+    warehouses[0].update(shipments_folder="/out", stock_folder="/stock")
     config = write_config(folder, sandbox_url="http://127.0.0.1:9", token_url="http://127.0.0.1:9/t",
                           warehouses=warehouses)
+    config.write_text(config.read_text().replace("[orders]", '[shipments]\nsend = "feed"\n\n[orders]')
+                      + '\n[stock]\nwarehouse = "acme"\n')
     settings = load_settings(config, environ=SECRETS)
     from bridge import state
     from bridge.sealing import Sealer

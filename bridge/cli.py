@@ -27,7 +27,7 @@ EXIT_OK, EXIT_ERRORS, EXIT_SETUP = 0, 1, 2
 
 def __getattr__(name: str) -> Any:
     """`status`'s text, kept importable from here (`from bridge.cli import format_status`)."""
-    if name in ("format_status", "format_shipments_status"):
+    if name in ("format_status", "format_shipments_status", "format_stock_status"):
         from bridge import report
 
         return getattr(report, name)
@@ -132,6 +132,22 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     process.set_defaults(handler=cmd_shipments_process)
 
+    inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
+    inventory_commands = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION",
+                                                  help="what to do with stock files")
+    push = inventory_commands.add_parser(
+        "push", help="publish now: the newest stock file received since the last publish")
+    _config_after_command(push)
+    push.add_argument("--force", action="store_true",
+                      help="publish the held stock file, overriding the safety gates that held it (default: gates apply)")
+    push.add_argument("--dry-run", action="store_true",
+                      help="print the feed it would send and the gates' verdict; send, record and move nothing"
+                           " (default: a real push)")
+    push.add_argument("--out", type=Path, metavar="DIR",
+                      help="with --dry-run: write the feed documents here instead of printing them (default: printed)")
+    push.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    push.set_defaults(handler=cmd_inventory_push)
+
     replay = commands.add_parser("replay", help="show what a confirmation file would send to Amazon")
     _config_after_command(replay)
     replay.add_argument("file", type=Path, help="a shipment confirmation file")
@@ -226,6 +242,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.edges.amazon import AmazonOrders
     from bridge.edges.sftp import SftpDrop
 
@@ -249,6 +266,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except BridgeError as problem:
         failures += 1
         print(f"amazon    FAIL {problem}")
+    try:  # run as the service's user, this says whether the service can keep its state
+        print(f"state     ok  {state.check_folder(settings)}")
+    except BridgeError as problem:
+        failures += 1
+        print(f"state     FAIL {problem}")
     return EXIT_OK if not failures else EXIT_SETUP
 
 
@@ -359,10 +381,102 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.all_errors else EXIT_ERRORS
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def cmd_inventory_push(args: argparse.Namespace) -> int:
     from bridge.service import open_service
 
     settings = _settings(args)
+    if settings.stock.warehouse is None:
+        raise FixTheSetup(f"{settings.path}: no stock.warehouse is configured: no warehouse publishes stock")
+    if args.dry_run:
+        return _inventory_dry_run(settings, args.force, args.out)
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings) as service:
+        report = service.stock.push(now, force=args.force, settle=args.now is None)
+    print(format_stock_push(report))
+    for error in report.all_errors:
+        print(f"  error: {error}", file=sys.stderr)
+    if report.needs_a_person:
+        return EXIT_SETUP
+    return EXIT_OK if not report.all_errors else EXIT_ERRORS
+
+
+def format_stock_push(report) -> str:
+    """What `inventory push` did: why nothing happened, or each file's verdict and problems."""
+    from bridge.records import one_line
+
+    lines = list(report.notes)
+    for outcome in report.outcomes:
+        told = outcome.reason.startswith(outcome.status)  # "held: ...", "published with --force, ..."
+        lines.append(f"{outcome.name}: " + (one_line(outcome.reason) if told else outcome.status + (
+            f": {one_line(outcome.reason)}" if outcome.reason else "")))
+        for issue in outcome.issues[:20]:
+            lines.append(f"  {_stock_issue(issue)}")
+        if len(outcome.issues) > 20:
+            lines.append(f"  ... and {len(outcome.issues) - 20} more (see the file's result file)")
+        if outcome.status == "held" and outcome.documents:
+            lines.append("  check the file with the warehouse; if it is right, `fbm-bridge inventory push --force` "
+                         "publishes it")
+        elif outcome.status == "submitting" and not outcome.errors:
+            lines.append("  Amazon is still processing it: the service (or the next push) reads its report")
+    lines.append(report.summary())
+    return "\n".join(lines)
+
+
+def _stock_issue(issue: dict) -> str:
+    from bridge.records import one_line
+
+    where = f"row {issue['row']}" if issue["row"] is not None else "the whole file"
+    if issue["source"] == "amazon":
+        code = f" [{issue['code']}]" if issue["code"] else ""
+        return f"{where}, SKU {issue['sku']!r}: Amazon {issue['severity'].lower()}{code}: {one_line(issue['message'])}"
+    column = f", column {issue['column_name']!r}" if issue["column_name"] else ""
+    return f"{where}{column}: {one_line(issue['message'])}"
+
+
+def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int:
+    import tempfile
+
+    from bridge.flows.inventory import StockPreview
+    from bridge.records import one_line
+    from bridge.service import open_service
+
+    with open_service(settings, exclusive=False) as service, tempfile.TemporaryDirectory() as scratch:
+        target = out or Path(scratch) / "documents"
+        (Path(scratch) / "files").mkdir()
+        try:
+            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force)
+        except OSError as problem:
+            raise FixTheSetup(f"cannot write the dry run's documents into {target}: {problem.strerror}") from None
+        for note in notes:
+            print(f"dry run: {note}")
+        if preview is None:
+            return EXIT_OK
+        if isinstance(preview, StockPreview):
+            print(preview.summary())
+            documents = preview.documents
+        else:  # the held file, as --force would publish it
+            print(f"dry run: {preview.name} is held; --force would publish it, overriding: "
+                  f"{one_line(preview.reason.removeprefix('held: '))}")
+            documents = [settings.state_dir / "stock" / d.spool_path for d in service.ledger.stock_feeds(preview.id)]
+        if out is not None and isinstance(preview, StockPreview):
+            print(f"documents written under {out}")
+        else:
+            for path in documents:
+                print(f"--- {path.name}")
+                sys.stdout.write(path.read_text("utf-8"))
+                print()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.sealing import Sealer
+    from bridge.service import configure_logging, shipments_flow
+
+    # Sends nothing: no Amazon secret unless an unknown order is looked up; the state key only
+    # if the file names orders the ledger holds (their records are sealed).
+    settings = load_settings(args.config, require_secrets=False)
+    configure_logging(settings.log_level)
     warehouse = next((w for w in settings.warehouses if w.name == args.warehouse), None)
     if warehouse is None:
         raise FixTheSetup(f"no warehouse named {args.warehouse!r} (known: "
@@ -370,18 +484,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if warehouse.mapping.shipments is None:
         raise FixTheSetup(f"the mapping {warehouse.mapping.name} of {warehouse.name} has no [shipments] section")
     now = args.now or datetime.now(timezone.utc)
-    with open_service(settings, exclusive=False) as service:  # reads only: fine beside the service
+    sealer = Sealer(settings.state_key) if settings.state_key else None
+    ledger = state.open_ledger(settings, sealer, now, writable=False)  # reads only: fine beside the service
+    try:
+        flow = shipments_flow(settings, ledger)
+        if not all((settings.amazon.client_id, settings.amazon.client_secret, settings.amazon.refresh_token)):
+            flow.amazon = _NoAmazonSecrets()
         try:
-            result = service.shipments.replay(args.file, warehouse, now)
-            next_id = service.ledger.next_package_id()
+            result = flow.replay(args.file, warehouse, now)
+            next_id = state.next_package_id(settings, ledger)
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
-    print(format_replay(args.file, warehouse.name, result, next_id))
+    finally:
+        ledger.close()
+    feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
+    print(format_replay(args.file, warehouse.name, result, next_id, feed_of=feed_of))
     return EXIT_OK
 
 
-def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
-    """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it."""
+class _NoAmazonSecrets:
+    """Amazon for a replay without the BRIDGE_LWA_* secrets: only a look-up needs them."""
+
+    def order(self, order_id: str):
+        from bridge.records import shown
+
+        raise FixTheSetup(f"order {shown(order_id)} is not in the ledger, and looking it up on Amazon"
+                          " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets")
+
+
+def format_replay(path: Path, warehouse: str, result, next_id: int, *, feed_of: str | None = None) -> str:
+    """A dry run of a confirmation file: each row's fate, then each request as Amazon gets it
+    (`feed_of`: the seller id, when shipments.send = "feed": the fulfillment feed document)."""
     import json
 
     from bridge.formats.shipments import ACCEPTED, confirm_request
@@ -396,14 +529,24 @@ def format_replay(path: Path, warehouse: str, result, next_id: int) -> str:
             kind, message = result.outcomes[line.row]
             what = f"{kind:9} {message}"
         lines.append(f"  row {line.row:<5} {line.order_id:20} {line.item:20} x{line.quantity_text:<4} {what}")
-    for index, package in enumerate(result.packages):
+    if feed_of is not None and result.packages:
+        from bridge.formats.fulfillment_feed import fulfillment_feed
+
+        for index, package in enumerate(result.packages):
+            lines.append(f"package {index + 1} (rows {', '.join(map(str, package.rows))}): message "
+                         f"{next_id + index} of the order fulfillment feed")
+        document = fulfillment_feed(feed_of, [(next_id + i, p) for i, p in enumerate(result.packages)])
+        lines.append("the POST_ORDER_FULFILLMENT_DATA document (shipments.send = \"feed\"; packages other files "
+                     "have waiting then go in the same one):")
+        lines.append("  " + document.decode("utf-8").rstrip("\n").replace("\n", "\n  "))
+    for index, package in enumerate(result.packages if feed_of is None else ()):
         body = confirm_request(package, next_id + index)
         lines.append(f"package {index + 1} (rows {', '.join(map(str, package.rows))}): POST "
                      f"/orders/v0/orders/{package.order_id}/shipmentConfirmation")
         lines.append("  " + json.dumps(body, indent=2).replace("\n", "\n  "))
     if result.packages:
-        lines.append("(packageReferenceId: the ids the ledger would give these packages if the "
-                     "file were taken now)")
+        lines.append(f"({'MessageID' if feed_of is not None else 'packageReferenceId'}: the ids the ledger would "
+                     "give these packages if the file were taken now)")
     return "\n".join(lines)
 
 
@@ -422,14 +565,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_open(args: argparse.Namespace) -> int:
+    from bridge import state
     from bridge.sealing import Sealer
 
-    settings = load_settings(args.config)
+    settings = _state_settings(args)  # the state key, and no other secret
     try:
         sealed = args.file.read_bytes()
     except OSError as problem:
         raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
-    sys.stdout.buffer.write(Sealer(settings.state_key).open(sealed, f"spool file {args.file}"))
+    sys.stdout.buffer.write(state.open_spool_file(settings, Sealer(settings.state_key), args.file, sealed))
     return EXIT_OK
 
 
@@ -503,12 +647,13 @@ def cmd_fresh_start(args: argparse.Namespace) -> int:
 
 def cmd_accept_restore(args: argparse.Namespace) -> int:
     from bridge import state
+    from bridge.flows.orders import BOOKMARK
     from bridge.sealing import Sealer
 
     settings = _state_settings(args)
     now = datetime.now(timezone.utc)  # the audit record's time
     with state.state_lock(settings.state_dir):
-        lines = state.accept_restore(settings, Sealer(settings.state_key), now)
+        lines = state.accept_restore(settings, Sealer(settings.state_key), now, BOOKMARK)
     print("\n".join(lines))
     return EXIT_OK
 
@@ -523,6 +668,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not args.list:
         if not settings.ledger_path.exists():
             raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to back up")
+        state.usable_folder(settings.state_dir)  # another user's folder: its backups stay its own
         ledger = Ledger(settings.ledger_path, None)
         try:
             print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,6 +41,16 @@ LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
 STATE_KEY = "BRIDGE_STATE_KEY"
 STATE_KEY_NEW = "BRIDGE_STATE_KEY_NEW"  # only `fbm-bridge rekey` reads it
 SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN, STATE_KEY)
+
+
+def _is_time_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # a named zone: the time zone database
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _is_key(text: str) -> bool:
@@ -126,6 +136,8 @@ class WarehouseSettings:
     marketplaces: frozenset[str]  # routing: empty takes every marketplace
     shipments_folder: str | None = None  # remote folder of confirmation files; None: not polled
     local_shipments_folder: Path | None = None  # staff's local drop folder for them; None: none
+    stock_folder: str | None = None  # remote folder of stock files (only stock.warehouse has one)
+    local_stock_folder: Path | None = None  # staff's local drop folder for stock files
 
     def takes(self, country_code: str, marketplace_id: str) -> bool:
         return (not self.ship_to_countries or country_code in self.ship_to_countries) and (
@@ -154,6 +166,25 @@ class ShipmentSettings:
 
 
 @dataclass(frozen=True)
+class StockSettings:
+    """Stock up (see README, "Stock up"): whose stock file Amazon gets, and when. Stock files
+    are taken in by the same rules as confirmation files ([shipments] stable_seconds, ...)."""
+
+    warehouse: str | None = None  # the one warehouse that publishes stock; None: stock up is off
+    publish_at: time = time(22, 0)  # local time of the daily publish ...
+    timezone: str = "UTC"  # ... in this zone
+    poll: timedelta = timedelta(minutes=5)  # the SFTP stock folder is listed this often
+
+    @property
+    def zone(self) -> tzinfo:
+        if self.timezone == "UTC":  # the default: no need to load the time zone database
+            return UTC
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     state_dir: Path
@@ -164,6 +195,7 @@ class Settings:
     retention: RetentionSettings
     state_key: str = field(repr=False)  # seals buyer data in the ledger and the spool
     shipments: ShipmentSettings = ShipmentSettings()
+    stock: StockSettings = StockSettings()
 
     @property
     def ledger_path(self) -> Path:
@@ -222,7 +254,8 @@ class _Reader:
         self.problems.append(f"{self.label}: {key}: {why}")
 
     def settings(self, data: dict[str, Any]) -> Settings:
-        self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention", "shipments"})
+        self.unknown_keys(data, "", {"bridge", "amazon", "orders", "warehouses", "retention", "shipments",
+                                     "stock"})
         general = self.table(data, "bridge")
         self.unknown_keys(general, "bridge", {"state_dir", "log_level"})
         state_dir = self.path(general, "bridge.state_dir", "/var/lib/fbm-bridge")
@@ -232,6 +265,7 @@ class _Reader:
         warehouses = self.warehouses(data.get("warehouses"), amazon.marketplaces)
         retention = self.retention(self.table(data, "retention"))
         shipments = self.shipments(self.table(data, "shipments"))
+        stock = self.stock(self.table(data, "stock"), warehouses)
         return Settings(
             path=Path(self.label),
             state_dir=state_dir,
@@ -242,6 +276,7 @@ class _Reader:
             retention=retention,
             state_key=self.state_key(),
             shipments=shipments,
+            stock=stock,
         )
 
     def state_key(self) -> str:
@@ -369,7 +404,7 @@ class _Reader:
             key,
             {"name", "mapping", "host", "port", "username", "known_hosts", "private_key",
              "orders_folder", "temp_suffix", "fsync", "ship_to_countries", "marketplaces",
-             "shipments_folder", "local_shipments_folder"},
+             "shipments_folder", "local_shipments_folder", "stock_folder", "local_stock_folder"},
         )
         name = self.string(entry, f"{key}.name", None)
         if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -419,6 +454,8 @@ class _Reader:
         if not isinstance(fsync, bool):
             self.problem(f"{key}.fsync", f"must be true or false, not {fsync!r}")
         shipments_folder, local_shipments_folder = self.warehouse_shipments(entry, key, mapping)
+        stock_folder, local_stock_folder = self.warehouse_stock(
+            entry, key, mapping, (shipments_folder, local_shipments_folder))
         if None in (name, known_hosts, folder, host, username) or (mapping is None and self.mappings):
             return None
         return WarehouseSettings(
@@ -440,6 +477,8 @@ class _Reader:
             marketplaces=marketplaces,
             shipments_folder=shipments_folder,
             local_shipments_folder=local_shipments_folder,
+            stock_folder=stock_folder,
+            local_stock_folder=local_stock_folder,
         )
 
     def retention(self, section: dict[str, Any]) -> RetentionSettings:
@@ -489,6 +528,68 @@ class _Reader:
             self.problem(f"{key}.shipments_folder" if remote else f"{key}.local_shipments_folder",
                          f"the mapping {mapping.name} has no [shipments] section to read the files with")
         return (remote.rstrip("/") or "/") if remote else None, local
+
+    # --- stock -----------------------------------------------------------------------------
+
+    def stock(self, section: dict[str, Any], warehouses: tuple[WarehouseSettings, ...]) -> StockSettings:
+        self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes"})
+        name = self.string(section, "stock.warehouse", "") or None
+        publish_at = self.clock_time(section, "stock.publish_at", "22:00")
+        zone = self.string(section, "stock.timezone", "UTC")
+        if zone != "UTC" and not _is_time_zone(zone or ""):
+            self.problem("stock.timezone", f"unknown time zone {zone!r} (e.g. 'Europe/Berlin')")
+            zone = "UTC"
+        poll = self.number(section, "stock.poll_minutes", 5, minimum=1, maximum=1440)
+        by_name = {w.name: (index, w) for index, w in enumerate(warehouses)}
+        if name is not None and name not in by_name:
+            self.problem("stock.warehouse", f"{name!r} is not one of the [[warehouses]] "
+                                            f"({', '.join(repr(w) for w in by_name) or 'none'})")
+        elif name is not None:
+            warehouse = by_name[name][1]
+            if warehouse.mapping is not None and warehouse.mapping.stock is None:
+                self.problem("stock.warehouse", f"the mapping {warehouse.mapping.name} of {name!r} has no "
+                                                "[stock] section to read its stock files with")
+            if warehouse.stock_folder is None and warehouse.local_stock_folder is None:
+                self.problem("stock.warehouse", f"{name!r} has neither stock_folder nor local_stock_folder: "
+                                                "the bridge would have no stock file to publish")
+        for index, warehouse in by_name.values():
+            for key in ("stock_folder", "local_stock_folder"):
+                if getattr(warehouse, key) is not None and warehouse.name != name:
+                    self.problem(f"warehouses[{index}].{key}",
+                                 f"only the warehouse named by stock.warehouse publishes stock (Amazon has one "
+                                 f"quantity per SKU), and that is {f'{name!r}' if name else 'none'}: set "
+                                 f"stock.warehouse = {warehouse.name!r}, or remove this key")
+        return StockSettings(warehouse=name, publish_at=publish_at or time(22, 0), timezone=zone or "UTC",
+                             poll=timedelta(minutes=poll))
+
+    def warehouse_stock(self, entry: dict[str, Any], key: str, mapping: Mapping | None,
+                        shipments: tuple[str | None, Path | None]) -> tuple[str | None, Path | None]:
+        """The remote and local folders a warehouse's stock files arrive in."""
+        remote = self.string(entry, f"{key}.stock_folder", "") or None
+        local = self.path(entry, f"{key}.local_stock_folder", None) \
+            if entry.get("local_stock_folder", "") != "" else None
+        if remote is not None and not remote.startswith("/"):
+            self.problem(f"{key}.stock_folder", f"{remote!r} must be an absolute path on the server, like \"/stock\"")
+        remote = (remote.rstrip("/") or "/") if remote else None
+        if (remote or local) and mapping is not None and mapping.stock is None:
+            self.problem(f"{key}.stock_folder" if remote else f"{key}.local_stock_folder",
+                         f"the mapping {mapping.name} has no [stock] section to read the files with")
+        # Each flow takes every file of its folder: one folder cannot serve both.
+        if remote is not None and remote == shipments[0]:
+            self.problem(f"{key}.stock_folder", "is also the shipments_folder: stock files and "
+                                                "confirmation files need a folder each")
+        if local is not None and shipments[1] is not None and local.resolve() == shipments[1].resolve():
+            self.problem(f"{key}.local_stock_folder", "is also the local_shipments_folder: stock files "
+                                                      "and confirmation files need a folder each")
+        return remote, local
+
+    def clock_time(self, section: dict[str, Any], key: str, default: str) -> time | None:
+        text = self.string(section, key, default)
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text or "")
+        if match is None:
+            self.problem(key, f"{text!r} is not a time of day like \"22:00\" (24-hour clock)")
+            return None
+        return time(int(match.group(1)), int(match.group(2)))
 
     # --- typed readers -------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The long-running service: runs the orders flow on its schedule until told to stop.
+"""The long-running service: runs the orders flow on its schedule until told to stop (and the
+shipments and stock passes on theirs).
 
 Signals only set flags; the loop does the work. SIGTERM/SIGINT let the run in progress finish
 (the file in flight is completed and recorded) and exit 0. SIGHUP reloads the config file: a
@@ -73,11 +74,14 @@ def run_daemon(
                 lambda: service.run_orders(now())
             )
             watcher = _shipment_jobs(scheduler, service, settings, now)
+            stock_watcher = _stock_jobs(scheduler, service, settings, now)
             notify("READY=1", f"STATUS=orders every {settings.orders.interval}")
             log.info("started config=%s orders_every=%s warehouses=%d", config_path, settings.orders.interval, len(settings.warehouses))
             service.run_orders(now())
             if watcher is not None:
                 service.shipments.run(now())  # files already there give no watch event
+            if service.stock is not None and service.stock.enabled:
+                service.stock.poll(now())
             try:
                 while not flags.stop and not flags.reload:
                     scheduler.run_pending()
@@ -85,10 +89,15 @@ def run_daemon(
                         finished = watcher.take()
                         if finished:
                             service.shipments.run(now(), remote=False, finished=finished)
+                    if stock_watcher is not None and stock_watcher.changed.is_set() and not flags.stop:
+                        finished = stock_watcher.take()
+                        if finished:
+                            service.stock.poll(now(), remote=False, finished=set().union(*finished.values()))
                     flags.sleep(tick)
             finally:
-                if watcher is not None:
-                    watcher.stop()
+                for each in (watcher, stock_watcher):
+                    if each is not None:
+                        each.stop()
         if flags.reload:
             flags.reload = False
             notify("RELOADING=1")
@@ -117,6 +126,26 @@ def _shipment_jobs(scheduler: schedule.Scheduler, service, settings: Settings,
         lambda: flow.run(now(), remote=False))
     watcher = FolderWatcher({w.name: w.local_shipments_folder for w in settings.warehouses
                              if w.local_shipments_folder is not None})
+    watcher.start()
+    return watcher
+
+
+def _stock_jobs(scheduler: schedule.Scheduler, service, settings: Settings,
+                now: Callable[[], datetime]) -> FolderWatcher | None:
+    """Stock up: the SFTP stock folder listed every stock.poll_minutes, the local one watched
+    and listed every shipments.rescan_minutes; every minute, documents with Amazon are polled
+    and the daily publish made once its moment has come. None: no warehouse publishes stock."""
+    flow = service.stock
+    if flow is None or not flow.enabled:
+        return None
+    scheduler.every(int(settings.stock.poll.total_seconds())).seconds.do(lambda: flow.poll(now(), local=False))
+    scheduler.every(int(settings.shipments.rescan.total_seconds())).seconds.do(
+        lambda: flow.poll(now(), remote=False))
+    scheduler.every(60).seconds.do(lambda: flow.poll(now(), remote=False, local=False))
+    folder = flow.warehouse.local_stock_folder
+    if folder is None:
+        return None
+    watcher = FolderWatcher({flow.warehouse.name: folder})
     watcher.start()
     return watcher
 

@@ -1,10 +1,13 @@
-"""The embedded default: the whole orders flow with no accounts and no system services.
+"""The embedded default: orders down and shipments up with no accounts and no system services.
 
 `fbm-bridge demo` starts the SP-API sandbox and an SFTP server on 127.0.0.1, writes a config for
 three demo warehouses (CSV, XML, XLSX; routed by ship-to country), runs the bridge twice (the
 second run shows that nothing is sent twice) and tells what happened: which orders each file
 carries, why each order went where it went, which orders were not sent and why, and a glimpse
-of each file. Its folder stays usable afterwards: config, ledger, spool and the state key (in
+of each file. Then the simulated warehouse systems ship what they got and drop confirmation
+files (two in their SFTP shipments folders, one in a staff folder on this machine); the bridge
+takes them, confirms the parcels on the sandbox and answers each file, and the demo shows the
+fulfillments Amazon received and the result files. Its folder stays usable afterwards: config, ledger, spool and the state key (in
 `credentials/`) are kept, so `status`, `status --order` and `spool open` work there.
 
 The demo never deletes what it did not make. It writes a list of what it made
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -27,8 +31,11 @@ from pathlib import Path
 import paramiko
 
 from bridge.config import SECRET_NAMES, STATE_KEY, Settings, WarehouseSettings, load_settings
+from bridge.edges.folders import FolderDrop
+from bridge.edges.sftp import SftpDrop
 from bridge.errors import BadRecord, FixTheSetup
 from bridge.flows.orders import decide
+from bridge.flows.shipments import ShipmentsReport
 from bridge.formats.amazon_orders import order_from_v2026
 from bridge.ledger import FileStatus, Ledger, OrderStatus, StoredFile
 from bridge.mapping import shipped_mappings
@@ -36,6 +43,7 @@ from bridge.records import Order, iso_z
 from bridge.report import format_status
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
+from bridge.sandbox.wms import confirm_delivered
 from bridge.sealing import new_key
 from bridge.service import configure_logging, open_service, status_report
 
@@ -48,6 +56,9 @@ WAREHOUSES = [
     ("initech", "initech-xlsx", ["GB"]),
     ("globex", "globex-xml", []),  # everything else
 ]
+# Where each warehouse's confirmation files arrive: its SFTP shipments folder, or (initech: staff
+# drop the workbook by hand) a local folder on the bridge's machine.
+STAFF_FOLDER = {"initech"}
 MARKER = ".fbm-bridge-demo.json"  # what the demo made in its folder: all a re-run may remove
 GLIMPSE_LINES = 12
 
@@ -180,6 +191,7 @@ def _run(workdir: Path) -> int:
         sftpd.write_known_hosts(workdir / "known_hosts")
         for name, _, _ in WAREHOUSES:
             (workdir / "sftp" / name / "in").mkdir(parents=True, exist_ok=True)
+            (workdir / "sftp" / name / "out").mkdir(parents=True, exist_ok=True)
         config = _write_config(workdir, sandbox, sftpd.port, client_key, now)
         environ = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         settings = load_settings(config, environ={**environ, "CREDENTIALS_DIRECTORY": str(credentials)})
@@ -190,6 +202,9 @@ def _run(workdir: Path) -> int:
         with open_service(settings) as service:
             first = service.orders.run(now)
             second = service.orders.run(now)
+            dropped = _drop_confirmations(service, settings, workdir, now)
+            shipped = _ship(service, settings, now)
+            fulfillments = list(sandbox.fulfillments)
         print(f"\n== first run\n{first.summary()}")
         for error in first.errors:
             print(f"  error: {error}")
@@ -197,9 +212,11 @@ def _run(workdir: Path) -> int:
     orders = _readable(seed)
     delivered = _show_story(settings, seed, orders)
     _show_glimpses(settings, workdir / "sftp", delivered)
-    print("\n== fbm-bridge status\n" + format_status(status_report(settings, now)))
+    _show_shipments(settings, workdir, seed, dropped, shipped, fulfillments)
+    print("\n== fbm-bridge status\n" + format_status(status_report(settings, now + settings.shipments.stable)))
     _show_afterwards(workdir, config, credentials, settings, delivered)
-    return 0 if not (first.errors or second.errors) else 1
+    failed = first.errors or second.errors or any(report.all_errors for report in shipped)
+    return 0 if not failed else 1
 
 
 def _write_credentials(folder: Path) -> Path:
@@ -246,6 +263,7 @@ known_hosts = "{workdir / 'known_hosts'}"
 private_key = "{key}"
 orders_folder = "/{name}/in"
 ship_to_countries = {countries!r}
+{_confirmations_from(workdir, name)}
 """.replace("'", '"')
         )
     text = f"""# Written by `fbm-bridge demo`: the sandbox and SFTP server it started are gone once it ends.
@@ -266,6 +284,102 @@ start = "{iso_z(now - timedelta(hours=4))}"   # catch up over the demo orders' l
     path = workdir / "bridge.toml"
     path.write_text(text.replace("'", '"'), encoding="utf-8")
     return path
+
+
+def _confirmations_from(workdir: Path, name: str) -> str:
+    if name in STAFF_FOLDER:
+        return f'local_shipments_folder = "{workdir / "drop" / name}"   # staff drop confirmation files here'
+    return f'shipments_folder = "/{name}/out"   # the WMS drops confirmation files here'
+
+
+# --- shipments up ---------------------------------------------------------------------------
+
+def _drop_confirmations(service, settings: Settings, workdir: Path, now: datetime) -> list[tuple[str, str, int]]:
+    """Each warehouse's system ships every order it got (one parcel per order, all its lines)
+    and drops a confirmation file in its format. Returns (warehouse, file shown by its path in
+    the demo's folder, orders)."""
+    dropped = []
+    for warehouse in settings.warehouses:
+        if warehouse.local_shipments_folder is not None:
+            warehouse.local_shipments_folder.mkdir(parents=True, exist_ok=True)
+            drop, folder = FolderDrop(warehouse.local_shipments_folder), "/"
+            shown = warehouse.local_shipments_folder.relative_to(workdir).as_posix()
+        else:
+            drop, folder = SftpDrop(warehouse.sftp), warehouse.shipments_folder
+            shown = f"sftp{warehouse.shipments_folder}"
+        with drop:
+            name = confirm_delivered(service.ledger, warehouse, drop, folder, now)
+        if name:
+            orders = sum(1 for o in service.ledger.orders_in(OrderStatus.DELIVERED) if o.warehouse == warehouse.name)
+            dropped.append((warehouse.name, f"{shown}/{name}", orders))
+    return dropped
+
+
+def _ship(service, settings: Settings, now: datetime) -> list[ShipmentsReport]:
+    """Two passes `stable_seconds` apart, as the service's polling makes them: the first sees
+    the files, the second (their size and time unchanged) takes, confirms and answers them.
+    Time is passed in: the demo does not wait."""
+    quiet = logging.getLogger("bridge.shipments")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the parcel Amazon refuses is told in the story; its warning would tell it twice
+    try:
+        return [service.shipments.run(now), service.shipments.run(now + settings.shipments.stable)]
+    finally:
+        quiet.setLevel(level)
+
+
+def _show_shipments(settings: Settings, workdir: Path, seed: list[dict], dropped: list[tuple[str, str, int]],
+                    shipped: list[ShipmentsReport], fulfillments: list[dict]) -> None:
+    print("\n== shipments up: each warehouse's system ships what it got and drops a confirmation file")
+    for warehouse, path, orders in dropped:
+        where = "a staff folder on this machine" if warehouse in STAFF_FOLDER else "its SFTP shipments folder"
+        print(f"  {warehouse:8} {path}  ({orders} order{'s' if orders != 1 else ''}, in {where})")
+    seconds = int(settings.shipments.stable.total_seconds())
+    print(f"\n== shipments runs (a file is taken once two listings {seconds} s apart find it unchanged;"
+          " the demo passes that time in)")
+    for label, report in zip(("first (sees the files)", "second (takes, confirms, answers)"), shipped):
+        print(f"{label}: {report.summary()}")
+        for error in report.all_errors:
+            print(f"  error: {error}")
+    skus = {item["orderItemId"]: item["product"].get("sellerSku", "") for raw in seed
+            for item in raw.get("orderItems", [])}
+    print("\n== fulfillments the SP-API sandbox received (by confirmShipment, the default; with"
+          " shipments.send = \"feed\" they go as one order fulfillment feed per run; packageReferenceId is the"
+          " bridge's package id)")
+    for taken in fulfillments:
+        carrier = taken["carrierCode"] + (f" {taken['carrierName']!r}" if taken["carrierName"] else "")
+        method = f" ({taken['shippingMethod']})" if taken["shippingMethod"] else ""
+        items = ", ".join(f"{skus.get(line['orderItemId']) or line['orderItemId']} x{line['quantity']}"
+                          for line in taken["orderItems"])
+        print(f"  {taken['orderId']}  package {taken['packageReferenceId']}  {carrier}{method}"
+              f"  tracking {taken['trackingNumber']}  {items}  by {taken['via']}")
+    _show_results(workdir, dropped, seed)
+
+
+def _show_results(workdir: Path, dropped: list[tuple[str, str, int]], seed: list[dict]) -> None:
+    from bridge.formats.inbound import result_name
+
+    print("\n== result files: every row answered, in the folder the file came from")
+    refused: set[str] = set()
+    for _, path, _ in dropped:
+        folder, name = (workdir / path).parent, Path(path).name
+        result = folder / "results" / result_name(name)
+        ended = next((sub for sub in ("archive", "error") if (folder / sub / name).is_file()), "processing")
+        print(f"  {result.relative_to(workdir).as_posix()}  (the file went to {ended}/)")
+        if not result.is_file():
+            continue
+        for line in result.read_text("utf-8-sig").splitlines():
+            print(f"    {line}")
+            if ";rejected;" in line or ",rejected," in line:
+                refused.update(raw["orderId"] for raw in seed if raw["orderId"] in line)
+    for raw in seed:
+        if raw["orderId"] in refused and raw.get("fulfillment", {}).get("fulfillmentStatus") == "PARTIALLY_SHIPPED":
+            by_hand = ", ".join(item["product"].get("sellerSku", item["orderItemId"]) for item in raw["orderItems"]
+                                if item.get("fulfillment", {}).get("quantityFulfilled"))
+            print(f"  why {raw['orderId']} was refused: the seller had shipped {by_hand} by hand before the bridge"
+                  " delivered the order (Amazon had it PARTIALLY_SHIPPED), and the warehouse shipped the whole"
+                  " order; the result file gives Amazon's words, and `status` keeps the order listed until"
+                  " someone settles it")
 
 
 # --- the story ------------------------------------------------------------------------------
@@ -398,6 +512,7 @@ def _show_afterwards(workdir: Path, config: Path, credentials: Path, settings: S
     command = f"{_command()} --config {shlex.quote(str(config))}"
     print(f"\n== the folder stays usable: the sandbox and SFTP server are gone, the state is kept in {workdir}")
     print("  config bridge.toml, ledger state/ledger.sqlite, spool state/spool/*, drops sftp/*/in,"
+          " confirmation files and their results sftp/*/out and drop/initech,"
           " secrets credentials/ (the state key that seals buyer data: keep it with the folder)")
     print("Try:")
     print(f"  {command} status")

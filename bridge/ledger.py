@@ -29,6 +29,10 @@ An inbound file's life (confirmations, stock files; see "inbound files" below):
     received (claimed and spooled) ──▶ parsed (rows and packages recorded) ──▶ done (answered)
 A package's life (one confirmShipment; its row id is the packageReferenceId Amazon sees):
     accepted ──▶ sent (may have reached Amazon: re-sent with the same id) ──▶ confirmed | rejected
+With shipments.send = "feed" a package is `sent` once a fulfillment feed document carries it
+(fulfillment_feed_packages); that document's life is a stock feed document's (FeedStatus), and its
+processing report confirms or rejects each package. A package in a document is never sent again
+by another document or by confirmShipment.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
@@ -117,6 +121,10 @@ class RowResult(StrEnum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
 
+
+# A feed document's life is the same for every feed type (stock, order fulfillment).
+FeedStatus = StockFeedStatus
+FEED_IN_FLIGHT = (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED)
 
 UNDELIVERED = (OrderStatus.PENDING, OrderStatus.HELD, OrderStatus.UNRENDERABLE)
 SENT = (OrderStatus.STAGED, OrderStatus.DELIVERED)
@@ -338,6 +346,42 @@ create table if not exists shipment_due (  -- delivered orders' ship-by: status 
     ship_by text,
     units integer not null
 );
+-- shipments.send = "feed": one POST_ORDER_FULFILLMENT_DATA document per run. The document is not
+-- stored: it is rebuilt from its packages (same bytes, checked by sha256) whenever it is uploaded.
+create table if not exists fulfillment_feeds (
+    id integer primary key,
+    messages integer not null,            -- packages it carries, one message each
+    sha256 text not null,
+    marketplaces text not null,           -- createFeed's marketplaceIds, comma-separated
+    status text not null check (status in ({_check(StockFeedStatus)})),
+    document_id text,
+    feed_id text unique,
+    adopted integer not null default 0,   -- feed id found with getFeeds after an interrupted createFeed
+    result_document_id text,
+    created_at text not null,
+    submit_started_at text,
+    submitted_at text,
+    finished_at text,
+    processed integer,
+    successful integer,
+    with_error integer,
+    with_warning integer,
+    note text not null default ''
+);
+create table if not exists fulfillment_feed_packages (  -- which document carried a package
+    package_id integer primary key references packages(id),
+    feed_row integer not null references fulfillment_feeds(id)
+);
+create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
+-- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
+-- what the publish made of each: the stock file computed from it, or why it never was.
+create table if not exists stock_intake (
+    inbound_id integer primary key references inbound_files(id),
+    stock_file_id integer references stock_files(id),
+    note text not null default '',        -- why it was never computed (a newer file came first)
+    failed integer not null default 0,    -- never computed because it could not be read
+    at text not null
+);
 """
 # Every query a run makes per order or per file is served by one of these (tests/test_ledger_plans.py
 # asserts the query plans): a run's cost grows with its own work, never with the ledger's age.
@@ -358,9 +402,22 @@ create index if not exists files_to_clean on files (delivered_at)
     where spool_deleted_at is null and status = '{FileStatus.DELIVERED}';
 create index if not exists windows_by_name on windows (name, id);
 """
+# Shipments up and stock up by the same rule: a shipments pass, a stock publish and `status` read
+# their documents and stock files by status or newest first, never the whole table.
+SCHEMA += """
+create index if not exists fulfillment_feeds_by_status on fulfillment_feeds (status);
+create index if not exists stock_files_by_status on stock_files (status, stock_time);
+create index if not exists stock_files_by_time on stock_files (stock_time);
+create index if not exists stock_files_by_warehouse on stock_files (warehouse);
+create index if not exists stock_files_published on stock_files (stock_time) where published_at is not null;
+create index if not exists stock_intake_by_stock_file on stock_intake (stock_file_id);
+create index if not exists inbound_in_spool on inbound_files (spool_path) where spool_deleted_at is null;
+"""
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
 CATCH_UP = ".catch_up"  # bookmarks row (its name + this) of a catch-up under way: see `begin_catch_up`
+PACKAGE_FLOOR = "package_floor"  # package ids continue above it (set after a restore or fresh start)
+KEY_CHECK_BEFORE = "key_check_before"  # the key a finished rekey replaced: named if given again
 # The tables that say a ledger has been used; `meta` alone (a key, an id) does not.
 USE_TABLES = ("bookmarks", "windows", "files", "orders", "order_events")
 LEDGER_MODE = 0o600  # buyer data; SQLite gives the -wal and -shm files the ledger's mode
@@ -470,12 +527,26 @@ class Ledger:
             )
         if check is not None:
             if not sealer.opens_check(check):
-                raise StateKeyMismatch(key_mismatch_message(self._path))
+                raise StateKeyMismatch(self.key_mismatch(sealer))
             return
         if not self._opens_a_payload(sealer):
             raise StateKeyMismatch(key_mismatch_message(self._path))
         with self._transaction() as db:
             self._set_meta(db, KEY_CHECK, sealer.check_value())
+
+    def key_mismatch(self, sealer: Sealer) -> str:
+        """Why `sealer` is not this state's key, in words: after a finished rekey, the date, and
+        whether it is the key from before."""
+        rekeyed = [event["at"] for event in self.state_events() if event["kind"] == "rekey_finished"]
+        if not rekeyed:
+            return key_mismatch_message(self._path)
+        folder, before = self._path.parent, self._meta(KEY_CHECK_BEFORE)
+        advice = ("use the key that was BRIDGE_STATE_KEY_NEW (make it the BRIDGE_STATE_KEY: README, Operations,"
+                  " Changing the state key)")
+        if before is not None and sealer.opens_check(before):
+            return (f"BRIDGE_STATE_KEY is the key the state in {folder} had before it was rekeyed on"
+                    f" {rekeyed[-1]}: {advice}")
+        return f"BRIDGE_STATE_KEY is not the key of the state in {folder}, which was rekeyed on {rekeyed[-1]}: {advice}"
 
     def opens_records(self, sealer: Sealer) -> bool:
         """For a ledger without a check value: True if `sealer` opens one of its order records,
@@ -536,6 +607,9 @@ class Ledger:
             target = self._meta(REKEY_TO)
             if target is None:
                 return
+            before = self._meta(KEY_CHECK)
+            if before is not None:
+                self._set_meta(db, KEY_CHECK_BEFORE, before)
             self._set_meta(db, KEY_CHECK, target)
             db.execute("delete from meta where name = ?", (REKEY_TO,))
             self._state_event(db, iso_z(now), "rekey_finished", "the state is sealed with the new key")
@@ -557,10 +631,13 @@ class Ledger:
         )
 
     def progress(self) -> int:
-        """How far the ledger has come: it only grows (events are never deleted), so a ledger
-        whose progress is below what the state folder saw earlier is an older copy."""
-        row = self._db.execute("select max(id) as n from order_events").fetchone()
-        return row["n"] or 0
+        """How far the ledger has come: it only grows (events, inbound files and packages are
+        never deleted), so a ledger whose progress is below what the state folder saw earlier is
+        an older copy: orders delivered, files taken in or packages sent after it are not in it."""
+        row = self._db.execute(
+            "select coalesce((select max(id) from order_events), 0) + coalesce((select max(id) from inbound_files), 0)"
+            " + coalesce((select max(id) from packages), 0) as n").fetchone()
+        return row["n"]
 
     def start_fresh(self, bookmark: str, start: datetime, state_id: str, now: datetime, detail: str) -> None:
         """A person confirmed a fresh start: a new state whose first window starts at `start`."""
@@ -973,7 +1050,8 @@ class Ledger:
     def delivery_problems(self) -> dict[int, dict[str, str]]:
         """file id -> {"at", "problem"} for each file in flight whose last try failed."""
         rows = self._db.execute(
-            "select p.file_id, p.at, p.problem from file_problems p join files f on f.id = p.file_id"
+            # file_problems first (a few rows: a delivered file's is deleted), files by its key
+            "select p.file_id, p.at, p.problem from file_problems p cross join files f on f.id = p.file_id"
             " where f.status != ?", (FileStatus.DELIVERED,),
         )
         return {row["file_id"]: {"at": row["at"], "problem": row["problem"]} for row in rows}
@@ -1085,6 +1163,12 @@ class Ledger:
     def mark_spool_deleted(self, file_id: int, now: datetime) -> None:
         with self._transaction() as db:
             db.execute("update files set spool_deleted_at = ? where id = ?", (iso_z(now), file_id))
+
+    def spool_digests(self) -> dict[str, str]:
+        """The spool files the ledger knows (not purged): spool path -> SHA-256 of the file as
+        delivered."""
+        rows = self._db.execute("select spool_path, sha256 from files where spool_deleted_at is null")
+        return {row["spool_path"]: row["sha256"] for row in rows}
 
     def spool_paths_in_use(self) -> set[str]:
         rows = self._db.execute("select spool_path from files where spool_deleted_at is null")
@@ -1281,10 +1365,13 @@ class Ledger:
         documents: Sequence[tuple[int, int, str, str]],
         problems: Sequence[tuple[int, str, str, str]],
         now: datetime,
+        inbound_id: int | None = None,
     ) -> int:
         """Record a computed stock file with its documents (part, messages, spool path, SHA-256)
         as prepared and its rows' problems, all or nothing. Older held files are superseded:
-        only the newest stock may still be published."""
+        only the newest stock may still be published. `inbound_id`: the inbound file it was
+        computed from; inbound stock files received before it and never computed are passed
+        over in the same transaction (a newer file came before the publish)."""
         at = iso_z(now)
         with self._transaction() as db:
             cursor = db.execute(
@@ -1307,11 +1394,22 @@ class Ledger:
                 [(file_id, row, column, severity, why) for row, column, why, severity in problems],
             )
             db.execute(
-                "update stock_files set status = ?, reason = ?, updated_at = ?"
-                " where status = ? and id != ? and stock_time <= ?",
+                "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
+                " where status = ? and id != ? and stock_time <= ? and warehouse = ?",
                 (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at,
-                 StockFileStatus.HELD, file_id, iso_z(stock_time)),
+                 StockFileStatus.HELD, file_id, iso_z(stock_time), warehouse),
             )
+            if inbound_id is not None:
+                db.execute("insert into stock_intake (inbound_id, stock_file_id, at) values (?, ?, ?)",
+                           (inbound_id, file_id, at))
+                db.execute(
+                    "insert into stock_intake (inbound_id, note, at) select f.id, ?, ? from inbound_files f"
+                    " where f.flow = 'stock' and f.warehouse = ? and f.id < ? and f.status = ?"
+                    " and f.reason = '' and f.duplicate_of is null"
+                    " and not exists (select 1 from stock_intake i where i.inbound_id = f.id)",
+                    (f"not published: the newer stock file {name} came before the publish", at, warehouse,
+                     inbound_id, InboundStatus.PARSED),
+                )
         return file_id
 
     def release_held_stock(self, file_id: int, reason: str, now: datetime) -> bool:
@@ -1320,6 +1418,15 @@ class Ledger:
             return db.execute(
                 "update stock_files set status = ?, reason = ?, forced = 1, updated_at = ? where id = ? and status = ?",
                 (StockFileStatus.SUBMITTING, reason, iso_z(now), file_id, StockFileStatus.HELD),
+            ).rowcount == 1
+
+    def supersede_held_stock(self, file_id: int, why: str, now: datetime) -> bool:
+        """A held file that will never be published (a newer file took its place), with why."""
+        with self._transaction() as db:
+            return db.execute(
+                "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
+                " where id = ? and status = ?",
+                (StockFileStatus.SUPERSEDED, why, iso_z(now), file_id, StockFileStatus.HELD),
             ).rowcount == 1
 
     def stock_feeds(self, file_id: int) -> list[StoredStockFeed]:
@@ -1397,15 +1504,7 @@ class Ledger:
 
     def _set_stock_feed(self, feed_row: int, status: StockFeedStatus, allowed: tuple[StockFeedStatus, ...],
                         **values: object) -> None:
-        names = ", ".join(f"{name} = ?" for name in values)
-        marks = ", ".join("?" for _ in allowed)
-        with self._transaction() as db:
-            changed = db.execute(
-                f"update stock_feeds set status = ?, {names} where id = ? and status in ({marks})",
-                (status, *values.values(), feed_row, *allowed),
-            ).rowcount
-            if changed != 1:
-                raise RuntimeError(f"stock feed {feed_row} is not {' or '.join(allowed)}")
+        self._set_feed("stock_feeds", feed_row, status, allowed, **values)
 
     @staticmethod
     def _settle_stock_file(db: sqlite3.Connection, feed_row: int, now: str) -> None:
@@ -1433,6 +1532,109 @@ class Ledger:
             (file_id,),
         )
         return [dict(row) for row in rows]
+
+    # --- stock intake: inbound stock files and the daily publish --------------------------
+
+    def stock_inbound_waiting(self, warehouse: str) -> list[StoredInbound]:
+        """Stock files taken in and readable, not yet computed by a publish, oldest first."""
+        rows = self._db.execute(
+            "select * from inbound_files f where f.flow = 'stock' and f.warehouse = ? and f.status = ?"
+            " and f.reason = '' and f.duplicate_of is null"
+            " and not exists (select 1 from stock_intake i where i.inbound_id = f.id) order by f.id",
+            (warehouse, InboundStatus.PARSED),
+        ).fetchall()
+        return [_stored_inbound(row) for row in rows]
+
+    def pass_over_stock_inbound(self, inbound_id: int, note: str, now: datetime, *, failed: bool) -> None:
+        """A waiting stock file the publish will never compute: why (e.g. its copy is unreadable)."""
+        with self._transaction() as db:
+            db.execute("insert or ignore into stock_intake (inbound_id, note, failed, at) values (?, ?, ?, ?)",
+                       (inbound_id, note, int(failed), iso_z(now)))
+
+    def stock_intake(self, inbound_id: int) -> tuple[StoredStockFile | None, str, bool] | None:
+        """What the publish made of an inbound stock file: (stock file, note, failed), or None
+        while it waits for a publish."""
+        row = self._db.execute("select * from stock_intake where inbound_id = ?", (inbound_id,)).fetchone()
+        if row is None:
+            return None
+        stored = self.stock_file_by_id(row["stock_file_id"]) if row["stock_file_id"] is not None else None
+        return stored, row["note"], bool(row["failed"])
+
+    def stock_inbound_of(self, stock_file_id: int) -> StoredInbound | None:
+        row = self._db.execute(
+            "select f.* from inbound_files f join stock_intake i on i.inbound_id = f.id"
+            " where i.stock_file_id = ?", (stock_file_id,)).fetchone()
+        return _stored_inbound(row) if row else None
+
+    def set_bookmark(self, name: str, value: datetime, now: datetime) -> None:
+        """A bookmark that tiles no windows (e.g. the last daily stock publish)."""
+        with self._transaction() as db:
+            db.execute(
+                "insert into bookmarks (name, value, updated_at) values (?, ?, ?) "
+                "on conflict (name) do update set value = excluded.value, updated_at = excluded.updated_at",
+                (name, iso_z(value), iso_z(now)),
+            )
+
+    def units_in_flight(self, warehouse: str, at: datetime) -> dict[str, int]:
+        """Per seller SKU, the units of orders delivered to `warehouse` that no package had
+        shipped by `at`: every delivered order counts (one delivered after `at` was still on the
+        shelf then), minus what the warehouse's packages (not refused by Amazon) with a ship
+        date up to `at` carried. Orders Amazon cancelled are not in flight."""
+        # An order noted in shipment_due (refresh_shipment_due) and shipped in full by `at` is
+        # skipped without unsealing its record.
+        shipped_by = iso_z(at)
+        rows = self._db.execute(
+            "select o.order_id, o.payload from orders o left join shipment_due d on d.order_id = o.order_id"
+            " where o.status = ? and o.warehouse = ? and o.amazon_status != 'CANCELLED'"
+            " and (d.units is null or d.units > coalesce((select sum(l.quantity) from package_lines l"
+            "   join packages p on p.id = l.package_id where p.order_id = o.order_id"
+            "   and p.status != ? and p.ship_date <= ?), 0)) order by o.order_id",
+            (OrderStatus.DELIVERED, warehouse, PackageStatus.REJECTED, shipped_by),
+        ).fetchall()
+        units: dict[str, int] = {}
+        for row in rows:
+            order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+            shipped = dict(self._db.execute(
+                "select l.order_item_id, sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
+                " where p.order_id = ? and p.status != ? and p.ship_date <= ? group by l.order_item_id",
+                (row["order_id"], PackageStatus.REJECTED, shipped_by)).fetchall())
+            for line in order.lines:
+                left = line.quantity - shipped.pop(line.order_item_id, 0)
+                if left > 0:
+                    units[line.sku] = units.get(line.sku, 0) + left
+        return units
+
+    def stock_report(self, warehouse: str, limit: int = 10) -> dict[str, Any]:
+        """What `status` shows of stock up: the last published file, the newest file and what
+        became of it, held files, files with Amazon, files waiting for the daily publish."""
+        def stock_row(stored: StoredStockFile | None) -> dict | None:
+            if stored is None:
+                return None
+            inbound = self.stock_inbound_of(stored.id)
+            errors = self._db.execute(
+                "select count(*) from stock_issues where stock_file_id = ? and source = 'amazon'"
+                " and severity = 'ERROR'", (stored.id,)).fetchone()[0]
+            return {"name": stored.name, "status": stored.status.value, "reason": stored.reason,
+                    "stock_time": iso_z(stored.stock_time), "rows": stored.rows, "bad_rows": stored.bad_rows,
+                    "skus": stored.skus, "forced": stored.forced, "amazon_errors": errors,
+                    "published_at": iso_z(stored.published_at) if stored.published_at else None,
+                    "source": inbound.source.value if inbound else None}
+        def newest(where: str) -> StoredStockFile | None:
+            row = self._db.execute(f"select * from stock_files where warehouse = ?{where} limit 1",
+                                   (warehouse,)).fetchone()
+            return _stored_stock_file(row) if row else None
+
+        def mine(status: StockFileStatus) -> list[StoredStockFile]:
+            return [f for f in self.stock_files_in(status) if f.warehouse == warehouse]
+
+        return {
+            "last_published": stock_row(newest(" and published_at is not null order by stock_time desc, id desc")),
+            "latest": stock_row(newest(" order by id desc")),
+            "held": [stock_row(f) for f in mine(StockFileStatus.HELD)],
+            "with_amazon": [stock_row(f) for f in mine(StockFileStatus.SUBMITTING)],
+            "waiting": [{"name": f.name, "source": f.source.value, "received_at": f.received_at}
+                        for f in self.stock_inbound_waiting(warehouse)],
+        }
 
     # --- inbound files (shipments, stock) --------------------------------------------------
     #
@@ -1510,7 +1712,8 @@ class Ledger:
             )
 
     def file_parsed(self, file_id: int, now: datetime) -> None:
-        """A file that needs no rows of its own recorded (a duplicate of an earlier one)."""
+        """A file that needs no rows of its own recorded: a duplicate of an earlier one, or a
+        stock file found readable (it waits for the daily publish: `stock_intake`)."""
         with self._transaction() as db:
             db.execute("update inbound_files set status = ?, parsed_at = ? where id = ? and status = ?",
                        (InboundStatus.PARSED, iso_z(now), file_id, InboundStatus.RECEIVED))
@@ -1554,18 +1757,19 @@ class Ledger:
                 raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
             ids = []
             for package in packages:
-                cursor = db.execute(
-                    "insert into packages (file_id, warehouse, order_id, marketplace_id, tracking_number,"
+                package_id = self.highest_package_id() + 1  # above the floor, after a restore
+                db.execute(
+                    "insert into packages (id, file_id, warehouse, order_id, marketplace_id, tracking_number,"
                     " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
-                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
+                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (package_id, file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
                      package["tracking_number"], package["carrier_code"], package["carrier_name"],
                      package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
                 )
-                ids.append(cursor.lastrowid)
+                ids.append(package_id)
                 for position, (item_id, quantity) in enumerate(package["items"]):
                     db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
-                               " values (?, ?, ?, ?)", (cursor.lastrowid, item_id, quantity, position))
+                               " values (?, ?, ?, ?)", (package_id, item_id, quantity, position))
             db.executemany(
                 "insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
                 " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1584,10 +1788,38 @@ class Ledger:
             params += (warehouse,)
         return [self._stored_package(row) for row in self._db.execute(query + " order by id", params)]
 
+    def packages_to_send(self) -> list[StoredPackage]:
+        """Packages waiting that no fulfillment feed document carries (accepted, or sent by
+        confirmShipment before a crash), oldest first."""
+        rows = self._db.execute(
+            "select * from packages p where status in (?, ?) and not exists"
+            " (select 1 from fulfillment_feed_packages fp where fp.package_id = p.id) order by id",
+            (PackageStatus.ACCEPTED, PackageStatus.SENT),
+        )
+        return [self._stored_package(row) for row in rows.fetchall()]
+
     def next_package_id(self) -> int:
         """The id (packageReferenceId) the next recorded package gets."""
-        row = self._db.execute("select coalesce(max(id), 0) + 1 as next from packages").fetchone()
-        return row["next"]
+        return self.highest_package_id() + 1
+
+    def highest_package_id(self) -> int:
+        """The highest package id issued, or the floor the ids continue above if that is higher.
+
+        Amazon takes a packageReferenceId it has seen on an order as an edit of that package, so
+        ids are never issued twice for the seller: a restored (older) ledger or a fresh one is
+        given the floor the state folder kept outside the ledger (bridge.state)."""
+        row = self._db.execute("select coalesce(max(id), 0) as n from packages").fetchone()
+        return max(row["n"], int(self._meta(PACKAGE_FLOOR) or 0))
+
+    def raise_package_floor(self, floor: int, now: datetime, detail: str) -> bool:
+        """Make the next package id at least `floor` + 1 (recorded as a state event). False if
+        the ids are already above it."""
+        with self._transaction() as db:
+            if self.highest_package_id() >= floor:
+                return False
+            self._set_meta(db, PACKAGE_FLOOR, str(floor))
+            self._state_event(db, iso_z(now), "package_ids_continued", detail)
+        return True
 
     def package(self, package_id: int) -> StoredPackage:
         return self._stored_package(self._db.execute("select * from packages where id = ?", (package_id,)).fetchone())
@@ -1621,8 +1853,11 @@ class Ledger:
         """A file's rows with their package's state, in file order."""
         rows = self._db.execute(
             "select r.row, r.result, r.order_id, r.item, r.quantity, r.tracking, r.message, r.package_id,"
-            " p.status as package_status, p.message as package_message"
+            " p.status as package_status, p.message as package_message,"
+            " ff.feed_id as feed_id, ff.status as feed_status"
             " from shipment_rows r left join packages p on p.id = r.package_id"
+            " left join fulfillment_feed_packages fp on fp.package_id = r.package_id"
+            " left join fulfillment_feeds ff on ff.id = fp.feed_row"
             " where r.file_id = ? order by r.row", (file_id,),
         )
         return [dict(row) for row in rows]
@@ -1712,6 +1947,139 @@ class Ledger:
         ).fetchall()
         return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors]}
 
+    # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------
+
+    def record_fulfillment_feed(self, package_ids: Sequence[int], sha256: str, marketplaces: Sequence[str],
+                                now: datetime) -> int:
+        """A new document carrying these accepted packages, all or nothing: the document
+        `prepared`, each package `sent` and linked to it. Returns the document's row id."""
+        with self._transaction() as db:
+            marks = ", ".join("?" for _ in package_ids)
+            ready = db.execute(
+                f"select count(*) from packages p where id in ({marks}) and status = ? and not exists"
+                " (select 1 from fulfillment_feed_packages fp where fp.package_id = p.id)",
+                (*package_ids, PackageStatus.ACCEPTED),
+            ).fetchone()[0]
+            if ready != len(package_ids) or not package_ids:
+                raise RuntimeError("a fulfillment feed document takes only accepted packages no document carries")
+            row = db.execute(
+                "insert into fulfillment_feeds (messages, sha256, marketplaces, status, created_at)"
+                " values (?, ?, ?, ?, ?)",
+                (len(package_ids), sha256, ",".join(marketplaces), FeedStatus.PREPARED, iso_z(now)),
+            ).lastrowid
+            db.executemany("insert into fulfillment_feed_packages (package_id, feed_row) values (?, ?)",
+                           [(package_id, row) for package_id in package_ids])
+            db.execute(f"update packages set status = ?, sent_at = ? where id in ({marks})",
+                       (PackageStatus.SENT, iso_z(now), *package_ids))
+        return row
+
+    def fulfillment_feed(self, row: int) -> StoredFulfillmentFeed:
+        return _stored_fulfillment_feed(self._db.execute("select * from fulfillment_feeds where id = ?", (row,)).fetchone())
+
+    def fulfillment_feeds_in(self, *statuses: FeedStatus) -> list[StoredFulfillmentFeed]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._db.execute(f"select * from fulfillment_feeds where status in ({marks}) order by id", statuses)
+        return [_stored_fulfillment_feed(row) for row in rows.fetchall()]
+
+    def fulfillment_feed_packages(self, row: int) -> list[StoredPackage]:
+        """The packages a document carries, in message order (by id)."""
+        rows = self._db.execute(
+            "select p.* from packages p join fulfillment_feed_packages fp on fp.package_id = p.id"
+            " where fp.feed_row = ? order by p.id", (row,),
+        )
+        return [self._stored_package(package) for package in rows.fetchall()]
+
+    def fulfillment_feed_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("select feed_id from fulfillment_feeds where feed_id is not null")}
+
+    def mark_fulfillment_feed_submitting(self, row: int, document_id: str, now: datetime, *,
+                                         sha256: str) -> None:
+        """Written before createFeed, with the SHA-256 of the bytes uploaded: after a crash, a
+        `submitting` document without a feed id is looked up on Amazon (getFeeds), never sent
+        again on a guess."""
+        self._set_feed("fulfillment_feeds", row, FeedStatus.SUBMITTING, (FeedStatus.PREPARED,),
+                       document_id=document_id, submit_started_at=iso_z(now), sha256=sha256)
+
+    def mark_fulfillment_feed_submitted(self, row: int, feed_id: str, now: datetime, *,
+                                        adopted: bool = False, note: str = "") -> None:
+        self._set_feed("fulfillment_feeds", row, FeedStatus.SUBMITTED, (FeedStatus.SUBMITTING,),
+                       feed_id=feed_id, submitted_at=iso_z(now), adopted=int(adopted), note=note)
+
+    def mark_fulfillment_feed_prepared(self, row: int, note: str) -> None:
+        """An interrupted createFeed that Amazon never received: the document goes again."""
+        self._set_feed("fulfillment_feeds", row, FeedStatus.PREPARED, (FeedStatus.SUBMITTING,),
+                       document_id=None, submit_started_at=None, note=note)
+
+    def mark_fulfillment_feed_in_doubt(self, row: int, note: str, now: datetime) -> None:
+        """Whether Amazon has this document cannot be told: it is never sent again, and its
+        packages are final (rejected, with the note) for a person to check in Seller Central."""
+        self.record_fulfillment_feed_result(row, FeedStatus.IN_DOUBT, now, note=note,
+                                            outcomes={}, default=note,
+                                            allowed=(FeedStatus.SUBMITTING, FeedStatus.SUBMITTED))
+
+    def record_fulfillment_feed_result(
+        self,
+        row: int,
+        status: FeedStatus,
+        now: datetime,
+        *,
+        outcomes: dict[int, str],
+        default: str = "",
+        result_document_id: str | None = None,
+        counts: tuple[int, int, int, int] | None = None,
+        note: str = "",
+        allowed: tuple[FeedStatus, ...] = (FeedStatus.SUBMITTED,),
+    ) -> None:
+        """Amazon's outcome of one document, in one transaction: its status, counts (processed,
+        successful, with error, with warning) and each package's answer: `outcomes` maps a
+        package id to Amazon's words ("" = confirmed); packages not in it get `default`
+        ("" = confirmed, else rejected with it). Recording an outcome twice changes nothing."""
+        at = iso_z(now)
+        with self._transaction() as db:
+            current = db.execute("select status from fulfillment_feeds where id = ?", (row,)).fetchone()
+            if current is None or FeedStatus(current["status"]) not in allowed:
+                return
+            processed, successful, with_error, with_warning = counts or (None, None, None, None)
+            db.execute(
+                "update fulfillment_feeds set status = ?, result_document_id = coalesce(?, result_document_id),"
+                " finished_at = ?, processed = ?, successful = ?, with_error = ?, with_warning = ?,"
+                " note = case when ? = '' then note else ? end where id = ?",
+                (status, result_document_id, at, processed, successful, with_error, with_warning, note, note, row),
+            )
+            carried = [r[0] for r in db.execute(
+                "select package_id from fulfillment_feed_packages where feed_row = ? order by package_id", (row,))]
+            for package_id in carried:
+                message = outcomes.get(package_id, default)
+                db.execute(
+                    "update packages set status = ?, message = ?, finished_at = ? where id = ? and status = ?",
+                    (PackageStatus.REJECTED if message else PackageStatus.CONFIRMED, message, at, package_id,
+                     PackageStatus.SENT),
+                )
+
+    def fulfillment_feed_report(self, limit: int = 10) -> list[dict]:
+        """For `status`: documents still with Amazon (or on their way), and the latest in doubt."""
+        columns = ("id, feed_id, status, messages, created_at, submit_started_at, submitted_at, finished_at, note")
+        waiting = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status in (?, ?, ?) order by id", FEED_IN_FLIGHT,
+        ).fetchall()
+        doubtful = self._db.execute(
+            f"select {columns} from fulfillment_feeds where status = ? order by id desc limit ?",
+            (FeedStatus.IN_DOUBT, limit),
+        ).fetchall()
+        return [dict(row) for row in [*waiting, *reversed(doubtful)]]
+
+    def _set_feed(self, table: str, row: int, status: FeedStatus, allowed: tuple[FeedStatus, ...],
+                  **values: object) -> None:
+        names = ", ".join(f"{name} = ?" for name in values)
+        marks = ", ".join("?" for _ in allowed)
+        with self._transaction() as db:
+            changed = db.execute(
+                f"update {table} set status = ?, {names} where id = ? and status in ({marks})",
+                (status, *values.values(), row, *allowed),
+            ).rowcount
+            if changed != 1:
+                raise RuntimeError(f"{table} row {row} is not {' or '.join(allowed)}")
+
     def _stored_package(self, row: sqlite3.Row) -> StoredPackage:
         lines = self._db.execute(
             "select order_item_id, quantity from package_lines where package_id = ? order by position",
@@ -1744,6 +2112,45 @@ UNREADABLE_SEAL = "its sealed data does not open with the state key (damaged or 
 
 class UnreadableRecord(Exception):
     """One stored order record cannot be read; the reason names what, never buyer data."""
+
+
+def package_ids_in(path: Path) -> int:
+    """The highest package id a ledger file (a backup) records, read without changing it; 0 if
+    it has none or cannot be read."""
+    highest = _peek(path, "select coalesce(max(id), 0) from packages")
+    floor = _peek(path, "select value from meta where name = ?", (PACKAGE_FLOOR,))
+    try:
+        return max(int(highest or 0), int(floor or 0))
+    except (ValueError, TypeError):
+        return 0
+
+
+def bookmark_in(path: Path, name: str) -> str | None:
+    """A bookmark of a ledger file (a backup), read without changing it; None if unknown."""
+    value = _peek(path, "select value from bookmarks where name = ?", (name,))
+    return None if value is None else str(value)
+
+
+def state_id_in(path: Path) -> str | None:
+    """The state id of a ledger file (a backup), read without changing it; None if unknown."""
+    value = _peek(path, "select value from meta where name = ?", (STATE_ID,))
+    return None if value is None else str(value)
+
+
+def _peek(path: Path, query: str, params: tuple = ()) -> Any:
+    """The first column of the first row, from a ledger file opened read-only; None if there is
+    none or the file cannot be read (a damaged backup is not this question's business)."""
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute(query, params).fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
 
 
 def key_mismatch_message(path: Path) -> str:
@@ -1927,6 +2334,30 @@ class StoredPackage:
     status: PackageStatus
     message: str
     items: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class StoredFulfillmentFeed:
+    id: int
+    messages: int
+    sha256: str
+    marketplaces: tuple[str, ...]
+    status: StockFeedStatus
+    document_id: str | None
+    feed_id: str | None
+    adopted: bool
+    submit_started_at: datetime | None
+    note: str
+
+
+def _stored_fulfillment_feed(row: sqlite3.Row) -> StoredFulfillmentFeed:
+    return StoredFulfillmentFeed(
+        id=row["id"], messages=row["messages"], sha256=row["sha256"],
+        marketplaces=tuple(m for m in row["marketplaces"].split(",") if m), status=FeedStatus(row["status"]),
+        document_id=row["document_id"], feed_id=row["feed_id"], adopted=bool(row["adopted"]),
+        submit_started_at=parse_iso(row["submit_started_at"]) if row["submit_started_at"] else None,
+        note=row["note"],
+    )
 
 
 def _stored_inbound(row: sqlite3.Row) -> StoredInbound:

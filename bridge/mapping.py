@@ -858,21 +858,204 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
     return limited
 
 
+# --- inbound files: what [stock] and [shipments] share -----------------------------------------
+#
+# Both sections read a file the warehouse writes, with the same keys and the same rules:
+#
+#     format = "csv"                  # csv | xlsx | xml
+#     encoding = "cp1252"             # csv: utf-8 (a BOM is dropped) | cp1252 | utf-16
+#     delimiter = ";"                 # csv: one character, "\t" for tab
+#     header = true                   # csv, xlsx: false → the columns are 1-based positions
+#     sheet = "Stock"                 # xlsx: "" or absent = the first sheet
+#     record = "Inventory/Item"       # xml: the path of the element that makes one row, from
+#                                     # the document element
+#     timezone = "Europe/Berlin"      # the zone of the file's times
+#     marker = "{name}.ok"            # optional: the WMS writes this file once NAME is complete
+#     result_delimiter = ";"          # of the result files the bridge writes back
+#
+#     [<section>.columns]             # each field: a header name, a position (header = false)
+#     sku = "Artikelnummer"           # or (xml) a path from the record element: "Quantity",
+#                                     # "@sku", "Qty/Value", "../@trackingNumber"
+#
+# Row numbers in every message are the file's own: the line a CSV record starts on (the
+# header is line 1), the sheet row, or the line of the XML record element.
+
+INBOUND_FORMATS = ("csv", "xlsx", "xml")
+INBOUND_ENCODINGS = ("utf-8", "cp1252", "utf-16")
+_INBOUND_KEYS = {"format", "timezone", "marker", "result_delimiter", "columns"}
+_INBOUND_FORMAT_KEYS = {"csv": {"encoding", "delimiter", "header"}, "xlsx": {"sheet", "header"},
+                        "xml": {"record"}}
+
+
+class _InboundTable:
+    """Checks the keys that say how a warehouse's file is read, for one section ("stock",
+    "shipments"), reporting through `checker` as `file: section.key: why`."""
+
+    def __init__(self, checker: "_Checker", section: str, fields: tuple[str, ...],
+                 required: tuple[str, ...], needed: str, example: str):
+        self.checker = checker
+        self.section = section
+        self.fields = fields  # the fields the section's columns may name, in order
+        self.required = required
+        self.needed = needed  # the required fields in words, for the message when none are given
+        self.example = example  # an xml record path for messages, e.g. 'Inventory/Item'
+
+    def problem(self, key: str, why: str) -> None:
+        self.checker.problem(f"{self.section}.{key}", why)
+
+    def text(self, data: dict[str, Any], key: str, default: str | None) -> str | None:
+        return self.checker.text(data, f"{self.section}.{key}", default)
+
+    def options(self, data: dict[str, Any], own_keys: set[str]) -> tuple[str | None, dict[str, Any]]:
+        """(format, the shared options); `own_keys` are the section's other keys."""
+        fmt = self.checker.value(data, f"{self.section}.format", str, None)
+        if fmt is None or fmt not in INBOUND_FORMATS:
+            what = "missing" if fmt is None and "format" not in data else f"unknown value {fmt!r}"
+            self.problem("format", f"{what} (one of: {', '.join(INBOUND_FORMATS)})")
+            fmt = None
+        else:
+            allowed = _INBOUND_KEYS | own_keys | _INBOUND_FORMAT_KEYS[fmt]
+            every = _INBOUND_KEYS | own_keys | set().union(*_INBOUND_FORMAT_KEYS.values())
+            for key in sorted(set(data) - allowed):
+                self.problem(key, f"not used by format '{fmt}'" if key in every
+                             else f"unknown key (known: {', '.join(sorted(allowed))})")
+        options = {
+            "encoding": self.pick(data, "encoding", INBOUND_ENCODINGS, "utf-8"),
+            "delimiter": self.one_character(data, "delimiter", ","),
+            "header": self.checker.boolean(data, f"{self.section}.header", True),
+            "sheet": self.text(data, "sheet", ""),
+            "timezone": self.zone(data),
+            "marker": self.marker(data),
+            "result_delimiter": self.one_character(data, "result_delimiter", ","),
+        }
+        return fmt, options
+
+    def pick(self, data: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str | None:
+        value = self.text(data, key, default)
+        if value is not None and value not in allowed:
+            self.problem(key, f"unknown value {value!r} (one of: {', '.join(allowed)})")
+            return None
+        return value
+
+    def one_character(self, data: dict[str, Any], key: str, default: str) -> str | None:
+        value = self.text(data, key, default)
+        if value is not None and (len(value) != 1 or value in "\"\r\n"):
+            self.problem(key, f"must be one character other than a quote or newline, not {value!r}")
+            return None
+        return value
+
+    def zone(self, data: dict[str, Any]) -> str | None:
+        name = self.text(data, "timezone", "UTC")
+        try:
+            ZoneInfo(name or "")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem("timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
+            return None
+        return name
+
+    def marker(self, data: dict[str, Any]) -> str | None:
+        marker = self.text(data, "marker", "")
+        if marker and (not marker.startswith(("{name}", "{stem}")) or marker in ("{name}", "{stem}")
+                       or _UNSAFE_NAME.search(marker)):
+            self.problem("marker", f"{marker!r} must be {{name}} or {{stem}} followed by a "
+                         "suffix, e.g. \"{name}.ok\" or \"{stem}.done\"")
+            return None
+        return marker
+
+    def record(self, data: dict[str, Any], fmt: str | None) -> str:
+        """xml: the path of the record element from the document element; "" otherwise."""
+        record = self.text(data, "record", "") or ""
+        if fmt != "xml":
+            return record
+        if "record" not in data:
+            self.problem("record", "missing: the path of the element that makes one row, from the "
+                         f"document element, e.g. '{self.example}'")
+            return ""
+        names = record.split("/")
+        if len(names) < 2 or not all(_XML_NAME.match(n) for n in names):
+            self.problem("record", f"{record!r} must be the path of the element that makes one row, "
+                         f"from the document element: e.g. '{self.example}'")
+            return ""
+        return record
+
+    def columns(self, items: Any, fmt: str | None, header: bool | None,
+                record: str) -> tuple[tuple[str, str], ...]:
+        """[section.columns]: (field, header name | position | xml path), in `fields` order."""
+        if not isinstance(items, dict) or not items:
+            self.problem("columns", f"missing: add a [{self.section}.columns] table naming where "
+                         f"{self.needed} are")
+            return ()
+        for key in sorted(set(items) - set(self.fields)):
+            self.problem(f"columns.{key}", f"unknown field (known: {', '.join(self.fields)})")
+        for key in self.required:
+            if key not in items:
+                self.problem(f"columns.{key}", "missing")
+        found = []
+        for name in self.fields:
+            if name not in items:
+                continue
+            value = self.column(items[name], f"columns.{name}", fmt, header, record)
+            if value is not None:
+                found.append((name, value))
+        return tuple(found)
+
+    def column(self, value: Any, key: str, fmt: str | None, header: bool | None, record: str) -> str | None:
+        if header is False and fmt != "xml":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.problem(key, f"must be a column position (1, 2, ...) when header = false, not {value!r}")
+                return None
+            return str(value)
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"must be the {'element path' if fmt == 'xml' else 'header'} "
+                         f"of the column, not {value!r}")
+            return None
+        if fmt == "xml" and not _is_field_path(value):
+            self.problem(key, f"{value!r} is not a path like 'Quantity', '@sku', 'Qty/Value' "
+                         "or '../@id'")
+            return None
+        if fmt == "xml" and record and value.split("/").count("..") > len(record.split("/")) - 2:
+            self.problem(key, f"{value!r} climbs to the document element or above; fields may "
+                         "refer to ancestors below it")
+            return None
+        return value
+
+
+def _table_spec(layout: "StockLayout | ShipmentLayout", fields: tuple[str, ...]):
+    """The reader's view of a layout (bridge.formats.readers.TableSpec)."""
+    from bridge.formats.readers import TableSpec
+
+    return TableSpec(format=layout.format, fields=tuple(dict.fromkeys(fields)), encoding=layout.encoding,
+                     delimiter=layout.delimiter, header=layout.header, sheet=layout.sheet,
+                     record=layout.record)
+
+
+def _is_field_path(path: str) -> bool:
+    parts = path.split("/")
+    while parts and parts[0] == "..":
+        parts.pop(0)
+    if not parts:
+        return False
+    last, _, attribute = parts[-1].partition("@")
+    names = parts[:-1] + ([last] if last else [])
+    if "@" in parts[-1] and not _XML_NAME.match(attribute):
+        return False
+    return all(_XML_NAME.match(n) for n in names) and (bool(names) or bool(attribute))
+
+
 # --- the stock section ----------------------------------------------------------------------
 #
 #     [stock]
-#     format = "csv"                  # csv | xlsx | xml
+#     format = "csv"                  # and the other keys every inbound file has (above):
+#                                     # encoding, delimiter, header, sheet, record, timezone
+#                                     # (of timestamps written without an offset), marker,
+#                                     # result_delimiter
 #     quantity_means = "available"    # available: net of what the WMS has allocated |
 #                                     # on_hand: the bridge subtracts the units of orders it
 #                                     # delivered that are not confirmed shipped at the file's time
-#     encoding = "utf-8"              # csv: utf-8 | utf-8-sig | cp1252 | utf-16
-#     delimiter = ","                 # csv: one character ("\t" for tab)
-#     sheet = "Stock"                 # xlsx: the sheet to read (default: the first)
-#     record = "Item"                 # xml: element path of one record below the root
 #     decimal_separator = "."         # "." or ","; a quantity must still be a whole number
 #     thousands_separator = ""        # "", ".", ",", " " or "'"
-#     timestamp_format = "iso"        # strptime format of fields.timestamp, or "iso"
-#     timezone = "UTC"                # zone of timestamps written without an offset
+#     timestamp_format = "iso"        # strptime format of columns.timestamp, or "iso" (a date
+#                                     # cell of a workbook is read as a date whatever it says)
 #     sku_map = "acme-skus.csv"       # warehouse SKU -> seller SKU (others map one-to-one);
 #                                     # relative to this file's folder
 #     buffer = 0                      # units held back per SKU (floor 0) ...
@@ -888,9 +1071,9 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
 #     max_zero_share = 0.20           # hold the feed when more of the SKUs Amazon shows in
 #                                     # stock would drop to zero
 #
-#     [stock.fields]                  # a header (csv, xlsx) or an element path below the
-#     sku = "SKU"                     # record (xml: "SKU", "Stock/OnHand", "@sku")
-#     quantity = "Qty"
+#     [stock.columns]                 # a header, a position or an xml path (above)
+#     sku = "SKU"                     # required
+#     quantity = "Qty"                # required
 #     timestamp = "AsOf"              # optional: the stock's time (else the file's time)
 #     lot = "Lot"                     # optional: rows of one SKU in several lots or
 #     location = "Bin"                # locations are summed
@@ -899,26 +1082,22 @@ def _limited(get: Getter, max_length: int, truncate: bool, label: str) -> Getter
 # empty seller_sku marks a warehouse SKU that is not sold on Amazon. Several warehouse SKUs may
 # map to one seller SKU: their quantities are summed.
 
-STOCK_FORMATS = ("csv", "xlsx", "xml")
-STOCK_ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "utf-16")
 QUANTITY_MEANS = ("available", "on_hand")
 THOUSANDS_SEPARATORS = ("", ".", ",", " ", "'")
 MAX_SKU_LENGTH = 40  # Amazon's limit for a seller SKU
+STOCK_FIELDS = ("sku", "quantity", "timestamp", "lot", "location")
 _STOCK_KEYS = {
-    "format", "quantity_means", "decimal_separator", "thousands_separator", "timestamp_format",
-    "timezone", "sku_map", "buffer", "buffers", "cap", "leave_alone", "product_type",
-    "product_types", "handling_time_days", "handling_times", "max_missing_share",
-    "max_zero_share", "fields",
+    "quantity_means", "decimal_separator", "thousands_separator", "timestamp_format", "sku_map",
+    "buffer", "buffers", "cap", "leave_alone", "product_type", "product_types",
+    "handling_time_days", "handling_times", "max_missing_share", "max_zero_share",
 }
-_STOCK_FORMAT_KEYS = {"csv": {"encoding", "delimiter"}, "xlsx": {"sheet"}, "xml": {"record"}}
-_STOCK_FIELDS = ("sku", "quantity", "timestamp", "lot", "location")
 _PRODUCT_TYPE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 _MAX_UNITS = 10_000_000
 
 
 @dataclass(frozen=True)
-class StockFields:
-    """Where each value is: a header (csv, xlsx) or an element path below the record (xml)."""
+class StockColumns:
+    """Where each value is: a header, a position ("3") or an xml path from the record."""
 
     sku: str
     quantity: str
@@ -926,20 +1105,27 @@ class StockFields:
     lot: str | None = None
     location: str | None = None
 
+    def named(self) -> tuple[str, ...]:
+        return tuple(value for value in (self.sku, self.quantity, self.timestamp, self.lot, self.location)
+                     if value is not None)
+
 
 @dataclass(frozen=True)
 class StockLayout:
     format: str
     quantity_means: str
-    fields: StockFields
+    columns: StockColumns
     encoding: str = "utf-8"
     delimiter: str = ","
-    sheet: str | None = None
-    record: str | None = None
+    header: bool = True
+    sheet: str = ""
+    record: str = ""
+    timezone: str = "UTC"
+    marker: str = ""
+    result_delimiter: str = ","
     decimal_separator: str = "."
     thousands_separator: str = ""
     timestamp_format: str = "iso"
-    timezone: str = "UTC"
     sku_map_file: str | None = None
     sku_map: dict[str, str] = field(default_factory=dict)  # warehouse SKU -> seller SKU ("" = not on Amazon)
     buffer: int = 0
@@ -952,6 +1138,11 @@ class StockLayout:
     handling_times: dict[str, int] = field(default_factory=dict)
     max_missing_share: float = 0.10
     max_zero_share: float = 0.20
+
+    @property
+    def table(self):
+        """The reader's view of the layout (bridge.formats.readers.TableSpec)."""
+        return _table_spec(self, self.columns.named())
 
 
 def _stock_section(data: dict[str, Any], where: str, folder: Path,
@@ -971,30 +1162,31 @@ class _StockChecker:
     def __init__(self, checker: _Checker, folder: Path):
         self.checker = checker
         self.folder = folder
+        self.table = _InboundTable(checker, "stock", STOCK_FIELDS, ("sku", "quantity"), "sku and quantity",
+                                   "Inventory/Item")
 
     def problem(self, key: str, why: str) -> None:
         self.checker.problem(f"stock.{key}", why)
 
     def layout(self, data: dict[str, Any]) -> StockLayout | None:
         bad = len(self.checker.problems)
-        fmt = self.choice(data, "format", STOCK_FORMATS, None)
-        if fmt is not None:
-            allowed = _STOCK_KEYS | _STOCK_FORMAT_KEYS[fmt]
-            every = _STOCK_KEYS.union(*_STOCK_FORMAT_KEYS.values())
-            for key in sorted(set(data) - allowed):
-                self.problem(key, f"not used by format '{fmt}'" if key in every
-                             else f"unknown key (known: {', '.join(sorted(allowed))})")
+        if "fields" in data:  # the name [stock] had before it took [shipments]' convention
+            self.problem("fields", "is now called [stock.columns], as in [shipments]: rename the table")
+            data = {key: value for key, value in data.items() if key != "fields"} | {
+                "columns": data.get("columns", data["fields"])}
+        fmt, options = self.table.options(data, _STOCK_KEYS)
         means = self.choice(data, "quantity_means", QUANTITY_MEANS, None)
-        fields = self.fields(data.get("fields"), fmt)
+        record = self.table.record(data, fmt)
+        columns = self.columns(data.get("columns"), fmt, options["header"], record)
         decimal = self.choice(data, "decimal_separator", (".", ","), ".")
         thousands = self.choice(data, "thousands_separator", THOUSANDS_SEPARATORS, "")
         if decimal is not None and decimal == thousands:
             self.problem("thousands_separator", f"must differ from decimal_separator ({decimal!r})")
-        options: dict[str, Any] = {
+        options.update({
+            "record": record,
             "decimal_separator": decimal,
             "thousands_separator": thousands,
-            "timestamp_format": self.timestamp_format(data, fields),
-            "timezone": self.timezone(data),
+            "timestamp_format": self.timestamp_format(data, columns),
             "buffer": self.count(data, "buffer", 0),
             "buffers": self.sku_table(data, "buffers", self.units_value),
             "cap": self.count(data, "cap", None),
@@ -1005,21 +1197,12 @@ class _StockChecker:
             "handling_times": self.sku_table(data, "handling_times", self.handling_time),
             "max_missing_share": self.share(data, "max_missing_share", 0.10),
             "max_zero_share": self.share(data, "max_zero_share", 0.20),
-        }
-        if fmt == "csv":
-            options["encoding"] = self.choice(data, "encoding", STOCK_ENCODINGS, "utf-8")
-            options["delimiter"] = self.delimiter(data)
-        elif fmt == "xlsx":
-            options["sheet"] = self.text(data, "sheet", None) if "sheet" in data else ""
-        elif fmt == "xml":
-            options["record"] = self.record(data)
+        })
         sku_map_file = self.text(data, "sku_map", None) if "sku_map" in data else ""
         sku_map = self.sku_map(sku_map_file) if sku_map_file else {}
-        if len(self.checker.problems) > bad or None in (fmt, means, fields, sku_map):
+        if len(self.checker.problems) > bad or None in (fmt, means, columns, sku_map):
             return None
-        if fmt == "xlsx" and not options["sheet"]:
-            options["sheet"] = None
-        return StockLayout(format=fmt, quantity_means=means, fields=fields,
+        return StockLayout(format=fmt, quantity_means=means, columns=columns,
                            sku_map_file=sku_map_file or None, sku_map=sku_map, **options)
 
     # -- keys --
@@ -1041,75 +1224,25 @@ class _StockChecker:
             return None
         return value
 
-    def fields(self, data: Any, fmt: str | None) -> StockFields | None:
-        if data is None:
-            self.problem("fields", "missing: add [stock.fields] with at least sku and quantity")
-            return None
-        if not isinstance(data, dict):
-            self.problem("fields", "must be a table ([stock.fields])")
-            return None
-        for key in sorted(set(data) - set(_STOCK_FIELDS)):
-            self.problem(f"fields.{key}", f"unknown field (known: {', '.join(_STOCK_FIELDS)})")
-        found: dict[str, str | None] = {}
-        for name in _STOCK_FIELDS:
-            if name not in data:
-                if name in ("sku", "quantity"):
-                    self.problem(f"fields.{name}", "missing")
-                found[name] = None
-                continue
-            value = data[name]
-            if not isinstance(value, str) or not value.strip():
-                self.problem(f"fields.{name}", "must be a non-empty string (a header or element path)")
-                found[name] = None
-                continue
-            if fmt == "xml":
-                self.checker.xml_path(value, f"stock.fields.{name}")
-            found[name] = value
-        used = [v for v in found.values() if v is not None]
+    def columns(self, items: Any, fmt: str | None, header: bool | None, record: str) -> StockColumns | None:
+        found = dict(self.table.columns(items, fmt, header, record))
+        used = list(found.values())
         for value in sorted({v for v in used if used.count(v) > 1}):
-            self.problem("fields", f"{value!r} is used for more than one field")
-        if found["sku"] is None or found["quantity"] is None:
+            self.problem("columns", f"{value!r} is used for more than one field")
+        if "sku" not in found or "quantity" not in found or len(set(used)) < len(used):
             return None
-        return StockFields(**found)
+        return StockColumns(**found)
 
-    def delimiter(self, data: dict[str, Any]) -> str | None:
-        value = self.text(data, "delimiter", ",")
-        if value is not None and (len(value) != 1 or value in "\"\r\n"):
-            self.problem("delimiter", f"must be one character other than a quote or newline, not {value!r}")
-            return None
-        return value
-
-    def record(self, data: dict[str, Any]) -> str | None:
-        if "record" not in data:
-            self.problem("record", "missing: the element path of one record, e.g. 'Item'")
-            return None
-        value = self.text(data, "record", None)
-        if value is not None and not all(_XML_NAME.match(part) for part in value.split("/")):
-            self.problem("record", f"{value!r} is not an element path like 'Item' or 'Items/Item'")
-            return None
-        return value
-
-    def timestamp_format(self, data: dict[str, Any], fields: StockFields | None) -> str | None:
+    def timestamp_format(self, data: dict[str, Any], columns: StockColumns | None) -> str | None:
         value = self.text(data, "timestamp_format", "iso")
         if value is None:
             return None
-        if "timestamp_format" in data and (fields is None or fields.timestamp is None):
-            self.problem("timestamp_format", "needs fields.timestamp")
+        if "timestamp_format" in data and (columns is None or columns.timestamp is None):
+            self.problem("timestamp_format", "needs columns.timestamp")
         if value != "iso" and "%" not in value:
             self.problem("timestamp_format", f"{value!r} is neither 'iso' nor a strptime format (e.g. '%d.%m.%Y %H:%M')")
             return None
         return value
-
-    def timezone(self, data: dict[str, Any]) -> str | None:
-        name = self.text(data, "timezone", "UTC")
-        if name is None:
-            return None
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem("timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
-            return None
-        return name
 
     def count(self, data: dict[str, Any], key: str, default: int | None) -> int | None:
         if key not in data:
@@ -1211,20 +1344,15 @@ def _read_sku_map(text: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
 
 
 
+
 # --- [shipments]: the warehouse's shipment confirmation files -----------------------------------
 #
 #     [shipments]
-#     format = "csv"                  # csv | xlsx | xml
-#     encoding = "cp1252"             # csv: utf-8 (a BOM is dropped) | cp1252 | utf-16
-#     delimiter = ";"                 # csv: one character, "\t" for tab
-#     header = true                   # csv, xlsx: false → columns are 1-based positions
-#     sheet = "Shipments"             # xlsx: "" or absent = the first sheet
-#     record = "Shipments/Shipment/Package/Item"   # xml: the element that makes one row
-#     timezone = "Europe/Berlin"      # the zone of the ship dates in the file
+#     format = "csv"                  # and the other keys every inbound file has (above):
+#                                     # encoding, delimiter, header, sheet, record, timezone
+#                                     # (of the ship dates), marker, result_delimiter
 #     date_format = "%d.%m.%Y %H:%M"  # strftime; without a time the date counts as the day
 #     unknown_carrier = "other"       # other: sent as "Other" with the warehouse's name | reject
-#     marker = "{name}.ok"            # optional: the WMS writes this file when NAME is complete
-#     result_delimiter = ";"          # of the result files the bridge writes back
 #
 #     [shipments.columns]             # header names (or positions, or xml paths) of:
 #     order_id = "Auftragsnummer"     # required
@@ -1243,16 +1371,11 @@ def _read_sku_map(text: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
 # A carrier value the table lacks is used as it is when it is one of Amazon's codes (case is
 # corrected), else sent as "Other" with the value as carrierName, or rejected (unknown_carrier).
 
-SHIPMENT_FORMATS = ("csv", "xlsx", "xml")
-SHIPMENT_ENCODINGS = ("utf-8", "cp1252", "utf-16")
 SHIPMENT_FIELDS = ("order_id", "sku", "order_item_id", "quantity", "carrier", "shipping_method",
                    "tracking_number", "ship_date")
 _REQUIRED_FIELDS = ("order_id", "quantity", "carrier", "tracking_number", "ship_date")
 UNKNOWN_CARRIER = ("other", "reject")
-_SHIPMENT_KEYS = {"format", "timezone", "date_format", "unknown_carrier", "marker",
-                  "result_delimiter", "columns", "carriers"}
-_SHIPMENT_FORMAT_KEYS = {"csv": {"encoding", "delimiter", "header"}, "xlsx": {"sheet", "header"},
-                         "xml": {"record"}}
+_SHIPMENT_KEYS = {"date_format", "unknown_carrier", "carriers"}
 _TIME_DIRECTIVES = frozenset("HIMSpXcTRrf")
 
 
@@ -1296,11 +1419,7 @@ class ShipmentLayout:
     @property
     def table(self):
         """The reader's view of the layout (bridge.formats.readers.TableSpec)."""
-        from bridge.formats.readers import TableSpec
-
-        return TableSpec(format=self.format, fields=tuple(dict.fromkeys(c for _, c in self.columns)),
-                         encoding=self.encoding, delimiter=self.delimiter, header=self.header,
-                         sheet=self.sheet, record=self.record)
+        return _table_spec(self, tuple(where for _, where in self.columns))
 
 
 def amazon_carrier_codes() -> frozenset[str]:
@@ -1325,65 +1444,21 @@ class _ShipmentsChecker(_Checker):
             self.problem("shipments", "must be a table")
             return None
         bad = len(self.problems)
-        fmt = self.value(data, "shipments.format", str, None)
-        if fmt is None or fmt not in SHIPMENT_FORMATS:
-            self.problem("shipments.format", f"{'missing' if fmt is None and 'format' not in data else f'unknown value {fmt!r}'}"
-                                             f" (one of: {', '.join(SHIPMENT_FORMATS)})")
-            fmt = None
-        else:
-            allowed = _SHIPMENT_KEYS | _SHIPMENT_FORMAT_KEYS[fmt]
-            every = _SHIPMENT_KEYS.union(*_SHIPMENT_FORMAT_KEYS.values())
-            for key in sorted(set(data) - allowed):
-                self.problem(f"shipments.{key}", f"not used by format '{fmt}'" if key in every
-                             else f"unknown key (known: {', '.join(sorted(allowed))})")
-        options: dict[str, Any] = {
-            "encoding": self.pick(data, "encoding", SHIPMENT_ENCODINGS, "utf-8"),
-            "delimiter": self.one_character(data, "delimiter", ","),
-            "header": self.boolean(data, "shipments.header", True),
-            "sheet": self.text(data, "shipments.sheet", ""),
-            "timezone": self.zone(data),
-            "date_format": self.date_format(data),
-            "unknown_carrier": self.pick(data, "unknown_carrier", UNKNOWN_CARRIER, "other"),
-            "marker": self.marker(data),
-            "result_delimiter": self.one_character(data, "result_delimiter", ","),
-        }
-        record = self.text(data, "shipments.record", "")
-        if fmt == "xml":
-            record = self.record(record)
-        columns = self.shipment_columns(data.get("columns"), fmt, options["header"])
-        if fmt == "xml" and record:
-            for name, path in columns:
-                if len(path.split("/")) > 1 and path.split("/").count("..") > len(record.split("/")) - 2:
-                    self.problem(f"shipments.columns.{name}", f"{path!r} climbs to the document "
-                                 "element or above; fields may refer to ancestors below it")
+        table = _InboundTable(self, "shipments", SHIPMENT_FIELDS, _REQUIRED_FIELDS,
+                              f"{', '.join(_REQUIRED_FIELDS)} and sku or order_item_id", "Shipments/Shipment")
+        fmt, options = table.options(data, _SHIPMENT_KEYS)
+        options["date_format"] = self.date_format(data)
+        options["unknown_carrier"] = table.pick(data, "unknown_carrier", UNKNOWN_CARRIER, "other")
+        record = table.record(data, fmt)
+        items = data.get("columns")
+        columns = table.columns(items, fmt, options["header"], record)
+        if isinstance(items, dict) and items and ("sku" in items) == ("order_item_id" in items):
+            self.problem("shipments.columns", "needs exactly one of sku (the seller SKU) or order_item_id "
+                         "(Amazon's order item id) to say which item a row ships")
         carriers = self.carriers(data.get("carriers", {}))
         if fmt is None or len(self.problems) > bad or None in options.values():
             return None
-        return ShipmentLayout(format=fmt, columns=columns, record=record or "",
-                              carriers=carriers, **options)
-
-    def pick(self, data: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str | None:
-        value = self.text(data, f"shipments.{key}", default)
-        if value is not None and value not in allowed:
-            self.problem(f"shipments.{key}", f"unknown value {value!r} (one of: {', '.join(allowed)})")
-            return None
-        return value
-
-    def one_character(self, data: dict[str, Any], key: str, default: str) -> str | None:
-        value = self.text(data, f"shipments.{key}", default)
-        if value is not None and (len(value) != 1 or value in "\"\r\n"):
-            self.problem(f"shipments.{key}", f"must be one character other than a quote or newline, not {value!r}")
-            return None
-        return value
-
-    def zone(self, data: dict[str, Any]) -> str | None:
-        name = self.text(data, "shipments.timezone", "UTC")
-        try:
-            ZoneInfo(name or "")
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem("shipments.timezone", f"unknown time zone {name!r} (e.g. 'Europe/Berlin')")
-            return None
-        return name
+        return ShipmentLayout(format=fmt, columns=columns, record=record, carriers=carriers, **options)
 
     def date_format(self, data: dict[str, Any]) -> str | None:
         fmt = self.text(data, "shipments.date_format", "%Y-%m-%d %H:%M:%S")
@@ -1399,58 +1474,6 @@ class _ShipmentsChecker(_Checker):
                          "(use strftime directives, e.g. '%d.%m.%Y %H:%M')")
             return None
         return fmt
-
-    def marker(self, data: dict[str, Any]) -> str | None:
-        marker = self.text(data, "shipments.marker", "")
-        if marker and (not marker.startswith(("{name}", "{stem}")) or marker in ("{name}", "{stem}")
-                       or _UNSAFE_NAME.search(marker)):
-            self.problem("shipments.marker", f"{marker!r} must be {{name}} or {{stem}} followed by a "
-                         "suffix, e.g. \"{name}.ok\" or \"{stem}.done\"")
-            return None
-        return marker
-
-    def record(self, record: str | None) -> str | None:
-        names = (record or "").split("/")
-        if len(names) < 2 or not all(_XML_NAME.match(n) for n in names):
-            self.problem("shipments.record", f"{record!r} must be the path of the element that makes "
-                         "one row, from the document element: e.g. 'Shipments/Shipment'")
-            return None
-        return record
-
-    def shipment_columns(self, items: Any, fmt: str | None, header: bool | None) -> tuple[tuple[str, str], ...]:
-        if not isinstance(items, dict) or not items:
-            self.problem("shipments.columns", "missing: add a [shipments.columns] table naming where "
-                         f"{', '.join(_REQUIRED_FIELDS)} and sku or order_item_id are")
-            return ()
-        for key in sorted(set(items) - set(SHIPMENT_FIELDS)):
-            self.problem(f"shipments.columns.{key}", f"unknown field (known: {', '.join(SHIPMENT_FIELDS)})")
-        for key in _REQUIRED_FIELDS:
-            if key not in items:
-                self.problem(f"shipments.columns.{key}", "missing")
-        if ("sku" in items) == ("order_item_id" in items):
-            self.problem("shipments.columns", "needs exactly one of sku (the seller SKU) or order_item_id "
-                         "(Amazon's order item id) to say which item a row ships")
-        columns = []
-        for field_name in SHIPMENT_FIELDS:
-            if field_name not in items:
-                continue
-            where = f"shipments.columns.{field_name}"
-            value = items[field_name]
-            if header is False and fmt != "xml":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    self.problem(where, f"must be a column position (1, 2, ...) when header = false, not {value!r}")
-                    continue
-                value = str(value)
-            elif not isinstance(value, str) or not value.strip():
-                self.problem(where, f"must be the {'element path' if fmt == 'xml' else 'header'} "
-                             f"of the column, not {value!r}")
-                continue
-            elif fmt == "xml" and not _is_field_path(value):
-                self.problem(where, f"{value!r} is not a path like 'TrackingNumber', '@sku', "
-                             "'Quantity/Value' or '../@tracking'")
-                continue
-            columns.append((field_name, value))
-        return tuple(columns)
 
     def carriers(self, table: Any) -> tuple[tuple[str, Carrier], ...]:
         if not isinstance(table, dict):
@@ -1479,19 +1502,6 @@ class _ShipmentsChecker(_Checker):
                 continue
             result.append((str(name), Carrier(code, entry.get("name", ""), entry.get("method", ""))))
         return tuple(result)
-
-
-def _is_field_path(path: str) -> bool:
-    parts = path.split("/")
-    while parts and parts[0] == "..":
-        parts.pop(0)
-    if not parts:
-        return False
-    last, _, attribute = parts[-1].partition("@")
-    names = parts[:-1] + ([last] if last else [])
-    if "@" in parts[-1] and not _XML_NAME.match(attribute):
-        return False
-    return all(_XML_NAME.match(n) for n in names) and (bool(names) or bool(attribute))
 
 
 def _anyascii(text: str) -> str:

@@ -14,9 +14,11 @@ from bridge import state
 from bridge.config import Settings
 from bridge.ledger import ORDERS_BOOKMARK, FileStatus, Ledger, OrderStatus, PackageStatus
 from bridge.records import iso_z, one_line, shown
-from bridge.windows import catch_up_eta, duration, windows_left
+from bridge.windows import catch_up_eta, duration, next_daily, windows_left
 
 SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
+STOCK_FLOW = "stock"  # flows.stock_intake.FLOW, likewise
+STOCK_PUBLISH_BOOKMARK = "stock_publish"  # flows.stock_intake.PUBLISH_BOOKMARK
 
 
 def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
@@ -24,14 +26,38 @@ def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
     ship-by first; confirmation files in progress and the latest answered with errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
-                "files_in_progress": [], "files_in_error": []}
+                "files_in_progress": [], "files_in_error": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
         "unconfirmed": ledger.unconfirmed_orders(),
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
+        "feeds": ledger.fulfillment_feed_report(),  # shipments.send = "feed": documents with Amazon
     }
+
+
+def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> dict[str, Any] | None:
+    """Stock up for `status`: when it publishes next, the last published file and its outcome,
+    the newest file and what became of it, held files and why, files with Amazon or waiting
+    for the publish, files answered into error/. None when no warehouse publishes stock."""
+    stock = settings.stock
+    if stock.warehouse is None:
+        return None
+    report: dict[str, Any] = {
+        "warehouse": stock.warehouse, "publish_at": stock.publish_at.strftime("%H:%M"),
+        "timezone": stock.timezone, "next_publish": iso_z(next_daily(now, stock.publish_at, stock.zone)),
+        "last_publish_run": None, "last_published": None, "latest": None, "held": [], "with_amazon": [],
+        "waiting": [], "files_in_progress": [], "files_in_error": [],
+    }
+    if ledger is None:
+        return report
+    last_run = ledger.bookmark(STOCK_PUBLISH_BOOKMARK)
+    files = ledger.inbound_report(STOCK_FLOW)
+    report.update(ledger.stock_report(stock.warehouse))
+    report.update(last_publish_run=iso_z(last_run) if last_run else None,
+                  files_in_progress=files["in_progress"], files_in_error=files["errors"])
+    return report
 
 
 def status_report(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
@@ -45,6 +71,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
             "state_event": None, "shipments": shipments_status(None), "catch_up": None,
+            "stock": stock_status(settings, None, now),
         }
     problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
@@ -71,6 +98,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "state_event": _last_confirmation(ledger),
             "shipments": shipments_status(ledger),
             "catch_up": catch_up_status(settings, ledger, bookmark, now),
+            "stock": stock_status(settings, ledger, now),
         }
     finally:
         ledger.close()
@@ -142,6 +170,8 @@ def format_status(report: dict) -> str:
             lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
     if "shipments" in report:
         lines.extend(format_shipments_status(report["shipments"]))
+    if report.get("stock"):
+        lines.extend(format_stock_status(report["stock"]))
     return "\n".join(lines)
 
 
@@ -151,6 +181,33 @@ def format_catch_up(progress: dict) -> str:
             else f"caught up in about {duration(timedelta(seconds=seconds))} at the pace so far")
     return (f"catching up: {progress['windows_done']} windows done, {progress['windows_left']} left,"
             f" {progress['orders']} orders so far; {pace}")
+
+
+def format_stock_status(stock: dict) -> list[str]:
+    lines = [f"stock: {stock['warehouse']} publishes daily at {stock['publish_at']} {stock['timezone']} "
+             f"(next {stock['next_publish']})"]
+    last = stock["last_published"]
+    if last:
+        lines.append(f"  last published: {last['name']!r} (stock of {last['stock_time']}) at {last['published_at']}: "
+                     f"{last['status']}, {last['skus']} SKUs, {last['bad_rows']} bad rows, "
+                     f"{last['amazon_errors']} refused by Amazon; {one_line(last['reason'])}")
+    else:
+        lines.append("  last published: none yet")
+    latest = stock["latest"]
+    if latest and latest["status"] not in ("held", "submitting") and (
+            not last or latest["name"] != last["name"] or latest["status"] != last["status"]):
+        lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
+                     f"{one_line(latest['reason'])}")
+    for item in stock["held"]:
+        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it")
+    for item in stock["with_amazon"]:
+        lines.append(f"  with Amazon: {item['name']!r} (the service polls it)")
+    for item in stock["waiting"]:
+        lines.append(f"  waiting for the publish: {item['name']!r} from {item['source']} received {item['received_at']}")
+    for item in stock["files_in_error"]:
+        why = f": {one_line(item['reason'])}" if item["reason"] else ": see its result file"
+        lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
+    return lines
 
 
 def format_shipments_status(shipments: dict) -> list[str]:
@@ -164,6 +221,8 @@ def format_shipments_status(shipments: dict) -> list[str]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
         lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
                      f"{(item['finished_at'] or '')[:16]}{why}")
+    for item in shipments.get("feeds", []):
+        lines.append("  " + _fulfillment_feed_line(item))
     if shipments["unconfirmed"]:
         lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
         for item in shipments["unconfirmed"]:
@@ -171,6 +230,21 @@ def format_shipments_status(shipments: dict) -> list[str]:
             lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
                          f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
     return lines
+
+
+def _fulfillment_feed_line(item: dict) -> str:
+    """One order fulfillment feed document not yet answered, or left in doubt."""
+    name = f"fulfillment feed {item['feed_id']}" if item["feed_id"] else f"fulfillment feed document {item['id']}"
+    packages = f"{item['messages']} package{'s' if item['messages'] != 1 else ''}"
+    status = item["status"]
+    if status == "submitted":
+        return f"{name}: {packages}, submitted {item['submitted_at']}, waiting for Amazon"
+    if status == "submitting":
+        return (f"{name}: {packages}, createFeed interrupted at {item['submit_started_at']}; the next run asks "
+                "Amazon whether it arrived")
+    if status == "prepared":
+        return f"{name}: {packages}, recorded {item['created_at']}, the next run sends it"
+    return f"{name}: {packages}, IN DOUBT since {item['finished_at']}: {one_line(item['note'])}"
 
 
 def _in_flight(item: dict) -> str:

@@ -9,6 +9,8 @@ silently read as garbage.
 
 from __future__ import annotations
 
+import re
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bridge.errors import FixTheSetup
@@ -16,6 +18,15 @@ from bridge.errors import FixTheSetup
 # The ledger stores this text sealed with its key (`meta.key_check`), so a key can be checked
 # before anything is written with it, even in a ledger that holds no order yet.
 CHECK_TEXT = b"fbm-bridge state key check v1"
+
+
+# A Fernet token: URL-safe base64 of a version byte 0x80 and a timestamp (so "gAAAAA...").
+_TOKEN = re.compile(rb"gAAAAA[A-Za-z0-9_-]+={0,2}\s*")
+
+
+def looks_sealed(data: bytes) -> bool:
+    """Whether `data` has the form of sealed data (with some key), as opposed to a plain file."""
+    return _TOKEN.fullmatch(data) is not None
 
 
 def new_key() -> str:

@@ -21,7 +21,7 @@ from bridge.flows.orders import OrdersFlow, RunReport
 from bridge.flows.shipments import ShipmentsFlow
 from bridge.ledger import Ledger
 from bridge.records import one_line
-from bridge.report import order_report, shipments_status, status_report  # noqa: F401 - re-exported
+from bridge.report import order_report, shipments_status, status_report, stock_status  # noqa: F401 - re-exported
 from bridge.sealing import Sealer
 from bridge.state import state_lock
 
@@ -62,6 +62,7 @@ class Service:
     orders: OrdersFlow
     shipments: ShipmentsFlow | None = None
     writable: bool = True  # holds the state lock: may keep backups and the state marker
+    stock: Any = None  # flows.stock_intake.StockFlow: stock files to Amazon's inventory feed
 
     def run_orders(self, now: datetime) -> RunReport:
         """One orders run, then what every run leaves in the state folder: the marker of how
@@ -96,7 +97,11 @@ def open_service(
             flow = OrdersFlow(settings, ledger, amazon, **flow_options)
             service = Service(settings, ledger, amazon, flow, writable=exclusive)
             service.shipments = shipments_flow(settings, ledger, sleep=sleep, **flow_options)
-            yield service
+            service.stock = stock_flow(settings, ledger, sleep=sleep, **flow_options)
+            try:
+                yield service
+            finally:
+                service.stock.close()
         finally:
             ledger.close()
 
@@ -106,4 +111,23 @@ def shipments_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float
     from bridge.edges.amazon_shipments import AmazonShipments
 
     options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
-    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep, **options)
+    return ShipmentsFlow(settings, ledger, AmazonShipments(settings.amazon, sleep=sleep), sleep=sleep,
+                         keep_package_ids=lambda issued, now: state.note_issued_package_ids(settings, ledger, issued, now),
+                         **options)
+
+
+def stock_flow(settings: Settings, ledger: Ledger, *, sleep: Callable[[float], None] = time.sleep,
+               **flow_options: Any):
+    """Stock up's flow (flows.stock_intake.StockFlow); its Feeds client is made only when a
+    warehouse publishes stock."""
+    from bridge.flows.stock_intake import StockFlow
+
+    options = {k: v for k, v in flow_options.items() if k in ("open_drop", "checkpoint", "should_stop")}
+    return StockFlow(settings, ledger, _feeds(settings, sleep) if settings.stock.warehouse else None,
+                     sleep=sleep, **options)
+
+
+def _feeds(settings: Settings, sleep: Callable[[float], None]):
+    from bridge.edges.amazon_feeds import AmazonFeeds
+
+    return AmazonFeeds(settings.amazon, sleep=sleep)

@@ -1,4 +1,5 @@
-"""Window arithmetic for pulling orders: pure, `now` is always a parameter.
+"""Window arithmetic for pulling orders, and the daily stock publish's moments: pure, `now` is
+always a parameter.
 
 Windows tile time: each starts where the last committed one ended, so there is no gap and no
 double. A window's upper bound stays `lag` behind now (never less than Amazon's 2 minutes), and
@@ -8,7 +9,7 @@ after downtime the bridge catches up in window-sized steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, timezone, tzinfo
 
 AMAZON_MIN_LAG = timedelta(minutes=2)
 
@@ -77,3 +78,25 @@ def duration(span: timedelta | None) -> str:
     minutes = int(span.total_seconds() + 59) // 60
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def last_daily(now: datetime, at: time, zone: tzinfo) -> datetime:
+    """The latest moment at or before `now` (UTC) when the clocks in `zone` showed `at`: the
+    daily stock publish that is due. On the day clocks skip `at` (spring forward) it is the
+    moment `at` would have been with the old offset."""
+    local_day = now.astimezone(zone).date()
+    for day in (local_day, local_day - timedelta(days=1)):
+        moment = datetime.combine(day, at, tzinfo=zone).astimezone(timezone.utc)
+        if moment <= now:
+            return moment
+    raise AssertionError("unreachable: yesterday's moment is always in the past")
+
+
+def next_daily(now: datetime, at: time, zone: tzinfo) -> datetime:
+    """The first moment after `now` (UTC) when the clocks in `zone` show `at`."""
+    local_day = now.astimezone(zone).date()
+    for day in (local_day, local_day + timedelta(days=1), local_day + timedelta(days=2)):
+        moment = datetime.combine(day, at, tzinfo=zone).astimezone(timezone.utc)
+        if moment > now:
+            return moment
+    raise AssertionError("unreachable")

@@ -8,6 +8,9 @@ came out:
 
     samples/<mapping>/shipments/results/<stem>.result.csv   the result file the warehouse gets
     samples/<mapping>/shipments/requests/<stem>.json        every confirmShipment body Amazon got
+    samples/<mapping>/shipments/feed/<stem>.xml             with shipments.send = "feed": the
+                                                            POST_ORDER_FULFILLMENT_DATA document
+    samples/<mapping>/shipments/feed/<stem>.result.csv      ... and the result file it gives
 
 tests/test_shipments_flow.py runs the same story over the suite's OpenSSH sshd and compares
 bytes. A diff under samples/ after running this is a change of what the bridge sends or
@@ -50,7 +53,7 @@ SECRETS = {
 }
 
 
-def outputs(mapping: str, input_file: Path) -> tuple[bytes, list[dict]]:
+def outputs(mapping: str, input_file: Path, send: str = "confirmShipment") -> tuple[bytes, list[dict], list[bytes]]:
     token_cache.clear()  # python-amazon-sp-api caches tokens by refresh token, across sandboxes
     with tempfile.TemporaryDirectory() as folder, SpApiSandbox(load_seed(SEED)) as sandbox:
         work = Path(folder)
@@ -62,7 +65,7 @@ def outputs(mapping: str, input_file: Path) -> tuple[bytes, list[dict]]:
 [bridge]
 state_dir = "{work / 'state'}"
 [amazon]
-seller_id = "A3SAMPLES"
+seller_id = "A3TESTSELLER"  # as the tests, so the feed documents compare byte for byte
 endpoint = "{sandbox.url}"
 token_url = "{sandbox.token_url}"
 marketplaces = ["ATVPDKIKX0DER", "A1PA6795UKMFR9", "A1F83G8C2ARO7P"]
@@ -76,6 +79,8 @@ username = "unused"
 known_hosts = "known_hosts"
 orders_folder = "/"
 local_shipments_folder = "{work / 'drop'}"
+[shipments]
+send = "{send}"
 ''')
         settings = load_settings(config, {**SECRETS, "BRIDGE_SFTP_PASSWORD_WH": "unused"})
         ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
@@ -94,20 +99,28 @@ local_shipments_folder = "{work / 'drop'}"
         result = (work / "drop" / "results" / f"{input_file.stem}.result.csv").read_bytes()
         sent = [{"orderId": c["orderId"], "body": {k: v for k, v in c.items() if k != "orderId"}}
                 for c in sandbox.confirmations]
-        return result, sent
+        documents = [feed["document"] for feed in sandbox.feeds.values()]
+        return result, sent, documents
 
 
 def main() -> None:
     for folder in sorted(SAMPLES.glob("*/shipments")):
         mapping = folder.parent.name
         for input_file in sorted(p for p in folder.iterdir() if p.is_file()):
-            result, sent = outputs(mapping, input_file)
+            result, sent, _ = outputs(mapping, input_file)
             (folder / "results").mkdir(exist_ok=True)
             (folder / "requests").mkdir(exist_ok=True)
             (folder / "results" / f"{input_file.stem}.result.csv").write_bytes(result)
             (folder / "requests" / f"{input_file.stem}.json").write_text(
                 json.dumps(sent, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             print(f"{mapping}: {input_file.name}: {len(sent)} confirmShipment(s)")
+            result, _, documents = outputs(mapping, input_file, send="feed")
+            if len(documents) != 1:
+                raise SystemExit(f"{mapping}: {len(documents)} fulfillment feed documents, expected one")
+            (folder / "feed").mkdir(exist_ok=True)
+            (folder / "feed" / f"{input_file.stem}.xml").write_bytes(documents[0])
+            (folder / "feed" / f"{input_file.stem}.result.csv").write_bytes(result)
+            print(f"{mapping}: {input_file.name}: one fulfillment feed document")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.edges.amazon import AmazonOrders
+from bridge.edges.amazon_feeds import AmazonFeeds
 from bridge.edges.amazon_shipments import AmazonShipments
 from bridge.flows.orders import OrdersFlow
 from bridge.flows.shipments import ShipmentsFlow
@@ -46,8 +47,9 @@ class Shipper:
         self.ledger = Ledger(self.settings.ledger_path, Sealer(self.settings.state_key))
         self.orders = OrdersFlow(self.settings, self.ledger, AmazonOrders(self.settings.amazon, backoff=0.01))
         self.amazon = AmazonShipments(self.settings.amazon, backoff=0.01)
+        self.feeds = AmazonFeeds(self.settings.amazon, sleep=lambda seconds: None, backoff=0.01)
         self.flow = ShipmentsFlow(self.settings, self.ledger, self.amazon, checkpoint=self.checkpoint,
-                                  sleep=lambda seconds: None)
+                                  sleep=lambda seconds: None, feeds=self.feeds)
 
     @property
     def remote(self) -> Path:
@@ -68,6 +70,7 @@ class Shipper:
 
     def restart(self, checkpoint=None) -> "Shipper":
         self.ledger.close()
+        self.feeds.close()
         return Shipper(self.settings, checkpoint)
 
 
@@ -96,6 +99,18 @@ def requests_sent(sandbox) -> list[dict]:
     """Every confirmShipment the sandbox accepted, as {"orderId", "body"}."""
     return [{"orderId": c["orderId"], "body": {k: v for k, v in c.items() if k != "orderId"}}
             for c in sandbox.confirmations]
+
+
+def feed_documents(sandbox) -> list[bytes]:
+    """Every POST_ORDER_FULFILLMENT_DATA document Amazon received, in order."""
+    return [feed["document"] for feed in sandbox.feeds.values() if feed["feedType"] == "POST_ORDER_FULFILLMENT_DATA"]
+
+
+def expected_feed(mapping: str) -> tuple[bytes, bytes]:
+    """The golden feed document and result file of the mapping's confirmation file."""
+    stem = Path(GOLDEN_INPUTS[mapping]).stem
+    return ((golden(mapping) / "feed" / f"{stem}.xml").read_bytes(),
+            (golden(mapping) / "feed" / f"{stem}.result.csv").read_bytes())
 
 
 def expected_requests(mapping: str) -> list[dict]:

@@ -629,6 +629,63 @@ def rekey_interrupted(stage: Stage) -> None:
     db.close()
 
 
+REKEYED_AT = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NEW_KEY = "bmV3LWtleS1mb3ItdGhlLXN0YXRlLTMyLWJ5dGVzISE="
+
+
+def rekeyed(stage: Stage) -> None:
+    """A finished rekey to NEW_KEY; the credential not swapped (the old key still given)."""
+    from bridge import state
+    from bridge.sealing import Sealer
+
+    used(stage)
+    settings = load(stage.config)
+    state.rekey(settings, Sealer(settings.state_key), Sealer(NEW_KEY), REKEYED_AT)
+
+
+def without_amazon_secrets(stage: Stage) -> None:
+    stage.env.update({name: None for name in SECRETS if name.startswith("BRIDGE_LWA_")})
+
+
+def rekeyed_spool_file(stage: Stage) -> None:
+    """After the rekey, a spool file copied out to be opened, with the old key still given."""
+    rekeyed(stage)
+    shutil.copy(sorted((stage.state / "spool" / "wh").iterdir())[0], stage.tmp / "spooled")
+    without_amazon_secrets(stage)  # spool open needs none
+
+
+def drop_copy(stage: Stage) -> None:
+    """The file as it sits in the warehouse's drop (plain), taken for a spool file."""
+    from bridge.sealing import Sealer
+
+    used(stage)
+    spooled = sorted((stage.state / "spool" / "wh").iterdir())[0]
+    plain = Sealer(SECRETS["BRIDGE_STATE_KEY"]).open(spooled.read_bytes(), "spool file")
+    (stage.tmp / "ACME_AUF.csv").write_bytes(plain)
+    without_amazon_secrets(stage)
+
+
+def rekeyed_then_another_key(stage: Stage) -> None:
+    rekeyed(stage)
+    stage.env["BRIDGE_STATE_KEY"] = "YW5vdGhlci1rZXktZm9yLXRoZS1zdGF0ZS0zMi1ieSE="
+
+
+def state_of_another_user(stage: Stage) -> None:
+    """A state folder that belongs to the service's user, run by another (root, here)."""
+    used(stage)
+    os.chown(stage.state, 65534, 65534)
+
+
+def state_folder_cannot_be_made(stage: Stage) -> None:
+    """A new install: the state folder is not there, and its parent may not be written."""
+    immutable(stage.tmp)
+
+
+def state_of_another_user_and_a_new_key(stage: Stage) -> None:
+    state_of_another_user(stage)
+    stage.env["BRIDGE_STATE_KEY_NEW"] = NEW_KEY
+
+
 def credentials(stage: Stage, content: bytes | None = None, link: str | None = None) -> Path:
     folder = stage.tmp / "credentials"
     folder.mkdir()
@@ -668,12 +725,45 @@ LOCAL_STATE = [
     (state_folder_is_immutable, ["orders", "pull"],
      "fbm-bridge: cannot use the state folder {state}: {state}: Permission denied; bridge.state_dir must be a"
      " folder that user {user} can write"),
+    (state_of_another_user, ["orders", "pull"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["fresh-start", "--from", "2026-11-20T00:00:00Z"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["accept-restore"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user_and_a_new_key, ["rekey"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["backup"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_of_another_user, ["shipments", "process"],
+     "fbm-bridge: the state folder {state} belongs to user nobody, not to user {user} who runs this: run the"
+     " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that what"
+     " it writes stays usable by the service"),
+    (state_folder_cannot_be_made, ["orders", "pull", "--dry-run"],
+     "fbm-bridge: the state folder {state} does not exist and user {user} cannot create it ({state}: Operation"
+     " not permitted): create it for the service's user, e.g. `install -d -m 0700 -o {user} -g {user} {state}`"
+     " (the unit's StateDirectory= makes it when the service starts)"),
+    (state_folder_cannot_be_made, ["orders", "pull"],
+     "fbm-bridge: the state folder {state} does not exist and user {user} cannot create it ({state}: Operation"
+     " not permitted): create it for the service's user, e.g. `install -d -m 0700 -o {user} -g {user} {state}`"
+     " (the unit's StateDirectory= makes it when the service starts)"),
     (lock_is_a_folder, ["orders", "pull"],
      "fbm-bridge: cannot open the lock file {state}/bridge.lock: Is a directory; remove it (the bridge"
      " creates it)"),
     (lock_is_immutable, ["orders", "pull"],
      "fbm-bridge: cannot open the lock file {state}/bridge.lock: Operation not permitted (it belongs to user"
-     " {user}); run the bridge as the service's user (sudo -u fbm-bridge ...), whose state folder it must be"),
+     " {user}); run the bridge as the service's user (runuser -u fbm-bridge -- fbm-bridge ..., or sudo -u"
+     " fbm-bridge ...), whose state folder it must be"),
     (ledger_is_not_a_database, ["orders", "pull"],
      "fbm-bridge: the ledger {ledger} is damaged or not a SQLite database (file is not a database): stop the"
      " service and restore the newest backup from {state}/backups (README: Operations, Backups)"),
@@ -704,6 +794,21 @@ LOCAL_STATE = [
     (rekey_interrupted, ["orders", "pull"],
      "fbm-bridge: a key rotation of {ledger} was started and did not finish: run `fbm-bridge rekey` again"
      " with the same BRIDGE_STATE_KEY and BRIDGE_STATE_KEY_NEW"),
+    (rekeyed, ["orders", "pull"],
+     "fbm-bridge: BRIDGE_STATE_KEY is the key the state in {state} had before it was rekeyed on"
+     " 2026-11-21T09:00:00Z: use the key that was BRIDGE_STATE_KEY_NEW (make it the BRIDGE_STATE_KEY: README,"
+     " Operations, Changing the state key)"),
+    (rekeyed_then_another_key, ["orders", "pull"],
+     "fbm-bridge: BRIDGE_STATE_KEY is not the key of the state in {state}, which was rekeyed on"
+     " 2026-11-21T09:00:00Z: use the key that was BRIDGE_STATE_KEY_NEW (make it the BRIDGE_STATE_KEY: README,"
+     " Operations, Changing the state key)"),
+    (rekeyed_spool_file, ["spool", "open", "{tmp}/spooled"],
+     "fbm-bridge: BRIDGE_STATE_KEY is the key the state in {state} had before it was rekeyed on"
+     " 2026-11-21T09:00:00Z: use the key that was BRIDGE_STATE_KEY_NEW (make it the BRIDGE_STATE_KEY: README,"
+     " Operations, Changing the state key)"),
+    (drop_copy, ["spool", "open", "{tmp}/ACME_AUF.csv"],
+     "fbm-bridge: {tmp}/ACME_AUF.csv is not a sealed spool file (it is plain text: is it the copy in the drop?"
+     " That one is the file as delivered already); spool files are in {state}/spool/<warehouse>/"),
     (rekey_without_new_key, ["rekey"],
      "fbm-bridge: secret BRIDGE_STATE_KEY_NEW is not set: give the new key in the environment or in"
      " $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY_NEW (`fbm-bridge keygen` prints one)"),
@@ -724,7 +829,7 @@ LOCAL_STATE = [
 def test_a_local_fault_gives_one_clear_line_and_exit_2(stage, fault, command, message):
     fault(stage)
 
-    done = stage.run(*command)
+    done = stage.run(*(argument.format(**stage.names) for argument in command))
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr

@@ -203,10 +203,10 @@ def mapping_path(delivered: Path, name: str) -> str:
 
 @pytest.fixture
 def shipper(delivered, tmp_path, sshd, sftp_root, sandbox):
-    def make(mapping: str) -> Shipper:
+    def make(mapping: str, shipments: str = "") -> Shipper:
         shutil.copytree(delivered / "state", tmp_path / "state")
         config = make_config(tmp_path, sshd, sftp_root, sandbox, mapping_path(delivered, mapping),
-                             shipments=f"incomplete_limit_minutes = {LIMIT}")
+                             shipments=f"incomplete_limit_minutes = {LIMIT}\n{shipments}")
         return Shipper(load(config))
     return make
 
@@ -241,3 +241,74 @@ def test_all_bad_files_at_once_are_each_answered_and_the_good_one_still_goes_thr
     assert not [e for e in report.all_errors if "unexpected" in e]
     assert any(c["orderId"] == "111-0000001-0000001" for c in sandbox.confirmations)
     assert files(bridge.remote) == files(bridge.remote / "processing") == {}
+
+
+# --- Amazon's answers through the order fulfillment feed (shipments.send = "feed") --------------
+
+def fatal_document(feed_id, document, apply, marketplaces):
+    from bridge.sandbox import spapi_feeds
+    return spapi_feeds._report(feed_id, "A3TESTSELLER", 0, [(0, "5000", "The XML you submitted is ill-formed at "
+                                                                "the Amazon Envelope XML level", "")], fatal=True)
+
+
+def no_report(sandbox):
+    plain = sandbox._feed_doc
+    sandbox._feed_doc = lambda feed: {k: v for k, v in plain(feed).items() if k != "resultFeedDocumentId"}
+
+
+def cancel_order(sandbox, order_id="302-0000003-0000003"):
+    order = sandbox.order(order_id)
+    sandbox.update_order(order_id, fulfillment={**order["fulfillment"], "fulfillmentStatus": "CANCELLED"})
+
+
+def refused(why: str, **row) -> str:
+    return rejected(f"Amazon refused package 1 (feed 50000000001): {why}", **row)
+
+
+@dataclass(frozen=True)
+class FeedCase:
+    id: str
+    rows: tuple[str, ...]
+    lines: list[str]
+    before: object = None  # (sandbox, monkeypatch) before the file is taken
+    between: object = None  # (sandbox) after the feed is submitted, before Amazon processes it
+
+
+FEED_CASES = [
+    FeedCase("a quantity Amazon no longer has unshipped (shipped by hand before)",
+             (row(order="111-0000005-0000005", sku="MUG-CER-350-BLU", tracking="00340434161094042601"),),
+             [refused("18103: quantity for orderItemId 50000005000001 exceeds the unshipped quantity",
+                      order="111-0000005-0000005", sku="MUG-CER-350-BLU", tracking="00340434161094042601")]),
+    FeedCase("an order Amazon cancelled after the bridge read the file", (GOOD,),
+             [refused("18100: Order 302-0000003-0000003 is cancelled")], before=lambda sandbox, mp: cancel_order(sandbox)),
+    FeedCase("a document Amazon cannot read at all (FATAL)", (GOOD,),
+             [refused("5000: The XML you submitted is ill-formed at the Amazon Envelope XML level")],
+             before=lambda sandbox, mp: mp.setattr("bridge.sandbox.spapi_feeds._order_fulfillment", fatal_document)),
+    FeedCase("a feed cancelled on Amazon before it was processed", (GOOD,),
+             [refused("the feed was cancelled on Amazon before it was processed, so nothing was confirmed: send the "
+                      "rows again")], between=lambda sandbox: sandbox.cancel_feed("50000000001")),
+    FeedCase("a feed Amazon finished without a processing report", (GOOD,),
+             [refused("Amazon finished the feed without a processing report, so which parcels it took cannot be "
+                      "told: check the order in Seller Central")], before=lambda sandbox, mp: no_report(sandbox)),
+]
+
+
+@pytest.mark.parametrize("case", FEED_CASES, ids=[case.id for case in FEED_CASES])
+def test_each_refusal_in_a_feed_report_gets_a_precise_result_line(shipper, sandbox, monkeypatch, case):
+    bridge = shipper("acme-csv", 'send = "feed"')
+    if case.before:
+        case.before(sandbox, monkeypatch)
+    if case.between:
+        sandbox.feed_polls_until_done = 2
+    (bridge.remote / "VERSAND.csv").write_bytes(csv(*case.rows))
+
+    report = bridge.ship()
+    if case.between:
+        case.between(sandbox)
+        report = bridge.flow.run(SHIP_TIME + timedelta(minutes=1))
+
+    assert not [e for e in report.all_errors if "unexpected" in e]
+    result = (bridge.remote / "results" / "VERSAND.result.csv").read_text("utf-8-sig").splitlines()
+    assert result[1:] == case.lines
+    assert list(files(bridge.remote / "error")) == ["VERSAND.csv"]
+    assert bridge.ledger.package(1).status == "rejected"

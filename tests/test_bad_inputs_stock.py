@@ -4,9 +4,12 @@ report, and local state."""
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
-from dataclasses import replace
-from datetime import datetime, timezone
+import zipfile
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ import pytest
 from bridge.errors import BadRecord, ConfigError
 from bridge.formats.listings_feed import read_report
 from bridge.formats.stock import MemoryStore, stock_levels, tally
-from bridge.mapping import StockFields, StockLayout, load_mapping
+from bridge.formats.readers import Row
+from bridge.mapping import StockColumns, StockLayout, load_mapping
 
 ORDERS = '''
 [orders]
@@ -29,13 +33,14 @@ STOCK = '''
 [stock]
 format = "csv"
 quantity_means = "available"
-[stock.fields]
+[stock.columns]
 sku = "SKU"
 quantity = "Qty"
 '''
-CSV_KEYS = ("buffer, buffers, cap, decimal_separator, delimiter, encoding, fields, format, handling_time_days, "
-            "handling_times, leave_alone, max_missing_share, max_zero_share, product_type, product_types, "
-            "quantity_means, sku_map, thousands_separator, timestamp_format, timezone")
+CSV_KEYS = ("buffer, buffers, cap, columns, decimal_separator, delimiter, encoding, format, handling_time_days, "
+            "handling_times, header, leave_alone, marker, max_missing_share, max_zero_share, product_type, "
+            "product_types, quantity_means, result_delimiter, sku_map, thousands_separator, timestamp_format, "
+            "timezone")
 
 
 def stock_problems(tmp_path: Path, stock: str, sku_map: str | None = None) -> list[str]:
@@ -48,9 +53,9 @@ def stock_problems(tmp_path: Path, stock: str, sku_map: str | None = None) -> li
     return [problem.replace(f"{path}: ", "").replace(str(tmp_path), "<dir>") for problem in raised.value.problems]
 
 
-def with_stock(*lines: str, fields: str = 'sku = "SKU"\nquantity = "Qty"', fmt: str = "csv") -> str:
+def with_stock(*lines: str, columns: str = 'sku = "SKU"\nquantity = "Qty"', fmt: str = "csv") -> str:
     return "\n[stock]\n" + (f'format = "{fmt}"\n' if fmt else "") + 'quantity_means = "available"\n' \
-        + "\n".join(lines) + "\n[stock.fields]\n" + fields + "\n"
+        + "\n".join(lines) + "\n[stock.columns]\n" + columns + "\n"
 
 
 MAPPING_CASES = [
@@ -61,26 +66,49 @@ MAPPING_CASES = [
      "stock.quantity_means: missing (one of: available, on_hand)"),
     ("unknown quantity meaning", STOCK.replace('"available"', '"free"'),
      "stock.quantity_means: unknown value 'free' (one of: available, on_hand)"),
-    ("no fields", '\n[stock]\nformat = "csv"\nquantity_means = "available"\n',
-     "stock.fields: missing: add [stock.fields] with at least sku and quantity"),
-    ("no quantity field", with_stock(fields='sku = "SKU"'), "stock.fields.quantity: missing"),
-    ("unknown field", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nqty = "Menge"'),
-     "stock.fields.qty: unknown field (known: sku, quantity, timestamp, lot, location)"),
-    ("empty header", with_stock(fields='sku = ""\nquantity = "Qty"'),
-     "stock.fields.sku: must be a non-empty string (a header or element path)"),
-    ("one header twice", with_stock(fields='sku = "SKU"\nquantity = "Qty"\nlot = "Qty"'),
-     "stock.fields: 'Qty' is used for more than one field"),
+    ("no columns", '\n[stock]\nformat = "csv"\nquantity_means = "available"\n',
+     "stock.columns: missing: add a [stock.columns] table naming where sku and quantity are"),
+    ("no quantity column", with_stock(columns='sku = "SKU"'), "stock.columns.quantity: missing"),
+    ("unknown field", with_stock(columns='sku = "SKU"\nquantity = "Qty"\nqty = "Menge"'),
+     "stock.columns.qty: unknown field (known: sku, quantity, timestamp, lot, location)"),
+    ("empty header", with_stock(columns='sku = ""\nquantity = "Qty"'),
+     "stock.columns.sku: must be the header of the column, not ''"),
+    ("a position with a header", with_stock(columns='sku = 1\nquantity = "Qty"'),
+     "stock.columns.sku: must be the header of the column, not 1"),
+    ("a header without a header row", with_stock("header = false", columns='sku = 1\nquantity = "Qty"'),
+     "stock.columns.quantity: must be a column position (1, 2, ...) when header = false, not 'Qty'"),
+    ("one header twice", with_stock(columns='sku = "SKU"\nquantity = "Qty"\nlot = "Qty"'),
+     "stock.columns: 'Qty' is used for more than one field"),
+    ("the old [stock.fields]", with_stock(columns='sku = "SKU"\nquantity = "Qty"').replace("stock.columns", "stock.fields"),
+     "stock.fields: is now called [stock.columns], as in [shipments]: rename the table"),
     ("unknown key", with_stock("bufer = 2"), f"stock.bufer: unknown key (known: {CSV_KEYS})"),
     ("key of another format", with_stock('sheet = "Stock"'), "stock.sheet: not used by format 'csv'"),
-    ("xml without record", with_stock(fmt="xml"), "stock.record: missing: the element path of one record, e.g. 'Item'"),
+    ("header not a boolean", with_stock('header = "yes"'), "stock.header: must be true or false, not str"),
+    ("xml without record", with_stock(fmt="xml"),
+     "stock.record: missing: the path of the element that makes one row, from the document element, "
+     "e.g. 'Inventory/Item'"),
+    ("xml record below the root", with_stock('record = "Item"', fmt="xml"),
+     "stock.record: 'Item' must be the path of the element that makes one row, from the document element: "
+     "e.g. 'Inventory/Item'"),
     ("xml bad record", with_stock('record = "Items//Item"', fmt="xml"),
-     "stock.record: 'Items//Item' is not an element path like 'Item' or 'Items/Item'"),
-    ("xml bad field path", with_stock('record = "Item"', fields='sku = "Item SKU"\nquantity = "Qty"', fmt="xml"),
-     "stock.fields.sku: 'Item SKU' is not an element path like 'ShipTo/Name', 'Total@currency' or '@id'"),
+     "stock.record: 'Items//Item' must be the path of the element that makes one row, from the document "
+     "element: e.g. 'Inventory/Item'"),
+    ("xml bad column path", with_stock('record = "Inventory/Item"', columns='sku = "Item SKU"\nquantity = "Qty"',
+                                       fmt="xml"),
+     "stock.columns.sku: 'Item SKU' is not a path like 'Quantity', '@sku', 'Qty/Value' or '../@id'"),
+    ("xml column above the root", with_stock('record = "Inventory/Item"',
+                                             columns='sku = "../@sku"\nquantity = "Qty"', fmt="xml"),
+     "stock.columns.sku: '../@sku' climbs to the document element or above; fields may refer to ancestors below it"),
     ("unknown encoding", with_stock('encoding = "latin-1"'),
-     "stock.encoding: unknown value 'latin-1' (one of: utf-8, utf-8-sig, cp1252, utf-16)"),
+     "stock.encoding: unknown value 'latin-1' (one of: utf-8, cp1252, utf-16)"),
+    ("utf-8-sig", with_stock('encoding = "utf-8-sig"'),
+     "stock.encoding: unknown value 'utf-8-sig' (one of: utf-8, cp1252, utf-16)"),
     ("bad delimiter", with_stock('delimiter = ";;"'),
      "stock.delimiter: must be one character other than a quote or newline, not ';;'"),
+    ("bad result delimiter", with_stock('result_delimiter = ""'),
+     "stock.result_delimiter: must be one character other than a quote or newline, not ''"),
+    ("bad marker", with_stock('marker = "done.ok"'),
+     "stock.marker: 'done.ok' must be {name} or {stem} followed by a suffix, e.g. \"{name}.ok\" or \"{stem}.done\""),
     ("unknown decimal separator", with_stock('decimal_separator = ";"'),
      "stock.decimal_separator: unknown value ';' (one of: '.', ',')"),
     ("same separators", with_stock('decimal_separator = ","', 'thousands_separator = ","'),
@@ -88,10 +116,10 @@ MAPPING_CASES = [
     ("unknown thousands separator", with_stock('thousands_separator = "_"'),
      "stock.thousands_separator: unknown value '_' (one of: '', '.', ',', ' ', \"'\")"),
     ("timestamp format without directive", with_stock('timestamp_format = "dd.mm.yyyy"',
-                                                      fields='sku = "SKU"\nquantity = "Qty"\ntimestamp = "At"'),
+                                                      columns='sku = "SKU"\nquantity = "Qty"\ntimestamp = "At"'),
      "stock.timestamp_format: 'dd.mm.yyyy' is neither 'iso' nor a strptime format (e.g. '%d.%m.%Y %H:%M')"),
     ("timestamp format without timestamp", with_stock('timestamp_format = "%d.%m.%Y"'),
-     "stock.timestamp_format: needs fields.timestamp"),
+     "stock.timestamp_format: needs columns.timestamp"),
     ("unknown time zone", with_stock('timezone = "Berlin"'),
      "stock.timezone: unknown time zone 'Berlin' (e.g. 'Europe/Berlin')"),
     ("negative buffer", with_stock("buffer = -1"), "stock.buffer: must be a whole number from 0 to 10,000,000, not -1"),
@@ -146,7 +174,7 @@ def test_every_problem_of_a_stock_section_is_reported_at_once(tmp_path):
 
 # --- the stock file's rows ------------------------------------------------------------------
 
-LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+LAYOUT = StockLayout(format="csv", quantity_means="available", columns=StockColumns(sku="SKU", quantity="Qty"))
 ROW_CASES = [
     ("no SKU", {"SKU": " ", "Qty": "1"}, {}, "row 2, column 'SKU': no SKU"),
     ("no quantity", {"SKU": "A", "Qty": ""}, {}, "row 2, column 'Qty': no quantity"),
@@ -169,7 +197,7 @@ ROW_CASES = [
     ("mapped SKU too long", {"SKU": "100", "Qty": "1"}, {"sku_map": {"100": "Y" * 41}},
      f"row 2, column 'SKU': SKU '{'Y' * 41}' is longer than Amazon's 40 characters"),
     ("bad timestamp", {"SKU": "A", "Qty": "1", "At": "2026-13-01"},
-     {"fields": StockFields(sku="SKU", quantity="Qty", timestamp="At")},
+     {"columns": StockColumns(sku="SKU", quantity="Qty", timestamp="At")},
      "row 2, column 'At': timestamp '2026-13-01' does not match ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)"),
 ]
 
@@ -178,16 +206,16 @@ ROW_CASES = [
 def test_a_bad_row_is_reported_and_the_rest_still_goes(case, row, changes, problem):
     layout = replace(LAYOUT, **changes)
     store = MemoryStore()
-    counted = tally([(2, row), (3, {**{k: "" for k in row}, "SKU": "GOOD", "Qty": "4"})], layout, store)
+    counted = tally([Row(2, row), Row(3, {**{k: "" for k in row}, "SKU": "GOOD", "Qty": "4"})], layout, store)
     levels = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
     assert [str(p) for p in counted.problems] == [problem]
     assert levels["GOOD"] == 4 and counted.bad_rows == 1
 
 
 FILE_CASES = [
-    ("a column missing", [(2, {"Artikel": "A", "Qty": "1"})],
+    ("a column missing", [Row(2, {"Artikel": "A", "Qty": "1"})],
      "the file has no column 'SKU' (its columns: 'Artikel', 'Qty')"),
-    ("a semicolon file read with commas", [(2, {"SKU;Qty": "A;1"})],
+    ("a semicolon file read with commas", [Row(2, {"SKU;Qty": "A;1"})],
      "the file has no column 'SKU', 'Qty' (its columns: 'SKU;Qty')"),
 ]
 
@@ -215,9 +243,10 @@ DUPLICATE_CASES = [
 
 @pytest.mark.parametrize("case, records, levels, problems", DUPLICATE_CASES, ids=[c[0] for c in DUPLICATE_CASES])
 def test_skus_listed_more_than_once(case, records, levels, problems):
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", lot="Lot"))
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"))
     store = MemoryStore()
-    counted = tally([(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout, store)
+    counted = tally([Row(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout,
+                    store)
     got = {l.sku: l.quantity for l in stock_levels(store.sorted_parts(), layout, {}, counted.problems)}
     assert got == levels
     assert [str(p) for p in counted.problems] == problems
@@ -282,3 +311,201 @@ def test_a_held_feed_whose_document_is_gone_or_changed_is_not_sent(sandbox, tmp_
     assert outcome.errors == [f"feed document {made.state / 'stock' / document.spool_path} {why}"]
     assert outcome.needs_a_person and len(sandbox.feeds) == 1
     made.ledger.close()
+
+
+# --- the bridge's config: bridge.toml's [stock] and the warehouses' stock folders ---------------
+
+CONFIG = """
+[amazon]
+seller_id = "A3TESTSELLER"
+region = "eu"
+marketplaces = ["A1PA6795UKMFR9"]
+
+[[warehouses]]
+name = "acme"
+mapping = "mappings/acme-csv.toml"
+host = "sftp.acme.example"
+username = "amz"
+known_hosts = "known_hosts"
+private_key = "id_ed25519"
+orders_folder = "/in"
+"""
+FOLDERS = 'stock_folder = "/stock"\n'
+ACME = '\n[stock]\nwarehouse = "acme"\n'
+
+CONFIG_CASES = [
+    ("an unknown warehouse", FOLDERS + '\n[stock]\nwarehouse = "acme-eu"\n', [
+        "stock.warehouse: 'acme-eu' is not one of the [[warehouses]] ('acme')",
+        "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
+        "quantity per SKU), and that is 'acme-eu': set stock.warehouse = 'acme', or remove this key"]),
+    ("a warehouse without stock folders", ACME, [
+        "stock.warehouse: 'acme' has neither stock_folder nor local_stock_folder: the bridge would have no stock "
+        "file to publish"]),
+    ("stock folders without stock.warehouse", FOLDERS, [
+        "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
+        "quantity per SKU), and that is none: set stock.warehouse = 'acme', or remove this key"]),
+    ("a relative stock folder", 'stock_folder = "stock"\n' + ACME, [
+        "warehouses[0].stock_folder: 'stock' must be an absolute path on the server, like \"/stock\""]),
+    ("the shipments folder", 'stock_folder = "/out/"\nshipments_folder = "/out"\n' + ACME, [
+        "warehouses[0].stock_folder: is also the shipments_folder: stock files and confirmation files need a "
+        "folder each"]),
+    ("the local shipments folder", 'local_stock_folder = "drop"\nlocal_shipments_folder = "drop/"\n' + ACME, [
+        "warehouses[0].local_stock_folder: is also the local_shipments_folder: stock files and confirmation files "
+        "need a folder each"]),
+    ("a mapping without [stock]", FOLDERS.replace("stock_folder", "mapping = \"mappings/plain.toml\"\nstock_folder")
+     + ACME, None),
+    ("a time of day in words", FOLDERS + ACME + 'publish_at = "10pm"\n', [
+        "stock.publish_at: '10pm' is not a time of day like \"22:00\" (24-hour clock)"]),
+    ("an hour past 23", FOLDERS + ACME + 'publish_at = "24:00"\n', [
+        "stock.publish_at: '24:00' is not a time of day like \"22:00\" (24-hour clock)"]),
+    ("an unknown time zone", FOLDERS + ACME + 'timezone = "CET+1"\n', [
+        "stock.timezone: unknown time zone 'CET+1' (e.g. 'Europe/Berlin')"]),
+    ("polling too often", FOLDERS + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
+    ("an unknown key", FOLDERS + ACME + 'publish_time = "22:00"\n', [
+        "stock.publish_time: unknown key (known: poll_minutes, publish_at, timezone, warehouse)"]),
+]
+
+
+@pytest.mark.parametrize("case, extra, expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_stock_keys(tmp_path, case, extra, expected):
+    from bridge.config import load_settings
+    from harness import MAPPINGS, SECRETS
+
+    (tmp_path / "mappings").mkdir()
+    for name in ("acme-csv.toml", "acme-skus.csv"):
+        (tmp_path / "mappings" / name).write_bytes((MAPPINGS / name).read_bytes())
+    (tmp_path / "mappings" / "plain.toml").write_text(ORDERS, encoding="utf-8")
+    (tmp_path / "known_hosts").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
+    (tmp_path / "id_ed25519").write_text("x\n")
+    path = tmp_path / "bridge.toml"
+    text = CONFIG + extra
+    if case == "a mapping without [stock]":
+        text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
+        expected = ["warehouses[0].stock_folder: the mapping plain has no [stock] section to read the files with",
+                    "stock.warehouse: the mapping plain of 'acme' has no [stock] section to read its stock files with"]
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, SECRETS)
+    assert [p.removeprefix(f"{path}: ") for p in raised.value.problems] == expected
+
+
+# --- the drop: stock files through the intake, each answered with the exact lines a clerk reads ----
+
+DROP_HEADER = "Artikelnummer;Bezeichnung;Charge;Lagerplatz;Verfügbar;Stand"
+STAND = "26.11.2026 21:00"
+LIMIT = 10  # shipments.incomplete_limit_minutes in these tests (stock files share the rule)
+
+
+def acme_file(*rows: str, header: str = DROP_HEADER, encoding: str = "cp1252", end: str = "\r\n") -> bytes:
+    return "".join(line + end for line in (header, *rows)).encode(encoding)
+
+
+def good(article: str = "100871", quantity: str = "8", stand: str = STAND) -> str:
+    return f"{article};Artikel;;;{quantity};{stand}"
+
+
+GLOBEX_STOCK = """<?xml version="1.0" encoding="UTF-8"?>
+{doctype}<Inventory>
+  <Item sku="MUG-CER-350-BLU"><OnHand>7</OnHand><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>
+{more}"""
+DOCTYPE = '<!DOCTYPE Inventory [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+
+
+def _zip_without_workbook() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("inventory.csv", "SKU,Qty\n")
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Drop:
+    id: str
+    data: bytes
+    lines: list[str]  # the result file's lines after its header
+    folder: str = "error"  # where the file ends
+    name: str = "BESTAND.csv"
+    mapping: str = "acme-csv"
+    late: bool = False  # answered only once incomplete_limit_minutes have passed
+
+
+PUBLISHED_1 = ";published;;;passed the safety gates. 1 SKUs sent, Amazon took 1"
+DROP_CASES = [
+    Drop("a good file", acme_file(good()), [PUBLISHED_1], "archive"),
+    Drop("a header without the quantity column", acme_file(good(), header=DROP_HEADER.replace("Verfügbar", "Bestand")),
+         [";rejected;;;row 1: the header has no column 'Verfügbar' (found: 'Artikelnummer', 'Bezeichnung', "
+          "'Charge', 'Lagerplatz', 'Bestand', 'Stand')"]),
+    Drop("a comma file for a semicolon mapping", acme_file(good().replace(";", ","), header=DROP_HEADER.replace(";", ",")),
+         [";rejected;;;row 1: the header has no column 'Artikelnummer' (found: "
+          "'Artikelnummer,Bezeichnung,Charge,Lagerplatz,Verfügbar,Stand')"]),
+    Drop("utf-8 with a byte order mark, mapping says cp1252", codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"),
+         [";rejected;;;the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"]),
+    Drop("a byte cp1252 does not have", acme_file(good(), good("300501", "1Q")).replace(b"1Q", b"1\x81"),
+         [PUBLISHED_1, "3;rejected;;;byte 0x81 is not Windows-1252 text: check the file's encoding"]),
+    Drop("a row with too many fields", acme_file(good(), good("300501") + ";x"),
+         [PUBLISHED_1, "3;rejected;;;\"7 fields, the header has 6 (a ';' inside a value must be quoted)\""]),
+    Drop("a row with too few fields", acme_file(good(), "300501;Artikel;;;3"),
+         [PUBLISHED_1, "3;rejected;;;5 fields, the header has 6"]),
+    Drop("a negative quantity", acme_file(good(), good("300501", "-3")),
+         [PUBLISHED_1, "3;rejected;;Verfügbar;'-3' is negative"]),
+    Drop("an Excel exponent", acme_file(good(), good("300501", "1,2E+05")),
+         [PUBLISHED_1, "3;rejected;;Verfügbar;'1,2E+05' is not a number"]),
+    Drop("a timestamp in another format", acme_file(good(), good("300501", stand="2026-11-26 21:00")),
+         [PUBLISHED_1, "3;rejected;;Stand;timestamp '2026-11-26 21:00' does not match %d.%m.%Y %H:%M"]),
+    Drop("one lot listed twice with different quantities", acme_file(good(), good("300501", "3"), good("300501", "4")),
+         [PUBLISHED_1,
+          "3;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent",
+          "4;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent"]),
+    Drop("a header only", acme_file(), [";held;;;held: the file has no stock rows (it is empty or has only a header)"]),
+    Drop("no row usable", acme_file(good(quantity="x")), [
+        ";held;;;held: none of the file's 1 rows gives a quantity to send (see the rows' problems)",
+        "2;rejected;;Verfügbar;'x' is not a number"]),
+    Drop("the last line cut off", acme_file(good())[:-2], [
+        ";rejected;;;the file stayed incomplete for 10 minutes: the last line has no line break (the file may "
+        "still be written)"], late=True),
+    Drop("an empty file", b"", [";rejected;;;the file stayed incomplete for 10 minutes: the file is empty"], late=True),
+    Drop("XML with a DOCTYPE", GLOBEX_STOCK.format(doctype=DOCTYPE, more="</Inventory>\n").encode(),
+         [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is ever "
+          "expanded or fetched)"], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML not closed", GLOBEX_STOCK.format(doctype="", more="").encode(),
+         [",rejected,,,\"the file stayed incomplete for 10 minutes: the XML document ends before its last element "
+          "is closed (Premature end of data in tag Inventory line 2, line 4, column 1)\""],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml", late=True),
+    Drop("XML without a quantity", GLOBEX_STOCK.format(doctype="", more=(
+        '  <Item sku="CST-CORK-4PK"><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>\n</Inventory>\n')).encode(),
+         [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"", "4,rejected,,OnHand,no quantity"],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("a zip that is not a workbook", _zip_without_workbook(),
+         [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
+          'archive"")"'],
+         name="Inventory.xlsx", mapping="initech-xlsx"),
+]
+
+
+
+@pytest.fixture
+def sandbox():
+    from stocking import clocked_sandbox
+
+    with clocked_sandbox() as running:
+        yield running
+
+
+@pytest.mark.parametrize("case", DROP_CASES, ids=[c.id for c in DROP_CASES])
+def test_a_bad_stock_file_is_answered_with_the_exact_lines(tmp_path, sshd, sftp_root, sandbox, case):
+    from stocking import NOW, STABLE, Stocker, drop, files, load, make_config, result_lines
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, case.mapping)
+    config.write_text(config.read_text() + f"\n[shipments]\nincomplete_limit_minutes = {LIMIT}\n")
+    stocker = Stocker(load(config))
+    try:
+        drop(stocker.remote, case.name, case.data)
+        stocker.push()
+        if case.late:
+            assert files(stocker.remote / case.folder) == {}  # put back, waiting for its writer
+            stocker.flow.poll(NOW + STABLE + timedelta(minutes=LIMIT))
+        assert result_lines(stocker.remote, case.name) == case.lines
+        assert list(files(stocker.remote / case.folder)) == [case.name]
+        assert files(stocker.remote) == files(stocker.remote / "processing") == {}
+    finally:
+        stocker.close()

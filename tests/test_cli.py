@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,27 @@ def test_check_logs_in_everywhere_and_prints_an_ok_line_for_each(config, sshd):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"]]
+        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"], ["state", "ok"]]
     assert sshd.host_key_fingerprint in done.stdout
+
+
+def test_check_says_whether_this_user_can_keep_the_state_and_changes_nothing(config, tmp_path):
+    state = tmp_path / "state"
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+
+    new = bridge("check", config=config)
+    made = state.exists()
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)  # the service's folder, checked as another user (root here)
+    other = bridge("check", config=config)
+
+    assert new.returncode == 0 and not made
+    assert new.stdout.splitlines()[-1] == f"state     ok  {state} (not there yet: the first run makes it, {user}'s)"
+    assert other.returncode == 2
+    assert other.stdout.splitlines()[-1] == (
+        f"state     FAIL the state folder {state} belongs to user nobody, not to {user} who runs this: run the"
+        " command as nobody (`runuser -u nobody -- fbm-bridge ...` or `sudo -u nobody fbm-bridge ...`), so that"
+        " what it writes stays usable by the service")
 
 
 def test_check_proves_the_orders_folder_writable_and_leaves_nothing_behind(config, sftp_root):
@@ -334,7 +354,7 @@ def test_every_command_and_option_has_help_that_states_its_default():
     # For tests only: a made-up "now" in the future would move the orders bookmark past orders
     # not yet pulled, or date shipments wrongly; operators never need it.
     assert hidden == ["fbm-bridge orders pull --now", "fbm-bridge shipments process --now",
-                      "fbm-bridge replay --now"]
+                      "fbm-bridge inventory push --now", "fbm-bridge replay --now"]
 
 
 @pytest.mark.parametrize("argv, expected", [

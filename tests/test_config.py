@@ -405,14 +405,16 @@ EXAMPLE = MAPPINGS.parent / "bridge.example.toml"
 
 def known_keys(folder: Path) -> dict[str, set[str]]:
     """The keys the loader knows at each level, read from its own unknown-key messages."""
-    text = MINIMAL.replace("[amazon]", "zz = 1\n[bridge]\nzz = 1\n[orders]\nzz = 1\n[retention]\nzz = 1\n[shipments]\nzz = 1\n[amazon]\nzz = 1")
+    text = MINIMAL.replace("[amazon]", "zz = 1\n[bridge]\nzz = 1\n[orders]\nzz = 1\n[retention]\nzz = 1\n[shipments]\nzz = 1\n"
+                                       "[stock]\nzz = 1\n[amazon]\nzz = 1")
     found = problems(write(folder, text + "zz = 1\n"))
     known = {}
     for problem in found:
         key, _, why = problem.partition(": ")
         if why.startswith("unknown key (known: "):
             known[key.removesuffix("zz").rstrip(".") or "top"] = set(why[len("unknown key (known: "):-1].split(", "))
-    assert set(known) == {"top", "bridge", "amazon", "orders", "retention", "shipments", "warehouses[0]"}, found
+    assert set(known) == {"top", "bridge", "amazon", "orders", "retention", "shipments", "stock",
+                          "warehouses[0]"}, found
     return known
 
 
@@ -447,7 +449,8 @@ def test_the_example_configs_commented_defaults_are_the_loaders_defaults(folder)
                 "max_throttle_wait_seconds", "interval_minutes", "window_minutes", "lag_minutes",
                 "overlap_minutes", "max_windows_per_run", "statuses", "port", "temp_suffix", "fsync",
                 "pii_days", "spool_days", "poll_seconds", "rescan_minutes", "stable_seconds",
-                "incomplete_limit_minutes", "ignore", "send", "lookup_unknown_orders"}
+                "incomplete_limit_minutes", "ignore", "send", "lookup_unknown_orders", "publish_at",
+                "timezone", "poll_minutes"}
     uncommented = [line[2:] if line.startswith("# ") and line[2:].split(" = ")[0] in defaults else line
                    for line in lines]
     assert len(set(uncommented) - set(lines)) == len(defaults)  # each default shown exactly once

@@ -90,6 +90,57 @@ def test_the_demo_shows_a_glimpse_of_the_csv_xml_and_xlsx_files(finished):
     assert xlsx[0].startswith("Order ID | Order Date |") and xlsx[1].startswith("203-0000004-0000004 | 11/20/2026 |")
 
 
+# --- shipments up -----------------------------------------------------------------------------
+
+def test_the_simulated_warehouses_drop_confirmation_files_over_sftp_and_in_a_staff_folder(finished):
+    workdir, done = finished
+    dropped = section(done.stdout, "shipments up")
+    assert [line.split()[0] for line in dropped] == ["acme", "initech", "globex"]
+    assert re.fullmatch(r"acme +sftp/acme/out/SHIPPED_acme_\d{14}\.csv  \(1 order, in its SFTP shipments folder\)",
+                        dropped[0])
+    assert re.fullmatch(r"initech +drop/initech/SHIPPED_initech_\d{14}\.xlsx  \(1 order, in a staff folder on this "
+                        r"machine\)", dropped[1])
+    assert "sftp/globex/out/SHIPPED_globex_" in dropped[2] and "(3 orders," in dropped[2]
+    runs = section(done.stdout, "shipments runs")
+    assert runs[0].startswith("first (sees the files): shipments files=0") and "settling=3" in runs[0]
+    assert runs[1].startswith("second (takes, confirms, answers): shipments files=3")
+    assert "answered=3 confirmed=4 rejected=1 waiting=0 errors=0" in runs[1]
+
+
+def test_the_demo_shows_each_fulfillment_the_sandbox_received(finished):
+    _, done = finished
+    received = section(done.stdout, "fulfillments the SP-API sandbox received")
+    assert [re.sub(r"tracking 1Z\d+", "tracking ...", line) for line in received] == [
+        "302-0000003-0000003  package 1  DHL (DHL Paket)  tracking ...  KAN-GLAS-1L x1  by confirmShipment",
+        "203-0000004-0000004  package 2  USPS  tracking ...  CST-CORK-4PK x1, TEA-INF-SS-01 x2  by confirmShipment",
+        "111-0000001-0000001  package 3  FedEx  tracking ...  MUG-CER-350-BLU x2  by confirmShipment",
+        "111-0000002-0000002  package 4  FedEx  tracking ...  MUG-CER-350-BLU x6, TEA-INF-SS-01 x3, CST-CORK-4PK x2"
+        "  by confirmShipment"]
+
+
+def test_the_demo_shows_each_result_file_and_explains_the_parcel_amazon_refused(finished):
+    workdir, done = finished
+    results = section(done.stdout, "result files")
+    acme = next(line for line in results if line.startswith("sftp/acme/out/results/"))
+    assert acme.endswith("(the file went to archive/)")
+    assert (workdir / acme.split()[0]).read_text("utf-8-sig").splitlines()[1].endswith(
+        "confirmed on Amazon as package 1")
+    assert any(line.startswith("drop/initech/results/") and line.endswith("(the file went to archive/)")
+               for line in results)
+    assert any(line.startswith("sftp/globex/out/results/") and line.endswith("(the file went to error/)")
+               for line in results)
+    refused = [line for line in results if ",rejected," in line]
+    assert len(refused) == 2 and all(line.startswith(("38,rejected,111-0000005-0000005,", "42,rejected,"))
+                                     for line in refused)
+    assert refused[0].endswith("Amazon refused package 5: InvalidInput: quantity for orderItemId 50000005000001 "
+                               "exceeds the unshipped quantity")
+    assert results[-1].startswith("why 111-0000005-0000005 was refused: the seller had shipped MUG-CER-350-BLU by "
+                                  "hand before the bridge delivered the order")
+    status = section(done.stdout, "fbm-bridge status")
+    assert "shipments: packages confirmed=4 rejected=1 waiting=0" in status
+    assert any(line.endswith("111-0000005-0000005  globex  0/3 units confirmed") for line in status)
+
+
 # --- the folder afterwards ------------------------------------------------------------------
 
 def printed_commands(output: str) -> list[str]:

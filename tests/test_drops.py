@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from pathlib import Path
@@ -96,6 +97,33 @@ class TestDropContract:
         assert drop.read_bytes(f"{base}/o1.csv.tmp") == b"new"  # left for the caller
         drop.put_bytes(b"still usable", f"{base}/o2.csv.tmp")  # session survives the refusal
         drop.rename(f"{base}/o2.csv.tmp", f"{base}/o2.csv")
+
+    def test_a_batch_is_put_and_renamed_with_each_files_own_outcome(self, drop):
+        drop, base = drop
+        drop.makedirs(f"{base}/in/o2.csv.part")  # a folder under one temporary name
+        drop.put_bytes(b"the warehouse has not read me yet", f"{base}/in/o3.csv")
+        put = drop.put_files([(b"order 1", f"{base}/in/o1.csv.part"), (b"order 2", f"{base}/in/o2.csv.part"),
+                              (b"order 3", f"{base}/in/o3.csv.part")])
+        assert [type(outcome) for outcome in put] == [type(None), TempNameBlocked, type(None)]
+        renamed = drop.rename_files([(f"{base}/in/o1.csv.part", f"{base}/in/o1.csv"),
+                                     (f"{base}/in/o3.csv.part", f"{base}/in/o3.csv")])
+        assert renamed[0] is None and type(renamed[1]) is FileExistsInDrop
+        assert "o3.csv already exists" in str(renamed[1])
+        assert [f.name for f in drop.listdir(f"{base}/in")] == ["o1.csv", "o3.csv", "o3.csv.part"]
+        assert drop.read_bytes(f"{base}/in/o1.csv") == b"order 1"
+        assert drop.read_bytes(f"{base}/in/o3.csv") == b"the warehouse has not read me yet"
+        assert drop.rename_files([(f"{base}/in/o3.csv.part", f"{base}/in/o4.csv")]) == [None]  # still usable
+
+    def test_read_into_copies_a_file_into_a_stream(self, drop):
+        drop, base = drop
+        big = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: several reads
+        drop.put_bytes(big, f"{base}/big")
+        drop.put_bytes(b"", f"{base}/empty")
+        out, empty = io.BytesIO(), io.BytesIO()
+        assert drop.read_into(f"{base}/big", out) == len(big) and out.getvalue() == big
+        assert drop.read_into(f"{base}/empty", empty) == 0 and empty.getvalue() == b""
+        with pytest.raises(RemotePathMissing):
+            drop.read_into(f"{base}/missing.csv", io.BytesIO())
 
     def test_put_never_writes_through_a_link_planted_under_its_name(self, make_drop, tmp_path_factory):
         make, base = make_drop

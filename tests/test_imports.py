@@ -55,13 +55,15 @@ def test_the_sftp_endpoint_is_still_importable_from_the_edge():
     assert sftp.SftpEndpoint is SftpEndpoint
 
 
-def test_status_names_the_shipments_flow_as_the_flow_does():
+def test_status_names_the_flows_as_the_flows_do():
+    from bridge.flows import stock_intake
     from bridge.flows.orders import BOOKMARK
     from bridge.flows.shipments import FLOW
     from bridge.ledger import ORDERS_BOOKMARK
-    from bridge.report import SHIPMENTS_FLOW
+    from bridge.report import SHIPMENTS_FLOW, STOCK_FLOW, STOCK_PUBLISH_BOOKMARK
 
     assert (SHIPMENTS_FLOW, ORDERS_BOOKMARK) == (FLOW, BOOKMARK)
+    assert (STOCK_FLOW, STOCK_PUBLISH_BOOKMARK) == (stock_intake.FLOW, stock_intake.PUBLISH_BOOKMARK)
 
 
 def loaded_by(argv: list[str], cwd: Path) -> list[str]:
@@ -94,15 +96,20 @@ def commands() -> list[list[str]]:
 
 @pytest.fixture
 def used_state(tmp_path, sshd, sftp_root):
-    """A config whose state holds a ledger with a recorded window, as after a first run."""
+    """A config whose state holds a ledger with a recorded window, as after a first run; its
+    warehouse sends shipments by feed and publishes stock, so `status` shows those sections too."""
     from datetime import datetime, timezone
 
     from bridge.config import load_settings
     from bridge.ledger import ORDERS_BOOKMARK, Ledger
     from bridge.sealing import Sealer
 
+    warehouse = sftp_warehouse("wh", "acme-csv", sshd, sftp_root, shipments_folder=str(sftp_root / "out"),
+                               stock_folder=str(sftp_root / "stock"))
     config = write_config(tmp_path, sandbox_url="http://127.0.0.1:9", token_url="http://127.0.0.1:9/t",
-                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+                          warehouses=[warehouse])
+    config.write_text(config.read_text().replace("[orders]", '[shipments]\nsend = "feed"\n\n[orders]')
+                      + '\n[stock]\nwarehouse = "wh"\n')
     settings = load_settings(config, environ=SECRETS)
     ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
     now = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
@@ -111,7 +118,12 @@ def used_state(tmp_path, sshd, sftp_root):
     return config
 
 
-def test_status_and_every_help_load_no_heavy_library(used_state, tmp_path):
+def test_status_and_every_help_load_no_heavy_library(used_state, tmp_path, capsys):
+    from bridge.cli import main
+
+    assert main(["--config", str(used_state), "status"]) == 0
+    shown = capsys.readouterr().out
+    assert "shipments: packages" in shown and "stock: wh publishes daily at 22:00 UTC" in shown
     every = [["--config", str(used_state), "status"], ["--config", str(used_state), "status", "--json"],
              ["--config", str(used_state), "status", "--order", "111-0000001-0000001"], *commands()]
     assert ["check", "--help"] in every and ["orders", "pull", "--help"] in every

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,14 +20,17 @@ from bridge.config import AmazonSettings
 from bridge.edges.amazon_feeds import AmazonFeeds
 from bridge.flows.inventory import InventoryFlow, StockFile
 from bridge.ledger import Ledger, StockFeedStatus, StockFileStatus
-from bridge.mapping import StockFields, StockLayout, load_mapping
+from bridge.mapping import StockColumns, StockLayout, load_mapping
 from bridge.sandbox.spapi import SpApiSandbox, load_seed
-from harness import MARKETPLACES, SECRETS, SEED
-from stock_rows import REPO, in_flight_of, rows_of
+from bridge.formats.readers import Row
+from harness import MARKETPLACES, REPO, SECRETS, SEED
+
+sys.path.insert(0, str(REPO / "samples"))
+from regenerate_stock import in_flight_of, rows_of  # noqa: E402
 
 NOW = datetime(2026, 11, 26, 22, 0, tzinfo=timezone.utc)
 LATER = NOW + timedelta(hours=1)
-LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+LAYOUT = StockLayout(format="csv", quantity_means="available", columns=StockColumns(sku="SKU", quantity="Qty"))
 KNOWN = ["CST-CORK-4PK", "KAN-GLAS-1L", "MUG-CER-350-BLU", "PLT-STN-27CM-4", "TEA-INF-SS-01"]
 
 
@@ -73,7 +77,7 @@ def bridge(sandbox, tmp_path):
 
 
 def stock(name: str, *records: tuple[str, str], at: datetime = NOW) -> StockFile:
-    rows = [(n, {"SKU": sku, "Qty": qty}) for n, (sku, qty) in enumerate(records, 2)]
+    rows = [Row(n, {"SKU": sku, "Qty": qty}) for n, (sku, qty) in enumerate(records, 2)]
     return StockFile(name, hashlib.sha256(repr((name, rows)).encode()).hexdigest(), at, rows)
 
 
@@ -220,7 +224,10 @@ def test_a_newer_file_supersedes_a_held_one(bridge, sandbox):
     day3 = bridge.flow.push(full_stock("DAY3.csv", at=LATER + timedelta(days=1)), LATER + timedelta(days=1))
     assert day3.status == "published"
     (superseded,) = bridge.ledger.stock_files_in(StockFileStatus.SUPERSEDED)
-    assert (superseded.name, superseded.reason) == ("DAY2.csv", "superseded by the newer stock file DAY3.csv")
+    assert superseded.name == "DAY2.csv"
+    assert superseded.reason == ("superseded by the newer stock file DAY3.csv (held: 5 of the 5 SKUs in stock on "
+                                 "Amazon (100.0%) would drop to zero, more than the limit of 20% (e.g. "
+                                 "CST-CORK-4PK, KAN-GLAS-1L, MUG-CER-350-BLU))")
     assert bridge.flow.force_held(LATER) is None
 
 

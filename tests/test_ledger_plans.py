@@ -23,20 +23,20 @@ ONCE_A_PROCESS = {
 NOT_QUERIES = re.compile(r"^\s*(begin|commit|rollback|pragma|create|insert into \w+ \([^)]*\) values)", re.I)
 
 
-def aliases(statement: str) -> set[str]:
+def aliases(statement: str, growing: tuple[str, ...] = GROWING) -> set[str]:
     """The names a growing table goes by in `statement` (itself and any alias)."""
     names = set()
-    for table, alias in re.findall(r"\b(" + "|".join(GROWING) + r")\b(?:\s+(?:as\s+)?(\w+))?", statement, re.I):
+    for table, alias in re.findall(r"\b(" + "|".join(growing) + r")\b(?:\s+(?:as\s+)?(\w+))?", statement, re.I):
         names.add(table)
         if alias and alias.lower() not in ("where", "set", "join", "on", "using", "order", "group", "limit", "left"):
             names.add(alias)
     return names
 
 
-def full_scans(db: sqlite3.Connection, statement: str) -> list[str]:
+def full_scans(db: sqlite3.Connection, statement: str, growing: tuple[str, ...] = GROWING) -> list[str]:
     plan = [row[3] for row in db.execute("explain query plan " + statement)]
-    growing = aliases(statement)
-    return [step for step in plan if step.startswith("SCAN ") and step.split()[1] in growing]
+    names = aliases(statement, growing)
+    return [step for step in plan if step.startswith("SCAN ") and step.split()[1] in names]
 
 
 def queries(recorded: list[str]) -> list[str]:
@@ -94,3 +94,66 @@ def test_the_plan_check_finds_a_full_scan(tmp_path):
     assert full_scans(db, "select * from orders where payload = 'x'") == ["SCAN orders"]
     assert full_scans(db, "select f.id from files f where f.size > 3") == ["SCAN f"]
     assert full_scans(db, "select * from orders where file_id = 3") == []
+
+
+# What shipments up and stock up add, and grow with every confirmation file, package and stock file
+# (stock_levels does not: one row per SKU, the quantity last published).
+INBOUND_GROWING = ("inbound_files", "packages", "package_lines", "shipment_rows", "shipment_due",
+                   "fulfillment_feeds", "fulfillment_feed_packages", "stock_files", "stock_feeds", "stock_issues",
+                   "stock_intake")
+# Walks of a growing table that an index bounds: what they read does not grow with the ledger's age.
+BOUNDED_WALKS = {
+    # newest first through an index, one row (limit 1)
+    "select * from stock_files order by stock_time desc, id desc limit 1":
+        ["SCAN stock_files USING INDEX stock_files_by_time"],
+    "select * from stock_files where published_at is not null order by stock_time desc, id desc limit 1":
+        ["SCAN stock_files USING INDEX stock_files_published"],
+    # the inbound copies still in the spool: retention.spool_days of them at most
+    "select spool_path from inbound_files where spool_deleted_at is null":
+        ["SCAN inbound_files USING INDEX inbound_in_spool"],
+}
+# `status` counts every order and package by status: through the status index, never the rows.
+STATUS_COUNTS = {
+    "select status, count(*) as n from orders group by status": ["SCAN orders USING COVERING INDEX orders_by_status"],
+    "select status, count(*) as n from packages group by status":
+        ["SCAN packages USING COVERING INDEX packages_by_status"],
+}
+# Known, not wanted: `status`'s list of delivered orders not yet confirmed reads every order ever
+# noted in shipment_due (a fully confirmed order is never taken out of it).
+KNOWN_WHOLE_READS = {"status: unconfirmed_orders": ["SCAN d"]}
+
+
+def test_every_query_of_a_shipments_pass_a_stock_publish_and_status_is_served_by_an_index(
+        tmp_path, sshd, sftp_root, sandbox, traced):
+    """Confirmation files sent by the order fulfillment feed, a stock file taken in and published,
+    and `status` with both sections: no query reads a growing table whole, but for the walks an
+    index bounds, status's counts and the one known read above."""
+    from bridge.flows.stock_intake import StockFlow
+    from bridge.report import status_report
+    from shipping import GOLDEN_INPUTS, SHIP_TIME, Shipper, golden, make_config
+    from stocking import GOLDEN, drop
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv", shipments='send = "feed"',
+                         stock_folder=str(sftp_root / "stock"))
+    config.write_text(config.read_text() + '\n[stock]\nwarehouse = "wh"\n')
+    shipper = Shipper(load(config))
+    shipper.deliver_orders()
+    traced.clear()
+    name = GOLDEN_INPUTS["acme-csv"]
+    drop(shipper.remote, name, (golden("acme-csv") / name).read_bytes())
+    assert shipper.ship().feeds_recorded == 1
+    stock = StockFlow(shipper.settings, shipper.ledger, shipper.feeds, sleep=lambda seconds: None, max_wait_seconds=60)
+    drop(sftp_root / "stock", GOLDEN["acme-csv"].name, GOLDEN["acme-csv"].read_bytes())
+    publish = SHIP_TIME.replace(hour=22, minute=0)
+    assert stock.push(publish).all_errors == []
+    report = status_report(shipper.settings, publish + timedelta(minutes=5))
+    assert report["stock"]["last_published"] and report["shipments"]["packages"]["confirmed"] == 5
+
+    ran = queries(traced)
+    assert any("from packages" in s for s in ran) and any("from stock_files" in s for s in ran)
+    db = sqlite3.connect(shipper.settings.ledger_path)
+    scanning = {statement: steps for statement in ran
+                if (steps := full_scans(db, statement, GROWING + INBOUND_GROWING))}
+    unconfirmed = next(s for s in scanning if "from shipment_due d join orders o" in s)
+    scanning["status: unconfirmed_orders"] = scanning.pop(unconfirmed)
+    assert scanning == {**BOUNDED_WALKS, **STATUS_COUNTS, **KNOWN_WHOLE_READS}

@@ -18,9 +18,9 @@ from bridge.formats.listings_feed import (
     read_report,
 )
 from bridge.formats.stock import StockLevel
-from bridge.mapping import StockFields, StockLayout
+from bridge.mapping import StockColumns, StockLayout
 
-LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+LAYOUT = StockLayout(format="csv", quantity_means="available", columns=StockColumns(sku="SKU", quantity="Qty"))
 
 
 def document(levels, layout=LAYOUT, **options) -> bytes:

@@ -175,3 +175,106 @@ def test_get_feeds_filters_by_type_time_and_marketplace_and_pages(sandbox, api):
     everything = api.get("/feeds/2021-06-30/feeds", params={"feedTypes": "JSON_LISTINGS_FEED"}).json()
     assert [f["feedId"] for f in everything["feeds"]] == [first, *later]
     assert api.get("/feeds/2021-06-30/feeds").status_code == 400  # feedTypes or nextToken
+
+
+# --- POST_ORDER_FULFILLMENT_DATA: applied to the sandbox's orders like confirmShipment ------------
+
+XML_TYPE = "text/xml; charset=UTF-8"
+
+
+def fulfillment(n: int, order: str, items=(("50000001000001", 1),), carrier="<CarrierCode>UPS</CarrierCode>",
+                date="2026-11-20T16:40:00Z", tracking="1Z999AA10123456784") -> str:
+    lines = "".join(f"<Item><AmazonOrderItemCode>{item}</AmazonOrderItemCode><Quantity>{quantity}</Quantity></Item>"
+                    for item, quantity in items)
+    return (f"<Message><MessageID>{n}</MessageID><OrderFulfillment><AmazonOrderID>{order}</AmazonOrderID>"
+            f"<MerchantFulfillmentID>{n}</MerchantFulfillmentID><FulfillmentDate>{date}</FulfillmentDate>"
+            f"<FulfillmentData>{carrier}<ShipperTrackingNumber>{tracking}</ShipperTrackingNumber></FulfillmentData>"
+            f"{lines}</OrderFulfillment></Message>")
+
+
+def envelope(*messages: str, message_type="OrderFulfillment") -> bytes:
+    return ("<?xml version='1.0' encoding='UTF-8'?><AmazonEnvelope><Header><DocumentVersion>1.01</DocumentVersion>"
+            f"<MerchantIdentifier>A3TESTSELLER</MerchantIdentifier></Header><MessageType>{message_type}</MessageType>"
+            + "".join(messages) + "</AmazonEnvelope>").encode()
+
+
+def submit_xml(api, document: bytes, markets=(US,)) -> str:
+    created = api.post("/feeds/2021-06-30/documents", json={"contentType": XML_TYPE}).json()
+    assert httpx.put(created["url"], content=document, headers={"Content-Type": XML_TYPE}).status_code == 200
+    answer = api.post("/feeds/2021-06-30/feeds", json={"feedType": "POST_ORDER_FULFILLMENT_DATA",
+                                                       "marketplaceIds": list(markets),
+                                                       "inputFeedDocumentId": created["feedDocumentId"]})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["feedId"]
+
+
+def test_a_fulfillment_feed_ships_what_is_valid_and_reports_each_bad_message_in_xml(sandbox, api):
+    from bridge.formats.fulfillment_feed import parse_processing_report
+
+    feed_id = submit_xml(api, envelope(
+        fulfillment(1, "111-0000001-0000001", items=[("50000001000001", 2)]),
+        fulfillment(2, "111-9999999-9999999"),
+        fulfillment(3, "111-0000002-0000002", items=[("50000009000001", 1)]),
+        fulfillment(4, "111-0000005-0000005", items=[("50000005000001", 1)]),
+        fulfillment(5, "111-0000002-0000002", carrier="<CarrierCode>POSTKUTSCHE</CarrierCode>"),
+        fulfillment(6, "111-0000002-0000002", carrier="<CarrierCode>Other</CarrierCode>"),
+        fulfillment(7, "111-0000002-0000002", carrier="<CarrierName>Hermes Germany</CarrierName>",
+                    items=[("50000002000003", 2)]),
+        fulfillment(8, "111-0000002-0000002", date="20.11.2026 16:40"),
+        fulfillment(9, "111-0000002-0000002", items=[("50000002000001", 7)]),
+        fulfillment(10, "111-0000008-0000008", items=[("50000008000001", 1)]),
+        fulfillment(11, "302-0000003-0000003", items=[("50000003000001", 1)])))
+
+    state, data = finished(api, feed_id)
+    report = parse_processing_report(data)
+    assert state["processingStatus"] == "DONE"
+    assert (report.status, report.processed, report.successful, report.with_error) == ("Complete", 11, 2, 9)
+    assert {n: report.outcome(n) for n in range(1, 12)} == {
+        1: "",
+        2: "18100: AmazonOrderID 111-9999999-9999999 was not found for this seller",
+        3: "18103: orderItemId 50000009000001 is not part of order 111-0000002-0000002",
+        4: "18103: quantity for orderItemId 50000005000001 exceeds the unshipped quantity",
+        5: "18102: CarrierCode 'POSTKUTSCHE' is not a valid carrier code; use CarrierName for other carriers",
+        6: "18102: CarrierName is required when CarrierCode is Other",
+        7: "",
+        8: "18101: FulfillmentDate '20.11.2026 16:40' is not a valid date and time (ISO 8601, with its time zone)",
+        9: "18103: quantity for orderItemId 50000002000001 exceeds the unshipped quantity",
+        10: "18100: Order 111-0000008-0000008 is cancelled",
+        11: "18100: order 302-0000003-0000003 belongs to marketplace A1PA6795UKMFR9, which this feed was not "
+            "submitted for"}
+    assert [(f["orderId"], f["via"], f["carrierCode"], f["carrierName"]) for f in sandbox.fulfillments] == [
+        ("111-0000001-0000001", f"feed {feed_id}", "UPS", ""),
+        ("111-0000002-0000002", f"feed {feed_id}", "Other", "Hermes Germany")]
+    assert sandbox.order("111-0000001-0000001")["fulfillment"]["fulfillmentStatus"] == "SHIPPED"
+    assert {i["orderItemId"]: i["fulfillment"]["quantityFulfilled"]
+            for i in sandbox.order("111-0000002-0000002")["orderItems"]} == {
+        "50000002000001": 0, "50000002000002": 0, "50000002000003": 2}  # only message 7 shipped anything
+
+
+def test_a_document_that_is_not_an_order_fulfillment_envelope_fails_the_feed_as_a_whole(sandbox, api):
+    from bridge.formats.fulfillment_feed import parse_processing_report
+
+    for document, why in (
+            (b"<AmazonEnvelope><Message>", "The XML you submitted is ill-formed at the Amazon Envelope XML level"),
+            (envelope(fulfillment(1, "111-0000001-0000001"), message_type="Inventory"),
+             "MessageType must be OrderFulfillment for POST_ORDER_FULFILLMENT_DATA"),
+            (envelope(), "the envelope has no Message"),
+            (envelope(fulfillment(1, "111-0000001-0000001"), fulfillment(1, "111-0000002-0000002")),
+             "MessageID values must be unique within the document")):
+        state, data = finished(api, submit_xml(api, document))
+        report = parse_processing_report(data)
+        assert state["processingStatus"] == "FATAL"
+        assert report.document_errors()[0].description.startswith(why)
+        assert report.outcome(1) == report.outcome(0)  # every message carries the document's error
+    assert sandbox.fulfillments == []
+
+
+def test_a_feed_still_in_queue_can_be_cancelled_and_is_then_never_processed(sandbox, api):
+    sandbox.feed_polls_until_done = 5
+    feed_id = submit_xml(api, envelope(fulfillment(1, "111-0000001-0000001")))
+    assert api.delete(f"/feeds/2021-06-30/feeds/{feed_id}").status_code == 200
+    state = api.get(f"/feeds/2021-06-30/feeds/{feed_id}").json()
+    validate_definition(FEEDS, "Feed", state)
+    assert state["processingStatus"] == "CANCELLED" and "resultFeedDocumentId" not in state
+    assert api.delete(f"/feeds/2021-06-30/feeds/{feed_id}").status_code == 400  # only IN_QUEUE
+    assert sandbox.fulfillments == []

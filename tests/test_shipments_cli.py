@@ -52,6 +52,20 @@ def test_shipments_process_takes_confirms_and_answers_and_exits_0(config, sftp_r
     assert report["shipments"]["packages"]["confirmed"] == 5
 
 
+def test_shipments_process_by_feed_sends_one_document_and_answers_from_its_report(config, sftp_root, sandbox):
+    config.write_text(config.read_text() + '\n[shipments]\nsend = "feed"\n')
+    shutil.copy(golden("acme-csv") / ACME, sftp_root / "out" / ACME)
+
+    bridge("shipments", "process", "--now", iso(SHIP_TIME - STABLE), config=config)
+    done = bridge("shipments", "process", "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "confirmed=5" in done.stdout and "feeds=1 feeds_waiting=0" in done.stdout
+    assert sandbox.confirmations == [] and len(sandbox.feeds) == 1
+    assert files(sftp_root / "out" / "results") == {
+        ACME.replace(".csv", ".result.csv"): (golden("acme-csv") / "feed" / ACME.replace(".csv", ".result.csv")).read_bytes()}
+
+
 def test_replay_dry_run_prints_each_row_and_the_exact_requests_and_changes_nothing(config, sftp_root, sandbox):
     done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
                   "--now", iso(SHIP_TIME), config=config)
@@ -67,6 +81,19 @@ def test_replay_dry_run_prints_each_row_and_the_exact_requests_and_changes_nothi
     assert files(sftp_root / "out") == {}
 
 
+def test_replay_with_the_feed_prints_the_exact_fulfillment_feed_document(config, sandbox):
+    config.write_text(config.read_text() + '\n[shipments]\nsend = "feed"\n')
+    done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                  "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert "package 2 (rows 3, 4): message 2 of the order fulfillment feed" in done.stdout
+    document = (golden("acme-csv") / "feed" / ACME.replace(".csv", ".xml")).read_text("utf-8")
+    assert "  " + document.rstrip("\n").replace("\n", "\n  ") in done.stdout  # the golden, byte for byte
+    assert "(MessageID: the ids the ledger would give these packages if the file were taken now)" in done.stdout
+    assert sandbox.feeds == {} and sandbox.confirmations == []
+
+
 def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_bytes("Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
@@ -76,6 +103,43 @@ def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
     assert done.returncode == 0
     assert ("rejected  quantity 5 of SKU KAN-GLAS-1L is more than the 1 still unshipped in order "
             "302-0000003-0000003") in done.stdout
+
+
+def environment(*without: str) -> dict[str, str]:
+    return {k: v for k, v in {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost"}.items()
+            if not k.startswith(without)}
+
+
+def test_replay_needs_no_amazon_secret_and_the_state_key_only_to_read_sealed_order_records(config, tmp_path):
+    with_key = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                      "--now", iso(SHIP_TIME), config=config, env=environment("BRIDGE_LWA_"))
+    without_key = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run",
+                         "--now", iso(SHIP_TIME), config=config, env=environment("BRIDGE_"))
+    unknown = tmp_path / "unknown.csv"  # no order the ledger holds: nothing sealed is read
+    unknown.write_bytes(b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                        b"999-0000000-0000000;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n")
+    nothing = bridge("replay", str(unknown), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME),
+                     config=config, env=environment("BRIDGE_"))
+
+    assert with_key.returncode == 0 and "6 row(s), 5 package(s) to confirm" in with_key.stdout, with_key.stderr
+    assert without_key.returncode == 2
+    assert without_key.stderr == "fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY\n"
+    assert nothing.returncode == 0, nothing.stderr
+    assert "rejected  order 999-0000000-0000000 was not sent to wh by the bridge" in nothing.stdout
+
+
+def test_replay_without_amazon_secrets_says_a_look_up_needs_them(config, tmp_path):
+    config.write_text(config.read_text() + "\n[shipments]\nlookup_unknown_orders = true\n")
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_bytes(b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+                        b"999-0000000-0000000;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n")
+
+    done = bridge("replay", str(unknown), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME),
+                  config=config, env=environment("BRIDGE_LWA_"))
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: order 999-0000000-0000000 is not in the ledger, and looking it up on Amazon"
+                           " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets\n")
 
 
 def test_replay_for_an_unknown_warehouse_exits_2(config):

@@ -3,11 +3,13 @@ orders again, keeps daily backups, rotates keys crash-safely, and keeps buyer da
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -53,12 +55,20 @@ def used_state(settings, sealer: Sealer = KEY, orders: tuple[str, ...] = ("A", "
     try:
         ledger.record([Observation(order(o), OrderStatus.PENDING, "", "wh") for o in orders], NOW,
                       bookmark=(BOOKMARK, NOW - timedelta(minutes=30)))
-        spooled = settings.spool_dir / "wh" / "A.csv"
-        write_atomic(spooled, ledger.seal_file(b"A;Jane Buyer\r\n"))
-        ledger.mark_delivered(ledger.stage_file("wh", "A.csv", "wh/A.csv", 14, "0" * 64, ["A"], NOW), NOW)
+        deliver(settings, ledger, "A", b"A;Jane Buyer\r\n")
         state.after_run(settings, ledger, NOW)
     finally:
         ledger.close()
+
+
+def deliver(settings, ledger: Ledger, order_id: str, data: bytes, now: datetime = NOW) -> Path:
+    """`order_id`'s file as the orders flow leaves it: spooled (sealed), staged, delivered."""
+    spooled = settings.spool_dir / "wh" / f"{order_id}.csv"
+    write_atomic(spooled, ledger.seal_file(data))
+    digest = hashlib.sha256(data).hexdigest()
+    ledger.mark_delivered(ledger.stage_file("wh", spooled.name, f"wh/{spooled.name}", len(data), digest,
+                                            [order_id], now), now)
+    return spooled
 
 
 def opens_with(settings, sealer: Sealer) -> Ledger:
@@ -179,6 +189,21 @@ def test_rekey_reseals_ledger_spool_and_backups_and_swaps_the_key(settings):
         Ledger(backup, NEW).close()
     assert state.rekey(settings, KEY, NEW, NOW).lines() == [
         "the state is already sealed with BRIDGE_STATE_KEY_NEW: make it the BRIDGE_STATE_KEY"]
+
+
+def test_rekey_keeps_the_times_of_spool_files_and_backups_so_they_still_say_when_they_were_written(settings):
+    used_state(settings)
+    spooled, [backup] = settings.spool_dir / "wh" / "A.csv", state.list_backups(settings)
+    delivered, taken = NOW.timestamp() - 3600, NOW.timestamp() - 60
+    os.utime(spooled, (delivered, delivered))
+    os.utime(backup, (taken, taken))
+
+    state.rekey(settings, KEY, NEW, NOW + timedelta(days=3))
+
+    assert (spooled.stat().st_mtime, backup.stat().st_mtime) == (delivered, taken)
+    settings.ledger_path.unlink()  # and fresh-start names the newest delivery by its time
+    lines = state.fresh_start(settings, NEW, BOOKMARK, NOW, NOW + timedelta(days=3))
+    assert lines[1].startswith(f"the newest spool file from before is {spooled} (written 2026-11-20T11:30:00Z)")
 
 
 def test_rekey_refuses_an_old_key_that_is_not_the_states(settings):
@@ -332,8 +357,8 @@ def test_a_restored_older_backup_is_refused_until_a_person_accepts_it(settings):
     backup = state.list_backups(settings)[0]
     ledger = opens_with(settings, KEY)  # work after the backup: C recorded and delivered
     ledger.record([Observation(order("C"), OrderStatus.PENDING, "", "wh")], NOW)
-    write_atomic(settings.spool_dir / "wh" / "C.csv", ledger.seal_file(b"C"))
-    ledger.mark_delivered(ledger.stage_file("wh", "C.csv", "wh/C.csv", 1, "0" * 64, ["C"], NOW), NOW)
+    delivered = deliver(settings, ledger, "C", b"C")
+    os.utime(delivered, (NOW.timestamp() + 900, NOW.timestamp() + 900))  # delivered 12:45
     state.after_run(settings, ledger, NOW + timedelta(hours=1))
     ledger.close()
 
@@ -348,12 +373,22 @@ def test_a_restored_older_backup_is_refused_until_a_person_accepts_it(settings):
         " the folder saw 5): was a backup restored? Orders delivered after that backup would be sent"
         " again. Check with the warehouse, then confirm with `fbm-bridge accept-restore`")
 
-    lines = state.accept_restore(settings, KEY, NOW + timedelta(hours=2))
+    lines = state.accept_restore(settings, KEY, NOW + timedelta(hours=2), BOOKMARK)
 
-    assert lines[1].startswith("1 spool file(s) were written after this ledger was")
-    assert lines[2].startswith(f"  {settings.spool_dir / 'wh' / 'C.csv'}  written ")
+    aside = settings.state_dir / "after-restore-20261120T143000Z"
+    assert lines == [
+        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it has 3 events,"
+        " the folder had seen 5); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from"
+        " its bookmark",
+        "1 spool file(s) this ledger does not know (delivered after the backup was taken, probably): their orders"
+        " are delivered again unless a drop still holds a file of the same name, so tell the warehouse which may"
+        f" come twice. They are kept in {aside} for retention.spool_days (30 days), never deleted before;"
+        " `fbm-bridge spool open FILE` shows one:",
+        f"  {aside / 'spool' / 'wh' / 'C.csv'}  written 2026-11-20T12:45:00Z",
+    ]
     ledger = opens_with(settings, KEY)
     assert ledger.state_events()[-1]["kind"] == "restore_accepted"
+    assert ledger.open_file((aside / "spool" / "wh" / "C.csv").read_bytes(), "C") == b"C"  # kept whole
     ledger.close()
     assert state.accept_restore(settings, KEY, NOW) == ["the ledger matches this state folder: nothing to confirm"]
 
@@ -371,6 +406,73 @@ def test_a_ledger_of_another_state_is_refused(settings, tmp_path):
 
     with pytest.raises(StateNotConfirmed, match="belongs to another state .id another-state"):
         opens_with(settings, KEY)
+
+
+def test_accepting_another_folders_ledger_says_so_and_sets_aside_every_file_it_does_not_know(settings, tmp_path):
+    used_state(settings)  # this folder delivered A (A.csv), pulled up to 12:00, took a backup
+    own_id = state.read_marker(settings.state_dir).state_id
+    own_file = settings.spool_dir / "wh" / "A.csv"
+    os.utime(own_file, (NOW.timestamp(), NOW.timestamp()))
+    elsewhere = tmp_path / "other" / "ledger.sqlite"
+    elsewhere.parent.mkdir()
+    other = Ledger(elsewhere, KEY)  # another folder: it delivered its own A.csv, other content
+    other.set_state_id("another-state", NOW, "created", "elsewhere")
+    other.record([Observation(order("A"), OrderStatus.PENDING, "", "wh")], NOW,
+                 bookmark=(BOOKMARK, NOW - timedelta(hours=2)))
+    other.mark_delivered(other.stage_file("wh", "A.csv", "wh/A.csv", 7, hashlib.sha256(b"A;Other").hexdigest(),
+                                          ["A"], NOW), NOW)
+    other.close()
+    settings.ledger_path.unlink()
+    shutil.copy(elsewhere, settings.ledger_path)
+
+    lines = state.accept_restore(settings, KEY, NOW + timedelta(hours=2), BOOKMARK)
+
+    aside = settings.state_dir / "after-restore-20261120T143000Z"
+    assert lines == [
+        "the ledger in place is accepted: it is not a backup of this folder but a ledger from another state folder"
+        f" (its state id another-state, this folder's was {own_id}); it had pulled orders up to"
+        " 2026-11-20T10:30:00Z; the next run continues from its bookmark, and this folder now carries that state on",
+        "this folder's own ledger had pulled orders up to 2026-11-20T12:00:00Z (its newest backup,"
+        f" {state.list_backups(settings)[0]}); orders between the two were pulled by this folder, not by that ledger",
+        "1 spool file(s) this ledger does not know (this folder delivered them and the accepted ledger does not know"
+        " them): their orders are delivered again unless a drop still holds a file of the same name, so tell the"
+        f" warehouse which may come twice. They are kept in {aside} for retention.spool_days (30 days), never"
+        " deleted before; `fbm-bridge spool open FILE` shows one:",
+        f"  {aside / 'spool' / 'wh' / 'A.csv'}  written 2026-11-20T12:30:00Z  (the accepted ledger has a file of"
+        " this name with other content)",
+    ]
+    assert not own_file.exists()  # never taken for the accepted ledger's A.csv, which is another file
+    assert KEY.open((aside / "spool" / "wh" / "A.csv").read_bytes(), "A") == b"A;Jane Buyer\r\n"
+    ledger = opens_with(settings, KEY)
+    assert ledger.state_events()[-1]["detail"] == (
+        "a person accepted another state folder's ledger (2 events; the folder had seen 3); 1 spool and 0 inbound"
+        f" file(s) it does not know set aside in {aside}")
+    ledger.close()
+
+
+def test_set_aside_files_are_kept_for_spool_days_resealed_by_rekey_and_then_purged(settings):
+    used_state(settings)
+    backup = state.list_backups(settings)[0]
+    ledger = opens_with(settings, KEY)
+    ledger.record([Observation(order("C"), OrderStatus.PENDING, "", "wh")], NOW)
+    delivered = deliver(settings, ledger, "C", b"C;Jane Buyer")
+    os.utime(delivered, (NOW.timestamp(), NOW.timestamp()))
+    state.after_run(settings, ledger, NOW)
+    ledger.close()
+    settings.ledger_path.unlink()
+    shutil.copy(backup, settings.ledger_path)
+    state.accept_restore(settings, KEY, NOW)
+    aside = settings.state_dir / "after-restore-20261120T123000Z" / "spool" / "wh" / "C.csv"
+
+    assert state.rekey(settings, KEY, NEW, NOW).spool_files == 2  # A.csv, and the one set aside
+    assert NEW.open(aside.read_bytes(), "C") == b"C;Jane Buyer"
+    assert aside.stat().st_mtime == NOW.timestamp()  # still says when it was delivered
+    ledger = opens_with(settings, NEW)
+    state.after_run(settings, ledger, NOW + timedelta(days=30))
+    assert aside.exists()
+    state.after_run(settings, ledger, NOW + timedelta(days=30, seconds=1))
+    ledger.close()
+    assert not aside.parent.parent.parent.exists()
 
 
 # --- item 14: permissions whatever the umask ------------------------------------------------------
@@ -406,6 +508,47 @@ def test_an_existing_state_folder_made_with_a_loose_mode_is_tightened(settings):
 
     assert settings.state_dir.stat().st_mode & 0o777 == 0o700
     assert settings.ledger_path.stat().st_mode & 0o777 == 0o600
+
+
+def as_user(uid: int, work) -> str:
+    """`work()` in a child process that runs as `uid`: its result, or its error, as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            result = repr(work())
+        except Exception as problem:
+            result = f"{type(problem).__name__}: {problem}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        text = answer.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play two users")
+def test_a_state_json_left_by_another_user_names_its_owner_and_how_to_give_it_back():
+    folder = Path(tempfile.mkdtemp(prefix="bridge-owners-"))
+    try:
+        os.chmod(folder, 0o755)
+        state_dir = folder / "state"
+        state_dir.mkdir(mode=0o700)
+        state.write_marker(state_dir, state.Marker("s", 1), NOW)  # root's, 0600: a manual run as root
+        os.chown(state_dir, 65534, 65534)  # the service's folder
+
+        said = as_user(65534, lambda: state.read_marker(state_dir))
+
+        assert said == (f"StateUnusable: cannot read {state_dir}/state.json: Permission denied (it belongs to user"
+                        " root, not to user nobody who runs this: a command run as root? Give the folder back:"
+                        f" chown -R nobody: {state_dir})")
+    finally:
+        shutil.rmtree(folder)
 
 
 # --- the commands, as an operator runs them ---------------------------------------------------------
@@ -490,7 +633,10 @@ def test_backup_now_lists_the_backups_and_a_restored_one_needs_accept_restore(op
     assert operator("orders", "pull", "--now", "2026-11-20T13:30:00Z").returncode == 2
     accepted = operator("accept-restore")
     assert accepted.returncode == 0, accepted.stderr
-    assert accepted.stdout.splitlines()[0] == "the ledger in place is accepted; the next run continues from its bookmark"
+    assert accepted.stdout.splitlines()[0] == (
+        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it has 10 events,"
+        " the folder had seen 11); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from its"
+        " bookmark")
     assert operator("orders", "pull", "--now", "2026-11-20T13:30:00Z").returncode == 0
 
 

@@ -18,15 +18,16 @@ from bridge.formats.stock import (
     stock_levels,
     tally,
 )
-from bridge.mapping import StockFields, StockLayout
+from bridge.formats.readers import Row
+from bridge.mapping import StockColumns, StockLayout
 
-LAYOUT = StockLayout(format="csv", quantity_means="available", fields=StockFields(sku="SKU", quantity="Qty"))
+LAYOUT = StockLayout(format="csv", quantity_means="available", columns=StockColumns(sku="SKU", quantity="Qty"))
 T0 = datetime(2026, 11, 26, 21, 0, tzinfo=timezone.utc)
 T1 = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)
 
 
-def rows(*records: dict, first: int = 2) -> list[tuple[int, dict]]:
-    return list(enumerate(records, first))
+def rows(*records: dict, first: int = 2) -> list[Row]:
+    return [Row(number, record) for number, record in enumerate(records, first)]
 
 
 def compute(records, layout=LAYOUT, in_flight=None, store=None):
@@ -44,7 +45,7 @@ def test_one_row_per_sku_is_sent_as_it_is():
 
 
 def test_lots_and_locations_of_one_sku_are_summed_and_the_first_row_names_it():
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", lot="Lot", location="Bin"))
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot", location="Bin"))
     levels, _, problems = compute(rows(
         {"SKU": "B", "Qty": "1", "Lot": "L1", "Bin": "X"},
         {"SKU": "A", "Qty": "2", "Lot": "L1", "Bin": "X"},
@@ -98,7 +99,7 @@ def test_number_formats(decimal, thousands, text, units):
 
 
 def test_a_bad_row_holds_back_its_sku_and_explains_the_rows_that_were_fine():
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", location="Bin"))
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", location="Bin"))
     levels, counted, problems = compute(rows(
         {"SKU": "A", "Qty": "4", "Bin": "X"}, {"SKU": "A", "Qty": "x", "Bin": "Y"},
         {"SKU": "B", "Qty": "5", "Bin": "X"}), layout)
@@ -123,7 +124,7 @@ def test_a_sku_listed_twice_with_different_quantities_is_not_sent_with_the_same_
 
 
 def test_timestamps_give_the_stock_time_in_utc_and_a_bad_one_is_a_bad_row():
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", timestamp="At"),
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", timestamp="At"),
                      timestamp_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin")
     levels, counted, problems = compute(rows(
         {"SKU": "A", "Qty": "1", "At": "26.11.2026 22:00"}, {"SKU": "B", "Qty": "1", "At": "26.11.2026 21:30"},
@@ -147,7 +148,7 @@ def test_the_disk_store_gives_the_same_levels_as_memory_for_shuffled_input_with_
             records.append({"SKU": f"S{sku:05d}", "Qty": str(randomly.randrange(0, 50)), "Lot": f"L{lot}"})
     records += [dict(records[10]), {**records[20], "Qty": "999"}, {"SKU": records[30]["SKU"], "Qty": "x", "Lot": "Lz"}]
     randomly.shuffle(records)
-    layout = replace(LAYOUT, fields=StockFields(sku="SKU", quantity="Qty", lot="Lot"))
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"))
     in_memory = compute(rows(*records), layout)
     with DiskStore(run_size=500, chunk_size=64, folder=str(tmp_path)) as store:
         on_disk = compute(rows(*records), layout, store=store)

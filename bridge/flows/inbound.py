@@ -78,6 +78,10 @@ class Handler(Protocol):
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
         """The file's outcome and its result lines, from the ledger."""
 
+    # Optional: step_aside(file, newer_name, now) -> bool. A new file has the name of `file`,
+    # still in processing/: True when `file` may be answered now to make room (the stock flow:
+    # a newer stock file supersedes a waiting one). Without it the new file waits its turn.
+
 
 @dataclass(frozen=True)
 class Source:
@@ -194,7 +198,7 @@ class InboundPipeline:
         if not (ok or closed or limit_passed):
             report.settling += 1
             return remembered
-        if not self._claim(drop, source, entry.name):
+        if not self._claim(drop, source, entry.name, now):
             return None
         if marker:
             self._remove_quietly(drop, source.path(marker_name(entry.name, marker)))
@@ -205,16 +209,32 @@ class InboundPipeline:
         report.incomplete += 1
         return {**remembered, "incomplete_since": incomplete_since or iso_z(now), "incomplete_reason": why}
 
-    def _claim(self, drop: Drop, source: Source, name: str) -> bool:
-        try:
-            drop.rename(source.path(name), source.path("processing", name))
-        except RemotePathMissing:
-            return False  # taken by someone else, or removed, since the listing
-        except FileExistsInDrop:
-            log.warning("not claimed source=%s name=%r: a file of that name is still in processing/",
-                        source.label, name)
-            return False
+    def _claim(self, drop: Drop, source: Source, name: str, now: datetime) -> bool:
+        for attempt in (1, 2):
+            try:
+                drop.rename(source.path(name), source.path("processing", name))
+                break
+            except RemotePathMissing:
+                return False  # taken by someone else, or removed, since the listing
+            except FileExistsInDrop:
+                if attempt == 2 or not self._make_room(drop, source, name, now):
+                    log.warning("not claimed source=%s name=%r: a file of that name is still in processing/",
+                                source.label, name)
+                    return False
         self.checkpoint("claimed")
+        return True
+
+    def _make_room(self, drop: Drop, source: Source, name: str, now: datetime) -> bool:
+        """An older file of this name is still in processing/: answered now if the handler
+        lets it step aside for the newer one."""
+        step_aside = getattr(self.handler, "step_aside", None)
+        older = next((f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name,
+                                                                source.kind) if f.name == name), None)
+        if step_aside is None or older is None or older.status != InboundStatus.PARSED \
+                or not step_aside(older, name, now):
+            return False
+        log.info("superseded by a newer file of the same name source=%s name=%r", source.label, name)
+        self._answer(drop, source, self.ledger.inbound(older.id), now)
         return True
 
     def _resume(self, drop: Drop, source: Source, now: datetime, report: InboundReport) -> None:

@@ -17,29 +17,26 @@ One stock file, in order, each step safe to interrupt at any line:
             is the row), and record the outcome, the issues and the quantities Amazon took, in
             one transaction. A SKU Amazon rejected keeps its previously published quantity.
 
-Where createFeed's non-idempotence bites, and the design around it:
+Where createFeed's non-idempotence bites, and the design around it (shared with the shipments
+flow's fulfillment feed: bridge/flows/feed_submission.py):
 - createFeed has no idempotency key. Sending one document twice is not harmless: Amazon takes
   every feed as the quantity *now*, so a copy processed after orders came in puts back units
   those orders took, and the catalog oversells. It also spends the 5-per-5-minutes allowance.
-- The window is between Amazon creating the feed and the ledger recording its id: a crash there,
-  or a timeout or 5xx answer to createFeed (the feed may exist or not). So `submitting` is
-  recorded *before* createFeed, with the run's time, and the edge never retries createFeed
-  except after a 429 (a refusal).
-- A document found `submitting` without a feed id is never sent again on a guess. The flow asks
-  getFeeds for JSON_LISTINGS_FEED feeds created since shortly before that time, leaving out the
-  feeds the ledger knows. None: Amazon never got it; it goes back to `prepared` and is sent.
-  Exactly one: that is ours; it is adopted, polled and reported like any other (its report must
-  count as many messages as the document has, else it is not ours after all). Several (another
-  tool submitted feeds too): `in_doubt`, shown to a person, never resent by the bridge. Only one
-  document of a file is ever `submitting` at a time, so a found feed cannot be another of ours.
+- `submitting` is recorded *before* createFeed, with the run's time, and the edge never retries
+  createFeed except after a 429 (a refusal).
+- A document found `submitting` without a feed id is never sent again on a guess: getFeeds
+  tells whether Amazon got it (none: sent again; exactly one unknown JSON_LISTINGS_FEED feed:
+  adopted, and its report must count as many messages as the document has, else it is not ours
+  after all; several: `in_doubt`, for a person). Only one document of a file is ever
+  `submitting` at a time, so a found feed cannot be another of ours.
 - Everything after createFeed is keyed by the feed id: polling or fetching a report twice
   records one outcome. A stock file presented again (intake after a crash) continues where it
   stopped instead of being computed into a second submission.
 
 The flow is given rows (the file readers parse the file) and the file's identity; claiming,
-archiving and result files are the inbound-file pipeline's. `push` does one file, `resume`
-continues files still with Amazon, `force_held` publishes the newest held file, `preview` is
-the dry run.
+archiving, result files and the daily schedule are bridge/flows/stock_intake.py's, through the
+inbound-file pipeline. `push` does one file, `resume` continues files still with Amazon,
+`force_held` publishes the newest held file, `preview` is the dry run.
 """
 
 from __future__ import annotations
@@ -48,13 +45,15 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 from bridge.edges.amazon_feeds import AmazonFeeds
 from bridge.edges.scratch import DiskStore
-from bridge.errors import BridgeError, CreateFeedUnknown, FixTheSetup, RetryLater
+from bridge.errors import BridgeError, FixTheSetup, RetryLater
+from bridge.flows import feed_submission
+from bridge.flows.feed_submission import RECOVERY_DELAY, RECOVERY_MARGIN  # noqa: F401 (their home moved)
 from bridge.formats.listings_feed import (
     CONTENT_TYPE,
     FEED_TYPE,
@@ -80,8 +79,6 @@ from bridge.mapping import StockLayout
 
 log = logging.getLogger("bridge.inventory")
 
-RECOVERY_MARGIN = timedelta(minutes=10)  # clock skew between this machine and Amazon
-RECOVERY_DELAY = timedelta(minutes=2)  # let a just-created feed show up in getFeeds first
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
 
 
@@ -96,7 +93,8 @@ class StockFile:
     name: str
     sha256: str
     file_time: datetime  # the file's own time; the stock's time unless the rows carry timestamps
-    rows: Iterable[tuple[int, Mapping[str, str]]]
+    rows: Iterable[tuple[int, Mapping[str, str], str]]  # formats.readers.Row: number, values, problem
+    inbound_id: int | None = None  # the inbound file it came in as (recorded with it)
 
 
 @dataclass
@@ -341,6 +339,7 @@ class InventoryFlow:
             skus=computed.comparison.sent, status=status, reason=reason,
             forced=force and bool(verdict.overridden), documents=computed.documents,
             problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
+            inbound_id=stock.inbound_id,
         )
         log.info("stock computed file=%s rows=%d bad_rows=%d skus=%d documents=%d verdict=%r",
                  stock.name, counted.rows, counted.bad_rows, computed.comparison.sent,
@@ -366,46 +365,21 @@ class InventoryFlow:
         self._poll(stored, now)
 
     def _submit(self, document: StoredStockFeed, now: datetime) -> None:
-        data = self._document_bytes(document)
-        document_id, url = self.feeds.create_document(CONTENT_TYPE)
-        self.checkpoint("document_created")
-        self.feeds.upload(url, data, CONTENT_TYPE)
-        self.checkpoint("uploaded")
-        self.ledger.mark_stock_feed_submitting(document.id, document_id, now)
-        self.checkpoint("submitting")
-        feed_id = self.feeds.create_feed(FEED_TYPE, document_id, [self.marketplace_id])
-        self.checkpoint("feed_created")
-        self.ledger.mark_stock_feed_submitted(document.id, feed_id, now)
-        self.checkpoint("submitted")
+        feed_id = feed_submission.submit(
+            self.feeds, _StockJournal(self.ledger, document.id), feed_type=FEED_TYPE,
+            content_type=CONTENT_TYPE, data=self._document_bytes(document),
+            marketplace_ids=[self.marketplace_id], now=now, checkpoint=self.checkpoint)
         log.info("stock feed submitted document=%s part=%d messages=%d feed_id=%s",
                  document.spool_path, document.part, document.messages, feed_id)
 
     def _recover(self, document: StoredStockFeed, now: datetime) -> None:
         """A createFeed that may or may not have reached Amazon: look before sending again."""
-        started = document.submit_started_at or now
-        if now - started < RECOVERY_DELAY:
-            raise CreateFeedUnknown(f"document {document.part} of stock file {document.stock_file_id}: "
-                                    "createFeed was interrupted just now; checking with Amazon on the next run")
-        known = self.ledger.stock_feed_ids()
-        candidates = [state for state in self.feeds.feeds_since(FEED_TYPE, started - RECOVERY_MARGIN, self.marketplace_id)
-                      if state.feed_id not in known]
-        if not candidates:
-            self.ledger.mark_stock_feed_prepared(document.id, "createFeed was interrupted before Amazon "
-                                                              "created the feed; sent again")
-            log.warning("stock feed part=%d: interrupted createFeed never reached Amazon; sending again", document.part)
-        elif len(candidates) == 1:
-            self.ledger.mark_stock_feed_submitted(document.id, candidates[0].feed_id, now, adopted=True,
-                                                  note=f"feed {candidates[0].feed_id} found on Amazon after an "
-                                                       "interrupted createFeed")
-            log.warning("stock feed part=%d: interrupted createFeed had reached Amazon as feed %s",
-                        document.part, candidates[0].feed_id)
-        else:
-            ids = ", ".join(state.feed_id for state in candidates)
-            self.ledger.mark_stock_feed_in_doubt(
-                document.id, f"createFeed was interrupted and Amazon has {len(candidates)} listings feeds from "
-                             f"then that the bridge did not record ({ids}); check them in Seller Central "
-                             "(feed upload status) before pushing this stock again", now)
-            log.error("stock feed part=%d in doubt: unknown feeds %s", document.part, ids)
+        feed_submission.recover(
+            self.feeds, _StockJournal(self.ledger, document.id), feed_type=FEED_TYPE,
+            started=document.submit_started_at, now=now, marketplace_id=self.marketplace_id,
+            known=self.ledger.stock_feed_ids(),
+            what=f"document {document.part} of stock file {document.stock_file_id}", kind="listings feeds",
+            advice="check them in Seller Central (feed upload status) before pushing this stock again")
 
     def _poll(self, stored: StoredStockFile, now: datetime) -> None:
         submitted = [d for d in self.ledger.stock_feeds(stored.id) if d.status == StockFeedStatus.SUBMITTED]
@@ -458,6 +432,25 @@ class InventoryFlow:
         if hashlib.sha256(data).hexdigest() != document.sha256:
             raise FixTheSetup(f"feed document {path} changed since it was computed; push the stock file again")
         return data
+
+
+class _StockJournal:
+    """One stock feed document's steps, for bridge.flows.feed_submission."""
+
+    def __init__(self, ledger: Ledger, row: int):
+        self.ledger, self.row = ledger, row
+
+    def submitting(self, document_id: str, now: datetime) -> None:
+        self.ledger.mark_stock_feed_submitting(self.row, document_id, now)
+
+    def submitted(self, feed_id: str, now: datetime, *, adopted: bool = False, note: str = "") -> None:
+        self.ledger.mark_stock_feed_submitted(self.row, feed_id, now, adopted=adopted, note=note)
+
+    def prepared(self, note: str) -> None:
+        self.ledger.mark_stock_feed_prepared(self.row, note)
+
+    def in_doubt(self, note: str, now: datetime) -> None:
+        self.ledger.mark_stock_feed_in_doubt(self.row, note, now)
 
 
 def _digest(chunks: Iterable[bytes]) -> str:

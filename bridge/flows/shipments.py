@@ -1,4 +1,4 @@
-"""Shipments up: the warehouses' confirmation files become confirmShipment calls, exactly once.
+"""Shipments up: the warehouses' confirmation files become Amazon fulfillments, exactly once.
 
 One run, in order, each step safe to interrupt at any line (the file steps are the inbound
 pipeline's, shared with the stock flow: see bridge/flows/inbound.py):
@@ -8,7 +8,9 @@ pipeline's, shared with the stock flow: see bridge/flows/inbound.py):
 2. send     each waiting package: marked sent, then confirmShipment with its ledger id as the
             packageReferenceId, then marked confirmed or rejected (Amazon's words). A crash
             between the call and the mark re-sends the same id, which edits that package on
-            Amazon rather than adding one; a 429/5xx leaves it waiting for the next run;
+            Amazon rather than adding one; a 429/5xx leaves it waiting for the next run. Before
+            any of it, the highest id is kept outside the ledger (the state marker), so that a
+            restored older ledger never issues an id Amazon has seen;
 3. answer   files whose packages all have Amazon's answer get their result file and move to
             archive/ (every row accepted) or error/;
 4. note     delivered orders' ship-by dates for `status` (which reads no sealed data);
@@ -28,18 +30,20 @@ from typing import IO, Callable, Sequence
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_shipments import AmazonShipments
 from bridge.edges.folders import Drop
-from bridge.errors import AmazonRejected, BadFile, BridgeError, FixTheSetup, RetryLater
+from bridge.errors import AmazonRejected, BadFile, BridgeError, CreateFeedUnknown, FixTheSetup, RetryLater
 from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Source, sources
+from bridge.flows.shipments_feed import FulfillmentFeed, planned
 from bridge.formats.readers import TableSpec, read_rows
 from bridge.formats.shipments import (
-    ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage,
-    confirm_request, parse_rows, plan)
+    ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, confirm_request,
+    parse_rows, plan)
 from bridge.ledger import (
-    InboundOutcome, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound, StoredPackage)
+    FeedStatus, InboundOutcome, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound, StoredPackage)
 from bridge.records import iso_z
 
 log = logging.getLogger("bridge.shipments")
 FLOW = "shipments"
+FEED_WAIT_SECONDS = 300.0  # a run a person started waits this long for Amazon's feed report
 
 
 @dataclass
@@ -48,14 +52,18 @@ class ShipmentsReport:
     confirmed: int = 0
     rejected: int = 0
     waiting: int = 0
+    feeds_recorded: int = 0  # fulfillment feed documents made in this run
+    feeds_waiting: int = 0  # documents still with Amazon after it
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
 
     def summary(self) -> str:
         files = self.inbound
+        feeds = (f" feeds={self.feeds_recorded} feeds_waiting={self.feeds_waiting}"
+                 if self.feeds_recorded or self.feeds_waiting else "")
         return (f"shipments files={files.taken} duplicates={files.duplicates} unreadable={files.unreadable}"
                 f" incomplete={files.incomplete} settling={files.settling} answered={files.answered}"
-                f" confirmed={self.confirmed} rejected={self.rejected} waiting={self.waiting}"
+                f" confirmed={self.confirmed} rejected={self.rejected} waiting={self.waiting}{feeds}"
                 f" errors={len(self.errors) + len(files.errors)}")
 
     @property
@@ -144,23 +152,20 @@ def package_records(result: Plan, warehouse: WarehouseSettings) -> list[dict]:
 def _row_line(row: dict) -> tuple[str, ...]:
     result, message = row["result"], row["message"]
     if result == RowResult.ACCEPTED:
+        package = f"package {row['package_id']}"
+        by_feed = f" (feed {row['feed_id']})" if row.get("feed_id") else ""
         if row["package_status"] == PackageStatus.CONFIRMED:
-            message = f"confirmed on Amazon as package {row['package_id']}"
+            message = f"confirmed on Amazon as {package}{by_feed}"
+        elif row.get("feed_status") == FeedStatus.IN_DOUBT:
+            result, message = REJECTED, f"Amazon may or may not have {package}{by_feed}: {row['package_message']}"
         else:
-            result, message = REJECTED, f"Amazon refused package {row['package_id']}: {row['package_message']}"
+            result, message = REJECTED, f"Amazon refused {package}{by_feed}: {row['package_message']}"
     return (str(row["row"]), result, row["order_id"], row["item"], row["quantity"], row["tracking"], message)
 
 
 def request_for(package: StoredPackage) -> dict:
     """The ConfirmShipmentRequest of a package as recorded: the same bytes on every re-send."""
-    from bridge.mapping import Carrier
-
-    planned = PlannedPackage(
-        order_id=package.order_id, marketplace_id=package.marketplace_id,
-        tracking=package.tracking_number,
-        carrier=Carrier(package.carrier_code, package.carrier_name), method=package.shipping_method,
-        ship_date=package.ship_date, items=package.items, rows=())
-    return confirm_request(planned, package.id)
+    return confirm_request(planned(package), package.id)
 
 
 class ShipmentsFlow:
@@ -168,7 +173,14 @@ class ShipmentsFlow:
                  open_drop: Callable[[WarehouseSettings], Drop] | None = None,
                  checkpoint: Checkpoint | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 feeds=None,
+                 keep_package_ids: Callable[[int, datetime], None] | None = None):
+        """`feeds`: the Feeds edge (bridge.edges.amazon_feeds.AmazonFeeds) for the order
+        fulfillment feed; made from the settings the first time it is needed if not given.
+        `keep_package_ids(highest, now)`: called before any package goes to Amazon, to keep the
+        highest package id outside the ledger (bridge.state: a restored ledger continues above it)."""
+        self.keep_package_ids = keep_package_ids
         self.settings = settings
         self.ledger = ledger
         self.amazon = amazon
@@ -179,6 +191,14 @@ class ShipmentsFlow:
         self.files = ShipmentFiles(ledger, self.order_facts)
         self.pipeline = InboundPipeline(settings, ledger, self.files, checkpoint=self.checkpoint,
                                         should_stop=self.should_stop)
+        self.fulfillment = FulfillmentFeed(ledger, lambda: feeds or self._feeds_edge(),
+                                           seller_id=settings.amazon.seller_id, checkpoint=self.checkpoint)
+        self.feed_wait = 0.0  # seconds a run waits for a feed report; the next run polls again
+
+    def _feeds_edge(self):
+        from bridge.edges.amazon_feeds import AmazonFeeds
+
+        return AmazonFeeds(self.settings.amazon, sleep=self.sleep)
 
     @property
     def enabled(self) -> bool:
@@ -197,6 +217,7 @@ class ShipmentsFlow:
         files seen for the first time are listed again `stable_seconds` later in the same run
         (for `fbm-bridge shipments process`, which a person runs once)."""
         report = ShipmentsReport()
+        self.feed_wait = FEED_WAIT_SECONDS if settle else 0.0
         chosen = self.sources(remote=remote, local=local)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("collect", lambda: self._collect(chosen, now, report, finished or {})),
@@ -226,6 +247,7 @@ class ShipmentsFlow:
                 log.error("step=%s failed: %s (please report this as a bug)", name, what)
         report.needs_a_person |= report.inbound.needs_a_person
         report.waiting = len(self.ledger.packages_waiting())
+        report.feeds_waiting = len(self.fulfillment.in_flight())
         log.info(report.summary())
         return report
 
@@ -255,31 +277,63 @@ class ShipmentsFlow:
     # --- 2. send -------------------------------------------------------------------------------
 
     def send(self, now: datetime, report: ShipmentsReport) -> None:
-        """confirmShipment for every waiting package, oldest first. Amazon unavailable or
+        """Every waiting package to Amazon, oldest first: by confirmShipment one by one, or
+        (shipments.send = "feed") in one order fulfillment feed document. Documents already with
+        Amazon are carried on first, whatever the setting says now. Amazon unavailable or
         throttled for long: the rest wait for the next run, in the same order."""
-        if self.settings.shipments.send != "confirmShipment":
-            raise FixTheSetup("shipments.send = \"feed\": the order fulfillment feed is not "
-                              "wired yet; use \"confirmShipment\"")
-        for package in self.ledger.packages_waiting():
+        try:
+            if self.keep_package_ids is not None:
+                self.keep_package_ids(self.ledger.highest_package_id(), now)
+            self._send(now, report)
+        finally:
+            for doubt in self.fulfillment.doubts:  # a person checks those orders in Seller Central
+                report.errors.append(f"send: {doubt}")
+                report.needs_a_person = True
+            self.fulfillment.doubts.clear()
+
+    def _send(self, now: datetime, report: ShipmentsReport) -> None:
+        by_feed = self.settings.shipments.send == "feed"
+        unknown: CreateFeedUnknown | None = None
+        try:
+            if self.fulfillment.in_flight():
+                self.fulfillment.recover(now)  # a crash's leftover first: never two to look for
+        except CreateFeedUnknown as problem:
+            unknown = problem  # asked again next run; meanwhile no new document, the rest goes on
+        for package in self.ledger.packages_to_send():
             if self.should_stop():
                 return
-            self.ledger.mark_package_sent(package.id, now)
-            self.checkpoint("marked_sent")
-            try:
-                self.amazon.confirm(package.order_id, request_for(package))
-            except AmazonRejected as problem:
-                self.checkpoint("answered")
-                self.ledger.mark_package_rejected(package.id, str(problem), now)
-                report.rejected += 1
-                log.warning("package rejected by Amazon id=%d order_id=%s: %s", package.id,
-                            package.order_id, problem)
-                continue
+            if by_feed and package.status == PackageStatus.ACCEPTED:
+                continue  # goes in this run's document; a `sent` one was confirmShipment's: same id again
+            self._confirm(package, now, report)
+        if by_feed and not self.should_stop():
+            waiting = [p for p in self.ledger.packages_to_send() if p.status == PackageStatus.ACCEPTED]
+            if self.fulfillment.send_new(waiting, now) is not None:
+                report.feeds_recorded += 1
+        if self.fulfillment.in_flight() and not self.should_stop():
+            confirmed, rejected = self.fulfillment.advance(now, self.feed_wait, recover=unknown is None)
+            report.confirmed += confirmed
+            report.rejected += rejected
+        if unknown is not None:
+            raise unknown
+
+    def _confirm(self, package: StoredPackage, now: datetime, report: ShipmentsReport) -> None:
+        self.ledger.mark_package_sent(package.id, now)
+        self.checkpoint("marked_sent")
+        try:
+            self.amazon.confirm(package.order_id, request_for(package))
+        except AmazonRejected as problem:
             self.checkpoint("answered")
-            self.ledger.mark_package_confirmed(package.id, now)
-            self.checkpoint("confirmed")
-            report.confirmed += 1
-            log.info("package confirmed id=%d order_id=%s items=%d", package.id, package.order_id,
-                     sum(units for _, units in package.items))
+            self.ledger.mark_package_rejected(package.id, str(problem), now)
+            report.rejected += 1
+            log.warning("package rejected by Amazon id=%d order_id=%s: %s", package.id,
+                        package.order_id, problem)
+            return
+        self.checkpoint("answered")
+        self.ledger.mark_package_confirmed(package.id, now)
+        self.checkpoint("confirmed")
+        report.confirmed += 1
+        log.info("package confirmed id=%d order_id=%s items=%d", package.id, package.order_id,
+                 sum(units for _, units in package.items))
 
     # --- what a row is checked against ---------------------------------------------------------
 

@@ -161,8 +161,13 @@ def _quantity(text: str, label: str) -> tuple[int, list[str]]:
 
 
 def _carrier_lookup(layout: ShipmentLayout) -> dict[str, Carrier]:
-    """The mapping's table first, then Amazon's codes; both matched ignoring case."""
-    lookup = {code.casefold(): Carrier(code) for code in amazon_carrier_codes()}
+    """The mapping's table first, then Amazon's codes; both matched ignoring case. Amazon's list
+    has codes that differ only in case ("NACEX", "Nacex"): the exact one wins, else always the
+    same one of them."""
+    codes = amazon_carrier_codes()
+    table = {name.casefold() for name, _ in layout.carriers}
+    lookup = {code.casefold(): Carrier(code) for code in sorted(codes, reverse=True)}
+    lookup.update((code, Carrier(code)) for code in codes if code.casefold() not in table)
     lookup.update((name.casefold(), carrier) for name, carrier in layout.carriers)
     lookup.update(layout.carriers)
     return lookup

@@ -1,6 +1,9 @@
 """Stock rules, pure: a stock file's rows → one quantity per seller SKU, and the safety gates.
 
-Rows come from the file readers as (row number, {header or element path: text}). Each usable row
+Rows come from the file readers (`formats/readers.py`) as (row number, {column: text}, problem):
+the number is the file's own (CSV line, sheet row, line of the XML record), the columns are the
+mapping's headers, positions or element paths, and a problem says why a row cannot be trusted as
+read (a wrong field count, a byte the encoding lacks). Each usable row
 becomes a *part* — (seller SKU, warehouse SKU, lot/location, row, units) — and a store gives the
 parts back sorted by seller SKU: `MemoryStore` here; `edges/scratch.py` sorts them on disk so that a file of a
 million SKUs does not have to fit in memory. The parts of one seller SKU become one `StockLevel`:
@@ -102,21 +105,23 @@ class MemoryStore:
 # --- reading rows ---------------------------------------------------------------------------
 
 
-def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, store: Store,
+def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout, store: Store,
           *, batch_size: int = 10_000) -> Tally:
     """Check every row and hand the usable ones to `store` as parts.
 
     A bad row is reported with its column and why; when its SKU is known it still goes to the
-    store as a part without units, so that SKU is not sent with a partial sum.
+    store as a part without units, so that SKU is not sent with a partial sum. So does a row
+    the reader could not read as it should (its `problem`): its values may be shifted.
     """
-    fields = layout.fields
-    sku_key, quantity_key, timestamp_key = fields.sku, fields.quantity, fields.timestamp
-    lot_keys = tuple(key for key in (fields.lot, fields.location) if key)
+    columns = layout.columns
+    sku_key, quantity_key, timestamp_key = columns.sku, columns.quantity, columns.timestamp
+    lot_keys = tuple(key for key in (columns.lot, columns.location) if key)
     lot_key, location_key = (lot_keys + (None, None))[:2]
     sku_map = layout.sku_map
     leave_alone = leave_alone_test(layout.leave_alone)
     quantity_of = quantity_parser(layout.decimal_separator, layout.thousands_separator)
-    time_of = timestamp_parser(layout.timestamp_format, layout.timezone) if timestamp_key else None
+    time_of = timestamp_parser(layout.timestamp_format, layout.timezone,
+                               iso_too=layout.format == "xlsx") if timestamp_key else None
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
     result = Tally()
     problems = result.problems
@@ -128,19 +133,22 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, st
         missing = [key for key in needed if key not in first[1]]
         if missing:
             names = ", ".join(repr(key) for key in missing)
-            columns = ", ".join(repr(key) for key in first[1])
-            result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {columns})"
+            found = ", ".join(repr(key) for key in first[1])
+            result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {found})"
             return result
     batch: list[Part] = []
     count = added = unusable = left_alone = not_on_amazon = 0
     latest: datetime | None = None
-    for number, row in chain((first,), rows):
+    for number, row, unreadable in chain((first,), rows):
         count += 1
         warehouse_sku = row.get(sku_key)
         if warehouse_sku:
             warehouse_sku = warehouse_sku.strip()
+        if unreadable:  # its values may be shifted: the SKU as read is held back, not summed
+            problems.append(RowProblem(number, "", unreadable))
         if not warehouse_sku:
-            problems.append(RowProblem(number, sku_key, "no SKU"))
+            if not unreadable:
+                problems.append(RowProblem(number, sku_key, "no SKU"))
             continue
         sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
         if not sku:
@@ -155,14 +163,17 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str]]], layout: StockLayout, st
             problems.append(RowProblem(number, sku_key, why))
             continue
         text = row.get(quantity_key)
-        if text is not None and text.isdigit() and text.isascii() and len(text) < 8:
-            units: int | None = int(text)
+        if unreadable:
+            units: int | None = None
+            unusable += 1
+        elif text is not None and text.isdigit() and text.isascii() and len(text) < 8:
+            units = int(text)
         else:
             units, why = quantity_of(text)
             if units is None:
                 problems.append(RowProblem(number, quantity_key, why))
                 unusable += 1
-        if time_of is not None:
+        if time_of is not None and not unreadable:
             stamp, why = time_of(row.get(timestamp_key))
             if why:
                 problems.append(RowProblem(number, timestamp_key, why))
@@ -215,9 +226,11 @@ def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tupl
     return parse
 
 
-def timestamp_parser(fmt: str, zone: str) -> Callable[[str | None], tuple[datetime | None, str]]:
+def timestamp_parser(fmt: str, zone: str, *, iso_too: bool = False
+                     ) -> Callable[[str | None], tuple[datetime | None, str]]:
     """text → (UTC datetime or None when empty, "") or (None, why). Remembers the last text:
-    a stock file usually repeats one timestamp on every row."""
+    a stock file usually repeats one timestamp on every row. `iso_too`: ISO 8601 is accepted
+    whatever `fmt` says (a workbook's date cell reads as ISO 8601)."""
     local = ZoneInfo(zone)
     last: list = [None, (None, "")]
 
@@ -229,7 +242,7 @@ def timestamp_parser(fmt: str, zone: str) -> Callable[[str | None], tuple[dateti
             answer: tuple[datetime | None, str] = (None, "")
         else:
             try:
-                moment = datetime.fromisoformat(value) if fmt == "iso" else datetime.strptime(value, fmt)
+                moment = _parsed(value, fmt, iso_too)
                 if moment.tzinfo is None:
                     moment = moment.replace(tzinfo=local)
                 answer = (moment.astimezone(timezone.utc), "")
@@ -240,6 +253,17 @@ def timestamp_parser(fmt: str, zone: str) -> Callable[[str | None], tuple[dateti
         return answer
 
     return parse
+
+
+def _parsed(value: str, fmt: str, iso_too: bool) -> datetime:
+    if fmt == "iso":
+        return datetime.fromisoformat(value)
+    try:
+        return datetime.strptime(value, fmt)
+    except ValueError:
+        if not iso_too:
+            raise
+        return datetime.fromisoformat(value)
 
 
 def leave_alone_test(entries: Iterable[str]) -> Callable[[str], bool] | None:
@@ -263,7 +287,7 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
     while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
     on_hand = layout.quantity_means == "on_hand"
     buffers, default_buffer, cap = layout.buffers, layout.buffer, layout.cap
-    column = layout.fields.quantity
+    column = layout.columns.quantity
     first: Part | None = None
     more: list[Part] = []  # the current SKU's parts after the first, usually none
     for part in chain(parts, (_END,)):

@@ -16,8 +16,9 @@ responses, default usage plans) and implements:
     POST /feeds/2021-06-30/feeds                          createFeed
     GET  /feeds/2021-06-30/feeds                          getFeeds
     GET  /feeds/2021-06-30/feeds/{feedId}                 getFeed
+    DELETE /feeds/2021-06-30/feeds/{feedId}               cancelFeed (a feed still IN_QUEUE)
 
-plus test controls under `/_sandbox/` (orders, pii, faults, confirmations, feeds, and the
+plus test controls under `/_sandbox/` (orders, pii, faults, confirmations, fulfillments, feeds, and the
 upload/download URLs that stand in for S3). The v0 getOrder is called "v0.getOrder" wherever an
 operation id is a key (rate_limits, fail_next, RecordedRequest.operation_id), since both
 Orders versions name their single-order read "getOrder".
@@ -58,6 +59,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "createFeedDocument": (0.5, 15),
     "createFeed": (0.0083, 15),
     "getFeed": (2.0, 15),
+    "cancelFeed": (2.0, 15),
     "getFeeds": (0.0222, 10),
     "getFeedDocument": (0.0222, 10),
 }
@@ -178,6 +180,10 @@ class SpApiSandbox:
                                      if "sellerSku" in i.get("product", {})}
         self.requests: list[RecordedRequest] = []
         self.confirmations: list[dict] = []
+        # Every fulfillment the sandbox took, by confirmShipment or a fulfillment feed:
+        # {"orderId", "via", "packageReferenceId", "carrierCode", "carrierName", "shippingMethod",
+        #  "trackingNumber", "shipDate", "orderItems"}
+        self.fulfillments: list[dict] = []
         self.feeds: dict[str, dict] = {}
         self.listing_warnings: dict[str, str] = {}  # SKU -> a WARNING for its listings messages
         self.gzip_results = False  # serve feed result documents GZIP-compressed, as Amazon may
@@ -518,7 +524,36 @@ class SpApiSandbox:
                 raise InvalidInput(f"Order {order_id} is cancelled")
             self._apply_package(order, detail)
             self.confirmations.append({"orderId": order_id, **copy.deepcopy(request)})
+            self._note_fulfillment(order_id, "confirmShipment", detail)
         return _Answer(204, b"", "")
+
+    def _apply_fulfillment(self, feed_id: str, order_id: str, detail: dict,
+                           marketplaces: tuple[str, ...]) -> tuple[str, str] | None:
+        """One checked message of an order fulfillment feed, taken like confirmShipment takes
+        a package (the same unshipped-quantity rules); returns (code, why) if the order refuses it."""
+        order = self._orders.get(order_id)
+        if order is None:
+            return spapi_feeds.BAD_ORDER, f"AmazonOrderID {order_id} was not found for this seller"
+        marketplace = order["salesChannel"].get("marketplaceId")
+        if marketplace not in marketplaces:
+            return (spapi_feeds.BAD_ORDER, f"order {order_id} belongs to marketplace {marketplace}, which this feed "
+                                           f"was not submitted for")
+        if order.get("fulfillment", {}).get("fulfillmentStatus") == "CANCELLED":
+            return spapi_feeds.BAD_ORDER, f"Order {order_id} is cancelled"
+        try:
+            self._apply_package(order, detail)
+        except InvalidInput as exc:
+            return spapi_feeds.BAD_ITEM, str(exc)
+        self._note_fulfillment(order_id, f"feed {feed_id}", detail)
+        return None
+
+    def _note_fulfillment(self, order_id: str, via: str, detail: dict) -> None:
+        self.fulfillments.append({
+            "orderId": order_id, "via": via, "packageReferenceId": detail["packageReferenceId"],
+            "carrierCode": detail["carrierCode"], "carrierName": detail.get("carrierName") or "",
+            "shippingMethod": detail.get("shippingMethod") or "", "trackingNumber": detail["trackingNumber"],
+            "shipDate": detail["shipDate"],
+            "orderItems": [dict(line) for line in detail["orderItems"]]})
 
     def _apply_package(self, order: dict, detail: dict) -> None:
         items = {i["orderItemId"]: i for i in order.get("orderItems", [])}
@@ -630,10 +665,31 @@ class SpApiSandbox:
             doc = self._feed_doc(feed)
         return _json(200, doc)
 
+    def _op_cancelFeed(self, feed_id: str, *, query, body, grant) -> _Answer:
+        with self._lock:
+            if not self.cancel_feed(feed_id):
+                if feed_id not in self.feeds:
+                    raise _ApiError(404, "NotFound", f"Feed {feed_id} was not found.")
+                raise InvalidInput(f"Feed {feed_id} is {self.feeds[feed_id]['status']}; only a feed IN_QUEUE "
+                                   f"can be cancelled")
+        return _Answer(200, b"", "")
+
+    def cancel_feed(self, feed_id: str) -> bool:
+        """What cancelFeed does (a person in Seller Central, another tool): a feed still
+        IN_QUEUE is CANCELLED, unprocessed. False if there is no such feed waiting."""
+        with self._lock:
+            feed = self.feeds.get(feed_id)
+            if feed is None or feed["status"] != "IN_QUEUE":
+                return False
+            feed.update(status="CANCELLED", processingEndTime=so.iso(self._now()))
+            return True
+
     def _finish_feed(self, feed: dict) -> None:
         status, result, content_type = spapi_feeds.process(
             feed["feedType"], feed["feedId"], feed["document"], self.known_skus,
-            self.listing_warnings)
+            self.listing_warnings, marketplaces=tuple(feed["marketplaceIds"]),
+            apply=lambda order_id, detail, markets: self._apply_fulfillment(
+                feed["feedId"], order_id, detail, markets))
         result_id = "amzn1.tortuga.4.na." + uuid.uuid4().hex
         self._documents[result_id] = {"contentType": content_type, "data": result}
         if self.gzip_results:
@@ -735,6 +791,9 @@ class SpApiSandbox:
             if method == "GET" and path == "/_sandbox/confirmations":
                 with self._lock:
                     return _json(200, copy.deepcopy(self.confirmations))
+            if method == "GET" and path == "/_sandbox/fulfillments":
+                with self._lock:
+                    return _json(200, copy.deepcopy(self.fulfillments))
             if method == "GET" and path == "/_sandbox/feeds":
                 with self._lock:
                     return _json(200, [_feed_summary(f) for f in self.feeds.values()])
@@ -818,6 +877,7 @@ _ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("POST", ("feeds", "2021-06-30", "feeds"), "createFeed"),
     ("GET", ("feeds", "2021-06-30", "feeds"), "getFeeds"),
     ("GET", ("feeds", "2021-06-30", "feeds", "*"), "getFeed"),
+    ("DELETE", ("feeds", "2021-06-30", "feeds", "*"), "cancelFeed"),
 ]
 
 

@@ -1,9 +1,10 @@
-"""The sandbox's feed processing, pure: a submitted document in, a result document out.
+"""The sandbox's feed processing: a submitted document in, a result document out.
 
 JSON_LISTINGS_FEED gets a processing report valid against
 `listings-feed-processing-report-schema-v2.json` (FATAL, with one feed-level issue, for a
 document that breaks `listings-feed-schema-v2.json` as a whole); POST_ORDER_FULFILLMENT_DATA gets the XML
-`ProcessingReport` of the classic feeds. Returns (processingStatus, result bytes, content type).
+`ProcessingReport` of the classic feeds, its valid fulfillments applied to the sandbox's orders
+through a callback (the only state it touches). Returns (processingStatus, result bytes, content type).
 """
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ BAD_QUANTITY = "90244"
 
 
 def process(feed_type: str, feed_id: str, document: bytes,
-            known_skus: set[str], warnings: dict[str, str] | None = None) -> tuple[str, bytes, str]:
+            known_skus: set[str], warnings: dict[str, str] | None = None, *,
+            apply=None, marketplaces: tuple[str, ...] = ()) -> tuple[str, bytes, str]:
+    """`apply(order_id, package_detail, marketplaces)` takes one valid fulfillment into the
+    sandbox's orders and returns None, or (code, why) when the order refuses it; without it
+    the fulfillment messages are only checked for their form."""
     if feed_type == "JSON_LISTINGS_FEED":
         return _listings(feed_id, document, known_skus, warnings or {})
     if feed_type == "POST_ORDER_FULFILLMENT_DATA":
-        return _order_fulfillment(feed_id, document)
+        return _order_fulfillment(feed_id, document, apply, marketplaces)
     return "FATAL", json.dumps({"errorDetails": f"Feed type {feed_type} is not supported by "
                                                 f"the sandbox"}).encode(), "application/json"
 
@@ -166,17 +171,138 @@ def _patch_problems(patch):
                                  f"non-negative integer, got {lead!r}")
 
 
-def _order_fulfillment(feed_id: str, document: bytes) -> tuple[str, bytes, str]:
+# -- POST_ORDER_FULFILLMENT_DATA ----------------------------------------------------------------
+# An AmazonEnvelope of OrderFulfillment messages (OrderFulfillment.xsd) gets the classic XML
+# ProcessingReport. A document that is not such an envelope (not XML, another MessageType, no
+# messages, repeated MessageIDs) makes the feed FATAL with one document-level result (MessageID 0),
+# as Amazon answers "The XML you submitted is ill-formed at the Amazon Envelope XML level". Each
+# message is checked on its own: its order id, date, carrier and items; then `apply` (the
+# sandbox's orders) takes it like confirmShipment does, or says why not. A message with an error
+# changes nothing. The ResultMessageCodes are the sandbox's own: the bridge keeps Amazon's words
+# and never interprets a code.
+
+ILL_FORMED = "5000"
+MISSING_FIELD = "18028"
+BAD_ORDER = "18100"
+BAD_DATE = "18101"
+BAD_CARRIER = "18102"
+BAD_ITEM = "18103"
+
+
+def _order_fulfillment(feed_id: str, document: bytes, apply, marketplaces) -> tuple[str, bytes, str]:
     try:
         root = ElementTree.fromstring(document)
-        messages = root.findall("Message")
-        errors = [m for m in messages if not (m.findtext("OrderFulfillment/AmazonOrderID") or "")]
-    except ElementTree.ParseError:
-        messages, errors = [], None
-    env = ElementTree.Element("AmazonEnvelope")
+    except ElementTree.ParseError as exc:
+        return _report(feed_id, "UNKNOWN", 0, [(0, ILL_FORMED, f"The XML you submitted is ill-formed at the "
+                                                               f"Amazon Envelope XML level ({exc})", "")], fatal=True)
+    merchant = (root.findtext("Header/MerchantIdentifier") or "").strip() or "UNKNOWN"
+    why = _envelope_problem(root)
+    if why:
+        return _report(feed_id, merchant, 0, [(0, ILL_FORMED, why, "")], fatal=True)
+    messages = root.findall("Message")
+    results = []
+    for message in messages:
+        message_id = int(message.findtext("MessageID").strip())
+        order_id = (message.findtext("OrderFulfillment/AmazonOrderID") or "").strip()
+        problem = _fulfillment_problem(message.find("OrderFulfillment"))
+        if problem is None and apply is not None:
+            problem = apply(order_id, _fulfillment_detail(message, feed_id), marketplaces)
+        if problem is not None:
+            code, text = problem
+            results.append((message_id, code, text, order_id))
+    return _report(feed_id, merchant, len(messages), results)
+
+
+def _envelope_problem(root) -> str:
+    if root.tag != "AmazonEnvelope":
+        return f"the document element must be AmazonEnvelope, not {root.tag}"
+    if (root.findtext("MessageType") or "").strip() != "OrderFulfillment":
+        return "MessageType must be OrderFulfillment for POST_ORDER_FULFILLMENT_DATA"
+    messages = root.findall("Message")
+    if not messages:
+        return "the envelope has no Message"
+    ids = [(m.findtext("MessageID") or "").strip() for m in messages]
+    if not all(i.isdigit() and 1 <= int(i) <= 2_147_483_647 for i in ids):
+        return "every Message needs a MessageID from 1 to 2147483647"
+    if len(set(ids)) != len(ids):
+        return "MessageID values must be unique within the document"
+    if any(m.find("OrderFulfillment") is None for m in messages):
+        return "every Message needs an OrderFulfillment"
+    return ""
+
+
+def _fulfillment_problem(fulfillment) -> tuple[str, str] | None:
+    """What Amazon refuses in one OrderFulfillment before looking at the order, or None."""
+    if not (fulfillment.findtext("AmazonOrderID") or "").strip():
+        return MISSING_FIELD, "AmazonOrderID is missing"
+    date = (fulfillment.findtext("FulfillmentDate") or "").strip()
+    if not _is_datetime(date):
+        return BAD_DATE, f"FulfillmentDate {date!r} is not a valid date and time (ISO 8601, with its time zone)"
+    data = fulfillment.find("FulfillmentData")
+    code = (data.findtext("CarrierCode") or "").strip() if data is not None else ""
+    name = (data.findtext("CarrierName") or "").strip() if data is not None else ""
+    if not code and not name:
+        return BAD_CARRIER, "FulfillmentData needs a CarrierCode or a CarrierName"
+    if code and code not in _carrier_codes():
+        return BAD_CARRIER, f"CarrierCode {code!r} is not a valid carrier code; use CarrierName for other carriers"
+    if code == "Other" and not name:
+        return BAD_CARRIER, "CarrierName is required when CarrierCode is Other"
+    if data is None or not (data.findtext("ShipperTrackingNumber") or "").strip():
+        return MISSING_FIELD, "ShipperTrackingNumber is missing"
+    items = fulfillment.findall("Item")
+    if not items:
+        return BAD_ITEM, "the fulfillment lists no Item"
+    for item in items:
+        if not (item.findtext("AmazonOrderItemCode") or "").strip():
+            return MISSING_FIELD, "Item/AmazonOrderItemCode is missing"
+        quantity = (item.findtext("Quantity") or "").strip()
+        if not quantity.isdigit() or int(quantity) < 1:
+            return BAD_ITEM, f"Item/Quantity {quantity!r} must be a positive whole number"
+    return None
+
+
+def _fulfillment_detail(message, feed_id: str) -> dict:
+    """The message as a confirmShipment packageDetail, for the sandbox's orders."""
+    fulfillment = message.find("OrderFulfillment")
+    data = fulfillment.find("FulfillmentData")
+    reference = (fulfillment.findtext("MerchantFulfillmentID") or "").strip() \
+        or f"feed-{feed_id}-{message.findtext('MessageID').strip()}"
+    return {"packageReferenceId": reference,
+            "carrierCode": (data.findtext("CarrierCode") or "").strip() or "Other",
+            "carrierName": (data.findtext("CarrierName") or "").strip(),
+            "shippingMethod": (data.findtext("ShippingMethod") or "").strip(),
+            "trackingNumber": (data.findtext("ShipperTrackingNumber") or "").strip(),
+            "shipDate": fulfillment.findtext("FulfillmentDate").strip(),
+            "orderItems": [{"orderItemId": item.findtext("AmazonOrderItemCode").strip(),
+                            "quantity": int(item.findtext("Quantity").strip())}
+                           for item in fulfillment.findall("Item")]}
+
+
+def _is_datetime(text: str) -> bool:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in text and moment.tzinfo is not None
+
+
+def _carrier_codes() -> frozenset[str]:
+    from bridge.mapping import amazon_carrier_codes
+
+    return amazon_carrier_codes()
+
+
+def _report(feed_id: str, merchant: str, processed: int, results: list[tuple[int, str, str, str]],
+            *, fatal: bool = False) -> tuple[str, bytes, str]:
+    """The XML ProcessingReport; `results` are (MessageID, code, description, AmazonOrderID)."""
+    env = ElementTree.Element("AmazonEnvelope", {
+        "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+        "xsi:noNamespaceSchemaLocation": "amzn-envelope.xsd"})
     header = ElementTree.SubElement(env, "Header")
     ElementTree.SubElement(header, "DocumentVersion").text = "1.02"
-    ElementTree.SubElement(header, "MerchantIdentifier").text = "SANDBOX"
+    ElementTree.SubElement(header, "MerchantIdentifier").text = merchant
     ElementTree.SubElement(env, "MessageType").text = "ProcessingReport"
     msg = ElementTree.SubElement(env, "Message")
     ElementTree.SubElement(msg, "MessageID").text = "1"
@@ -184,17 +310,20 @@ def _order_fulfillment(feed_id: str, document: bytes) -> tuple[str, bytes, str]:
     ElementTree.SubElement(report, "DocumentTransactionID").text = feed_id
     ElementTree.SubElement(report, "StatusCode").text = "Complete"
     summary = ElementTree.SubElement(report, "ProcessingSummary")
-    bad = len(messages) if errors is None else len(errors)
-    ElementTree.SubElement(summary, "MessagesProcessed").text = str(len(messages))
-    ElementTree.SubElement(summary, "MessagesSuccessful").text = str(len(messages) - bad)
-    ElementTree.SubElement(summary, "MessagesWithError").text = str(bad if errors else 0)
+    bad = len({message_id for message_id, *_ in results if message_id})
+    ElementTree.SubElement(summary, "MessagesProcessed").text = str(processed)
+    ElementTree.SubElement(summary, "MessagesSuccessful").text = str(processed - bad)
+    ElementTree.SubElement(summary, "MessagesWithError").text = str(bad)
     ElementTree.SubElement(summary, "MessagesWithWarning").text = "0"
-    for message in errors or []:
+    for message_id, code, text, order_id in results:
         result = ElementTree.SubElement(report, "Result")
-        ElementTree.SubElement(result, "MessageID").text = message.findtext("MessageID") or "0"
+        ElementTree.SubElement(result, "MessageID").text = str(message_id)
         ElementTree.SubElement(result, "ResultCode").text = "Error"
-        ElementTree.SubElement(result, "ResultMessageCode").text = "18028"
-        ElementTree.SubElement(result, "ResultDescription").text = "AmazonOrderID is missing"
-    status = "FATAL" if errors is None else "DONE"
+        ElementTree.SubElement(result, "ResultMessageCode").text = code
+        ElementTree.SubElement(result, "ResultDescription").text = text
+        if order_id:
+            info = ElementTree.SubElement(result, "AdditionalInfo")
+            ElementTree.SubElement(info, "AmazonOrderID").text = order_id
+    ElementTree.indent(env, space="\t")
     body = ElementTree.tostring(env, encoding="utf-8", xml_declaration=True)
-    return status, body, "text/xml; charset=UTF-8"
+    return ("FATAL" if fatal else "DONE"), body, "text/xml; charset=UTF-8"
