@@ -288,6 +288,11 @@ create table if not exists inbound_files (
 );
 create index if not exists inbound_by_sha on inbound_files (flow, warehouse, sha256);
 create index if not exists inbound_by_status on inbound_files (status);
+create table if not exists inbound_reads (  -- reads of a received file started: one that never
+    file_id integer primary key references inbound_files(id),  -- ended killed the process
+    attempts integer not null,
+    started_at text not null
+);
 create table if not exists inbound_sightings (
     flow text not null,
     warehouse text not null,
@@ -1545,6 +1550,21 @@ class Ledger:
             " order by id", (flow, warehouse, source, InboundStatus.DONE),
         ).fetchall()
         return [_stored_inbound(row) for row in rows]
+
+    def start_reading(self, file_id: int, now: datetime) -> int:
+        """Count a read of a received file before it starts; returns how many reads have started,
+        this one included. A read that ended (the file parsed or failed) is never counted again;
+        one that did not (the process was killed: out of memory, say) leaves its count."""
+        with self._transaction() as db:
+            db.execute("insert into inbound_reads (file_id, attempts, started_at) values (?, 1, ?)"
+                       " on conflict (file_id) do update set attempts = attempts + 1, started_at = ?",
+                       (file_id, iso_z(now), iso_z(now)))
+            return db.execute("select attempts from inbound_reads where file_id = ?", (file_id,)).fetchone()[0]
+
+    def end_reading(self, file_id: int) -> None:
+        """A read ended (whatever its outcome): it is not one that killed the process."""
+        with self._transaction() as db:
+            db.execute("delete from inbound_reads where file_id = ?", (file_id,))
 
     def file_failed(self, file_id: int, reason: str, now: datetime) -> None:
         """The whole file cannot be used (unreadable, incomplete past the limit, no rows)."""

@@ -58,6 +58,56 @@ def workbook(*rows, truncate: bool = False) -> bytes:
     return out.getvalue()[:-300] if truncate else out.getvalue()
 
 
+XLSX_ROW = ["111-0000001-0000001", "50000001000001", 2, "UPS", "", "1Z999AA10123456784", datetime(2026, 11, 20)]
+XLSX_CONFIRMED = ("2,accepted,111-0000001-0000001,50000001000001,2,1Z999AA10123456784,confirmed on Amazon as "
+                  "package 1")
+
+
+def repacked(data: bytes, **parts: bytes) -> bytes:
+    """The workbook with parts replaced or added (keyword: the part's path, '/' as '__', '.' as
+    '_' before the extension)."""
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        content = {info.filename: archive.read(info) for info in archive.infolist()}
+    content.update({name.replace("__", "/").replace("_xml", ".xml"): value for name, value in parts.items()})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, value in content.items():
+            archive.writestr(name, value)
+    return out.getvalue()
+
+
+def sheet_with_doctype() -> bytes:
+    import zipfile
+
+    data = workbook(XLSX_ROW)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        sheet = archive.read("xl/worksheets/sheet1.xml").decode()
+    sheet = sheet.replace("<worksheet", '<!DOCTYPE worksheet [<!ENTITY x SYSTEM "file:///etc/passwd">]><worksheet', 1)
+    return repacked(data, xl__worksheets__sheet1_xml=sheet.encode())
+
+
+def shared_strings_bomb() -> bytes:
+    """2 MiB of shared strings that pack into a few KiB (the attack's file was 1.2 MB for 486 MB)."""
+    strings = b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">' + \
+        b"<si><t>a</t></si>" * (2 * 1024 * 1024 // 17) + b"</sst>"
+    return repacked(workbook(XLSX_ROW), xl__sharedStrings_xml=strings)
+
+
+def far_right_cells() -> bytes:
+    """Every row has a cell in the sheet's last column (XFD): read only as far as the mapping's."""
+    book = Workbook()
+    book.active.title = "Shipped"
+    book.active.append(["Order ID", "Order Item ID", "Qty Shipped", "Carrier", "Service", "Tracking #", "Ship Date"])
+    book.active.append(XLSX_ROW)
+    for number in (1, 2, 3, 500):
+        book.active.cell(row=number, column=16384, value="x")
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
 GLOBEX = """<?xml version="1.0" encoding="UTF-8"?>
 {doctype}<ShipConfirmations>
   <Shipment orderId="111-0000001-0000001">
@@ -134,6 +184,16 @@ CASES = [
          ["2,rejected,111-0000001-0000001,50000001000001,2,9.40551189922319E+21,Tracking #: '9.40551189922319E+21' "
           "is a number Excel shortened and its digits are lost: format the column as text and export the file again"],
          name="shipped.xlsx", mapping="initech-xlsx"),
+    Case("an XLSX sheet with a DOCTYPE", sheet_with_doctype(),
+         [whole_file("the workbook's part 'xl/worksheets/sheet1.xml' has a DOCTYPE; files with DTDs or entities "
+                     "are refused (no entity is ever expanded or fetched)", ",")],
+         name="shipped.xlsx", mapping="initech-xlsx"),
+    Case("an XLSX whose shared strings unpack like a zip bomb", shared_strings_bomb(),
+         [whole_file("\"the workbook's part 'xl/sharedStrings.xml' unpacks to 2.0 MB, more than 250 times its "
+                     "packed size: refused as a zip bomb\"", ",")],
+         name="shipped.xlsx", mapping="initech-xlsx"),
+    Case("an XLSX with cells in its last column (XFD)", far_right_cells(), [XLSX_CONFIRMED], "archive",
+         name="shipped.xlsx", mapping="initech-xlsx"),
     Case("XML with an external entity", GLOBEX.format(doctype=EXTERNAL, carrier="&x;").encode(),
          [whole_file(DOCTYPE_REFUSED, ",")], name="c.xml", mapping="globex-xml"),
     Case("XML with an entity-expansion bomb", GLOBEX.format(doctype=BOMB, carrier="&d;").encode(),
@@ -153,6 +213,15 @@ CASES = [
                    "302-0000003-0000003", qty="2")]),
     Case("a quantity that is not a number", csv(row(qty="eins")),
          [rejected("Menge: 'eins' is not a whole number of units", qty="eins")]),
+    Case("a quantity in superscript digits, then a good row",
+         csv(row(order="111-0000002-0000002", sku="MUG-CER-350-BLU", qty="²", tracking="00340434161094042564"), GOOD),
+         [rejected("Menge: a value of 1 character is not a whole number of units", order="111-0000002-0000002",
+                   sku="MUG-CER-350-BLU", qty="²", tracking="00340434161094042564"),
+          "3;accepted;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;confirmed on Amazon as package 1"]),
+    Case("a quantity of 5,000 digits", csv(row(qty="9" * 5000)),
+         [rejected("Menge: a value of 5,000 characters is more units than any parcel holds", qty="9" * 5000)]),
+    Case("a ship date in the year 1 (before UTC's year 1 in Berlin)", csv(row(date="01.01.0001 00:30")),
+         [rejected("Versanddatum: '01.01.0001 00:30' is not a ship date the bridge can use (year 1)")]),
     Case("an unknown carrier", csv(row(carrier="POSTKUTSCHE")),
          [rejected("Versandart: 'POSTKUTSCHE' is neither in the mapping's carrier table nor one of Amazon's "
                    "carrier codes")]),
@@ -312,3 +381,86 @@ def test_each_refusal_in_a_feed_report_gets_a_precise_result_line(shipper, sandb
     assert result[1:] == case.lines
     assert list(files(bridge.remote / "error")) == ["VERSAND.csv"]
     assert bridge.ledger.package(1).status == "rejected"
+
+
+# --- what reading a file may meet: a bug, a read that kills the process, a folder that fails -----
+
+class Killed(BaseException):
+    """The process dies while reading (the kernel's OOM killer, say): nothing may catch it."""
+
+
+def boom(stream) -> None:
+    if b"BUG" in stream.read():
+        raise ZeroDivisionError("a bug")
+    stream.seek(0)
+
+
+BOOM_LINE = boom.__code__.co_firstlineno + 2
+OTHER_GOOD = "111-0000001-0000001;MUG-CER-350-BLU;2;DHL_EXPRESS;00340434161094042999;20.11.2026 17:00"
+OTHER_CONFIRMED = ("2;accepted;111-0000001-0000001;MUG-CER-350-BLU;2;00340434161094042999;confirmed on Amazon "
+                   "as package 1")
+
+
+def test_a_bug_met_reading_one_file_answers_that_file_and_the_others_still_go(shipper, monkeypatch):
+    from bridge.flows import shipments
+
+    plain = shipments.read_plan
+    monkeypatch.setattr(shipments, "read_plan", lambda stream, *args: boom(stream) or plain(stream, *args))
+    bridge = shipper("acme-csv")
+    (bridge.remote / "A_BUG.csv").write_bytes(csv(GOOD + ";BUG", header=HEADER + ";Hinweis"))
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "B.csv").write_bytes(csv(OTHER_GOOD))
+
+    report = bridge.ship()
+
+    assert (bridge.remote / "results" / "A_BUG.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        whole_file(f"could not be read: unexpected ZeroDivisionError at test_bad_inputs_shipments.py:{BOOM_LINE} "
+                   "(please report this as a bug)")]
+    assert list(files(bridge.remote / "error")) == ["A_BUG.csv"]
+    assert (bridge.local / "results" / "B.result.csv").read_text("utf-8-sig").splitlines()[1:] == [OTHER_CONFIRMED]
+    assert report.inbound.unreadable == 1 and report.confirmed == 1
+
+
+def test_a_folder_that_fails_unexpectedly_stops_only_itself(shipper, monkeypatch):
+    from bridge.edges.sftp import SftpDrop
+
+    def listdir(self, folder):
+        raise RuntimeError("a bug in the SFTP edge")
+
+    monkeypatch.setattr(SftpDrop, "listdir", listdir)
+    bridge = shipper("acme-csv")
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "B.csv").write_bytes(csv(OTHER_GOOD))
+
+    report = bridge.ship()
+
+    assert [e.split(": ", 1)[1] for e in report.all_errors] == [
+        f"unexpected RuntimeError at test_bad_inputs_shipments.py:{listdir.__code__.co_firstlineno + 1}"]
+    assert report.needs_a_person
+    assert (bridge.local / "results" / "B.result.csv").read_text("utf-8-sig").splitlines()[1:] == [OTHER_CONFIRMED]
+
+
+def test_a_file_whose_reading_killed_the_bridge_twice_is_answered_and_never_read_again(shipper, monkeypatch):
+    from bridge.flows import shipments
+
+    def killed(*args):
+        raise Killed()
+
+    monkeypatch.setattr(shipments, "read_plan", killed)
+    bridge = shipper("acme-csv")
+    (bridge.remote / "HUGE.csv").write_bytes(csv(GOOD))
+    with pytest.raises(Killed):
+        bridge.ship()
+    bridge = bridge.restart()
+    with pytest.raises(Killed):  # killed once: read once more (it may have been a coincidence)
+        bridge.flow.run(SHIP_TIME + timedelta(minutes=1))
+
+    bridge = bridge.restart()
+    report = bridge.flow.run(SHIP_TIME + timedelta(minutes=2))  # killed twice: not read a third time
+
+    assert (bridge.remote / "results" / "HUGE.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        whole_file("reading it stopped the bridge 2 times (killed while reading: the file may be too large or too "
+                   "complex to read), so it is not read again: split it or export it as CSV, and drop it again")]
+    assert list(files(bridge.remote / "error")) == ["HUGE.csv"]
+    assert report.inbound.unreadable == 1 and not report.all_errors
+

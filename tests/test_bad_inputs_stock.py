@@ -436,8 +436,8 @@ DROP_CASES = [
          [";rejected;;;row 1: the header has no column 'Verfügbar' (found: 'Artikelnummer', 'Bezeichnung', "
           "'Charge', 'Lagerplatz', 'Bestand', 'Stand')"]),
     Drop("a comma file for a semicolon mapping", acme_file(good().replace(";", ","), header=DROP_HEADER.replace(";", ",")),
-         [";rejected;;;row 1: the header has no column 'Artikelnummer' (found: "
-          "'Artikelnummer,Bezeichnung,Charge,Lagerplatz,Verfügbar,Stand')"]),
+         [";rejected;;;\"row 1 has one field and none of the columns 'Artikelnummer', 'Verfügbar', 'Stand', "
+          "'Charge', 'Lagerplatz': are its values separated by ',' rather than ';'?\""]),
     Drop("utf-8 with a byte order mark, mapping says cp1252", codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"),
          [";rejected;;;the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"]),
     Drop("a byte cp1252 does not have", acme_file(good(), good("300501", "1Q")).replace(b"1Q", b"1\x81"),

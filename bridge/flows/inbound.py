@@ -15,7 +15,11 @@ completeness, read them into the ledger, tell when their work is final, and word
 3. claim    rename it into processing/ (two pollers never both get it), copy it to the spool,
             check it is complete (an unfinished file goes back, and to error/ after a limit),
             record it (name, size, SHA-256; same content as an earlier file: a duplicate);
-4. read     the handler records its rows (one transaction), or why the file is unreadable;
+4. read     the handler records its rows (one transaction), or why the file is unreadable.
+            The file is the unit of failure: whatever reading it raises (a bug, a library's
+            surprise) answers that file into error/, never stops the folder or another one.
+            A read is counted before it starts: a file whose reads twice never ended (the
+            process was killed, out of memory say) is answered, never read a third time;
 5. answer   once the handler says its work is final: results/<stem>.result.csv (temporary
             name, then rename), the file moved from processing/ to archive/ or error/, done.
 The remote copy is touched again (step 5) only after the ledger holds the file (step 3).
@@ -27,6 +31,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +52,7 @@ log = logging.getLogger("bridge.inbound")
 
 SUBFOLDERS = ("processing", "archive", "error", "results")
 RESULT_TEMP = ".part"
+MAX_READS = 2  # reads of one file that may start; one killed read is retried once, not forever
 
 
 class Checkpoint(Protocol):
@@ -297,6 +303,10 @@ class InboundPipeline:
             return incomplete_reason(stream, self.handler.spec(source.warehouse))
         except BadFile:
             return None  # complete, but unreadable: `read` says why, and the file is answered
+        except Exception as problem:  # a bug: the read meets it again and answers the file
+            log.error("completeness check failed source=%s: %s (please report this as a bug)",
+                      source.label, _unexpected(problem))
+            return None
 
     def _put_back(self, drop: Drop, source: Source, name: str) -> None:
         try:
@@ -311,9 +321,19 @@ class InboundPipeline:
             report.duplicates += 1
             return
         path = self.settings.inbound_dir / stored.spool_path
+        reads = self.ledger.start_reading(stored.id, now)
+        if reads > MAX_READS:
+            why = (f"reading it stopped the bridge {reads - 1} times (killed while reading: the file may be "
+                   "too large or too complex to read), so it is not read again: split it or export it as "
+                   "CSV, and drop it again")
+            self.ledger.file_failed(stored.id, why, now)
+            report.unreadable += 1
+            log.error("unreadable source=%s name=%r: %s", source.label, stored.name, why)
+            return
         try:
             with open(path, "rb") as stream:
                 self.handler.read(source.warehouse, stored, stream, now)
+            self.ledger.end_reading(stored.id)
         except FileNotFoundError:
             self.ledger.file_failed(stored.id, "its copy in the bridge's spool is missing; drop the file again", now)
             report.unreadable += 1
@@ -321,6 +341,15 @@ class InboundPipeline:
             self.ledger.file_failed(stored.id, str(problem), now)
             report.unreadable += 1
             log.warning("unreadable source=%s name=%r: %s", source.label, stored.name, problem)
+        except BridgeError:
+            self.ledger.end_reading(stored.id)  # it ended: not a read that killed the process
+            raise  # Amazon or the ledger unavailable, a setup problem: the file waits, the source says why
+        except Exception as problem:  # a bug met on this file: the file fails, nothing else does
+            what = _unexpected(problem)
+            self.ledger.file_failed(stored.id, f"could not be read: {what} (please report this as a bug)", now)
+            report.unreadable += 1
+            log.error("unreadable source=%s name=%r: %s (please report this as a bug)", source.label,
+                      stored.name, what)
         self.checkpoint("read")
 
     # --- 5: answer ---------------------------------------------------------------------------
@@ -372,6 +401,11 @@ class InboundPipeline:
             report.errors.append(f"{source.label}: {problem}")
             report.needs_a_person |= isinstance(problem, FixTheSetup)
             log.error("inbound source=%s failed: %s", source.label, problem)
+        except Exception as problem:  # a bug: this source waits, the others go on
+            what = _unexpected(problem)
+            report.errors.append(f"{source.label}: {what}")
+            report.needs_a_person = True
+            log.error("inbound source=%s failed: %s (please report this as a bug)", source.label, what)
 
     def _remove_quietly(self, drop: Drop, path: str) -> None:
         try:
@@ -401,6 +435,14 @@ def _sha256(stream: IO[bytes]) -> tuple[str, int]:
         size += len(chunk)
     stream.seek(0)
     return digest.hexdigest(), size
+
+
+def _unexpected(problem: Exception) -> str:
+    """A bug's exception, for a person: its type and where it was raised (its words may quote a
+    file's content, so they are left out)."""
+    where = traceback.extract_tb(problem.__traceback__)[-1] if problem.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"unexpected {type(problem).__name__}{at}"
 
 
 def _minutes(delta: timedelta) -> str:

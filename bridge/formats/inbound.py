@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import IO, Iterable, Sequence
 
 from bridge.errors import BadFile, IncompleteFile
-from bridge.formats.readers import TableSpec, checked_start, xml_elements
+from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start
 from bridge.formats.tables import write_csv
 
 DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
@@ -115,8 +115,7 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
             return _csv_incomplete(stream, size, spec.encoding)
         if spec.format == "xlsx":
             return _xlsx_incomplete(stream)
-        for _ in xml_elements(stream, tags=set()):  # parsed to the end, nothing kept
-            pass
+        check_xml(stream)  # parsed to the end, nothing kept
         return None
     except IncompleteFile as problem:
         return str(problem)
@@ -138,11 +137,9 @@ def _csv_incomplete(stream: IO[bytes], size: int, encoding: str) -> str | None:
 
 
 def _xlsx_incomplete(stream: IO[bytes]) -> str | None:
-    try:
-        with zipfile.ZipFile(stream) as workbook:
-            names = set(workbook.namelist())
-    except zipfile.BadZipFile:
-        return "not a complete XLSX workbook (its zip directory is missing)"
+    check_workbook(stream)  # IncompleteFile without its zip directory; BadFile past a limit
+    with zipfile.ZipFile(stream) as workbook:
+        names = set(workbook.namelist())
     if "xl/workbook.xml" not in names:
         raise BadFile("a zip file but not an XLSX workbook (no xl/workbook.xml)")
     return None

@@ -20,7 +20,7 @@ from datetime import date, datetime, time
 from typing import Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
-from bridge.formats.readers import Row
+from bridge.formats.readers import Row, shown
 from bridge.mapping import Carrier, ShipmentLayout, amazon_carrier_codes
 from bridge.records import Line, iso_z, utc
 
@@ -146,17 +146,19 @@ def _order_id_problems(order_id: str, label: str) -> list[str]:
     if not order_id:
         return [f"{label}: empty"]
     if not _ORDER_ID.match(order_id):
-        return [f"{label}: {order_id!r} is not an Amazon order id (like 123-1234567-1234567)"]
+        return [f"{label}: {shown(order_id)} is not an Amazon order id (like 123-1234567-1234567)"]
     return []
 
 
 def _quantity(text: str, label: str) -> tuple[int, list[str]]:
     if not text:
         return 0, [f"{label}: empty"]
-    if not text.isdigit():
-        return 0, [f"{label}: {text!r} is not a whole number of units"]
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes '²', which int() refuses
+        return 0, [f"{label}: {shown(text)} is not a whole number of units"]
+    if len(text) > 9:
+        return 0, [f"{label}: {shown(text)} is more units than any parcel holds"]
     if int(text) < 1:
-        return 0, [f"{label}: {text!r} must be at least 1"]
+        return 0, [f"{label}: {shown(text)} must be at least 1"]
     return int(text), []
 
 
@@ -182,7 +184,7 @@ def _carrier(text: str, label: str, carriers: dict[str, Carrier],
         return found, []
     if layout.unknown_carrier == "other":
         return Carrier("Other", name=text), []
-    return None, [f"{label}: {text!r} is neither in the mapping's carrier table nor one of "
+    return None, [f"{label}: {shown(text)} is neither in the mapping's carrier table nor one of "
                   f"Amazon's carrier codes"]
 
 
@@ -190,12 +192,12 @@ def _tracking_problems(text: str, label: str) -> list[str]:
     if not text:
         return [f"{label}: empty"]
     if _EXPONENT.match(text):
-        return [f"{label}: {text!r} is a number Excel shortened and its digits are lost: format "
+        return [f"{label}: {shown(text)} is a number Excel shortened and its digits are lost: format "
                 "the column as text and export the file again"]
     if not _TRACKING.match(text):
-        return [f"{label}: {text!r} has characters other than letters, digits and '-'"]
+        return [f"{label}: {shown(text)} has characters other than letters, digits and '-'"]
     if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
-        return [f"{label}: {text!r} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
+        return [f"{label}: {shown(text)} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
                 "characters)"]
     return []
 
@@ -206,25 +208,29 @@ def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
         return None, None, [f"{label}: empty"]
     local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
     if local is None:
-        return None, None, [f"{label}: {text!r} is not a date like "
+        return None, None, [f"{label}: {shown(text)} is not a date like "
                             f"{human_format(layout.date_format)}"]
-    if date_only:
-        local = datetime.combine(local.date(), time())
-        return utc(local.replace(tzinfo=zone)), local.date(), []
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=zone)
-    return utc(local), None, []
+    try:
+        if date_only:
+            local = datetime.combine(local.date(), time())
+            return utc(local.replace(tzinfo=zone)), local.date(), []
+        if local.tzinfo is None:
+            local = local.replace(tzinfo=zone)
+        return utc(local), None, []
+    except (OverflowError, ValueError):  # the year 1 east of UTC, 9999 west of it
+        return None, None, [f"{label}: {shown(text)} is not a ship date the bridge can use (year "
+                            f"{local.year})"]
 
 
 def _parse_local(text: str, fmt: str, iso: bool) -> datetime | None:
     """The mapping's format; in a workbook also ISO 8601, which is how a date cell reads."""
     try:
         return datetime.strptime(text, fmt)
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
         return datetime.fromisoformat(text) if iso else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -305,9 +311,15 @@ def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int,
     culprits = ", ".join(str(row) for row in sorted(bad))
     plural = "s" if len(bad) > 1 else ""
     return {line.row: (REJECTED, bad.get(line.row) or
-                       f"row{plural} {culprits} of the same package (order {line.order_id}, "
-                       f"tracking {line.tracking}) rejected")
+                       f"row{plural} {culprits} of the same package (order {_plain(line.order_id)}, "
+                       f"tracking {_plain(line.tracking)}) rejected")
             for line in group}
+
+
+def _plain(text: str) -> str:
+    """A value named in a message unquoted when its shape allows (see `shown`)."""
+    quoted = shown(text)
+    return text if quoted.startswith("'") else f"({quoted})"
 
 
 def _order_problem(order_id: str, facts: OrderFacts | None, warehouse: str) -> str:
@@ -345,7 +357,7 @@ def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str
     for row in group:
         matching = [line for line in lines
                     if (line.sku if row.by == "sku" else line.order_item_id) == row.item]
-        what = f"{'SKU' if row.by == 'sku' else 'order item'} {row.item}"
+        what = f"{'SKU' if row.by == 'sku' else 'order item'} {_plain(row.item)}"
         if not matching:
             bad[row.row] = f"{what} is not in order {row.order_id}"
             continue

@@ -158,7 +158,7 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
             left_alone += 1
             continue
         if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
-            why = (f"SKU {sku!r} is longer than Amazon's {MAX_SKU_LENGTH} characters"
+            why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
                    if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
             problems.append(RowProblem(number, sku_key, why))
             continue
@@ -204,7 +204,7 @@ def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tupl
     def parse(text: str | None) -> tuple[int | None, str]:
         if text is None or not text.strip():
             return None, "no quantity"
-        shown = repr(text.strip())
+        shown = _short(text.strip())
         body = text.strip()
         if thousands:
             body = body.replace(thousands, "")
@@ -248,11 +248,20 @@ def timestamp_parser(fmt: str, zone: str, *, iso_too: bool = False
                 answer = (moment.astimezone(timezone.utc), "")
             except ValueError:
                 shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else fmt
-                answer = (None, f"timestamp {value!r} does not match {shown}")
+                answer = (None, f"timestamp {_short(value)} does not match {shown}")
+            except OverflowError:  # the year 1 east of UTC, 9999 west of it
+                answer = (None, f"timestamp {_short(value)} is not a time the bridge can use")
         last[0], last[1] = text, answer
         return answer
 
     return parse
+
+
+def _short(text: str, keep: int = 30) -> str:
+    """A value quoted for a message, cut when long: a 5,000-digit cell is not echoed whole."""
+    if len(text) <= keep:
+        return repr(text)
+    return f"{text[:keep]!r}... ({len(text):,} characters)"
 
 
 def _parsed(value: str, fmt: str, iso_too: bool) -> datetime:
@@ -357,7 +366,8 @@ def combine(sku: str, parts: list[Part], column: str,
 
 def _label(warehouse_sku: str, lot: str) -> str:
     where = " / ".join(value for value in lot.split(_LOT_SEPARATOR) if value)
-    return f"SKU {warehouse_sku!r}" + (f" ({where})" if where else "")
+    where = where if len(where) <= 50 else where[:47] + "..."
+    return f"SKU {_short(warehouse_sku, 50)}" + (f" ({where})" if where else "")
 
 
 def _rows(rows: list[int]) -> str:
