@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -464,3 +465,75 @@ def test_a_file_whose_reading_killed_the_bridge_twice_is_answered_and_never_read
     assert list(files(bridge.remote / "error")) == ["HUGE.csv"]
     assert report.inbound.unreadable == 1 and not report.all_errors
 
+
+
+# --- the local staff folder: what anyone with write access to it may plant ------------------------
+
+def plant_secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "credentials" / "BRIDGE_LWA_CLIENT_SECRET"
+    secret.parent.mkdir()
+    secret.write_text("Auftragsnummer;x\r\nSECRET-LWA-TOKEN-abc123;x\r\n")
+    secret.chmod(0o600)
+    return secret
+
+
+def everything_under(*folders: Path) -> bytes:
+    return b"".join(p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_link_in_the_local_folder_is_never_read_and_its_target_never_echoed(shipper, tmp_path, caplog):
+    bridge = shipper("acme-csv")
+    secret = plant_secret(tmp_path)
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "steal.csv").symlink_to(secret)
+    (bridge.local / "B.csv").write_bytes(csv(OTHER_GOOD))
+
+    bridge.ship()
+    bridge.ship(SHIP_TIME + timedelta(minutes=5))
+
+    assert (bridge.local / "steal.csv").is_symlink()  # left alone: never taken, moved or read
+    assert files(bridge.local / "results") == {"B.result.csv": (bridge.local / "results" / "B.result.csv").read_bytes()}
+    assert b"SECRET-LWA-TOKEN" not in everything_under(bridge.local, bridge.settings.state_dir)
+    said = [r.getMessage() for r in caplog.records if "steal.csv" in r.getMessage()]
+    assert said == [f"not taken source=wh local:{bridge.local} name='steal.csv': not a regular file (a link, a FIFO "
+                    "or a device); the bridge reads only regular files"]  # once, not every poll
+
+
+def test_a_link_swapped_in_after_the_listing_is_answered_never_read(shipper, tmp_path, monkeypatch):
+    from bridge.edges.folders import FolderDrop, RemoteFile
+
+    bridge = shipper("acme-csv")
+    secret = plant_secret(tmp_path)
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "steal.csv").symlink_to(secret)
+    listed = FolderDrop.listdir
+
+    def racing_listdir(self, folder):  # the listing saw a regular file; a link is there by the claim
+        found = listed(self, folder)
+        return found + [RemoteFile("steal.csv", 40, 1.0)] if folder == "/" else found
+
+    monkeypatch.setattr(FolderDrop, "listdir", racing_listdir)
+    bridge.ship(local=True, remote=False)
+
+    assert (bridge.local / "results" / "steal.result.csv").read_text("utf-8-sig").splitlines()[1:] == [whole_file(
+        '"steal.csv is a symbolic link: the bridge reads only regular files (a link could make it read any file it '
+        'can); copy the file itself into the folder"')]
+    assert (bridge.local / "error" / "steal.csv").is_symlink()  # the link moved, as itself
+    assert b"SECRET-LWA-TOKEN" not in everything_under(bridge.local, bridge.settings.state_dir)
+
+
+def test_a_subfolder_replaced_by_a_link_stops_that_folder_only(shipper, tmp_path):
+    bridge = shipper("acme-csv")
+    (tmp_path / "elsewhere").mkdir()
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "results").symlink_to(tmp_path / "elsewhere")
+    (bridge.local / "B.csv").write_bytes(csv(OTHER_GOOD))
+    (bridge.remote / "A.csv").write_bytes(csv(GOOD))
+
+    report = bridge.ship()
+
+    assert report.all_errors == [
+        f"wh local:{bridge.local}: {bridge.local}/results is a link, not a folder: the bridge uses only real folders "
+        f"in {bridge.local} (a link could send files anywhere); replace it with a folder"]
+    assert list(os.listdir(tmp_path / "elsewhere")) == []
+    assert (bridge.remote / "results" / "A.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]

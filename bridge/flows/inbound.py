@@ -40,7 +40,8 @@ from typing import IO, Callable, Protocol, Sequence
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.folders import Drop, FolderDrop, RemoteFile
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BadFile, BridgeError, FileExistsInDrop, FixTheSetup, RemotePathMissing
+from bridge.errors import (
+    BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing)
 from bridge.formats.inbound import (
     Sighting, ignored, incomplete_reason, marker_name, name_problem, result_file, result_name,
     safe_name, settled)
@@ -95,10 +96,11 @@ class Source:
     kind: InboundSource
     folder: str  # in the drop: an absolute remote path, or "/" for a local folder
     open: Callable[[], Drop]
+    where: str = ""  # a local folder's path on this machine, for logs and messages
 
     @property
     def label(self) -> str:
-        return f"{self.warehouse.name} {self.kind.value}:{self.folder}"
+        return f"{self.warehouse.name} {self.kind.value}:{self.where or self.folder}"
 
     def path(self, *parts: str) -> str:
         return "/".join([self.folder.rstrip("/"), *parts]) if self.folder != "/" else "/" + "/".join(parts)
@@ -134,7 +136,7 @@ def sources(settings: Settings, *, remote: bool = True, local: bool = True,
                                 lambda w=warehouse: open_drop(w)))
         if local and local_folder:
             found.append(Source(warehouse, InboundSource.LOCAL, "/",
-                                lambda p=local_folder: _local_drop(p)))
+                                lambda p=local_folder: _local_drop(p), where=str(local_folder)))
     return found
 
 
@@ -166,6 +168,7 @@ class InboundPipeline:
     def _collect(self, drop: Drop, source: Source, now: datetime, report: InboundReport,
                  finished: set[str]) -> None:
         listing = drop.listdir(source.folder)  # a missing folder is a setup error, not created
+        self._note_skipped(source, getattr(drop, "skipped", ()))
         for sub in SUBFOLDERS:
             drop.makedirs(source.path(sub))
         self._resume(drop, source, now, report)
@@ -262,18 +265,25 @@ class InboundPipeline:
         flow, warehouse = self.handler.flow, source.warehouse.name
         folder = self.settings.inbound_dir / flow / warehouse
         folder.mkdir(parents=True, exist_ok=True)
+        refused = None  # why the name is never read (a link swapped in after the listing)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
             try:
-                drop.read_into(source.path("processing", name), temporary)
+                try:
+                    drop.read_into(source.path("processing", name), temporary)
+                except NotRegularFile as problem:
+                    temporary.truncate(0)
+                    refused = str(problem)
                 temporary.flush()
                 os.fsync(temporary.fileno())
                 temporary.seek(0)
                 digest, size = _sha256(temporary)
-                why = self._incomplete(source, temporary)
+                why = None if refused else self._incomplete(source, temporary)
             except BaseException:
                 Path(temporary.name).unlink(missing_ok=True)
                 raise
-        if why is None:
+        if refused:
+            give_up = None
+        elif why is None:
             give_up = None  # complete after all
         elif give_up is None:
             Path(temporary.name).unlink(missing_ok=True)
@@ -290,10 +300,12 @@ class InboundPipeline:
         odd = name_problem(name)
         log.info("taken source=%s name=%r as=%s size=%d sha256=%s%s", source.label, name,
                  stored.safe_name, size, digest[:12], f" ({odd})" if odd else "")
-        if give_up is not None:
-            self.ledger.file_failed(stored.id, f"the file stayed incomplete for "
+        if give_up is not None or refused:
+            self.ledger.file_failed(stored.id, refused or f"the file stayed incomplete for "
                                     f"{_minutes(self.rules.incomplete_limit)}: {why}", now)
             report.unreadable += 1
+            if refused:
+                log.warning("not read source=%s name=%r: %s", source.label, name, refused)
             return None
         self._read(source, stored, now, report)
         return None
@@ -406,6 +418,16 @@ class InboundPipeline:
             report.errors.append(f"{source.label}: {what}")
             report.needs_a_person = True
             log.error("inbound source=%s failed: %s (please report this as a bug)", source.label, what)
+
+    _noted: set[tuple[str, str]] = set()  # names skipped and said so, once per process
+
+    def _note_skipped(self, source: Source, names) -> None:
+        """Links, FIFOs, devices in a local folder are never taken: said once, not every poll."""
+        for name in names:
+            if (source.label, name) not in InboundPipeline._noted:
+                InboundPipeline._noted.add((source.label, name))
+                log.warning("not taken source=%s name=%r: not a regular file (a link, a FIFO or a device); "
+                            "the bridge reads only regular files", source.label, name)
 
     def _remove_quietly(self, drop: Drop, path: str) -> None:
         try:
