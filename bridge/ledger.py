@@ -120,6 +120,8 @@ class RowResult(StrEnum):
     DUPLICATE = "duplicate"
 
 
+PURGED_REASON = "(why is no longer kept: past retention.pii_days)"
+
 # A feed document's life is the same for every feed type (stock, order fulfillment).
 FeedStatus = StockFeedStatus
 FEED_IN_FLIGHT = (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED)
@@ -1013,7 +1015,19 @@ class Ledger:
                     (self._seal(data), iso_z(now), row["order_id"]),
                 )
                 purged += 1
+            self._purge_inbound_words(db, cutoff)
         return purged
+
+    @staticmethod
+    def _purge_inbound_words(db: sqlite3.Connection, cutoff: str) -> None:
+        """Inbound files answered before `cutoff` keep their counts and ids, not their words: a
+        file read with the wrong layout may have put a buyer's name where an item or a reason
+        quotes it. Their result files went to the files' owners long ago."""
+        old_files = "select id from inbound_files where status = ? and finished_at < ?"
+        db.execute(f"update inbound_files set reason = ? where reason != '' and reason != ? and id in ({old_files})",
+                   (PURGED_REASON, PURGED_REASON, InboundStatus.DONE, cutoff))
+        db.execute(f"update shipment_rows set item = '', message = '' where result = ? and (item != '' or message != '')"
+                   f" and file_id in ({old_files})", (RowResult.REJECTED, InboundStatus.DONE, cutoff))
 
     def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
         rows = self._db.execute(

@@ -537,3 +537,47 @@ def test_a_subfolder_replaced_by_a_link_stops_that_folder_only(shipper, tmp_path
         f"in {bridge.local} (a link could send files anywhere); replace it with a folder"]
     assert list(os.listdir(tmp_path / "elsewhere")) == []
     assert (bridge.remote / "results" / "A.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]
+
+
+# --- buyer data in a file read with the wrong layout ------------------------------------------------
+
+BUYER = ("Jennifer Alvarez", "1457 Maple Grove Rd", "Columbus")
+NO_HEADER = f"302-0000003-0000003;{';'.join(BUYER)};DHL_PAKET;00340434161094042557;20.11.2026 16:45\r\n"
+
+
+def test_a_headerless_files_first_row_never_reaches_logs_status_or_the_ledger(shipper, caplog):
+    import json
+    import sqlite3
+
+    from bridge.cli import format_status
+    from bridge.service import status_report
+
+    bridge = shipper("acme-csv")
+    (bridge.remote / "NOHEADER.csv").write_bytes(NO_HEADER.encode("cp1252"))
+    with caplog.at_level("DEBUG"):
+        bridge.ship()
+
+    why = ("row 1 has 7 fields and none is one of the columns 'Auftragsnummer', 'Artikelnummer', 'Menge', "
+           "'Versandart', 'Sendungsnummer', 'Versanddatum': is the header row missing, or is this another layout's "
+           "file?")
+    assert (bridge.remote / "results" / "NOHEADER.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        whole_file(why)]
+    report = status_report(bridge.settings, SHIP_TIME)
+    with sqlite3.connect(bridge.settings.ledger_path) as db:
+        ledger = "\n".join(db.iterdump())
+    for where in (caplog.text, format_status(report), json.dumps(report), ledger):
+        assert not [value for value in BUYER if value in where]
+    assert why in format_status(report)
+
+
+def test_past_retention_an_inbound_files_words_are_no_longer_kept(shipper):
+    bridge = shipper("acme-csv")
+    (bridge.remote / "NOHEADER.csv").write_bytes(NO_HEADER.encode("cp1252"))
+    (bridge.remote / "ROWS.csv").write_bytes(csv(row(sku="Jennifer Alvarez")))
+    bridge.ship()
+    assert [r["item"] for r in bridge.ledger.shipment_rows(2)] == ["Jennifer Alvarez"]
+
+    bridge.ledger.purge_pii(older_than=SHIP_TIME + timedelta(days=1), now=SHIP_TIME + timedelta(days=31))
+
+    assert bridge.ledger.inbound(1).reason == "(why is no longer kept: past retention.pii_days)"
+    assert [(r["item"], r["message"]) for r in bridge.ledger.shipment_rows(2)] == [("", "")]
