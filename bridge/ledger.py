@@ -1575,6 +1575,12 @@ class Ledger:
                        (file_id, iso_z(now), iso_z(now)))
             return db.execute("select attempts from inbound_reads where file_id = ?", (file_id,)).fetchone()[0]
 
+    def rename_inbound(self, file_id: int, safe: str) -> None:
+        """An unanswered file's archive/error name, when its own was taken in the folder."""
+        with self._transaction() as db:
+            db.execute("update inbound_files set safe_name = ? where id = ? and status != ?",
+                       (safe, file_id, InboundStatus.DONE))
+
     def end_reading(self, file_id: int) -> None:
         """A read ended (whatever its outcome): it is not one that killed the process."""
         with self._transaction() as db:

@@ -581,3 +581,43 @@ def test_past_retention_an_inbound_files_words_are_no_longer_kept(shipper):
 
     assert bridge.ledger.inbound(1).reason == "(why is no longer kept: past retention.pii_days)"
     assert [(r["item"], r["message"]) for r in bridge.ledger.shipment_rows(2)] == [("", "")]
+
+
+# --- names already taken in the folder (an old install's files, a restored or fresh ledger) ---------
+
+def test_a_name_taken_in_archive_or_results_is_never_overwritten_nor_its_answer_adopted(shipper):
+    bridge = shipper("acme-csv")
+    for sub in ("archive", "results"):
+        (bridge.remote / sub).mkdir()
+    (bridge.remote / "archive" / "V1.csv").write_bytes(b"someone else's file")
+    (bridge.remote / "results" / "V2.result.csv").write_bytes(b"OLD RESULT from someone else\r\n")
+    (bridge.remote / "V1.csv").write_bytes(csv(GOOD))
+    (bridge.remote / "V2.csv").write_bytes(csv(OTHER_GOOD))
+
+    report = bridge.ship()
+
+    assert report.inbound.answered == 2 and not report.all_errors
+    assert files(bridge.remote / "archive") == {"V1.csv": b"someone else's file", "V1~1.csv": csv(GOOD),
+                                                "V2~2.csv": csv(OTHER_GOOD)}
+    assert (bridge.remote / "results" / "V2.result.csv").read_bytes() == b"OLD RESULT from someone else\r\n"
+    assert (bridge.remote / "results" / "V1~1.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        CONFIRMED]
+    assert (bridge.remote / "results" / "V2~2.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        OTHER_CONFIRMED.replace("package 1", "package 2")]
+    assert [bridge.ledger.inbound(n).safe_name for n in (1, 2)] == ["V1~1.csv", "V2~2.csv"]
+
+
+def test_a_file_that_cannot_be_answered_waits_and_the_others_are_answered(shipper):
+    bridge = shipper("acme-csv")
+    (bridge.remote / "results").mkdir()
+    (bridge.remote / "results" / "V1.result.csv.part").mkdir()  # a folder under the temporary name
+    (bridge.remote / "V1.csv").write_bytes(csv(GOOD))
+    (bridge.remote / "V2.csv").write_bytes(csv(OTHER_GOOD))
+
+    report = bridge.ship()
+
+    assert report.inbound.answered == 1 and report.needs_a_person
+    assert [e.split(": ", 2)[1] for e in report.all_errors] == ["'V1.csv' not answered yet"]
+    assert list(files(bridge.remote / "processing")) == ["V1.csv"]
+    assert (bridge.remote / "results" / "V2.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        OTHER_CONFIRMED.replace("package 1", "package 2")]

@@ -375,32 +375,73 @@ class InboundPipeline:
 
     def _answer_all(self, drop: Drop, source: Source, files: list[StoredInbound], now: datetime,
                     report: InboundReport) -> None:
+        """Each file on its own: one that cannot be answered now waits (and says why), the
+        others are answered."""
         for stored in files:
             if self.should_stop():
                 return
-            self._answer(drop, source, stored, now)
+            try:
+                self._answer(drop, source, stored, now)
+            except FixTheSetup as problem:
+                report.errors.append(f"{source.label}: {stored.name!r} not answered yet: {problem}")
+                report.needs_a_person = True
+                log.error("not answered source=%s name=%r: %s", source.label, stored.name, problem)
+                continue
             report.answered += 1
 
     def _answer(self, drop: Drop, source: Source, stored: StoredInbound, now: datetime) -> None:
+        """Write the result file, then move the file to archive/ or error/, under names free in
+        the folder: a name someone else's file already has (an old install's, a restored
+        ledger's) is never overwritten, nor its result taken for this file's."""
         outcome, lines = self.handler.answer(stored)
-        result = source.path("results", result_name(stored.safe_name))
-        if not drop.exists(result):
-            data = result_file(self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+        data = result_file(self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+        digest = hashlib.sha256(data).hexdigest()
+        processing = source.path("processing", stored.name)
+        name = stored.safe_name
+        if drop.exists(processing):  # not moved yet: the names may still be chosen
+            name = self._free_name(drop, source, stored, outcome, digest)
+        result = source.path("results", result_name(name))
+        if not _holds(drop, result, digest):
             drop.put_bytes(data, result + RESULT_TEMP)
             self.checkpoint("result_uploaded")
             drop.rename(result + RESULT_TEMP, result)
         self.checkpoint("result_renamed")
-        target = source.path(outcome.value, stored.safe_name)
+        target = source.path(outcome.value, name)
         try:
-            drop.rename(source.path("processing", stored.name), target)
+            drop.rename(processing, target)
         except RemotePathMissing:
             if not drop.exists(target):
                 log.warning("answered file was no longer in processing/ source=%s name=%r",
                             source.label, stored.name)
         self.checkpoint("moved")
         self.ledger.finish_inbound(stored.id, outcome, now)
-        log.info("answered source=%s name=%r outcome=%s result=%s", source.label, stored.name,
-                 outcome.value, result_name(stored.safe_name))
+        log.info("answered source=%s name=%r outcome=%s as=%s result=%s", source.label, stored.name,
+                 outcome.value, name, result_name(name))
+
+    def _free_name(self, drop: Drop, source: Source, stored: StoredInbound, outcome: InboundOutcome,
+                   digest: str) -> str:
+        """The file's archive/error name: its safe name, or stem~id(-n) when that name (or its
+        result's) is taken in the folder by a file the bridge did not write for this one.
+        Recorded before anything is written under it, so a restart keeps to it."""
+        stem, dot, suffix = stored.safe_name.rpartition(".")
+        if not (dot and stem):
+            stem, suffix = stored.safe_name, ""
+        ending = f".{suffix}" if suffix else ""
+        candidates = [stored.safe_name, f"{stem}~{stored.id}{ending}"]
+        candidates += (f"{stem}~{stored.id}-{n}{ending}" for n in range(2, 100))
+        for name in candidates:
+            if drop.exists(source.path(outcome.value, name)):
+                continue
+            result = source.path("results", result_name(name))
+            if drop.exists(result) and not _holds(drop, result, digest):
+                continue
+            if name != stored.safe_name:
+                self.ledger.rename_inbound(stored.id, name)
+                log.warning("name taken in the folder source=%s name=%r: answered as %s (result %s)",
+                            source.label, stored.name, name, result_name(name))
+            return name
+        raise FileExistsInDrop(f"{stored.safe_name} and 99 other names for it are taken in "
+                               f"{source.label} {outcome.value}/ or results/: clear them out")
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -447,6 +488,37 @@ class InboundPipeline:
         for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
             leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
         return len(old)
+
+
+class _Digest:
+    """A write-only stream that hashes what it gets (a drop may rewind it to retry)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self.hash = hashlib.sha256()
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+
+def _holds(drop: Drop, path: str, digest: str) -> bool:
+    """Whether `path` exists and holds exactly the bytes whose SHA-256 is `digest`."""
+    if not drop.exists(path):
+        return False
+    sink = _Digest()
+    try:
+        drop.read_into(path, sink)
+    except (RemotePathMissing, BadFile):
+        return False
+    return sink.hash.hexdigest() == digest
 
 
 def _sha256(stream: IO[bytes]) -> tuple[str, int]:
