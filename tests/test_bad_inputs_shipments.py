@@ -621,3 +621,33 @@ def test_a_file_that_cannot_be_answered_waits_and_the_others_are_answered(shippe
     assert list(files(bridge.remote / "processing")) == ["V1.csv"]
     assert (bridge.remote / "results" / "V2.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
         OTHER_CONFIRMED.replace("package 1", "package 2")]
+
+
+# --- Amazon's answer to confirmShipment: only its own 204 confirms ---------------------------------
+
+NOT_AMAZONS = [
+    ("a 200 with a proxy's HTML page", dict(status=200, body=b"<html>hello</html>", headers={"content-type": "text/html"})),
+    ("a 200 with an empty JSON object", dict(status=200, body=b"{}")),
+    ("a 202 without content", dict(status=202, body=b"")),
+    ("a 204 with a body", dict(status=204, body=b"garbage")),
+]
+
+
+@pytest.mark.parametrize("case, fault", NOT_AMAZONS, ids=[c for c, _ in NOT_AMAZONS])
+def test_a_2xx_that_is_not_amazons_answer_is_never_counted_as_confirmed(shipper, sandbox, case, fault):
+    bridge = shipper("acme-csv")
+    sandbox.fail_next("confirmShipment", count=5, **fault)  # every attempt of the run
+    (bridge.remote / "V.csv").write_bytes(csv(GOOD))
+
+    report = bridge.ship()
+
+    assert report.confirmed == 0 and bridge.ledger.package(1).status == "sent"  # outcome unknown
+    assert [e.split(": ")[0] for e in report.all_errors] == ["send"]
+    assert "order 302-0000003-0000003's package is sent again next run" in report.all_errors[0]
+    assert files(bridge.remote / "results") == {} and list(files(bridge.remote / "processing")) == ["V.csv"]
+
+    report = bridge.flow.run(SHIP_TIME + timedelta(minutes=5))
+
+    assert report.confirmed == 1 and not report.all_errors
+    assert {c["packageDetail"]["packageReferenceId"] for c in sandbox.confirmations} == {"1"}  # the same id: an edit
+    assert (bridge.remote / "results" / "V.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]
