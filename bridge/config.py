@@ -124,6 +124,7 @@ class ShipmentSettings:
     ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*")
     send: str = "confirmShipment"  # or "feed": POST_ORDER_FULFILLMENT_DATA
     lookup_unknown_orders: bool = False  # rows naming orders the bridge did not deliver
+    future_tolerance: timedelta = timedelta(minutes=15)  # a ship date this far ahead is the WMS's clock
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,7 @@ class _Reader:
             section,
             "shipments",
             {"poll_seconds", "rescan_minutes", "stable_seconds", "incomplete_limit_minutes",
-             "ignore", "send", "lookup_unknown_orders"},
+             "ignore", "send", "lookup_unknown_orders", "future_tolerance_minutes"},
         )
         ignore = self.string_list(section, "shipments.ignore", list(ShipmentSettings.ignore)) or []
         for index, pattern in enumerate(ignore):
@@ -466,6 +467,8 @@ class _Reader:
             ignore=tuple(ignore),
             send=self.choice(section, "shipments.send", "confirmShipment", SHIPMENT_SENDING),
             lookup_unknown_orders=lookup is True,
+            future_tolerance=timedelta(minutes=self.number(
+                section, "shipments.future_tolerance_minutes", 15, minimum=0, maximum=1440)),
         )
 
     def warehouse_shipments(self, entry: dict[str, Any], key: str,

@@ -231,7 +231,12 @@ CASES = [
     Case("a bad date", csv(row(date="31.11.2026 10:00")),
          [rejected("Versanddatum: '31.11.2026 10:00' is not a date like DD.MM.YYYY hh:mm")]),
     Case("a date in the future", csv(row(date="21.11.2026 10:00")),
-         [rejected("ship date 2026-11-21T09:00:00Z is in the future")]),
+         [rejected("ship date 2026-11-21T09:00:00Z is in the future: 15 hours ahead of the bridge's clock "
+                   "(2026-11-20T18:00:00Z), more than the 15 minutes a clock may be ahead")]),
+    Case("a date a few minutes ahead (the WMS's clock)", csv(row(date="20.11.2026 19:10")), [CONFIRMED], "archive"),
+    Case("a date-only ship date tomorrow", workbook(XLSX_ROW[:6] + [datetime(2026, 11, 21)]),
+         ["2,rejected,111-0000001-0000001,50000001000001,2,1Z999AA10123456784,ship date 2026-11-21 is in the future "
+          "(the bridge's clock says 2026-11-20 in America/Chicago)"], name="shipped.xlsx", mapping="initech-xlsx"),
     Case("a date before the order", csv(row(date="19.11.2026 12:00")),
          [rejected("ship date 2026-11-19T11:00:00Z is before the order was placed (2026-11-19T18:03:21Z)")]),
     Case("a bad row rejects its package, not the file", csv(

@@ -21,7 +21,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Callable, Sequence
 
@@ -75,9 +75,11 @@ class ShipmentFiles:
     flow = FLOW
     header = RESULT_HEADER
 
-    def __init__(self, ledger: Ledger, facts: Callable[[str], OrderFacts | None]):
+    def __init__(self, ledger: Ledger, facts: Callable[[str], OrderFacts | None],
+                 tolerance: timedelta = timedelta(minutes=15)):
         self.ledger = ledger
         self.facts = facts
+        self.tolerance = tolerance  # shipments.future_tolerance_minutes
 
     def spec(self, warehouse: WarehouseSettings) -> TableSpec:
         return warehouse.mapping.shipments.table
@@ -90,7 +92,7 @@ class ShipmentFiles:
 
     def read(self, warehouse: WarehouseSettings, file: StoredInbound, stream: IO[bytes],
              now: datetime) -> None:
-        result = read_plan(stream, warehouse, self.facts, now)
+        result = read_plan(stream, warehouse, self.facts, now, self.tolerance)
         if not result.lines:
             raise BadFile("the file has no rows (only a header, or nothing)")
         self.ledger.record_shipments(file.id, plan_rows(result), package_records(result, warehouse), now)
@@ -123,10 +125,11 @@ class ShipmentFiles:
 
 
 def read_plan(stream: IO[bytes], warehouse: WarehouseSettings,
-              facts: Callable[[str], OrderFacts | None], now: datetime) -> Plan:
+              facts: Callable[[str], OrderFacts | None], now: datetime,
+              tolerance: timedelta = timedelta(minutes=15)) -> Plan:
     layout = warehouse.mapping.shipments
     lines = parse_rows(read_rows(stream, layout.table), layout)
-    return plan(lines, facts, warehouse.name, now, zone=layout.timezone)
+    return plan(lines, facts, warehouse.name, now, zone=layout.timezone, tolerance=tolerance)
 
 
 def plan_rows(result: Plan) -> list[tuple]:
@@ -182,7 +185,7 @@ class ShipmentsFlow:
         self.checkpoint = checkpoint or (lambda step: None)
         self.should_stop = should_stop or (lambda: False)
         self.sleep = sleep
-        self.files = ShipmentFiles(ledger, self.order_facts)
+        self.files = ShipmentFiles(ledger, self.order_facts, settings.shipments.future_tolerance)
         self.pipeline = InboundPipeline(settings, ledger, self.files, checkpoint=self.checkpoint,
                                         should_stop=self.should_stop)
         self.fulfillment = FulfillmentFeed(ledger, lambda: feeds or self._feeds_edge(),
@@ -359,4 +362,4 @@ class ShipmentsFlow:
     def replay(self, path: Path, warehouse: WarehouseSettings, now: datetime) -> Plan:
         """What a file would do, computed from the ledger; nothing sent or recorded."""
         with open(path, "rb") as stream:
-            return read_plan(stream, warehouse, self.order_facts, now)
+            return read_plan(stream, warehouse, self.order_facts, now, self.settings.shipments.future_tolerance)

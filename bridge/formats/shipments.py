@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
@@ -242,8 +242,11 @@ def human_format(fmt: str) -> str:
 # --- 2. packages ----------------------------------------------------------------------------------
 
 def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None],
-         warehouse: str, now: datetime, *, zone: str = "UTC") -> Plan:
-    """Group lines into packages by order and tracking number and check each package."""
+         warehouse: str, now: datetime, *, zone: str = "UTC",
+         tolerance: timedelta = timedelta(minutes=15)) -> Plan:
+    """Group lines into packages by order and tracking number and check each package.
+    `tolerance`: how far ahead of `now` a ship date is taken as the WMS's clock running
+    ahead (the package then ships at `now`) rather than a date in the future."""
     result = Plan()
     groups: dict[tuple[str, str], list[ShipmentLine]] = {}
     for line in lines:
@@ -255,7 +258,7 @@ def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None
         if order_id not in known and not any(line.problems for line in group):
             known[order_id] = facts(order_id)
         verdict = _check(group, known.get(order_id), warehouse, now, ZoneInfo(zone),
-                         claimed.setdefault(order_id, {}))
+                         claimed.setdefault(order_id, {}), tolerance)
         if isinstance(verdict, PlannedPackage):
             index = len(result.packages)
             result.packages.append(verdict)
@@ -268,7 +271,8 @@ def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None
 
 
 def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
-           zone: ZoneInfo, claimed: dict[str, int]) -> PlannedPackage | dict[int, tuple[str, str]]:
+           zone: ZoneInfo, claimed: dict[str, int],
+           tolerance: timedelta) -> PlannedPackage | dict[int, tuple[str, str]]:
     bad = {line.row: " / ".join(line.problems) for line in group if line.problems}
     if bad:
         return _reject_package(group, bad)
@@ -296,13 +300,13 @@ def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, 
                f"Amazon with other items ({known.file} row {known.row}); correct it in Seller "
                "Central")
         return {line.row: (REJECTED, why) for line in group}
-    bad = {line.row: why for line in group if (why := _date_problem(line, facts, now, zone))}
+    bad = {line.row: why for line in group if (why := _date_problem(line, facts, now, zone, tolerance))}
     if bad:
         return _reject_package(group, bad)
     return PlannedPackage(
         order_id=first.order_id, marketplace_id=facts.marketplace_id, tracking=first.tracking,
         carrier=first.carrier, method=first.method,
-        ship_date=_ship_instant(first, facts), items=tuple(items.items()),
+        ship_date=min(_ship_instant(first, facts), now), items=tuple(items.items()),
         rows=tuple(line.row for line in group))
 
 
@@ -376,21 +380,32 @@ def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str
     return items, bad
 
 
-def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: ZoneInfo) -> str:
+def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: ZoneInfo,
+                  tolerance: timedelta) -> str:
     assert line.ship_date is not None
     if line.ship_day is not None:
-        if line.ship_day > now.astimezone(zone).date():
-            return f"ship date {line.ship_day.isoformat()} is in the future"
+        if line.ship_day > (now + tolerance).astimezone(zone).date():
+            return (f"ship date {line.ship_day.isoformat()} is in the future (the bridge's clock says "
+                    f"{now.astimezone(zone).date().isoformat()} in {zone.key})")
         if line.ship_day < facts.purchase_date.astimezone(zone).date():
             return (f"ship date {line.ship_day.isoformat()} is before the order was placed "
                     f"({facts.purchase_date.astimezone(zone).date().isoformat()})")
         return ""
-    if line.ship_date > now:
-        return f"ship date {iso_z(line.ship_date)} is in the future"
+    if line.ship_date > now + tolerance:
+        return (f"ship date {iso_z(line.ship_date)} is in the future: {_ahead(line.ship_date - now)} ahead of "
+                f"the bridge's clock ({iso_z(now)}), more than the {_ahead(tolerance)} a clock may be ahead")
     if line.ship_date < facts.purchase_date:
         return (f"ship date {iso_z(line.ship_date)} is before the order was placed "
                 f"({iso_z(facts.purchase_date)})")
     return ""
+
+
+def _ahead(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 def _ship_instant(line: ShipmentLine, facts: OrderFacts) -> datetime:
