@@ -368,7 +368,15 @@ def format_stock_status(stock: dict) -> list[str]:
     for item in stock["files_in_error"]:
         why = f": {one_line(item['reason'])}" if item["reason"] else ": see its result file"
         lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
+    lines.extend(_incomplete_lines(stock.get("files_incomplete", [])))
     return lines
+
+
+def _incomplete_lines(items: list[dict]) -> list[str]:
+    """Files left in their folder as not yet complete: the writer may still be busy, or the
+    file needs a person (it goes to error/ after shipments.incomplete_limit_minutes)."""
+    return [f"  file waiting, incomplete since {item['incomplete_since'][:16]}: {item['warehouse']} {item['source']} "
+            f"{item['name']!r}: {one_line(item['incomplete_reason'])}" for item in items]
 
 
 def format_shipments_status(shipments: dict) -> list[str]:
@@ -382,6 +390,7 @@ def format_shipments_status(shipments: dict) -> list[str]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
         lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
                      f"{(item['finished_at'] or '')[:16]}{why}")
+    lines.extend(_incomplete_lines(shipments.get("files_incomplete", [])))
     for item in shipments.get("feeds", []):
         lines.append("  " + _fulfillment_feed_line(item))
     if shipments["unconfirmed"]:
@@ -509,9 +518,17 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bridge.service import open_service
+    from bridge.errors import BadFile
+    from bridge.service import configure_logging, open_service
 
-    settings = _settings(args)
+    settings = load_settings(args.config, require_secrets=False)  # sends nothing: no Amazon login needed
+    configure_logging(settings.log_level)
+    needed = ["BRIDGE_STATE_KEY"] if not settings.state_key else []
+    if settings.shipments.lookup_unknown_orders and not settings.amazon.client_id:
+        needed.append("BRIDGE_LWA_CLIENT_ID (and the other Amazon secrets: shipments.lookup_unknown_orders is on)")
+    if needed:
+        raise FixTheSetup("; ".join(f"secret {name} is not set: put it in the environment or in "
+                                    f"$CREDENTIALS_DIRECTORY" for name in needed))
     warehouse = next((w for w in settings.warehouses if w.name == args.warehouse), None)
     if warehouse is None:
         raise FixTheSetup(f"no warehouse named {args.warehouse!r} (known: "
@@ -525,6 +542,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             next_id = service.ledger.next_package_id()
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+        except BadFile as problem:  # a person must fix or change the file: one line, exit 2
+            raise FixTheSetup(f"{args.file} cannot be read with the mapping {warehouse.mapping.name} of "
+                              f"{warehouse.name}: {one_line(problem)}") from None
     feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None
     print(format_replay(args.file, warehouse.name, result, next_id, feed_of=feed_of))
     return EXIT_OK

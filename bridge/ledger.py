@@ -1811,7 +1811,12 @@ class Ledger:
             f"select {columns} from inbound_files where flow = ? and status = ? and outcome = ?"
             " order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
         ).fetchall()
-        return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors]}
+        incomplete = self._db.execute(
+            "select warehouse, source, name, incomplete_since, incomplete_reason from inbound_sightings"
+            " where flow = ? and incomplete_since is not null order by incomplete_since, name", (flow,),
+        ).fetchall()
+        return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors],
+                "incomplete": [dict(r) for r in incomplete]}
 
     # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------
 

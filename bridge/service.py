@@ -144,7 +144,7 @@ def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> di
         "warehouse": stock.warehouse, "publish_at": stock.publish_at.strftime("%H:%M"),
         "timezone": stock.timezone, "next_publish": iso_z(next_daily(now, stock.publish_at, stock.zone)),
         "last_publish_run": None, "last_published": None, "latest": None, "held": [], "with_amazon": [],
-        "waiting": [], "files_in_progress": [], "files_in_error": [],
+        "waiting": [], "files_in_progress": [], "files_in_error": [], "files_incomplete": [],
     }
     if ledger is None:
         return report
@@ -152,7 +152,8 @@ def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> di
     files = ledger.inbound_report(STOCK_FLOW)
     report.update(ledger.stock_report(stock.warehouse))
     report.update(last_publish_run=iso_z(last_run) if last_run else None,
-                  files_in_progress=files["in_progress"], files_in_error=files["errors"])
+                  files_in_progress=files["in_progress"], files_in_error=files["errors"],
+                  files_incomplete=files["incomplete"])
     return report
 
 
@@ -161,13 +162,14 @@ def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
     ship-by first; confirmation files in progress and the latest answered with errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
-                "files_in_progress": [], "files_in_error": [], "feeds": []}
+                "files_in_progress": [], "files_in_error": [], "files_incomplete": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
         "unconfirmed": ledger.unconfirmed_orders(),
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
+        "files_incomplete": files["incomplete"],  # left in their folder, waiting for their writer
         "feeds": ledger.fulfillment_feed_report(),  # shipments.send = "feed": documents with Amazon
     }
 

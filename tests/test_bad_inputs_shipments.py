@@ -173,9 +173,21 @@ CASES = [
     Case("an empty file", b"", [whole_file(f"the file stayed incomplete for {LIMIT} minutes: the file is empty")],
          late=True),
     Case("a header only", csv(), [whole_file("the file has no rows (only a header, or nothing)")]),
-    Case("a last line without line break", csv(GOOD)[:-2],
-         [whole_file(f"the file stayed incomplete for {LIMIT} minutes: the last line has no line break "
-                     "(the file may still be written)")], late=True),
+    Case("a last line without line break (saved so by an editor)", csv(GOOD)[:-2], [CONFIRMED], "archive"),
+    Case("a last row cut short, without line break", csv(GOOD)[:-24],
+         [whole_file(f"the file stayed incomplete for {LIMIT} minutes: the last row has 5 of 6 fields and no line "
+                     "break: the file may still be written (if not, complete the row, end the file with a line break "
+                     "and drop it again)")], late=True),
+    Case("an XLSX workbook in a CSV folder", workbook(XLSX_ROW),
+         [whole_file("the file is a zip file (an XLSX workbook?) but the mapping reads CSV (Windows-1252): is it in the "
+                     "wrong folder or saved in the wrong format?")], name="shipped.xlsx"),
+    Case("a CSV file in an XLSX folder", csv(GOOD),
+         [whole_file("the file is text (a workbook is a zip file) but the mapping reads an XLSX "
+                     "workbook: is it in the wrong folder or saved in the wrong format?", ",")],
+         mapping="initech-xlsx"),
+    Case("an XML file in a CSV folder", GLOBEX.format(doctype="", carrier="UPS").encode(),
+         [whole_file("the file is XML but the mapping reads CSV (Windows-1252): is it in the wrong folder or saved in "
+                     "the wrong format?")], name="c.xml"),
     Case("a truncated XLSX", workbook(["111-0000001-0000001", "50000001000001", 2, "UPS", "", "1Z999AA10123456784",
                                        datetime(2026, 11, 20)], truncate=True),
          [whole_file(f"the file stayed incomplete for {LIMIT} minutes: not a complete XLSX workbook (its zip "
@@ -656,3 +668,17 @@ def test_a_2xx_that_is_not_amazons_answer_is_never_counted_as_confirmed(shipper,
     assert report.confirmed == 1 and not report.all_errors
     assert {c["packageDetail"]["packageReferenceId"] for c in sandbox.confirmations} == {"1"}  # the same id: an edit
     assert (bridge.remote / "results" / "V.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]
+
+
+def test_a_file_left_waiting_as_incomplete_is_listed_in_status_with_why(shipper):
+    from bridge.cli import format_status
+    from bridge.service import status_report
+
+    bridge = shipper("acme-csv")
+    (bridge.remote / "CUT.csv").write_bytes(csv(GOOD)[:-24])
+    bridge.ship()
+
+    text = format_status(status_report(bridge.settings, SHIP_TIME))
+    assert ("  file waiting, incomplete since 2026-11-20T18:00: wh sftp 'CUT.csv': the last row has 5 of 6 fields and "
+            "no line break: the file may still be written (if not, complete the row, end the file with a line break "
+            "and drop it again)") in text.splitlines()

@@ -460,9 +460,14 @@ DROP_CASES = [
     Drop("no row usable", acme_file(good(quantity="x")), [
         ";held;;;held: none of the file's 1 rows gives a quantity to send (see the rows' problems)",
         "2;rejected;;Verfügbar;'x' is not a number"]),
-    Drop("the last line cut off", acme_file(good())[:-2], [
-        ";rejected;;;the file stayed incomplete for 10 minutes: the last line has no line break (the file may "
-        "still be written)"], late=True),
+    Drop("the last line without line break (saved so by an editor)", acme_file(good())[:-2], [PUBLISHED_1], "archive"),
+    Drop("the last row cut short", acme_file(good())[:-20], [
+        ";rejected;;;the file stayed incomplete for 10 minutes: the last row has 5 of 6 fields and no line break: "
+        "the file may still be written (if not, complete the row, end the file with a line break and drop it "
+        "again)"], late=True),
+    Drop("a workbook in a CSV folder", _zip_without_workbook(), [
+        ";rejected;;;the file is a zip file (an XLSX workbook?) but the mapping reads CSV (Windows-1252): is it in the "
+        "wrong folder or saved in the wrong format?"]),
     Drop("an empty file", b"", [";rejected;;;the file stayed incomplete for 10 minutes: the file is empty"], late=True),
     Drop("XML with a DOCTYPE", GLOBEX_STOCK.format(doctype=DOCTYPE, more="</Inventory>\n").encode(),
          [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is ever "

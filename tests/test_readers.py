@@ -227,13 +227,20 @@ def test_a_file_is_settled_only_when_unchanged_across_two_polls_far_enough_apart
     assert not grown and again.since == t0 + wait
 
 
+LAST_ROW_SHORT = ("the last row has {found} of {of} fields and no line break: the file may still be written (if "
+                  "not, complete the row, end the file with a line break and drop it again)")
+
+
 @pytest.mark.parametrize("spec, data, why", [
     (CSV, b"", "the file is empty"),
-    (CSV, b"Order;Qty\n111-1;2", "the last line has no line break (the file may still be written)"),
+    (CSV, b"Order;Qty\n111-1;2", None),  # saved without a final line break: its last row is whole
+    (CSV, b"Order;Qty\n111-1", LAST_ROW_SHORT.format(found=1, of=2)),
+    (CSV, b'Order;Qty\n111-1;"2', "the last row has an open quote and no line break (the file may still be written)"),
     (CSV, b"Order;Qty\r\n111-1;2\r\n", None),
-    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1\r\n".encode("utf-16"), None),
-    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1".encode("utf-16"),
-     "the last line has no line break (the file may still be written)"),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), "Order;Qty\r\n1;2\r\n".encode("utf-16"), None),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), "Order;Qty\r\n1;2".encode("utf-16"), None),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), codecs.BOM_UTF16_BE + "Order;Qty\r\n1".encode("utf-16-be"),
+     LAST_ROW_SHORT.format(found=1, of=2)),
     (TableSpec("xlsx", ()), workbook(["Order"]), None),
     (TableSpec("xlsx", ()), workbook(["Order"])[:-200],
      "not a complete XLSX workbook (its zip directory is missing)"),
@@ -323,6 +330,26 @@ def test_a_headerless_file_never_echoes_its_first_row():
     ("²", "a value of 1 character"), ("9" * 41, "a value of 41 characters"),
 ])
 def test_a_cell_is_quoted_in_a_message_only_when_it_looks_like_a_code_or_a_number(text, shown_as):
-    from bridge.formats.readers import shown
+    from bridge.formats.readers import cell_shown as shown
 
     assert shown(text) == shown_as
+
+
+@pytest.mark.parametrize("spec, data, kind", [
+    (CSV, workbook(["Order"]), "the file is a zip file (an XLSX workbook?) but the mapping reads CSV (UTF-8)"),
+    (CSV, b'<?xml version="1.0"?>\n<Shipments/>\n', "the file is XML but the mapping reads CSV (UTF-8)"),
+    (CSV, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500),
+     "the file is an old Excel workbook (.xls: save it as .xlsx or CSV) but the mapping reads CSV (UTF-8)"),
+    (CSV, b"%PDF-1.7\n", "the file is a PDF but the mapping reads CSV (UTF-8)"),
+    (CSV, "Order;Qty\r\n".encode("utf-16-le"),
+     "the file is text with NUL bytes (UTF-16 without a byte order mark?) but the mapping reads CSV (UTF-8)"),
+    (TableSpec("xlsx", ("Order",)), b"Order;Qty\r\n111-1;2\r\n",
+     "the file is text (a workbook is a zip file) but the mapping reads an XLSX workbook"),
+    (XML, b"Order;Qty\r\n111-1;2\r\n",
+     "the file is not XML (it starts with text and not with '<': CSV?) but the mapping reads XML"),
+    (XML, workbook(["Order"]), "the file is a zip file (an XLSX workbook?) but the mapping reads XML"),
+])
+def test_a_file_of_another_kind_than_the_mapping_reads_is_refused_at_once(spec, data, kind):
+    with pytest.raises(BadFile) as refused:
+        incomplete_reason(io.BytesIO(data), spec)
+    assert str(refused.value) == kind + ": is it in the wrong folder or saved in the wrong format?"

@@ -105,6 +105,30 @@ def test_replay_shows_why_rows_would_be_rejected(config, tmp_path):
             "302-0000003-0000003") in done.stdout
 
 
+@pytest.mark.parametrize("mapping, name, why", [
+    ("initech-xlsx", "initech_shipped_20261120.xlsx",
+     "the file is a zip file (an XLSX workbook?) but the mapping reads CSV (Windows-1252): is it in the wrong folder "
+     "or saved in the wrong format?"),
+    ("globex-xml", "GLOBEX_SHIPCONFIRM_20261120T170500Z.xml",
+     "the file is XML but the mapping reads CSV (Windows-1252): is it in the wrong folder or saved in the wrong "
+     "format?"),
+])
+def test_replay_of_a_file_the_mapping_cannot_read_is_one_line_and_exits_2(config, mapping, name, why):
+    path = golden(mapping) / name
+    done = bridge("replay", str(path), "--warehouse", "wh", "--dry-run", config=config)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"fbm-bridge: {path} cannot be read with the mapping acme-csv of wh: {why}\n"
+
+
+def test_replay_needs_the_state_key_and_no_amazon_login(config):
+    no_amazon = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_LWA")},
+                 **{k: v for k, v in SECRETS.items() if not k.startswith("BRIDGE_LWA")}, "NO_PROXY": "127.0.0.1,localhost"}
+    done = bridge("replay", str(golden("acme-csv") / ACME), "--warehouse", "wh", "--dry-run", "--now", iso(SHIP_TIME),
+                  config=config, env=no_amazon)
+    assert done.returncode == 0, done.stderr
+    assert "5 package(s) to confirm" in done.stdout
+
+
 def test_replay_for_an_unknown_warehouse_exits_2(config):
     done = bridge("replay", "x.csv", "--warehouse", "nope", "--dry-run", config=config)
     assert done.returncode == 2 and "no warehouse named 'nope' (known: wh)" in done.stderr

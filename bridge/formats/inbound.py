@@ -9,6 +9,7 @@ never joined into a local path.
 from __future__ import annotations
 
 import codecs
+import csv
 import fnmatch
 import io
 import re
@@ -19,7 +20,7 @@ from pathlib import PurePosixPath
 from typing import IO, Iterable, Sequence
 
 from bridge.errors import BadFile, IncompleteFile
-from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start
+from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start, kind_problem
 from bridge.formats.tables import write_csv
 
 DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
@@ -97,12 +98,15 @@ def settled(previous: Sighting | None, size: int, mtime: float, now: datetime,
 
 
 def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
-    """Why the file looks unfinished, or None when it is complete.
+    """Why the file looks unfinished, or None when it is complete. Called once the file is
+    settled (its size and time unchanged, or its writer quiet).
 
-    csv: not empty and ends with a line break; xlsx: a zip whose central directory is there;
-    xml: parses to the end of its document element. Raises BadFile for a file that is
-    complete but can never be read (broken XML, a DOCTYPE, a byte order mark that contradicts
-    the encoding), so it is answered at once.
+    csv: not empty, and ends with a line break or its last row has as many fields as its
+    first (an editor that saves without a final line break); xlsx: a zip whose central
+    directory is there; xml: parses to the end of its document element. Raises BadFile for a
+    file that is complete but can never be read, so that it is answered at once: a file of
+    another kind than the mapping reads (a workbook in a CSV folder, ...), broken XML, a
+    DOCTYPE, a byte order mark that contradicts the encoding.
     """
     stream.seek(0, io.SEEK_END)
     size = stream.tell()
@@ -110,9 +114,13 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
     try:
         if size == 0:
             return "the file is empty"
+        problem = kind_problem(stream.read(_HEAD), spec)
+        stream.seek(0)
+        if problem:
+            raise BadFile(problem)
         if spec.format == "csv":
             checked_start(stream, spec.encoding)  # a contradicting byte order mark: BadFile now
-            return _csv_incomplete(stream, size, spec.encoding)
+            return _csv_incomplete(stream, size, spec)
         if spec.format == "xlsx":
             return _xlsx_incomplete(stream)
         check_xml(stream)  # parsed to the end, nothing kept
@@ -123,17 +131,48 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
         stream.seek(0)
 
 
-def _csv_incomplete(stream: IO[bytes], size: int, encoding: str) -> str | None:
+_HEAD = 1 << 16
+def _csv_incomplete(stream: IO[bytes], size: int, spec: TableSpec) -> str | None:
+    encoding = spec.encoding
     width = 2 if encoding == "utf-16" else 1
     stream.seek(max(0, size - width))
     tail = stream.read(width)
+    big_endian = False
     if encoding == "utf-16":
         stream.seek(0)
         big_endian = stream.read(2) == codecs.BOM_UTF16_BE
         ends = tail in ((b"\x00\n", b"\x00\r") if big_endian else (b"\n\x00", b"\r\x00"))
     else:
         ends = tail in (b"\n", b"\r")
-    return None if ends else "the last line has no line break (the file may still be written)"
+    if ends:
+        return None
+    return _last_row_short(stream, size, spec, big_endian)
+
+
+def _last_row_short(stream: IO[bytes], size: int, spec: TableSpec, big_endian: bool) -> str | None:
+    """A settled file without a final line break is complete when its last row has the first
+    row's number of fields (Notepad and Excel users save such files): a row cut off mid-way has
+    fewer, or an open quote."""
+    codec = {"utf-8": "utf-8-sig", "cp1252": "cp1252"}.get(spec.encoding) or ("utf-16-be" if big_endian else "utf-16-le")
+    skip = 2 if spec.encoding == "utf-16" else 0
+    stream.seek(skip)
+    first = stream.read(_HEAD)
+    start = max(skip, size - _HEAD)
+    start -= (start - skip) % 2 if spec.encoding == "utf-16" else 0
+    stream.seek(start)
+    last = stream.read(_HEAD)
+    first_text = first.decode(codec, "replace")
+    last_text = last.decode(codec, "replace")
+    header = re.split(r"\r\n|\r|\n", first_text, maxsplit=1)[0]
+    row = re.split(r"\r\n|\r|\n", last_text)[-1]
+    if row.count('"') % 2:
+        return "the last row has an open quote and no line break (the file may still be written)"
+    expected = len(next(csv.reader([header], delimiter=spec.delimiter), []))
+    found = len(next(csv.reader([row], delimiter=spec.delimiter), []))
+    if found == expected:
+        return None
+    return (f"the last row has {found} of {expected} fields and no line break: the file may still be written "
+            "(if not, complete the row, end the file with a line break and drop it again)")
 
 
 def _xlsx_incomplete(stream: IO[bytes]) -> str | None:

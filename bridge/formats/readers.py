@@ -72,7 +72,7 @@ _PLAIN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,:/#+-]{0,39}\Z")
 _PLAIN_DATE = re.compile(r"[0-9][0-9 ./:TZ+-]{0,29}\Z")
 
 
-def shown(text: str) -> str:
+def cell_shown(text: str) -> str:
     """A cell's value for a row's message: quoted when its shape says it is an id, a code, a
     number or a date (one word of letters, digits and ._:/#+-, or digits with date separators,
     at most 40 characters); otherwise only its length. A name or an address (words with
@@ -85,7 +85,13 @@ def shown(text: str) -> str:
 
 def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     """Every data row of the file, streamed. Rows with no text at all are skipped. Raises
-    BadFile (IncompleteFile) and nothing else, however hostile the file."""
+    BadFile (IncompleteFile) and nothing else, however hostile the file; a file of another
+    kind than the mapping's format (a workbook where CSV is read) is refused as that."""
+    start = stream.tell()
+    problem = kind_problem(stream.read(_KIND_HEAD), spec)
+    stream.seek(start)
+    if problem:
+        raise BadFile(problem)
     if spec.format == "csv":
         return _csv_rows(stream, spec)
     if spec.format == "xlsx":
@@ -93,6 +99,52 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     if spec.format == "xml":
         return _total(_xml_rows(stream, spec), "XML")
     raise ValueError(f"unknown format {spec.format!r}")
+
+
+_KIND_HEAD = 1 << 16
+_FORMAT_NAMES = {"csv": "CSV", "xlsx": "an XLSX workbook", "xml": "XML"}
+_TAG = re.compile(rb"<(?:\?xml|[A-Za-z_][\w.:-]*[\s/>])")
+
+
+def kind_problem(head: bytes, spec: TableSpec) -> str:
+    """Why the file's first bytes say it is not what the mapping reads, or "". Only what is
+    certain is said: a zip (a workbook), an old Excel workbook, a PDF, XML, NUL bytes in text."""
+    wanted = f"the mapping reads {_FORMAT_NAMES[spec.format]}"
+    if spec.format == "csv":
+        wanted += f" ({_encoding_name(spec.encoding)})"
+    found = _kind(head, spec)
+    if found is None:
+        return ""
+    return f"the file is {found} but {wanted}: is it in the wrong folder or saved in the wrong format?"
+
+
+def _kind(head: bytes, spec: TableSpec) -> str | None:
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None if spec.format == "xlsx" else "a zip file (an XLSX workbook?)"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "an old Excel workbook (.xls: save it as .xlsx or CSV)"
+    if head.startswith(b"%PDF"):
+        return "a PDF"
+    if spec.format == "xlsx":
+        return "text (a workbook is a zip file)" if len(head) >= 4 else None
+    text = _decoded_start(head)
+    if spec.format == "csv":
+        if _TAG.match(text.lstrip().encode("utf-8", "replace")):
+            return "XML"
+        if spec.encoding != "utf-16" and b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "text with NUL bytes (UTF-16 without a byte order mark?)"
+        return None
+    stripped = text.lstrip()
+    if stripped and not stripped.startswith("<"):
+        return "not XML (it starts with text and not with '<': CSV?)"
+    return None
+
+
+def _decoded_start(head: bytes) -> str:
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if head.startswith(bom):
+            return head[len(bom):].decode(codec, "replace")
+    return head.decode("latin-1")
 
 
 def _total(rows: Iterator[Row], kind: str) -> Iterator[Row]:

@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
-from bridge.formats.readers import Row, shown
+from bridge.formats.readers import Row, cell_shown
 from bridge.mapping import Carrier, ShipmentLayout, amazon_carrier_codes
 from bridge.records import Line, iso_z, utc
 
@@ -146,7 +146,7 @@ def _order_id_problems(order_id: str, label: str) -> list[str]:
     if not order_id:
         return [f"{label}: empty"]
     if not _ORDER_ID.match(order_id):
-        return [f"{label}: {shown(order_id)} is not an Amazon order id (like 123-1234567-1234567)"]
+        return [f"{label}: {cell_shown(order_id)} is not an Amazon order id (like 123-1234567-1234567)"]
     return []
 
 
@@ -154,11 +154,11 @@ def _quantity(text: str, label: str) -> tuple[int, list[str]]:
     if not text:
         return 0, [f"{label}: empty"]
     if not (text.isascii() and text.isdigit()):  # isdigit alone takes '²', which int() refuses
-        return 0, [f"{label}: {shown(text)} is not a whole number of units"]
+        return 0, [f"{label}: {cell_shown(text)} is not a whole number of units"]
     if len(text) > 9:
-        return 0, [f"{label}: {shown(text)} is more units than any parcel holds"]
+        return 0, [f"{label}: {cell_shown(text)} is more units than any parcel holds"]
     if int(text) < 1:
-        return 0, [f"{label}: {shown(text)} must be at least 1"]
+        return 0, [f"{label}: {cell_shown(text)} must be at least 1"]
     return int(text), []
 
 
@@ -184,7 +184,7 @@ def _carrier(text: str, label: str, carriers: dict[str, Carrier],
         return found, []
     if layout.unknown_carrier == "other":
         return Carrier("Other", name=text), []
-    return None, [f"{label}: {shown(text)} is neither in the mapping's carrier table nor one of "
+    return None, [f"{label}: {cell_shown(text)} is neither in the mapping's carrier table nor one of "
                   f"Amazon's carrier codes"]
 
 
@@ -192,12 +192,12 @@ def _tracking_problems(text: str, label: str) -> list[str]:
     if not text:
         return [f"{label}: empty"]
     if _EXPONENT.match(text):
-        return [f"{label}: {shown(text)} is a number Excel shortened and its digits are lost: format "
+        return [f"{label}: {cell_shown(text)} is a number Excel shortened and its digits are lost: format "
                 "the column as text and export the file again"]
     if not _TRACKING.match(text):
-        return [f"{label}: {shown(text)} has characters other than letters, digits and '-'"]
+        return [f"{label}: {cell_shown(text)} has characters other than letters, digits and '-'"]
     if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
-        return [f"{label}: {shown(text)} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
+        return [f"{label}: {cell_shown(text)} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
                 "characters)"]
     return []
 
@@ -208,7 +208,7 @@ def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
         return None, None, [f"{label}: empty"]
     local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
     if local is None:
-        return None, None, [f"{label}: {shown(text)} is not a date like "
+        return None, None, [f"{label}: {cell_shown(text)} is not a date like "
                             f"{human_format(layout.date_format)}"]
     try:
         if date_only:
@@ -218,7 +218,7 @@ def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
             local = local.replace(tzinfo=zone)
         return utc(local), None, []
     except (OverflowError, ValueError):  # the year 1 east of UTC, 9999 west of it
-        return None, None, [f"{label}: {shown(text)} is not a ship date the bridge can use (year "
+        return None, None, [f"{label}: {cell_shown(text)} is not a ship date the bridge can use (year "
                             f"{local.year})"]
 
 
@@ -322,7 +322,7 @@ def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int,
 
 def _plain(text: str) -> str:
     """A value named in a message unquoted when its shape allows (see `shown`)."""
-    quoted = shown(text)
+    quoted = cell_shown(text)
     return text if quoted.startswith("'") else f"({quoted})"
 
 
