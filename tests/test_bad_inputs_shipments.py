@@ -682,3 +682,36 @@ def test_a_file_left_waiting_as_incomplete_is_listed_in_status_with_why(shipper)
     assert ("  file waiting, incomplete since 2026-11-20T18:00: wh sftp 'CUT.csv': the last row has 5 of 6 fields and "
             "no line break: the file may still be written (if not, complete the row, end the file with a line break "
             "and drop it again)") in text.splitlines()
+
+
+def test_a_full_local_disk_is_the_state_folders_problem_not_the_sftp_servers(shipper, monkeypatch):
+    import errno
+    import tempfile as real_tempfile
+
+    from bridge.flows import inbound
+
+    original = real_tempfile.NamedTemporaryFile
+
+    def spool_file(**options):
+        made = original(**options)
+
+        def write(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        made.write = write
+        return made
+
+    bridge = shipper("acme-csv")
+    (bridge.remote / "V.csv").write_bytes(csv(GOOD))
+    monkeypatch.setattr(inbound.tempfile, "NamedTemporaryFile", spool_file)
+    report = bridge.ship()
+
+    spool = bridge.settings.inbound_dir / "shipments" / "wh"
+    assert report.all_errors == [
+        f"wh sftp:{bridge.remote}: the state folder's disk is full: cannot write the spool copy in {spool} (No space "
+        "left on device); free some space: the file is taken again on the next run"]
+    assert report.needs_a_person and list(files(bridge.remote / "processing")) == ["V.csv"]
+    assert [p.name for p in spool.iterdir()] == []  # no partial copy left
+
+    monkeypatch.undo()
+    bridge.flow.run(SHIP_TIME + timedelta(minutes=5))
+    assert (bridge.remote / "results" / "V.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]

@@ -27,6 +27,7 @@ The remote copy is touched again (step 5) only after the ledger holds the file (
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -41,7 +42,7 @@ from bridge.config import Settings, WarehouseSettings
 from bridge.edges.folders import Drop, FolderDrop, RemoteFile
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import (
-    BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing)
+    BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, StateUnusable)
 from bridge.formats.inbound import (
     Sighting, ignored, incomplete_reason, marker_name, name_problem, result_file, result_name,
     safe_name, settled)
@@ -266,10 +267,10 @@ class InboundPipeline:
         folder = self.settings.inbound_dir / flow / warehouse
         folder.mkdir(parents=True, exist_ok=True)
         refused = None  # why the name is never read (a link swapped in after the listing)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
+        with _local_disk(folder), tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
             try:
                 try:
-                    drop.read_into(source.path("processing", name), temporary)
+                    drop.read_into(source.path("processing", name), _SpoolCopy(temporary, folder))
                 except NotRegularFile as problem:
                     temporary.truncate(0)
                     refused = str(problem)
@@ -488,6 +489,51 @@ class InboundPipeline:
         for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
             leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
         return len(old)
+
+
+class _SpoolCopy:
+    """The spool copy a drop reads a file into. A local write that fails (the state folder's
+    disk full) is the bridge's own problem: raised as StateUnusable, which a drop passes on as
+    it is, instead of an OSError the SFTP edge would take for the server refusing the read."""
+
+    def __init__(self, file: IO[bytes], folder: Path):
+        self.file, self.folder = file, folder
+
+    def write(self, data) -> int:
+        with _local_disk(self.folder):
+            return self.file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with _local_disk(self.folder):
+            return self.file.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        with _local_disk(self.folder):
+            return self.file.truncate(size)
+
+    def flush(self) -> None:
+        with _local_disk(self.folder):
+            self.file.flush()
+
+
+class _local_disk:
+    """OSErrors of the bridge's own files in `folder` as StateUnusable, naming the folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, problem, tb) -> bool:
+        if isinstance(problem, OSError) and not isinstance(problem, StateUnusable):
+            if problem.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StateUnusable(f"the state folder's disk is full: cannot write the spool copy in {self.folder} "
+                                    f"({problem.strerror}); free some space: the file is taken again on the next "
+                                    "run") from None
+            raise StateUnusable(f"cannot write the spool copy in {self.folder}: "
+                                f"{problem.strerror or problem}") from None
+        return False
 
 
 class _Digest:
