@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
 from fnmatch import translate
 from itertools import chain, groupby
 from operator import itemgetter
@@ -35,7 +34,6 @@ from bridge.mapping import MAX_SKU_LENGTH, StockLayout
 Part = tuple[str, str, str, int, "int | None"]
 by_sku = itemgetter(0)  # the sort key of parts: a stable sort on it keeps file order per SKU
 MAX_UNITS = 10_000_000  # a larger "quantity" is a wrong column (an EAN, a price), not stock
-_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _LOT_SEPARATOR = "\x1f"
 
 
@@ -199,29 +197,36 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
 
 
 def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
-    """text → (units, "") or (None, why): a whole number from 0 to MAX_UNITS in the file's format."""
+    """text → (units, "") or (None, why): a whole number from 0 to MAX_UNITS in the file's format.
+
+    Strict, because a wrong guess changes the stock Amazon sells: a thousands separator is
+    taken only between groups of exactly three digits ("1.250" is 1250 where '.' groups
+    thousands, "2.5" is refused, never 25), and a decimal part must be zero."""
+    d = re.escape(decimal)
+    plain = re.compile(rf"[+-]?[0-9]+(?:{d}[0-9]+)?")
+    grouped = re.compile(rf"[+-]?[0-9]{{1,3}}(?:{re.escape(thousands)}[0-9]{{3}})+(?:{d}[0-9]+)?") if thousands else None
 
     def parse(text: str | None) -> tuple[int | None, str]:
         if text is None or not text.strip():
             return None, "no quantity"
-        shown = _short(text.strip())
         body = text.strip()
-        if thousands:
-            body = body.replace(thousands, "")
-        if decimal == ",":
-            if "." in body:
-                return None, f"{shown} is not a number (the decimal separator is ',')"
-            body = body.replace(",", ".")
-        if not _NUMBER.fullmatch(body):
-            return None, f"{shown} is not a number"
-        value = Decimal(body)
-        if value < 0:
-            return None, f"{shown} is negative"
-        if value != value.to_integral_value():
-            return None, f"{shown} is not a whole number"
-        if value > MAX_UNITS:
-            return None, f"{shown} is more than {MAX_UNITS:,} units (is this the right column?)"
-        return int(value), ""
+        shown = _short(body)
+        if len(body) <= 40 and (plain.fullmatch(body) or (grouped is not None and grouped.fullmatch(body))):
+            whole, _, fraction = (body.replace(thousands, "") if thousands else body).partition(decimal)
+            value = int(whole)
+            if fraction.strip("0"):
+                return None, f"{shown} is not a whole number"
+            if value < 0:
+                return None, f"{shown} is negative"
+            if value > MAX_UNITS:
+                return None, f"{shown} is more than {MAX_UNITS:,} units (is this the right column?)"
+            return value, ""
+        if thousands and thousands in body:
+            return None, (f"{shown} is not a number in this file's format: '{thousands}' only groups thousands, in "
+                          f"threes (1{thousands}250), and the decimal separator is '{decimal}'")
+        if decimal == "," and "." in body:
+            return None, f"{shown} is not a number (the decimal separator is ',')"
+        return None, f"{shown} is not a number"
 
     return parse
 
