@@ -121,7 +121,8 @@ class ShipmentSettings:
     rescan: timedelta = timedelta(minutes=5)  # local folders are listed too, for missed events
     stable: timedelta = timedelta(seconds=30)  # size and mtime unchanged this long: settled
     incomplete_limit: timedelta = timedelta(minutes=60)  # then an unfinished file goes to error/
-    ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*")
+    # Temporary and junk names (see README, "Names never taken"); formats.inbound.DEFAULT_IGNORE.
+    ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
     send: str = "confirmShipment"  # or "feed": POST_ORDER_FULFILLMENT_DATA
     lookup_unknown_orders: bool = False  # rows naming orders the bridge did not deliver
     future_tolerance: timedelta = timedelta(minutes=15)  # a ship date this far ahead is the WMS's clock

@@ -715,3 +715,17 @@ def test_a_full_local_disk_is_the_state_folders_problem_not_the_sftp_servers(shi
     monkeypatch.undo()
     bridge.flow.run(SHIP_TIME + timedelta(minutes=5))
     assert (bridge.remote / "results" / "V.result.csv").read_text("utf-8-sig").splitlines()[1:] == [CONFIRMED]
+
+
+@pytest.mark.parametrize("name", ["VERSAND.csv.filepart", "~$shipped.xlsx", "VERSAND.csv.crdownload", "Thumbs.db",
+                                  "desktop.ini", ".DS_Store", "VERSAND.csv.swp"])
+def test_temporary_and_junk_names_are_left_alone_and_never_answered(shipper, name):
+    bridge = shipper("acme-csv")
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / name).write_bytes(csv(GOOD))
+
+    report = bridge.ship(local=True, remote=False)
+    report = bridge.ship(SHIP_TIME + timedelta(hours=2), local=True, remote=False)
+
+    assert list(files(bridge.local)) == [name] and files(bridge.local / "results") == {}
+    assert report.inbound.taken == report.inbound.settling == report.inbound.incomplete == 0

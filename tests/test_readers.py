@@ -198,6 +198,23 @@ def test_temporary_names_and_markers_are_ignored(name, taken):
     assert ignored(name, ("*.tmp", "*.part", ".*"), marker="{name}.ok") is not taken
 
 
+@pytest.mark.parametrize("name", [
+    "x.csv.filepart", "~$shipped.xlsx", "x.csv.crdownload", ".x.csv.swp", "x.csv.swp", "Thumbs.db", "THUMBS.DB",
+    "desktop.ini", "Desktop.ini", ".DS_Store", "x.CSV.TMP", "x.csv.PART"])
+def test_common_temporary_and_junk_names_are_never_taken_by_default(name):
+    from bridge.formats.inbound import DEFAULT_IGNORE
+
+    assert ignored(name, DEFAULT_IGNORE)
+
+
+def test_the_config_default_ignore_list_is_the_pipelines():
+    from bridge.config import ShipmentSettings
+    from bridge.formats.inbound import DEFAULT_IGNORE
+
+    assert ShipmentSettings().ignore == DEFAULT_IGNORE
+    assert not ignored("VERSAND_20261120.csv", DEFAULT_IGNORE) and not ignored("shipped.xlsx", DEFAULT_IGNORE)
+
+
 def test_a_marker_names_the_file_it_completes():
     assert marker_name("SHIP_1.csv", "{name}.ok") == "SHIP_1.csv.ok"
     assert marker_name("SHIP_1.csv", "{stem}.done") == "SHIP_1.done"

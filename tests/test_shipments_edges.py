@@ -181,7 +181,7 @@ def test_shipments_settings_have_documented_defaults(tmp_path):
     shipments = settings.shipments
     assert (shipments.poll, shipments.rescan, shipments.stable, shipments.incomplete_limit) == (
         timedelta(seconds=60), timedelta(minutes=5), timedelta(seconds=30), timedelta(minutes=60))
-    assert shipments.ignore == ("*.tmp", "*.part", ".*")
+    assert shipments.ignore == ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
     assert (shipments.send, shipments.lookup_unknown_orders) == ("confirmShipment", False)
     [acme] = settings.warehouses
     assert (acme.shipments_folder, acme.local_shipments_folder) == ("/out", tmp_path / "drop")

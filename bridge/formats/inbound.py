@@ -23,7 +23,15 @@ from bridge.errors import BadFile, IncompleteFile
 from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start, kind_problem
 from bridge.formats.tables import write_csv
 
-DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
+# Names never taken by default, each for a writer that is still busy or a file that is not data:
+# *.tmp, *.part   temporary names of careful writers (the bridge's own uploads use .part)
+# .*              hidden files: .DS_Store (macOS), editors' and sync tools' work files
+# *.filepart      WinSCP's upload name: taking it would break the upload mid-way
+# *.crdownload    a browser's download in progress
+# *.swp           vi's swap file
+# ~$*             Excel's and Word's owner file while a workbook is open
+# Thumbs.db, desktop.ini   Windows Explorer's own files in a shared folder
+DEFAULT_IGNORE = ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
 MAX_NAME = 120  # characters kept of an inbound name in the names the bridge makes from it
 RESULT_SUFFIX = ".result.csv"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -32,9 +40,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 # --- names ----------------------------------------------------------------------------------------
 
 def ignored(name: str, patterns: Sequence[str], marker: str = "") -> bool:
-    """Temporary names (`*.tmp`, `*.part`, dot files by default) and marker files are never
-    taken: a writer is still busy with them, or they only signal another file."""
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+    """Temporary and junk names (DEFAULT_IGNORE) and marker files are never taken: a writer is
+    still busy with them, or they only signal another file. Patterns match whatever the case
+    (a Windows share writes THUMBS.DB and Thumbs.db alike)."""
+    folded = name.casefold()
+    if any(fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in patterns):
         return True
     return bool(marker) and _is_marker(name, marker)
 
