@@ -44,6 +44,10 @@ def rejected(message: str, order="302-0000003-0000003", sku="KAN-GLAS-1L", qty="
     return ";".join((str(number), "rejected", order, sku, qty, tracking, message))
 
 
+def globex_rejected(message: str) -> str:
+    return f"6,rejected,111-0000001-0000001,50000001000001,2,1Z999AA10123456784,{message}"
+
+
 def whole_file(message: str, delimiter: str = ";") -> str:
     return delimiter.join(("", "rejected", "", "", "", "", message))
 
@@ -211,6 +215,19 @@ CASES = [
          [whole_file(DOCTYPE_REFUSED, ",")], name="c.xml", mapping="globex-xml"),
     Case("XML with an entity-expansion bomb", GLOBEX.format(doctype=BOMB, carrier="&d;").encode(),
          [whole_file(DOCTYPE_REFUSED, ",")], name="c.xml", mapping="globex-xml"),
+    Case("a carrier name with a line separator", GLOBEX.format(doctype="", carrier="Post<![CDATA[\u2028]]>kutsche")
+         .encode(), [globex_rejected("../Carrier: has a control character or line break (U+2028) at position 5; "
+                                     "Amazon gets one line of text")], name="c.xml", mapping="globex-xml"),
+    Case("a carrier name of 60 characters", GLOBEX.format(doctype="", carrier="P" * 60).encode(),
+         [globex_rejected('"../Carrier: 60 characters, more than the 50 Amazon takes"')], name="c.xml",
+         mapping="globex-xml"),
+    Case("a carrier name that is a formula", GLOBEX.format(doctype="", carrier="=HYPERLINK(&quot;x&quot;)").encode(),
+         [globex_rejected("\"../Carrier: starts with '=' like a spreadsheet formula, not a name\"")], name="c.xml",
+         mapping="globex-xml"),
+    Case("a shipping method with a control character", GLOBEX.format(doctype="", carrier="UPS").replace(
+        "UPS Ground", "UPS\x85Ground").encode(), [globex_rejected(
+            "../Service: has a control character or line break (U+0085) at position 4; Amazon gets one line of text")],
+         name="c.xml", mapping="globex-xml"),
     Case("XML that is not well-formed", GLOBEX.format(doctype="", carrier="UPS</Service>").encode(),
          [whole_file('"not well-formed XML: Opening and ending tag mismatch: Carrier line 5 and Service, '
                      'line 5, column 29"', ",")], name="c.xml", mapping="globex-xml"),

@@ -33,6 +33,9 @@ _DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
 _HUMAN = {"d": "DD", "m": "MM", "Y": "YYYY", "y": "YY", "H": "hh", "I": "hh", "M": "mm",
           "S": "ss", "p": "AM/PM", "b": "Mon", "B": "Month", "z": "+hhmm", "f": "ffffff"}
 MIN_TRACKING, MAX_TRACKING = 5, 40
+MAX_FREE_TEXT = 50  # amzn-base.xsd's String: CarrierName, ShippingMethod, ShipperTrackingNumber
+# Control characters (C0, DEL, C1), line and paragraph separators, and what XML cannot carry.
+_NOT_SENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[Shipment
             shipped, day, why = dates[stamp]
             problems += why
             method = text.get("shipping_method", "") or (carrier.method if carrier else "")
+            if carrier is not None and carrier.code == "Other":  # the file's own words go to Amazon
+                problems += _free_text_problems(carrier.name, column["carrier"])
+            if text.get("shipping_method"):
+                problems += _free_text_problems(method, column["shipping_method"])
             line.update(quantity=quantity, carrier=carrier, method=method, ship_date=shipped,
                         ship_day=day)
         yield ShipmentLine(**line, problems=tuple(problems))
@@ -186,6 +193,21 @@ def _carrier(text: str, label: str, carriers: dict[str, Carrier],
         return Carrier("Other", name=text), []
     return None, [f"{label}: {cell_shown(text)} is neither in the mapping's carrier table nor one of "
                   f"Amazon's carrier codes"]
+
+
+def _free_text_problems(text: str, label: str) -> list[str]:
+    """A carrier name or shipping method from the file, as Amazon gets it: one line of at most
+    MAX_FREE_TEXT characters (the order fulfillment feed's String type; confirmShipment's model
+    sets no limit but Amazon shows the text to the buyer), no control characters, not a formula."""
+    odd = _NOT_SENDABLE.search(text)
+    if odd:
+        return [f"{label}: has a control character or line break (U+{ord(odd.group()):04X}) at position "
+                f"{odd.start() + 1}; Amazon gets one line of text"]
+    if len(text) > MAX_FREE_TEXT:
+        return [f"{label}: {len(text):,} characters, more than the {MAX_FREE_TEXT} Amazon takes"]
+    if text.startswith("="):
+        return [f"{label}: starts with '=' like a spreadsheet formula, not a name"]
+    return []
 
 
 def _tracking_problems(text: str, label: str) -> list[str]:
