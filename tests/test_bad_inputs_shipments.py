@@ -257,6 +257,13 @@ CASES = [
                    "carrier codes")]),
     Case("a missing carrier", csv(row(carrier="")), [rejected("Versandart: empty (Amazon needs the carrier)")]),
     Case("a missing tracking number", csv(row(tracking="")), [rejected("Sendungsnummer: empty", tracking="")]),
+    Case("a tracking number Excel rounded without an exponent", csv(row(tracking="9405511899223190000000")),
+         [rejected("Sendungsnummer: '9405511899223190000000' ends in zeros where Excel rounds a number of more than "
+                   "15 digits: its last digits are probably lost: format the column as text and export the file "
+                   "again", tracking="9405511899223190000000")]),
+    Case("a formula in a cell is echoed back as text", csv(row(order="=1+2")),
+         [rejected("Auftragsnummer: a value of 4 characters is not an Amazon order id (like 123-1234567-1234567)",
+                   order="'=1+2")]),
     Case("a bad date", csv(row(date="31.11.2026 10:00")),
          [rejected("Versanddatum: '31.11.2026 10:00' is not a date like DD.MM.YYYY hh:mm")]),
     Case("a date in the future", csv(row(date="21.11.2026 10:00")),
@@ -278,6 +285,7 @@ CASES = [
     # --- names
     Case("a name with '..'", csv(GOOD), [CONFIRMED], "archive", name="a..b.csv"),
     Case("a name with odd characters", csv(GOOD), [CONFIRMED], "archive", name="Versand (Kopie) \x07ü.csv"),
+    Case("a name with a space before its extension", csv(GOOD), [CONFIRMED], "archive", name="Versand .csv"),
 ]
 
 

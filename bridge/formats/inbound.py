@@ -65,11 +65,12 @@ def safe_name(name: str) -> str:
     '_', '-' and spaces; no '..', no leading dot, at most MAX_NAME characters (the extension
     kept). Odd names are not refused: the file is handled, under this name."""
     cleaned = _UNSAFE.sub("_", name).replace("..", "_").strip(" .") or "unnamed"
-    if len(cleaned) > MAX_NAME:
-        path = PurePosixPath(cleaned)
-        suffix = path.suffix if len(path.suffix) <= 10 else ""
-        cleaned = cleaned[: MAX_NAME - len(suffix)].rstrip(" .") + suffix
-    return cleaned
+    path = PurePosixPath(cleaned)
+    suffix = path.suffix if len(path.suffix) <= 10 else ""
+    stem = cleaned[: len(cleaned) - len(suffix)].rstrip(" .") or "unnamed"  # not 'a .csv' -> 'a .result.csv'
+    if len(stem) + len(suffix) > MAX_NAME:
+        stem = stem[: MAX_NAME - len(suffix)].rstrip(" .")
+    return stem + suffix
 
 
 def result_name(name: str) -> str:
@@ -199,6 +200,17 @@ def _xlsx_incomplete(stream: IO[bytes]) -> str | None:
 def result_file(header: Sequence[str], lines: Iterable[Sequence[str]],
                 delimiter: str = ",") -> bytes:
     """The result file a warehouse clerk opens in Excel: UTF-8 with a byte order mark, CRLF,
-    one line per input row under the flow's `header`."""
-    return write_csv(lines, header=header, delimiter=delimiter, encoding="utf-8-sig",
-                     unencodable="replace")
+    one line per input row under the flow's `header`. A cell a spreadsheet would run as a
+    formula (a file's '=HYPERLINK(...)' echoed back) is written as text, prefixed with '."""
+    return write_csv(([_as_text(cell) for cell in line] for line in lines), header=header, delimiter=delimiter,
+                     encoding="utf-8-sig", unencodable="replace")
+
+
+_FORMULA_START = ("=", "+", "-", "@")  # as mapping.FORMULA_START (OWASP's list)
+_SIGNED_NUMBER = re.compile(r"[-+]?[0-9]+(?:[.,][0-9]+)?\Z")
+
+
+def _as_text(cell: str) -> str:
+    if cell.startswith(_FORMULA_START) and not _SIGNED_NUMBER.match(cell):
+        return "'" + cell
+    return cell

@@ -216,12 +216,23 @@ def _tracking_problems(text: str, label: str) -> list[str]:
     if _EXPONENT.match(text):
         return [f"{label}: {cell_shown(text)} is a number Excel shortened and its digits are lost: format "
                 "the column as text and export the file again"]
+    if _excel_rounded(text):
+        return [f"{label}: {cell_shown(text)} ends in zeros where Excel rounds a number of more than 15 digits: "
+                "its last digits are probably lost: format the column as text and export the file again"]
     if not _TRACKING.match(text):
         return [f"{label}: {cell_shown(text)} has characters other than letters, digits and '-'"]
     if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
         return [f"{label}: {cell_shown(text)} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
                 "characters)"]
     return []
+
+
+def _excel_rounded(text: str) -> bool:
+    """An all-digit number Excel kept only 15 significant digits of (a "Number" column with no
+    decimals): three or more zeros after them. A real tracking number ends like that about once
+    in a thousand times; a rounded one always does."""
+    digits = text.lstrip("0")
+    return text.isdigit() and len(digits) >= 18 and not digits[15:].strip("0")
 
 
 def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
