@@ -754,3 +754,45 @@ def test_temporary_and_junk_names_are_left_alone_and_never_answered(shipper, nam
 
     assert list(files(bridge.local)) == [name] and files(bridge.local / "results") == {}
     assert report.inbound.taken == report.inbound.settling == report.inbound.incomplete == 0
+
+
+def test_under_the_units_umask_staff_can_still_read_the_local_folders_answers(shipper, tmp_path):
+    import stat
+
+    bridge = shipper("acme-csv")
+    previous = os.umask(0o077)  # systemd's UMask=0077
+    try:
+        assert not bridge.local.exists()
+        bridge.ship(local=True, remote=False)  # creates the folder
+        (bridge.local / "V.csv").write_bytes(csv(GOOD))
+        bridge.ship(SHIP_TIME + timedelta(minutes=5), local=True, remote=False)
+    finally:
+        os.umask(previous)
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+    assert {name: oct(mode(bridge.local / name)) for name in ("", "processing", "archive", "error", "results")} == \
+        {name: "0o2770" for name in ("", "processing", "archive", "error", "results")}
+    assert oct(mode(bridge.local / "results" / "V.result.csv")) == "0o660"
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("local_folder_mode", '"777"', "shipments.local_folder_mode: '777' lets everyone write; use a group, e.g. \"2770\" "
+                                   "(setgid, owner and group)"),
+    ("local_folder_mode", "2770", "shipments.local_folder_mode: must be an octal mode in quotes like \"2770\" (setgid, "
+                                  "owner and group), not 2770"),
+    ("local_folder_mode", '"0070"', "shipments.local_folder_mode: '0070' must let the service's user use it, e.g. "
+                                    "\"2770\" (setgid, owner and group)"),
+    ("local_file_mode", '"0770"', "shipments.local_file_mode: '0770' makes result files executable or special; e.g. "
+                                  "\"0660\" (owner and group)"),
+    ("future_tolerance_minutes", "-1", "shipments.future_tolerance_minutes: must be at least 0, not -1"),
+])
+def test_config_keys_for_inbound_files(tmp_path, sshd, sftp_root, sandbox, key, value, problem):
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+    from harness import SECRETS
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv", shipments=f"{key} = {value}")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, SECRETS)
+    assert [p.removeprefix(f"{config}: ") for p in refused.value.problems] == [problem]

@@ -82,9 +82,12 @@ class FolderDrop:
     being a regular file (links, FIFOs, devices), so the caller can say so.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, folder_mode: int | None = None, file_mode: int | None = None):
+        """`folder_mode`, `file_mode`: the permissions of the folders and files this drop makes,
+        set whatever the umask (a staff folder: shared with a group); None: as the umask says."""
         self.root = Path(root)
         self.skipped: list[str] = []
+        self.folder_mode, self.file_mode = folder_mode, file_mode
 
     def __enter__(self) -> FolderDrop:
         return self
@@ -110,6 +113,8 @@ class FolderDrop:
                     raise TempNameBlocked(unremovable_message(remote_path, str(self.root), refused.strerror)) from None
                 fd = os.open(path, _NEW_FILE, 0o666)
             with os.fdopen(fd, "wb") as f:
+                if self.file_mode is not None:
+                    os.fchmod(f.fileno(), self.file_mode)
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -175,9 +180,21 @@ class FolderDrop:
             for part in [path, *path.parents]:
                 if part == self.root or self.root not in part.parents:
                     break
-                if not stat.S_ISDIR(os.lstat(part).st_mode):
+                info = os.lstat(part)
+                if not stat.S_ISDIR(info.st_mode):
                     raise FixTheSetup(f"{part} is a link, not a folder: the bridge uses only real folders in "
                                       f"{self.root} (a link could send files anywhere); replace it with a folder")
+                self._set_mode(part, info)
+
+    def set_root_mode(self) -> None:
+        """Give the drop folder itself `folder_mode`, if the bridge owns it (it made it)."""
+        with _translated("/", "folder"):
+            self._set_mode(self.root, os.stat(self.root))
+
+    def _set_mode(self, folder: Path, info: os.stat_result) -> None:
+        if self.folder_mode is not None and stat.S_IMODE(info.st_mode) != self.folder_mode \
+                and info.st_uid == os.geteuid():
+            os.chmod(folder, self.folder_mode)
 
     def _open_regular(self, path: str):
         target = self._path(path)

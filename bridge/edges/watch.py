@@ -26,8 +26,11 @@ from bridge.errors import FixTheSetup
 
 class FolderWatcher:
     def __init__(self, folders: dict[str, Path], *, quiet: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
-        """`folders`: a key (the warehouse) → the folder to watch."""
+                 clock: Callable[[], float] = time.monotonic,
+                 make_folder: Callable[[Path], None] | None = None):
+        """`folders`: a key (the warehouse) → the folder to watch; `make_folder` creates one
+        that is missing (default: as the umask says)."""
+        self._make_folder = make_folder or (lambda folder: folder.mkdir(parents=True, exist_ok=True))
         self._folders = {key: Path(folder).resolve() for key, folder in folders.items()}
         self._quiet = quiet
         self._clock = clock
@@ -50,7 +53,7 @@ class FolderWatcher:
         self._observer = Observer()
         for folder in self._folders.values():
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                self._make_folder(folder)
                 self._observer.schedule(Handler(), str(folder), recursive=False)
             except OSError as problem:
                 raise FixTheSetup(f"cannot watch the local folder {folder}: {problem.strerror or problem}") from None

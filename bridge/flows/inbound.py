@@ -137,13 +137,23 @@ def sources(settings: Settings, *, remote: bool = True, local: bool = True,
                                 lambda w=warehouse: open_drop(w)))
         if local and local_folder:
             found.append(Source(warehouse, InboundSource.LOCAL, "/",
-                                lambda p=local_folder: _local_drop(p), where=str(local_folder)))
+                                lambda p=local_folder: _local_drop(p, settings.shipments), where=str(local_folder)))
     return found
 
 
-def _local_drop(folder: Path) -> FolderDrop:
-    folder.mkdir(parents=True, exist_ok=True)
-    return FolderDrop(folder)
+def _local_drop(folder: Path, rules) -> FolderDrop:
+    """A staff folder: created if missing; what the bridge makes in it gets the configured
+    modes, whatever the umask, so that staff can read the answers (see README)."""
+    make_local_folder(folder, rules)
+    return FolderDrop(folder, folder_mode=rules.local_folder_mode, file_mode=rules.local_file_mode)
+
+
+def make_local_folder(folder: Path, rules) -> None:
+    """Create a staff folder that is missing, with shipments.local_folder_mode (one that exists
+    is the administrator's: left as it is)."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        FolderDrop(folder, folder_mode=rules.local_folder_mode).set_root_mode()
 
 
 class InboundPipeline:
