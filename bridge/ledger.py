@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
@@ -1662,6 +1662,79 @@ class Ledger:
             db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
                        (InboundStatus.PARSED, iso_z(now), file_id))
         return ids
+
+    def record_shipment_groups(self, file_id: int, groups: Iterable[tuple[dict | None, Sequence[tuple]]],
+                               now: datetime) -> int:
+        """`record_shipments` for a file of any size, all or nothing: `groups` is streamed, each
+        (package or None, its rows), packages in the order their ids are given. Rows:
+        (row, result, order_id, item, quantity, tracking, message). Returns the packages made."""
+        made = 0
+        with self._transaction() as db:
+            status = db.execute("select status from inbound_files where id = ?", (file_id,)).fetchone()
+            if status is None or status["status"] != InboundStatus.RECEIVED:
+                raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
+            pending: list[tuple] = []
+            for package, rows in groups:
+                package_id = None
+                if package is not None:
+                    package_id = self._insert_package(db, file_id, package, now)
+                    made += 1
+                pending.extend((file_id, *row[:7], package_id) for row in rows)
+                if len(pending) >= 5_000:
+                    self._insert_shipment_rows(db, pending)
+                    pending = []
+            self._insert_shipment_rows(db, pending)
+            db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
+                       (InboundStatus.PARSED, iso_z(now), file_id))
+        return made
+
+    @staticmethod
+    def _insert_package(db: sqlite3.Connection, file_id: int, package: dict, now: datetime) -> int:
+        cursor = db.execute(
+            "insert into packages (file_id, warehouse, order_id, marketplace_id, tracking_number,"
+            " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
+             package["tracking_number"], package["carrier_code"], package["carrier_name"],
+             package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
+        )
+        for position, (item_id, quantity) in enumerate(package["items"]):
+            db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
+                       " values (?, ?, ?, ?)", (cursor.lastrowid, item_id, quantity, position))
+        return cursor.lastrowid
+
+    @staticmethod
+    def _insert_shipment_rows(db: sqlite3.Connection, rows: list[tuple]) -> None:
+        db.executemany("insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
+                       " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def shipment_file_rejected(self, file_id: int) -> bool:
+        """Whether any row of a file is rejected: by the bridge, or by Amazon (its package)."""
+        row = self._db.execute(
+            "select exists (select 1 from shipment_rows r left join packages p on p.id = r.package_id"
+            " where r.file_id = ? and (r.result = ? or (r.result = ? and p.status is not ?)))",
+            (file_id, RowResult.REJECTED, RowResult.ACCEPTED, PackageStatus.CONFIRMED)).fetchone()
+        return bool(row[0])
+
+    def iter_shipment_rows(self, file_id: int) -> Iterator[dict]:
+        """`shipment_rows`, a few thousand at a time: a file of a million rows is answered
+        without holding them."""
+        after = -1
+        while True:
+            with _translated_errors(self._path):
+                rows = self._db.execute(
+                    "select r.row, r.result, r.order_id, r.item, r.quantity, r.tracking, r.message, r.package_id,"
+                    " p.status as package_status, p.message as package_message,"
+                    " ff.feed_id as feed_id, ff.status as feed_status"
+                    " from shipment_rows r left join packages p on p.id = r.package_id"
+                    " left join fulfillment_feed_packages fp on fp.package_id = r.package_id"
+                    " left join fulfillment_feeds ff on ff.id = fp.feed_row"
+                    " where r.file_id = ? and r.row > ? order by r.row limit 5000", (file_id, after),
+                ).fetchall()
+            if not rows:
+                return
+            yield from (dict(row) for row in rows)
+            after = rows[-1]["row"]
 
     def packages_waiting(self, warehouse: str | None = None) -> list[StoredPackage]:
         """Packages not yet answered by Amazon (accepted, or sent before a crash), oldest first."""

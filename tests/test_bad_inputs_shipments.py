@@ -447,8 +447,8 @@ OTHER_CONFIRMED = ("2;accepted;111-0000001-0000001;MUG-CER-350-BLU;2;00340434161
 def test_a_bug_met_reading_one_file_answers_that_file_and_the_others_still_go(shipper, monkeypatch):
     from bridge.flows import shipments
 
-    plain = shipments.read_plan
-    monkeypatch.setattr(shipments, "read_plan", lambda stream, *args: boom(stream) or plain(stream, *args))
+    plain = shipments.read_rows
+    monkeypatch.setattr(shipments, "read_rows", lambda stream, *args: boom(stream) or plain(stream, *args))
     bridge = shipper("acme-csv")
     (bridge.remote / "A_BUG.csv").write_bytes(csv(GOOD + ";BUG", header=HEADER + ";Hinweis"))
     bridge.local.mkdir(parents=True, exist_ok=True)
@@ -489,7 +489,7 @@ def test_a_file_whose_reading_killed_the_bridge_twice_is_answered_and_never_read
     def killed(*args):
         raise Killed()
 
-    monkeypatch.setattr(shipments, "read_plan", killed)
+    monkeypatch.setattr(shipments, "read_rows", killed)
     bridge = shipper("acme-csv")
     (bridge.remote / "HUGE.csv").write_bytes(csv(GOOD))
     with pytest.raises(Killed):
@@ -732,7 +732,7 @@ def test_a_full_local_disk_is_the_state_folders_problem_not_the_sftp_servers(shi
 
     spool = bridge.settings.inbound_dir / "shipments" / "wh"
     assert report.all_errors == [
-        f"wh sftp:{bridge.remote}: the state folder's disk is full: cannot write the spool copy in {spool} (No space "
+        f"wh sftp:{bridge.remote}: the state folder's disk is full: cannot write in {spool} (No space "
         "left on device); free some space: the file is taken again on the next run"]
     assert report.needs_a_person and list(files(bridge.remote / "processing")) == ["V.csv"]
     assert [p.name for p in spool.iterdir()] == []  # no partial copy left
@@ -796,3 +796,20 @@ def test_config_keys_for_inbound_files(tmp_path, sshd, sftp_root, sandbox, key, 
     with pytest.raises(ConfigError) as refused:
         load_settings(config, SECRETS)
     assert [p.removeprefix(f"{config}: ") for p in refused.value.problems] == [problem]
+
+
+def test_an_xml_file_without_line_breaks_gets_a_row_number_per_record(shipper):
+    from shipping import GOLDEN_INPUTS, golden
+
+    name = GOLDEN_INPUTS["globex-xml"]
+    text = (golden("globex-xml") / name).read_bytes()
+    bridge = shipper("globex-xml")
+    (bridge.remote / name).write_bytes(b"".join(line.strip() for line in text.splitlines()))
+
+    report = bridge.ship()
+
+    expected = (golden("globex-xml") / "results" / name.replace(".xml", ".result.csv")).read_text("utf-8-sig")
+    lines = (bridge.remote / "results" / name.replace(".xml", ".result.csv")).read_text("utf-8-sig").splitlines()[1:]
+    assert not report.all_errors and list(files(bridge.remote / "archive")) == [name]
+    assert [line.split(",")[0] for line in lines] == [str(n) for n in range(1, len(lines) + 1)]
+    assert [line.split(",", 1)[1] for line in lines] == [line.split(",", 1)[1] for line in expected.splitlines()[1:]]

@@ -8,6 +8,7 @@ test class against both.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
 import shutil
@@ -40,6 +41,9 @@ class Drop(Protocol):
     Errors: a missing folder or file raises `RemotePathMissing`; a network failure raises
     `SftpUnavailable` (retry later); refused credentials or host key raise `FixTheSetup` subclasses.
     """
+
+    # Optional: put_stream(stream, remote_path), put_bytes of a binary stream's content without
+    # holding it (FolderDrop has it; a drop without it gets the bytes).
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         """Write exactly `data` to a new file `remote_path`, synced to disk.
@@ -99,6 +103,10 @@ class FolderDrop:
         pass
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
+        self.put_stream(io.BytesIO(data), remote_path)
+
+    def put_stream(self, stream, remote_path: str) -> None:
+        """`put_bytes` of what `stream` holds from where it stands, copied without holding it."""
         path = self._path(remote_path)
         with _translated(remote_path, "folder of"):
             try:
@@ -115,7 +123,7 @@ class FolderDrop:
             with os.fdopen(fd, "wb") as f:
                 if self.file_mode is not None:
                     os.fchmod(f.fileno(), self.file_mode)
-                f.write(data)
+                shutil.copyfileobj(stream, f, 1 << 20)
                 f.flush()
                 os.fsync(f.fileno())
 

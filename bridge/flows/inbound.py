@@ -44,8 +44,8 @@ from bridge.edges.sftp import SftpDrop
 from bridge.errors import (
     BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, StateUnusable)
 from bridge.formats.inbound import (
-    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_file, result_name,
-    safe_name, settled)
+    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
+    write_result)
 from bridge.formats.readers import TableSpec
 from bridge.ledger import InboundOutcome, InboundSource, InboundStatus, Ledger, StoredInbound
 from bridge.records import iso_z, parse_iso
@@ -405,17 +405,21 @@ class InboundPipeline:
         the folder: a name someone else's file already has (an old install's, a restored
         ledger's) is never overwritten, nor its result taken for this file's."""
         outcome, lines = self.handler.answer(stored)
-        data = result_file(self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
-        digest = hashlib.sha256(data).hexdigest()
-        processing = source.path("processing", stored.name)
-        name = stored.safe_name
-        if drop.exists(processing):  # not moved yet: the names may still be chosen
-            name = self._free_name(drop, source, stored, outcome, digest)
-        result = source.path("results", result_name(name))
-        if not _holds(drop, result, digest):
-            drop.put_bytes(data, result + RESULT_TEMP)
-            self.checkpoint("result_uploaded")
-            drop.rename(result + RESULT_TEMP, result)
+        folder = self.settings.inbound_dir / self.handler.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
+            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+            data.seek(0)
+            digest, _ = _sha256(data)
+            processing = source.path("processing", stored.name)
+            name = stored.safe_name
+            if drop.exists(processing):  # not moved yet: the names may still be chosen
+                name = self._free_name(drop, source, stored, outcome, digest)
+            result = source.path("results", result_name(name))
+            if not _holds(drop, result, digest):
+                _upload(drop, data, result + RESULT_TEMP)
+                self.checkpoint("result_uploaded")
+                drop.rename(result + RESULT_TEMP, result)
         self.checkpoint("result_renamed")
         target = source.path(outcome.value, name)
         try:
@@ -538,10 +542,10 @@ class _local_disk:
     def __exit__(self, kind, problem, tb) -> bool:
         if isinstance(problem, OSError) and not isinstance(problem, StateUnusable):
             if problem.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StateUnusable(f"the state folder's disk is full: cannot write the spool copy in {self.folder} "
+                raise StateUnusable(f"the state folder's disk is full: cannot write in {self.folder} "
                                     f"({problem.strerror}); free some space: the file is taken again on the next "
                                     "run") from None
-            raise StateUnusable(f"cannot write the spool copy in {self.folder}: "
+            raise StateUnusable(f"cannot write in {self.folder}: "
                                 f"{problem.strerror or problem}") from None
         return False
 
@@ -563,6 +567,16 @@ class _Digest:
 
     def truncate(self, size: int | None = None) -> int:
         return 0
+
+
+def _upload(drop: Drop, data: IO[bytes], path: str) -> None:
+    """A result file to the drop: streamed where the drop can (`put_stream`), else whole."""
+    data.seek(0)
+    put_stream = getattr(drop, "put_stream", None)
+    if put_stream is not None:
+        put_stream(data, path)
+    else:
+        drop.put_bytes(data.read(), path)
 
 
 def _holds(drop: Drop, path: str, digest: str) -> bool:

@@ -21,7 +21,6 @@ from typing import IO, Iterable, Sequence
 
 from bridge.errors import BadFile, IncompleteFile
 from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start, kind_problem
-from bridge.formats.tables import write_csv
 
 # Names never taken by default, each for a writer that is still busy or a file that is not data:
 # *.tmp, *.part   temporary names of careful writers (the bridge's own uploads use .part)
@@ -202,8 +201,22 @@ def result_file(header: Sequence[str], lines: Iterable[Sequence[str]],
     """The result file a warehouse clerk opens in Excel: UTF-8 with a byte order mark, CRLF,
     one line per input row under the flow's `header`. A cell a spreadsheet would run as a
     formula (a file's '=HYPERLINK(...)' echoed back) is written as text, prefixed with '."""
-    return write_csv(([_as_text(cell) for cell in line] for line in lines), header=header, delimiter=delimiter,
-                     encoding="utf-8-sig", unencodable="replace")
+    out = io.BytesIO()
+    write_result(out, header, lines, delimiter)
+    return out.getvalue()
+
+
+def write_result(stream: IO[bytes], header: Sequence[str], lines: Iterable[Sequence[str]],
+                 delimiter: str = ",") -> None:
+    """`result_file`, written to `stream` line by line: a million lines never held at once."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="", write_through=False)
+    try:
+        writer = csv.writer(text, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+        writer.writerow(header)
+        writer.writerows([_as_text(cell) for cell in line] for line in lines)
+        text.flush()
+    finally:
+        text.detach()
 
 
 _FORMULA_START = ("=", "+", "-", "@")  # as mapping.FORMULA_START (OWASP's list)

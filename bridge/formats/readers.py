@@ -8,7 +8,8 @@ stock level is: a flow names the fields it wants and interprets their text itsel
         ...  # values: {field: text}, "" when absent; problem: why the row is unusable, or ""
 
 Row numbers are what a person finds in the file: the line (CSV, counting the header), the sheet
-row (XLSX) or the line of the record element (XML).
+row (XLSX) or the line of the record element (XML; records sharing a line, as in a file without
+line breaks, take the next numbers, so that every row has its own).
 
 A file that cannot be read at all raises `BadFile` (wrong encoding, a missing header column, an
 XML DOCTYPE, not a workbook); a file that ends early raises `IncompleteFile`. Nothing else ever
@@ -500,6 +501,7 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     anchor = depth - ups
     below = "/".join("{*}" + name for name in path[anchor:])
     children: dict = {}  # element → its children by name, built once per anchor
+    last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
     for element in xml_elements(stream, tags=set(path[1:anchor])):
         level = _level(element)
         if level > anchor or not _on_path(element, path[:level]):
@@ -507,7 +509,8 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         if level == anchor:
             records = element.iterfind(below) if below else (element,)
             for record in records:
-                yield Row(record.sourceline or 0, values_of(record, children))
+                last = max(record.sourceline or 0, last + 1)
+                yield Row(last, values_of(record, children))
             children.clear()
         _free(element)
 

@@ -274,10 +274,14 @@ def human_format(fmt: str) -> str:
 
 # --- 2. packages ----------------------------------------------------------------------------------
 
+Verdict = "PlannedPackage | dict[int, tuple[str, str]]"  # a package, or each row's (result, message)
+
+
 def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None],
          warehouse: str, now: datetime, *, zone: str = "UTC",
          tolerance: timedelta = timedelta(minutes=15)) -> Plan:
-    """Group lines into packages by order and tracking number and check each package.
+    """Group lines into packages by order and tracking number and check each package, in
+    memory (a dry run, tests; the service streams a file through `check_groups` instead).
     `tolerance`: how far ahead of `now` a ship date is taken as the WMS's clock running
     ahead (the package then ships at `now`) rather than a date in the future."""
     result = Plan()
@@ -285,22 +289,42 @@ def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None
     for line in lines:
         result.lines.append(line)
         groups.setdefault((line.order_id, line.tracking), []).append(line)
-    claimed: dict[str, dict[str, int]] = {}  # order → item → units planned in this file
-    known: dict[str, OrderFacts | None] = {}
-    for (order_id, tracking), group in groups.items():
-        if order_id not in known and not any(line.problems for line in group):
-            known[order_id] = facts(order_id)
-        verdict = _check(group, known.get(order_id), warehouse, now, ZoneInfo(zone),
-                         claimed.setdefault(order_id, {}), tolerance)
+    by_order = sorted(groups.values(), key=lambda group: (group[0].order_id, group[0].row))
+    verdicts = dict(check_groups(by_order, facts, warehouse, now, zone=zone, tolerance=tolerance))
+    for group in groups.values():  # packages in the order the file first names them
+        verdict = verdicts[group[0].row]
         if isinstance(verdict, PlannedPackage):
-            index = len(result.packages)
+            result.package_rows.update((line.row, len(result.packages)) for line in group)
             result.packages.append(verdict)
-            for item_id, units in verdict.items:
-                claimed[order_id][item_id] = claimed[order_id].get(item_id, 0) + units
-            result.package_rows.update((line.row, index) for line in group)
         else:
             result.outcomes.update(verdict)
     return result
+
+
+def check_groups(groups: Iterable[list[ShipmentLine]], facts: Callable[[str], OrderFacts | None],
+                 warehouse: str, now: datetime, *, zone: str = "UTC",
+                 tolerance: timedelta = timedelta(minutes=15)) -> Iterator[tuple[int, Verdict]]:
+    """(first row, verdict) for each package group: its lines (one order and tracking number,
+    in row order), the groups of one order one after another in the order the file first names
+    them. Only the current order's facts and units are held: memory does not grow with the
+    file. A package's units count against what earlier packages of its order in the same file
+    took."""
+    place = ZoneInfo(zone)
+    current: str | None = None
+    known: OrderFacts | None = None
+    looked_up = False
+    claimed: dict[str, int] = {}  # the current order's item → units planned in this file
+    for group in groups:
+        order_id = group[0].order_id
+        if order_id != current:
+            current, known, looked_up, claimed = order_id, None, False, {}
+        if not looked_up and not any(line.problems for line in group):
+            known, looked_up = facts(order_id), True
+        verdict = _check(group, known, warehouse, now, place, claimed, tolerance)
+        if isinstance(verdict, PlannedPackage):
+            for item_id, units in verdict.items:
+                claimed[item_id] = claimed.get(item_id, 0) + units
+        yield group[0].row, verdict
 
 
 def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
