@@ -502,6 +502,8 @@ class InboundPipeline:
                 (self.settings.inbound_dir / stored.spool_path).unlink(missing_ok=True)
         for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
             leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
+        for leftover in self.settings.inbound_dir.glob("*/.shipments-*.scratch"):
+            leftover.unlink(missing_ok=True)  # a read interrupted by a crash (reads end before the purge)
         return len(old)
 
 
