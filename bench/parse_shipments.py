@@ -10,13 +10,19 @@ written by the simulated WMS, then read three ways, each the best of 3 in this r
            values / lxml iterparse clearing each record
 Prints rows/s and the ratio reader/baseline (target: within 2x). Then peak RSS of a fresh
 process parsing 1/4 of the rows and all of them: flat means the ratio stays near 1.
+
+    .venv/bin/python bench/parse_shipments.py --through [rows ...]   (default 25,000 100,000 1,000,000)
+
+The whole way a confirmation file goes in the service, each size in a fresh process: read,
+checked against the orders (every row's order known, as if the bridge had delivered it),
+recorded in a real ledger (rows and packages), then answered: its result file written. Prints
+seconds and peak RSS per size, and each size's RSS against the smallest's (flat: near 1).
 """
 
 from __future__ import annotations
 
 import csv
 import gc
-import io
 import resource
 import subprocess
 import sys
@@ -139,9 +145,80 @@ def main(rows: int) -> None:
             print(f"{fmt:6} {rows // 4:>8,} rows: {small:,}  {rows:,} rows: {large:,}  ratio {large / small:.2f}")
 
 
+def synthetic_facts(fmt: str):
+    """The orders `synthetic` ships, as the ledger would know them: delivered to "wh" the day
+    before, each line with the units the file ships."""
+    from bridge.formats.shipments import OrderFacts
+    from bridge.records import Line
+
+    item_by_sku = layout(fmt).item_field == "sku"
+
+    def facts(order_id: str):
+        order = int(order_id.split("-")[1])
+        lines = tuple(Line(f"{order:08d}{line:06d}", f"SKU-{order % 5000}-{line}" if item_by_sku else f"S{line}",
+                           "B0", "x", 1 + line) for line in range(1 + order % 3))
+        return OrderFacts(order_id, "ATVPDKIKX0DER", START - timedelta(days=1), lines, "wh")
+    return facts
+
+
+def through(path: Path, fmt: str) -> int:
+    """Take the file the whole way through a real ledger and its result file; returns rows."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from bridge.flows.shipments import ShipmentFiles
+    from bridge.formats import inbound
+    from bridge.formats.shipments import RESULT_HEADER
+    from bridge.ledger import InboundSource, Ledger
+    from bridge.sealing import Sealer, new_key
+
+    with tempfile.TemporaryDirectory() as state:
+        ledger = Ledger(Path(state) / "ledger.sqlite", Sealer(new_key()))
+        with open(path, "rb") as stream:
+            digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        now = START + timedelta(days=1)
+        stored = ledger.record_inbound("shipments", "wh", InboundSource.LOCAL, path.name, path.stat().st_size, digest,
+                                       path.name, path.name, now)
+        warehouse = SimpleNamespace(name="wh", mapping=SimpleNamespace(shipments=layout(fmt)))
+        files = ShipmentFiles(ledger, synthetic_facts(fmt))
+        with open(path, "rb") as stream:
+            files.read(warehouse, stored, stream, now)
+        outcome, lines = files.answer(ledger.inbound(stored.id))
+        with open(Path(state) / "result.csv", "wb") as out:
+            if hasattr(inbound, "write_result"):
+                inbound.write_result(out, RESULT_HEADER, lines, ";")
+            else:
+                out.write(inbound.result_file(RESULT_HEADER, lines, ";"))
+        rows = ledger._db.execute("select count(*) from shipment_rows").fetchone()[0]
+        ledger.close()
+        return rows
+
+
+def main_through(sizes: list[int], fmt: str = "csv") -> None:
+    print(f"the whole way ({fmt}): read, checked, recorded in a ledger, answered; a fresh process per size")
+    print(f"{'rows':>10} {'seconds':>9} {'peak RSS KiB':>13} {'RSS / smallest':>15}")
+    smallest = None
+    with tempfile.TemporaryDirectory() as folder:
+        for rows in sizes:
+            path = write_file(fmt, rows, Path(folder))
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, __file__, "--through-rss", fmt, str(path)], capture_output=True,
+                                  text=True, check=True)
+            seconds = time.perf_counter() - start
+            counted, kib = map(int, done.stdout.split())
+            assert counted == rows, (counted, rows)
+            smallest = smallest or kib
+            print(f"{rows:>10,} {seconds:>9.1f} {kib:>13,} {kib / smallest:>14.2f}x")
+            path.unlink()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--rss"]:
         parse(Path(sys.argv[3]), sys.argv[2])
         print(peak_kib())
+    elif sys.argv[1:2] == ["--through-rss"]:
+        print(through(Path(sys.argv[3]), sys.argv[2]), peak_kib())
+    elif sys.argv[1:2] == ["--through"]:
+        main_through([int(n) for n in sys.argv[2:]] or [25_000, 100_000, 1_000_000])
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)

@@ -470,6 +470,8 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from bridge import state
+    from bridge.errors import BadFile
+    from bridge.records import one_line
     from bridge.sealing import Sealer
     from bridge.service import configure_logging, shipments_flow
 
@@ -495,6 +497,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             next_id = state.next_package_id(settings, ledger)
         except OSError as problem:
             raise FixTheSetup(f"cannot read {args.file}: {problem.strerror}") from None
+        except BadFile as problem:  # a person must fix or change the file: one line, exit 2
+            raise FixTheSetup(f"{args.file} cannot be read with the mapping {warehouse.mapping.name} of "
+                              f"{warehouse.name}: {one_line(problem)}") from None
     finally:
         ledger.close()
     feed_of = settings.amazon.seller_id if settings.shipments.send == "feed" else None

@@ -160,9 +160,15 @@ class ShipmentSettings:
     rescan: timedelta = timedelta(minutes=5)  # local folders are listed too, for missed events
     stable: timedelta = timedelta(seconds=30)  # size and mtime unchanged this long: settled
     incomplete_limit: timedelta = timedelta(minutes=60)  # then an unfinished file goes to error/
-    ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*")
+    # Temporary and junk names (see README, "Names never taken"); formats.inbound.DEFAULT_IGNORE.
+    ignore: tuple[str, ...] = ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
     send: str = "confirmShipment"  # or "feed": POST_ORDER_FULFILLMENT_DATA
     lookup_unknown_orders: bool = False  # rows naming orders the bridge did not deliver
+    future_tolerance: timedelta = timedelta(minutes=15)  # a ship date this far ahead is the WMS's clock
+    # What the bridge makes in a local staff folder (its subfolders, result files), set whatever
+    # the umask (the unit's UMask=0077 would make them the service's alone): group-shared.
+    local_folder_mode: int = 0o2770
+    local_file_mode: int = 0o660
 
 
 @dataclass(frozen=True)
@@ -496,7 +502,8 @@ class _Reader:
             section,
             "shipments",
             {"poll_seconds", "rescan_minutes", "stable_seconds", "incomplete_limit_minutes",
-             "ignore", "send", "lookup_unknown_orders"},
+             "ignore", "send", "lookup_unknown_orders", "future_tolerance_minutes", "local_folder_mode",
+             "local_file_mode"},
         )
         ignore = self.string_list(section, "shipments.ignore", list(ShipmentSettings.ignore)) or []
         for index, pattern in enumerate(ignore):
@@ -514,7 +521,31 @@ class _Reader:
             ignore=tuple(ignore),
             send=self.choice(section, "shipments.send", "confirmShipment", SHIPMENT_SENDING),
             lookup_unknown_orders=lookup is True,
+            future_tolerance=timedelta(minutes=self.number(
+                section, "shipments.future_tolerance_minutes", 15, minimum=0, maximum=1440)),
+            local_folder_mode=self.mode(section, "shipments.local_folder_mode", "2770", folder=True),
+            local_file_mode=self.mode(section, "shipments.local_file_mode", "0660", folder=False),
         )
+
+    def mode(self, section: dict[str, Any], key: str, default: str, *, folder: bool) -> int:
+        """A permission mode written as in chmod ("2770"): never one that lets everyone write."""
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        example = "\"2770\" (setgid, owner and group)" if folder else "\"0660\" (owner and group)"
+        if not isinstance(value, str) or not re.fullmatch(r"[0-7]{3,4}", value):
+            self.problem(key, f"must be an octal mode in quotes like {example}, not {value!r}")
+            return int(default, 8)
+        mode = int(value, 8)
+        if mode & 0o002:
+            self.problem(key, f"{value!r} lets everyone write; use a group, e.g. {example}")
+            return int(default, 8)
+        if folder and mode & 0o700 != 0o700 or not folder and mode & 0o600 != 0o600:
+            self.problem(key, f"{value!r} must let the service's user {'use' if folder else 'read and write'} "
+                              f"it, e.g. {example}")
+            return int(default, 8)
+        if not folder and mode & 0o7111:
+            self.problem(key, f"{value!r} makes result files executable or special; e.g. {example}")
+            return int(default, 8)
+        return mode
 
     def warehouse_shipments(self, entry: dict[str, Any], key: str,
                             mapping: Mapping | None) -> tuple[str | None, Path | None]:

@@ -22,6 +22,7 @@ import schedule
 from bridge.config import Settings, load_settings
 from bridge.edges.watch import FolderWatcher
 from bridge.errors import ConfigError
+from bridge.flows.inbound import make_local_folder
 from bridge.service import configure_logging, open_service
 
 log = logging.getLogger("bridge.daemon")
@@ -125,7 +126,8 @@ def _shipment_jobs(scheduler: schedule.Scheduler, service, settings: Settings,
     scheduler.every(int(settings.shipments.rescan.total_seconds())).seconds.do(
         lambda: flow.run(now(), remote=False))
     watcher = FolderWatcher({w.name: w.local_shipments_folder for w in settings.warehouses
-                             if w.local_shipments_folder is not None})
+                             if w.local_shipments_folder is not None}, quiet=quiet_after_writes(settings),
+                            make_folder=lambda folder: make_local_folder(folder, settings.shipments))
     watcher.start()
     return watcher
 
@@ -145,9 +147,16 @@ def _stock_jobs(scheduler: schedule.Scheduler, service, settings: Settings,
     folder = flow.warehouse.local_stock_folder
     if folder is None:
         return None
-    watcher = FolderWatcher({flow.warehouse.name: folder})
+    watcher = FolderWatcher({flow.warehouse.name: folder}, quiet=quiet_after_writes(settings),
+                            make_folder=lambda made: make_local_folder(made, settings.shipments))
     watcher.start()
     return watcher
+
+
+def quiet_after_writes(settings: Settings) -> float:
+    """Seconds a watched file written in place must stay untouched before it is taken: a
+    writer that appends line by line closes it after every line."""
+    return min(settings.shipments.stable.total_seconds(), 5.0)
 
 
 def notify(*states: str) -> None:

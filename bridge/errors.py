@@ -13,7 +13,8 @@
     │   ├── AmazonNotFound        Amazon does not know a record it was asked for (404), e.g. an order
     │   ├── RenderError           an order cannot be laid out by a mapping (e.g. encoding)
     │   ├── BadFile               an inbound file cannot be read (encoding, header, DOCTYPE, ...)
-    │   │   └── IncompleteFile        it ends early (still being written?): tried again later
+    │   │   ├── IncompleteFile        it ends early (still being written?): tried again later
+    │   │   └── NotRegularFile        a name in a drop is a link, a folder or a device: never read
     │   └── AmazonRejected        Amazon refused one request for good (400/404: its words kept)
     └── FixTheSetup           configuration or permissions; retrying will not help
         ├── ConfigError           config or mapping invalid (carries every problem found)
@@ -85,6 +86,12 @@ class BadFile(FixTheInput):
 
 class IncompleteFile(BadFile):
     """An inbound file that ends early: left alone and tried again, until a time limit."""
+
+
+class NotRegularFile(BadFile):
+    """A name in a drop folder that is not a regular file (a symbolic link, a FIFO, a device):
+    never followed, never read. A link could make the bridge read any file it can, and echo it
+    to whoever reads the drop's results."""
 
 
 class AmazonRejected(FixTheInput):

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
@@ -121,6 +121,8 @@ class RowResult(StrEnum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
 
+
+PURGED_REASON = "(why is no longer kept: past retention.pii_days)"
 
 # A feed document's life is the same for every feed type (stock, order fulfillment).
 FeedStatus = StockFeedStatus
@@ -290,6 +292,11 @@ create table if not exists inbound_files (
 );
 create index if not exists inbound_by_sha on inbound_files (flow, warehouse, sha256);
 create index if not exists inbound_by_status on inbound_files (status);
+create table if not exists inbound_reads (  -- reads of a received file started: one that never
+    file_id integer primary key references inbound_files(id),  -- ended killed the process
+    attempts integer not null,
+    started_at text not null
+);
 create table if not exists inbound_sightings (
     flow text not null,
     warehouse text not null,
@@ -1151,7 +1158,19 @@ class Ledger:
                     (self._seal(data), iso_z(now), row["order_id"]),
                 )
                 purged += 1
+            self._purge_inbound_words(db, cutoff)
         return purged
+
+    @staticmethod
+    def _purge_inbound_words(db: sqlite3.Connection, cutoff: str) -> None:
+        """Inbound files answered before `cutoff` keep their counts and ids, not their words: a
+        file read with the wrong layout may have put a buyer's name where an item or a reason
+        quotes it. Their result files went to the files' owners long ago."""
+        old_files = "select id from inbound_files where status = ? and finished_at < ?"
+        db.execute(f"update inbound_files set reason = ? where reason != '' and reason != ? and id in ({old_files})",
+                   (PURGED_REASON, PURGED_REASON, InboundStatus.DONE, cutoff))
+        db.execute(f"update shipment_rows set item = '', message = '' where result = ? and (item != '' or message != '')"
+                   f" and file_id in ({old_files})", (RowResult.REJECTED, InboundStatus.DONE, cutoff))
 
     def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
         rows = self._db.execute(  # the status as a literal: see the partial index files_to_clean
@@ -1701,6 +1720,27 @@ class Ledger:
         ).fetchall()
         return [_stored_inbound(row) for row in rows]
 
+    def start_reading(self, file_id: int, now: datetime) -> int:
+        """Count a read of a received file before it starts; returns how many reads have started,
+        this one included. A read that ended (the file parsed or failed) is never counted again;
+        one that did not (the process was killed: out of memory, say) leaves its count."""
+        with self._transaction() as db:
+            db.execute("insert into inbound_reads (file_id, attempts, started_at) values (?, 1, ?)"
+                       " on conflict (file_id) do update set attempts = attempts + 1, started_at = ?",
+                       (file_id, iso_z(now), iso_z(now)))
+            return db.execute("select attempts from inbound_reads where file_id = ?", (file_id,)).fetchone()[0]
+
+    def rename_inbound(self, file_id: int, safe: str) -> None:
+        """An unanswered file's archive/error name, when its own was taken in the folder."""
+        with self._transaction() as db:
+            db.execute("update inbound_files set safe_name = ? where id = ? and status != ?",
+                       (safe, file_id, InboundStatus.DONE))
+
+    def end_reading(self, file_id: int) -> None:
+        """A read ended (whatever its outcome): it is not one that killed the process."""
+        with self._transaction() as db:
+            db.execute("delete from inbound_reads where file_id = ?", (file_id,))
+
     def file_failed(self, file_id: int, reason: str, now: datetime) -> None:
         """The whole file cannot be used (unreadable, incomplete past the limit, no rows)."""
         with self._transaction() as db:
@@ -1778,6 +1818,80 @@ class Ledger:
             db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
                        (InboundStatus.PARSED, iso_z(now), file_id))
         return ids
+
+    def record_shipment_groups(self, file_id: int, groups: Iterable[tuple[dict | None, Sequence[tuple]]],
+                               now: datetime) -> int:
+        """`record_shipments` for a file of any size, all or nothing: `groups` is streamed, each
+        (package or None, its rows), packages in the order their ids are given. Rows:
+        (row, result, order_id, item, quantity, tracking, message). Returns the packages made."""
+        made = 0
+        with self._transaction() as db:
+            status = db.execute("select status from inbound_files where id = ?", (file_id,)).fetchone()
+            if status is None or status["status"] != InboundStatus.RECEIVED:
+                raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
+            pending: list[tuple] = []
+            next_id = self.highest_package_id() + 1  # above the floor, after a restore
+            for package, rows in groups:
+                package_id = None
+                if package is not None:
+                    package_id = self._insert_package(db, next_id + made, file_id, package, now)
+                    made += 1
+                pending.extend((file_id, *row[:7], package_id) for row in rows)
+                if len(pending) >= 5_000:
+                    self._insert_shipment_rows(db, pending)
+                    pending = []
+            self._insert_shipment_rows(db, pending)
+            db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
+                       (InboundStatus.PARSED, iso_z(now), file_id))
+        return made
+
+    @staticmethod
+    def _insert_package(db: sqlite3.Connection, package_id: int, file_id: int, package: dict, now: datetime) -> int:
+        db.execute(
+            "insert into packages (id, file_id, warehouse, order_id, marketplace_id, tracking_number,"
+            " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (package_id, file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
+             package["tracking_number"], package["carrier_code"], package["carrier_name"],
+             package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
+        )
+        for position, (item_id, quantity) in enumerate(package["items"]):
+            db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
+                       " values (?, ?, ?, ?)", (package_id, item_id, quantity, position))
+        return package_id
+
+    @staticmethod
+    def _insert_shipment_rows(db: sqlite3.Connection, rows: list[tuple]) -> None:
+        db.executemany("insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
+                       " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def shipment_file_rejected(self, file_id: int) -> bool:
+        """Whether any row of a file is rejected: by the bridge, or by Amazon (its package)."""
+        row = self._db.execute(
+            "select exists (select 1 from shipment_rows r left join packages p on p.id = r.package_id"
+            " where r.file_id = ? and (r.result = ? or (r.result = ? and p.status is not ?)))",
+            (file_id, RowResult.REJECTED, RowResult.ACCEPTED, PackageStatus.CONFIRMED)).fetchone()
+        return bool(row[0])
+
+    def iter_shipment_rows(self, file_id: int) -> Iterator[dict]:
+        """`shipment_rows`, a few thousand at a time: a file of a million rows is answered
+        without holding them."""
+        after = -1
+        while True:
+            with _translated_errors(self._path):
+                rows = self._db.execute(
+                    "select r.row, r.result, r.order_id, r.item, r.quantity, r.tracking, r.message, r.package_id,"
+                    " p.status as package_status, p.message as package_message,"
+                    " ff.feed_id as feed_id, ff.status as feed_status"
+                    " from shipment_rows r left join packages p on p.id = r.package_id"
+                    " left join fulfillment_feed_packages fp on fp.package_id = r.package_id"
+                    " left join fulfillment_feeds ff on ff.id = fp.feed_row"
+                    " where r.file_id = ? and r.row > ? order by r.row limit 5000", (file_id, after),
+                ).fetchall()
+            if not rows:
+                return
+            yield from (dict(row) for row in rows)
+            after = rows[-1]["row"]
 
     def packages_waiting(self, warehouse: str | None = None) -> list[StoredPackage]:
         """Packages not yet answered by Amazon (accepted, or sent before a crash), oldest first."""
@@ -1945,7 +2059,12 @@ class Ledger:
             f"select {columns} from inbound_files where flow = ? and status = ? and outcome = ?"
             " order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
         ).fetchall()
-        return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors]}
+        incomplete = self._db.execute(
+            "select warehouse, source, name, incomplete_since, incomplete_reason from inbound_sightings"
+            " where flow = ? and incomplete_since is not null order by incomplete_since, name", (flow,),
+        ).fetchall()
+        return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors],
+                "incomplete": [dict(r) for r in incomplete]}
 
     # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------
 

@@ -26,13 +26,14 @@ def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
     ship-by first; confirmation files in progress and the latest answered with errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
-                "files_in_progress": [], "files_in_error": [], "feeds": []}
+                "files_in_progress": [], "files_in_error": [], "files_incomplete": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
         "unconfirmed": ledger.unconfirmed_orders(),
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
+        "files_incomplete": files["incomplete"],  # left in their folder, waiting for their writer
         "feeds": ledger.fulfillment_feed_report(),  # shipments.send = "feed": documents with Amazon
     }
 
@@ -48,7 +49,7 @@ def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> di
         "warehouse": stock.warehouse, "publish_at": stock.publish_at.strftime("%H:%M"),
         "timezone": stock.timezone, "next_publish": iso_z(next_daily(now, stock.publish_at, stock.zone)),
         "last_publish_run": None, "last_published": None, "latest": None, "held": [], "with_amazon": [],
-        "waiting": [], "files_in_progress": [], "files_in_error": [],
+        "waiting": [], "files_in_progress": [], "files_in_error": [], "files_incomplete": [],
     }
     if ledger is None:
         return report
@@ -56,7 +57,8 @@ def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> di
     files = ledger.inbound_report(STOCK_FLOW)
     report.update(ledger.stock_report(stock.warehouse))
     report.update(last_publish_run=iso_z(last_run) if last_run else None,
-                  files_in_progress=files["in_progress"], files_in_error=files["errors"])
+                  files_in_progress=files["in_progress"], files_in_error=files["errors"],
+                  files_incomplete=files["incomplete"])
     return report
 
 
@@ -207,7 +209,15 @@ def format_stock_status(stock: dict) -> list[str]:
     for item in stock["files_in_error"]:
         why = f": {one_line(item['reason'])}" if item["reason"] else ": see its result file"
         lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
+    lines.extend(_incomplete_lines(stock.get("files_incomplete", [])))
     return lines
+
+
+def _incomplete_lines(items: list[dict]) -> list[str]:
+    """Files left in their folder as not yet complete: the writer may still be busy, or the
+    file needs a person (it goes to error/ after shipments.incomplete_limit_minutes)."""
+    return [f"  file waiting, incomplete since {item['incomplete_since'][:16]}: {item['warehouse']} {item['source']} "
+            f"{item['name']!r}: {one_line(item['incomplete_reason'])}" for item in items]
 
 
 def format_shipments_status(shipments: dict) -> list[str]:
@@ -221,6 +231,7 @@ def format_shipments_status(shipments: dict) -> list[str]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
         lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
                      f"{(item['finished_at'] or '')[:16]}{why}")
+    lines.extend(_incomplete_lines(shipments.get("files_incomplete", [])))
     for item in shipments.get("feeds", []):
         lines.append("  " + _fulfillment_feed_line(item))
     if shipments["unconfirmed"]:

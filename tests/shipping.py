@@ -20,7 +20,7 @@ from bridge.flows.orders import OrdersFlow
 from bridge.flows.shipments import ShipmentsFlow
 from bridge.ledger import Ledger
 from bridge.sealing import Sealer
-from harness import RUN_TIME, SAMPLES, load, sftp_warehouse, write_config
+from harness import RUN_TIME, SAMPLES, sftp_warehouse, write_config
 
 SHIP_TIME = datetime(2026, 11, 20, 18, 0, tzinfo=timezone.utc)  # when the goldens are processed
 STABLE = timedelta(seconds=30)  # the default shipments.stable_seconds

@@ -187,6 +187,25 @@ ROW_CASES = [
      "row 2, column 'Qty': '12.5' is not a number (the decimal separator is ',')"),
     ("thousands separator not declared", {"SKU": "A", "Qty": "1,250"}, {},
      "row 2, column 'Qty': '1,250' is not a number"),
+    ("English notation in a file with '.' for thousands", {"SKU": "A", "Qty": "2.5"},
+     {"decimal_separator": ",", "thousands_separator": "."},
+     "row 2, column 'Qty': '2.5' is not a number in this file's format: '.' only groups thousands, in threes "
+     "(1.250), and the decimal separator is ','"),
+    ("two decimals in a file with '.' for thousands", {"SKU": "A", "Qty": "12.50"},
+     {"decimal_separator": ",", "thousands_separator": "."},
+     "row 2, column 'Qty': '12.50' is not a number in this file's format: '.' only groups thousands, in threes "
+     "(1.250), and the decimal separator is ','"),
+    ("separators in no valid place", {"SKU": "A", "Qty": "1.0.0"}, {"decimal_separator": ",", "thousands_separator": "."},
+     "row 2, column 'Qty': '1.0.0' is not a number in this file's format: '.' only groups thousands, in threes "
+     "(1.250), and the decimal separator is ','"),
+    ("a decimal part that is not zero", {"SKU": "A", "Qty": "1.250,5"},
+     {"decimal_separator": ",", "thousands_separator": "."}, "row 2, column 'Qty': '1.250,5' is not a whole number"),
+    ("superscript digits", {"SKU": "A", "Qty": "²"}, {}, "row 2, column 'Qty': '²' is not a number"),
+    ("5,000 digits", {"SKU": "A", "Qty": "9" * 5000}, {},
+     "row 2, column 'Qty': '999999999999999999999999999999'... (5,000 characters) is not a number"),
+    ("a timestamp in the year 1, east of UTC", {"SKU": "A", "Qty": "1", "At": "0001-01-01T00:00:00"},
+     {"columns": StockColumns(sku="SKU", quantity="Qty", timestamp="At"), "timezone": "Europe/Berlin"},
+     "row 2, column 'At': timestamp '0001-01-01T00:00:00' is not a time the bridge can use"),
     ("negative", {"SKU": "A", "Qty": "-3"}, {}, "row 2, column 'Qty': '-3' is negative"),
     ("an EAN in the quantity", {"SKU": "A", "Qty": "4006381333931"}, {},
      "row 2, column 'Qty': '4006381333931' is more than 10,000,000 units (is this the right column?)"),
@@ -436,8 +455,8 @@ DROP_CASES = [
          [";rejected;;;row 1: the header has no column 'Verfügbar' (found: 'Artikelnummer', 'Bezeichnung', "
           "'Charge', 'Lagerplatz', 'Bestand', 'Stand')"]),
     Drop("a comma file for a semicolon mapping", acme_file(good().replace(";", ","), header=DROP_HEADER.replace(";", ",")),
-         [";rejected;;;row 1: the header has no column 'Artikelnummer' (found: "
-          "'Artikelnummer,Bezeichnung,Charge,Lagerplatz,Verfügbar,Stand')"]),
+         [";rejected;;;\"row 1 has one field and none of the columns 'Artikelnummer', 'Verfügbar', 'Stand', "
+          "'Charge', 'Lagerplatz': are its values separated by ',' rather than ';'?\""]),
     Drop("utf-8 with a byte order mark, mapping says cp1252", codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"),
          [";rejected;;;the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"]),
     Drop("a byte cp1252 does not have", acme_file(good(), good("300501", "1Q")).replace(b"1Q", b"1\x81"),
@@ -460,9 +479,14 @@ DROP_CASES = [
     Drop("no row usable", acme_file(good(quantity="x")), [
         ";held;;;held: none of the file's 1 rows gives a quantity to send (see the rows' problems)",
         "2;rejected;;Verfügbar;'x' is not a number"]),
-    Drop("the last line cut off", acme_file(good())[:-2], [
-        ";rejected;;;the file stayed incomplete for 10 minutes: the last line has no line break (the file may "
-        "still be written)"], late=True),
+    Drop("the last line without line break (saved so by an editor)", acme_file(good())[:-2], [PUBLISHED_1], "archive"),
+    Drop("the last row cut short", acme_file(good())[:-20], [
+        ";rejected;;;the file stayed incomplete for 10 minutes: the last row has 5 of 6 fields and no line break: "
+        "the file may still be written (if not, complete the row, end the file with a line break and drop it "
+        "again)"], late=True),
+    Drop("a workbook in a CSV folder", _zip_without_workbook(), [
+        ";rejected;;;the file is a zip file (an XLSX workbook?) but the mapping reads CSV (Windows-1252): is it in the "
+        "wrong folder or saved in the wrong format?"]),
     Drop("an empty file", b"", [";rejected;;;the file stayed incomplete for 10 minutes: the file is empty"], late=True),
     Drop("XML with a DOCTYPE", GLOBEX_STOCK.format(doctype=DOCTYPE, more="</Inventory>\n").encode(),
          [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is ever "

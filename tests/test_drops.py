@@ -11,7 +11,7 @@ import pytest
 
 from bridge.edges.folders import FolderDrop, RemoteFile, write_atomic
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
+from bridge.errors import FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, TempNameBlocked
 
 
 @pytest.fixture(params=["sftp", "folder"])
@@ -182,6 +182,18 @@ class TestDropContract:
             drop.put_bytes(b"x", f"{base}/o1.csv.part")
         assert drop.exists(f"{base}/o1.csv.part")
 
+    def test_links_are_never_listed(self, make_drop, tmp_path_factory):
+        make, base = make_drop
+        drop = make()
+        secret = tmp_path_factory.mktemp("outside") / "id_ed25519"
+        secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        drop.makedirs(f"{base}/in")
+        drop.put_bytes(b"a", f"{base}/in/a.csv")
+        os.symlink(secret, make.local / "in" / "key.csv")
+        os.symlink(make.local / "in" / "a.csv", make.local / "in" / "b.csv")
+        os.mkfifo(make.local / "in" / "fifo.csv")
+        assert [f.name for f in drop.listdir(f"{base}/in")] == ["a.csv"]
+
     def test_listing_never_shows_half_written_final_name(self, make_drop):
         make, base = make_drop
         writer, reader = make(), make()
@@ -235,3 +247,31 @@ def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path):
     write_atomic(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_folder_drop_never_reads_through_a_link_and_moves_a_link_as_itself(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET-LWA-TOKEN")
+    drop = FolderDrop(tmp_path / "drop")
+    drop.makedirs("/processing")
+    os.symlink(secret, tmp_path / "drop" / "processing" / "steal.csv")
+    os.mkfifo(tmp_path / "drop" / "processing" / "fifo.csv")
+    with pytest.raises(NotRegularFile, match="^steal.csv is a symbolic link: the bridge reads only regular files"):
+        drop.read_into("/processing/steal.csv", open(os.devnull, "wb"))
+    with pytest.raises(NotRegularFile, match="^steal.csv is a symbolic link"):
+        drop.read_bytes("/processing/steal.csv")
+    with pytest.raises(NotRegularFile, match="^fifo.csv is a FIFO"):  # opened without blocking
+        drop.read_bytes("/processing/fifo.csv")
+    drop.makedirs("/error")
+    drop.rename("/processing/steal.csv", "/error/steal.csv")
+    assert (tmp_path / "drop" / "error" / "steal.csv").is_symlink()
+    assert os.readlink(tmp_path / "drop" / "error" / "steal.csv") == str(secret)
+    assert drop.exists("/error/steal.csv") and not drop.exists("/processing/steal.csv")
+
+
+def test_folder_drop_refuses_a_subfolder_that_is_a_link(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "drop").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "drop" / "results")
+    with pytest.raises(FixTheSetup, match="results is a link, not a folder: the bridge uses only real folders"):
+        FolderDrop(tmp_path / "drop").makedirs("/results")

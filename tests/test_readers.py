@@ -198,6 +198,23 @@ def test_temporary_names_and_markers_are_ignored(name, taken):
     assert ignored(name, ("*.tmp", "*.part", ".*"), marker="{name}.ok") is not taken
 
 
+@pytest.mark.parametrize("name", [
+    "x.csv.filepart", "~$shipped.xlsx", "x.csv.crdownload", ".x.csv.swp", "x.csv.swp", "Thumbs.db", "THUMBS.DB",
+    "desktop.ini", "Desktop.ini", ".DS_Store", "x.CSV.TMP", "x.csv.PART"])
+def test_common_temporary_and_junk_names_are_never_taken_by_default(name):
+    from bridge.formats.inbound import DEFAULT_IGNORE
+
+    assert ignored(name, DEFAULT_IGNORE)
+
+
+def test_the_config_default_ignore_list_is_the_pipelines():
+    from bridge.config import ShipmentSettings
+    from bridge.formats.inbound import DEFAULT_IGNORE
+
+    assert ShipmentSettings().ignore == DEFAULT_IGNORE
+    assert not ignored("VERSAND_20261120.csv", DEFAULT_IGNORE) and not ignored("shipped.xlsx", DEFAULT_IGNORE)
+
+
 def test_a_marker_names_the_file_it_completes():
     assert marker_name("SHIP_1.csv", "{name}.ok") == "SHIP_1.csv.ok"
     assert marker_name("SHIP_1.csv", "{stem}.done") == "SHIP_1.done"
@@ -227,13 +244,20 @@ def test_a_file_is_settled_only_when_unchanged_across_two_polls_far_enough_apart
     assert not grown and again.since == t0 + wait
 
 
+LAST_ROW_SHORT = ("the last row has {found} of {of} fields and no line break: the file may still be written (if "
+                  "not, complete the row, end the file with a line break and drop it again)")
+
+
 @pytest.mark.parametrize("spec, data, why", [
     (CSV, b"", "the file is empty"),
-    (CSV, b"Order;Qty\n111-1;2", "the last line has no line break (the file may still be written)"),
+    (CSV, b"Order;Qty\n111-1;2", None),  # saved without a final line break: its last row is whole
+    (CSV, b"Order;Qty\n111-1", LAST_ROW_SHORT.format(found=1, of=2)),
+    (CSV, b'Order;Qty\n111-1;"2', "the last row has an open quote and no line break (the file may still be written)"),
     (CSV, b"Order;Qty\r\n111-1;2\r\n", None),
-    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1\r\n".encode("utf-16"), None),
-    (TableSpec("csv", (), encoding="utf-16"), "Order\r\n1".encode("utf-16"),
-     "the last line has no line break (the file may still be written)"),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), "Order;Qty\r\n1;2\r\n".encode("utf-16"), None),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), "Order;Qty\r\n1;2".encode("utf-16"), None),
+    (TableSpec("csv", (), encoding="utf-16", delimiter=";"), codecs.BOM_UTF16_BE + "Order;Qty\r\n1".encode("utf-16-be"),
+     LAST_ROW_SHORT.format(found=1, of=2)),
     (TableSpec("xlsx", ()), workbook(["Order"]), None),
     (TableSpec("xlsx", ()), workbook(["Order"])[:-200],
      "not a complete XLSX workbook (its zip directory is missing)"),
@@ -248,3 +272,101 @@ def test_a_file_is_complete_only_when_its_format_says_it_ended(spec, data, why):
 def test_result_files_open_in_excel_with_their_accents():
     data = result_file(("row", "result"), [("2", "abgelehnt: Menge größer")], delimiter=";")
     assert data == codecs.BOM_UTF8 + "row;result\r\n2;abgelehnt: Menge größer\r\n".encode()
+
+
+# --- hostile workbooks: measured before openpyxl opens them -------------------------------------
+
+def repack(data: bytes, **parts: bytes) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        content = {info.filename: archive.read(info) for info in archive.infolist()}
+    content.update(parts)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, value in content.items():
+            archive.writestr(name, value)
+    return out.getvalue()
+
+
+def shared_strings(count: int) -> bytes:
+    return (b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+            + b"".join(b"<si><t>%d</t></si>" % n for n in range(count)) + b"</sst>")
+
+
+@pytest.mark.parametrize("limit, value, parts, why", [
+    ("MAX_PARTS", 3, {}, "the workbook has 9 parts, more than the 3 a file may have"),
+    ("MAX_UNPACKED", 4096, {}, "the workbook unpacks to 16.2 KB, more than the 4.0 KB a file may have: export it as CSV"),
+    ("MAX_XML_PART", 1024, {}, "the workbook's part 'xl/theme/theme1.xml' unpacks to 9.9 KB, more than the 1.0 KB such a "
+                               "part may have"),
+    ("MAX_SHARED_STRINGS", 999, {"xl/sharedStrings.xml": shared_strings(1000)},
+     "the workbook has more than 999 different texts (shared strings), more than a file may have: export it as CSV"),
+    ("MAX_RATIO", 250, {"xl/sharedStrings.xml": b"<sst>" + b"<si><t>a</t></si>" * 70_000 + b"</sst>"},
+     "the workbook's part 'xl/sharedStrings.xml' unpacks to 1.1 MB, more than 250 times its packed size: refused as "
+     "a zip bomb"),
+    ("MAX_RATIO", 250, {"xl/workbook.xml": b'<?xml version="1.0"?>\n<!DOCTYPE workbook [<!ENTITY x "y">]><workbook/>'},
+     "the workbook's part 'xl/workbook.xml' has a DOCTYPE; files with DTDs or entities are refused (no entity is "
+     "ever expanded or fetched)"),
+])
+def test_a_workbook_past_a_limit_is_refused_before_openpyxl_opens_it(monkeypatch, limit, value, parts, why):
+    import bridge.formats.readers as readers
+
+    monkeypatch.setattr(readers, limit, value)
+    data = repack(workbook(["Order"], ["111-1"]), **parts)
+    with pytest.raises(BadFile) as refused:
+        rows(data, TableSpec("xlsx", ("Order",)))
+    assert str(refused.value) == why
+    with pytest.raises(BadFile) as at_once:  # answered at once, not left "incomplete"
+        incomplete_reason(io.BytesIO(data), TableSpec("xlsx", ("Order",)))
+    assert str(at_once.value) == why
+
+
+def test_cells_far_to_the_right_and_rows_far_below_are_not_built():
+    book = Workbook()
+    book.active.append(["Order", "Qty"])
+    book.active.append(["111-1", 2])
+    book.active.cell(row=2, column=16384, value="x")  # column XFD
+    book.active.cell(row=1_048_576, column=1, value="111-9")  # Excel's last row
+    out = io.BytesIO()
+    book.save(out)
+    assert rows(out.getvalue(), TableSpec("xlsx", ("Order", "Qty"))) == [
+        (2, {"Order": "111-1", "Qty": "2"}, ""), (1_048_576, {"Order": "111-9", "Qty": ""}, "")]
+
+
+def test_a_headerless_file_never_echoes_its_first_row():
+    data = b"302-0000003-0000003;Jennifer Alvarez;1457 Maple Grove Rd;Columbus\r\n"
+    with pytest.raises(BadFile) as refused:
+        rows(data)
+    assert str(refused.value) == ("row 1 has 4 fields and none is one of the columns 'Order', 'Qty': is the header "
+                                  "row missing, or is this another layout's file?")
+
+
+@pytest.mark.parametrize("text, shown_as", [
+    ("302-3", "'302-3'"), ("KAN-GLAS-1L", "'KAN-GLAS-1L'"), ("20.11.2026 16:45", "'20.11.2026 16:45'"),
+    ("1,5", "'1,5'"), ("Jennifer Alvarez", "a value of 16 characters"), ("a@b.example", "a value of 11 characters"),
+    ("²", "a value of 1 character"), ("9" * 41, "a value of 41 characters"),
+])
+def test_a_cell_is_quoted_in_a_message_only_when_it_looks_like_a_code_or_a_number(text, shown_as):
+    from bridge.formats.readers import cell_shown as shown
+
+    assert shown(text) == shown_as
+
+
+@pytest.mark.parametrize("spec, data, kind", [
+    (CSV, workbook(["Order"]), "the file is a zip file (an XLSX workbook?) but the mapping reads CSV (UTF-8)"),
+    (CSV, b'<?xml version="1.0"?>\n<Shipments/>\n', "the file is XML but the mapping reads CSV (UTF-8)"),
+    (CSV, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500),
+     "the file is an old Excel workbook (.xls: save it as .xlsx or CSV) but the mapping reads CSV (UTF-8)"),
+    (CSV, b"%PDF-1.7\n", "the file is a PDF but the mapping reads CSV (UTF-8)"),
+    (CSV, "Order;Qty\r\n".encode("utf-16-le"),
+     "the file is text with NUL bytes (UTF-16 without a byte order mark?) but the mapping reads CSV (UTF-8)"),
+    (TableSpec("xlsx", ("Order",)), b"Order;Qty\r\n111-1;2\r\n",
+     "the file is text (a workbook is a zip file) but the mapping reads an XLSX workbook"),
+    (XML, b"Order;Qty\r\n111-1;2\r\n",
+     "the file is not XML (it starts with text and not with '<': CSV?) but the mapping reads XML"),
+    (XML, workbook(["Order"]), "the file is a zip file (an XLSX workbook?) but the mapping reads XML"),
+])
+def test_a_file_of_another_kind_than_the_mapping_reads_is_refused_at_once(spec, data, kind):
+    with pytest.raises(BadFile) as refused:
+        incomplete_reason(io.BytesIO(data), spec)
+    assert str(refused.value) == kind + ": is it in the wrong folder or saved in the wrong format?"

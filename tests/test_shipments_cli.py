@@ -142,6 +142,22 @@ def test_replay_without_amazon_secrets_says_a_look_up_needs_them(config, tmp_pat
                            " (shipments.lookup_unknown_orders) needs the BRIDGE_LWA_* secrets\n")
 
 
+@pytest.mark.parametrize("mapping, name, why", [
+    ("initech-xlsx", "initech_shipped_20261120.xlsx",
+     "the file is a zip file (an XLSX workbook?) but the mapping reads CSV (Windows-1252): is it in the wrong folder "
+     "or saved in the wrong format?"),
+    ("globex-xml", "GLOBEX_SHIPCONFIRM_20261120T170500Z.xml",
+     "the file is XML but the mapping reads CSV (Windows-1252): is it in the wrong folder or saved in the wrong "
+     "format?"),
+])
+def test_replay_of_a_file_the_mapping_cannot_read_is_one_line_and_exits_2(config, mapping, name, why):
+    path = golden(mapping) / name
+    done = bridge("replay", str(path), "--warehouse", "wh", "--dry-run", config=config)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"fbm-bridge: {path} cannot be read with the mapping acme-csv of wh: {why}\n"
+
+
+
 def test_replay_for_an_unknown_warehouse_exits_2(config):
     done = bridge("replay", "x.csv", "--warehouse", "nope", "--dry-run", config=config)
     assert done.returncode == 2 and "no warehouse named 'nope' (known: wh)" in done.stderr

@@ -4,7 +4,7 @@ become typed lines, lines become checked packages, packages become Amazon's exac
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -161,8 +161,27 @@ def test_ship_dates_in_the_future_or_before_the_order_are_rejected():
     result = planned("302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;TRACK00001;20.11.2026 19:30\r\n"
                      "302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;TRACK00002;19.11.2026 18:00\r\n")
     assert result.outcomes == {
-        2: (REJECTED, "ship date 2026-11-20T18:30:00Z is in the future"),
+        2: (REJECTED, "ship date 2026-11-20T18:30:00Z is in the future: 30 minutes ahead of the bridge's clock "
+                      "(2026-11-20T18:00:00Z), more than the 15 minutes a clock may be ahead"),
         3: (REJECTED, "ship date 2026-11-19T17:00:00Z is before the order was placed (2026-11-19T18:03:21Z)")}
+
+
+@pytest.mark.parametrize("stamp, layout, ships_at", [
+    ("20.11.2026 19:10", ACME, datetime(2026, 11, 20, 18, 0, tzinfo=timezone.utc)),  # 10 minutes ahead: now
+    ("20.11.2026 19:00", ACME, datetime(2026, 11, 20, 18, 0, tzinfo=timezone.utc)),  # exactly now
+    ("20.11.2026 18:59", ACME, datetime(2026, 11, 20, 17, 59, tzinfo=timezone.utc)),  # the past: as given
+])
+def test_a_wms_clock_slightly_ahead_ships_at_the_bridges_time(stamp, layout, ships_at):
+    result = planned(f"302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;TRACK00001;{stamp}\r\n")
+    assert result.outcomes == {} and [p.ship_date for p in result.packages] == [ships_at]
+
+
+def test_the_clock_tolerance_is_the_callers_and_says_how_far_ahead_a_date_is():
+    result = plan(lines("302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;TRACK00001;20.11.2026 19:10\r\n"),
+                  lambda order_id: ORDER, "acme", NOW, zone=ACME.timezone, tolerance=timedelta(minutes=5))
+    assert result.outcomes == {2: (REJECTED, "ship date 2026-11-20T18:10:00Z is in the future: 10 minutes ahead of "
+                                             "the bridge's clock (2026-11-20T18:00:00Z), more than the 5 minutes a "
+                                             "clock may be ahead")}
 
 
 def test_units_already_planned_in_the_same_file_count_as_shipped():

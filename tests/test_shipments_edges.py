@@ -36,11 +36,12 @@ def wait_for(take, expected, timeout=10.0):
     return found
 
 
-def test_the_watch_reports_a_file_when_its_writer_closes_it_or_it_is_moved_in(tmp_path):
+def test_the_watch_reports_a_file_moved_in_at_once_and_one_written_in_place_once_it_is_quiet(tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "old.csv").write_text("there before the watch: no event\n")
-    watcher = FolderWatcher({"acme": folder}, quiet=60)
+    clock = [0.0]
+    watcher = FolderWatcher({"acme": folder}, quiet=5, clock=lambda: clock[0])
     watcher.start()
     try:
         with open(folder / "written.csv", "w") as f:
@@ -51,9 +52,45 @@ def test_the_watch_reports_a_file_when_its_writer_closes_it_or_it_is_moved_in(tm
         os.rename(folder / "moved.csv.tmp", folder / "moved.csv")
         (folder / "processing").mkdir()
         (folder / "processing" / "inside.csv").write_text("subfolders do not count\n")
-        assert wait_for(watcher.take, {"acme": {"written.csv", "moved.csv"}}) == {"acme": {"written.csv", "moved.csv"}}
+        assert wait_for(watcher.take, {"acme": {"moved.csv"}}) == {"acme": {"moved.csv"}}
+        assert watcher.pending()  # written.csv: closed, but not yet quiet
+        clock[0] = 5.0
+        assert watcher.take() == {"acme": {"written.csv"}}
     finally:
         watcher.stop()
+
+
+def test_a_writer_that_appends_line_by_line_is_not_taken_between_lines(tmp_path):
+    """`echo LINE >> EXPORT.csv` once per line: every line opens, writes and closes the file."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    clock = [0.0]
+    watcher = FolderWatcher({"acme": folder}, quiet=5, clock=lambda: clock[0])
+    watcher.start()
+    try:
+        for second, line in enumerate(["Auftragsnummer;Menge", "302-0000003-0000003;1", "203-0000004-0000004;2"]):
+            clock[0] = second * 2.0  # a line every two seconds: never quiet for five
+            with open(folder / "EXPORT.csv", "a") as f:
+                f.write(line + "\r\n")
+            time.sleep(0.3)  # the events arrive
+            assert watcher.take() == {}
+        clock[0] = 4.0 + 5.0
+        assert watcher.take() == {"acme": {"EXPORT.csv"}}
+    finally:
+        watcher.stop()
+
+
+def test_the_daemon_waits_for_a_written_file_to_be_quiet_for_at_most_five_seconds():
+    from dataclasses import replace
+
+    from bridge.config import Settings, ShipmentSettings
+    from bridge.daemon import quiet_after_writes
+
+    settings = Settings.__new__(Settings)
+    object.__setattr__(settings, "shipments", ShipmentSettings())
+    assert quiet_after_writes(settings) == 5.0
+    object.__setattr__(settings, "shipments", replace(ShipmentSettings(), stable=timedelta(seconds=2)))
+    assert quiet_after_writes(settings) == 2.0
 
 
 def test_a_file_seen_only_as_created_counts_once_it_has_been_quiet(tmp_path):
@@ -144,7 +181,7 @@ def test_shipments_settings_have_documented_defaults(tmp_path):
     shipments = settings.shipments
     assert (shipments.poll, shipments.rescan, shipments.stable, shipments.incomplete_limit) == (
         timedelta(seconds=60), timedelta(minutes=5), timedelta(seconds=30), timedelta(minutes=60))
-    assert shipments.ignore == ("*.tmp", "*.part", ".*")
+    assert shipments.ignore == ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
     assert (shipments.send, shipments.lookup_unknown_orders) == ("confirmShipment", False)
     [acme] = settings.warehouses
     assert (acme.shipments_folder, acme.local_shipments_folder) == ("/out", tmp_path / "drop")

@@ -9,8 +9,6 @@ without a package confirmed twice.
 from __future__ import annotations
 
 import logging
-import shutil
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import pytest
 
 from amazon_models import validate_definition
 from bridge.ledger import PackageStatus
-from bridge.sandbox.wms import Shipped, render_confirmations
 from harness import MAPPINGS, load, write_mapping
 from shipping import (
     GOLDEN_INPUTS, SHIP_TIME, STABLE, Shipper, expected_requests, files, golden, make_config,
@@ -172,7 +169,7 @@ def test_a_writer_that_stalls_mid_line_is_caught_by_the_content_check_and_taken_
 
 def test_a_file_still_incomplete_after_the_limit_goes_to_error_with_the_reason(make, sandbox):
     shipper = make(shipments="incomplete_limit_minutes = 10")
-    (shipper.remote / "VERSAND_1.csv").write_bytes(acme_rows()[:-2] + b";x")
+    (shipper.remote / "VERSAND_1.csv").write_bytes(acme_rows("302-0000003-0000003;KAN-GLAS-1L")[:-2])
     shipper.ship()
     shipper.ship(SHIP_TIME + timedelta(minutes=5))
     assert files(shipper.remote / "error") == {}
@@ -180,8 +177,9 @@ def test_a_file_still_incomplete_after_the_limit_goes_to_error_with_the_reason(m
 
     assert list(files(shipper.remote / "error")) == ["VERSAND_1.csv"]
     assert result_lines(shipper.remote, "VERSAND_1.csv") == [
-        ";rejected;;;;;the file stayed incomplete for 10 minutes: the last line has no line break "
-        "(the file may still be written)"]
+        ";rejected;;;;;the file stayed incomplete for 10 minutes: the last row has 2 of 6 fields and no line break: "
+        "the file may still be written (if not, complete the row, end the file with a line break and drop it "
+        "again)"]
 
 
 @pytest.mark.parametrize("name", ["VERSAND_1.csv.tmp", "VERSAND_1.csv.part", ".VERSAND_1.csv"])

@@ -375,7 +375,7 @@ def test_status_of_a_stock_file_is_told_from_the_ledger(make, sandbox):
     assert [(h["name"], h["reason"][:60]) for h in report["held"]] == [
         ("DAY2.csv", "held: 2 of the 5 SKUs in the last published feed (40.0%) are")]
     assert [(f["name"], f["reason"][:45]) for f in report["files_in_error"]] == [
-        ("BROKEN.csv", "row 1: the header has no column 'Artikelnumme")]
+        ("BROKEN.csv", "row 1 has 2 fields and none is one of the col")]
     assert report["next_publish"] == "2026-11-28T22:00:00Z"  # tonight's (22:00 UTC) has passed
     assert StockFileStatus.HELD.value == report["latest"]["status"]
 

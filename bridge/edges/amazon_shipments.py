@@ -4,15 +4,18 @@ Built on `bridge.edges.amazon.AmazonOrders` by composition: the same client cons
 token handling, rate limiter and retries (429 waits as the rate header says, 5xx and network
 errors with backoff). What leaves this module:
 
-- nothing, when Amazon answered 2xx: the package is confirmed;
+- nothing, when Amazon answered 204 (ordersV0: "Success", no content): the package is confirmed;
 - `AmazonRejected` with Amazon's own words for a 400/404/409/413/415: final for that package;
 - `AmazonThrottled`, `AmazonUnavailable` (retry later: the package stays waiting, and is sent
   again with the same packageReferenceId, which edits rather than adds);
 - `AmazonAuthError` (fix the setup).
 
 The library reports success of a no-content call only as a payload {"status_code": 204}; a 5xx
-with an empty body also raises nothing and comes back as an empty payload. Only a 2xx status
-counts as confirmed here.
+with an empty body also raises nothing and comes back as an empty payload. Only 204 counts as
+confirmed here: any other answer that is not Amazon's (a 200 with a proxy's or a captive
+portal's page, a body where there should be none) leaves the outcome unknown. It is asked again
+with the same packageReferenceId (an edit of the same package, never a second one) and, failing
+that, the package stays `sent` and goes again on the next run.
 """
 
 from __future__ import annotations
@@ -71,9 +74,9 @@ class AmazonShipments:
                     return _Refused(_amazon_words(problem))
                 raise
             status = answer.payload.get("status_code") if isinstance(answer.payload, dict) else None
-            if not isinstance(status, int) or not 200 <= status < 300:
-                # A 5xx without a JSON body: AmazonOrders._call retries a ValueError with backoff.
-                raise ValueError("no answer (HTTP 5xx or an empty body)")
+            if status != 204 or (answer.headers or {}).get("content-length", "0") != "0":
+                # Not Amazon's answer; AmazonOrders._call retries a ValueError with backoff.
+                raise ValueError(_not_amazons_answer(status))
             return answer
         try:
             answer = self._amazon._call(CONFIRM_SHIPMENT, call, **request)
@@ -90,6 +93,13 @@ class AmazonShipments:
     @property
     def rejected(self) -> list[tuple[str, str]]:
         return self._amazon.rejected
+
+
+def _not_amazons_answer(status: object) -> str:
+    if isinstance(status, int) and 200 <= status < 300:
+        return (f"HTTP {status} where Amazon answers 204 without content (a proxy's or portal's page?): "
+                "the outcome is unknown")
+    return "no answer (HTTP 5xx, or a body that is not Amazon's): the outcome is unknown"
 
 
 def _amazon_words(problem: SellingApiException) -> str:

@@ -8,14 +8,16 @@ test class against both.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RemotePathMissing, TempNameBlocked
+from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, TempNameBlocked
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Drop(Protocol):
     Errors: a missing folder or file raises `RemotePathMissing`; a network failure raises
     `SftpUnavailable` (retry later); refused credentials or host key raise `FixTheSetup` subclasses.
     """
+
+    # Optional: put_stream(stream, remote_path), put_bytes of a binary stream's content without
+    # holding it (FolderDrop has it; a drop without it gets the bytes).
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         """Write exactly `data` to a new file `remote_path`, synced to disk.
@@ -82,11 +87,21 @@ class FolderDrop:
 
     Every path is taken relative to `root`, and a leading "/" means `root` itself: "/in/a.csv",
     "in/a.csv" and "./in/a.csv" all name `root/in/a.csv`. A path that climbs above `root` with
-    ".." is refused (`FixTheSetup`). Symbolic links inside `root` are followed as the OS does.
+    ".." is refused (`FixTheSetup`).
+
+    Anyone who may write into a staff folder could plant a symbolic link in it: files are
+    listed, read and moved without following links (a link is not listed; read, it raises
+    NotRegularFile; moved, the link itself moves), and the folders the bridge uses inside `root`
+    must be real folders, not links. `skipped` names what the last listing left out for not
+    being a regular file (links, FIFOs, devices), so the caller can say so.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, folder_mode: int | None = None, file_mode: int | None = None):
+        """`folder_mode`, `file_mode`: the permissions of the folders and files this drop makes,
+        set whatever the umask (a staff folder: shared with a group); None: as the umask says."""
         self.root = Path(root)
+        self.skipped: list[str] = []
+        self.folder_mode, self.file_mode = folder_mode, file_mode
 
     def __enter__(self) -> FolderDrop:
         return self
@@ -98,6 +113,10 @@ class FolderDrop:
         pass
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
+        self.put_stream(io.BytesIO(data), remote_path)
+
+    def put_stream(self, stream, remote_path: str) -> None:
+        """`put_bytes` of what `stream` holds from where it stands, copied without holding it."""
         path = self._path(remote_path)
         with _translated(remote_path, "folder of"):
             try:
@@ -112,14 +131,16 @@ class FolderDrop:
                     raise TempNameBlocked(unremovable_message(remote_path, str(self.root), refused.strerror)) from None
                 fd = os.open(path, _NEW_FILE, 0o666)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if self.file_mode is not None:
+                    os.fchmod(f.fileno(), self.file_mode)
+                shutil.copyfileobj(stream, f, 1 << 20)
                 f.flush()
                 os.fsync(f.fileno())
 
     def rename(self, src: str, dst: str) -> None:
         source, target = self._path(src), self._path(dst)
         try:
-            os.link(source, target)  # fails if target exists: no window for a clobber
+            os.link(source, target, follow_symlinks=False)  # fails if target exists: no clobber; a link moves as itself
         except FileExistsError:
             raise FileExistsInDrop(_exists_message(dst, self.root)) from None
         except FileNotFoundError:
@@ -140,41 +161,78 @@ class FolderDrop:
         return each_file(self.rename, pairs)
 
     def exists(self, path: str) -> bool:
-        return self._path(path).exists()
+        return os.path.lexists(self._path(path))  # a link counts, wherever it points
 
     def listdir(self, folder: str) -> list[RemoteFile]:
-        files = []
+        files, skipped = [], []
         with _translated(folder, "folder"):
             with os.scandir(self._path(folder)) as entries:
                 for entry in entries:
                     try:
-                        if entry.is_file():
-                            st = entry.stat()
+                        if entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
                             files.append(RemoteFile(entry.name, st.st_size, st.st_mtime))
+                        elif not entry.is_dir(follow_symlinks=False):
+                            skipped.append(entry.name)
                     except FileNotFoundError:
                         continue  # renamed or removed while we listed
+        self.skipped = sorted(skipped)
         return sorted(files, key=lambda f: f.name)
 
     def read_bytes(self, path: str) -> bytes:
         with _translated(path, ""):
-            return self._path(path).read_bytes()
+            with self._open_regular(path) as source:
+                return source.read()
 
     def remove(self, path: str) -> None:
         with _translated(path, ""):
             os.unlink(self._path(path))
 
     def read_into(self, path: str, stream) -> int:
-        """Copy `path` into the binary `stream`; returns the bytes copied."""
-        import shutil
-
+        """Copy `path` into the binary `stream`; returns the bytes copied. Only a regular file is
+        read: a link or anything else raises NotRegularFile (nothing is followed or opened
+        beyond it: a FIFO would block, a device never end)."""
         with _translated(path, ""):
-            with open(self._path(path), "rb") as source:
+            with self._open_regular(path) as source:
                 shutil.copyfileobj(source, stream, 1 << 20)
                 return source.tell()
 
     def makedirs(self, folder: str) -> None:
         with _translated(folder, ""):
-            self._path(folder).mkdir(parents=True, exist_ok=True)
+            path = self._path(folder)
+            path.mkdir(parents=True, exist_ok=True)
+            for part in [path, *path.parents]:
+                if part == self.root or self.root not in part.parents:
+                    break
+                info = os.lstat(part)
+                if not stat.S_ISDIR(info.st_mode):
+                    raise FixTheSetup(f"{part} is a link, not a folder: the bridge uses only real folders in "
+                                      f"{self.root} (a link could send files anywhere); replace it with a folder")
+                self._set_mode(part, info)
+
+    def set_root_mode(self) -> None:
+        """Give the drop folder itself `folder_mode`, if the bridge owns it (it made it)."""
+        with _translated("/", "folder"):
+            self._set_mode(self.root, os.stat(self.root))
+
+    def _set_mode(self, folder: Path, info: os.stat_result) -> None:
+        if self.folder_mode is not None and stat.S_IMODE(info.st_mode) != self.folder_mode \
+                and info.st_uid == os.geteuid():
+            os.chmod(folder, self.folder_mode)
+
+    def _open_regular(self, path: str):
+        target = self._path(path)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as refused:
+            if refused.errno == errno.ELOOP:
+                raise NotRegularFile(not_regular_message(path, stat.S_IFLNK)) from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise NotRegularFile(not_regular_message(path, mode))
+        return os.fdopen(fd, "rb")
 
     def _path(self, path: str) -> Path:
         try:
@@ -208,6 +266,15 @@ def blocked_message(path: str, mode: int, where: str) -> str:
     return (f"{path} in {where} is {what}; the bridge never writes through a link or replaces "
             f"anything but a regular file it left. Find out who put it there, remove it, and "
             f"the file goes on the next run (the drop's other files still go)")
+
+
+def not_regular_message(path: str, mode: int) -> str:
+    """Why a name in a drop is never read."""
+    what = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
+    name = posixpath.basename(path.rstrip("/")) or path
+    return (f"{name} is {what}: the bridge reads only regular files (a link could make it read any "
+            "file it can); copy the file itself into the folder")
 
 
 def unremovable_message(path: str, where: str, why: str | None) -> str:

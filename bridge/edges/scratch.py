@@ -1,4 +1,5 @@
-"""Scratch space on disk: a stock file's parts sorted without holding them all in memory.
+"""Scratch space on disk: a stock file's parts sorted, and a confirmation file's lines grouped,
+without holding them all in memory.
 
 `DiskStore` is the `formats.stock.Store` the inventory flow uses: an external merge sort. Parts
 are collected up to `run_size`, sorted and written to an anonymous temporary file (deleted when
@@ -12,14 +13,20 @@ Nothing here outlives one stock file: it is scratch, not state (that is the ledg
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import os
 import pickle
+import sqlite3
 import tempfile
 from dataclasses import dataclass
-from itertools import chain
-from typing import IO, Iterator
+from itertools import chain, groupby
+from operator import itemgetter
+from typing import IO, Iterable, Iterator
 
+from bridge.formats.shipments import PlannedPackage, ShipmentLine
 from bridge.formats.stock import Part, by_sku
+from bridge.mapping import Carrier
 
 RUN_SIZE = 50_000  # parts sorted in memory at a time
 CHUNK_SIZE = 500  # parts per pickled chunk: what a merge holds per run
@@ -108,3 +115,133 @@ class DiskStore:
     def _merge(self, runs: list[_Run]) -> Iterator[Part]:
         # Ties go to the earlier run, so file order within a SKU survives the merge.
         return heapq.merge(*(self._read(run) for run in runs), key=by_sku)
+
+
+class ShipmentScratch:
+    """A confirmation file's lines on disk, so that a file of a million rows is grouped into
+    packages without holding them: an SQLite file of its own (never the ledger), deleted when
+    closed. Lines go in as read (`add`); `by_order()` gives them back grouped by order and
+    tracking number, the groups of one order together, in the order the file first names them
+    (what `formats.shipments.check_groups` takes); `keep()` records each group's verdict; then
+    `in_file_order()` gives (rows, verdict) per group in the order the file first names the
+    groups, which is the order their packages are recorded in (their ids): a row is (row,
+    order id, item, quantity as written, tracking number). Lines and verdicts are kept as plain
+    tuples, which pickle several times faster than the records."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, *, batch: int = 5_000):
+        fd, self._path = tempfile.mkstemp(prefix=".shipments-", suffix=".scratch", dir=folder)
+        os.close(fd)
+        self._batch = batch
+        self._db = sqlite3.connect(self._path, isolation_level=None)
+        for pragma in ("journal_mode=off", "synchronous=off", "temp_store=file", "cache_size=-8000"):
+            self._db.execute(f"pragma {pragma}")
+        self._db.execute("create table lines (seq integer primary key, row integer not null, order_id text not null,"
+                         " tracking text not null, item text not null, quantity text not null, line blob not null)")
+        self._db.execute("create table verdicts (first integer primary key, verdict blob not null)")
+        self._grouped = False
+
+    def add(self, lines: Iterable[ShipmentLine]) -> int:
+        """Store the lines, in file order; returns how many."""
+        count = 0
+        batch = []
+        dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+        self._db.execute("begin")
+        for line in lines:
+            batch.append((line.row, line.order_id, line.tracking, line.item, line.quantity_text,
+                          dumps(_line_state(line), protocol)))
+            if len(batch) == self._batch:
+                self._insert(batch)
+                count += len(batch)
+                batch = []
+        self._insert(batch)
+        self._db.execute("commit")
+        return count + len(batch)
+
+    def by_order(self) -> Iterator[list[ShipmentLine]]:
+        self._group()
+        rows = self._db.execute(
+            "select g.first, l.line from groups g join lines l on l.order_id = g.order_id and"
+            " l.tracking = g.tracking order by g.order_id, g.first, l.seq")
+        loads = pickle.loads
+        for _, group in groupby(rows, key=itemgetter(0)):
+            yield [_line(loads(blob)) for _, blob in group]
+
+    def keep(self, verdicts: Iterable[tuple[int, object]]) -> None:
+        """Each group's verdict (a PlannedPackage, or each row's result and message), by the
+        row of its first line."""
+        self._db.execute("begin")
+        batch = []
+        dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+        for first, verdict in verdicts:
+            batch.append((first, dumps(_verdict_state(verdict), protocol)))
+            if len(batch) == self._batch:
+                self._db.executemany("insert into verdicts (first, verdict) values (?, ?)", batch)
+                batch = []
+        self._db.executemany("insert into verdicts (first, verdict) values (?, ?)", batch)
+        self._db.execute("commit")
+
+    def in_file_order(self) -> Iterator[tuple[list[tuple], object]]:
+        rows = self._db.execute(
+            "select g.first_seq, l.row, l.order_id, l.item, l.quantity, l.tracking, v.verdict from groups g"
+            " join lines l on l.order_id = g.order_id and l.tracking = g.tracking join verdicts v on v.first = g.first"
+            " order by g.first_seq, l.seq")
+        for _, group in groupby(rows, key=itemgetter(0)):
+            group = list(group)
+            yield [row[1:6] for row in group], _verdict(pickle.loads(group[0][6]))
+
+    def close(self) -> None:
+        self._db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+    def __enter__(self) -> "ShipmentScratch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _insert(self, batch: list[tuple]) -> None:
+        if batch:
+            self._db.executemany("insert into lines (row, order_id, tracking, item, quantity, line)"
+                                 " values (?, ?, ?, ?, ?, ?)", batch)
+
+    def _group(self) -> None:
+        """A group's `first` is the row of its first line (a verdict's key: rows grow with the
+        file); `first_seq` is that line's place in the file."""
+        if self._grouped:
+            return
+        self._db.execute("create index lines_by_group on lines (order_id, tracking, seq)")
+        self._db.execute("create table groups as select order_id, tracking, min(seq) as first_seq, min(row) as first"
+                         " from lines group by order_id, tracking")
+        self._db.execute("create index groups_by_order on groups (order_id, first)")
+        self._grouped = True
+
+
+def _line_state(line: ShipmentLine) -> tuple:
+    carrier = line.carrier
+    return (line.row, line.order_id, line.item, line.quantity_text, line.tracking, line.by, line.quantity,
+            None if carrier is None else (carrier.code, carrier.name, carrier.method), line.method,
+            line.ship_date, line.ship_day, line.problems)
+
+
+def _line(state: tuple) -> ShipmentLine:
+    (row, order_id, item, quantity_text, tracking, by, quantity, carrier, method, ship_date, ship_day,
+     problems) = state
+    return ShipmentLine(row, order_id, item, quantity_text, tracking, by, quantity,
+                        None if carrier is None else Carrier(*carrier), method, ship_date, ship_day, problems)
+
+
+def _verdict_state(verdict) -> tuple:
+    if isinstance(verdict, PlannedPackage):
+        carrier = verdict.carrier
+        return ("package", verdict.order_id, verdict.marketplace_id, verdict.tracking,
+                (carrier.code, carrier.name, carrier.method), verdict.method, verdict.ship_date, verdict.items,
+                verdict.rows)
+    return ("rows", tuple(verdict.items()))
+
+
+def _verdict(state: tuple):
+    if state[0] == "package":
+        _, order_id, marketplace_id, tracking, carrier, method, ship_date, items, rows = state
+        return PlannedPackage(order_id, marketplace_id, tracking, Carrier(*carrier), method, ship_date, items, rows)
+    return dict(state[1])

@@ -1,11 +1,13 @@
 """Watched local folders, through watchdog (inotify on Linux): which files a writer finished.
 
-A file is finished when its writer closed it after writing (`FileClosedEvent`) or when it was
-renamed into the folder (`FileMovedEvent`). A file moved in from another file system or folder
-shows only as created (`FileCreatedEvent`): it counts as finished once no event has touched it
-for `quiet` seconds. Finished means "closed", not "complete" (a killed writer closes too): the
-inbound pipeline still checks the content. Files present before the watch starts give no event:
-the daemon scans once at start and every few minutes for what events missed.
+Only a file renamed into the folder (`FileMovedEvent`) is finished at once: a rename is atomic,
+the content is whole. A close is not the end of a file: a batch script that appends a line at a
+time (`echo LINE >> EXPORT.csv`) closes the file after every line. So a file written in place
+(closed, created, modified: also one moved in from another file system, which shows only as
+created) counts as finished once no event has touched it for `quiet` seconds (the daemon uses
+min(shipments.stable_seconds, 5)). Finished means "quiet", not "complete" (a killed writer goes
+quiet too): the inbound pipeline still checks the content. Files present before the watch starts
+give no event: the daemon scans once at start and every few minutes for what events missed.
 
 Only files directly in a watched folder count; its subfolders (processing/, archive/, ...)
 do not. watchdog's exceptions stop here: a folder that cannot be watched raises FixTheSetup.
@@ -24,8 +26,11 @@ from bridge.errors import FixTheSetup
 
 class FolderWatcher:
     def __init__(self, folders: dict[str, Path], *, quiet: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
-        """`folders`: a key (the warehouse) → the folder to watch."""
+                 clock: Callable[[], float] = time.monotonic,
+                 make_folder: Callable[[Path], None] | None = None):
+        """`folders`: a key (the warehouse) → the folder to watch; `make_folder` creates one
+        that is missing (default: as the umask says)."""
+        self._make_folder = make_folder or (lambda folder: folder.mkdir(parents=True, exist_ok=True))
         self._folders = {key: Path(folder).resolve() for key, folder in folders.items()}
         self._quiet = quiet
         self._clock = clock
@@ -48,7 +53,7 @@ class FolderWatcher:
         self._observer = Observer()
         for folder in self._folders.values():
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                self._make_folder(folder)
                 self._observer.schedule(Handler(), str(folder), recursive=False)
             except OSError as problem:
                 raise FixTheSetup(f"cannot watch the local folder {folder}: {problem.strerror or problem}") from None
@@ -94,12 +99,12 @@ class FolderWatcher:
                 if self._key(source.parent) == key:
                     self._maybe.pop((key, source.name), None)
                     self._finished[key].discard(source.name)
-            if kind in ("closed", "moved"):
+            if kind == "moved":
                 self._maybe.pop((key, path.name), None)
                 self._finished[key].add(path.name)
-            elif kind in ("created", "modified"):
-                if path.name not in self._finished[key]:
-                    self._maybe[(key, path.name)] = self._clock()
+            elif kind in ("closed", "created", "modified"):
+                self._finished[key].discard(path.name)  # written again: quiet first
+                self._maybe[(key, path.name)] = self._clock()
             elif kind == "deleted":
                 self._maybe.pop((key, path.name), None)
                 self._finished[key].discard(path.name)

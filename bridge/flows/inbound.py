@@ -15,7 +15,11 @@ completeness, read them into the ledger, tell when their work is final, and word
 3. claim    rename it into processing/ (two pollers never both get it), copy it to the spool,
             check it is complete (an unfinished file goes back, and to error/ after a limit),
             record it (name, size, SHA-256; same content as an earlier file: a duplicate);
-4. read     the handler records its rows (one transaction), or why the file is unreadable;
+4. read     the handler records its rows (one transaction), or why the file is unreadable.
+            The file is the unit of failure: whatever reading it raises (a bug, a library's
+            surprise) answers that file into error/, never stops the folder or another one.
+            A read is counted before it starts: a file whose reads twice never ended (the
+            process was killed, out of memory say) is answered, never read a third time;
 5. answer   once the handler says its work is final: results/<stem>.result.csv (temporary
             name, then rename), the file moved from processing/ to archive/ or error/, done.
 The remote copy is touched again (step 5) only after the ledger holds the file (step 3).
@@ -23,10 +27,12 @@ The remote copy is touched again (step 5) only after the ledger holds the file (
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import tempfile
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,10 +41,11 @@ from typing import IO, Callable, Protocol, Sequence
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.folders import Drop, FolderDrop, RemoteFile
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BadFile, BridgeError, FileExistsInDrop, FixTheSetup, RemotePathMissing
+from bridge.errors import (
+    BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, StateUnusable)
 from bridge.formats.inbound import (
-    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_file, result_name,
-    safe_name, settled)
+    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
+    write_result)
 from bridge.formats.readers import TableSpec
 from bridge.ledger import InboundOutcome, InboundSource, InboundStatus, Ledger, StoredInbound
 from bridge.records import iso_z, parse_iso
@@ -47,6 +54,7 @@ log = logging.getLogger("bridge.inbound")
 
 SUBFOLDERS = ("processing", "archive", "error", "results")
 RESULT_TEMP = ".part"
+MAX_READS = 2  # reads of one file that may start; one killed read is retried once, not forever
 
 
 class Checkpoint(Protocol):
@@ -89,10 +97,11 @@ class Source:
     kind: InboundSource
     folder: str  # in the drop: an absolute remote path, or "/" for a local folder
     open: Callable[[], Drop]
+    where: str = ""  # a local folder's path on this machine, for logs and messages
 
     @property
     def label(self) -> str:
-        return f"{self.warehouse.name} {self.kind.value}:{self.folder}"
+        return f"{self.warehouse.name} {self.kind.value}:{self.where or self.folder}"
 
     def path(self, *parts: str) -> str:
         return "/".join([self.folder.rstrip("/"), *parts]) if self.folder != "/" else "/" + "/".join(parts)
@@ -128,13 +137,23 @@ def sources(settings: Settings, *, remote: bool = True, local: bool = True,
                                 lambda w=warehouse: open_drop(w)))
         if local and local_folder:
             found.append(Source(warehouse, InboundSource.LOCAL, "/",
-                                lambda p=local_folder: _local_drop(p)))
+                                lambda p=local_folder: _local_drop(p, settings.shipments), where=str(local_folder)))
     return found
 
 
-def _local_drop(folder: Path) -> FolderDrop:
-    folder.mkdir(parents=True, exist_ok=True)
-    return FolderDrop(folder)
+def _local_drop(folder: Path, rules) -> FolderDrop:
+    """A staff folder: created if missing; what the bridge makes in it gets the configured
+    modes, whatever the umask, so that staff can read the answers (see README)."""
+    make_local_folder(folder, rules)
+    return FolderDrop(folder, folder_mode=rules.local_folder_mode, file_mode=rules.local_file_mode)
+
+
+def make_local_folder(folder: Path, rules) -> None:
+    """Create a staff folder that is missing, with shipments.local_folder_mode (one that exists
+    is the administrator's: left as it is)."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        FolderDrop(folder, folder_mode=rules.local_folder_mode).set_root_mode()
 
 
 class InboundPipeline:
@@ -160,6 +179,7 @@ class InboundPipeline:
     def _collect(self, drop: Drop, source: Source, now: datetime, report: InboundReport,
                  finished: set[str]) -> None:
         listing = drop.listdir(source.folder)  # a missing folder is a setup error, not created
+        self._note_skipped(source, getattr(drop, "skipped", ()))
         for sub in SUBFOLDERS:
             drop.makedirs(source.path(sub))
         self._resume(drop, source, now, report)
@@ -256,18 +276,25 @@ class InboundPipeline:
         flow, warehouse = self.handler.flow, source.warehouse.name
         folder = self.settings.inbound_dir / flow / warehouse
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
+        refused = None  # why the name is never read (a link swapped in after the listing)
+        with _local_disk(folder), tempfile.NamedTemporaryFile(dir=folder, prefix=".incoming-", delete=False) as temporary:
             try:
-                drop.read_into(source.path("processing", name), temporary)
+                try:
+                    drop.read_into(source.path("processing", name), _SpoolCopy(temporary, folder))
+                except NotRegularFile as problem:
+                    temporary.truncate(0)
+                    refused = str(problem)
                 temporary.flush()
                 os.fsync(temporary.fileno())
                 temporary.seek(0)
                 digest, size = _sha256(temporary)
-                why = self._incomplete(source, temporary)
+                why = None if refused else self._incomplete(source, temporary)
             except BaseException:
                 Path(temporary.name).unlink(missing_ok=True)
                 raise
-        if why is None:
+        if refused:
+            give_up = None
+        elif why is None:
             give_up = None  # complete after all
         elif give_up is None:
             Path(temporary.name).unlink(missing_ok=True)
@@ -284,10 +311,12 @@ class InboundPipeline:
         odd = name_problem(name)
         log.info("taken source=%s name=%r as=%s size=%d sha256=%s%s", source.label, name,
                  stored.safe_name, size, digest[:12], f" ({odd})" if odd else "")
-        if give_up is not None:
-            self.ledger.file_failed(stored.id, f"the file stayed incomplete for "
+        if give_up is not None or refused:
+            self.ledger.file_failed(stored.id, refused or f"the file stayed incomplete for "
                                     f"{_minutes(self.rules.incomplete_limit)}: {why}", now)
             report.unreadable += 1
+            if refused:
+                log.warning("not read source=%s name=%r: %s", source.label, name, refused)
             return None
         self._read(source, stored, now, report)
         return None
@@ -297,6 +326,10 @@ class InboundPipeline:
             return incomplete_reason(stream, self.handler.spec(source.warehouse))
         except BadFile:
             return None  # complete, but unreadable: `read` says why, and the file is answered
+        except Exception as problem:  # a bug: the read meets it again and answers the file
+            log.error("completeness check failed source=%s: %s (please report this as a bug)",
+                      source.label, _unexpected(problem))
+            return None
 
     def _put_back(self, drop: Drop, source: Source, name: str) -> None:
         try:
@@ -311,9 +344,19 @@ class InboundPipeline:
             report.duplicates += 1
             return
         path = self.settings.inbound_dir / stored.spool_path
+        reads = self.ledger.start_reading(stored.id, now)
+        if reads > MAX_READS:
+            why = (f"reading it stopped the bridge {reads - 1} times (killed while reading: the file may be "
+                   "too large or too complex to read), so it is not read again: split it or export it as "
+                   "CSV, and drop it again")
+            self.ledger.file_failed(stored.id, why, now)
+            report.unreadable += 1
+            log.error("unreadable source=%s name=%r: %s", source.label, stored.name, why)
+            return
         try:
             with open(path, "rb") as stream:
                 self.handler.read(source.warehouse, stored, stream, now)
+            self.ledger.end_reading(stored.id)
         except FileNotFoundError:
             self.ledger.file_failed(stored.id, "its copy in the bridge's spool is missing; drop the file again", now)
             report.unreadable += 1
@@ -321,6 +364,15 @@ class InboundPipeline:
             self.ledger.file_failed(stored.id, str(problem), now)
             report.unreadable += 1
             log.warning("unreadable source=%s name=%r: %s", source.label, stored.name, problem)
+        except BridgeError:
+            self.ledger.end_reading(stored.id)  # it ended: not a read that killed the process
+            raise  # Amazon or the ledger unavailable, a setup problem: the file waits, the source says why
+        except Exception as problem:  # a bug met on this file: the file fails, nothing else does
+            what = _unexpected(problem)
+            self.ledger.file_failed(stored.id, f"could not be read: {what} (please report this as a bug)", now)
+            report.unreadable += 1
+            log.error("unreadable source=%s name=%r: %s (please report this as a bug)", source.label,
+                      stored.name, what)
         self.checkpoint("read")
 
     # --- 5: answer ---------------------------------------------------------------------------
@@ -334,32 +386,77 @@ class InboundPipeline:
 
     def _answer_all(self, drop: Drop, source: Source, files: list[StoredInbound], now: datetime,
                     report: InboundReport) -> None:
+        """Each file on its own: one that cannot be answered now waits (and says why), the
+        others are answered."""
         for stored in files:
             if self.should_stop():
                 return
-            self._answer(drop, source, stored, now)
+            try:
+                self._answer(drop, source, stored, now)
+            except FixTheSetup as problem:
+                report.errors.append(f"{source.label}: {stored.name!r} not answered yet: {problem}")
+                report.needs_a_person = True
+                log.error("not answered source=%s name=%r: %s", source.label, stored.name, problem)
+                continue
             report.answered += 1
 
     def _answer(self, drop: Drop, source: Source, stored: StoredInbound, now: datetime) -> None:
+        """Write the result file, then move the file to archive/ or error/, under names free in
+        the folder: a name someone else's file already has (an old install's, a restored
+        ledger's) is never overwritten, nor its result taken for this file's."""
         outcome, lines = self.handler.answer(stored)
-        result = source.path("results", result_name(stored.safe_name))
-        if not drop.exists(result):
-            data = result_file(self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
-            drop.put_bytes(data, result + RESULT_TEMP)
-            self.checkpoint("result_uploaded")
-            drop.rename(result + RESULT_TEMP, result)
+        folder = self.settings.inbound_dir / self.handler.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
+            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+            data.seek(0)
+            digest, _ = _sha256(data)
+            processing = source.path("processing", stored.name)
+            name = stored.safe_name
+            if drop.exists(processing):  # not moved yet: the names may still be chosen
+                name = self._free_name(drop, source, stored, outcome, digest)
+            result = source.path("results", result_name(name))
+            if not _holds(drop, result, digest):
+                _upload(drop, data, result + RESULT_TEMP)
+                self.checkpoint("result_uploaded")
+                drop.rename(result + RESULT_TEMP, result)
         self.checkpoint("result_renamed")
-        target = source.path(outcome.value, stored.safe_name)
+        target = source.path(outcome.value, name)
         try:
-            drop.rename(source.path("processing", stored.name), target)
+            drop.rename(processing, target)
         except RemotePathMissing:
             if not drop.exists(target):
                 log.warning("answered file was no longer in processing/ source=%s name=%r",
                             source.label, stored.name)
         self.checkpoint("moved")
         self.ledger.finish_inbound(stored.id, outcome, now)
-        log.info("answered source=%s name=%r outcome=%s result=%s", source.label, stored.name,
-                 outcome.value, result_name(stored.safe_name))
+        log.info("answered source=%s name=%r outcome=%s as=%s result=%s", source.label, stored.name,
+                 outcome.value, name, result_name(name))
+
+    def _free_name(self, drop: Drop, source: Source, stored: StoredInbound, outcome: InboundOutcome,
+                   digest: str) -> str:
+        """The file's archive/error name: its safe name, or stem~id(-n) when that name (or its
+        result's) is taken in the folder by a file the bridge did not write for this one.
+        Recorded before anything is written under it, so a restart keeps to it."""
+        stem, dot, suffix = stored.safe_name.rpartition(".")
+        if not (dot and stem):
+            stem, suffix = stored.safe_name, ""
+        ending = f".{suffix}" if suffix else ""
+        candidates = [stored.safe_name, f"{stem}~{stored.id}{ending}"]
+        candidates += (f"{stem}~{stored.id}-{n}{ending}" for n in range(2, 100))
+        for name in candidates:
+            if drop.exists(source.path(outcome.value, name)):
+                continue
+            result = source.path("results", result_name(name))
+            if drop.exists(result) and not _holds(drop, result, digest):
+                continue
+            if name != stored.safe_name:
+                self.ledger.rename_inbound(stored.id, name)
+                log.warning("name taken in the folder source=%s name=%r: answered as %s (result %s)",
+                            source.label, stored.name, name, result_name(name))
+            return name
+        raise FileExistsInDrop(f"{stored.safe_name} and 99 other names for it are taken in "
+                               f"{source.label} {outcome.value}/ or results/: clear them out")
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -372,6 +469,21 @@ class InboundPipeline:
             report.errors.append(f"{source.label}: {problem}")
             report.needs_a_person |= isinstance(problem, FixTheSetup)
             log.error("inbound source=%s failed: %s", source.label, problem)
+        except Exception as problem:  # a bug: this source waits, the others go on
+            what = _unexpected(problem)
+            report.errors.append(f"{source.label}: {what}")
+            report.needs_a_person = True
+            log.error("inbound source=%s failed: %s (please report this as a bug)", source.label, what)
+
+    _noted: set[tuple[str, str]] = set()  # names skipped and said so, once per process
+
+    def _note_skipped(self, source: Source, names) -> None:
+        """Links, FIFOs, devices in a local folder are never taken: said once, not every poll."""
+        for name in names:
+            if (source.label, name) not in InboundPipeline._noted:
+                InboundPipeline._noted.add((source.label, name))
+                log.warning("not taken source=%s name=%r: not a regular file (a link, a FIFO or a device); "
+                            "the bridge reads only regular files", source.label, name)
 
     def _remove_quietly(self, drop: Drop, path: str) -> None:
         try:
@@ -390,7 +502,95 @@ class InboundPipeline:
                 (self.settings.inbound_dir / stored.spool_path).unlink(missing_ok=True)
         for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
             leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
+        for leftover in self.settings.inbound_dir.glob("*/.shipments-*.scratch"):
+            leftover.unlink(missing_ok=True)  # a read interrupted by a crash (reads end before the purge)
         return len(old)
+
+
+class _SpoolCopy:
+    """The spool copy a drop reads a file into. A local write that fails (the state folder's
+    disk full) is the bridge's own problem: raised as StateUnusable, which a drop passes on as
+    it is, instead of an OSError the SFTP edge would take for the server refusing the read."""
+
+    def __init__(self, file: IO[bytes], folder: Path):
+        self.file, self.folder = file, folder
+
+    def write(self, data) -> int:
+        with _local_disk(self.folder):
+            return self.file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with _local_disk(self.folder):
+            return self.file.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        with _local_disk(self.folder):
+            return self.file.truncate(size)
+
+    def flush(self) -> None:
+        with _local_disk(self.folder):
+            self.file.flush()
+
+
+class _local_disk:
+    """OSErrors of the bridge's own files in `folder` as StateUnusable, naming the folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, problem, tb) -> bool:
+        if isinstance(problem, OSError) and not isinstance(problem, StateUnusable):
+            if problem.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StateUnusable(f"the state folder's disk is full: cannot write in {self.folder} "
+                                    f"({problem.strerror}); free some space: the file is taken again on the next "
+                                    "run") from None
+            raise StateUnusable(f"cannot write in {self.folder}: "
+                                f"{problem.strerror or problem}") from None
+        return False
+
+
+class _Digest:
+    """A write-only stream that hashes what it gets (a drop may rewind it to retry)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self.hash = hashlib.sha256()
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+
+def _upload(drop: Drop, data: IO[bytes], path: str) -> None:
+    """A result file to the drop: streamed where the drop can (`put_stream`), else whole."""
+    data.seek(0)
+    put_stream = getattr(drop, "put_stream", None)
+    if put_stream is not None:
+        put_stream(data, path)
+    else:
+        drop.put_bytes(data.read(), path)
+
+
+def _holds(drop: Drop, path: str, digest: str) -> bool:
+    """Whether `path` exists and holds exactly the bytes whose SHA-256 is `digest`."""
+    if not drop.exists(path):
+        return False
+    sink = _Digest()
+    try:
+        drop.read_into(path, sink)
+    except (RemotePathMissing, BadFile):
+        return False
+    return sink.hash.hexdigest() == digest
 
 
 def _sha256(stream: IO[bytes]) -> tuple[str, int]:
@@ -401,6 +601,14 @@ def _sha256(stream: IO[bytes]) -> tuple[str, int]:
         size += len(chunk)
     stream.seek(0)
     return digest.hexdigest(), size
+
+
+def _unexpected(problem: Exception) -> str:
+    """A bug's exception, for a person: its type and where it was raised (its words may quote a
+    file's content, so they are left out)."""
+    where = traceback.extract_tb(problem.__traceback__)[-1] if problem.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"unexpected {type(problem).__name__}{at}"
 
 
 def _minutes(delta: timedelta) -> str:

@@ -23,9 +23,9 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_shipments import AmazonShipments
@@ -35,8 +35,8 @@ from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Sou
 from bridge.flows.shipments_feed import FulfillmentFeed, planned
 from bridge.formats.readers import TableSpec, read_rows
 from bridge.formats.shipments import (
-    ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, confirm_request,
-    parse_rows, plan)
+    ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage, check_groups,
+    confirm_request, parse_rows, plan)
 from bridge.ledger import (
     FeedStatus, InboundOutcome, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound, StoredPackage)
 from bridge.records import iso_z
@@ -77,9 +77,14 @@ class ShipmentFiles:
     flow = FLOW
     header = RESULT_HEADER
 
-    def __init__(self, ledger: Ledger, facts: Callable[[str], OrderFacts | None]):
+    def __init__(self, ledger: Ledger, facts: Callable[[str], OrderFacts | None],
+                 tolerance: timedelta = timedelta(minutes=15), scratch: Path | None = None):
+        """`scratch`: a private folder for the lines of the file being read (default: the
+        system's temporary folder)."""
         self.ledger = ledger
         self.facts = facts
+        self.tolerance = tolerance  # shipments.future_tolerance_minutes
+        self.scratch = scratch
 
     def spec(self, warehouse: WarehouseSettings) -> TableSpec:
         return warehouse.mapping.shipments.table
@@ -92,61 +97,91 @@ class ShipmentFiles:
 
     def read(self, warehouse: WarehouseSettings, file: StoredInbound, stream: IO[bytes],
              now: datetime) -> None:
-        result = read_plan(stream, warehouse, self.facts, now)
-        if not result.lines:
-            raise BadFile("the file has no rows (only a header, or nothing)")
-        self.ledger.record_shipments(file.id, plan_rows(result), package_records(result, warehouse), now)
-        for order_id in sorted({line.order_id for line in result.lines
-                                if "was cancelled on Amazon" in result.outcomes.get(line.row, ("", ""))[1]}):
+        """Streamed, so memory stays flat however long the file: its lines go to a scratch
+        file, come back grouped by order for the checks (one order's facts held at a time), and
+        the packages and rows go to the ledger in one transaction, in the order the file first
+        names the packages (their ids)."""
+        from bridge.edges.scratch import ShipmentScratch
+
+        layout = warehouse.mapping.shipments
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        with ShipmentScratch(self.scratch) as scratch:
+            rows = scratch.add(parse_rows(read_rows(stream, layout.table), layout))
+            if not rows:
+                raise BadFile("the file has no rows (only a header, or nothing)")
+            scratch.keep(check_groups(scratch.by_order(), self.facts, warehouse.name, now, zone=layout.timezone,
+                                      tolerance=self.tolerance))
+            tally = _Tally()
+            made = self.ledger.record_shipment_groups(
+                file.id, (tally.group(lines, verdict, warehouse) for lines, verdict in scratch.in_file_order()), now)
+        for order_id in sorted(tally.cancelled):
             log.warning("shipped after Amazon cancelled it warehouse=%s order_id=%s file=%r: tell the "
                         "seller, the parcel may need recalling",
                         warehouse.name, order_id, file.safe_name)
-        counts = {r: sum(1 for o in result.outcomes.values() if o[0] == r) for r in (REJECTED, DUPLICATE)}
         log.info("read warehouse=%s file=%r rows=%d packages=%d rejected=%d duplicate=%d",
-                 warehouse.name, file.safe_name, len(result.lines), len(result.packages),
-                 counts[REJECTED], counts[DUPLICATE])
+                 warehouse.name, file.safe_name, rows, made, tally.counts[REJECTED], tally.counts[DUPLICATE])
 
     def ready(self, file: StoredInbound) -> bool:
         return file.id not in self.ledger.files_waiting_for_packages(FLOW)
 
-    def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
+    def answer(self, file: StoredInbound) -> tuple[InboundOutcome, Iterable[Sequence[str]]]:
+        """The outcome, and the result lines streamed from the ledger."""
         if file.reason:
             return InboundOutcome.ERROR, [("", REJECTED, "", "", "", "", file.reason)]
         if file.duplicate_of is not None:
             first = self.ledger.inbound(file.duplicate_of)
             why = f"already processed on {first.received_at[:10]} as {first.safe_name}"
-            rows = self.ledger.shipment_rows(first.id)
-            lines = [(str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"], why)
-                     for r in rows] or [("", DUPLICATE, "", "", "", "", why)]
-            return InboundOutcome.ARCHIVE, lines
-        lines = [_row_line(row) for row in self.ledger.shipment_rows(file.id)]
-        ok = all(line[1] != REJECTED for line in lines)
-        return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), lines
+            return InboundOutcome.ARCHIVE, _duplicate_lines(self.ledger.iter_shipment_rows(first.id), why)
+        ok = not self.ledger.shipment_file_rejected(file.id)
+        return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), (
+            _row_line(row) for row in self.ledger.iter_shipment_rows(file.id))
+
+
+class _Tally:
+    """What a streamed file's groups add up to, for its log lines."""
+
+    def __init__(self) -> None:
+        self.counts = {REJECTED: 0, DUPLICATE: 0}
+        self.cancelled: set[str] = set()
+
+    def group(self, rows: list[tuple], verdict, warehouse: WarehouseSettings) -> tuple[dict | None, list[tuple]]:
+        """A group's package (or None) and its ledger rows; `rows`: (row, order id, item,
+        quantity as written, tracking number)."""
+        if isinstance(verdict, PlannedPackage):
+            return package_record(verdict, warehouse), [
+                (row, ACCEPTED, order_id, item, quantity, tracking, "") for row, order_id, item, quantity, tracking in rows]
+        recorded = []
+        for row, order_id, item, quantity, tracking in rows:
+            kind, message = verdict[row]
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if "was cancelled on Amazon" in message:
+                self.cancelled.add(order_id)
+            recorded.append((row, kind, order_id, item, quantity, tracking, message))
+        return None, recorded
+
+
+def _duplicate_lines(rows: Iterable[dict], why: str) -> Iterator[tuple[str, ...]]:
+    empty = True
+    for r in rows:
+        empty = False
+        yield (str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"], why)
+    if empty:
+        yield ("", DUPLICATE, "", "", "", "", why)
 
 
 def read_plan(stream: IO[bytes], warehouse: WarehouseSettings,
-              facts: Callable[[str], OrderFacts | None], now: datetime) -> Plan:
+              facts: Callable[[str], OrderFacts | None], now: datetime,
+              tolerance: timedelta = timedelta(minutes=15)) -> Plan:
     layout = warehouse.mapping.shipments
     lines = parse_rows(read_rows(stream, layout.table), layout)
-    return plan(lines, facts, warehouse.name, now, zone=layout.timezone)
+    return plan(lines, facts, warehouse.name, now, zone=layout.timezone, tolerance=tolerance)
 
 
-def plan_rows(result: Plan) -> list[tuple]:
-    rows = []
-    for line in result.lines:
-        outcome = result.outcomes.get(line.row)
-        index = result.package_rows.get(line.row)
-        kind, message = outcome if outcome else (ACCEPTED, "")
-        rows.append((line.row, kind, line.order_id, line.item, line.quantity_text, line.tracking,
-                     message, index))
-    return rows
-
-
-def package_records(result: Plan, warehouse: WarehouseSettings) -> list[dict]:
-    return [{"warehouse": warehouse.name, "order_id": p.order_id, "marketplace_id": p.marketplace_id,
-             "tracking_number": p.tracking, "carrier_code": p.carrier.code, "carrier_name": p.carrier.name,
-             "shipping_method": p.method, "ship_date": iso_z(p.ship_date), "items": list(p.items)}
-            for p in result.packages]
+def package_record(p: PlannedPackage, warehouse: WarehouseSettings) -> dict:
+    return {"warehouse": warehouse.name, "order_id": p.order_id, "marketplace_id": p.marketplace_id,
+            "tracking_number": p.tracking, "carrier_code": p.carrier.code, "carrier_name": p.carrier.name,
+            "shipping_method": p.method, "ship_date": iso_z(p.ship_date), "items": list(p.items)}
 
 
 def _row_line(row: dict) -> tuple[str, ...]:
@@ -188,7 +223,8 @@ class ShipmentsFlow:
         self.checkpoint = checkpoint or (lambda step: None)
         self.should_stop = should_stop or (lambda: False)
         self.sleep = sleep
-        self.files = ShipmentFiles(ledger, self.order_facts)
+        self.files = ShipmentFiles(ledger, self.order_facts, settings.shipments.future_tolerance,
+                                   scratch=settings.inbound_dir / FLOW)
         self.pipeline = InboundPipeline(settings, ledger, self.files, checkpoint=self.checkpoint,
                                         should_stop=self.should_stop)
         self.fulfillment = FulfillmentFeed(ledger, lambda: feeds or self._feeds_edge(),
@@ -367,4 +403,4 @@ class ShipmentsFlow:
     def replay(self, path: Path, warehouse: WarehouseSettings, now: datetime) -> Plan:
         """What a file would do, computed from the ledger; nothing sent or recorded."""
         with open(path, "rb") as stream:
-            return read_plan(stream, warehouse, self.order_facts, now)
+            return read_plan(stream, warehouse, self.order_facts, now, self.settings.shipments.future_tolerance)

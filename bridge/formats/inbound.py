@@ -9,6 +9,7 @@ never joined into a local path.
 from __future__ import annotations
 
 import codecs
+import csv
 import fnmatch
 import io
 import re
@@ -19,10 +20,17 @@ from pathlib import PurePosixPath
 from typing import IO, Iterable, Sequence
 
 from bridge.errors import BadFile, IncompleteFile
-from bridge.formats.readers import TableSpec, checked_start, xml_elements
-from bridge.formats.tables import write_csv
+from bridge.formats.readers import TableSpec, check_workbook, check_xml, checked_start, kind_problem
 
-DEFAULT_IGNORE = ("*.tmp", "*.part", ".*")
+# Names never taken by default, each for a writer that is still busy or a file that is not data:
+# *.tmp, *.part   temporary names of careful writers (the bridge's own uploads use .part)
+# .*              hidden files: .DS_Store (macOS), editors' and sync tools' work files
+# *.filepart      WinSCP's upload name: taking it would break the upload mid-way
+# *.crdownload    a browser's download in progress
+# *.swp           vi's swap file
+# ~$*             Excel's and Word's owner file while a workbook is open
+# Thumbs.db, desktop.ini   Windows Explorer's own files in a shared folder
+DEFAULT_IGNORE = ("*.tmp", "*.part", ".*", "*.filepart", "*.crdownload", "*.swp", "~$*", "Thumbs.db", "desktop.ini")
 MAX_NAME = 120  # characters kept of an inbound name in the names the bridge makes from it
 RESULT_SUFFIX = ".result.csv"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -31,9 +39,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 # --- names ----------------------------------------------------------------------------------------
 
 def ignored(name: str, patterns: Sequence[str], marker: str = "") -> bool:
-    """Temporary names (`*.tmp`, `*.part`, dot files by default) and marker files are never
-    taken: a writer is still busy with them, or they only signal another file."""
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+    """Temporary and junk names (DEFAULT_IGNORE) and marker files are never taken: a writer is
+    still busy with them, or they only signal another file. Patterns match whatever the case
+    (a Windows share writes THUMBS.DB and Thumbs.db alike)."""
+    folded = name.casefold()
+    if any(fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in patterns):
         return True
     return bool(marker) and _is_marker(name, marker)
 
@@ -54,11 +64,12 @@ def safe_name(name: str) -> str:
     '_', '-' and spaces; no '..', no leading dot, at most MAX_NAME characters (the extension
     kept). Odd names are not refused: the file is handled, under this name."""
     cleaned = _UNSAFE.sub("_", name).replace("..", "_").strip(" .") or "unnamed"
-    if len(cleaned) > MAX_NAME:
-        path = PurePosixPath(cleaned)
-        suffix = path.suffix if len(path.suffix) <= 10 else ""
-        cleaned = cleaned[: MAX_NAME - len(suffix)].rstrip(" .") + suffix
-    return cleaned
+    path = PurePosixPath(cleaned)
+    suffix = path.suffix if len(path.suffix) <= 10 else ""
+    stem = cleaned[: len(cleaned) - len(suffix)].rstrip(" .") or "unnamed"  # not 'a .csv' -> 'a .result.csv'
+    if len(stem) + len(suffix) > MAX_NAME:
+        stem = stem[: MAX_NAME - len(suffix)].rstrip(" .")
+    return stem + suffix
 
 
 def result_name(name: str) -> str:
@@ -97,12 +108,15 @@ def settled(previous: Sighting | None, size: int, mtime: float, now: datetime,
 
 
 def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
-    """Why the file looks unfinished, or None when it is complete.
+    """Why the file looks unfinished, or None when it is complete. Called once the file is
+    settled (its size and time unchanged, or its writer quiet).
 
-    csv: not empty and ends with a line break; xlsx: a zip whose central directory is there;
-    xml: parses to the end of its document element. Raises BadFile for a file that is
-    complete but can never be read (broken XML, a DOCTYPE, a byte order mark that contradicts
-    the encoding), so it is answered at once.
+    csv: not empty, and ends with a line break or its last row has as many fields as its
+    first (an editor that saves without a final line break); xlsx: a zip whose central
+    directory is there; xml: parses to the end of its document element. Raises BadFile for a
+    file that is complete but can never be read, so that it is answered at once: a file of
+    another kind than the mapping reads (a workbook in a CSV folder, ...), broken XML, a
+    DOCTYPE, a byte order mark that contradicts the encoding.
     """
     stream.seek(0, io.SEEK_END)
     size = stream.tell()
@@ -110,13 +124,16 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
     try:
         if size == 0:
             return "the file is empty"
+        problem = kind_problem(stream.read(_HEAD), spec)
+        stream.seek(0)
+        if problem:
+            raise BadFile(problem)
         if spec.format == "csv":
             checked_start(stream, spec.encoding)  # a contradicting byte order mark: BadFile now
-            return _csv_incomplete(stream, size, spec.encoding)
+            return _csv_incomplete(stream, size, spec)
         if spec.format == "xlsx":
             return _xlsx_incomplete(stream)
-        for _ in xml_elements(stream, tags=set()):  # parsed to the end, nothing kept
-            pass
+        check_xml(stream)  # parsed to the end, nothing kept
         return None
     except IncompleteFile as problem:
         return str(problem)
@@ -124,25 +141,54 @@ def incomplete_reason(stream: IO[bytes], spec: TableSpec) -> str | None:
         stream.seek(0)
 
 
-def _csv_incomplete(stream: IO[bytes], size: int, encoding: str) -> str | None:
+_HEAD = 1 << 16
+def _csv_incomplete(stream: IO[bytes], size: int, spec: TableSpec) -> str | None:
+    encoding = spec.encoding
     width = 2 if encoding == "utf-16" else 1
     stream.seek(max(0, size - width))
     tail = stream.read(width)
+    big_endian = False
     if encoding == "utf-16":
         stream.seek(0)
         big_endian = stream.read(2) == codecs.BOM_UTF16_BE
         ends = tail in ((b"\x00\n", b"\x00\r") if big_endian else (b"\n\x00", b"\r\x00"))
     else:
         ends = tail in (b"\n", b"\r")
-    return None if ends else "the last line has no line break (the file may still be written)"
+    if ends:
+        return None
+    return _last_row_short(stream, size, spec, big_endian)
+
+
+def _last_row_short(stream: IO[bytes], size: int, spec: TableSpec, big_endian: bool) -> str | None:
+    """A settled file without a final line break is complete when its last row has the first
+    row's number of fields (Notepad and Excel users save such files): a row cut off mid-way has
+    fewer, or an open quote."""
+    codec = {"utf-8": "utf-8-sig", "cp1252": "cp1252"}.get(spec.encoding) or ("utf-16-be" if big_endian else "utf-16-le")
+    skip = 2 if spec.encoding == "utf-16" else 0
+    stream.seek(skip)
+    first = stream.read(_HEAD)
+    start = max(skip, size - _HEAD)
+    start -= (start - skip) % 2 if spec.encoding == "utf-16" else 0
+    stream.seek(start)
+    last = stream.read(_HEAD)
+    first_text = first.decode(codec, "replace")
+    last_text = last.decode(codec, "replace")
+    header = re.split(r"\r\n|\r|\n", first_text, maxsplit=1)[0]
+    row = re.split(r"\r\n|\r|\n", last_text)[-1]
+    if row.count('"') % 2:
+        return "the last row has an open quote and no line break (the file may still be written)"
+    expected = len(next(csv.reader([header], delimiter=spec.delimiter), []))
+    found = len(next(csv.reader([row], delimiter=spec.delimiter), []))
+    if found == expected:
+        return None
+    return (f"the last row has {found} of {expected} fields and no line break: the file may still be written "
+            "(if not, complete the row, end the file with a line break and drop it again)")
 
 
 def _xlsx_incomplete(stream: IO[bytes]) -> str | None:
-    try:
-        with zipfile.ZipFile(stream) as workbook:
-            names = set(workbook.namelist())
-    except zipfile.BadZipFile:
-        return "not a complete XLSX workbook (its zip directory is missing)"
+    check_workbook(stream)  # IncompleteFile without its zip directory; BadFile past a limit
+    with zipfile.ZipFile(stream) as workbook:
+        names = set(workbook.namelist())
     if "xl/workbook.xml" not in names:
         raise BadFile("a zip file but not an XLSX workbook (no xl/workbook.xml)")
     return None
@@ -153,6 +199,31 @@ def _xlsx_incomplete(stream: IO[bytes]) -> str | None:
 def result_file(header: Sequence[str], lines: Iterable[Sequence[str]],
                 delimiter: str = ",") -> bytes:
     """The result file a warehouse clerk opens in Excel: UTF-8 with a byte order mark, CRLF,
-    one line per input row under the flow's `header`."""
-    return write_csv(lines, header=header, delimiter=delimiter, encoding="utf-8-sig",
-                     unencodable="replace")
+    one line per input row under the flow's `header`. A cell a spreadsheet would run as a
+    formula (a file's '=HYPERLINK(...)' echoed back) is written as text, prefixed with '."""
+    out = io.BytesIO()
+    write_result(out, header, lines, delimiter)
+    return out.getvalue()
+
+
+def write_result(stream: IO[bytes], header: Sequence[str], lines: Iterable[Sequence[str]],
+                 delimiter: str = ",") -> None:
+    """`result_file`, written to `stream` line by line: a million lines never held at once."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="", write_through=False)
+    try:
+        writer = csv.writer(text, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+        writer.writerow(header)
+        writer.writerows([_as_text(cell) for cell in line] for line in lines)
+        text.flush()
+    finally:
+        text.detach()
+
+
+_FORMULA_START = ("=", "+", "-", "@")  # as mapping.FORMULA_START (OWASP's list)
+_SIGNED_NUMBER = re.compile(r"[-+]?[0-9]+(?:[.,][0-9]+)?\Z")
+
+
+def _as_text(cell: str) -> str:
+    if cell.startswith(_FORMULA_START) and not _SIGNED_NUMBER.match(cell):
+        return "'" + cell
+    return cell

@@ -8,12 +8,19 @@ stock level is: a flow names the fields it wants and interprets their text itsel
         ...  # values: {field: text}, "" when absent; problem: why the row is unusable, or ""
 
 Row numbers are what a person finds in the file: the line (CSV, counting the header), the sheet
-row (XLSX) or the line of the record element (XML).
+row (XLSX) or the line of the record element (XML; records sharing a line, as in a file without
+line breaks, take the next numbers, so that every row has its own).
 
 A file that cannot be read at all raises `BadFile` (wrong encoding, a missing header column, an
-XML DOCTYPE, not a workbook); a file that ends early raises `IncompleteFile`. XML never resolves
-entities and never touches the network: a document with a DOCTYPE is refused outright, so an
-entity-expansion bomb or an external entity is never expanded.
+XML DOCTYPE, not a workbook); a file that ends early raises `IncompleteFile`. Nothing else ever
+leaves a reader: whatever a library raises on a hostile file becomes `BadFile`. XML never
+resolves entities and never touches the network: a document with a DOCTYPE is refused outright,
+so an entity-expansion bomb or an external entity is never expanded.
+
+A workbook is measured before openpyxl opens it (`check_workbook`): what it unpacks to, its
+shared strings, and a DOCTYPE in any of its XML parts. openpyxl loads the shared strings whole
+(about 200 bytes each), so those limits are what bounds the memory a workbook can take; its
+rows are built only up to the last column the mapping reads.
 """
 
 from __future__ import annotations
@@ -62,15 +69,97 @@ class Row(NamedTuple):
     problem: str = ""  # why this row cannot be used as read (e.g. a wrong field count)
 
 
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,:/#+-]{0,39}\Z")
+_PLAIN_DATE = re.compile(r"[0-9][0-9 ./:TZ+-]{0,29}\Z")
+
+
+def cell_shown(text: str) -> str:
+    """A cell's value for a row's message: quoted when its shape says it is an id, a code, a
+    number or a date (one word of letters, digits and ._:/#+-, or digits with date separators,
+    at most 40 characters); otherwise only its length. A name or an address (words with
+    spaces, '@', accents, ...) is never repeated: a file read with the wrong layout puts buyer
+    data where a code should be."""
+    if _PLAIN_TOKEN.match(text) or _PLAIN_DATE.match(text):
+        return repr(text)
+    return f"a value of {len(text):,} character{'s' if len(text) != 1 else ''}"
+
+
 def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
-    """Every data row of the file, streamed. Rows with no text at all are skipped."""
+    """Every data row of the file, streamed. Rows with no text at all are skipped. Raises
+    BadFile (IncompleteFile) and nothing else, however hostile the file; a file of another
+    kind than the mapping's format (a workbook where CSV is read) is refused as that."""
+    start = stream.tell()
+    problem = kind_problem(stream.read(_KIND_HEAD), spec)
+    stream.seek(start)
+    if problem:
+        raise BadFile(problem)
     if spec.format == "csv":
         return _csv_rows(stream, spec)
     if spec.format == "xlsx":
         return _xlsx_rows(stream, spec)
     if spec.format == "xml":
-        return _xml_rows(stream, spec)
+        return _total(_xml_rows(stream, spec), "XML")
     raise ValueError(f"unknown format {spec.format!r}")
+
+
+_KIND_HEAD = 1 << 16
+_FORMAT_NAMES = {"csv": "CSV", "xlsx": "an XLSX workbook", "xml": "XML"}
+_TAG = re.compile(rb"<(?:\?xml|[A-Za-z_][\w.:-]*[\s/>])")
+
+
+def kind_problem(head: bytes, spec: TableSpec) -> str:
+    """Why the file's first bytes say it is not what the mapping reads, or "". Only what is
+    certain is said: a zip (a workbook), an old Excel workbook, a PDF, XML, NUL bytes in text."""
+    wanted = f"the mapping reads {_FORMAT_NAMES[spec.format]}"
+    if spec.format == "csv":
+        wanted += f" ({_encoding_name(spec.encoding)})"
+    found = _kind(head, spec)
+    if found is None:
+        return ""
+    return f"the file is {found} but {wanted}: is it in the wrong folder or saved in the wrong format?"
+
+
+def _kind(head: bytes, spec: TableSpec) -> str | None:
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None if spec.format == "xlsx" else "a zip file (an XLSX workbook?)"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "an old Excel workbook (.xls: save it as .xlsx or CSV)"
+    if head.startswith(b"%PDF"):
+        return "a PDF"
+    if spec.format == "xlsx":
+        return "text (a workbook is a zip file)" if len(head) >= 4 else None
+    text = _decoded_start(head)
+    if spec.format == "csv":
+        if _TAG.match(text.lstrip().encode("utf-8", "replace")):
+            return "XML"
+        if spec.encoding != "utf-16" and b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "text with NUL bytes (UTF-16 without a byte order mark?)"
+        return None
+    stripped = text.lstrip()
+    if stripped and not stripped.startswith("<"):
+        return "not XML (it starts with text and not with '<': CSV?)"
+    return None
+
+
+def _decoded_start(head: bytes) -> str:
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if head.startswith(bom):
+            return head[len(bom):].decode(codec, "replace")
+    return head.decode("latin-1")
+
+
+def _total(rows: Iterator[Row], kind: str) -> Iterator[Row]:
+    """`rows`, with anything but BadFile a library raises on the way turned into BadFile."""
+    try:
+        yield from rows
+    except BadFile:
+        raise
+    except RecursionError:
+        raise BadFile(f"the {kind} is nested too deeply to be read") from None
+    except MemoryError:
+        raise BadFile(f"the {kind} is too large to be read") from None
+    except Exception as problem:
+        raise BadFile(f"the {kind} cannot be read ({_described(problem)})") from None
 
 
 # --- CSV ----------------------------------------------------------------------------------------
@@ -81,13 +170,20 @@ def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     start = checked_start(stream, spec.encoding).tell()
     last = [0]  # the number of the last row handed out
     try:
-        yield from _csv_pass(stream, spec, False, last)
-    except UnicodeDecodeError:
-        stream.seek(start)
-        done = last[0]
-        for row in _csv_pass(stream, spec, True, last):
-            if row.number > done:
-                yield row
+        try:
+            yield from _csv_pass(stream, spec, False, last)
+        except UnicodeDecodeError:
+            stream.seek(start)
+            done = last[0]
+            for row in _csv_pass(stream, spec, True, last):
+                if row.number > done:
+                    yield row
+    except BadFile:
+        raise
+    except MemoryError:
+        raise BadFile(f"row {last[0] + 1}: too large to be read as CSV") from None
+    except Exception as problem:  # nothing but BadFile leaves a reader
+        raise BadFile(f"row {last[0] + 1}: cannot be read as CSV ({_described(problem)})") from None
 
 
 def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]) -> Iterator[Row]:
@@ -102,7 +198,7 @@ def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]
                 raise IncompleteFile("the file is empty")
             if careful and _UNDECODED.search("".join(header)):
                 raise BadFile(f"row 1: {_undecoded(header, spec.encoding)}")
-            index = _header_index(header, spec.fields)
+            index = _header_index(header, spec.fields, spec.delimiter)
             width = len(header)
         else:
             index = _position_index(spec.fields)
@@ -181,17 +277,43 @@ def _delimiter_hint(delimiter: str) -> str:
     return f" (a {shown} inside a value must be quoted)"
 
 
-def _header_index(header: list[str], fields: tuple[str, ...]) -> dict[str, int]:
+def _header_index(header: list[str], fields: tuple[str, ...], delimiter: str = "") -> dict[str, int]:
+    """Where each wanted field is in the header row. Its cells are echoed in a message only
+    when the row is a header (some wanted column is there): a file without a header row has
+    data in row 1, and that may be a buyer's name and address."""
     names = [cell.strip() for cell in header]
+    if not set(fields) & set(names):
+        raise BadFile(_not_a_header(names, fields, delimiter))
     index = {}
     for field in fields:
         if names.count(field) > 1:
             raise BadFile(f"row 1: the header has the column '{field}' twice")
         if field not in names:
+            found = [repr(n if len(n) <= 40 else n[:37] + "...") for n in names if n]
+            more = f", and {len(found) - 20} more" if len(found) > 20 else ""
             raise BadFile(f"row 1: the header has no column '{field}' "
-                          f"(found: {', '.join(repr(n) for n in names if n) or 'nothing'})")
+                          f"(found: {', '.join(found[:20]) + more or 'nothing'})")
         index[field] = names.index(field)
     return index
+
+
+def _not_a_header(names: list[str], fields: tuple[str, ...], delimiter: str) -> str:
+    """Row 1 has none of the wanted columns: said without echoing any of its cells."""
+    wanted = ", ".join(f"'{field}'" for field in fields[:6]) + (", ..." if len(fields) > 6 else "")
+    count = sum(1 for n in names if n)
+    if count == 0:
+        return f"row 1 is empty, where the header with the columns {wanted} should be"
+    other = next((d for d in (";", ",", "\t", "|") if d != delimiter and len(names) == 1 and d in names[0]), None)
+    if delimiter and other is not None:
+        return (f"row 1 has one field and none of the columns {wanted}: are its values separated by "
+                f"{_delimiter_name(other)} rather than {_delimiter_name(delimiter)}?")
+    fields_word = "field" if count == 1 else "fields"
+    return (f"row 1 has {count} {fields_word} and none is one of the columns {wanted}: is the header row "
+            "missing, or is this another layout's file?")
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return "tabs" if delimiter == "\t" else f"'{delimiter}'"
 
 
 def _position_index(fields: tuple[str, ...]) -> dict[str, int]:
@@ -200,36 +322,150 @@ def _position_index(fields: tuple[str, ...]) -> dict[str, int]:
 
 # --- XLSX ---------------------------------------------------------------------------------------
 
+EXCEL_ROWS = 1_048_576  # a sheet has no more rows than this; a larger row number is refused
+HEADER_COLUMNS = 1_000  # a header row is read this far; a wanted column beyond it is not found
+MAX_PARTS = 10_000  # members of the zip
+MAX_UNPACKED = 1 << 30  # all members together, unpacked
+MAX_XML_PART = 16 << 20  # each XML part that openpyxl loads whole (workbook, styles, relations, ...)
+MAX_SHARED_STRINGS = 1_000_000  # openpyxl keeps each one in memory (about 200 bytes each)
+MAX_RATIO = 250  # a part larger than 1 MiB unpacking to more than this many times its packed size
+_PROLOG = 1 << 16  # an XML part's root element starts within this many bytes, or it is refused
+_SHARED_STRING = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?si[\s/>]")
+
+
 def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     from openpyxl import load_workbook  # heavy: only when a workbook is read
 
     try:
+        check_workbook(stream)
+    except IncompleteFile as problem:  # complete as far as the pipeline could tell, yet no zip
+        raise BadFile(f"not an XLSX workbook ({str(problem).removeprefix('not a complete XLSX workbook (')}") from None
+    try:
         workbook = load_workbook(stream, read_only=True, data_only=True)
     except Exception as problem:  # openpyxl raises many kinds on a file that is not a workbook
-        raise BadFile(f"not an XLSX workbook ({type(problem).__name__}: {problem})") from None
+        raise BadFile(f"not an XLSX workbook ({_described(problem)})") from None
     try:
         if spec.sheet and spec.sheet not in workbook.sheetnames:
             raise BadFile(f"the workbook has no sheet '{spec.sheet}' "
-                          f"(found: {', '.join(workbook.sheetnames)})")
+                          f"(found: {', '.join(workbook.sheetnames[:20])})")
         sheet = workbook[spec.sheet] if spec.sheet else workbook.worksheets[0]
-        rows = sheet.iter_rows(min_row=1, values_only=True)
         if spec.header:
-            header = next(rows, None)
+            header = next(sheet.iter_rows(min_row=1, max_row=1, max_col=HEADER_COLUMNS, values_only=True), None)
             if header is None:
                 raise IncompleteFile("the sheet is empty")
             index = _header_index([_cell_text(cell) for cell in header], spec.fields)
         else:
             index = _position_index(spec.fields)
-        for number, cells in enumerate(rows, start=2 if spec.header else 1):
+        first = 2 if spec.header else 1
+        # Only the columns the mapping reads are built: a row with a cell at column XFD is not
+        # padded to 16,384 cells.
+        rows = sheet.iter_rows(min_row=first, max_row=EXCEL_ROWS, max_col=max(index.values()) + 1,
+                               values_only=True)
+        for number, cells in enumerate(rows, start=first):
             texts = [_cell_text(cell) for cell in cells]
             if not any(texts):
                 continue
             yield Row(number, {name: texts[at] if at < len(texts) else ""
                                for name, at in index.items()})
-    except (zipfile.BadZipFile, KeyError) as problem:
-        raise BadFile(f"the workbook is damaged ({type(problem).__name__}: {problem})") from None
+    except BadFile:
+        raise
+    except Exception as problem:  # damaged XML inside, a value openpyxl cannot convert, ...
+        raise BadFile(f"the workbook is damaged ({_described(problem)})") from None
     finally:
         workbook.close()
+
+
+def check_workbook(stream: IO[bytes]) -> None:
+    """Refuse a workbook that would take more memory or time than a confirmation or stock file
+    may: too many parts, too much unpacked, a part that unpacks like a zip bomb, too many shared
+    strings, or a DOCTYPE in any XML part (never expanded: refused). Raises BadFile saying which
+    limit; returns when the workbook may be opened. A zip without a central directory raises
+    IncompleteFile (still being written?)."""
+    stream.seek(0)
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            parts = archive.infolist()
+            if len(parts) > MAX_PARTS:
+                raise BadFile(f"the workbook has {len(parts):,} parts, more than the {MAX_PARTS:,} a file may have")
+            unpacked = sum(part.file_size for part in parts)
+            if unpacked > MAX_UNPACKED:
+                raise BadFile(f"the workbook unpacks to {_size(unpacked)}, more than the {_size(MAX_UNPACKED)} "
+                              "a file may have: export it as CSV")
+            for part in parts:
+                _check_part(archive, part)
+    except zipfile.BadZipFile:
+        raise IncompleteFile("not a complete XLSX workbook (its zip directory is missing)") from None
+    except (BadFile, IncompleteFile):
+        raise
+    except Exception as problem:  # zipfile.LargeZipFile, NotImplementedError (compression), ...
+        raise BadFile(f"the workbook's zip cannot be read ({_described(problem)})") from None
+    finally:
+        stream.seek(0)
+
+
+def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> None:
+    name = part.filename
+    if part.file_size > 1 << 20 and part.file_size > MAX_RATIO * max(part.compress_size, 1):
+        raise BadFile(f"the workbook's part {name!r} unpacks to {_size(part.file_size)}, more than "
+                      f"{MAX_RATIO} times its packed size: refused as a zip bomb")
+    if not name.lower().endswith((".xml", ".rels")):
+        return  # pictures, printer settings, ...: openpyxl does not parse them when reading
+    worksheet = name.startswith("xl/worksheets/")
+    shared = name.lower().endswith("sharedstrings.xml")
+    if not (worksheet or shared) and part.file_size > MAX_XML_PART:
+        raise BadFile(f"the workbook's part {name!r} unpacks to {_size(part.file_size)}, more than the "
+                      f"{_size(MAX_XML_PART)} such a part may have")
+    with archive.open(part) as member:
+        head = member.read(_PROLOG)
+        _check_prolog(name, head)
+        if shared:
+            _count_shared_strings(name, head, member)
+
+
+def _check_prolog(name: str, head: bytes) -> None:
+    """Everything before the root element of an XML part: no DOCTYPE, no entity."""
+    start = re.search(rb"<[A-Za-z_]", head.replace(b"\x00", b""))  # UTF-16 parts too
+    prolog = head if start is None else head[:start.start()]
+    squeezed = prolog.replace(b"\x00", b"").upper()
+    if b"<!DOCTYPE" in squeezed or b"<!ENTITY" in squeezed:
+        raise BadFile(f"the workbook's part {name!r} has a DOCTYPE; files with DTDs or entities are refused "
+                      "(no entity is ever expanded or fetched)")
+    if start is None and head.strip():
+        raise BadFile(f"the workbook's part {name!r} does not start like XML")
+
+
+def _count_shared_strings(name: str, head: bytes, rest: IO[bytes]) -> None:
+    count, tail, chunk = 0, b"", head
+    while chunk:
+        text = tail + chunk
+        count += len(_SHARED_STRING.findall(text))
+        tail = text[-16:]
+        count -= len(_SHARED_STRING.findall(tail))  # counted again with the next chunk
+        if count > MAX_SHARED_STRINGS:
+            raise BadFile(f"the workbook has more than {MAX_SHARED_STRINGS:,} different texts (shared strings), "
+                          "more than a file may have: export it as CSV")
+        chunk = rest.read(1 << 20)
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+_STRUCTURAL = ("ParseError", "XMLSyntaxError", "BadZipFile", "LargeZipFile", "KeyError", "NotImplementedError")
+
+
+def _described(problem: BaseException) -> str:
+    """A library's exception for a message: its type, and its words when they describe the
+    file's structure (XML syntax, zip members), on one line and short. Other words (a value
+    that would not convert, say) may quote a cell, and cells may hold buyer data: left out."""
+    kind = type(problem).__name__
+    if kind not in _STRUCTURAL:
+        return kind
+    text = " ".join(str(problem).split())
+    return f"{kind}: {text if len(text) <= 120 else text[:117] + '...'}"
 
 
 def _cell_text(value: object) -> str:
@@ -265,6 +501,7 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     anchor = depth - ups
     below = "/".join("{*}" + name for name in path[anchor:])
     children: dict = {}  # element → its children by name, built once per anchor
+    last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
     for element in xml_elements(stream, tags=set(path[1:anchor])):
         level = _level(element)
         if level > anchor or not _on_path(element, path[:level]):
@@ -272,7 +509,8 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         if level == anchor:
             records = element.iterfind(below) if below else (element,)
             for record in records:
-                yield Row(record.sourceline or 0, values_of(record, children))
+                last = max(record.sourceline or 0, last + 1)
+                yield Row(last, values_of(record, children))
             children.clear()
         _free(element)
 
@@ -341,6 +579,43 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[ob
 
 
 _NO_ELEMENT = "{*}bridge-no-such-element"
+
+
+def check_xml(stream: IO[bytes]) -> None:
+    """Parse the whole document without building it (flat memory, however large): returns when
+    it is complete and well-formed; raises BadFile for a DOCTYPE or broken XML, IncompleteFile
+    when it stops before its end."""
+    from lxml import etree
+
+    class Quiet:  # a parser target without start/end/data: lxml calls into Python for nothing
+        def doctype(self, *args) -> None:
+            raise BadFile("the XML document has a DOCTYPE; files with DTDs or entities are refused "
+                          "(no entity is ever expanded or fetched)")
+
+        def close(self) -> None:
+            return None
+
+    parser = etree.XMLParser(target=Quiet(), resolve_entities=False, no_network=True, huge_tree=False,
+                             load_dtd=False)
+    text = False
+    try:
+        try:
+            while chunk := stream.read(_CHUNK):
+                text = text or bool(chunk.strip())
+                parser.feed(chunk)
+        except etree.XMLSyntaxError as problem:
+            raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
+        try:
+            parser.close()
+        except etree.XMLSyntaxError as problem:
+            if not text:
+                raise IncompleteFile("the file is empty or has no XML element") from None
+            raise IncompleteFile(f"the XML document ends before its last element is closed "
+                                 f"({_lxml_message(problem)})") from None
+    except BadFile:
+        raise
+    except Exception as problem:
+        raise BadFile(f"the XML cannot be read ({_described(problem)})") from None
 
 
 def _refuse_doctype(element) -> None:

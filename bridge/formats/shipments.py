@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
-from bridge.formats.readers import Row
+from bridge.formats.readers import Row, cell_shown
 from bridge.mapping import Carrier, ShipmentLayout, amazon_carrier_codes
 from bridge.records import Line, iso_z, utc
 
@@ -33,6 +33,9 @@ _DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
 _HUMAN = {"d": "DD", "m": "MM", "Y": "YYYY", "y": "YY", "H": "hh", "I": "hh", "M": "mm",
           "S": "ss", "p": "AM/PM", "b": "Mon", "B": "Month", "z": "+hhmm", "f": "ffffff"}
 MIN_TRACKING, MAX_TRACKING = 5, 40
+MAX_FREE_TEXT = 50  # amzn-base.xsd's String: CarrierName, ShippingMethod, ShipperTrackingNumber
+# Control characters (C0, DEL, C1), line and paragraph separators, and what XML cannot carry.
+_NOT_SENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[Shipment
             shipped, day, why = dates[stamp]
             problems += why
             method = text.get("shipping_method", "") or (carrier.method if carrier else "")
+            if carrier is not None and carrier.code == "Other":  # the file's own words go to Amazon
+                problems += _free_text_problems(carrier.name, column["carrier"])
+            if text.get("shipping_method"):
+                problems += _free_text_problems(method, column["shipping_method"])
             line.update(quantity=quantity, carrier=carrier, method=method, ship_date=shipped,
                         ship_day=day)
         yield ShipmentLine(**line, problems=tuple(problems))
@@ -146,17 +153,19 @@ def _order_id_problems(order_id: str, label: str) -> list[str]:
     if not order_id:
         return [f"{label}: empty"]
     if not _ORDER_ID.match(order_id):
-        return [f"{label}: {order_id!r} is not an Amazon order id (like 123-1234567-1234567)"]
+        return [f"{label}: {cell_shown(order_id)} is not an Amazon order id (like 123-1234567-1234567)"]
     return []
 
 
 def _quantity(text: str, label: str) -> tuple[int, list[str]]:
     if not text:
         return 0, [f"{label}: empty"]
-    if not text.isdigit():
-        return 0, [f"{label}: {text!r} is not a whole number of units"]
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes '²', which int() refuses
+        return 0, [f"{label}: {cell_shown(text)} is not a whole number of units"]
+    if len(text) > 9:
+        return 0, [f"{label}: {cell_shown(text)} is more units than any parcel holds"]
     if int(text) < 1:
-        return 0, [f"{label}: {text!r} must be at least 1"]
+        return 0, [f"{label}: {cell_shown(text)} must be at least 1"]
     return int(text), []
 
 
@@ -182,22 +191,48 @@ def _carrier(text: str, label: str, carriers: dict[str, Carrier],
         return found, []
     if layout.unknown_carrier == "other":
         return Carrier("Other", name=text), []
-    return None, [f"{label}: {text!r} is neither in the mapping's carrier table nor one of "
+    return None, [f"{label}: {cell_shown(text)} is neither in the mapping's carrier table nor one of "
                   f"Amazon's carrier codes"]
+
+
+def _free_text_problems(text: str, label: str) -> list[str]:
+    """A carrier name or shipping method from the file, as Amazon gets it: one line of at most
+    MAX_FREE_TEXT characters (the order fulfillment feed's String type; confirmShipment's model
+    sets no limit but Amazon shows the text to the buyer), no control characters, not a formula."""
+    odd = _NOT_SENDABLE.search(text)
+    if odd:
+        return [f"{label}: has a control character or line break (U+{ord(odd.group()):04X}) at position "
+                f"{odd.start() + 1}; Amazon gets one line of text"]
+    if len(text) > MAX_FREE_TEXT:
+        return [f"{label}: {len(text):,} characters, more than the {MAX_FREE_TEXT} Amazon takes"]
+    if text.startswith("="):
+        return [f"{label}: starts with '=' like a spreadsheet formula, not a name"]
+    return []
 
 
 def _tracking_problems(text: str, label: str) -> list[str]:
     if not text:
         return [f"{label}: empty"]
     if _EXPONENT.match(text):
-        return [f"{label}: {text!r} is a number Excel shortened and its digits are lost: format "
+        return [f"{label}: {cell_shown(text)} is a number Excel shortened and its digits are lost: format "
                 "the column as text and export the file again"]
+    if _excel_rounded(text):
+        return [f"{label}: {cell_shown(text)} ends in zeros where Excel rounds a number of more than 15 digits: "
+                "its last digits are probably lost: format the column as text and export the file again"]
     if not _TRACKING.match(text):
-        return [f"{label}: {text!r} has characters other than letters, digits and '-'"]
+        return [f"{label}: {cell_shown(text)} has characters other than letters, digits and '-'"]
     if not MIN_TRACKING <= len(text) <= MAX_TRACKING:
-        return [f"{label}: {text!r} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
+        return [f"{label}: {cell_shown(text)} is not a tracking number ({MIN_TRACKING} to {MAX_TRACKING} "
                 "characters)"]
     return []
+
+
+def _excel_rounded(text: str) -> bool:
+    """An all-digit number Excel kept only 15 significant digits of (a "Number" column with no
+    decimals): three or more zeros after them. A real tracking number ends like that about once
+    in a thousand times; a rounded one always does."""
+    digits = text.lstrip("0")
+    return text.isdigit() and len(digits) >= 18 and not digits[15:].strip("0")
 
 
 def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
@@ -206,25 +241,29 @@ def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
         return None, None, [f"{label}: empty"]
     local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
     if local is None:
-        return None, None, [f"{label}: {text!r} is not a date like "
+        return None, None, [f"{label}: {cell_shown(text)} is not a date like "
                             f"{human_format(layout.date_format)}"]
-    if date_only:
-        local = datetime.combine(local.date(), time())
-        return utc(local.replace(tzinfo=zone)), local.date(), []
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=zone)
-    return utc(local), None, []
+    try:
+        if date_only:
+            local = datetime.combine(local.date(), time())
+            return utc(local.replace(tzinfo=zone)), local.date(), []
+        if local.tzinfo is None:
+            local = local.replace(tzinfo=zone)
+        return utc(local), None, []
+    except (OverflowError, ValueError):  # the year 1 east of UTC, 9999 west of it
+        return None, None, [f"{label}: {cell_shown(text)} is not a ship date the bridge can use (year "
+                            f"{local.year})"]
 
 
 def _parse_local(text: str, fmt: str, iso: bool) -> datetime | None:
     """The mapping's format; in a workbook also ISO 8601, which is how a date cell reads."""
     try:
         return datetime.strptime(text, fmt)
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
         return datetime.fromisoformat(text) if iso else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -235,34 +274,62 @@ def human_format(fmt: str) -> str:
 
 # --- 2. packages ----------------------------------------------------------------------------------
 
+Verdict = "PlannedPackage | dict[int, tuple[str, str]]"  # a package, or each row's (result, message)
+
+
 def plan(lines: Iterable[ShipmentLine], facts: Callable[[str], OrderFacts | None],
-         warehouse: str, now: datetime, *, zone: str = "UTC") -> Plan:
-    """Group lines into packages by order and tracking number and check each package."""
+         warehouse: str, now: datetime, *, zone: str = "UTC",
+         tolerance: timedelta = timedelta(minutes=15)) -> Plan:
+    """Group lines into packages by order and tracking number and check each package, in
+    memory (a dry run, tests; the service streams a file through `check_groups` instead).
+    `tolerance`: how far ahead of `now` a ship date is taken as the WMS's clock running
+    ahead (the package then ships at `now`) rather than a date in the future."""
     result = Plan()
     groups: dict[tuple[str, str], list[ShipmentLine]] = {}
     for line in lines:
         result.lines.append(line)
         groups.setdefault((line.order_id, line.tracking), []).append(line)
-    claimed: dict[str, dict[str, int]] = {}  # order → item → units planned in this file
-    known: dict[str, OrderFacts | None] = {}
-    for (order_id, tracking), group in groups.items():
-        if order_id not in known and not any(line.problems for line in group):
-            known[order_id] = facts(order_id)
-        verdict = _check(group, known.get(order_id), warehouse, now, ZoneInfo(zone),
-                         claimed.setdefault(order_id, {}))
+    by_order = sorted(groups.values(), key=lambda group: (group[0].order_id, group[0].row))
+    verdicts = dict(check_groups(by_order, facts, warehouse, now, zone=zone, tolerance=tolerance))
+    for group in groups.values():  # packages in the order the file first names them
+        verdict = verdicts[group[0].row]
         if isinstance(verdict, PlannedPackage):
-            index = len(result.packages)
+            result.package_rows.update((line.row, len(result.packages)) for line in group)
             result.packages.append(verdict)
-            for item_id, units in verdict.items:
-                claimed[order_id][item_id] = claimed[order_id].get(item_id, 0) + units
-            result.package_rows.update((line.row, index) for line in group)
         else:
             result.outcomes.update(verdict)
     return result
 
 
+def check_groups(groups: Iterable[list[ShipmentLine]], facts: Callable[[str], OrderFacts | None],
+                 warehouse: str, now: datetime, *, zone: str = "UTC",
+                 tolerance: timedelta = timedelta(minutes=15)) -> Iterator[tuple[int, Verdict]]:
+    """(first row, verdict) for each package group: its lines (one order and tracking number,
+    in row order), the groups of one order one after another in the order the file first names
+    them. Only the current order's facts and units are held: memory does not grow with the
+    file. A package's units count against what earlier packages of its order in the same file
+    took."""
+    place = ZoneInfo(zone)
+    current: str | None = None
+    known: OrderFacts | None = None
+    looked_up = False
+    claimed: dict[str, int] = {}  # the current order's item → units planned in this file
+    for group in groups:
+        order_id = group[0].order_id
+        if order_id != current:
+            current, known, looked_up, claimed = order_id, None, False, {}
+        if not looked_up and not any(line.problems for line in group):
+            known, looked_up = facts(order_id), True
+        verdict = _check(group, known, warehouse, now, place, claimed, tolerance)
+        if isinstance(verdict, PlannedPackage):
+            for item_id, units in verdict.items:
+                claimed[item_id] = claimed.get(item_id, 0) + units
+        yield group[0].row, verdict
+
+
 def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
-           zone: ZoneInfo, claimed: dict[str, int]) -> PlannedPackage | dict[int, tuple[str, str]]:
+           zone: ZoneInfo, claimed: dict[str, int],
+           tolerance: timedelta) -> PlannedPackage | dict[int, tuple[str, str]]:
     bad = {line.row: " / ".join(line.problems) for line in group if line.problems}
     if bad:
         return _reject_package(group, bad)
@@ -290,13 +357,13 @@ def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, 
                f"Amazon with other items ({known.file} row {known.row}); correct it in Seller "
                "Central")
         return {line.row: (REJECTED, why) for line in group}
-    bad = {line.row: why for line in group if (why := _date_problem(line, facts, now, zone))}
+    bad = {line.row: why for line in group if (why := _date_problem(line, facts, now, zone, tolerance))}
     if bad:
         return _reject_package(group, bad)
     return PlannedPackage(
         order_id=first.order_id, marketplace_id=facts.marketplace_id, tracking=first.tracking,
         carrier=first.carrier, method=first.method,
-        ship_date=_ship_instant(first, facts), items=tuple(items.items()),
+        ship_date=min(_ship_instant(first, facts), now), items=tuple(items.items()),
         rows=tuple(line.row for line in group))
 
 
@@ -305,9 +372,15 @@ def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int,
     culprits = ", ".join(str(row) for row in sorted(bad))
     plural = "s" if len(bad) > 1 else ""
     return {line.row: (REJECTED, bad.get(line.row) or
-                       f"row{plural} {culprits} of the same package (order {line.order_id}, "
-                       f"tracking {line.tracking}) rejected")
+                       f"row{plural} {culprits} of the same package (order {_plain(line.order_id)}, "
+                       f"tracking {_plain(line.tracking)}) rejected")
             for line in group}
+
+
+def _plain(text: str) -> str:
+    """A value named in a message unquoted when its shape allows (see `shown`)."""
+    quoted = cell_shown(text)
+    return text if quoted.startswith("'") else f"({quoted})"
 
 
 def _order_problem(order_id: str, facts: OrderFacts | None, warehouse: str) -> str:
@@ -345,7 +418,7 @@ def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str
     for row in group:
         matching = [line for line in lines
                     if (line.sku if row.by == "sku" else line.order_item_id) == row.item]
-        what = f"{'SKU' if row.by == 'sku' else 'order item'} {row.item}"
+        what = f"{'SKU' if row.by == 'sku' else 'order item'} {_plain(row.item)}"
         if not matching:
             bad[row.row] = f"{what} is not in order {row.order_id}"
             continue
@@ -364,21 +437,32 @@ def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str
     return items, bad
 
 
-def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: ZoneInfo) -> str:
+def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: ZoneInfo,
+                  tolerance: timedelta) -> str:
     assert line.ship_date is not None
     if line.ship_day is not None:
-        if line.ship_day > now.astimezone(zone).date():
-            return f"ship date {line.ship_day.isoformat()} is in the future"
+        if line.ship_day > (now + tolerance).astimezone(zone).date():
+            return (f"ship date {line.ship_day.isoformat()} is in the future (the bridge's clock says "
+                    f"{now.astimezone(zone).date().isoformat()} in {zone.key})")
         if line.ship_day < facts.purchase_date.astimezone(zone).date():
             return (f"ship date {line.ship_day.isoformat()} is before the order was placed "
                     f"({facts.purchase_date.astimezone(zone).date().isoformat()})")
         return ""
-    if line.ship_date > now:
-        return f"ship date {iso_z(line.ship_date)} is in the future"
+    if line.ship_date > now + tolerance:
+        return (f"ship date {iso_z(line.ship_date)} is in the future: {_ahead(line.ship_date - now)} ahead of "
+                f"the bridge's clock ({iso_z(now)}), more than the {_ahead(tolerance)} a clock may be ahead")
     if line.ship_date < facts.purchase_date:
         return (f"ship date {iso_z(line.ship_date)} is before the order was placed "
                 f"({iso_z(facts.purchase_date)})")
     return ""
+
+
+def _ahead(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 def _ship_instant(line: ShipmentLine, facts: OrderFacts) -> datetime:

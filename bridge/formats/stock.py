@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
 from fnmatch import translate
 from itertools import chain, groupby
 from operator import itemgetter
@@ -35,7 +34,6 @@ from bridge.mapping import MAX_SKU_LENGTH, StockLayout
 Part = tuple[str, str, str, int, "int | None"]
 by_sku = itemgetter(0)  # the sort key of parts: a stable sort on it keeps file order per SKU
 MAX_UNITS = 10_000_000  # a larger "quantity" is a wrong column (an EAN, a price), not stock
-_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _LOT_SEPARATOR = "\x1f"
 
 
@@ -158,7 +156,7 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
             left_alone += 1
             continue
         if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
-            why = (f"SKU {sku!r} is longer than Amazon's {MAX_SKU_LENGTH} characters"
+            why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
                    if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
             problems.append(RowProblem(number, sku_key, why))
             continue
@@ -199,29 +197,36 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
 
 
 def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
-    """text → (units, "") or (None, why): a whole number from 0 to MAX_UNITS in the file's format."""
+    """text → (units, "") or (None, why): a whole number from 0 to MAX_UNITS in the file's format.
+
+    Strict, because a wrong guess changes the stock Amazon sells: a thousands separator is
+    taken only between groups of exactly three digits ("1.250" is 1250 where '.' groups
+    thousands, "2.5" is refused, never 25), and a decimal part must be zero."""
+    d = re.escape(decimal)
+    plain = re.compile(rf"[+-]?[0-9]+(?:{d}[0-9]+)?")
+    grouped = re.compile(rf"[+-]?[0-9]{{1,3}}(?:{re.escape(thousands)}[0-9]{{3}})+(?:{d}[0-9]+)?") if thousands else None
 
     def parse(text: str | None) -> tuple[int | None, str]:
         if text is None or not text.strip():
             return None, "no quantity"
-        shown = repr(text.strip())
         body = text.strip()
-        if thousands:
-            body = body.replace(thousands, "")
-        if decimal == ",":
-            if "." in body:
-                return None, f"{shown} is not a number (the decimal separator is ',')"
-            body = body.replace(",", ".")
-        if not _NUMBER.fullmatch(body):
-            return None, f"{shown} is not a number"
-        value = Decimal(body)
-        if value < 0:
-            return None, f"{shown} is negative"
-        if value != value.to_integral_value():
-            return None, f"{shown} is not a whole number"
-        if value > MAX_UNITS:
-            return None, f"{shown} is more than {MAX_UNITS:,} units (is this the right column?)"
-        return int(value), ""
+        shown = _short(body)
+        if len(body) <= 40 and (plain.fullmatch(body) or (grouped is not None and grouped.fullmatch(body))):
+            whole, _, fraction = (body.replace(thousands, "") if thousands else body).partition(decimal)
+            value = int(whole)
+            if fraction.strip("0"):
+                return None, f"{shown} is not a whole number"
+            if value < 0:
+                return None, f"{shown} is negative"
+            if value > MAX_UNITS:
+                return None, f"{shown} is more than {MAX_UNITS:,} units (is this the right column?)"
+            return value, ""
+        if thousands and thousands in body:
+            return None, (f"{shown} is not a number in this file's format: '{thousands}' only groups thousands, in "
+                          f"threes (1{thousands}250), and the decimal separator is '{decimal}'")
+        if decimal == "," and "." in body:
+            return None, f"{shown} is not a number (the decimal separator is ',')"
+        return None, f"{shown} is not a number"
 
     return parse
 
@@ -248,11 +253,20 @@ def timestamp_parser(fmt: str, zone: str, *, iso_too: bool = False
                 answer = (moment.astimezone(timezone.utc), "")
             except ValueError:
                 shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else fmt
-                answer = (None, f"timestamp {value!r} does not match {shown}")
+                answer = (None, f"timestamp {_short(value)} does not match {shown}")
+            except OverflowError:  # the year 1 east of UTC, 9999 west of it
+                answer = (None, f"timestamp {_short(value)} is not a time the bridge can use")
         last[0], last[1] = text, answer
         return answer
 
     return parse
+
+
+def _short(text: str, keep: int = 30) -> str:
+    """A value quoted for a message, cut when long: a 5,000-digit cell is not echoed whole."""
+    if len(text) <= keep:
+        return repr(text)
+    return f"{text[:keep]!r}... ({len(text):,} characters)"
 
 
 def _parsed(value: str, fmt: str, iso_too: bool) -> datetime:
@@ -357,7 +371,8 @@ def combine(sku: str, parts: list[Part], column: str,
 
 def _label(warehouse_sku: str, lot: str) -> str:
     where = " / ".join(value for value in lot.split(_LOT_SEPARATOR) if value)
-    return f"SKU {warehouse_sku!r}" + (f" ({where})" if where else "")
+    where = where if len(where) <= 50 else where[:47] + "..."
+    return f"SKU {_short(warehouse_sku, 50)}" + (f" ({where})" if where else "")
 
 
 def _rows(rows: list[int]) -> str:
