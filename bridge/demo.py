@@ -83,7 +83,7 @@ GLIMPSE_LINES = 12
 SPEED = 60
 TICK = 0.05  # real seconds between the daemon's looks at its scheduler
 ORDERS_EVERY = 5  # minutes (demo time) between orders pulls
-PUBLISH_AFTER = timedelta(minutes=6)  # the daily stock publish falls this long after the start
+PUBLISH_AFTER = timedelta(minutes=7)  # the daily stock publish falls this long after the start
 PATIENCE = 60.0  # real seconds the demo waits for the daemon to finish the story before it gives up
 DAEMON_LOG = "daemon.log"
 # ACME publishes stock: its WMS's nightly count (the article numbers are ACME's own, mapped to
@@ -536,6 +536,8 @@ class Story:
             self.tell()
             if until():
                 return True
+            if self.failures:
+                return False
             if not daemon.alive:
                 self.failures.append("the daemon stopped before the story was told")
                 self.say(f"the daemon stopped early: see {DAEMON_LOG}")
@@ -568,6 +570,9 @@ class Story:
         elif message.startswith("stock file received"):
             self.say(f"stock: the daemon took {_unquoted(values.get('file', '?'))} in ({values.get('rows', '?')} rows);"
                      f" it waits in processing/ for the daily publish")
+        elif message.startswith("stock publish: "):
+            self.failures.append("the stock publish came before the stock file was taken in")
+            self.say(f"stock: the daily publish found no stock file: {message.split(': ', 1)[1]}")
         elif message.startswith("stock publish scheduled"):
             pass  # told when the daemon started
         elif message.startswith("stock publish due="):
@@ -635,17 +640,18 @@ class Story:
     # -- the warehouses ----------------------------------------------------------------------
 
     def warehouses_answer(self) -> None:
-        """Each warehouse's system ships every order it got (one parcel per order, all its
-        lines) and drops a confirmation file in its format; ACME's also drops its stock count."""
+        """ACME's system drops its stock count (first: it must be taken in before the publish),
+        then each warehouse's system ships every order it got (one parcel per order, all its
+        lines) and drops a confirmation file in its format."""
+        for warehouse in self.settings.warehouses:
+            if warehouse.name == STOCK_WAREHOUSE:
+                self._count_stock(warehouse)
         ledger = Ledger(self.settings.ledger_path, Sealer(self.settings.state_key))  # beside the daemon's
         try:
             for warehouse in self.settings.warehouses:
                 self._ship(ledger, warehouse)
         finally:
             ledger.close()
-        for warehouse in self.settings.warehouses:
-            if warehouse.name == STOCK_WAREHOUSE:
-                self._count_stock(warehouse)
 
     def _ship(self, ledger: Ledger, warehouse: WarehouseSettings) -> None:
         if warehouse.local_shipments_folder is not None:
