@@ -84,7 +84,7 @@ SPEED = 60
 TICK = 0.05  # real seconds between the daemon's looks at its scheduler
 ORDERS_EVERY = 5  # minutes (demo time) between orders pulls
 PUBLISH_AFTER = timedelta(minutes=7)  # the daily stock publish falls this long after the start
-PATIENCE = 60.0  # real seconds the demo waits for the daemon to finish the story before it gives up
+PATIENCE = 45.0  # real seconds the demo waits for the daemon to finish the story before it gives up
 DAEMON_LOG = "daemon.log"
 # ACME publishes stock: its WMS's nightly count (the article numbers are ACME's own, mapped to
 # seller SKUs by mappings/acme-skus.csv; lots and bins of one article are summed).
@@ -616,7 +616,7 @@ class Story:
         if not int(values.get("answered", 0)):
             return
         lines = []
-        for warehouse, path, _ in self.dropped:
+        for _, path, _ in self.dropped:
             ended = self._ended(path)
             if ended and path not in self._answered:
                 self._answered.add(path)
