@@ -934,7 +934,8 @@ def _show_afterwards(workdir: Path, config: Path, credentials: Path, settings: S
               f" > {shlex.quote(stored.name)}")
         print(f"    (status needs no secret; spool open needs the state key in {credentials.name}/ and writes the"
               " file byte for byte as it was delivered)")
-    print(f"  {command} report --out {shlex.quote(str(workdir / 'report.xlsx'))}")
+    print(f"  CREDENTIALS_DIRECTORY={shlex.quote(str(credentials))} {command} report"
+          f" --out {shlex.quote(str(workdir / 'report.xlsx'))}")
     print("    (the reconciliation workbook for staff: orders downloaded, delivered, shipped, confirmed; rejected rows;"
           " the inventory feeds)")
     print(f"A re-run removes only what the demo made (listed in {MARKER}); anything else in the folder stays.")

@@ -219,7 +219,7 @@ def test_the_status_at_the_end_names_each_flow(finished):
     status = section(done.stdout, "fbm-bridge status")
     assert any(line.startswith("orders: ") and "delivered=5" in line for line in status)
     assert "shipments: packages confirmed=4 rejected=1 waiting=0" in status
-    assert any(line.endswith("111-0000005-0000005  globex  0/3 units confirmed") for line in status)
+    assert any("111-0000005-0000005  globex  0/3 units confirmed" in line for line in status)
     assert any(line.startswith("stock: acme publishes daily at ") and "Europe/Berlin" in line for line in status)
     assert any(line.startswith("last published: 'BESTAND_") and ": published, 5 SKUs, 0 bad rows, 0 refused by Amazon"
                in line for line in status)
@@ -265,6 +265,7 @@ def test_the_printed_commands_work_in_the_folder_afterwards(finished):
     delivered = workdir / "sftp" / "acme" / "in" / "ACME_AUF_302-0000003-0000003.csv"
     assert (workdir / "ACME_AUF_302-0000003-0000003.csv").read_bytes() == delivered.read_bytes()
 
+    assert report.startswith(f"CREDENTIALS_DIRECTORY={workdir / 'credentials'} ")
     assert report.endswith(f"--config {workdir / 'bridge.toml'} report --out {workdir / 'report.xlsx'}")
 
 
