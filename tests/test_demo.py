@@ -131,7 +131,7 @@ def test_the_daemon_takes_the_files_confirms_the_parcels_and_publishes_the_stock
                         r" publish", stock[0])
     assert stock[1].startswith("stock: the daily publish is due (") and "Europe/Berlin" in stock[1]
     assert re.fullmatch(r"stock: Amazon processed the feed: BESTAND_\d{8}\.csv published, 5 SKUs, 0 refused by Amazon,"
-                        r" 0 bad rows \| answered in sftp/acme/stock/results/BESTAND_\d{8}\.result\.csv", stock[2])
+                        r" 0 bad rows \| answered in sftp/acme/stock/results/BESTAND_\d{8}\.result\.csv", stock[-1])
 
 
 def test_the_daemons_log_goes_to_a_file_and_no_log_line_reaches_the_terminal(finished):
@@ -139,10 +139,9 @@ def test_the_daemons_log_goes_to_a_file_and_no_log_line_reaches_the_terminal(fin
     assert " INFO " not in done.stdout + done.stderr
     assert done.stderr == ""
     told = section(done.stdout, "the daemon, cycle by cycle")
-    assert re.fullmatch(r"its log, daemon\.log: \d+ lines \(one per event, a key=value summary per run\), 1 warning,"
+    assert re.fullmatch(r"its log, daemon\.log: \d+ lines \(one per event, a key=value summary per run\), \d+ warnings?,"
                         r" 0 errors", next(line for line in told if line.startswith("its log")))
-    assert next(line for line in told if line.startswith("WARNING")).startswith(
-        "WARNING package rejected by Amazon id=")
+    assert any(line.startswith("WARNING package rejected by Amazon id=") for line in told)  # the refused parcel
     log = (workdir / "daemon.log").read_text("utf-8").splitlines()
     summaries = [line for line in log if " INFO bridge.orders orders windows=" in line]
     assert len(summaries) >= 2 and "delivered=5" in summaries[0] and "delivered=0" in summaries[1]
