@@ -77,9 +77,10 @@ STAFF_FOLDER = {"initech"}
 MARKER = ".fbm-bridge-demo.json"  # what the demo made in its folder: all a re-run may remove
 GLIMPSE_LINES = 12
 
-# The daemon's cycles, accelerated: the minimums of the config's intervals are a minute or more
-# of real time, so the demo's clock (the daemon's `now`, its scheduler's and the sandbox's)
-# runs SPEED times as fast: a minute passes every second.
+# The daemon's cycles, accelerated: minutes between pulls and polls, the publish checked once a
+# minute and Amazon's two-minute lag do not fit in a minute of real time, so the demo's clock
+# (the daemon's `now`, its scheduler's and the sandbox's) runs SPEED times as fast: a minute
+# passes every second.
 SPEED = 60
 TICK = 0.05  # real seconds between the daemon's looks at its scheduler
 ORDERS_EVERY = 5  # minutes (demo time) between orders pulls
