@@ -1,8 +1,9 @@
-"""A simulated warehouse system: writes shipment confirmation files the way a mapping's WMS does.
+"""A simulated warehouse system: writes shipment confirmation and stock files the way a mapping's WMS does.
 
 For the demo, the benchmarks and tests: `render_confirmations` lays out shipped lines in a
-mapping's [shipments] format (the inverse of bridge.formats.readers), and
-`confirm_delivered` answers the orders the bridge delivered to a warehouse with one such file,
+mapping's [shipments] format and `render_stock` counted stock in its [stock] format (the
+inverse of bridge.formats.readers); `confirm_delivered` answers the orders the bridge
+delivered to a warehouse with one confirmation file, and `drop_stock` drops a stock file, both
 uploaded the careful way (temporary name, then rename).
 """
 
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 from bridge.config import WarehouseSettings
 from bridge.edges.folders import Drop
 from bridge.ledger import Ledger, OrderStatus
-from bridge.mapping import ShipmentLayout
+from bridge.mapping import ShipmentLayout, StockLayout
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,58 @@ def _values(layout: ShipmentLayout, line: Shipped) -> dict[str, object]:
             "tracking_number": line.tracking, "ship_date": date}
 
 
-def _csv(layout: ShipmentLayout, rows: list[dict]) -> bytes:
+@dataclass(frozen=True)
+class Counted:
+    """One line of a warehouse's stock count: an article (the warehouse's SKU) in a lot and bin."""
+
+    sku: str
+    quantity: int
+    lot: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class _Table:
+    """What the writers below need of a layout, for [stock] as for [shipments]."""
+
+    format: str
+    columns: tuple[tuple[str, str], ...]
+    encoding: str
+    delimiter: str
+    header: bool
+    sheet: str
+    record: str
+
+
+def render_stock(layout: StockLayout, counted: Iterable[Counted], counted_at: datetime) -> bytes:
+    """A stock file as the layout's WMS writes it: one row per line counted, each stamped with
+    the time of the count (`counted_at`, aware) when the layout has a timestamp column."""
+    names = layout.columns
+    columns = tuple((field, column) for field, column in (
+        ("sku", names.sku), ("quantity", names.quantity), ("timestamp", names.timestamp),
+        ("lot", names.lot), ("location", names.location)) if column is not None)
+    table = _Table(layout.format, columns, layout.encoding, layout.delimiter, layout.header, layout.sheet,
+                   layout.record)
+    stamp = _stock_time(layout, counted_at)
+    rows = [{"sku": line.sku, "quantity": line.quantity, "timestamp": stamp, "lot": line.lot,
+             "location": line.location} for line in counted]
+    if layout.format == "csv":
+        return _csv(table, rows)
+    if layout.format == "xlsx":
+        return _xlsx(table, rows)
+    return _xml(table, rows)
+
+
+def _stock_time(layout: StockLayout, at: datetime) -> object:
+    local = at.astimezone(ZoneInfo(layout.timezone))
+    if layout.format == "xlsx":
+        return local.replace(tzinfo=None, microsecond=0)  # a date cell
+    if layout.timestamp_format == "iso":
+        return local.isoformat(timespec="seconds")
+    return local.strftime(layout.timestamp_format)
+
+
+def _csv(layout: "ShipmentLayout | _Table", rows: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, delimiter=layout.delimiter, lineterminator="\r\n")
     if layout.header:
@@ -70,7 +122,7 @@ def _csv(layout: ShipmentLayout, rows: list[dict]) -> bytes:
     return out.getvalue().encode(encoding)
 
 
-def _xlsx(layout: ShipmentLayout, rows: list[dict]) -> bytes:
+def _xlsx(layout: "ShipmentLayout | _Table", rows: list[dict]) -> bytes:
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
@@ -84,7 +136,7 @@ def _xlsx(layout: ShipmentLayout, rows: list[dict]) -> bytes:
     return out.getvalue()
 
 
-def _xml(layout: ShipmentLayout, rows: list[dict]) -> bytes:
+def _xml(layout: "ShipmentLayout | _Table", rows: list[dict]) -> bytes:
     """Nests rows as the record path says: an ancestor element is shared by consecutive rows
     whose values at its level (and above) are the same."""
     from lxml import etree
@@ -169,4 +221,19 @@ def confirm_delivered(ledger: Ledger, warehouse: WarehouseSettings, drop: Drop, 
     name = f"SHIPPED_{warehouse.name}_{stamp}.{extension}"
     drop.put_bytes(render_confirmations(layout, lines), f"{folder.rstrip('/')}/{name}.tmp")
     drop.rename(f"{folder.rstrip('/')}/{name}.tmp", f"{folder.rstrip('/')}/{name}")
+    return name
+
+
+def drop_stock(warehouse: WarehouseSettings, counted: Sequence[Counted], drop: Drop, folder: str,
+               counted_at: datetime, name: str | None = None) -> str:
+    """The simulated WMS drops its stock count in `folder` of `drop` (temporary name, then
+    rename), laid out by the warehouse's mapping. Returns the file's name."""
+    layout = warehouse.mapping.stock
+    if layout is None:
+        raise ValueError(f"{warehouse.mapping.name} has no [stock] section")
+    extension = {"csv": "csv", "xlsx": "xlsx", "xml": "xml"}[layout.format]
+    name = name or f"STOCK_{warehouse.name}_{counted_at.strftime('%Y%m%d%H%M%S')}.{extension}"
+    target = f"{folder.rstrip('/')}/{name}"
+    drop.put_bytes(render_stock(layout, counted, counted_at), f"{target}.tmp")
+    drop.rename(f"{target}.tmp", target)
     return name
