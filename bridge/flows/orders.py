@@ -526,6 +526,23 @@ class OrdersFlow:
             kind = next((type(p) for p in problems if isinstance(p, FixTheSetup)), type(problems[0]))
             raise kind("; ".join(str(problem) for problem in problems))
 
+    def deliver_files(self, warehouse: WarehouseSettings, files: list[StoredFile], now: datetime) -> RunReport:
+        """Deliver these staged or uploaded files of `warehouse` now, by the same steps as a run
+        (`resend`). A problem is noted for `status` on each file still in flight, then raised."""
+        report, problems = RunReport(), []
+        try:
+            with self.open_drop(warehouse) as drop:
+                self._deliver_batch(warehouse, drop, files, now, report, problems)
+        except BridgeError as problem:
+            problems.append(problem)
+        if problems:
+            for stored in files:
+                if stored.id in {f.id for f in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED,
+                                                                     warehouse=warehouse.name)}:
+                    self.ledger.note_delivery_problem(stored.id, str(problems[0]), now)
+            raise problems[0]
+        return report
+
     def _deliver_batch(self, warehouse: WarehouseSettings, drop: Drop, batch: list[StoredFile],
                        now: datetime, report: RunReport, problems: list[BridgeError]) -> None:
         """Deliver a batch of files, each step for the whole batch before the next, in the
