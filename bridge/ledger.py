@@ -1235,6 +1235,19 @@ class Ledger:
             self._purge_inbound_words(db, cutoff)
         return purged
 
+    def purge_pii_in_copy(self, path: Path, older_than: datetime, now: datetime) -> int:
+        """`purge_pii` in a copy of this ledger (a daily backup), opened with this ledger's key
+        and left self-contained; the file keeps its time (`backup --list` shows it as taken)."""
+        times = path.stat()
+        copy = Ledger(path, self._keyed())
+        try:
+            purged = copy.purge_pii(older_than, now)
+            copy.detach_wal()
+        finally:
+            copy.close()
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+        return purged
+
     @staticmethod
     def _purge_inbound_words(db: sqlite3.Connection, cutoff: str) -> None:
         """Inbound files answered before `cutoff` keep their counts and ids, not their words: a
