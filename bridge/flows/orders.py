@@ -28,8 +28,8 @@ from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
 from bridge.edges.folders import Drop, write_files
 from bridge.edges.sftp import SftpDrop
-from bridge.flows import retention
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
+from bridge.flows import retention
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
 from bridge.ledger import (ORDERS_BOOKMARK, SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus,
                            StoredFile, StoredOrder)
@@ -538,9 +538,10 @@ class OrdersFlow:
         except BridgeError as problem:
             problems.append(problem)
         if problems:
+            in_flight = {f.id for f in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED,
+                                                            warehouse=warehouse.name)}
             for stored in files:
-                if stored.id in {f.id for f in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED,
-                                                                     warehouse=warehouse.name)}:
+                if stored.id in in_flight:
                     self.ledger.note_delivery_problem(stored.id, str(problems[0]), now)
             raise problems[0]
         return report
