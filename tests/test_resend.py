@@ -56,8 +56,11 @@ def delivered(config) -> Bridge:
 
 
 def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command as an operator runs it, with the state key and no Amazon secret: a resend
+    never asks Amazon."""
     command = [sys.executable, "-m", "bridge", "--config", str(config), *args]
-    environ = {**os.environ, **SECRETS, "NO_PROXY": "127.0.0.1,localhost", **(env or {})}
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_LWA_")}
+    environ.update(BRIDGE_STATE_KEY=SECRETS["BRIDGE_STATE_KEY"], NO_PROXY="127.0.0.1,localhost", **(env or {}))
     return subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60)
 
 
@@ -186,3 +189,20 @@ def test_a_drop_that_is_down_leaves_the_resend_recorded_and_a_rerun_finishes_it(
 
     assert outcome.finished and outcome.number == 1
     assert set(drop(sftp_root)) - before == {f"ACME_AUF_{ORDER}-resend-1.csv"}
+
+
+def test_run_again_after_an_interruption_the_command_says_it_finished_the_earlier_resend(delivered, config, sftp_root):
+    crashing = delivered.restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        resend(crashing.flow, ORDER, "lost", "alice", LATER)
+    crashing.ledger.close()
+
+    done = cli(config, "resend", ORDER, "--reason", "lost, trying again", "--now", LATER.isoformat(),
+               env={"SUDO_USER": "bob"})
+
+    assert done.returncode == 0, done.stderr
+    name = f"ACME_AUF_{ORDER}-resend-1.csv"
+    assert done.stdout.splitlines() == [
+        f"order {ORDER} delivered again to wh as {name} (finished resend 1 started earlier by alice): tell wh it is"
+        " a resend of an order they already have, or they may ship it twice"]
+    assert [p.name for p in sftp_root.iterdir() if "resend" in p.name] == [name]

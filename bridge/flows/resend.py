@@ -104,6 +104,7 @@ def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now:
     log.info("resend staged order_id=%s warehouse=%s file=%s number=%d by=%s", shown(order_id), warehouse.name,
              name, number, requested_by)
     _deliver(flow, warehouse, stored, number, now)
+    log.info("resent order_id=%s warehouse=%s file=%s number=%d", shown(order_id), warehouse.name, name, number)
     return Resent(order_id, warehouse.name, name, number, requested_by, False)
 
 
