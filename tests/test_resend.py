@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import RetryLater
+from bridge.errors import FixTheSetup, RetryLater
 from bridge.flows.orders import RunReport
 from bridge.flows.resend import resend, resend_name
 from bridge.ledger import FileStatus
@@ -206,3 +206,22 @@ def test_run_again_after_an_interruption_the_command_says_it_finished_the_earlie
         f"order {ORDER} delivered again to wh as {name} (finished resend 1 started earlier by alice): tell wh it is"
         " a resend of an order they already have, or they may ship it twice"]
     assert [p.name for p in sftp_root.iterdir() if "resend" in p.name] == [name]
+
+
+def test_a_spool_copy_lost_before_it_left_is_taken_back_said_and_laid_out_again(delivered, sftp_root):
+    crashing = delivered.restart(checkpoint=crash_at("staged"))
+    with pytest.raises(Crash):
+        resend(crashing.flow, ORDER, "lost", "alice", LATER)
+    name = f"ACME_AUF_{ORDER}-resend-1.csv"
+    (crashing.settings.spool_dir / "wh" / name).unlink()
+    again = crashing.restart()
+
+    with pytest.raises(FixTheSetup) as refused:
+        resend(again.flow, ORDER, "lost", "alice", LATER)
+    outcome = resend(again.flow, ORDER, "lost", "alice", LATER + timedelta(minutes=1))
+
+    assert str(refused.value) == (f"resend 1 ({name}) did not go: its spool copy was missing or changed, so it was"
+                                  " taken back; run the same resend again to lay the order out anew")
+    assert (outcome.name, outcome.finished) == (name, False)
+    assert [p.name for p in sftp_root.iterdir() if "resend" in p.name] == [name]
+    assert "resend_taken_back" in [e["kind"] for e in again.ledger.events(ORDER)]

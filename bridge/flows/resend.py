@@ -26,7 +26,7 @@ from bridge.edges.folders import write_files
 from bridge.errors import BridgeError, FixTheSetup, RetryLater
 from bridge.flows.orders import OrdersFlow, _name_limit
 from bridge.formats.orders import render_orders, too_long
-from bridge.ledger import OrderStatus, StoredFile, UnreadableRecord
+from bridge.ledger import FileStatus, OrderStatus, StoredFile, UnreadableRecord
 from bridge.records import shown
 
 log = logging.getLogger("bridge.resend")
@@ -48,6 +48,9 @@ UNRENDERABLE = ("order {order} cannot be laid out with the mapping {mapping} of 
 IN_FLIGHT = ("resend {number} is recorded as {name} but not delivered to {warehouse} yet: {problem}; the"
              " service's next run delivers it, or run the same resend again (it finishes this file, never"
              " a second one)")
+
+TAKEN_BACK = ("resend {number} ({name}) did not go: its spool copy was missing or changed, so it was taken"
+              " back; run the same resend again to lay the order out anew")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now:
     in_flight = ledger.resend_in_flight(order_id)
     if in_flight is not None:
         request, stored = in_flight
-        _deliver(flow, _warehouse(flow, order_id, stored.warehouse), stored, request["number"], now)
+        _deliver(flow, _warehouse(flow, order_id, stored.warehouse), order_id, stored, request["number"], now)
         log.info("resend finished order_id=%s warehouse=%s file=%s number=%d", shown(order_id), stored.warehouse,
                  stored.name, request["number"])
         return Resent(order_id, stored.warehouse, stored.name, request["number"], request["requested_by"], True)
@@ -103,7 +106,7 @@ def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now:
     flow.checkpoint("staged")
     log.info("resend staged order_id=%s warehouse=%s file=%s number=%d by=%s", shown(order_id), warehouse.name,
              name, number, requested_by)
-    _deliver(flow, warehouse, stored, number, now)
+    _deliver(flow, warehouse, order_id, stored, number, now)
     log.info("resent order_id=%s warehouse=%s file=%s number=%d", shown(order_id), warehouse.name, name, number)
     return Resent(order_id, warehouse.name, name, number, requested_by, False)
 
@@ -160,12 +163,17 @@ def _lay_out(flow: OrdersFlow, warehouse: WarehouseSettings, order_id: str,
     return rendered.data, name, number
 
 
-def _deliver(flow: OrdersFlow, warehouse: WarehouseSettings, stored: StoredFile, number: int, now: datetime) -> None:
+def _deliver(flow: OrdersFlow, warehouse: WarehouseSettings, order_id: str, stored: StoredFile, number: int,
+             now: datetime) -> None:
     """The recorded resend file to the drop; if it cannot go now, the same kind of error says
-    it is recorded and how it will still go (never as a new file)."""
+    it is recorded and how it will still go (never as a new file). A spool copy lost before it
+    left is taken back by the delivery (its orders' rule): said, and a rerun lays it out again."""
     try:
         flow.deliver_files(warehouse, [stored], now)
     except BridgeError as problem:
         kind = FixTheSetup if isinstance(problem, FixTheSetup) else RetryLater
         raise kind(IN_FLIGHT.format(number=number, name=stored.name, warehouse=warehouse.name,
-                                             problem=problem)) from None
+                                    problem=problem)) from None
+    went = {r["number"]: r["status"] for r in flow.ledger.resends(order_id)}.get(number)
+    if went != FileStatus.DELIVERED:
+        raise FixTheSetup(TAKEN_BACK.format(number=number, name=stored.name))
