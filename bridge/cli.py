@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="one order's status, file and history (default: the whole report)")
     status.set_defaults(handler=cmd_status)
 
+    resend = commands.add_parser(
+        "resend", help="deliver a delivered order again, under a new file name (tell the warehouse)")
+    _config_after_command(resend)
+    resend.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 302-1234567-1234567")
+    resend.add_argument("--reason", required=True, metavar="TEXT",
+                        help="why it is sent again (required; recorded with your user name and the time)")
+    resend.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    resend.set_defaults(handler=cmd_resend)
+
     run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
@@ -357,10 +366,33 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
     for key in ("order_id", "status", "reason", "warehouse", "file", "amazon_status", "first_seen_at", "delivered_at", "pii_purged_at"):
         if report.get(key):
             print(f"{key + ':':15} {one_line(report[key])}")
+    for resend in report.get("resends", ()):
+        state = "delivered " + resend["delivered_at"] if resend["delivered_at"] else (resend["status"] or "taken back")
+        print(f"{'resend ' + str(resend['number']) + ':':15} {resend['warehouse']}: {resend['name']} ({state});"
+              f" requested {resend['requested_at']} by {resend['requested_by']}: {one_line(resend['reason'])}")
     print("history:")
     for event in report["events"]:
         print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
     return EXIT_OK
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    from bridge.flows.resend import resend
+    from bridge.service import configure_logging, open_service
+
+    settings = _state_settings(args)  # the state key and the drop's login; Amazon is not asked
+    configure_logging(settings.log_level)
+    now = args.now or datetime.now(timezone.utc)
+    with open_service(settings) as service:
+        print(resend(service.orders, args.order_id, args.reason, requested_by(), now).line())
+    return EXIT_OK
+
+
+def requested_by() -> str:
+    """Who asked, for the record: the person behind sudo, else the login name."""
+    import getpass
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 def cmd_shipments_process(args: argparse.Namespace) -> int:

@@ -420,6 +420,24 @@ create index if not exists stock_files_published on stock_files (stock_time) whe
 create index if not exists stock_intake_by_stock_file on stock_intake (stock_file_id);
 create index if not exists inbound_in_spool on inbound_files (spool_path) where spool_deleted_at is null;
 """
+# `fbm-bridge resend`: a delivered order delivered again, on a person's request, in a file of its
+# own (a `files` row no order points to). No foreign key to files: a resend whose spool copy is lost
+# before it left is taken back (`_unstage`), and its request stays in the order's events.
+SCHEMA += """
+create table if not exists resends (
+    id integer primary key,
+    order_id text not null,
+    number integer not null,              -- 1, 2, ... per order; in the file name (-resend-N)
+    file_id integer not null,             -- the files row that carries it
+    warehouse text not null,
+    name text not null,
+    requested_by text not null,           -- the OS user ($SUDO_USER, else the login name)
+    reason text not null,
+    requested_at text not null,
+    unique (order_id, number)
+);
+create index if not exists resends_by_file on resends (file_id);
+"""
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
 CATCH_UP = ".catch_up"  # bookmarks row (its name + this) of a catch-up under way: see `begin_catch_up`
@@ -1090,6 +1108,10 @@ class Ledger:
             "update orders set status = ?, file_id = null, updated_at = ? where file_id = ?",
             (OrderStatus.PENDING, now, file_id),
         )
+        for resend in db.execute("select order_id, number from resends where file_id = ?", (file_id,)).fetchall():
+            self._event(db, resend["order_id"], now, "resend_taken_back",
+                        f"resend {resend['number']} never left: {why}; run the resend again")
+        db.execute("delete from resends where file_id = ?", (file_id,))
         db.execute("delete from file_problems where file_id = ?", (file_id,))
         db.execute("delete from files where id = ?", (file_id,))
 
@@ -1105,10 +1127,12 @@ class Ledger:
         delivered: dict[int, list[str]] = {}
         with self._transaction() as db:
             for file_id, unconfirmed in files:
-                db.execute(
+                newly = db.execute(
                     "update files set status = ?, delivered_at = ? where id = ? and status != ?",
                     (FileStatus.DELIVERED, at, file_id, FileStatus.DELIVERED),
-                )
+                ).rowcount
+                if newly:
+                    self._note_resent(db, file_id, at, unconfirmed)
                 db.execute("delete from file_problems where file_id = ?", (file_id,))
                 order_ids = [
                     row["order_id"]
@@ -1127,6 +1151,56 @@ class Ledger:
                         self._event(db, order_id, at, "delivery_unconfirmed", unconfirmed)
                 delivered[file_id] = order_ids
         return delivered
+
+    # --- resends --------------------------------------------------------------------------
+
+    def stage_resend(self, order_id: str, number: int, warehouse: str, name: str, spool_path: str, size: int,
+                     sha256: str, requested_by: str, reason: str, now: datetime) -> StoredFile:
+        """Record a spooled resend file (staged) and the request (who, why), in one transaction:
+        from here on the name is decided, and delivering it is the ordinary delivery's job."""
+        at = iso_z(now)
+        with self._transaction() as db:
+            file_id = db.execute(
+                "insert into files (warehouse, name, status, spool_path, size, sha256, created_at)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                (warehouse, name, FileStatus.STAGED, spool_path, size, sha256, at),
+            ).lastrowid
+            db.execute(
+                "insert into resends (order_id, number, file_id, warehouse, name, requested_by, reason, requested_at)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?)",
+                (order_id, number, file_id, warehouse, name, requested_by, reason, at),
+            )
+            self._event(db, order_id, at, "resend_requested",
+                        f"resend {number} as {name} to {warehouse} by {requested_by}: {reason}")
+        return StoredFile(file_id, warehouse, name, FileStatus.STAGED, Path(spool_path), size, sha256)
+
+    def next_resend_number(self, order_id: str) -> int:
+        row = self._db.execute("select max(number) as n from resends where order_id = ?", (order_id,)).fetchone()
+        return (row["n"] or 0) + 1
+
+    def resends(self, order_id: str) -> list[dict[str, Any]]:
+        """An order's resends, oldest first: number, name, warehouse, who, why, when requested,
+        and the file's status and delivery time."""
+        rows = self._db.execute(
+            "select r.number, r.name, r.warehouse, r.requested_by, r.reason, r.requested_at, r.file_id,"
+            " f.status, f.delivered_at from resends r left join files f on f.id = r.file_id"
+            " where r.order_id = ? order by r.number", (order_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def resend_in_flight(self, order_id: str) -> tuple[dict[str, Any], StoredFile] | None:
+        """The order's resend recorded but not yet delivered (a crash or the drop down), if any."""
+        for resend in reversed(self.resends(order_id)):
+            if resend["status"] in (FileStatus.STAGED, FileStatus.UPLOADED):
+                row = self._db.execute("select * from files where id = ?", (resend["file_id"],)).fetchone()
+                return resend, _stored_file(row)
+        return None
+
+    def _note_resent(self, db: sqlite3.Connection, file_id: int, at: str, unconfirmed: str) -> None:
+        for row in db.execute("select order_id, number, name from resends where file_id = ?", (file_id,)).fetchall():
+            self._event(db, row["order_id"], at, "resent", f"resend {row['number']} delivered as {row['name']}")
+            if unconfirmed:
+                self._event(db, row["order_id"], at, "delivery_unconfirmed", unconfirmed)
 
     # --- retention -----------------------------------------------------------------------
 
@@ -1161,6 +1235,19 @@ class Ledger:
             self._purge_inbound_words(db, cutoff)
         return purged
 
+    def purge_pii_in_copy(self, path: Path, older_than: datetime, now: datetime) -> int:
+        """`purge_pii` in a copy of this ledger (a daily backup), opened with this ledger's key
+        and left self-contained; the file keeps its time (`backup --list` shows it as taken)."""
+        times = path.stat()
+        copy = Ledger(path, self._keyed())
+        try:
+            purged = copy.purge_pii(older_than, now)
+            copy.detach_wal()
+        finally:
+            copy.close()
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+        return purged
+
     @staticmethod
     def _purge_inbound_words(db: sqlite3.Connection, cutoff: str) -> None:
         """Inbound files answered before `cutoff` keep their counts and ids, not their words: a
@@ -1171,6 +1258,17 @@ class Ledger:
                    (PURGED_REASON, PURGED_REASON, InboundStatus.DONE, cutoff))
         db.execute(f"update shipment_rows set item = '', message = '' where result = ? and (item != '' or message != '')"
                    f" and file_id in ({old_files})", (RowResult.REJECTED, InboundStatus.DONE, cutoff))
+
+    def oldest_buyer_data(self) -> str | None:
+        """When the oldest finished order (delivered, cancelled or skipped) whose buyer data is
+        still kept finished (ISO 8601), or None: what the next purges will reach first."""
+        times = [row["at"] for row in (
+            self._db.execute(f"select min(delivered_at) as at from orders where pii_purged_at is null"
+                             f" and status = '{OrderStatus.DELIVERED}'").fetchone(),
+            self._db.execute(f"select min(updated_at) as at from orders where pii_purged_at is null"
+                             f" and status in ('{OrderStatus.CANCELLED}', '{OrderStatus.SKIPPED}')").fetchone(),
+        ) if row["at"]]
+        return min(times) if times else None
 
     def spool_files_to_delete(self, older_than: datetime) -> list[StoredFile]:
         rows = self._db.execute(  # the status as a literal: see the partial index files_to_clean

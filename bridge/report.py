@@ -139,6 +139,7 @@ def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
         report = dict(row or {"order_id": order_id, "status": "rejected"})
         report["file"] = ledger.file_name(row["file_id"]) if row and row.get("file_id") else None
         report["events"] = events
+        report["resends"] = ledger.resends(order_id)
         return report
     finally:
         ledger.close()

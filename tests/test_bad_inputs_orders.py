@@ -1185,3 +1185,92 @@ def test_check_tells_a_login_outage_from_refused_credentials(make_amazon_bridge,
         make_amazon_bridge().amazon.check()
     assert type(caught.value).__name__ == kind
     assert str(caught.value) == message.format(token_url=sandbox.token_url)
+
+
+# --- resend: a person asks for a delivered order again ------------------------------------------
+# Each refusal is one line on stderr: exit 2 when a person must act (nothing was sent), exit 1 when
+# the resend is recorded and only waits for the drop (a rerun or the service's next run sends it).
+
+RESENT = "302-0000003-0000003"
+
+
+def delivered_to_wh(stage: Stage) -> None:
+    stage.pull()
+
+
+def only_de(stage: Stage) -> None:
+    """The warehouse takes only DE: the US orders are held, never delivered."""
+    text = stage.config.read_text("utf-8")
+    stage.config.write_text(text.replace("[[warehouses]]", '[[warehouses]]\nship_to_countries = ["DE"]'), "utf-8")
+    stage.pull()
+
+
+def purged(stage: Stage) -> None:
+    from bridge.ledger import Ledger
+    from bridge.sealing import Sealer
+
+    stage.pull()
+    ledger = Ledger(stage.state / "ledger.sqlite", Sealer(SECRETS["BRIDGE_STATE_KEY"]))
+    try:
+        assert ledger.purge_pii(datetime(2026, 12, 21, tzinfo=timezone.utc), datetime(2026, 12, 21, 3, tzinfo=timezone.utc))
+    finally:
+        ledger.close()
+
+
+def warehouse_renamed(stage: Stage) -> None:
+    stage.pull()
+    text = stage.config.read_text("utf-8")
+    stage.config.write_text(text.replace('name = "wh"', 'name = "wh2"'), "utf-8")
+
+
+def sftp_down(stage: Stage) -> None:
+    import re
+    import socket
+
+    stage.pull()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = stage.config.read_text("utf-8")
+    stage.config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", text), "utf-8")
+    folder = re.search(r'(?m)^orders_folder = "(.*)"$', text).group(1)
+    stage.names_extra = {"port": str(port), "drop": folder}
+
+
+RESEND = [
+    # case, setup, order, reason, exit status, the line on stderr
+    ("an order the ledger does not know", delivered_to_wh, "999-0000000-0000000", "lost", 2,
+     "fbm-bridge: order 999-0000000-0000000 is not in the ledger: this bridge never delivered it (never pulled,"
+     " filtered out, or another seller's order); nothing to resend"),
+    ("an empty reason", delivered_to_wh, RESENT, " \t ", 2,
+     "fbm-bridge: resend needs --reason: say why the order is sent again (it is recorded with your name)"),
+    ("an order still held", only_de, "111-0000001-0000001", "lost", 2,
+     "fbm-bridge: order 111-0000001-0000001 is not delivered yet (held: no warehouse takes ship-to country US in"
+     " marketplace ATVPDKIKX0DER): resend is only for an order already delivered; the service delivers it when"
+     " it can"),
+    ("buyer data purged under retention", purged, RESENT, "lost", 2,
+     "fbm-bridge: order 302-0000003-0000003: buyer data purged on 2026-12-21 under retention"
+     " (retention.pii_days = 30); the order cannot be laid out again: send the warehouse its details from"
+     " Seller Central"),
+    ("its warehouse is no longer configured", warehouse_renamed, RESENT, "lost", 2,
+     "fbm-bridge: order 302-0000003-0000003 was delivered to wh, which is not in {config} now: add the"
+     " warehouse back to resend it"),
+    ("the warehouse's SFTP server is down", sftp_down, RESENT, "lost", 1,
+     "fbm-bridge: resend 1 is recorded as ACME_AUF_302-0000003-0000003-resend-1.csv but not delivered to wh"
+     " yet: sftp {user}@[127.0.0.1]:{port}: put {drop}/ACME_AUF_302-0000003-0000003-resend-1.csv.part failed"
+     " after 3 attempts: NoValidConnectionsError: [Errno None] Unable to connect to port {port} on 127.0.0.1;"
+     " the service's next run delivers it, or run the same resend again (it finishes this file, never a second"
+     " one)"),
+]
+
+
+@pytest.mark.parametrize("case, setup, order_id, reason, status, message", RESEND, ids=[c[0] for c in RESEND])
+def test_a_resend_that_cannot_be_made_says_why_in_one_line(stage, case, setup, order_id, reason, status, message):
+    setup(stage)
+
+    done = stage.run("resend", order_id, "--reason", reason, "--now", "2026-11-22T12:30:00Z")
+
+    assert done.returncode == status, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    names = {**stage.names, **getattr(stage, "names_extra", {})}
+    assert done.stderr.splitlines()[-1] == message.format(**names), done.stderr

@@ -493,18 +493,58 @@ class InboundPipeline:
 
     def purge(self, now: datetime) -> int:
         """Delete spool copies of files answered more than retention.spool_days ago."""
-        old = self.ledger.inbound_spool_to_delete(now - timedelta(days=self.settings.retention.spool_days))
-        for stored in old:
-            self.ledger.mark_inbound_spool_deleted(stored.id, now)
-        in_use = self.ledger.inbound_spool_in_use()
-        for stored in old:
-            if stored.spool_path not in in_use:
-                (self.settings.inbound_dir / stored.spool_path).unlink(missing_ok=True)
+        purged, _ = purge_inbound_copies(self.settings, self.ledger, now)
         for leftover in self.settings.inbound_dir.glob("*/*/.incoming-*"):
             leftover.unlink(missing_ok=True)  # a copy interrupted by a crash
         for leftover in self.settings.inbound_dir.glob("*/.shipments-*.scratch"):
             leftover.unlink(missing_ok=True)  # a read interrupted by a crash (reads end before the purge)
-        return len(old)
+        return purged
+
+
+def purge_inbound_copies(settings: Settings, ledger: Ledger, now: datetime) -> tuple[int, int]:
+    """Delete the spool copies of inbound files answered more than retention.spool_days ago (a
+    copy two files share goes with the last of them), and what answering a file from a local
+    staff folder left there: its copy in archive/ or error/ (if it is still the file taken in)
+    and its result file. Returns (files whose copies went, local files deleted)."""
+    old = ledger.inbound_spool_to_delete(now - timedelta(days=settings.retention.spool_days))
+    for stored in old:
+        ledger.mark_inbound_spool_deleted(stored.id, now)
+    in_use = ledger.inbound_spool_in_use()
+    local = 0
+    for stored in old:
+        if stored.spool_path not in in_use:
+            (settings.inbound_dir / stored.spool_path).unlink(missing_ok=True)
+        if stored.source == InboundSource.LOCAL:
+            local += _purge_local_answer(settings, stored)
+    return len(old), local
+
+
+def _purge_local_answer(settings: Settings, stored: StoredInbound) -> int:
+    """A local staff folder's archive/ or error/ copy of an answered file and its result: the
+    bridge made them on this machine, and a WMS's file may hold buyer names and addresses.
+    (A warehouse's SFTP folders are the warehouse's: the bridge deletes nothing there.)"""
+    warehouse = next((w for w in settings.warehouses if w.name == stored.warehouse), None)
+    if warehouse is None or stored.outcome is None:
+        return 0
+    folder = warehouse.local_shipments_folder if stored.flow == "shipments" else warehouse.local_stock_folder
+    if folder is None:
+        return 0
+    deleted = 0
+    copy = folder / stored.outcome.value / stored.safe_name
+    try:
+        with copy.open("rb") as file:
+            same = hashlib.file_digest(file, "sha256").hexdigest() == stored.sha256
+    except OSError:
+        same = False  # gone already, or not a file the bridge can read: left alone
+    for path in ([copy] if same else []) + [folder / "results" / result_name(stored.safe_name)]:
+        try:
+            path.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as problem:
+            log.warning("retention: not deleted path=%s: %s", path, problem.strerror)
+    return deleted
 
 
 class _SpoolCopy:

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -29,6 +29,7 @@ from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
 from bridge.edges.folders import Drop, write_files
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
+from bridge.flows import retention
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
 from bridge.ledger import (ORDERS_BOOKMARK, SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus,
                            StoredFile, StoredOrder)
@@ -166,6 +167,7 @@ class OrdersFlow:
         # The wall clock, only for a catch-up's pace: a run's windows are reckoned from its `now`.
         self.clock = clock
         self._rendered: dict[int, bytes] = {}  # file id -> bytes, for files staged in this run
+        self._purged_on: date | None = None  # the UTC day of the last purge with the backups
 
     def run(self, now: datetime) -> RunReport:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
@@ -526,6 +528,24 @@ class OrdersFlow:
             kind = next((type(p) for p in problems if isinstance(p, FixTheSetup)), type(problems[0]))
             raise kind("; ".join(str(problem) for problem in problems))
 
+    def deliver_files(self, warehouse: WarehouseSettings, files: list[StoredFile], now: datetime) -> RunReport:
+        """Deliver these staged or uploaded files of `warehouse` now, by the same steps as a run
+        (`resend`). A problem is noted for `status` on each file still in flight, then raised."""
+        report, problems = RunReport(), []
+        try:
+            with self.open_drop(warehouse) as drop:
+                self._deliver_batch(warehouse, drop, files, now, report, problems)
+        except BridgeError as problem:
+            problems.append(problem)
+        if problems:
+            in_flight = {f.id for f in self.ledger.files_in(FileStatus.STAGED, FileStatus.UPLOADED,
+                                                            warehouse=warehouse.name)}
+            for stored in files:
+                if stored.id in in_flight:
+                    self.ledger.note_delivery_problem(stored.id, str(problems[0]), now)
+            raise problems[0]
+        return report
+
     def _deliver_batch(self, warehouse: WarehouseSettings, drop: Drop, batch: list[StoredFile],
                        now: datetime, report: RunReport, problems: list[BridgeError]) -> None:
         """Deliver a batch of files, each step for the whole batch before the next, in the
@@ -624,10 +644,11 @@ class OrdersFlow:
     # --- 5. retention --------------------------------------------------------------------
 
     def purge(self, now: datetime, report: RunReport) -> None:
-        retention = self.settings.retention
-        report.purged = self.ledger.purge_pii(now - timedelta(days=retention.pii_days), now)
-        for stored in self.ledger.spool_files_to_delete(now - timedelta(days=retention.spool_days)):
-            (self.settings.spool_dir / stored.spool_path).unlink(missing_ok=True)
-            self.ledger.mark_spool_deleted(stored.id, now)
-        if report.purged:
-            log.info("retention purged_orders=%d", report.purged)
+        """flows/retention.py: every run; the backups and the summary line once a UTC day (and
+        the line whenever something was purged)."""
+        daily = self._purged_on != now.date()
+        purged = retention.purge(self.settings, self.ledger, now, backups=daily)
+        self._purged_on = now.date()
+        report.purged = purged.records
+        if daily or purged.anything:
+            log.info(purged.summary())
