@@ -38,7 +38,7 @@ from bridge.cli import main
 from bridge.config import load_settings
 from bridge.edges.folders import FolderDrop
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BadRecord, ConfigError, TempNameBlocked
+from bridge.errors import BadRecord, ConfigError, FixTheSetup, TempNameBlocked
 from bridge.formats.amazon_orders import order_from_v0, order_from_v2026
 from bridge.flows.orders import NOT_FOUND, UNUSABLE_ANSWER
 from bridge.formats.orders import render_orders
@@ -319,15 +319,101 @@ BRIDGE_CONFIG = [
      "(it is added to a file name: no '/' or other path characters)"),
     ("empty temp_suffix", 'temp_suffix = ""',
      "warehouses[0].temp_suffix: must not be empty: files are uploaded under a temporary name"),
+    ("orders.start a year ahead (a typo in the year)", '[orders]\nstart = "2027-11-29T12:00:00Z"',
+     "orders.start: 2027-11-29T12:00:00Z is in the future (this machine's clock says 2026-11-29T12:00:00Z):"
+     " nothing would be pulled until then; give a past time, e.g. the last update of the oldest order"
+     " still to ship"),
+    ("orders.start without a zone, read as UTC, ahead", '[orders]\nstart = "2026-11-29 12:06"',
+     "orders.start: 2026-11-29T12:06:00Z is in the future (this machine's clock says 2026-11-29T12:00:00Z):"
+     " nothing would be pulled until then; give a past time, e.g. the last update of the oldest order"
+     " still to ship"),
 ]
+CONFIG_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)  # the clock, as load_settings is given it
 
 
 @pytest.mark.parametrize("case, line, message", BRIDGE_CONFIG, ids=[c[0] for c in BRIDGE_CONFIG])
 def test_a_bridge_config_problem_is_reported_as_file_key_why(tmp_path, case, line, message):
     path = bridge_toml(tmp_path, line)
     with pytest.raises(ConfigError) as caught:
-        load_settings(path, environ=SECRETS)
+        load_settings(path, environ=SECRETS, now=CONFIG_NOW)
     assert caught.value.problems == [f"{path}: {message}"]
+
+
+@pytest.mark.parametrize("start", ["2026-11-29T12:05:00Z", "2026-11-29T11:00:00+01:00", "2026-11-01T00:00:00Z"])
+def test_an_orders_start_up_to_five_minutes_ahead_of_the_clock_is_accepted(tmp_path, start):
+    path = bridge_toml(tmp_path, f'[orders]\nstart = "{start}"')
+    settings = load_settings(path, environ=SECRETS, now=CONFIG_NOW)
+    assert settings.orders.start <= CONFIG_NOW + timedelta(minutes=5)
+
+
+# --- known_hosts → message: at load (check, pull, status, the service) and in the SFTP edge ------
+
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@vm"
+KNOWN_HOSTS = [
+    ("the host's .pub file (no host name)", PUB.encode() + b"\n",
+     "{kh} line 1: the line starts with the key type: the host name is missing (a host's .pub file?);"
+     " write the host first, `[host]:port` for a port other than 22, as ssh-keyscan prints it"),
+    ("a line of text after a good one", b"# pinned\n[127.0.0.1]:2222 " + PUB.encode() + b"\nsee the wiki\n",
+     "{kh} line 3: not a known_hosts line: expected `HOST KEYTYPE KEY`, as ssh-keyscan prints it"),
+    ("a key cut short", b"[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnk\n",
+     "{kh} line 1: the ssh-ed25519 key is not valid base64 (cut short, or wrapped onto two lines?)"),
+    ("a marker line", b"@cert-authority *.example.com " + PUB.encode() + b"\n",
+     "{kh} line 1: markers like @cert-authority are not supported: pin the server's own key, as ssh-keyscan"
+     " prints it"),
+    ("UTF-16", ("[127.0.0.1]:2222 " + PUB + "\n").encode("utf-16"),
+     "{kh} is not UTF-8 text (saved as UTF-16 or \"Unicode\" by an editor?): write it again as plain text,"
+     " one `HOST KEYTYPE KEY` line per key, as ssh-keyscan prints them"),
+    ("a byte order mark", ("\ufeff[127.0.0.1]:2222 " + PUB + "\n").encode(),
+     "{kh} starts with a byte order mark (saved as \"UTF-8 with BOM\"?): save it as plain UTF-8"),
+    ("a folder", None, "{kh} is a folder; give the known_hosts file in it"),
+]
+
+
+def plant_known_hosts(tmp_path: Path, content: bytes | None) -> Path:
+    known_hosts = tmp_path / "known_hosts"
+    if content is None:
+        known_hosts.unlink(missing_ok=True)
+        known_hosts.mkdir()
+    else:
+        known_hosts.write_bytes(content)
+    return known_hosts
+
+
+@pytest.mark.parametrize("case, content, message", KNOWN_HOSTS, ids=[c[0] for c in KNOWN_HOSTS])
+def test_a_malformed_known_hosts_is_named_with_its_line_at_load(tmp_path, case, content, message):
+    path = bridge_toml(tmp_path, "")
+    known_hosts = plant_known_hosts(tmp_path, content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=SECRETS)
+    assert caught.value.problems == [f"{path}: warehouses[0].known_hosts: {message.format(kh=known_hosts)}"]
+
+
+@pytest.mark.parametrize("command", [["check"], ["orders", "pull"], ["status"]])
+def test_check_pull_and_status_say_it_in_one_line_and_exit_2(tmp_path, capsys, monkeypatch, command):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    path = bridge_toml(tmp_path, "")
+    known_hosts = plant_known_hosts(tmp_path, PUB.encode() + b"\n")
+
+    status = main(["--config", str(path), *command])
+
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err.splitlines() == ["configuration is not valid:",
+                                f"  {path}: warehouses[0].known_hosts: {known_hosts} line 1: the line starts with"
+                                " the key type: the host name is missing (a host's .pub file?); write the host"
+                                " first, `[host]:port` for a port other than 22, as ssh-keyscan prints it"]
+
+
+def test_a_known_hosts_broken_after_load_is_named_by_the_sftp_edge(sshd, tmp_path):
+    known_hosts = plant_known_hosts(tmp_path, PUB.encode() + b"\n")
+    endpoint = replace(sshd.endpoint, known_hosts=known_hosts)
+    with pytest.raises(FixTheSetup) as caught, SftpDrop(endpoint, attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"cannot read known_hosts: {known_hosts} line 1: the line starts with the key type: the host name is"
+        " missing (a host's .pub file?); write the host first, `[host]:port` for a port other than 22, as"
+        " ssh-keyscan prints it")
 
 
 # --- drop → message -----------------------------------------------------------------------------

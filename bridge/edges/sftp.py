@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 
 from bridge.config import SftpEndpoint  # settings are records: re-exported for the edge's callers
+from bridge.config import known_hosts_problem
 from bridge.edges import sftp_wire as wire
 from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
@@ -410,8 +412,10 @@ def _connect(ep: SftpEndpoint) -> paramiko.SSHClient:
         client.load_host_keys(str(ep.known_hosts))
     except FileNotFoundError:
         pass  # every key is then unknown, which the policy reports with the fix
-    except (OSError, paramiko.SSHException) as e:
-        raise FixTheSetup(f"cannot read known_hosts {ep.known_hosts}: {e}") from None
+    except (OSError, paramiko.SSHException, InvalidHostKey, UnicodeDecodeError, ValueError) as e:
+        # Changed since the config was loaded: the same words as at load, naming the line.
+        why = known_hosts_problem(ep.known_hosts) or f"{ep.known_hosts}: {type(e).__name__}"
+        raise FixTheSetup(f"cannot read known_hosts: {why}") from None
     client.set_missing_host_key_policy(policy)
     try:
         client.connect(
