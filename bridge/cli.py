@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=Path, metavar="FILE",
                          help="orders JSON: a list of Amazon searchOrders Order objects (default: the demo orders)")
     sandbox.add_argument("--fresh", action="store_true",
-                         help="move the orders' update times to just inside the default window (default: as in the seed)")
+                         help="move the orders' update times to 55 to 35 minutes ago, inside the first window of a"
+                              " bridge without orders.start that pulls within 5 minutes (default: as in the seed)")
     sandbox.add_argument("--rate-scale", type=_positive, default=1, metavar="N",
                          help="multiply every operation's rate limit by N, bursts unchanged, e.g. 1000 for a"
                               " catch-up in seconds (default 1: Amazon's published usage plans)")
