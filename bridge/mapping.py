@@ -287,8 +287,12 @@ def shipped_mappings() -> Path:
     return installed if installed.is_dir() else package.parent / "mappings"
 
 
-def load_mapping(path: Path) -> Mapping:
-    """Read and check `path`; raise ConfigError listing every problem found."""
+def load_mapping(path: Path, *, warnings: list[str] | None = None) -> Mapping:
+    """Read and check `path`; raise ConfigError listing every problem found.
+
+    With a `warnings` list (`fbm-bridge preview`, which lays out orders only), the problems of the
+    [stock] and [shipments] sections (e.g. a stock SKU map not copied beside the mapping) go
+    there instead, and a section with problems is left out of the Mapping."""
     where = str(path)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -300,8 +304,14 @@ def load_mapping(path: Path) -> Mapping:
         raise ConfigError([f"{where}: syntax: {problem}"]) from None
     problems: list[str] = []
     layout = _Checker(where, problems).mapping(data)
-    stock = _stock_section(data, where, Path(path).parent, problems)
-    shipments = _ShipmentsChecker(where, problems).section(data.get("shipments"))
+    stock_problems = problems if warnings is None else []
+    stock = _stock_section(data, where, Path(path).parent, stock_problems)
+    shipments_problems = problems if warnings is None else []
+    shipments = _ShipmentsChecker(where, shipments_problems).section(data.get("shipments"))
+    if warnings is not None:
+        warnings += stock_problems + shipments_problems
+        stock = None if stock_problems else stock
+        shipments = None if shipments_problems else shipments
     if problems:
         raise ConfigError(problems)
     assert layout is not None

@@ -88,6 +88,10 @@ AMAZON_DATA = [
      "order 111-0000001-0000001: orderItems[1].quantityOrdered is negative"),
     ("a newline in the order id is shown escaped", lambda o: o.update(orderId="1\nINFO forged", fulfillment=7),
      "order '1\\nINFO forged': fulfillment is not an object"),
+    ("quantity 1e308 (a whole float of 309 digits)", item("quantityOrdered", 1e308),
+     "order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
+    ("quantity over a million", item("quantityOrdered", 1_000_001),
+     "order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
 ]
 
 
@@ -496,6 +500,9 @@ PREVIEW_FILES = [
      "{orders}: orders[0] is neither a records order (with 'order_id', like samples/orders.json)"
      " nor an Amazon searchOrders Order (with 'orderId')"),
     ("missing file", None, "{orders}: cannot read the orders file (No such file or directory)"),
+    ("nested 100,000 deep", b"[" * 100_000, "{orders}: not an orders file: its lists or objects are nested too deeply to read"),
+    ("a number of 5,000 digits", b"[" + b"1" * 5000 + b"]",
+     "{orders}: not an orders file: it holds a number too long to read"),
 ]
 
 
@@ -525,6 +532,24 @@ PREVIEW_ORDERS = [
     ("not an object", broken(lambda o: o.append("111-0000009-0000009")), "cannot read orders[5]: not a JSON object"),
     ("a different kind after the first", broken(lambda o: o.append({"orderId": "111-0000009-0000009"})),
      "cannot read orders[5]: no 'order_id': not an order of the same kind as the first (records)"),
+    ("records quantity NaN", broken(lambda o: o[0]["lines"][0].update(quantity="NaN")),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is not a whole number"),
+    ("records quantity 0", broken(lambda o: o[0]["lines"][0].update(quantity=0)),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is 0 in an order that is not cancelled"),
+    ("records quantity of 1e308", broken(lambda o: o[0]["lines"][0].update(quantity=10 ** 308)),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is more than 1000000 units"),
+    ("records unit price NaN", broken(lambda o: o[0]["lines"][0].update(unit_price="NaN")),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].unit_price is not a number"),
+    ("records total Infinity", broken(lambda o: o[0].update(order_total="Infinity")),
+     "cannot read orders[0]: order 111-0000001-0000001: order_total is not a number"),
+    ("records id with a newline", broken(lambda o: o[0].update(order_id="111-1\nINFO forged", lines=[{}])),
+     "cannot read orders[0]: order '111-1\\nINFO forged': missing field 'order_item_id', 'sku', 'asin', 'title',"
+     " and 'quantity'"),
+    ("Amazon quantity 1e308", [{**json.loads((SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json")
+                                             .read_text())[0], "orderItems": [{**json.loads(
+        (SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json").read_text())[0]["orderItems"][0],
+        "quantityOrdered": 1e308}]}],
+     "cannot read orders[0]: order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
     ("Amazon order without createdTime", [{**json.loads((SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json")
                                                        .read_text())[0], "createdTime": None}],
      "cannot read orders[0]: order 111-0000001-0000001: createdTime is missing"),
@@ -544,6 +569,36 @@ def test_preview_names_each_order_it_cannot_read_lays_out_the_rest_and_exits_2(c
     assert err == f"fbm-bridge: 1 order(s) in {path} cannot be read (listed above)\n"
     readable = len(orders) - 1
     assert f"orders_laid_out={readable}" in out.splitlines()[-1]
+
+
+def test_preview_shows_an_order_id_with_a_newline_escaped(capsys, tmp_path):
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(broken(lambda o: o[0].update(order_id="111-1\nINFO forged line"))[:1]))
+
+    status = main(["preview", "--mapping", str(ACME), "--orders", str(path), "--now", "2026-11-20T12:30:00Z"])
+
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert "  would not lay out '111-1\\nINFO forged line': order.id has a control character at position 6" in out
+    assert not any(line.startswith("INFO") for line in out.splitlines())
+
+
+def test_preview_of_a_copied_mapping_warns_of_its_stock_sku_map_left_behind_and_lays_out_the_orders(capsys, tmp_path):
+    copy_ = tmp_path / "m.toml"
+    copy_.write_text(ACME.read_text(encoding="utf-8"), encoding="utf-8")  # acme-skus.csv not copied along
+
+    status = main(["preview", "--mapping", str(copy_), "--orders", str(SAMPLES / "orders.json"),
+                   "--now", "2026-11-20T12:30:00Z", "--out", str(tmp_path / "out")])
+
+    out, err = capsys.readouterr()
+    assert status == 0 and err == ""
+    assert out.splitlines()[2] == (
+        f"  warning: {copy_}: stock.sku_map: file '{tmp_path / 'acme-skus.csv'}' not found (preview lays out"
+        " orders only; `check` and the service refuse the mapping until this is fixed)")
+    written = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    assert written == {path.name: path.read_bytes() for path in (SAMPLES / "acme-csv").iterdir() if path.is_file()}
+    with pytest.raises(ConfigError):
+        load_mapping(copy_)  # everything else still refuses it
 
 
 PREVIEW_MAPPINGS = [
