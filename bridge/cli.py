@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="one order's status, file and history (default: the whole report)")
     status.set_defaults(handler=cmd_status)
 
-    run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
+    run = commands.add_parser("run", help="the long-running service (systemd): orders, shipments and stock, each on its schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
 
@@ -315,6 +315,7 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
         from bridge.edges.folders import make_private_dir, write_private
 
         try:
+            out.mkdir(mode=0o700, parents=True, exist_ok=True)  # made here: 0700 too; an existing one is left as it is
             for warehouse, rendered in preview.files:  # buyer data: 0700 folders, 0600 files
                 make_private_dir(out / warehouse)
                 write_private(out / warehouse / rendered.name, rendered.data)

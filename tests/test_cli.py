@@ -297,6 +297,9 @@ def test_pull_dry_run_prints_and_writes_what_would_be_sent_and_delivers_nothing(
     assert list(sftp_root.iterdir()) == []
     previewed = {p.name: p.read_bytes() for p in (tmp_path / "preview" / "wh").iterdir()}
     assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir() if p.is_file()}
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "preview").rglob("*")}
+    assert (tmp_path / "preview").stat().st_mode & 0o777 == 0o700  # the folder it made, buyer data inside
+    assert set(modes.values()) == {0o700, 0o600} and modes["preview/wh"] == 0o700
     status = json.loads(bridge("status", "--json", config=config).stdout)
     assert status["window_end"] is None and sum(status["orders"].values()) == 0
 
