@@ -733,8 +733,9 @@ class _Reader:
         return path if path.is_absolute() else self.base / path
 
     def secret(self, name: str, section: str) -> str:
+        reported = len(self.problems)
         value = self.environ_secret(name, section)
-        if not value and self.require_secrets:
+        if not value and self.require_secrets and len(self.problems) == reported:  # unreadable: said once
             self.problem(
                 section,
                 f"secret {name} is not set: put it in the environment or in $CREDENTIALS_DIRECTORY/{name}",

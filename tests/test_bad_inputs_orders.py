@@ -258,6 +258,16 @@ source = "ship_to.name"
 GOOD_XLSX = GOOD_CSV.replace('format = "csv"', 'format = "xlsx"').replace('encoding = "cp1252"\n', "")
 
 MAPPING_CONFIG = [
+    ("decimal_separator ';'", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\ndecimal_separator = ";"'),
+     "orders.decimal_separator: unknown value ';' (one of: '.', ',')"),
+    ("a typo in a column's key names the column's header", GOOD_CSV + "max_lenght = 35\n",
+     "orders.columns[0] (header 'Name').max_lenght: unknown key (known: decimals, default, format, header, map,"
+     " max_length, source, truncate, unencodable, value)"),
+    ("a typo in a service level of a map", GOOD_CSV + '[[orders.columns]]\nheader = "Versand"\n'
+     'source = "order.service_level"\nmap = { STANDART = "DHL_PAKET", EXPEDITED = "DHL_EXPRESS" }\n',
+     "orders.columns[1] (header 'Versand').map.STANDART: 'STANDART' is not one of Amazon's values for"
+     " order.service_level: 'STANDARD'? (Amazon sends EXPEDITED, FREE_ECONOMY, NEXT_DAY, PRIORITY, SAME_DAY,"
+     " SECOND_DAY, SCHEDULED, STANDARD)"),
     ("unknown formula_guard", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\nformula_guard = "escape"'),
      "orders.formula_guard: unknown value 'escape' (one of: reject, quote, off)"),
     ("formula_guard in xlsx", GOOD_XLSX.replace('file_name', 'formula_guard = "quote"\nfile_name'),
@@ -265,11 +275,11 @@ MAPPING_CONFIG = [
     ("unknown unencodable", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\nunencodable = "ascii"'),
      "orders.unencodable: unknown value 'ascii' (one of: fail, replace, transliterate)"),
     ("unknown column unencodable", GOOD_CSV + 'unencodable = "drop"\n',
-     "orders.columns[0].unencodable: unknown value 'drop' (one of: fail, replace, transliterate)"),
+     "orders.columns[0] (header 'Name').unencodable: unknown value 'drop' (one of: fail, replace, transliterate)"),
     ("column unencodable in xlsx", GOOD_XLSX + 'unencodable = "transliterate"\n',
-     "orders.columns[0].unencodable: only for csv columns (XML writes every character, XLSX is Unicode)"),
+     "orders.columns[0] (header 'Name').unencodable: only for csv columns (XML writes every character, XLSX is Unicode)"),
     ("xlsx max_length over a cell", GOOD_XLSX + "max_length = 40000\n",
-     "orders.columns[0].max_length: at most 32767 in an XLSX file (Excel's limit for a cell)"),
+     "orders.columns[0] (header 'Name').max_length: at most 32767 in an XLSX file (Excel's limit for a cell)"),
     ("per-run name without the date", GOOD_CSV.replace('"order"', '"run"').replace("{order_id}", "{run_time:%H%M%S}"),
      "orders.file_name: {run_time:%H%M%S} must write the full date and time when file_per = 'run' "
      "(e.g. %Y%m%d%H%M%S); it lacks the year, month, day"),
@@ -277,6 +287,13 @@ MAPPING_CONFIG = [
      "orders.file_name: {run_time:%Y%m%d%H%M} must write the full date and time when file_per = 'run' "
      "(e.g. %Y%m%d%H%M%S); it lacks the seconds"),
 ]
+
+
+def test_a_map_value_amazon_may_add_later_is_let_be(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(GOOD_CSV + '[[orders.columns]]\nheader = "Versand"\nsource = "order.service_level"\n'
+                    'map = { STANDARD = "DHL_PAKET", DRONE_DELIVERY = "DRONE" }\n', encoding="utf-8")
+    assert load_mapping(path).orders.columns[1].map == (("STANDARD", "DHL_PAKET"), ("DRONE_DELIVERY", "DRONE"))
 
 
 @pytest.mark.parametrize("case, text, message", MAPPING_CONFIG, ids=[c[0] for c in MAPPING_CONFIG])
@@ -341,6 +358,23 @@ def test_a_bridge_config_problem_is_reported_as_file_key_why(tmp_path, case, lin
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ=SECRETS, now=CONFIG_NOW)
     assert caught.value.problems == [f"{path}: {message}"]
+
+
+def test_a_secret_file_that_cannot_be_read_is_reported_once_not_also_as_not_set(tmp_path):
+    path = bridge_toml(tmp_path, "")
+    (tmp_path / "known_hosts").write_text("")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "BRIDGE_LWA_CLIENT_SECRET").write_bytes("secret".encode("utf-16"))
+    environ = {**SECRETS, "CREDENTIALS_DIRECTORY": str(credentials)}
+    del environ["BRIDGE_LWA_CLIENT_SECRET"]
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ, now=CONFIG_NOW)
+
+    assert caught.value.problems == [
+        f"{path}: amazon: secret BRIDGE_LWA_CLIENT_SECRET in {credentials}/BRIDGE_LWA_CLIENT_SECRET is not UTF-8"
+        " text: write the secret again as plain text"]
 
 
 @pytest.mark.parametrize("start", ["2026-11-29T12:05:00Z", "2026-11-29T11:00:00+01:00", "2026-11-01T00:00:00Z"])
@@ -623,7 +657,7 @@ def test_preview_with_a_bad_mapping_lists_its_problems_and_exits_2(capsys, tmp_p
     lines = err.splitlines()
     assert lines[0] == "configuration is not valid:"
     if messages is None:
-        assert lines[1].startswith(f"  {mapping}: orders.columns[0].source: unknown field 'ship_to.zip' (known: order.id, ")
+        assert lines[1].startswith(f"  {mapping}: orders.columns[0] (header 'Zip').source: unknown field 'ship_to.zip' (known: order.id, ")
     else:
         assert lines[1:] == ["  " + m.format(mapping=mapping) for m in messages]
 
