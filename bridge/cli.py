@@ -681,10 +681,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")
         finally:
             ledger.close()
-    for path in state.list_backups(settings):
+    backups = state.list_backups(settings)
+    for path in backups:
         info = path.stat()
         taken = datetime.fromtimestamp(info.st_mtime, timezone.utc)
         print(f"{path}  {info.st_size} bytes  taken {taken:%Y-%m-%dT%H:%M:%SZ}")
+    if not backups:
+        print(f"no backups yet in {settings.state_dir / 'backups'} (the orders run takes one a day; `backup` takes one now)")
     return EXIT_OK
 
 

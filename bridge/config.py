@@ -648,6 +648,10 @@ class _Reader:
             return None
         from bridge.mapping import load_mapping  # only for commands that lay out or read files
 
+        if not path.is_file():  # the key that names it, not only the path it names
+            why = "is a folder" if path.is_dir() else "does not exist"
+            self.problem(key, f"{path} {why} (relative paths are from the config's folder, {self.base})")
+            return None
         try:
             return load_mapping(path)
         except ConfigError as problem:

@@ -38,7 +38,7 @@ from bridge.cli import main
 from bridge.config import load_settings
 from bridge.edges.folders import FolderDrop
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BadRecord, ConfigError, FixTheSetup, TempNameBlocked
+from bridge.errors import BadRecord, ConfigError, FixTheSetup, HostKeyMismatch, SftpAuthError, SftpUnavailable, TempNameBlocked
 from bridge.formats.amazon_orders import order_from_v0, order_from_v2026
 from bridge.flows.orders import NOT_FOUND, UNUSABLE_ANSWER
 from bridge.formats.orders import render_orders
@@ -352,6 +352,17 @@ BRIDGE_CONFIG = [
 CONFIG_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)  # the clock, as load_settings is given it
 
 
+@pytest.mark.parametrize("mapping, why", [("mappings/acme.toml", "does not exist"), (".", "is a folder")])
+def test_a_mapping_path_that_names_no_file_is_reported_at_its_key(tmp_path, mapping, why):
+    path = bridge_toml(tmp_path, "")
+    path.write_text(path.read_text().replace(f'mapping = "{ROOT / "mappings" / "acme-csv.toml"}"', f'mapping = "{mapping}"'))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=SECRETS, now=CONFIG_NOW)
+    assert caught.value.problems == [
+        f"{path}: warehouses[0].mapping: {(tmp_path / mapping).resolve() if mapping == '.' else tmp_path / mapping}"
+        f" {why} (relative paths are from the config's folder, {tmp_path})"]
+
+
 @pytest.mark.parametrize("case, line, message", BRIDGE_CONFIG, ids=[c[0] for c in BRIDGE_CONFIG])
 def test_a_bridge_config_problem_is_reported_as_file_key_why(tmp_path, case, line, message):
     path = bridge_toml(tmp_path, line)
@@ -452,6 +463,44 @@ def test_a_known_hosts_broken_after_load_is_named_by_the_sftp_edge(sshd, tmp_pat
         f"cannot read known_hosts: {known_hosts} line 1: the line starts with the key type: the host name is"
         " missing (a host's .pub file?); write the host first, `[host]:port` for a port other than 22, as"
         " ssh-keyscan prints it")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_port_nothing_listens_on_is_said_in_words(sshd):
+    port = free_port()
+    with pytest.raises(SftpUnavailable) as caught, SftpDrop(replace(sshd.endpoint, port=port), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"sftp {sshd.endpoint.username}@[127.0.0.1]:{port}: check failed after 1 attempts: nothing accepts"
+        f" connections at 127.0.0.1 port {port} (connection refused): check host and port, and that the server runs")
+
+
+def test_a_known_hosts_entry_without_the_port_is_pointed_out(sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.server.host_key_line.replace(f"[127.0.0.1]:{sshd.port}", "127.0.0.1") + "\n")
+    with pytest.raises(HostKeyMismatch) as caught, \
+            SftpDrop(replace(sshd.endpoint, known_hosts=known_hosts), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value).startswith(
+        f"host [127.0.0.1]:{sshd.port} is not in known_hosts {known_hosts}; it has an entry for 127.0.0.1 without"
+        f" the port, which is port 22's: for port {sshd.port} the line begins [127.0.0.1]:{sshd.port}; verify its"
+        f" key out of band and add it: ssh-keyscan -p {sshd.port} 127.0.0.1 (check the fingerprint ")
+
+
+def test_a_public_key_given_as_the_private_key_is_named_as_such(sshd, tmp_path):
+    public = tmp_path / "id_ed25519.pub"
+    shutil.copy(f"{sshd.client_key}.pub", public)
+    with pytest.raises(SftpAuthError) as caught, SftpDrop(replace(sshd.endpoint, private_key=public), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"private key {public} is a public key (the .pub half): give the private half, the file without .pub")
 
 
 # --- drop → message -----------------------------------------------------------------------------

@@ -386,3 +386,11 @@ def test_status_reads_the_config_given_before_or_after_the_command(config, tmp_p
         assert f"config: {config}" in done.stdout
     lost = bridge("status", "--config", str(tmp_path / "nowhere.toml"), config=config)
     assert lost.returncode == 2 and "nowhere.toml: file not found" in lost.stderr
+
+
+def test_backup_list_says_when_there_is_no_backup_yet(config):
+    done = bridge("backup", "--list", config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"no backups yet in {config.parent / 'state' / 'backups'} (the orders run takes one a"
+                           " day; `backup` takes one now)\n")
