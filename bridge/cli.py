@@ -47,7 +47,7 @@ def parse_iso(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _with_descriptions(_parser()).parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as problem:
@@ -208,6 +208,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the demo keeps its config, state, secrets and drops; a re-run removes only what"
                            " a previous demo made there, and a folder holding anything else is refused (default ./demo-run)")
     demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _with_descriptions(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every `fbm-bridge COMMAND --help` opens with the command's one line (its help in the list
+    of commands) and ends with the exit statuses, like `fbm-bridge --help`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:  # argparse keeps each command's help only here
+                child = action.choices[choice.dest]
+                child.description = child.description or (choice.help[:1].upper() + choice.help[1:] + ".")
+                child.epilog = child.epilog or EPILOG
+                _with_descriptions(child)
     return parser
 
 

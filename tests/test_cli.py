@@ -394,3 +394,19 @@ def test_backup_list_says_when_there_is_no_backup_yet(config):
     assert done.returncode == 0, done.stderr
     assert done.stdout == (f"no backups yet in {config.parent / 'state' / 'backups'} (the orders run takes one a"
                            " day; `backup` takes one now)\n")
+
+
+def test_every_command_help_opens_with_what_it_does_and_ends_with_the_exit_statuses(capsys):
+    from bridge.cli import _parser, _with_descriptions, main
+
+    commands = [path[1:] for path, parser in parsers(_with_descriptions(_parser())) if len(path) > 1]
+    assert ("check",) in commands and ("orders", "pull") in commands
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        usage, description = text.split("\n\n")[:2]
+        assert usage.startswith(f"usage: fbm-bridge {' '.join(command)}")
+        assert description and not description.startswith("options:"), command
+        assert " ".join(text.split()).endswith(
+            "Exit status: 0 done; 1 errors that the next run retries; 2 the setup needs a person."), command
