@@ -776,6 +776,7 @@ def read_secret(name: str, environ: dict[str, str]) -> str:
     return ""
 
 
+KNOWN_HOSTS_MAX = 1024 * 1024  # read at every load: a file this large is some other file
 # Key types as they begin a known_hosts key (and a host's .pub file): a line that starts with one
 # has lost its host names.
 _KEY_TYPE = re.compile(r"(ssh-|ecdsa-sha2-|sk-ssh-|sk-ecdsa-|rsa-sha2-)[A-Za-z0-9@.-]+")
@@ -785,13 +786,18 @@ def known_hosts_problem(path: Path) -> str | None:
     """Why `path` cannot be read as an OpenSSH known_hosts file, naming the line; None when it can.
     paramiko would stop at such a line with an exception naming neither file nor line, or skip it."""
     try:
-        data = path.read_bytes()
+        if path.is_dir():
+            return f"{path} is a folder; give the known_hosts file in it"
+        if path.exists() and not path.is_file():
+            return f"{path} is not a regular file; give the known_hosts file"
+        with open(path, "rb") as f:
+            data = f.read(KNOWN_HOSTS_MAX + 1)
     except FileNotFoundError:
         return f"{path} does not exist (the server's host key must be pinned)"
-    except IsADirectoryError:
-        return f"{path} is a folder; give the known_hosts file in it"
     except OSError as problem:
         return f"cannot read {path} ({problem.strerror or problem})"
+    if len(data) > KNOWN_HOSTS_MAX:
+        return f"{path} is larger than {KNOWN_HOSTS_MAX // 1024 // 1024} MB: not a known_hosts file"
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
