@@ -47,7 +47,7 @@ def parse_iso(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _with_descriptions(_parser()).parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as problem:
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     resend.set_defaults(handler=cmd_resend)
 
-    run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
+    run = commands.add_parser("run", help="the long-running service (systemd): orders, shipments and stock, each on its schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
 
@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=Path, metavar="FILE",
                          help="orders JSON: a list of Amazon searchOrders Order objects (default: the demo orders)")
     sandbox.add_argument("--fresh", action="store_true",
-                         help="move the orders' update times to just inside the default window (default: as in the seed)")
+                         help="move the orders' update times to 55 to 35 minutes ago, inside the first window of a"
+                              " bridge without orders.start that pulls within 5 minutes (default: as in the seed)")
     sandbox.add_argument("--rate-scale", type=_positive, default=1, metavar="N",
                          help="multiply every operation's rate limit by N, bursts unchanged, e.g. 1000 for a"
                               " catch-up in seconds (default 1: Amazon's published usage plans)")
@@ -216,6 +217,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the demo keeps its config, state, secrets and drops; a re-run removes only what"
                            " a previous demo made there, and a folder holding anything else is refused (default ./demo-run)")
     demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _with_descriptions(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every `fbm-bridge COMMAND --help` opens with the command's one line (its help in the list
+    of commands) and ends with the exit statuses, like `fbm-bridge --help`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:  # argparse keeps each command's help only here
+                child = action.choices[choice.dest]
+                child.description = child.description or (choice.help[:1].upper() + choice.help[1:] + ".")
+                child.epilog = child.epilog or EPILOG
+                _with_descriptions(child)
     return parser
 
 
@@ -323,6 +337,7 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
         from bridge.edges.folders import make_private_dir, write_private
 
         try:
+            out.mkdir(mode=0o700, parents=True, exist_ok=True)  # made here: 0700 too; an existing one is left as it is
             for warehouse, rendered in preview.files:  # buyer data: 0700 folders, 0600 files
                 make_private_dir(out / warehouse)
                 write_private(out / warehouse / rendered.name, rendered.data)
@@ -711,10 +726,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"backup taken: {state.take_backup(settings, ledger, datetime.now(timezone.utc))}")
         finally:
             ledger.close()
-    for path in state.list_backups(settings):
+    backups = state.list_backups(settings)
+    for path in backups:
         info = path.stat()
         taken = datetime.fromtimestamp(info.st_mtime, timezone.utc)
         print(f"{path}  {info.st_size} bytes  taken {taken:%Y-%m-%dT%H:%M:%SZ}")
+    if not backups:
+        print(f"no backups yet in {settings.state_dir / 'backups'} (the orders run takes one a day; `backup` takes one now)")
     return EXIT_OK
 
 

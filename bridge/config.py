@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from bridge import DEFAULT_CONFIG_PATH  # noqa: F401 - the config module's name for it
 from bridge.errors import ConfigError
-from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, parse_iso
+from bridge.records import FULFILLMENT_STATUSES, V0_STATUS_TO_FULFILLMENT, iso_z, parse_iso
 
 if TYPE_CHECKING:
     from bridge.mapping import Mapping
@@ -41,6 +41,8 @@ LWA_REFRESH_TOKEN = "BRIDGE_LWA_REFRESH_TOKEN"
 STATE_KEY = "BRIDGE_STATE_KEY"
 STATE_KEY_NEW = "BRIDGE_STATE_KEY_NEW"  # only `fbm-bridge rekey` reads it
 SECRET_NAMES = (LWA_CLIENT_ID, LWA_CLIENT_SECRET, LWA_REFRESH_TOKEN, STATE_KEY)
+# `orders.start` may be this far ahead of the clock (the machine's clock a little behind).
+START_CLOCK_TOLERANCE = timedelta(minutes=5)
 
 
 def _is_time_zone(name: str) -> bool:
@@ -218,14 +220,14 @@ class Settings:
 
 
 def load_settings(path: Path, environ: dict[str, str] | None = None, *,
-                  require_secrets: bool = True, mappings: bool = True) -> Settings:
+                  require_secrets: bool = True, mappings: bool = True, now: datetime | None = None) -> Settings:
     """Read, validate and freeze a config file; raise ConfigError with every problem found.
 
     `require_secrets=False` is for commands that use no secret (`fbm-bridge status`): a missing
     secret is then not a problem and its field is "". A secret that is set is still checked.
     `mappings=False` is for commands that lay out no file and read none (`fbm-bridge status`):
     the mappings are neither read nor checked (`check` does that), and each warehouse's
-    `mapping` is None.
+    `mapping` is None. `now` (default: the clock) is what `orders.start` must not be after.
     """
     environ = dict(os.environ if environ is None else environ)
     label = str(path)
@@ -237,7 +239,8 @@ def load_settings(path: Path, environ: dict[str, str] | None = None, *,
         raise ConfigError([f"{label}: cannot read: {problem}"]) from None
     except tomllib.TOMLDecodeError as problem:
         raise ConfigError([f"{label}: not valid TOML: {problem}"]) from None
-    reader = _Reader(label, Path(path).resolve().parent, environ, require_secrets, mappings)
+    reader = _Reader(label, Path(path).resolve().parent, environ, require_secrets, mappings,
+                     now or datetime.now(UTC))
     settings = reader.settings(data)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -248,8 +251,9 @@ class _Reader:
     """Walks the parsed TOML, collecting problems instead of stopping at the first."""
 
     def __init__(self, label: str, base: Path, environ: dict[str, str], require_secrets: bool,
-                 mappings: bool = True):
+                 mappings: bool = True, now: datetime | None = None):
         self.label = label
+        self.now = now or datetime.now(UTC)
         self.base = base
         self.environ = environ
         self.require_secrets = require_secrets
@@ -367,6 +371,8 @@ class _Reader:
                 start_at = parse_iso(str(start))
             except ValueError:
                 self.problem("orders.start", f"{start!r} is not an ISO 8601 time like 2026-11-20T00:00:00Z")
+            else:
+                self.start_not_ahead(start_at)
         return OrderSettings(
             interval=timedelta(minutes=interval),
             window=timedelta(minutes=window),
@@ -378,6 +384,17 @@ class _Reader:
             statuses=tuple(statuses),
             marketplaces=tuple(marketplaces or configured),
         )
+
+    def start_not_ahead(self, start: datetime) -> None:
+        """A start in the future (a typo in the year) would pull nothing until then, while every
+        run reported success: refused, beyond a clock running a little behind."""
+        if start > self.now + START_CLOCK_TOLERANCE:
+            self.problem(
+                "orders.start",
+                f"{iso_z(start)} is in the future (this machine's clock says {iso_z(self.now)}): nothing"
+                " would be pulled until then; give a past time, e.g. the last update of the oldest"
+                " order still to ship",
+            )
 
     def warehouses(self, entries: Any, configured: tuple[str, ...]) -> tuple[WarehouseSettings, ...]:
         if not isinstance(entries, list) or not entries:
@@ -417,8 +434,9 @@ class _Reader:
             self.problem(f"{key}.name", f"{name!r}: use letters, digits, '.', '_' and '-' only")
         mapping = self.mapping(entry, f"{key}.mapping") if self.mappings else None
         known_hosts = self.path(entry, f"{key}.known_hosts", None)
-        if known_hosts is not None and not known_hosts.is_file():
-            self.problem(f"{key}.known_hosts", f"{known_hosts} does not exist (the server's host key must be pinned)")
+        why = known_hosts_problem(known_hosts) if known_hosts is not None else None
+        if why:
+            self.problem(f"{key}.known_hosts", why)
         # Absent (or "") means password login; Path("") would be ".", which is not a key file.
         private_key = self.path(entry, f"{key}.private_key", None) if entry.get("private_key", "") != "" else None
         if private_key is not None and not private_key.is_file():
@@ -630,6 +648,10 @@ class _Reader:
             return None
         from bridge.mapping import load_mapping  # only for commands that lay out or read files
 
+        if not path.is_file():  # the key that names it, not only the path it names
+            why = "is a folder" if path.is_dir() else "does not exist"
+            self.problem(key, f"{path} {why} (relative paths are from the config's folder, {self.base})")
+            return None
         try:
             return load_mapping(path)
         except ConfigError as problem:
@@ -715,8 +737,9 @@ class _Reader:
         return path if path.is_absolute() else self.base / path
 
     def secret(self, name: str, section: str) -> str:
+        reported = len(self.problems)
         value = self.environ_secret(name, section)
-        if not value and self.require_secrets:
+        if not value and self.require_secrets and len(self.problems) == reported:  # unreadable: said once
             self.problem(
                 section,
                 f"secret {name} is not set: put it in the environment or in $CREDENTIALS_DIRECTORY/{name}",
@@ -751,6 +774,62 @@ def read_secret(name: str, environ: dict[str, str]) -> str:
                     f"secret {name} cannot be read from {candidate}: {problem.strerror or problem}"
                 ) from None
     return ""
+
+
+KNOWN_HOSTS_MAX = 1024 * 1024  # read at every load: a file this large is some other file
+# Key types as they begin a known_hosts key (and a host's .pub file): a line that starts with one
+# has lost its host names.
+_KEY_TYPE = re.compile(r"(ssh-|ecdsa-sha2-|sk-ssh-|sk-ecdsa-|rsa-sha2-)[A-Za-z0-9@.-]+")
+
+
+def known_hosts_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an OpenSSH known_hosts file, naming the line; None when it can.
+    paramiko would stop at such a line with an exception naming neither file nor line, or skip it."""
+    try:
+        if path.is_dir():
+            return f"{path} is a folder; give the known_hosts file in it"
+        if path.exists() and not path.is_file():
+            return f"{path} is not a regular file; give the known_hosts file"
+        with open(path, "rb") as f:
+            data = f.read(KNOWN_HOSTS_MAX + 1)
+    except FileNotFoundError:
+        return f"{path} does not exist (the server's host key must be pinned)"
+    except OSError as problem:
+        return f"cannot read {path} ({problem.strerror or problem})"
+    if len(data) > KNOWN_HOSTS_MAX:
+        return f"{path} is larger than {KNOWN_HOSTS_MAX // 1024 // 1024} MB: not a known_hosts file"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return (f"{path} is not UTF-8 text (saved as UTF-16 or \"Unicode\" by an editor?): write it again"
+                " as plain text, one `HOST KEYTYPE KEY` line per key, as ssh-keyscan prints them")
+    if text.startswith("\ufeff"):
+        return f"{path} starts with a byte order mark (saved as \"UTF-8 with BOM\"?): save it as plain UTF-8"
+    for number, line in enumerate(text.splitlines(), 1):
+        why = _known_hosts_line_problem(line)
+        if why:
+            return f"{path} line {number}: {why}"
+    return None
+
+
+def _known_hosts_line_problem(line: str) -> str | None:
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    if fields[0].startswith("@"):
+        return f"markers like {fields[0]} are not supported: pin the server's own key, as ssh-keyscan prints it"
+    if _KEY_TYPE.fullmatch(fields[0]):
+        return ("the line starts with the key type: the host name is missing (a host's .pub file?);"
+                " write the host first, `[host]:port` for a port other than 22, as ssh-keyscan prints it")
+    if len(fields) < 3:
+        return "not a known_hosts line: expected `HOST KEYTYPE KEY`, as ssh-keyscan prints it"
+    if not _KEY_TYPE.fullmatch(fields[1]):
+        return "not a known_hosts line: expected `HOST KEYTYPE KEY`, as ssh-keyscan prints it"
+    try:
+        base64.b64decode(fields[2], validate=True)
+    except ValueError:
+        return f"the {fields[1]} key is not valid base64 (cut short, or wrapped onto two lines?)"
+    return None
 
 
 def _is_encrypted_key(path: Path) -> bool:

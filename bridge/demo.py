@@ -56,7 +56,7 @@ from bridge.mapping import shipped_mappings
 from bridge.records import Order, iso_z
 from bridge.report import format_status
 from bridge.sandbox.sftpd import LocalSftpServer
-from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever
+from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever, spread_last_updated
 from bridge.sandbox.wms import Counted, confirm_delivered, drop_stock
 from bridge.sealing import Sealer, new_key
 from bridge.service import QUIET_LIBRARIES, OneLineFormatter, configure_logging, status_report
@@ -74,6 +74,9 @@ WAREHOUSES = [
 # Where each warehouse's confirmation files arrive: its SFTP shipments folder, or (initech: staff
 # drop the workbook by hand) a local folder on the bridge's machine.
 STAFF_FOLDER = {"initech"}
+# `sandbox --fresh`: update times spread over now - 55 min .. now - 35 min, inside the default
+# first window [now - 60 min, now - 30 min] of a pull made up to 5 minutes after the start.
+FRESH_SPREAD = (timedelta(minutes=55), timedelta(minutes=35))
 MARKER = ".fbm-bridge-demo.json"  # what the demo made in its folder: all a re-run may remove
 GLIMPSE_LINES = 12
 
@@ -105,12 +108,21 @@ def demo_orders(now: datetime) -> list[dict]:
     return rebase_last_updated(load_seed(SEED), now - timedelta(minutes=35))
 
 
+def fresh_orders(orders: list[dict], now: datetime) -> list[dict]:
+    """`sandbox --fresh`: the orders' update times inside the first window of a bridge without
+    orders.start (now - 60 min to now - 30 min by default), for a pull up to 5 minutes later."""
+    return spread_last_updated(orders, now - FRESH_SPREAD[0], now - FRESH_SPREAD[1])
+
+
 def serve_sandbox(port: int, seed: Path | None, *, fresh: bool = False, rate_scale: float = 1.0) -> None:
     orders = load_seed(seed or SEED)
     if fresh:
-        orders = rebase_last_updated(orders, datetime.now(timezone.utc) - timedelta(minutes=35))
+        orders = fresh_orders(orders, datetime.now(timezone.utc))
     sandbox = SpApiSandbox(orders, port=port, rate_scale=rate_scale).start()
     print(f"SP-API sandbox on {sandbox.url} (LWA token URL {sandbox.token_url}); Ctrl-C stops it")
+    if fresh:
+        print("  --fresh: the orders were last updated 55 to 35 minutes ago: a bridge without orders.start"
+              " (default window and lag) finds them if it pulls within 5 minutes")
     if rate_scale != 1:
         print(f"  rate limits: Amazon's usage plans x {rate_scale:g} (bursts unchanged)")
     print(f"  {len(orders)} orders; controls: POST {sandbox.url}/_sandbox/pii, /_sandbox/faults, /_sandbox/orders")

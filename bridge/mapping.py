@@ -127,6 +127,7 @@ line.currency                 text      the line's currency, else the order's
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import string
@@ -287,8 +288,12 @@ def shipped_mappings() -> Path:
     return installed if installed.is_dir() else package.parent / "mappings"
 
 
-def load_mapping(path: Path) -> Mapping:
-    """Read and check `path`; raise ConfigError listing every problem found."""
+def load_mapping(path: Path, *, warnings: list[str] | None = None) -> Mapping:
+    """Read and check `path`; raise ConfigError listing every problem found.
+
+    With a `warnings` list (`fbm-bridge preview`, which lays out orders only), the problems of the
+    [stock] and [shipments] sections (e.g. a stock SKU map not copied beside the mapping) go
+    there instead, and a section with problems is left out of the Mapping."""
     where = str(path)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -300,8 +305,14 @@ def load_mapping(path: Path) -> Mapping:
         raise ConfigError([f"{where}: syntax: {problem}"]) from None
     problems: list[str] = []
     layout = _Checker(where, problems).mapping(data)
-    stock = _stock_section(data, where, Path(path).parent, problems)
-    shipments = _ShipmentsChecker(where, problems).section(data.get("shipments"))
+    stock_problems = problems if warnings is None else []
+    stock = _stock_section(data, where, Path(path).parent, stock_problems)
+    shipments_problems = problems if warnings is None else []
+    shipments = _ShipmentsChecker(where, shipments_problems).section(data.get("shipments"))
+    if warnings is not None:
+        warnings += stock_problems + shipments_problems
+        stock = None if stock_problems else stock
+        shipments = None if shipments_problems else shipments
     if problems:
         raise ConfigError(problems)
     assert layout is not None
@@ -350,6 +361,27 @@ def _missing_time_parts(spec: str) -> list[str]:
 
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
+
+
+# What Amazon sends for the text sources a map translates (Orders API v2026-01-01's model:
+# OrderFulfillment.fulfillmentServiceLevel; v0's spellings are converted to these).
+AMAZON_VALUES = {
+    "order.service_level": ("EXPEDITED", "FREE_ECONOMY", "NEXT_DAY", "PRIORITY", "SAME_DAY", "SECOND_DAY",
+                            "SCHEDULED", "STANDARD"),
+}
+
+
+def _named_by(name: Any, name_key: str) -> str:
+    """` (header 'Name')`: a column found by its header, not only by its 0-based index."""
+    if not isinstance(name, str) or not name:
+        return ""
+    return f" ({name_key} {name if len(name) <= 40 else name[:40] + '...'!r})"
+
+
+def _choices(allowed: tuple[str, ...]) -> str:
+    """`csv, xml, xlsx`, but `'.', ','`: words plain, anything else quoted so it can be read."""
+    plain = all(a.replace("-", "").replace("_", "").isalnum() for a in allowed)
+    return ", ".join(a if plain else repr(a) for a in allowed)
 
 
 class _Checker:
@@ -470,11 +502,11 @@ class _Checker:
         value = self.text(data, f"orders.{key}", default)
         if value is None:
             if default is None and key not in data:
-                self.problem(f"orders.{key}", f"missing (one of: {', '.join(allowed)})")
+                self.problem(f"orders.{key}", f"missing (one of: {_choices(allowed)})")
             return None
         if value not in allowed:
             self.problem(f"orders.{key}",
-                         f"unknown value {value!r} (one of: {', '.join(allowed)})")
+                         f"unknown value {value!r} (one of: {_choices(allowed)})")
             return None
         return value
 
@@ -616,19 +648,22 @@ class _Checker:
             return None
         return tuple(columns)  # type: ignore[arg-type]
 
-    def column(self, item: dict[str, Any], where: str, name_key: str,
+    def column(self, item: dict[str, Any], index_where: str, name_key: str,
                options: dict[str, Any], *, lines: bool, xml: bool) -> Column | None:
+        # Problems name the column by its header too (`columns[5] (header 'Name').max_length`),
+        # but those of the header itself by its place only.
+        where = index_where + _named_by(item.get(name_key), name_key)
         for key in sorted(set(item) - _COLUMN_KEYS - {name_key}):
             self.problem(f"{where}.{key}", f"unknown key (known: "
                          f"{', '.join(sorted(_COLUMN_KEYS | {name_key}))})")
         bad = len(self.problems)
-        name = self.text(item, f"{where}.{name_key}", None)
+        name = self.text(item, f"{index_where}.{name_key}", None)
         if name is None and name_key not in item:
-            self.problem(f"{where}.{name_key}", "missing")
+            self.problem(f"{index_where}.{name_key}", "missing")
         elif name is not None and xml:
-            self.xml_path(name, f"{where}.{name_key}")
+            self.xml_path(name, f"{index_where}.{name_key}")
         elif name is not None and not name:
-            self.problem(f"{where}.{name_key}", "must not be empty")
+            self.problem(f"{index_where}.{name_key}", "must not be empty")
         source = self.text(item, f"{where}.source", None)
         value = self.text(item, f"{where}.value", None)
         kind = "text"
@@ -700,7 +735,20 @@ class _Checker:
         for amazon_value, code in table.items():
             if not isinstance(code, str):
                 self.problem(f"{key}.{amazon_value}", f"must be a string, not {type(code).__name__}")
+            self.amazon_value(f"{key}.{amazon_value}", source, str(amazon_value))
         return tuple((str(a), c) for a, c in table.items() if isinstance(c, str))
+
+    def amazon_value(self, key: str, source: str, value: str) -> None:
+        """A map entry that is a near miss of one of Amazon's values (`STANDART`) would never
+        match, holding every such order: refused. Other unknown values are let be, in case
+        Amazon adds one."""
+        known = AMAZON_VALUES.get(source)
+        if known is None or value in known:
+            return
+        near = difflib.get_close_matches(value.upper(), known, n=1, cutoff=0.75)
+        if near:
+            self.problem(key, f"{value!r} is not one of Amazon's values for {source}: {near[0]!r}?"
+                              f" (Amazon sends {', '.join(known)})")
 
     def xml_path(self, path: str, key: str) -> None:
         elements, _, attribute = path.partition("@")
@@ -1218,9 +1266,7 @@ class _StockChecker:
             return default
         value = self.text(data, key, default)
         if value is not None and value not in allowed:
-            plain = all(a.replace("-", "").replace("_", "").isalnum() for a in allowed)
-            shown = ", ".join(a if plain else repr(a) for a in allowed)
-            self.problem(key, f"unknown value {value!r} (one of: {shown})")
+            self.problem(key, f"unknown value {value!r} (one of: {_choices(allowed)})")
             return None
         return value
 

@@ -594,9 +594,8 @@ def accept_restore(settings: Settings, sealer: Sealer, now: datetime, bookmark: 
         ledger.raise_package_floor(floor, now, f"accepted ledger: package ids continue above {floor}, {how}")
         kind = "another state folder's ledger" if foreign else "an older copy of this folder's ledger"
         ledger.set_state_id(state_id, now, "restore_accepted",
-                            f"a person accepted {kind} ({ledger.progress()} events; the folder had seen"
-                            f" {marker.progress if marker else 0}); {len(aside.spool)} spool and"
-                            f" {len(aside.inbound)} inbound file(s) it does not know set aside in {aside.folder}")
+                            f"a person accepted {kind}: {_progress_words(ledger, marker)}; {len(aside.spool)} spool"
+                            f" and {len(aside.inbound)} inbound file(s) it does not know set aside in {aside.folder}")
         write_marker(settings.state_dir, Marker(state_id, ledger.progress(), ledger.highest_package_id()), now)
     finally:
         ledger.close()
@@ -604,14 +603,20 @@ def accept_restore(settings: Settings, sealer: Sealer, now: datetime, bookmark: 
         [f"package ids (packageReferenceId) continue above {floor}: {how}"] if floor > known_before else [])
 
 
+def _progress_words(ledger: Ledger, marker: Marker | None) -> str:
+    """How far the accepted ledger had come against the folder's own record, in words."""
+    folder = (f"this folder had recorded {marker.progress} by its last run" if marker
+              else "this folder kept no record of its last run")
+    return f"it records {ledger.progress()} events (orders seen, files taken in, packages), {folder}"
+
+
 def _accepted_lines(settings: Settings, ledger: Ledger, marker: Marker | None, foreign: bool,
                     bookmark: str | None) -> list[str]:
     pulled = ledger.bookmark(bookmark) if bookmark else None
     theirs = f"; it had pulled orders up to {iso_z(pulled)}" if pulled else ""
     if not foreign:
-        seen = f", the folder had seen {marker.progress}" if marker else ""
-        return [f"the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it"
-                f" has {ledger.progress()} events{seen}){theirs}; the next run continues from its bookmark"]
+        return [f"the ledger in place is accepted: an older copy of this folder's ledger (a restored backup:"
+                f" {_progress_words(ledger, marker)}){theirs}; the next run continues from its bookmark"]
     assert marker is not None
     ours = _own_newest_backup(settings, marker.state_id, bookmark)
     lines = [f"the ledger in place is accepted: it is not a backup of this folder but a ledger from another state"

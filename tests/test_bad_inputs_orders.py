@@ -38,7 +38,7 @@ from bridge.cli import main
 from bridge.config import load_settings
 from bridge.edges.folders import FolderDrop
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BadRecord, ConfigError, TempNameBlocked
+from bridge.errors import BadRecord, ConfigError, FixTheSetup, HostKeyMismatch, SftpAuthError, SftpUnavailable, TempNameBlocked
 from bridge.formats.amazon_orders import order_from_v0, order_from_v2026
 from bridge.flows.orders import NOT_FOUND, UNUSABLE_ANSWER
 from bridge.formats.orders import render_orders
@@ -88,6 +88,10 @@ AMAZON_DATA = [
      "order 111-0000001-0000001: orderItems[1].quantityOrdered is negative"),
     ("a newline in the order id is shown escaped", lambda o: o.update(orderId="1\nINFO forged", fulfillment=7),
      "order '1\\nINFO forged': fulfillment is not an object"),
+    ("quantity 1e308 (a whole float of 309 digits)", item("quantityOrdered", 1e308),
+     "order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
+    ("quantity over a million", item("quantityOrdered", 1_000_001),
+     "order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
 ]
 
 
@@ -254,6 +258,16 @@ source = "ship_to.name"
 GOOD_XLSX = GOOD_CSV.replace('format = "csv"', 'format = "xlsx"').replace('encoding = "cp1252"\n', "")
 
 MAPPING_CONFIG = [
+    ("decimal_separator ';'", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\ndecimal_separator = ";"'),
+     "orders.decimal_separator: unknown value ';' (one of: '.', ',')"),
+    ("a typo in a column's key names the column's header", GOOD_CSV + "max_lenght = 35\n",
+     "orders.columns[0] (header 'Name').max_lenght: unknown key (known: decimals, default, format, header, map,"
+     " max_length, source, truncate, unencodable, value)"),
+    ("a typo in a service level of a map", GOOD_CSV + '[[orders.columns]]\nheader = "Versand"\n'
+     'source = "order.service_level"\nmap = { STANDART = "DHL_PAKET", EXPEDITED = "DHL_EXPRESS" }\n',
+     "orders.columns[1] (header 'Versand').map.STANDART: 'STANDART' is not one of Amazon's values for"
+     " order.service_level: 'STANDARD'? (Amazon sends EXPEDITED, FREE_ECONOMY, NEXT_DAY, PRIORITY, SAME_DAY,"
+     " SECOND_DAY, SCHEDULED, STANDARD)"),
     ("unknown formula_guard", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\nformula_guard = "escape"'),
      "orders.formula_guard: unknown value 'escape' (one of: reject, quote, off)"),
     ("formula_guard in xlsx", GOOD_XLSX.replace('file_name', 'formula_guard = "quote"\nfile_name'),
@@ -261,11 +275,11 @@ MAPPING_CONFIG = [
     ("unknown unencodable", GOOD_CSV.replace('encoding = "cp1252"', 'encoding = "cp1252"\nunencodable = "ascii"'),
      "orders.unencodable: unknown value 'ascii' (one of: fail, replace, transliterate)"),
     ("unknown column unencodable", GOOD_CSV + 'unencodable = "drop"\n',
-     "orders.columns[0].unencodable: unknown value 'drop' (one of: fail, replace, transliterate)"),
+     "orders.columns[0] (header 'Name').unencodable: unknown value 'drop' (one of: fail, replace, transliterate)"),
     ("column unencodable in xlsx", GOOD_XLSX + 'unencodable = "transliterate"\n',
-     "orders.columns[0].unencodable: only for csv columns (XML writes every character, XLSX is Unicode)"),
+     "orders.columns[0] (header 'Name').unencodable: only for csv columns (XML writes every character, XLSX is Unicode)"),
     ("xlsx max_length over a cell", GOOD_XLSX + "max_length = 40000\n",
-     "orders.columns[0].max_length: at most 32767 in an XLSX file (Excel's limit for a cell)"),
+     "orders.columns[0] (header 'Name').max_length: at most 32767 in an XLSX file (Excel's limit for a cell)"),
     ("per-run name without the date", GOOD_CSV.replace('"order"', '"run"').replace("{order_id}", "{run_time:%H%M%S}"),
      "orders.file_name: {run_time:%H%M%S} must write the full date and time when file_per = 'run' "
      "(e.g. %Y%m%d%H%M%S); it lacks the year, month, day"),
@@ -273,6 +287,13 @@ MAPPING_CONFIG = [
      "orders.file_name: {run_time:%Y%m%d%H%M} must write the full date and time when file_per = 'run' "
      "(e.g. %Y%m%d%H%M%S); it lacks the seconds"),
 ]
+
+
+def test_a_map_value_amazon_may_add_later_is_let_be(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(GOOD_CSV + '[[orders.columns]]\nheader = "Versand"\nsource = "order.service_level"\n'
+                    'map = { STANDARD = "DHL_PAKET", DRONE_DELIVERY = "DRONE" }\n', encoding="utf-8")
+    assert load_mapping(path).orders.columns[1].map == (("STANDARD", "DHL_PAKET"), ("DRONE_DELIVERY", "DRONE"))
 
 
 @pytest.mark.parametrize("case, text, message", MAPPING_CONFIG, ids=[c[0] for c in MAPPING_CONFIG])
@@ -319,15 +340,167 @@ BRIDGE_CONFIG = [
      "(it is added to a file name: no '/' or other path characters)"),
     ("empty temp_suffix", 'temp_suffix = ""',
      "warehouses[0].temp_suffix: must not be empty: files are uploaded under a temporary name"),
+    ("orders.start a year ahead (a typo in the year)", '[orders]\nstart = "2027-11-29T12:00:00Z"',
+     "orders.start: 2027-11-29T12:00:00Z is in the future (this machine's clock says 2026-11-29T12:00:00Z):"
+     " nothing would be pulled until then; give a past time, e.g. the last update of the oldest order"
+     " still to ship"),
+    ("orders.start without a zone, read as UTC, ahead", '[orders]\nstart = "2026-11-29 12:06"',
+     "orders.start: 2026-11-29T12:06:00Z is in the future (this machine's clock says 2026-11-29T12:00:00Z):"
+     " nothing would be pulled until then; give a past time, e.g. the last update of the oldest order"
+     " still to ship"),
 ]
+CONFIG_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)  # the clock, as load_settings is given it
+
+
+@pytest.mark.parametrize("mapping, why", [("mappings/acme.toml", "does not exist"), (".", "is a folder")])
+def test_a_mapping_path_that_names_no_file_is_reported_at_its_key(tmp_path, mapping, why):
+    path = bridge_toml(tmp_path, "")
+    path.write_text(path.read_text().replace(f'mapping = "{ROOT / "mappings" / "acme-csv.toml"}"', f'mapping = "{mapping}"'))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=SECRETS, now=CONFIG_NOW)
+    assert caught.value.problems == [
+        f"{path}: warehouses[0].mapping: {(tmp_path / mapping).resolve() if mapping == '.' else tmp_path / mapping}"
+        f" {why} (relative paths are from the config's folder, {tmp_path})"]
 
 
 @pytest.mark.parametrize("case, line, message", BRIDGE_CONFIG, ids=[c[0] for c in BRIDGE_CONFIG])
 def test_a_bridge_config_problem_is_reported_as_file_key_why(tmp_path, case, line, message):
     path = bridge_toml(tmp_path, line)
     with pytest.raises(ConfigError) as caught:
-        load_settings(path, environ=SECRETS)
+        load_settings(path, environ=SECRETS, now=CONFIG_NOW)
     assert caught.value.problems == [f"{path}: {message}"]
+
+
+def test_a_secret_file_that_cannot_be_read_is_reported_once_not_also_as_not_set(tmp_path):
+    path = bridge_toml(tmp_path, "")
+    (tmp_path / "known_hosts").write_text("")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "BRIDGE_LWA_CLIENT_SECRET").write_bytes("secret".encode("utf-16"))
+    environ = {**SECRETS, "CREDENTIALS_DIRECTORY": str(credentials)}
+    del environ["BRIDGE_LWA_CLIENT_SECRET"]
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ, now=CONFIG_NOW)
+
+    assert caught.value.problems == [
+        f"{path}: amazon: secret BRIDGE_LWA_CLIENT_SECRET in {credentials}/BRIDGE_LWA_CLIENT_SECRET is not UTF-8"
+        " text: write the secret again as plain text"]
+
+
+@pytest.mark.parametrize("start", ["2026-11-29T12:05:00Z", "2026-11-29T11:00:00+01:00", "2026-11-01T00:00:00Z"])
+def test_an_orders_start_up_to_five_minutes_ahead_of_the_clock_is_accepted(tmp_path, start):
+    path = bridge_toml(tmp_path, f'[orders]\nstart = "{start}"')
+    settings = load_settings(path, environ=SECRETS, now=CONFIG_NOW)
+    assert settings.orders.start <= CONFIG_NOW + timedelta(minutes=5)
+
+
+# --- known_hosts → message: at load (check, pull, status, the service) and in the SFTP edge ------
+
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@vm"
+KNOWN_HOSTS = [
+    ("the host's .pub file (no host name)", PUB.encode() + b"\n",
+     "{kh} line 1: the line starts with the key type: the host name is missing (a host's .pub file?);"
+     " write the host first, `[host]:port` for a port other than 22, as ssh-keyscan prints it"),
+    ("a line of text after a good one", b"# pinned\n[127.0.0.1]:2222 " + PUB.encode() + b"\nsee the wiki\n",
+     "{kh} line 3: not a known_hosts line: expected `HOST KEYTYPE KEY`, as ssh-keyscan prints it"),
+    ("a key cut short", b"[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnk\n",
+     "{kh} line 1: the ssh-ed25519 key is not valid base64 (cut short, or wrapped onto two lines?)"),
+    ("a marker line", b"@cert-authority *.example.com " + PUB.encode() + b"\n",
+     "{kh} line 1: markers like @cert-authority are not supported: pin the server's own key, as ssh-keyscan"
+     " prints it"),
+    ("UTF-16", ("[127.0.0.1]:2222 " + PUB + "\n").encode("utf-16"),
+     "{kh} is not UTF-8 text (saved as UTF-16 or \"Unicode\" by an editor?): write it again as plain text,"
+     " one `HOST KEYTYPE KEY` line per key, as ssh-keyscan prints them"),
+    ("a byte order mark", ("\ufeff[127.0.0.1]:2222 " + PUB + "\n").encode(),
+     "{kh} starts with a byte order mark (saved as \"UTF-8 with BOM\"?): save it as plain UTF-8"),
+    ("a folder", None, "{kh} is a folder; give the known_hosts file in it"),
+]
+
+
+def plant_known_hosts(tmp_path: Path, content: bytes | None) -> Path:
+    known_hosts = tmp_path / "known_hosts"
+    if content is None:
+        known_hosts.unlink(missing_ok=True)
+        known_hosts.mkdir()
+    else:
+        known_hosts.write_bytes(content)
+    return known_hosts
+
+
+@pytest.mark.parametrize("case, content, message", KNOWN_HOSTS, ids=[c[0] for c in KNOWN_HOSTS])
+def test_a_malformed_known_hosts_is_named_with_its_line_at_load(tmp_path, case, content, message):
+    path = bridge_toml(tmp_path, "")
+    known_hosts = plant_known_hosts(tmp_path, content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=SECRETS)
+    assert caught.value.problems == [f"{path}: warehouses[0].known_hosts: {message.format(kh=known_hosts)}"]
+
+
+@pytest.mark.parametrize("command", [["check"], ["orders", "pull"], ["status"]])
+def test_check_pull_and_status_say_it_in_one_line_and_exit_2(tmp_path, capsys, monkeypatch, command):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    path = bridge_toml(tmp_path, "")
+    known_hosts = plant_known_hosts(tmp_path, PUB.encode() + b"\n")
+
+    status = main(["--config", str(path), *command])
+
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err.splitlines() == ["configuration is not valid:",
+                                f"  {path}: warehouses[0].known_hosts: {known_hosts} line 1: the line starts with"
+                                " the key type: the host name is missing (a host's .pub file?); write the host"
+                                " first, `[host]:port` for a port other than 22, as ssh-keyscan prints it"]
+
+
+def test_a_known_hosts_broken_after_load_is_named_by_the_sftp_edge(sshd, tmp_path):
+    known_hosts = plant_known_hosts(tmp_path, PUB.encode() + b"\n")
+    endpoint = replace(sshd.endpoint, known_hosts=known_hosts)
+    with pytest.raises(FixTheSetup) as caught, SftpDrop(endpoint, attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"cannot read known_hosts: {known_hosts} line 1: the line starts with the key type: the host name is"
+        " missing (a host's .pub file?); write the host first, `[host]:port` for a port other than 22, as"
+        " ssh-keyscan prints it")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_port_nothing_listens_on_is_said_in_words(sshd):
+    port = free_port()
+    with pytest.raises(SftpUnavailable) as caught, SftpDrop(replace(sshd.endpoint, port=port), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"sftp {sshd.endpoint.username}@[127.0.0.1]:{port}: check failed after 1 attempts: nothing accepts"
+        f" connections at 127.0.0.1 port {port} (connection refused): check host and port, and that the server runs")
+
+
+def test_a_known_hosts_entry_without_the_port_is_pointed_out(sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.server.host_key_line.replace(f"[127.0.0.1]:{sshd.port}", "127.0.0.1") + "\n")
+    with pytest.raises(HostKeyMismatch) as caught, \
+            SftpDrop(replace(sshd.endpoint, known_hosts=known_hosts), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value).startswith(
+        f"host [127.0.0.1]:{sshd.port} is not in known_hosts {known_hosts}; it has an entry for 127.0.0.1 without"
+        f" the port, which is port 22's: for port {sshd.port} the line begins [127.0.0.1]:{sshd.port}; verify its"
+        f" key out of band and add it: ssh-keyscan -p {sshd.port} 127.0.0.1 (check the fingerprint ")
+
+
+def test_a_public_key_given_as_the_private_key_is_named_as_such(sshd, tmp_path):
+    public = tmp_path / "id_ed25519.pub"
+    shutil.copy(f"{sshd.client_key}.pub", public)
+    with pytest.raises(SftpAuthError) as caught, SftpDrop(replace(sshd.endpoint, private_key=public), attempts=1) as drop:
+        drop.check()
+    assert str(caught.value) == (
+        f"private key {public} is a public key (the .pub half): give the private half, the file without .pub")
 
 
 # --- drop → message -----------------------------------------------------------------------------
@@ -410,6 +583,9 @@ PREVIEW_FILES = [
      "{orders}: orders[0] is neither a records order (with 'order_id', like samples/orders.json)"
      " nor an Amazon searchOrders Order (with 'orderId')"),
     ("missing file", None, "{orders}: cannot read the orders file (No such file or directory)"),
+    ("nested 100,000 deep", b"[" * 100_000, "{orders}: not an orders file: its lists or objects are nested too deeply to read"),
+    ("a number of 5,000 digits", b"[" + b"1" * 5000 + b"]",
+     "{orders}: not an orders file: it holds a number too long to read"),
 ]
 
 
@@ -439,6 +615,24 @@ PREVIEW_ORDERS = [
     ("not an object", broken(lambda o: o.append("111-0000009-0000009")), "cannot read orders[5]: not a JSON object"),
     ("a different kind after the first", broken(lambda o: o.append({"orderId": "111-0000009-0000009"})),
      "cannot read orders[5]: no 'order_id': not an order of the same kind as the first (records)"),
+    ("records quantity NaN", broken(lambda o: o[0]["lines"][0].update(quantity="NaN")),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is not a whole number"),
+    ("records quantity 0", broken(lambda o: o[0]["lines"][0].update(quantity=0)),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is 0 in an order that is not cancelled"),
+    ("records quantity of 1e308", broken(lambda o: o[0]["lines"][0].update(quantity=10 ** 308)),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].quantity is more than 1000000 units"),
+    ("records unit price NaN", broken(lambda o: o[0]["lines"][0].update(unit_price="NaN")),
+     "cannot read orders[0]: order 111-0000001-0000001: lines[1].unit_price is not a number"),
+    ("records total Infinity", broken(lambda o: o[0].update(order_total="Infinity")),
+     "cannot read orders[0]: order 111-0000001-0000001: order_total is not a number"),
+    ("records id with a newline", broken(lambda o: o[0].update(order_id="111-1\nINFO forged", lines=[{}])),
+     "cannot read orders[0]: order '111-1\\nINFO forged': missing field 'order_item_id', 'sku', 'asin', 'title',"
+     " and 'quantity'"),
+    ("Amazon quantity 1e308", [{**json.loads((SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json")
+                                             .read_text())[0], "orderItems": [{**json.loads(
+        (SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json").read_text())[0]["orderItems"][0],
+        "quantityOrdered": 1e308}]}],
+     "cannot read orders[0]: order 111-0000001-0000001: orderItems[1].quantityOrdered is more than 1000000 units"),
     ("Amazon order without createdTime", [{**json.loads((SAMPLES.parent / "bridge" / "demo_data" / "sandbox-orders.json")
                                                        .read_text())[0], "createdTime": None}],
      "cannot read orders[0]: order 111-0000001-0000001: createdTime is missing"),
@@ -458,6 +652,36 @@ def test_preview_names_each_order_it_cannot_read_lays_out_the_rest_and_exits_2(c
     assert err == f"fbm-bridge: 1 order(s) in {path} cannot be read (listed above)\n"
     readable = len(orders) - 1
     assert f"orders_laid_out={readable}" in out.splitlines()[-1]
+
+
+def test_preview_shows_an_order_id_with_a_newline_escaped(capsys, tmp_path):
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(broken(lambda o: o[0].update(order_id="111-1\nINFO forged line"))[:1]))
+
+    status = main(["preview", "--mapping", str(ACME), "--orders", str(path), "--now", "2026-11-20T12:30:00Z"])
+
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert "  would not lay out '111-1\\nINFO forged line': order.id has a control character at position 6" in out
+    assert not any(line.startswith("INFO") for line in out.splitlines())
+
+
+def test_preview_of_a_copied_mapping_warns_of_its_stock_sku_map_left_behind_and_lays_out_the_orders(capsys, tmp_path):
+    copy_ = tmp_path / "m.toml"
+    copy_.write_text(ACME.read_text(encoding="utf-8"), encoding="utf-8")  # acme-skus.csv not copied along
+
+    status = main(["preview", "--mapping", str(copy_), "--orders", str(SAMPLES / "orders.json"),
+                   "--now", "2026-11-20T12:30:00Z", "--out", str(tmp_path / "out")])
+
+    out, err = capsys.readouterr()
+    assert status == 0 and err == ""
+    assert out.splitlines()[2] == (
+        f"  warning: {copy_}: stock.sku_map: file '{tmp_path / 'acme-skus.csv'}' not found (preview lays out"
+        " orders only; `check` and the service refuse the mapping until this is fixed)")
+    written = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    assert written == {path.name: path.read_bytes() for path in (SAMPLES / "acme-csv").iterdir() if path.is_file()}
+    with pytest.raises(ConfigError):
+        load_mapping(copy_)  # everything else still refuses it
 
 
 PREVIEW_MAPPINGS = [
@@ -482,7 +706,7 @@ def test_preview_with_a_bad_mapping_lists_its_problems_and_exits_2(capsys, tmp_p
     lines = err.splitlines()
     assert lines[0] == "configuration is not valid:"
     if messages is None:
-        assert lines[1].startswith(f"  {mapping}: orders.columns[0].source: unknown field 'ship_to.zip' (known: order.id, ")
+        assert lines[1].startswith(f"  {mapping}: orders.columns[0] (header 'Zip').source: unknown field 'ship_to.zip' (known: order.id, ")
     else:
         assert lines[1:] == ["  " + m.format(mapping=mapping) for m in messages]
 
@@ -1258,7 +1482,7 @@ RESEND = [
     ("the warehouse's SFTP server is down", sftp_down, RESENT, "lost", 1,
      "fbm-bridge: resend 1 is recorded as ACME_AUF_302-0000003-0000003-resend-1.csv but not delivered to wh"
      " yet: sftp {user}@[127.0.0.1]:{port}: put {drop}/ACME_AUF_302-0000003-0000003-resend-1.csv.part failed"
-     " after 3 attempts: NoValidConnectionsError: [Errno None] Unable to connect to port {port} on 127.0.0.1;"
+     " after 3 attempts: nothing accepts connections at 127.0.0.1 port {port} (connection refused): check host and port, and that the server runs;"
      " the service's next run delivers it, or run the same resend again (it finishes this file, never a second"
      " one)"),
 ]

@@ -297,6 +297,9 @@ def test_pull_dry_run_prints_and_writes_what_would_be_sent_and_delivers_nothing(
     assert list(sftp_root.iterdir()) == []
     previewed = {p.name: p.read_bytes() for p in (tmp_path / "preview" / "wh").iterdir()}
     assert previewed == {p.name: p.read_bytes() for p in (SAMPLES / "acme-csv").iterdir() if p.is_file()}
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "preview").rglob("*")}
+    assert (tmp_path / "preview").stat().st_mode & 0o777 == 0o700  # the folder it made, buyer data inside
+    assert set(modes.values()) == {0o700, 0o600} and modes["preview/wh"] == 0o700
     status = json.loads(bridge("status", "--json", config=config).stdout)
     assert status["window_end"] is None and sum(status["orders"].values()) == 0
 
@@ -383,3 +386,27 @@ def test_status_reads_the_config_given_before_or_after_the_command(config, tmp_p
         assert f"config: {config}" in done.stdout
     lost = bridge("status", "--config", str(tmp_path / "nowhere.toml"), config=config)
     assert lost.returncode == 2 and "nowhere.toml: file not found" in lost.stderr
+
+
+def test_backup_list_says_when_there_is_no_backup_yet(config):
+    done = bridge("backup", "--list", config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"no backups yet in {config.parent / 'state' / 'backups'} (the orders run takes one a"
+                           " day; `backup` takes one now)\n")
+
+
+def test_every_command_help_opens_with_what_it_does_and_ends_with_the_exit_statuses(capsys):
+    from bridge.cli import _parser, _with_descriptions, main
+
+    commands = [path[1:] for path, parser in parsers(_with_descriptions(_parser())) if len(path) > 1]
+    assert ("check",) in commands and ("orders", "pull") in commands
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        usage, description = text.split("\n\n")[:2]
+        assert usage.startswith(f"usage: fbm-bridge {' '.join(command)}")
+        assert description and not description.startswith("options:"), command
+        assert " ".join(text.split()).endswith(
+            "Exit status: 0 done; 1 errors that the next run retries; 2 the setup needs a person."), command

@@ -433,7 +433,7 @@ def test_the_example_config_documents_every_key_the_loader_knows(folder):
 def test_the_example_config_loads_once_its_files_exist(folder):
     shutil.copy(EXAMPLE, folder / "bridge.toml")
     (folder / "known_hosts.acme").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
-    (folder / "id_ed25519.acme").write_text("key\n")
+    (folder / "id_ed25519").write_text("key\n")
     settings = load_settings(folder / "bridge.toml", SECRETS)
     assert settings.warehouses[0].mapping.name == "acme-csv"
     assert settings.amazon.endpoint == REGION_ENDPOINTS["eu"]
@@ -441,8 +441,8 @@ def test_the_example_config_loads_once_its_files_exist(folder):
 
 def test_the_example_configs_commented_defaults_are_the_loaders_defaults(folder):
     shutil.copy(EXAMPLE, folder / "example.toml")
-    (folder / "known_hosts.acme").write_text("x\n")
-    (folder / "id_ed25519.acme").write_text("x\n")
+    (folder / "known_hosts.acme").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
+    (folder / "id_ed25519").write_text("x\n")
     lines = (folder / "example.toml").read_text().splitlines()
     plain = load_settings(folder / "example.toml", SECRETS)
     defaults = {"state_dir", "log_level", "token_url", "orders_api", "timeout_seconds",

@@ -70,7 +70,7 @@ def test_unknown_key_is_an_error(tmp_path: Path):
 
 def test_unknown_column_key_is_an_error(tmp_path: Path):
     text = GOOD_CSV.replace('source = "line.sku"', 'source = "line.sku"\nmax_lenght = 3')
-    assert one_problem(tmp_path, text).startswith("orders.columns[1].max_lenght: unknown key")
+    assert one_problem(tmp_path, text).startswith("orders.columns[1] (header 'SKU').max_lenght: unknown key")
 
 
 def test_unknown_top_level_section_is_an_error(tmp_path: Path):
@@ -86,7 +86,7 @@ def test_key_of_another_format_is_an_error(tmp_path: Path):
 def test_unknown_source_field(tmp_path: Path):
     text = GOOD_CSV.replace('"line.sku"', '"ship_to.zip"')
     message = one_problem(tmp_path, text)
-    assert message.startswith("orders.columns[1].source: unknown field 'ship_to.zip' (known: ")
+    assert message.startswith("orders.columns[1] (header 'SKU').source: unknown field 'ship_to.zip' (known: ")
     assert "ship_to.postal_code" in message
 
 
@@ -184,17 +184,17 @@ def test_duplicate_headers(tmp_path: Path):
 
 def test_source_and_value_are_exclusive(tmp_path: Path):
     text = GOOD_CSV.replace('source = "line.sku"', 'source = "line.sku"\nvalue = "X"')
-    assert one_problem(tmp_path, text).startswith("orders.columns[1]: needs exactly one of")
+    assert one_problem(tmp_path, text).startswith("orders.columns[1] (header 'SKU'): needs exactly one of")
 
 
 def test_format_only_for_dates(tmp_path: Path):
     text = GOOD_CSV.replace('source = "line.sku"', 'source = "line.sku"\nformat = "%d"')
-    assert one_problem(tmp_path, text) == "orders.columns[1].format: only for date and datetime sources"
+    assert one_problem(tmp_path, text) == "orders.columns[1] (header 'SKU').format: only for date and datetime sources"
 
 
 def test_wrong_type(tmp_path: Path):
     text = GOOD_CSV.replace('source = "line.sku"', 'source = "line.sku"\nmax_length = "35"')
-    assert one_problem(tmp_path, text) == "orders.columns[1].max_length: must be an integer, not str"
+    assert one_problem(tmp_path, text) == "orders.columns[1] (header 'SKU').max_length: must be an integer, not str"
 
 
 def test_header_the_encoding_cannot_write(tmp_path: Path):
@@ -232,7 +232,7 @@ source = "line.sku"
         "orders.root: '1Orders' is not a usable XML element name",
         "orders.fields[0].element: 'ShipTo/Na me' is not an element path like 'ShipTo/Name', "
         "'Total@currency' or '@id'",
-        "orders.fields[1].source: 'line.sku' is a line field: put it in [[orders.line_fields]]",
+        "orders.fields[1] (element 'Sku').source: 'line.sku' is a line field: put it in [[orders.line_fields]]",
     ]
 
 
@@ -261,7 +261,7 @@ max_length = 0
     keys = [p.split(":")[0] for p in found]
     assert keys == [
         "extra", "orders.colour", "orders.timezone", "orders.file_name", "orders.file_name",
-        "orders.delimiter", "orders.columns[0].source", "orders.columns[1].max_length",
+        "orders.delimiter", "orders.columns[0] (header 'A').source", "orders.columns[1] (header 'A').max_length",
     ], found
 
 

@@ -447,7 +447,7 @@ def test_a_value_map_is_only_for_text_sources(tmp_path):
 
     path = tmp_path / "bad.toml"
     path.write_text(MAPPED.replace('source = "order.service_level"', 'source = "order.total"'))
-    with pytest.raises(ConfigError, match=r"orders.columns\[1\].map: only for text sources"):
+    with pytest.raises(ConfigError, match=r"orders.columns\[1\] \(header 'Service'\).map: only for text sources"):
         load_mapping(path)
 
 

@@ -128,6 +128,11 @@ def test_a_long_catch_up_shows_its_progress_in_status_and_in_the_log_at_each_win
     assert progress[0].startswith("orders catching up window=2026-11-20T03:00:00Z/2026-11-20T03:30:00Z"
                                   " windows_done=1 windows_left=17 orders=0 caught_up_in=")
     assert "windows_done=5 windows_left=13" in progress[-1]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("orders catch-up run")] == [
+        "orders catch-up run from=2026-11-20T03:00:00Z windows_left=18 this_run=5: each window costs at least"
+        " one call at Amazon's rate limit (searchOrders: one every 3 minutes once its burst of 20 is spent)"]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("orders first pull")] == [
+        "orders first pull from=2026-11-20T03:00:00Z (orders.start)"]
 
     runs, report = 1, first
     while not report.caught_up and runs < 10:
@@ -137,6 +142,44 @@ def test_a_long_catch_up_shows_its_progress_in_status_and_in_the_log_at_each_win
     assert status_report(bridge.settings, now=RUN_TIME + timedelta(hours=1))["catch_up"] is None
     assert delivered_ids(bridge) == MERCHANT_ORDERS
     assert any(r.getMessage().startswith("orders caught up window_end=") for r in caplog.records)
+
+
+def test_a_first_pull_without_orders_start_says_how_far_back_it_reaches(make_bridge, caplog):
+    caplog.set_level(logging.INFO, logger="bridge.orders")
+    bridge = make_bridge(orders="")
+    bridge.run(RUN_TIME)
+    bridge.run(RUN_TIME + timedelta(minutes=30))
+
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("orders first pull")] == [
+        "orders first pull from=2026-11-20T11:30:00Z: orders.start is not set, so orders last updated before"
+        " then (open at install, not changed since) are never pulled; set orders.start to reach them"]
+
+
+def test_a_wait_for_amazons_rate_limit_is_logged_with_how_long_and_why(caplog):
+    from bridge.edges.amazon import RateLimiter
+
+    slept = []
+    limiter = RateLimiter({"searchOrders": (0.0056, 2)}, clock=lambda: 100.0, sleep=slept.append)
+    caplog.set_level(logging.INFO, logger="bridge.amazon")
+    for _ in range(3):
+        limiter.acquire("searchOrders", max_wait=300)
+
+    assert [round(s) for s in slept] == [179]
+    assert [r.getMessage() for r in caplog.records] == [
+        "waiting 179s for Amazon's rate limit op=searchOrders rate=0.0056/s burst=2: its usage plan allows"
+        " the next call then (not an error)"]
+
+
+def test_a_short_wait_for_the_rate_limit_is_not_logged(caplog):
+    from bridge.edges.amazon import RateLimiter
+
+    slept = []
+    limiter = RateLimiter({"getOrder": (0.5, 1)}, clock=lambda: 100.0, sleep=slept.append)
+    caplog.set_level(logging.INFO, logger="bridge.amazon")
+    limiter.acquire("getOrder", max_wait=300)
+    limiter.acquire("getOrder", max_wait=300)
+
+    assert slept == [2.0] and caplog.records == []
 
 
 def test_requests_follow_amazons_model(make_bridge, sandbox):
@@ -493,7 +536,10 @@ def test_a_dry_run_shows_exactly_the_files_a_run_would_send_and_changes_nothing(
     assert bridge.ledger.bookmark(BOOKMARK) is None
     assert sum(bridge.ledger.status_counts().values()) == 0
     assert {rendered.name: rendered.data for _, rendered in preview.files} == drop_files(SAMPLES / "acme-csv")
-    assert preview.not_sent == {"111-0000011-0000011": f"held: {PII_MISSING}"}
+    assert preview.not_sent == {"111-0000011-0000011": f"held: {PII_MISSING}",
+                                "111-0000008-0000008": "cancelled: cancelled on Amazon before delivery"}
+    assert preview.summary().splitlines()[0] == (
+        "dry run: windows=8 window=2026-11-20T08:00:00Z/2026-11-20T12:00:00Z files=5 not_sent=2")
 
     bridge.run(RUN_TIME)
     assert drop_files(sftp_root) == {rendered.name: rendered.data for _, rendered in preview.files}

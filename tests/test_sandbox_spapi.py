@@ -584,3 +584,20 @@ def test_a_rate_scale_multiplies_every_rate_and_keeps_the_bursts(seed):
     fast = SpApiSandbox(seed, rate_scale=1000)
     assert fast._limits["searchOrders"] == (DEFAULT_RATE_LIMITS["searchOrders"][0] * 1000, 20)
     assert fast._limits["confirmShipment"] == (2000.0, 10)
+
+
+@pytest.mark.parametrize("pulled_after", [timedelta(0), timedelta(minutes=2), timedelta(minutes=5)])
+def test_sandbox_fresh_puts_every_order_in_the_first_window_of_a_bridge_without_a_start(pulled_after):
+    from bridge.demo import fresh_orders
+    from bridge.records import parse_iso
+    from bridge.windows import next_window
+
+    orders = fresh_orders(load_seed(SEED), NOW)
+    window = next_window(None, NOW + pulled_after, size=timedelta(minutes=30), lag=timedelta(minutes=30))
+
+    updated = [parse_iso(order["lastUpdatedTime"]) for order in orders]
+    assert all(window.start <= stamp < window.end for stamp in updated)
+    seed = load_seed(SEED)
+    assert sorted(range(len(seed)), key=lambda i: seed[i]["lastUpdatedTime"]) == sorted(
+        range(len(orders)), key=lambda i: updated[i])  # the seed's order of updates is kept
+    assert [o["createdTime"] for o in orders] == [o["createdTime"] for o in seed]

@@ -377,8 +377,8 @@ def test_a_restored_older_backup_is_refused_until_a_person_accepts_it(settings):
 
     aside = settings.state_dir / "after-restore-20261120T143000Z"
     assert lines == [
-        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it has 3 events,"
-        " the folder had seen 5); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from"
+        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it records 3"
+        " events (orders seen, files taken in, packages), this folder had recorded 5 by its last run); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from"
         " its bookmark",
         "1 spool file(s) this ledger does not know (delivered after the backup was taken, probably): their orders"
         " are delivered again unless a drop still holds a file of the same name, so tell the warehouse which may"
@@ -445,7 +445,8 @@ def test_accepting_another_folders_ledger_says_so_and_sets_aside_every_file_it_d
     assert KEY.open((aside / "spool" / "wh" / "A.csv").read_bytes(), "A") == b"A;Jane Buyer\r\n"
     ledger = opens_with(settings, KEY)
     assert ledger.state_events()[-1]["detail"] == (
-        "a person accepted another state folder's ledger (2 events; the folder had seen 3); 1 spool and 0 inbound"
+        "a person accepted another state folder's ledger: it records 2 events (orders seen, files taken in,"
+        " packages), this folder had recorded 3 by its last run; 1 spool and 0 inbound"
         f" file(s) it does not know set aside in {aside}")
     ledger.close()
 
@@ -634,8 +635,8 @@ def test_backup_now_lists_the_backups_and_a_restored_one_needs_accept_restore(op
     accepted = operator("accept-restore")
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.splitlines()[0] == (
-        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it has 10 events,"
-        " the folder had seen 11); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from its"
+        "the ledger in place is accepted: an older copy of this folder's ledger (a restored backup: it records 10"
+        " events (orders seen, files taken in, packages), this folder had recorded 11 by its last run); it had pulled orders up to 2026-11-20T12:00:00Z; the next run continues from its"
         " bookmark")
     assert operator("orders", "pull", "--now", "2026-11-20T13:30:00Z").returncode == 0
 

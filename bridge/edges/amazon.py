@@ -66,6 +66,8 @@ RATE_LIMITS: dict[str, tuple[float, int]] = {
     "getOrderItems": (0.5, 30),
     "createRestrictedDataToken": (1.0, 10),
 }
+# A wait for the rate limit this long or longer is logged (searchOrders: 180 s once its burst is spent).
+LOGGED_WAIT_SECONDS = 5.0
 INCLUDED_DATA = ["BUYER", "RECIPIENT", "FULFILLMENT", "PROCEEDS"]
 V0_STATUS = {
     "PENDING": "Pending",
@@ -154,6 +156,9 @@ class RateLimiter:
                     " amazon.max_throttle_wait_seconds; continued on the next run", retry_after=wait
                 )
             self._buckets[operation] = (tokens - 1 + wait * rate, now + wait)
+        if wait >= LOGGED_WAIT_SECONDS:  # a long silence would look like a hang
+            log.info("waiting %.0fs for Amazon's rate limit op=%s rate=%g/s burst=%d: its usage plan allows"
+                     " the next call then (not an error)", wait, operation, rate, burst)
         if wait:
             self._sleep(wait)
 
@@ -533,7 +538,8 @@ class AmazonOrders:
                         f"{operation}: throttled by Amazon (429) {attempt} times in a row; continued on the next run",
                         retry_after=wait,
                     ) from None
-                log.info("throttled op=%s attempt=%d wait=%.1fs", operation, attempt, wait)
+                log.info("throttled op=%s attempt=%d wait=%.1fs: Amazon answered 429 (too many requests);"
+                         " waiting as it says, then the same call again", operation, attempt, wait)
                 self._sleep(wait)
             except SellingApiForbiddenException as problem:
                 _token_module.cache.clear()

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 
 from bridge.config import SftpEndpoint  # settings are records: re-exported for the edge's callers
+from bridge.config import known_hosts_problem
 from bridge.edges import sftp_wire as wire
 from bridge.edges.folders import RemoteFile, blocked_message, unremovable_message
 from bridge.errors import (
@@ -410,8 +412,10 @@ def _connect(ep: SftpEndpoint) -> paramiko.SSHClient:
         client.load_host_keys(str(ep.known_hosts))
     except FileNotFoundError:
         pass  # every key is then unknown, which the policy reports with the fix
-    except (OSError, paramiko.SSHException) as e:
-        raise FixTheSetup(f"cannot read known_hosts {ep.known_hosts}: {e}") from None
+    except (OSError, paramiko.SSHException, InvalidHostKey, UnicodeDecodeError, ValueError) as e:
+        # Changed since the config was loaded: the same words as at load, naming the line.
+        why = known_hosts_problem(ep.known_hosts) or f"{ep.known_hosts}: {type(e).__name__}"
+        raise FixTheSetup(f"cannot read known_hosts: {why}") from None
     client.set_missing_host_key_policy(policy)
     try:
         client.connect(
@@ -435,14 +439,17 @@ def _connect(ep: SftpEndpoint) -> paramiko.SSHClient:
     except (*_NETWORK_ERRORS, socket.timeout):
         client.close()
         if policy.offered is not None:
-            raise _unknown_host(ep, policy.offered) from None
+            portless = ep.port != 22 and client.get_host_keys().lookup(ep.host) is not None
+            raise _unknown_host(ep, policy.offered, portless) from None
         raise
 
 
-def _unknown_host(ep: SftpEndpoint, key: paramiko.PKey) -> HostKeyMismatch:
+def _unknown_host(ep: SftpEndpoint, key: paramiko.PKey, portless: bool = False) -> HostKeyMismatch:
     port = f"-p {ep.port} " if ep.port != 22 else ""
+    hint = (f"; it has an entry for {ep.host} without the port, which is port 22's: for port {ep.port}"
+            f" the line begins [{ep.host}]:{ep.port}") if portless else ""
     return HostKeyMismatch(
-        f"host {ep.address} is not in known_hosts {ep.known_hosts}; verify its key out of band "
+        f"host {ep.address} is not in known_hosts {ep.known_hosts}{hint}; verify its key out of band "
         f"and add it: ssh-keyscan {port}{ep.host} (check the fingerprint {key.fingerprint} "
         "with the warehouse)"
     )
@@ -459,6 +466,9 @@ def _load_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
             " BRIDGE_SFTP_KEY_PASSPHRASE_<NAME> (the warehouse name upper-cased)"
         ) from None
     except (paramiko.SSHException, OSError, ValueError) as e:
+        if _is_public_key(path):
+            raise SftpAuthError(f"private key {path} is a public key (the .pub half): give the private"
+                                f" half, the file without .pub") from None
         if passphrase:
             raise SftpAuthError(
                 f"private key {path} does not open with the passphrase given"
@@ -480,9 +490,26 @@ def _method(ep: SftpEndpoint) -> str:
     return f"key {ep.private_key}" if ep.private_key is not None else "password"
 
 
+def _is_public_key(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            start = f.read(64)
+    except OSError:
+        return False
+    return start.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-", b"---- BEGIN SSH2 PUBLIC KEY"))
+
+
 def _describe(e: BaseException | None) -> str:
+    """A network failure in words, without paramiko's class names where it has plainer ones."""
     if e is None:
         return "unknown error"
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+        where = ", ".join(sorted({f"{address[0]} port {address[1]}" for address in e.errors}))
+        return f"nothing accepts connections at {where} (connection refused): check host and port, and that the server runs"
+    if isinstance(e, socket.gaierror):
+        return f"the host name cannot be resolved ({e.strerror}): check host"
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return "no answer (timed out): check host and port, and any firewall in between"
     text = str(e) or type(e).__name__
     return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
 

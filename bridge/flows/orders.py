@@ -98,7 +98,9 @@ class Preview:
     not_sent: dict[str, str] = field(default_factory=dict)  # order id -> status and why
 
     def summary(self) -> str:
-        lines = [f"dry run: windows={len(self.windows)} files={len(self.files)} not_sent={len(self.not_sent)}"]
+        window = f"{self.windows[0].split('/')[0]}/{self.windows[-1].split('/')[1]}" if self.windows else "-"
+        lines = [f"dry run: windows={len(self.windows)} window={window} files={len(self.files)}"
+                 f" not_sent={len(self.not_sent)}"]
         for warehouse, rendered in self.files:
             lines.append(f"  would send {warehouse}: {rendered.name} ({len(rendered.data)} bytes) orders={','.join(map(shown, rendered.order_ids))}")
         for order_id, why in self.not_sent.items():
@@ -219,7 +221,7 @@ class OrdersFlow:
                 continue  # already sent or settled: a run would not send it again
             if observation.status == OrderStatus.PENDING:
                 waiting[order_id] = observation
-            elif known or observation.status == OrderStatus.HELD:
+            else:  # held, cancelled or skipped: the reason, as the README promises for each
                 preview.not_sent[order_id] = f"{observation.status}: {observation.reason}"
         for warehouse in self.settings.warehouses:
             orders = [o.order for o in waiting.values() if o.warehouse == warehouse.name]
@@ -233,7 +235,11 @@ class OrdersFlow:
     # --- 1. pull -------------------------------------------------------------------------
 
     def pull(self, now: datetime, report: RunReport) -> None:
+        if self.ledger.bookmark(BOOKMARK) is None:
+            self._log_first_pull(now)
         catching_up = self._catching_up(now)
+        if catching_up:
+            self._log_catch_up_start(now)
         for _ in range(self.settings.orders.max_windows_per_run):
             if self.should_stop():
                 return
@@ -258,6 +264,28 @@ class OrdersFlow:
     def _windows_left(self, bookmark: datetime | None, now: datetime) -> int:
         orders = self.settings.orders
         return windows_left(bookmark, now, size=orders.window, lag=orders.lag, first_start=orders.start)
+
+    def _log_first_pull(self, now: datetime) -> None:
+        window = self._next_window(None, now)
+        if window is None:
+            return
+        if self.settings.orders.start is None:
+            log.info("orders first pull from=%s: orders.start is not set, so orders last updated before then"
+                     " (open at install, not changed since) are never pulled; set orders.start to reach them",
+                     iso_z(window.start))
+        else:
+            log.info("orders first pull from=%s (orders.start)", iso_z(window.start))
+
+    def _log_catch_up_start(self, now: datetime) -> None:
+        """Before the first window, so a catch-up paced by Amazon's rate limit is not silent."""
+        bookmark = self.ledger.bookmark(BOOKMARK)
+        left = self._windows_left(bookmark, now)
+        window = self._next_window(bookmark, now)
+        if window is None:
+            return
+        log.info("orders catch-up run from=%s windows_left=%d this_run=%d: each window costs at least one call"
+                 " at Amazon's rate limit (searchOrders: one every 3 minutes once its burst of 20 is spent)",
+                 iso_z(window.start), left, min(left, self.settings.orders.max_windows_per_run))
 
     def _log_catch_up(self, window: Window, now: datetime) -> None:
         """The catch-up's progress after each window, for the operator waiting on it."""

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import BadRecord, FixTheSetup
-from bridge.formats.amazon_orders import order_from_v2026
+from bridge.formats.amazon_orders import MAX_QUANTITY, order_from_v2026
 from bridge.formats.orders import RenderedFile, render_orders
 from bridge.mapping import Mapping, load_mapping
-from bridge.records import Order, iso_z, order_from_dict
+from bridge.records import Order, iso_z, order_from_dict, shown
 
 RECORDS, AMAZON = "records", "Amazon searchOrders Order objects, v2026-01-01"
 
@@ -48,6 +48,7 @@ class MappingPreview:
     source: OrdersFile
     files: tuple[RenderedFile, ...]
     failures: dict[str, str]  # order id -> why the mapping cannot lay it out
+    warnings: tuple[str, ...] = ()  # problems of the mapping's [stock] and [shipments]: not preview's
 
     def summary(self) -> str:
         layout = self.mapping.orders
@@ -58,12 +59,15 @@ class MappingPreview:
             f"mapping {self.mapping.name} ({layout.format}, {per}) from {self.mapping_path}",
             f"orders: {read if read == total else f'{read} of {total}'} read from {self.orders_path} ({self.source.kind}), laid out as of {iso_z(self.run_time)}",
         ]
+        for warning in self.warnings:
+            lines.append(f"  warning: {warning} (preview lays out orders only; `check` and the service refuse"
+                         " the mapping until this is fixed)")
         for rendered in self.files:
-            lines.append(f"  would write {rendered.name} ({len(rendered.data)} bytes) orders={','.join(rendered.order_ids)}")
+            lines.append(f"  would write {rendered.name} ({len(rendered.data)} bytes) orders={','.join(map(shown, rendered.order_ids))}")
         for where, why in self.source.unreadable.items():
             lines.append(f"  cannot read {where}: {why}")
         for order_id, why in sorted(self.failures.items()):
-            lines.append(f"  would not lay out {order_id}: {why}")
+            lines.append(f"  would not lay out {shown(order_id)}: {why}")
         laid_out = sum(len(rendered.order_ids) for rendered in self.files)
         lines.append(f"files={len(self.files)} orders_laid_out={laid_out} not_laid_out={len(self.failures)}"
                      f" unreadable={len(self.source.unreadable)}")
@@ -73,7 +77,8 @@ class MappingPreview:
 def preview_mapping(mapping_path: Path, orders_path: Path, run_time: datetime) -> MappingPreview:
     """Load the mapping (ConfigError listing every problem) and the orders file (FixTheSetup if it
     is not one), and lay the orders out in memory."""
-    mapping = load_mapping(mapping_path)
+    warnings: list[str] = []
+    mapping = load_mapping(mapping_path, warnings=warnings)
     try:
         data = Path(orders_path).read_bytes()
     except OSError as problem:
@@ -81,7 +86,7 @@ def preview_mapping(mapping_path: Path, orders_path: Path, run_time: datetime) -
     source = read_orders(data, str(orders_path))
     result = render_orders(mapping.orders, source.orders, run_time)
     return MappingPreview(mapping, Path(mapping_path), Path(orders_path), run_time, source,
-                          result.files, dict(result.failures))
+                          result.files, dict(result.failures), tuple(warnings))
 
 
 def write_files(preview: MappingPreview, out: Path) -> list[Path]:
@@ -135,6 +140,10 @@ def _items(data: bytes, label: str) -> list[Any]:
         raise FixTheSetup(f"{label}: not UTF-8 text; an orders file is JSON") from None
     except json.JSONDecodeError as problem:
         raise FixTheSetup(f"{label}: not JSON: {problem.msg} (line {problem.lineno}, column {problem.colno})") from None
+    except RecursionError:
+        raise FixTheSetup(f"{label}: not an orders file: its lists or objects are nested too deeply to read") from None
+    except ValueError:  # an integer of thousands of digits (Python's limit on int from text)
+        raise FixTheSetup(f"{label}: not an orders file: it holds a number too long to read") from None
     if isinstance(parsed, dict) and isinstance(parsed.get("orders"), list):
         parsed = parsed["orders"]  # a whole searchOrders answer
     if not isinstance(parsed, list):
@@ -159,10 +168,13 @@ def _kind(first: Any, label: str) -> str:
 
 
 def _record(item: dict[str, Any]) -> Order:
-    """`records.order_from_dict`, its failures named by field (never by value: buyer data)."""
+    """`records.order_from_dict`, its failures named by field (never by value: buyer data), and
+    its numbers held to what an order from Amazon may carry, as the pull holds them."""
     order_id = _id(item, "order_id")
     try:
-        return order_from_dict(item)
+        return _checked_numbers(order_from_dict(item), order_id)
+    except BadRecord:
+        raise
     except KeyError as problem:
         why = f"missing field {problem.args[0]!r}"
     except TypeError as problem:
@@ -176,9 +188,33 @@ def _record(item: dict[str, Any]) -> Order:
     raise BadRecord(f"order {order_id}: {why}")
 
 
+def _checked_numbers(order: Order, order_id: str) -> Order:
+    """Whole, positive quantities (not above MAX_QUANTITY) and finite amounts, as the pull's
+    parser holds Amazon's data to (`formats.amazon_orders`)."""
+    for number, line in enumerate(order.lines, 1):
+        quantity = line.quantity
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            why = "is not a whole number"
+        elif quantity < 0:
+            why = "is negative"
+        elif quantity == 0 and order.status != "CANCELLED":
+            why = "is 0 in an order that is not cancelled"
+        elif quantity > MAX_QUANTITY:
+            why = f"is more than {MAX_QUANTITY} units"
+        else:
+            continue
+        raise BadRecord(f"order {order_id}: lines[{number}].quantity {why}")
+    amounts = [("order_total", order.order_total)] + [
+        (f"lines[{number}].unit_price", line.unit_price) for number, line in enumerate(order.lines, 1)]
+    for name, amount in amounts:
+        if amount is not None and not amount.is_finite():
+            raise BadRecord(f"order {order_id}: {name} is not a number")
+    return order
+
+
 def _id(item: dict[str, Any], key: str) -> str:
     value = item.get(key)
-    return value if isinstance(value, str) and value else "?"
+    return shown(value) if isinstance(value, str) and value else "?"
 
 
 def _json_type(value: Any) -> str:

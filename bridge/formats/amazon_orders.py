@@ -25,6 +25,10 @@ from bridge.records import (
     shown,
 )
 
+# More units than any order line could hold (Amazon's model sets no maximum): a value above it
+# is damage, and would be written as a number of hundreds of digits.
+MAX_QUANTITY = 1_000_000
+
 
 def order_from_v2026(data: dict[str, Any]) -> Order:
     """One `Order` object of searchOrders/getOrder (v2026-01-01) as a record.
@@ -328,6 +332,8 @@ def _quantity(data: dict[str, Any], key: str, where: str) -> int:
         raise _Unusable(where + key, "is not a whole number")
     if value < 0:
         raise _Unusable(where + key, "is negative")
+    if value > MAX_QUANTITY:
+        raise _Unusable(where + key, f"is more than {MAX_QUANTITY} units")
     return value
 
 

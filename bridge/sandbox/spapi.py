@@ -943,6 +943,18 @@ def rebase_last_updated(orders: list[dict], newest: datetime) -> list[dict]:
     return rebased
 
 
+def spread_last_updated(orders: list[dict], first: datetime, last: datetime) -> list[dict]:
+    """Copies of `orders` with their lastUpdatedTimes spread evenly over [first, last], in the
+    seed's order of updates; createdTime is left alone."""
+    stamps = [so.parse_iso("lastUpdatedTime", o["lastUpdatedTime"]) for o in orders]
+    ranked = sorted(range(len(orders)), key=lambda index: stamps[index])
+    step = (last - first) / max(len(orders) - 1, 1)
+    rebased = copy.deepcopy(orders)
+    for rank, index in enumerate(ranked):
+        rebased[index]["lastUpdatedTime"] = so.iso(first + step * rank)
+    return rebased
+
+
 def serve_forever(sandbox: SpApiSandbox) -> None:
     """Run `sandbox` until Ctrl-C, then stop it cleanly (for `fbm-bridge sandbox`)."""
     if sandbox._server is None:
