@@ -24,6 +24,7 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.writer.excel import ExcelWriter
 
+from bridge.formats.tables import _FixedTimeZip  # zip entries dated by the input, not the clock
 from bridge.records import one_line
 
 DUE_WITHIN = timedelta(hours=24)  # "Due soon": ship-by within this of the report's time, or past
@@ -233,7 +234,8 @@ def write_workbook(tables: Iterable[Table], out: BinaryIO, *, created: datetime,
     stamp = created.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
     book.properties.created = book.properties.modified = stamp
     book.properties.creator = "fbm-bridge"
-    archive = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+    archive = _FixedTimeZip(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+    archive.date_time = stamp.timetuple()[:6]
     ExcelWriter(book, archive).save()  # openpyxl's save_workbook would stamp the wall clock's time
 
 
