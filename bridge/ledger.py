@@ -2272,7 +2272,7 @@ class Ledger:
             (file_id, RowResult.REJECTED, RowResult.ACCEPTED, PackageStatus.REJECTED),
         ).fetchall()
         return [{"row": row["row"], "column": "",
-                 "reason": row["message"] if row["result"] == RowResult.REJECTED
+                 "reason": (row["message"] or PURGED_REASON) if row["result"] == RowResult.REJECTED  # see purge_pii
                  else f"Amazon refused package {row['package_id']}: {row['package_message']}"} for row in rows]
 
     def _stock_rows_rejected(self, inbound_id: int) -> list[dict[str, Any]]:

@@ -21,6 +21,9 @@ from test_stock_intake import FULL, acme
 from bridge.edges.amazon_shipments import AmazonShipments
 from bridge.flows.shipments import ShipmentsFlow
 
+# After the golden file's rows 2-7: the mug of 111-0000005 was shipped before the bridge, so Amazon
+# refuses it again (row 8); row 9 has no quantity the bridge can read.
+REFUSED_ROW = "111-0000005-0000005;MUG-CER-350-BLU;1;DHL_PAKET;00340434161094042601;20.11.2026 16:45"
 BAD_ROW = "111-0000001-0000001;KAN-GLAS-1L;x;DHL_PAKET;00340434161094042588;20.11.2026 16:55"
 DAY, MINUTE = "yyyy-mm-dd", "yyyy-mm-dd hh:mm"
 SHEETS = ["Summary", "Orders", "Due soon", "Rejected rows", "Inventory feeds"]
@@ -34,15 +37,15 @@ def sandbox():
 
 @pytest.fixture
 def story(tmp_path, sshd, sftp_root, sandbox):
-    """Five orders delivered on 2026-11-20 12:30; ACME's confirmation file (its golden rows and one
-    bad row) processed at 18:00; on 2026-11-26 a stock file with a bad row and an SKU Amazon does
+    """Five orders delivered on 2026-11-20 12:30; ACME's confirmation file (its golden rows, a row
+    Amazon refuses and a bad row) processed at 18:00; on 2026-11-26 a stock file with a bad row and an SKU Amazon does
     not know, published at 22:00."""
     config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv", shipments=True)
     stocker = Stocker(load(config))
     try:
         stocker.deliver_orders()
         name = GOLDEN_INPUTS["acme-csv"]
-        data = (golden("acme-csv") / name).read_bytes().rstrip(b"\r\n") + b"\r\n" + BAD_ROW.encode() + b"\r\n"
+        data = (golden("acme-csv") / name).read_bytes().rstrip(b"\r\n") + f"\r\n{REFUSED_ROW}\r\n{BAD_ROW}\r\n".encode()
         drop(Path(stocker.settings.warehouses[0].shipments_folder), name, data)
         flow = ShipmentsFlow(stocker.settings, stocker.ledger, AmazonShipments(stocker.settings.amazon, backoff=0.01),
                              sleep=lambda seconds: None)
@@ -77,7 +80,7 @@ def test_the_summary_counts_each_warehouses_orders_from_downloaded_to_confirmed(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == (f"report written: {out} (UTC days 2026-11-01 to 2026-11-30: 5 order(s), 4 due soon or"
-                           " late, 2 rejected row(s), 1 stock feed(s))\n")
+                           " late, 3 rejected row(s), 1 stock feed(s))\n")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert sorted(p.name for p in out.parent.iterdir()) == ["november.xlsx"]  # no temporary file left
     book = load_workbook(out)
@@ -94,7 +97,7 @@ def test_the_summary_counts_each_warehouses_orders_from_downloaded_to_confirmed(
         [None] * 11,
         ["Warehouse", "Downloaded", "Delivered", "Shipped", "Confirmed", "Not sent yet", "Cancelled or not sent",
          "Due soon or late", "Rejected rows", "Last stock feed (UTC)", "Last stock feed outcome"],
-        ["wh", 5, 5, 1, 1, 0, 0, 4, 2, at("2026-11-26T20:00"), "published"],
+        ["wh", 5, 5, 1, 1, 0, 0, 4, 3, at("2026-11-26T20:00"), "published"],
     ]
     assert [summary.cell(row, 2).number_format for row in (1, 2, 3)] == [DAY, DAY, MINUTE]
     assert summary["J9"].is_date and summary["J9"].number_format == MINUTE
@@ -157,12 +160,14 @@ def test_rejected_rows_name_the_file_row_column_and_why(story, tmp_path):
 
     assert values(rejected) == [
         ["Flow", "Warehouse", "File", "Row", "Column", "Reason", "Received (UTC)"],
-        ["shipments", "wh", "VERSAND_20261120173000.csv", 8, "Menge", "Menge: 'x' is not a whole number of units",
+        ["shipments", "wh", "VERSAND_20261120173000.csv", 8, None, "Amazon refused package 6: InvalidInput: quantity"
+         " for orderItemId 50000005000001 exceeds the unshipped quantity", at("2026-11-20T18:00")],
+        ["shipments", "wh", "VERSAND_20261120173000.csv", 9, "Menge", "Menge: 'x' is not a whole number of units",
          at("2026-11-20T18:00")],
         ["stock", "wh", "BESTAND_20261126.csv", 7, "Verfügbar", "'x' is not a number", at("2026-11-26T22:00:30")],
     ]
     assert all(cell.is_date and cell.number_format == MINUTE for cell in rejected["G"][1:])
-    assert (rejected.freeze_panes, rejected.auto_filter.ref) == ("A2", "A1:G3")
+    assert (rejected.freeze_panes, rejected.auto_filter.ref) == ("A2", "A1:G4")
 
 
 def test_the_inventory_feeds_sheet_shows_each_stock_file_its_outcome_and_amazons_errors(story, tmp_path):
@@ -216,14 +221,35 @@ def test_the_workbook_holds_no_buyer_name_address_or_email(story, tmp_path):
     assert [value for value in text if any(secret in value for secret in buyer)] == []
 
 
+def test_past_retention_a_rejected_rows_words_are_no_longer_kept_and_amazons_are(story, tmp_path):
+    from datetime import timedelta
+
+    from bridge.ledger import Ledger
+    from bridge.sealing import Sealer
+
+    settings = load(story)
+    ledger = Ledger(settings.ledger_path, Sealer(settings.state_key))
+    later = NOW + timedelta(days=60)
+    ledger.purge_pii(later - timedelta(days=settings.retention.pii_days), later)
+    ledger.close()
+
+    assert report(story, tmp_path / "r.xlsx", "--from", "2026-11-01", "--to", "2026-11-30").returncode == 0
+
+    rejected = load_workbook(tmp_path / "r.xlsx")["Rejected rows"]
+    assert [row[5].value for row in rejected.iter_rows(min_row=2)] == [
+        "Amazon refused package 6: InvalidInput: quantity for orderItemId 50000005000001 exceeds the unshipped quantity",
+        "(why is no longer kept: past retention.pii_days)",
+        "'x' is not a number"]
+
+
 # --- the period -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("now, options, first, last, orders, rejected, feeds", [
-    ("2026-12-19T23:59:00Z", (), "2026-11-20", "2026-12-19", 5, 2, 1),  # the last 30 days, today included
+    ("2026-12-19T23:59:00Z", (), "2026-11-20", "2026-12-19", 5, 3, 1),  # the last 30 days, today included
     ("2026-12-20T00:00:00Z", (), "2026-11-21", "2026-12-20", 0, 1, 1),  # downloaded on 2026-11-20: not in them
-    ("2026-12-31T00:00:00Z", ("--to", "2026-11-20"), "2026-10-22", "2026-11-20", 5, 1, 0),
+    ("2026-12-31T00:00:00Z", ("--to", "2026-11-20"), "2026-10-22", "2026-11-20", 5, 2, 0),
     ("2026-12-31T00:00:00Z", ("--from", "2026-11-21"), "2026-11-21", "2026-12-31", 0, 1, 1),
-    ("2026-12-31T00:00:00Z", ("--from", "2026-11-20", "--to", "2026-11-20"), "2026-11-20", "2026-11-20", 5, 1, 0),
+    ("2026-12-31T00:00:00Z", ("--from", "2026-11-20", "--to", "2026-11-20"), "2026-11-20", "2026-11-20", 5, 2, 0),
 ])
 def test_the_period_takes_orders_by_the_utc_day_the_bridge_downloaded_them_and_files_by_the_day_received(
         story, tmp_path, now, options, first, last, orders, rejected, feeds):

@@ -266,6 +266,8 @@ def _cell(sheet, value: Cell, *, bold: bool = False) -> WriteOnlyCell:
     elif isinstance(value, date):
         cell = WriteOnlyCell(sheet, value=value)
         cell.number_format = DATE_FORMAT
+    elif value == "":
+        cell = WriteOnlyCell(sheet, value=None)  # an empty cell, not an empty text
     elif isinstance(value, str):
         cell = WriteOnlyCell(sheet, value=_text(value))
         cell.data_type = "s"  # never a formula, whatever it starts with
