@@ -242,6 +242,50 @@ def test_past_retention_a_rejected_rows_words_are_no_longer_kept_and_amazons_are
         "'x' is not a number"]
 
 
+def test_held_orders_are_not_sent_yet_and_due_and_a_whole_file_refused_is_one_row(tmp_path, sshd, sftp_root,
+                                                                                   sandbox):
+    """Amazon withholds the addresses (the PII role is missing): every order is held. The
+    warehouse drops a confirmation file with only its header: the whole file is refused."""
+    from bridge.edges.amazon import AmazonOrders
+    from bridge.flows.orders import OrdersFlow
+    from harness import RUN_TIME
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv", shipments=True)
+    stocker = Stocker(load(config))
+    try:
+        sandbox.set_pii_access(False)
+        report_of_run = OrdersFlow(stocker.settings, stocker.ledger, AmazonOrders(stocker.settings.amazon,
+                                                                                  backoff=0.01)).run(RUN_TIME)
+        assert (report_of_run.held, report_of_run.delivered_orders) == (5, 0)
+        drop(Path(stocker.settings.warehouses[0].shipments_folder), "VERSAND_LEER.csv",
+             b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n")
+        flow = ShipmentsFlow(stocker.settings, stocker.ledger, AmazonShipments(stocker.settings.amazon, backoff=0.01),
+                             sleep=lambda seconds: None)
+        flow.run(SHIP_TIME - STABLE)
+        flow.run(SHIP_TIME)
+    finally:
+        stocker.close()
+    out = tmp_path / "r.xlsx"
+
+    assert report(config, out, now="2026-11-21T02:00:00Z").returncode == 0
+
+    book = load_workbook(out)
+    # Without an address no warehouse can be chosen: the orders are nobody's yet.
+    assert values(book["Summary"])[8:] == [["wh", 0, 0, 0, 0, 0, 0, 0, 1, None, None],
+                                           ["(none)", 5, 0, 0, 0, 5, 0, 5, 0, None, None]]
+    held = "held: no delivery address from Amazon (PII role missing)"
+    assert [(row[0], row[5], row[6], row[7], row[12]) for row in values(book["Orders"])[1:]] == [
+        (order_id, None, None, None, held) for order_id in ("111-0000001-0000001", "111-0000002-0000002",
+                                                      "111-0000005-0000005", "203-0000004-0000004",
+                                                      "302-0000003-0000003")]
+    assert [(row[0], row[1], row[3]) for row in values(book["Due soon"])[1:]] == [
+        ("111-0000002-0000002", None, -2), ("203-0000004-0000004", None, -2), ("111-0000001-0000001", None, 6),
+        ("111-0000005-0000005", None, 6), ("302-0000003-0000003", None, 21)]
+    assert values(book["Rejected rows"])[1:] == [
+        ["shipments", "wh", "VERSAND_LEER.csv", None, None, "the file has no rows (only a header, or nothing)",
+         at("2026-11-20T18:00")]]
+
+
 # --- the period -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("now, options, first, last, orders, rejected, feeds", [
