@@ -352,3 +352,23 @@ def test_the_report_runs_beside_the_service_and_changes_nothing_in_the_state(sto
         assert dump() == before
     finally:
         service.close()
+
+
+def test_an_order_whose_record_cannot_be_opened_is_listed_with_why_and_counted(story, tmp_path):
+    import sqlite3
+
+    settings = load(story)
+    db = sqlite3.connect(settings.ledger_path)
+    db.execute("update orders set payload = 'gAAAAdamaged' where order_id = '111-0000001-0000001'")
+    db.commit()
+    db.close()
+
+    assert report(story, tmp_path / "r.xlsx", "--from", "2026-11-01").returncode == 0
+
+    book = load_workbook(tmp_path / "r.xlsx")
+    first = values(book["Orders"])[1]
+    assert first[:4] == ["111-0000001-0000001", None, None, None] and first[8] is None
+    assert first[12] == ("record unreadable: its sealed data does not open with the state key (damaged or"
+                         " altered)")
+    assert values(book["Summary"])[8][:8] == ["wh", 5, 5, 1, 1, 0, 0, 3]  # delivered: its status says so
+    assert "111-0000001-0000001" not in [row[0] for row in values(book["Due soon"])]

@@ -148,15 +148,16 @@ def _summary(period: Period, now: datetime, warehouses: Sequence[str], orders: S
     rows = []
     for name in names:
         mine = [o for o in orders if (o["warehouse"] or NO_WAREHOUSE) == name]
-        readable = [o for o in mine if not o["unreadable"]]
-        delivered = [o for o in readable if o["status"] == "delivered"]
+        delivered = [o for o in mine if o["status"] == "delivered"]
+        # Units ordered are in the order's record: one that cannot be opened is never counted shipped.
+        going = [o for o in delivered if not o["unreadable"] and o["amazon_status"] != "CANCELLED"]
         last_stock = next((s for s in stock_files if s["warehouse"] == name), None)
         rows.append((
             name, len(mine), len(delivered),
-            sum(o["shipped"] >= o["ordered"] for o in delivered if o["amazon_status"] != "CANCELLED"),
-            sum(o["confirmed"] >= o["ordered"] for o in delivered if o["amazon_status"] != "CANCELLED"),
-            sum(o["status"] in ("pending", "held", "unrenderable", "staged") for o in readable),
-            sum(o["status"] in ("cancelled", "skipped") or o["amazon_status"] == "CANCELLED" for o in readable),
+            sum(o["shipped"] >= o["ordered"] for o in going),
+            sum(o["confirmed"] >= o["ordered"] for o in going),
+            sum(o["status"] in ("pending", "held", "unrenderable", "staged") for o in mine),
+            sum(o["status"] in ("cancelled", "skipped") or o["amazon_status"] == "CANCELLED" for o in mine),
             sum((o["warehouse"] or NO_WAREHOUSE) == name for o in due),
             sum(r["warehouse"] == name for r in rejected),
             last_stock["stock_time"] if last_stock else None,
