@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.errors import FixTheSetup
-from bridge.formats.reconciliation import Period, reconciliation, write_workbook
+from bridge.formats.reconciliation import DUE_SOON, Period, reconciliation, write_workbook
 from bridge.ledger import Ledger
 
 DEFAULT_DAYS = 30  # without --from: the last 30 UTC days, today included
@@ -76,7 +76,8 @@ def write_report(settings: Settings, ledger: Ledger, period: Period, out: Path, 
     tables = reconciliation(period, now, [w.name for w in settings.warehouses], orders, rejected, stock_files,
                             column_labels=_column_labels(settings))
     _write_atomically(out, lambda stream: write_workbook(tables, stream, created=now), force=force)
-    return ReportWritten(out, period, len(orders), len(tables[2].rows), len(rejected), len(stock_files))
+    due = next(table for table in tables if table.title == DUE_SOON)
+    return ReportWritten(out, period, len(orders), len(due.rows), len(rejected), len(stock_files))
 
 
 def _column_labels(settings: Settings) -> dict[str, tuple[str, ...]]:
