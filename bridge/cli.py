@@ -117,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     resend.set_defaults(handler=cmd_resend)
 
+    report = commands.add_parser("report", help="the reconciliation workbook for staff (.xlsx): orders, due soon,"
+                                                 " rejected rows, stock feeds")
+    _config_after_command(report)
+    report.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD",
+                        help="first UTC day of the period: orders the bridge first downloaded on or after it"
+                             " (default: 29 days before --to)")
+    report.add_argument("--to", dest="last", type=_day, metavar="YYYY-MM-DD",
+                        help="last UTC day of the period, included (default: today)")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE.xlsx",
+                        help="the workbook to write, mode 0600 (required; an existing file only with --force)")
+    report.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
+    report.add_argument("--feeds", type=_count, default=10, metavar="N",
+                        help="the N newest stock files in the Inventory feeds sheet (default 10)")
+    report.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
+    report.set_defaults(handler=cmd_report)
+
     run = commands.add_parser("run", help="the long-running service (systemd): orders, shipments and stock, each on its schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
@@ -247,6 +263,24 @@ def _positive(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
     return value
+
+
+def _day(text: str):
+    import re
+    from datetime import date
+
+    try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day: {text!r} (give YYYY-MM-DD, e.g. 2026-11-01)") from None
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return int(text)
 
 
 def _iso_time(text: str) -> datetime:
@@ -600,6 +634,29 @@ def format_replay(path: Path, warehouse: str, result, next_id: int, *, feed_of: 
         lines.append(f"({'MessageID' if feed_of is not None else 'packageReferenceId'}: the ids the ledger would "
                      "give these packages if the file were taken now)")
     return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bridge import state
+    from bridge.flows.reconciliation import check_out, period_of, write_report
+    from bridge.sealing import Sealer
+    from bridge.service import configure_logging
+
+    now = args.now or datetime.now(timezone.utc)
+    period = period_of(args.first, args.last, now)
+    check_out(args.out, force=args.force)
+    # The state key opens the orders' records for their dates and marketplace; no other secret.
+    settings = _state_settings(args)
+    configure_logging(settings.log_level)
+    if not settings.ledger_path.exists():
+        raise FixTheSetup(f"there is no ledger at {settings.ledger_path}: nothing to report (the bridge has not run yet)")
+    ledger = state.open_ledger(settings, Sealer(settings.state_key), now, writable=False)  # reads only
+    try:
+        written = write_report(settings, ledger, period, args.out, now, force=args.force, feeds=args.feeds)
+    finally:
+        ledger.close()
+    print(written.summary())
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -438,6 +438,12 @@ create table if not exists resends (
 );
 create index if not exists resends_by_file on resends (file_id);
 """
+# `report` (the reconciliation workbook) takes a period's orders by when the bridge first saw them
+# and its confirmation and stock files by when they were received: read through these, never whole.
+SCHEMA += """
+create index if not exists orders_by_first_seen on orders (first_seen_at);
+create index if not exists inbound_by_received on inbound_files (received_at);
+"""
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
 CATCH_UP = ".catch_up"  # bookmarks row (its name + this) of a catch-up under way: see `begin_catch_up`
@@ -2284,6 +2290,127 @@ class Ledger:
             (FeedStatus.IN_DOUBT, limit),
         ).fetchall()
         return [dict(row) for row in [*waiting, *reversed(doubtful)]]
+
+    # --- the reconciliation report (`fbm-bridge report`) ----------------------------------------
+    #
+    # Read-only, and served by indexes (tests/test_ledger_plans.py): a period's orders, the rows of
+    # the files received in it that were rejected, the newest stock files. Dicts of plain values;
+    # an order's record is opened for its dates, marketplace and units only: no buyer data leaves.
+
+    def report_orders(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Orders the bridge first saw in [start, end), oldest first, with their file and the units
+        of their packages: `shipped` (not refused by Amazon), `confirmed`, when the last package
+        was confirmed, and how many packages Amazon refused. A record that cannot be opened gives
+        None for what only it knows, and says why in `unreadable`."""
+        rows = self._db.execute(
+            "select o.order_id, o.status, o.reason, o.warehouse, o.amazon_status, o.first_seen_at, o.payload,"
+            " f.name as file, f.delivered_at as delivered_at,"
+            " coalesce((select sum(l.quantity) from packages p join package_lines l on l.package_id = p.id"
+            "   where p.order_id = o.order_id and p.status != ?), 0) as shipped,"
+            " coalesce((select sum(l.quantity) from packages p join package_lines l on l.package_id = p.id"
+            "   where p.order_id = o.order_id and p.status = ?), 0) as confirmed,"
+            " (select max(p.finished_at) from packages p where p.order_id = o.order_id and p.status = ?) as confirmed_at,"
+            " (select count(*) from packages p where p.order_id = o.order_id and p.status = ?) as refused"
+            " from orders o left join files f on f.id = o.file_id"
+            " where o.first_seen_at >= ? and o.first_seen_at < ? order by o.first_seen_at, o.order_id",
+            (PackageStatus.REJECTED, PackageStatus.CONFIRMED, PackageStatus.CONFIRMED, PackageStatus.REJECTED,
+             iso_z(start), iso_z(end)),
+        ).fetchall()
+        return [self._report_order(row) for row in rows]
+
+    def _report_order(self, row: sqlite3.Row) -> dict[str, Any]:
+        found: dict[str, Any] = {"marketplace_id": None, "purchase_date": None, "ship_by": None, "ordered": None,
+                                 "unreadable": ""}
+        try:
+            order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+            found.update(marketplace_id=order.marketplace_id, purchase_date=order.purchase_date,
+                         ship_by=order.ship_by, ordered=sum(line.quantity for line in order.lines))
+        except UnreadableRecord as problem:
+            found["unreadable"] = str(problem)
+        except KeyError as missing:
+            found["unreadable"] = f"its field {missing.args[0]} is missing"
+        except (ValueError, TypeError, ArithmeticError, AttributeError) as problem:
+            found["unreadable"] = f"a field cannot be read: {_field_problem(problem)}"
+        return {
+            "order_id": row["order_id"], "status": row["status"], "reason": row["reason"],
+            "warehouse": row["warehouse"], "amazon_status": row["amazon_status"],
+            "first_seen_at": parse_iso(row["first_seen_at"]), "file": row["file"],
+            "delivered_at": parse_iso(row["delivered_at"]) if row["delivered_at"] else None,
+            "shipped": row["shipped"], "confirmed": row["confirmed"],
+            "confirmed_at": parse_iso(row["confirmed_at"]) if row["confirmed_at"] else None,
+            "refused": row["refused"], **found,
+        }
+
+    def report_rejected_rows(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """What was refused in the confirmation and stock files received in [start, end), file by
+        file in the order received: a whole file (row None) or its rows: confirmation rows the
+        bridge rejected or whose package Amazon refused, stock rows with an error."""
+        files = self._db.execute(
+            "select id, flow, warehouse, name, reason, received_at from inbound_files"
+            " where received_at >= ? and received_at < ? order by received_at, id",
+            (iso_z(start), iso_z(end)),
+        ).fetchall()
+        found: list[dict[str, Any]] = []
+        for file in files:
+            base = {"flow": file["flow"], "warehouse": file["warehouse"], "file": file["name"],
+                    "received_at": parse_iso(file["received_at"])}
+            if file["reason"]:
+                found.append({**base, "row": None, "column": "", "reason": file["reason"]})
+            elif file["flow"] == "stock":
+                found += [{**base, **row} for row in self._stock_rows_rejected(file["id"])]
+            else:
+                found += [{**base, **row} for row in self._shipment_rows_rejected(file["id"])]
+        return found
+
+    def _shipment_rows_rejected(self, file_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "select r.row, r.result, r.message, r.package_id, p.message as package_message"
+            " from shipment_rows r left join packages p on p.id = r.package_id"
+            " where r.file_id = ? and (r.result = ? or (r.result = ? and p.status = ?)) order by r.row",
+            (file_id, RowResult.REJECTED, RowResult.ACCEPTED, PackageStatus.REJECTED),
+        ).fetchall()
+        return [{"row": row["row"], "column": "",
+                 "reason": (row["message"] or PURGED_REASON) if row["result"] == RowResult.REJECTED  # see purge_pii
+                 else f"Amazon refused package {row['package_id']}: {row['package_message']}"} for row in rows]
+
+    def _stock_rows_rejected(self, inbound_id: int) -> list[dict[str, Any]]:
+        intake = self._db.execute("select stock_file_id, note, failed from stock_intake where inbound_id = ?",
+                                  (inbound_id,)).fetchone()
+        if intake is None:
+            return []
+        if intake["failed"]:
+            return [{"row": None, "column": "", "reason": intake["note"]}]
+        rows = self._db.execute(
+            "select row, column_name, message from stock_issues where stock_file_id = ? and source = 'file'"
+            " and severity = 'error' order by row is null, row, id", (intake["stock_file_id"],),
+        ).fetchall()
+        return [{"row": row["row"], "column": row["column_name"], "reason": row["message"]} for row in rows]
+
+    def report_stock_files(self, end: datetime, limit: int) -> list[dict[str, Any]]:
+        """The `limit` newest stock files (by their stock time) before `end`, newest first, with
+        their feed ids and Amazon's issues counted, its errors in its words."""
+        rows = self._db.execute(
+            "select * from stock_files where stock_time < ? order by stock_time desc, id desc limit ?",
+            (iso_z(end), limit),
+        ).fetchall()
+        found = []
+        for row in rows:
+            feeds = self._db.execute("select feed_id from stock_feeds where stock_file_id = ? order by part",
+                                     (row["id"],)).fetchall()
+            issues = self._db.execute(
+                "select sku, severity, code, message from stock_issues where stock_file_id = ? and source = 'amazon'"
+                " order by id", (row["id"],),
+            ).fetchall()
+            found.append({
+                "warehouse": row["warehouse"], "file": row["name"], "stock_time": parse_iso(row["stock_time"]),
+                "received_at": parse_iso(row["received_at"]), "rows": row["rows"], "bad_rows": row["bad_rows"],
+                "skus": row["skus"], "status": row["status"], "reason": row["reason"], "forced": bool(row["forced"]),
+                "published_at": parse_iso(row["published_at"]) if row["published_at"] else None,
+                "feed_ids": [feed["feed_id"] for feed in feeds if feed["feed_id"]],
+                "amazon_errors": [dict(issue) for issue in issues if issue["severity"] == "ERROR"],
+                "amazon_warnings": sum(issue["severity"] == "WARNING" for issue in issues),
+            })
+        return found
 
     def _set_feed(self, table: str, row: int, status: FeedStatus, allowed: tuple[FeedStatus, ...],
                   **values: object) -> None:

@@ -356,7 +356,8 @@ def test_every_command_and_option_has_help_that_states_its_default():
                 assert "default" in action.help, f"{where}: help does not say what happens without it"
     # For tests only: a made-up "now" in the future would move the orders bookmark past orders
     # not yet pulled, or date shipments wrongly; operators never need it.
-    assert hidden == ["fbm-bridge orders pull --now", "fbm-bridge resend --now", "fbm-bridge shipments process --now",
+    assert hidden == ["fbm-bridge orders pull --now", "fbm-bridge resend --now", "fbm-bridge report --now",
+                      "fbm-bridge shipments process --now",
                       "fbm-bridge inventory push --now", "fbm-bridge replay --now"]
 
 

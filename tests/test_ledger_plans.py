@@ -158,3 +158,44 @@ def test_every_query_of_a_shipments_pass_a_stock_publish_and_status_is_served_by
     unconfirmed = next(s for s in scanning if "from shipment_due d join orders o" in s)
     scanning["status: unconfirmed_orders"] = scanning.pop(unconfirmed)
     assert scanning == {**BOUNDED_WALKS, **STATUS_COUNTS, **KNOWN_WHOLE_READS}
+
+
+def test_every_query_of_the_reconciliation_report_is_served_by_an_index(tmp_path, sshd, sftp_root, sandbox, traced):
+    """Orders delivered, a confirmation file sent by the order fulfillment feed, a stock file taken
+    in and published, then the report of their month. It reads a period's orders by when they were
+    first seen (orders_by_first_seen), its files by when they were received (inbound_by_received),
+    the newest stock files before its end (stock_files_by_time, a bounded number), each order's
+    packages and each file's rows by key: no growing table is ever read whole."""
+    from datetime import date
+
+    from bridge.flows.reconciliation import write_report
+    from bridge.flows.stock_intake import StockFlow
+    from bridge.formats.reconciliation import Period
+    from shipping import GOLDEN_INPUTS, SHIP_TIME, Shipper, golden, make_config
+    from stocking import GOLDEN, drop
+
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv", shipments='send = "feed"',
+                         stock_folder=str(sftp_root / "stock"))
+    config.write_text(config.read_text() + '\n[stock]\nwarehouse = "wh"\n')
+    shipper = Shipper(load(config))
+    shipper.deliver_orders()
+    name = GOLDEN_INPUTS["acme-csv"]
+    drop(shipper.remote, name, (golden("acme-csv") / name).read_bytes())
+    assert shipper.ship().feeds_recorded == 1
+    stock = StockFlow(shipper.settings, shipper.ledger, shipper.feeds, sleep=lambda seconds: None, max_wait_seconds=60)
+    drop(sftp_root / "stock", GOLDEN["acme-csv"].name, GOLDEN["acme-csv"].read_bytes())
+    publish = SHIP_TIME.replace(hour=22, minute=0)
+    assert stock.push(publish).all_errors == []
+    traced.clear()
+
+    written = write_report(shipper.settings, shipper.ledger, Period(date(2026, 11, 1), date(2026, 11, 30)),
+                           tmp_path / "november.xlsx", publish + timedelta(hours=1))
+
+    assert (written.orders, written.feeds) == (5, 1)
+    ran = queries(traced)
+    assert any("from orders o" in s for s in ran) and any("from inbound_files" in s for s in ran)
+    assert any("from stock_files" in s for s in ran) and any("from shipment_rows" in s for s in ran)
+    db = sqlite3.connect(shipper.settings.ledger_path)
+    scanning = {statement: steps for statement in ran
+                if (steps := full_scans(db, statement, GROWING + INBOUND_GROWING))}
+    assert scanning == {}
