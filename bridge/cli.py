@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate config and mappings, log in to SFTP and Amazon")
     _config_after_command(check)
+    check.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)  # the PII check's "recent orders"
     check.set_defaults(handler=cmd_check)
 
     orders = commands.add_parser("orders", help="orders down")
@@ -245,6 +246,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bridge import state
     from bridge.edges.amazon import AmazonOrders
     from bridge.edges.sftp import SftpDrop
+    from bridge.errors import PiiAccessMissing
+    from bridge.flows.inbound import check_sources
 
     settings = _settings(args)
     print(f"config    ok  {settings.path} ({len(settings.warehouses)} warehouse(s))")
@@ -260,9 +263,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         except BridgeError as problem:
             failures += 1
             print(f"sftp      FAIL {warehouse.name}: {problem}")
+    for ok, line in check_sources(settings):  # shipments and stock folders, SFTP and local
+        failures += not ok
+        print(f"folder    {'ok ' if ok else 'FAIL'} {line}")
+    amazon = AmazonOrders(settings.amazon)
     try:
-        AmazonOrders(settings.amazon).check()
+        amazon.check()
         print(f"amazon    ok  token from {settings.amazon.token_url}, endpoint {settings.amazon.endpoint}")
+        pii = amazon.check_pii(args.now or datetime.now(timezone.utc))
+        print(f"pii       {'??' if pii.startswith('not proven') else 'ok'}  {pii}")
+    except PiiAccessMissing as problem:
+        failures += 1
+        print(f"pii       FAIL {problem}")
     except BridgeError as problem:
         failures += 1
         print(f"amazon    FAIL {problem}")

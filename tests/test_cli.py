@@ -39,13 +39,14 @@ def bridge(*args: str, config: Path | None = None, env: dict[str, str] | None = 
 # --- check ------------------------------------------------------------------------------------
 
 def test_check_logs_in_everywhere_and_prints_an_ok_line_for_each(config, sshd):
-    done = bridge("check", config=config)
+    done = bridge("check", "--now", RUN_TIME, config=config)
 
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"], ["state", "ok"]]
+        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"], ["pii", "ok"], ["state", "ok"]]
     assert sshd.host_key_fingerprint in done.stdout
+    assert "pii       ok  shipping addresses and buyer info come through (" in done.stdout
 
 
 def test_check_says_whether_this_user_can_keep_the_state_and_changes_nothing(config, tmp_path):
