@@ -106,7 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(status)
     status.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     status.add_argument("--order", metavar="ORDER_ID",
-                        help="one order's status, file and history (default: the whole report)")
+                        help="one order's status, file, history and packages (default: the whole report)")
+    status.add_argument("--prometheus", action="store_true",
+                        help="node_exporter textfile format, for monitoring (default: text)")
+    status.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     status.set_defaults(handler=cmd_status)
 
     run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
@@ -343,23 +346,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     # Status reads counts, windows and events, never sealed buyer data: it needs no secret.
     settings = load_settings(args.config, require_secrets=False, mappings=False)
+    now = args.now or datetime.now(timezone.utc)
     if args.order:
-        return _order_status(settings, args.order, as_json=args.json)
-    report = status_report(settings)
-    if args.json:
+        return _order_status(settings, args.order, now, as_json=args.json)
+    report = status_report(settings, now)
+    if args.prometheus:
+        from bridge.prometheus import exposition
+
+        sys.stdout.write(exposition(report))
+    elif args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_status(report))
     return EXIT_OK
 
 
-def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
+def _order_status(settings: Settings, order_id: str, now: datetime, *, as_json: bool) -> int:
     import json
 
     from bridge.records import one_line, shown
     from bridge.report import order_report
 
-    report = order_report(settings, order_id)
+    report = order_report(settings, order_id, now)
     if report is None:
         print(f"order {shown(order_id)} is not in the ledger: never pulled, or filtered out before it was recorded")
         return EXIT_ERRORS
@@ -369,9 +377,20 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
     for key in ("order_id", "status", "reason", "warehouse", "file", "amazon_status", "first_seen_at", "delivered_at", "pii_purged_at"):
         if report.get(key):
             print(f"{key + ':':15} {one_line(report[key])}")
+    if report.get("ship_by"):
+        overdue = "  OVERDUE: the ship-by date has passed and not every unit is confirmed" if report["overdue"] else ""
+        print(f"{'ship_by:':15} {report['ship_by']} ({report['units_confirmed']}/{report['units']} units confirmed)"
+              f"{overdue}")
     print("history:")
     for event in report["events"]:
         print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
+    if report.get("packages"):
+        print("packages:")
+    for package in report.get("packages", []):
+        answer = f": {one_line(package['message'])}" if package["message"] else ""
+        print(f"  package {package['id']}  {package['status']:9} {package['units']} unit(s)  tracking"
+              f" {shown(package['tracking_number'])} ({shown(package['carrier_code'])}) shipped {package['ship_date']}"
+              f"  from {package['file']!r} row {package['row']}{answer}")
     return EXIT_OK
 
 
