@@ -231,9 +231,12 @@ def test_pull_without_secrets_still_names_each_missing_secret(config):
 def test_held_orders_are_listed_as_needing_attention(config, sandbox):
     sandbox.set_pii_access(False)
     bridge("orders", "pull", "--now", RUN_TIME, config=config)
-    done = bridge("status", config=config)
+    done = bridge("status", "--now", RUN_TIME, config=config)
     assert "held=5" in done.stdout and "needs attention:" in done.stdout
-    assert done.stdout.count("PII role missing") == 5
+    lines = done.stdout.splitlines()
+    assert len([line for line in lines if "  held  " in line and "PII role missing" in line]) == 5  # one per order
+    assert "  1. wh: 5 order(s) held: no delivery address from Amazon (PII role missing)" in lines  # ... grouped
+    assert "  held 5: no delivery address from Amazon (PII role missing)" in lines
 
 
 def test_a_second_pull_while_another_process_holds_the_state_lock_exits_2(config, sftp_root):
