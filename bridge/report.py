@@ -417,7 +417,8 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
         need("key", None, f"{len(unreadable)} order record(s) the state key cannot open: set aside (see below)")
     for name, item in warehouses.items():
         for group in item.get("held", []):
-            need(f"orders_{group['status']}", name, f"{group['count']} order(s) {group['status']}: {group['reason']}")
+            need(f"orders_{group['status']}", name if name != NO_WAREHOUSE else None,
+                 f"{group['count']} order(s) {group['status']}: {group['reason']}")
     changed = [a for a in attention if a["status"] not in ("held", "unrenderable", "unreadable")]
     if changed:
         need("orders_changed", None, f"{len(changed)} order(s) changed on Amazon after delivery, or unreadable"
@@ -442,7 +443,8 @@ def format_warehouses(warehouses: dict[str, dict]) -> list[str]:
     lines = []
     for name, item in warehouses.items():
         orders = " ".join(f"{status}={count}" for status, count in item["orders"].items() if count) or "none"
-        lines.append(f"warehouse {name}: orders {orders}")
+        lines.append(f"warehouse {name}: orders {orders}" if name != NO_WAREHOUSE
+                     else f"no warehouse yet: orders {orders}")
         for group in item["held"]:
             lines.append(f"  {group['status']} {group['count']}: {group['reason']}")
         if "packages" not in item:

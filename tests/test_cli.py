@@ -235,7 +235,7 @@ def test_held_orders_are_listed_as_needing_attention(config, sandbox):
     assert "held=5" in done.stdout and "needs attention:" in done.stdout
     lines = done.stdout.splitlines()
     assert len([line for line in lines if "  held  " in line and "PII role missing" in line]) == 5  # one per order
-    assert "  1. wh: 5 order(s) held: no delivery address from Amazon (PII role missing)" in lines  # ... grouped
+    assert "  1. 5 order(s) held: no delivery address from Amazon (PII role missing)" in lines  # ... grouped
     assert "  held 5: no delivery address from Amazon (PII role missing)" in lines
 
 
