@@ -2126,10 +2126,15 @@ class Ledger:
             f" and status = '{PackageStatus.REJECTED}'", (warehouse, iso_z(since))).fetchone()[0]
         return {"files_in_error": errors, "rejected_rows": rows, "rejected_packages": packages}
 
-    def ship_by_due(self, warehouse: str, before: datetime | None, limit: int = 20) -> list[dict]:
-        """The warehouse's delivered orders not yet confirmed in full with a ship-by before
-        `before` (None: any), soonest first, at most `limit`: order id, ship-by, units, confirmed."""
-        bound = "d.ship_by < ?" if before is not None else "d.ship_by is not null"
+    def ship_by_due(self, warehouse: str, before: datetime | None, limit: int = 20, *,
+                    after: datetime | None = None) -> list[dict]:
+        """The warehouse's delivered orders not yet confirmed in full with a ship-by from `after`
+        and before `before` (None: no bound), soonest first, at most `limit`: order id, ship-by,
+        units, units confirmed. `after` keeps the walk to recent orders: a fully confirmed order
+        stays in shipment_due."""
+        bound = " and ".join(["d.ship_by is not null"] + (["d.ship_by >= ?"] if after is not None else [])
+                             + (["d.ship_by < ?"] if before is not None else []))
+        times = [iso_z(t) for t in (after, before) if t is not None]
         rows = self._db.execute(
             "select d.order_id, d.ship_by, d.units,"
             # `+p.status`: through packages_by_order (an order's few packages), never by status
@@ -2137,7 +2142,7 @@ class Ledger:
             "   where p.order_id = d.order_id and +p.status = ?), 0) as confirmed"
             f" from shipment_due d join orders o on o.order_id = d.order_id where d.warehouse = ? and {bound}"
             " and o.amazon_status != 'CANCELLED' and confirmed < d.units order by d.ship_by, d.order_id limit ?",
-            (PackageStatus.CONFIRMED, warehouse, *([iso_z(before)] if before is not None else []), limit))
+            (PackageStatus.CONFIRMED, warehouse, *times, limit))
         return [dict(row) for row in rows]
 
     def packages_of(self, order_id: str) -> list[dict]:
@@ -2157,9 +2162,10 @@ class Ledger:
         row = self._db.execute("select ship_by, units from shipment_due where order_id = ?", (order_id,)).fetchone()
         return dict(row) if row else None
 
-    def oldest_unconfirmed(self, warehouse: str) -> dict | None:
-        """The warehouse's delivered order not yet confirmed in full with the earliest ship-by."""
-        found = self.ship_by_due(warehouse, None, limit=1)
+    def oldest_unconfirmed(self, warehouse: str, after: datetime | None = None) -> dict | None:
+        """The warehouse's delivered order not yet confirmed in full with the earliest ship-by
+        (from `after` on)."""
+        found = self.ship_by_due(warehouse, None, limit=1, after=after)
         return found[0] if found else None
 
     # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------

@@ -23,6 +23,9 @@ RECENT = timedelta(days=7)  # files in error and rejected rows count this long a
 SHIP_BY_NEAR = timedelta(hours=24)  # an unconfirmed order this close to its ship-by needs a look
 NO_WAREHOUSE = "(none)"  # orders held before a warehouse took them
 SHIP_BY_LISTED = 1000  # unconfirmed orders past or near their ship-by counted per warehouse, at most
+# ... whose ship-by passed less than this long ago: Amazon cancels an order left unconfirmed for
+# about a week, and the walk stays bounded however many orders were confirmed before.
+SHIP_BY_LOOKBACK = timedelta(days=30)
 
 
 def shipments_status(ledger: Ledger | None, now: datetime | None = None) -> dict[str, Any]:
@@ -327,11 +330,12 @@ def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) 
             item["files_in_error"] = {"shipments": shipments["files_in_error"], "stock": stock["files_in_error"]}
             item["rejected_rows"] = shipments["rejected_rows"]
             item["rejected_packages"] = shipments["rejected_packages"]
-            past = ledger.ship_by_due(name, now, SHIP_BY_LISTED)
-            near = ledger.ship_by_due(name, now + SHIP_BY_NEAR, SHIP_BY_LISTED)[len(past):]
+            recent = now - SHIP_BY_LOOKBACK
+            past = ledger.ship_by_due(name, now, SHIP_BY_LISTED, after=recent)
+            near = ledger.ship_by_due(name, now + SHIP_BY_NEAR, SHIP_BY_LISTED, after=recent)[len(past):]
             item.update(past_ship_by=past[:10], past_ship_by_count=len(past),
                         near_ship_by=near[:10], near_ship_by_count=len(near))
-            item["oldest_unconfirmed"] = ledger.oldest_unconfirmed(name)
+            item["oldest_unconfirmed"] = ledger.oldest_unconfirmed(name, recent)
         if settings.stock.warehouse == name and ledger is not None:
             published = ledger.last_published_stock()  # `inventory push` by hand moves no bookmark
             times = [t for t in (item["last_run"]["stock_publish"],
