@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.ledger import UNDELIVERED, OrderStatus, StockFileStatus
 from bridge.records import parse_iso
 
 PREFIX = "fbm_bridge_"
-JOBS = ("orders", "shipments", "stock_publish")
-WAITING = ("pending", "held", "unrenderable", "staged")  # taken from Amazon, not yet in the drop
-STOCK_STATUSES = ("held", "superseded", "submitting", "published", "failed")
+WAITING = [status.value for status in (*UNDELIVERED, OrderStatus.STAGED)]  # taken from Amazon, not yet in the drop
+STOCK_STATUSES = [status.value for status in StockFileStatus]
 
 Sample = tuple[dict[str, str], float]
 
@@ -65,7 +65,7 @@ def exposition(report: dict[str, Any]) -> str:
          [({"warehouse": stock["warehouse"]}, len(stock.get("held", [])))] if stock else []),
         ("needs_a_person", "Items at the top of `fbm-bridge status` (needs a person first); without a warehouse"
          " label: items of no one warehouse (the state folder, the orders pull).",
-         [({"warehouse": name}, sum(1 for n in needs if n["warehouse"] == name)) for name in everyone]
+         [({"warehouse": name}, sum(1 for n in needs if n["warehouse"] == name)) for name in warehouses]
          + [({}, sum(1 for n in needs if not n["warehouse"]))]),
         ("orders_pull_behind_seconds", "How far the orders pull is behind now (the window bookmark's age).",
          [({}, report["behind_seconds"])] if report.get("behind_seconds") is not None else []),
