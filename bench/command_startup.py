@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/command_startup.py [rounds]
 
-Runs `fbm-bridge status`, `status --json`, `status --order ID` (against a config with two
+Runs `fbm-bridge status`, `status --json`, `status --prometheus`, `status --order ID` (against a config with two
 warehouses, one sending shipments by feed and publishing stock, and a ledger holding 2,000
 delivered orders), `check --help` and every other `--help`, each in a fresh interpreter, best of `rounds` (default 7), and the baseline: a bare
 interpreter importing the standard library's `sqlite3` and `tomllib` (`python -c "import
@@ -91,6 +91,7 @@ def main() -> None:
         commands = {
             "status": [*bridge, "--config", str(config), "status"],
             "status --json": [*bridge, "--config", str(config), "status", "--json"],
+            "status --prometheus": [*bridge, "--config", str(config), "status", "--prometheus"],
             "status --order": [*bridge, "--config", str(config), "status", "--order", "111-0000007-0000001"],
             "--help": [*bridge, "--help"],
         }

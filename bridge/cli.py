@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate config and mappings, log in to SFTP and Amazon")
     _config_after_command(check)
+    check.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)  # the PII check's "recent orders"
     check.set_defaults(handler=cmd_check)
 
     orders = commands.add_parser("orders", help="orders down")
@@ -105,7 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(status)
     status.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     status.add_argument("--order", metavar="ORDER_ID",
-                        help="one order's status, file and history (default: the whole report)")
+                        help="one order's status, file, history and packages (default: the whole report)")
+    status.add_argument("--prometheus", action="store_true",
+                        help="node_exporter textfile format, for monitoring (default: text)")
+    status.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     status.set_defaults(handler=cmd_status)
 
     resend = commands.add_parser(
@@ -302,6 +306,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bridge import state
     from bridge.edges.amazon import AmazonOrders
     from bridge.edges.sftp import SftpDrop
+    from bridge.errors import PiiAccessMissing
+    from bridge.flows.inbound import check_sources
 
     settings = _settings(args)
     print(f"config    ok  {settings.path} ({len(settings.warehouses)} warehouse(s))")
@@ -317,9 +323,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         except BridgeError as problem:
             failures += 1
             print(f"sftp      FAIL {warehouse.name}: {problem}")
+    for ok, line in check_sources(settings):  # shipments and stock folders, SFTP and local
+        failures += not ok
+        print(f"folder    {'ok ' if ok else 'FAIL'} {line}")
+    amazon = AmazonOrders(settings.amazon)
     try:
-        AmazonOrders(settings.amazon).check()
+        amazon.check()
         print(f"amazon    ok  token from {settings.amazon.token_url}, endpoint {settings.amazon.endpoint}")
+        pii = amazon.check_pii(args.now or datetime.now(timezone.utc))
+        print(f"pii       {'??' if pii.startswith('not proven') else 'ok'}  {pii}")
+    except PiiAccessMissing as problem:
+        failures += 1
+        print(f"pii       FAIL {problem}")
     except BridgeError as problem:
         failures += 1
         print(f"amazon    FAIL {problem}")
@@ -389,23 +404,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     # Status reads counts, windows and events, never sealed buyer data: it needs no secret.
     settings = load_settings(args.config, require_secrets=False, mappings=False)
+    now = args.now or datetime.now(timezone.utc)
     if args.order:
-        return _order_status(settings, args.order, as_json=args.json)
-    report = status_report(settings)
-    if args.json:
+        return _order_status(settings, args.order, now, as_json=args.json)
+    report = status_report(settings, now)
+    if args.prometheus:
+        from bridge.prometheus import exposition
+
+        sys.stdout.write(exposition(report))
+    elif args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_status(report))
     return EXIT_OK
 
 
-def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
+def _order_status(settings: Settings, order_id: str, now: datetime, *, as_json: bool) -> int:
     import json
 
     from bridge.records import one_line, shown
     from bridge.report import order_report
 
-    report = order_report(settings, order_id)
+    report = order_report(settings, order_id, now)
     if report is None:
         print(f"order {shown(order_id)} is not in the ledger: never pulled, or filtered out before it was recorded")
         return EXIT_ERRORS
@@ -419,9 +439,20 @@ def _order_status(settings: Settings, order_id: str, *, as_json: bool) -> int:
         state = "delivered " + resend["delivered_at"] if resend["delivered_at"] else (resend["status"] or "taken back")
         print(f"{'resend ' + str(resend['number']) + ':':15} {resend['warehouse']}: {resend['name']} ({state});"
               f" requested {resend['requested_at']} by {resend['requested_by']}: {one_line(resend['reason'])}")
+    if report.get("ship_by"):
+        overdue = "  OVERDUE: the ship-by date has passed and not every unit is confirmed" if report["overdue"] else ""
+        print(f"{'ship_by:':15} {report['ship_by']} ({report['units_confirmed']}/{report['units']} units confirmed)"
+              f"{overdue}")
     print("history:")
     for event in report["events"]:
         print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
+    if report.get("packages"):
+        print("packages:")
+    for package in report.get("packages", []):
+        answer = f": {one_line(package['message'])}" if package["message"] else ""
+        print(f"  package {package['id']}  {package['status']:9} {package['units']} unit(s)  tracking"
+              f" {shown(package['tracking_number'])} ({shown(package['carrier_code'])}) shipped {package['ship_date']}"
+              f"  from {package['file']!r} row {package['row']}{answer}")
     return EXIT_OK
 
 

@@ -444,6 +444,16 @@ SCHEMA += """
 create index if not exists orders_by_first_seen on orders (first_seen_at);
 create index if not exists inbound_by_received on inbound_files (received_at);
 """
+# `status` per warehouse (and its --prometheus output): counts through the (warehouse, status)
+# indexes, recent inbound files and rejected packages by when they were answered, the ship-by
+# dates still due by warehouse and date.
+SCHEMA += f"""
+create index if not exists orders_by_warehouse on orders (warehouse, status);
+create index if not exists packages_by_warehouse on packages (warehouse, status);
+create index if not exists packages_rejected on packages (warehouse, finished_at) where status = '{PackageStatus.REJECTED}';
+create index if not exists inbound_finished on inbound_files (flow, warehouse, finished_at);
+create index if not exists shipment_due_by_warehouse on shipment_due (warehouse, ship_by);
+"""
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
 CATCH_UP = ".catch_up"  # bookmarks row (its name + this) of a catch-up under way: see `begin_catch_up`
@@ -2169,6 +2179,98 @@ class Ledger:
         ).fetchall()
         return {"in_progress": [dict(r) for r in in_progress], "errors": [dict(r) for r in errors],
                 "incomplete": [dict(r) for r in incomplete]}
+
+    # --- status per warehouse (reads only; no buyer data) ---------------------------------------
+
+    def counts_by_warehouse(self) -> dict[str | None, dict[str, dict[str, int]]]:
+        """Orders and packages per warehouse and status: {warehouse: {"orders": {...},
+        "packages": {...}}}; orders held before routing have the warehouse None."""
+        counts: dict[str | None, dict[str, dict[str, int]]] = {}
+
+        def slot(warehouse: str | None) -> dict[str, dict[str, int]]:
+            return counts.setdefault(warehouse, {"orders": {s.value: 0 for s in OrderStatus},
+                                                 "packages": {s.value: 0 for s in PackageStatus}})
+        for row in self._db.execute("select warehouse, status, count(*) as n from orders group by warehouse, status"):
+            slot(row["warehouse"])["orders"][row["status"]] = row["n"]
+        for row in self._db.execute("select warehouse, status, count(*) as n from packages group by warehouse, status"):
+            slot(row["warehouse"])["packages"][row["status"]] = row["n"]
+        return counts
+
+    def last_windows(self, name: str, count: int = 3) -> list[dict]:
+        """The latest windows pulled, newest first: start, end, orders, when recorded."""
+        rows = self._db.execute("select start, end, orders, recorded_at from windows where name = ?"
+                                " order by id desc limit ?", (name, count))
+        return [dict(row) for row in rows]
+
+    def bookmark_times(self, *names: str) -> dict[str, str]:
+        """When each bookmark last moved (a run that finished its step), by name."""
+        marks = ", ".join("?" * len(names))
+        rows = self._db.execute(f"select name, updated_at from bookmarks where name in ({marks})", names)
+        return {row["name"]: row["updated_at"] for row in rows}
+
+    def last_answered(self, flow: str, warehouse: str) -> str | None:
+        """When the warehouse's latest inbound file of `flow` was answered (archive/ or error/)."""
+        row = self._db.execute(
+            "select finished_at from inbound_files where flow = ? and warehouse = ? and finished_at is not null"
+            " order by finished_at desc limit 1", (flow, warehouse)).fetchone()
+        return row["finished_at"] if row else None
+
+    def answered_since(self, flow: str, warehouse: str, since: datetime) -> dict[str, int]:
+        """Of the warehouse's files of `flow` answered since `since`: how many went to error/,
+        and (shipments) how many rows in them were rejected; Amazon's rejected packages too."""
+        errors = self._db.execute(
+            "select count(*) from inbound_files where flow = ? and warehouse = ? and finished_at >= ?"
+            " and outcome = ?", (flow, warehouse, iso_z(since), InboundOutcome.ERROR)).fetchone()[0]
+        rows = self._db.execute(
+            "select count(*) from inbound_files f join shipment_rows r on r.file_id = f.id"
+            " where f.flow = ? and f.warehouse = ? and f.finished_at >= ? and r.result = ?",
+            (flow, warehouse, iso_z(since), RowResult.REJECTED)).fetchone()[0]
+        packages = self._db.execute(
+            f"select count(*) from packages where warehouse = ? and finished_at >= ?"
+            f" and status = '{PackageStatus.REJECTED}'", (warehouse, iso_z(since))).fetchone()[0]
+        return {"files_in_error": errors, "rejected_rows": rows, "rejected_packages": packages}
+
+    def ship_by_due(self, warehouse: str, before: datetime | None, limit: int = 20, *,
+                    after: datetime | None = None) -> list[dict]:
+        """The warehouse's delivered orders not yet confirmed in full with a ship-by from `after`
+        and before `before` (None: no bound), soonest first, at most `limit`: order id, ship-by,
+        units, units confirmed. `after` keeps the walk to recent orders: a fully confirmed order
+        stays in shipment_due."""
+        bound = " and ".join(["d.ship_by is not null"] + (["d.ship_by >= ?"] if after is not None else [])
+                             + (["d.ship_by < ?"] if before is not None else []))
+        times = [iso_z(t) for t in (after, before) if t is not None]
+        rows = self._db.execute(
+            "select d.order_id, d.ship_by, d.units,"
+            # `+p.status`: through packages_by_order (an order's few packages), never by status
+            " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
+            "   where p.order_id = d.order_id and +p.status = ?), 0) as confirmed"
+            f" from shipment_due d join orders o on o.order_id = d.order_id where d.warehouse = ? and {bound}"
+            " and o.amazon_status != 'CANCELLED' and confirmed < d.units order by d.ship_by, d.order_id limit ?",
+            (PackageStatus.CONFIRMED, warehouse, *times, limit))
+        return [dict(row) for row in rows]
+
+    def packages_of(self, order_id: str) -> list[dict]:
+        """Every package recorded for an order (rejected ones too), oldest first: for `status
+        --order`. Units, tracking, carrier, Amazon's answer, the file and row it came from."""
+        rows = self._db.execute(
+            "select p.id, p.status, p.tracking_number, p.carrier_code, p.ship_date, p.message, p.sent_at,"
+            " p.finished_at, f.safe_name as file, f.warehouse,"
+            " (select min(r.row) from shipment_rows r where r.file_id = p.file_id and r.package_id = p.id) as row,"
+            " (select sum(l.quantity) from package_lines l where l.package_id = p.id) as units"
+            " from packages p join inbound_files f on f.id = p.file_id where p.order_id = ? order by p.id",
+            (order_id,))
+        return [dict(row) for row in rows]
+
+    def shipment_due_of(self, order_id: str) -> dict | None:
+        """A delivered order's ship-by and units, as noted for status (no key needed)."""
+        row = self._db.execute("select ship_by, units from shipment_due where order_id = ?", (order_id,)).fetchone()
+        return dict(row) if row else None
+
+    def oldest_unconfirmed(self, warehouse: str, after: datetime | None = None) -> dict | None:
+        """The warehouse's delivered order not yet confirmed in full with the earliest ship-by
+        (from `after` on)."""
+        found = self.ship_by_due(warehouse, None, limit=1, after=after)
+        return found[0] if found else None
 
     # --- the order fulfillment feed (shipments.send = "feed") ---------------------------------
 

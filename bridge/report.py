@@ -19,18 +19,26 @@ from bridge.windows import catch_up_eta, duration, next_daily, windows_left
 SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
 STOCK_FLOW = "stock"  # flows.stock_intake.FLOW, likewise
 STOCK_PUBLISH_BOOKMARK = "stock_publish"  # flows.stock_intake.PUBLISH_BOOKMARK
+RECENT = timedelta(days=7)  # files in error and rejected rows count this long after their answer
+SHIP_BY_NEAR = timedelta(hours=24)  # an unconfirmed order this close to its ship-by needs a look
+NO_WAREHOUSE = "(none)"  # orders held before a warehouse took them
+SHIP_BY_LISTED = 1000  # unconfirmed orders past or near their ship-by counted per warehouse, at most
+# ... whose ship-by passed less than this long ago: Amazon cancels an order left unconfirmed for
+# about a week, and the walk stays bounded however many orders were confirmed before.
+SHIP_BY_LOOKBACK = timedelta(days=30)
 
 
-def shipments_status(ledger: Ledger | None) -> dict[str, Any]:
+def shipments_status(ledger: Ledger | None, now: datetime | None = None) -> dict[str, Any]:
     """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
-    ship-by first; confirmation files in progress and the latest answered with errors."""
+    ship-by first (each marked `overdue` once its ship-by has passed `now`); confirmation files
+    in progress and the latest answered with errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
                 "files_in_progress": [], "files_in_error": [], "files_incomplete": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
-        "unconfirmed": ledger.unconfirmed_orders(),
+        "unconfirmed": [dict(item, overdue=_overdue(item["ship_by"], now)) for item in ledger.unconfirmed_orders()],
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
         "files_incomplete": files["incomplete"],  # left in their folder, waiting for their writer
@@ -67,14 +75,17 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
     now = now or datetime.now(timezone.utc)
     if not settings.ledger_path.exists():
         # Nothing has run yet; never create the service's state (as root, say) just to look.
-        return {
+        report = {
             "config": str(settings.path), "orders": {status.value: 0 for status in OrderStatus},
             "window_end": None, "behind_seconds": None, "late": False,
             "windows": {"windows": 0, "since": None, "until": None, "gaps": []},
             "files_in_flight": [], "attention": [], "state": state.identity_problem(settings),
             "state_event": None, "shipments": shipments_status(None), "catch_up": None,
             "stock": stock_status(settings, None, now),
+            "now": iso_z(now), "last_windows": [], "warehouses": warehouses_status(settings, None, now),
         }
+        report["needs_a_person"] = needs_a_person(report)
+        return report
     problem = state.identity_problem(settings)
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
     try:
@@ -83,7 +94,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
         problems = ledger.delivery_problems()
         behind = now - bookmark if bookmark else None
         expected = settings.orders.lag + settings.orders.interval + timedelta(minutes=5)
-        return {
+        report = {
             "config": str(settings.path),
             "orders": ledger.status_counts(),
             "window_end": iso_z(bookmark) if bookmark else None,
@@ -98,10 +109,15 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "attention": ledger.attention(),
             "state": problem,  # why a run would refuse this state folder, if it would
             "state_event": _last_confirmation(ledger),
-            "shipments": shipments_status(ledger),
+            "shipments": shipments_status(ledger, now),
             "catch_up": catch_up_status(settings, ledger, bookmark, now),
             "stock": stock_status(settings, ledger, now),
+            "now": iso_z(now),
+            "last_windows": ledger.last_windows(ORDERS_BOOKMARK),
+            "warehouses": warehouses_status(settings, ledger, now),
         }
+        report["needs_a_person"] = needs_a_person(report)
+        return report
     finally:
         ledger.close()
 
@@ -126,8 +142,10 @@ def _last_confirmation(ledger: Ledger) -> dict[str, str] | None:
     return events[-1] if events else None
 
 
-def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
-    """One order for staff: status, reason, the file that carried it, and its history."""
+def order_report(settings: Settings, order_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+    """One order for staff: status, reason, the file that carried it, its history, its
+    packages (shipments up) and whether its ship-by has passed with units not yet confirmed."""
+    now = now or datetime.now(timezone.utc)
     if not settings.ledger_path.exists():
         return None
     ledger = Ledger(settings.ledger_path, None)  # reads no buyer data
@@ -140,6 +158,13 @@ def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
         report["file"] = ledger.file_name(row["file_id"]) if row and row.get("file_id") else None
         report["events"] = events
         report["resends"] = ledger.resends(order_id)
+        report["packages"] = ledger.packages_of(order_id)
+        due = ledger.shipment_due_of(order_id)
+        confirmed = sum(p["units"] or 0 for p in report["packages"] if p["status"] == PackageStatus.CONFIRMED)
+        report["ship_by"] = due["ship_by"] if due else None
+        report["units"], report["units_confirmed"] = (due["units"] if due else None), confirmed
+        report["overdue"] = bool(due and report.get("amazon_status") != "CANCELLED" and confirmed < due["units"]
+                                 and _overdue(due["ship_by"], now))
         return report
     finally:
         ledger.close()
@@ -147,7 +172,8 @@ def order_report(settings: Settings, order_id: str) -> dict[str, Any] | None:
 
 def format_status(report: dict) -> str:
     counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
-    lines = [f"config: {report['config']}", f"orders: {counts}"]
+    lines = format_needs_a_person(report["needs_a_person"]) if "needs_a_person" in report else []
+    lines += [f"config: {report['config']}", f"orders: {counts}"]
     if report.get("state"):
         lines.append(f"STATE: a run would refuse: {report['state']}")
     if report.get("state_event"):
@@ -165,12 +191,16 @@ def format_status(report: dict) -> str:
     if log["windows"]:
         tiling = "no gap, no overlap" if not log["gaps"] else "GAPS: " + ", ".join(log["gaps"])
         lines.append(f"windows: {log['windows']} pulled, {log['since']} to {log['until']}, {tiling}")
+    for window in report.get("last_windows", []):
+        lines.append(f"  window {window['start']} to {window['end']}: {window['orders']} order(s),"
+                     f" pulled {window['recorded_at']}")
     for item in report["files_in_flight"]:
         lines.append(f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})")
     if report["attention"]:
         lines.append("needs attention:")
         for item in report["attention"]:
             lines.append(f"  {shown(item['order_id'])}  {item['status']}  {one_line(item['reason'])}")
+    lines.extend(format_warehouses(report.get("warehouses", {})))
     if "shipments" in report:
         lines.extend(format_shipments_status(report["shipments"]))
     if report.get("stock"):
@@ -239,8 +269,9 @@ def format_shipments_status(shipments: dict) -> list[str]:
         lines.append("delivered, not yet confirmed on Amazon (ship by, soonest first):")
         for item in shipments["unconfirmed"]:
             waiting = f", {item['waiting']} waiting for Amazon" if item["waiting"] else ""
+            overdue = "  OVERDUE: ship-by passed" if item.get("overdue") else ""
             lines.append(f"  {item['ship_by'] or 'no ship-by':20}  {shown(item['order_id'])}  {item['warehouse']}  "
-                         f"{item['confirmed']}/{item['units']} units confirmed{waiting}")
+                         f"{item['confirmed']}/{item['units']} units confirmed{waiting}{overdue}")
     return lines
 
 
@@ -266,3 +297,186 @@ def _in_flight(item: dict) -> str:
     if item["status"] == "uploaded":
         return "uploaded under its temporary name; the next run renames it into place"
     return "staged; the next run uploads it"
+
+
+# --- per warehouse, and what needs a person first ----------------------------------------------
+
+def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per configured warehouse (and NO_WAREHOUSE for orders held before routing): orders by
+    status, held orders by reason, packages shipped and confirmed, what was answered into error/
+    or rejected in the last RECENT, ship-by dates passed or near and not confirmed, and when
+    each job last finished (the ledger's records: bookmarks, answered files)."""
+    counts = ledger.counts_by_warehouse() if ledger is not None else {}
+    held = _held_by_warehouse(ledger.attention() if ledger is not None else [])
+    marks = ledger.bookmark_times(ORDERS_BOOKMARK, STOCK_PUBLISH_BOOKMARK) if ledger is not None else {}
+    empty = {"orders": {s.value: 0 for s in OrderStatus}, "packages": {s.value: 0 for s in PackageStatus}}
+    found: dict[str, dict[str, Any]] = {}
+    for warehouse in settings.warehouses:
+        name = warehouse.name
+        mine = counts.get(name, empty)
+        item: dict[str, Any] = {
+            "orders": mine["orders"], "packages": mine["packages"], "held": held.get(name, []),
+            "files_in_error": {"shipments": 0, "stock": 0}, "rejected_rows": 0, "rejected_packages": 0,
+            "past_ship_by": [], "past_ship_by_count": 0, "near_ship_by": [], "near_ship_by_count": 0,
+            "oldest_unconfirmed": None,
+            "last_run": {"orders": marks.get(ORDERS_BOOKMARK),
+                         "shipments": ledger.last_answered(SHIPMENTS_FLOW, name) if ledger is not None else None,
+                         "stock_publish": marks.get(STOCK_PUBLISH_BOOKMARK) if settings.stock.warehouse == name
+                         else None},
+        }
+        if ledger is not None:
+            since = now - RECENT
+            shipments = ledger.answered_since(SHIPMENTS_FLOW, name, since)
+            stock = ledger.answered_since(STOCK_FLOW, name, since)
+            item["files_in_error"] = {"shipments": shipments["files_in_error"], "stock": stock["files_in_error"]}
+            item["rejected_rows"] = shipments["rejected_rows"]
+            item["rejected_packages"] = shipments["rejected_packages"]
+            recent = now - SHIP_BY_LOOKBACK
+            past = ledger.ship_by_due(name, now, SHIP_BY_LISTED, after=recent)
+            near = ledger.ship_by_due(name, now + SHIP_BY_NEAR, SHIP_BY_LISTED, after=recent)[len(past):]
+            item.update(past_ship_by=past[:10], past_ship_by_count=len(past),
+                        near_ship_by=near[:10], near_ship_by_count=len(near))
+            item["oldest_unconfirmed"] = ledger.oldest_unconfirmed(name, recent)
+        if settings.stock.warehouse == name and ledger is not None:
+            published = ledger.last_published_stock()  # `inventory push` by hand moves no bookmark
+            times = [t for t in (item["last_run"]["stock_publish"],
+                                 iso_z(published.published_at) if published and published.published_at else None) if t]
+            item["last_run"]["stock_publish"] = max(times) if times else None
+        found[name] = item
+    if NO_WAREHOUSE in held or None in counts:
+        found[NO_WAREHOUSE] = {"orders": counts.get(None, empty)["orders"], "held": held.get(NO_WAREHOUSE, [])}
+    return found
+
+
+def _held_by_warehouse(attention: list[dict]) -> dict[str, list[dict]]:
+    """Held and unrenderable orders grouped by warehouse, then by reason: [{status, reason, count}]."""
+    grouped: dict[str, dict[tuple[str, str], int]] = {}
+    for item in attention:
+        if item["status"] in (OrderStatus.HELD, OrderStatus.UNRENDERABLE):
+            reasons = grouped.setdefault(item["warehouse"] or NO_WAREHOUSE, {})
+            key = (item["status"], one_line(item["reason"]))
+            reasons[key] = reasons.get(key, 0) + 1
+    return {warehouse: [{"status": status, "reason": reason, "count": count}
+                        for (status, reason), count in sorted(reasons.items(), key=lambda kv: -kv[1])]
+            for warehouse, reasons in grouped.items()}
+
+
+def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
+    """What a person should look at first, most urgent first: a state the service refuses,
+    files answered into error/, rejected rows, orders past or near their ship-by and not
+    confirmed, a held or failed stock file, pulls that stopped (late, gaps, a file that does not
+    go), records the state key cannot open, held orders, documents in doubt. One line each."""
+    items: list[dict[str, str | None]] = []
+
+    def need(kind: str, warehouse: str | None, what: str) -> None:
+        items.append({"kind": kind, "warehouse": warehouse, "what": what})
+
+    if report.get("state"):
+        need("state", None, f"a run would refuse the state folder: {one_line(report['state'])}")
+    warehouses = report.get("warehouses", {})
+    for name, item in warehouses.items():
+        for flow, count in item.get("files_in_error", {}).items():
+            if count:
+                need("files_in_error", name, f"{count} {flow} file(s) answered into error/ in the last"
+                     f" {RECENT.days} days: see their result files in results/")
+    for name, item in warehouses.items():
+        if item.get("rejected_rows"):
+            need("rejected_rows", name, f"{item['rejected_rows']} row(s) rejected in confirmation files answered in"
+                 f" the last {RECENT.days} days: see their result files")
+        if item.get("rejected_packages"):
+            need("rejected_packages", name, f"{item['rejected_packages']} package(s) refused by Amazon in the last"
+                 f" {RECENT.days} days: see their result files")
+    for name, item in warehouses.items():
+        past, near = item.get("past_ship_by", []), item.get("near_ship_by", [])
+        if past:
+            first = past[0]
+            more = "+" if item["past_ship_by_count"] == SHIP_BY_LISTED else ""
+            need("past_ship_by", name, f"{item['past_ship_by_count']}{more} delivered order(s) past their ship-by and not confirmed on"
+                 f" Amazon: oldest {shown(first['order_id'])} (ship by {first['ship_by']},"
+                 f" {first['confirmed']}/{first['units']} units confirmed)")
+        if near:
+            first = near[0]
+            need("near_ship_by", name, f"{item['near_ship_by_count']} delivered order(s) to ship within {_hours(SHIP_BY_NEAR)} and not"
+                 f" confirmed: first {shown(first['order_id'])} (ship by {first['ship_by']})")
+    stock = report.get("stock") or {}
+    for held in stock.get("held", []):
+        why = one_line(held['reason']).removeprefix("held: ")
+        need("stock_held", stock["warehouse"], f"stock file {held['name']!r} held: {why};"
+             " `fbm-bridge inventory push --force` publishes it")
+    latest = stock.get("latest")
+    if latest and latest["status"] == "failed":
+        need("stock_failed", stock["warehouse"], f"stock file {latest['name']!r} failed: {one_line(latest['reason'])}")
+    if report.get("late"):
+        need("stuck_windows", None, f"orders pulled only up to {report['window_end']}"
+             f" ({_hours(timedelta(seconds=report['behind_seconds']))} ago): is the service running?")
+    gaps = report.get("windows", {}).get("gaps", [])
+    if gaps:
+        need("stuck_windows", None, f"gaps between the windows pulled: {', '.join(gaps)}")
+    for item in report.get("files_in_flight", []):
+        if item.get("problem"):
+            need("stuck_file", item["warehouse"], f"{item['name']} not delivered since {item['problem_at']}:"
+                 f" {one_line(item['problem'])}")
+    attention = report.get("attention", [])
+    unreadable = [a for a in attention if a["status"] == "unreadable"]
+    if unreadable:
+        need("key", None, f"{len(unreadable)} order record(s) the state key cannot open: set aside (see below)")
+    for name, item in warehouses.items():
+        for group in item.get("held", []):
+            need(f"orders_{group['status']}", name if name != NO_WAREHOUSE else None,
+                 f"{group['count']} order(s) {group['status']}: {group['reason']}")
+    changed = [a for a in attention if a["status"] not in ("held", "unrenderable", "unreadable")]
+    if changed:
+        need("orders_changed", None, f"{len(changed)} order(s) changed on Amazon after delivery, or unreadable"
+             " from Amazon: see below")
+    for feed in (report.get("shipments") or {}).get("feeds", []):
+        if feed["status"] == "in_doubt":
+            need("feed_in_doubt", None, _fulfillment_feed_line(feed))
+    return items
+
+
+def format_needs_a_person(items: list[dict]) -> list[str]:
+    if not items:
+        return ["needs a person first: nothing"]
+    lines = ["needs a person first:"]
+    for number, item in enumerate(items, 1):
+        where = f"{item['warehouse']}: " if item["warehouse"] else ""
+        lines.append(f"  {number}. {where}{item['what']}")
+    return lines
+
+
+def format_warehouses(warehouses: dict[str, dict]) -> list[str]:
+    lines = []
+    for name, item in warehouses.items():
+        orders = " ".join(f"{status}={count}" for status, count in item["orders"].items() if count) or "none"
+        lines.append(f"warehouse {name}: orders {orders}" if name != NO_WAREHOUSE
+                     else f"no warehouse yet: orders {orders}")
+        for group in item["held"]:
+            lines.append(f"  {group['status']} {group['count']}: {group['reason']}")
+        if "packages" not in item:
+            continue
+        packages = item["packages"]
+        shipped = sum(packages.values()) - packages.get("rejected", 0)
+        lines.append(f"  shipped {shipped} package(s): confirmed={packages.get('confirmed', 0)}"
+                     f" waiting={packages.get('accepted', 0) + packages.get('sent', 0)}"
+                     f" rejected by Amazon={packages.get('rejected', 0)}")
+        errors = item["files_in_error"]
+        lines.append(f"  last {RECENT.days} days: files in error shipments={errors['shipments']} stock={errors['stock']},"
+                     f" rows rejected={item['rejected_rows']}, packages refused={item['rejected_packages']}")
+        oldest = item["oldest_unconfirmed"]
+        if oldest:
+            lines.append(f"  not confirmed: {item['past_ship_by_count']} past ship-by, {item['near_ship_by_count']} due"
+                         f" within {_hours(SHIP_BY_NEAR)}; oldest ship-by {oldest['ship_by']}"
+                         f" ({shown(oldest['order_id'])})")
+        runs = item["last_run"]
+        lines.append("  last finished: " + ", ".join(f"{job} {at or 'never'}" for job, at in runs.items()
+                                                      if job != "stock_publish" or at is not None))
+    return lines
+
+
+def _overdue(ship_by: str | None, now: datetime | None) -> bool:
+    return bool(ship_by and now is not None and ship_by < iso_z(now))
+
+
+def _hours(span: timedelta) -> str:
+    hours, rest = divmod(max(0, int(span.total_seconds())), 3600)
+    return f"{hours}h{rest // 60:02d}m" if rest else f"{hours} h"

@@ -125,6 +125,7 @@ def test_status_and_every_help_load_no_heavy_library(used_state, tmp_path, capsy
     shown = capsys.readouterr().out
     assert "shipments: packages" in shown and "stock: wh publishes daily at 22:00 UTC" in shown
     every = [["--config", str(used_state), "status"], ["--config", str(used_state), "status", "--json"],
+             ["--config", str(used_state), "status", "--prometheus"],
              ["--config", str(used_state), "status", "--order", "111-0000001-0000001"], *commands()]
     assert ["check", "--help"] in every and ["orders", "pull", "--help"] in every
     loaded = {" ".join(argv): loaded_by(argv, tmp_path) for argv in every}

@@ -118,6 +118,11 @@ STATUS_COUNTS = {
     "select status, count(*) as n from orders group by status": ["SCAN orders USING COVERING INDEX orders_by_status"],
     "select status, count(*) as n from packages group by status":
         ["SCAN packages USING COVERING INDEX packages_by_status"],
+    # ... and per warehouse, through the (warehouse, status) indexes
+    "select warehouse, status, count(*) as n from orders group by warehouse, status":
+        ["SCAN orders USING COVERING INDEX orders_by_warehouse"],
+    "select warehouse, status, count(*) as n from packages group by warehouse, status":
+        ["SCAN packages USING COVERING INDEX packages_by_warehouse"],
 }
 # Known, not wanted: `status`'s list of delivered orders not yet confirmed reads every order ever
 # noted in shipment_due (a fully confirmed order is never taken out of it).

@@ -604,7 +604,9 @@ def test_a_lost_ledger_refuses_until_fresh_start_which_status_then_shows(operato
     after = operator("orders", "pull", "--now", "2026-11-20T13:00:00Z")
 
     assert refused.returncode == 2 and "fresh-start --from TIME" in refused.stderr
-    assert status.returncode == 0 and status.stdout.splitlines()[2].startswith("STATE: a run would refuse: the ledger")
+    lines = status.stdout.splitlines()
+    assert status.returncode == 0 and lines[1].startswith("  1. a run would refuse the state folder: the ledger")
+    assert [line for line in lines if line.startswith("STATE: a run would refuse: the ledger")]
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.splitlines()[0] == ("fresh start recorded: orders updated from 2026-11-20T12:00:00Z on"
                                             " are pulled by the next run")

@@ -96,6 +96,10 @@ PII_ROLE_HINT = (
     "automatically once addresses come through"
 )
 
+PII_ROLE_MISSING = "the app lacks the Direct-to-Consumer Shipping (Restricted) role"
+PII_CHECK_SPAN = timedelta(days=30)  # `check` asks about merchant orders updated this far back
+PII_CHECK_ORDERS = 10  # ... one page of this many
+
 
 @dataclass
 class _Market:
@@ -208,6 +212,42 @@ class AmazonOrders:
             raise AmazonAuthError(LWA_REFUSED.format(problem.message or problem.error_code or problem)) from None
         except _LoginUnavailable as problem:
             raise AmazonUnavailable(_login_unavailable(problem, "try again later")) from None
+
+    def check_pii(self, now: datetime) -> str:
+        """For `fbm-bridge check`: prove that addresses and buyer info come through (the
+        Direct-to-Consumer Shipping (Restricted) role). v0 asks for a Restricted Data Token;
+        v2026 asks one page of recent merchant orders in a state Amazon sends an address for.
+        Raises PiiAccessMissing when they are withheld; returns what proved it (no buyer data)."""
+        if self.settings.orders_api == "v0":
+            self._token_refused = False
+            if self._restricted_token(V0_BULK_PATH) is None:
+                raise PiiAccessMissing(f"{PII_ROLE_MISSING}: Amazon refused a Restricted Data Token for "
+                                       f"{V0_BULK_PATH}; {PII_ROLE_HINT}")
+            return f"Restricted Data Token for {V0_BULK_PATH} granted"
+        params = {
+            "lastUpdatedAfter": iso_z(now - PII_CHECK_SPAN),
+            "lastUpdatedBefore": iso_z(now - timedelta(minutes=3)),  # Amazon: at least 2 minutes ago
+            "fulfillmentStatuses": sorted(ADDRESS_STATUSES),
+            "fulfilledBy": ["MERCHANT"],
+            "marketplaceIds": list(self.settings.marketplaces),
+            "includedData": INCLUDED_DATA,
+            "maxResultsPerPage": PII_CHECK_ORDERS,
+        }
+        response = self._call("searchOrders", self._client(OrdersV20260101).search_orders, **params)
+        items = response.payload.get("orders")
+        if not isinstance(items, list):
+            raise AmazonUnavailable("searchOrders answered without an orders list (HTTP 5xx or empty body)")
+        orders = [o for o in (self._convert(order_from_v2026, item) for item in items) if o is not None]
+        orders = [o for o in orders if o.status in ADDRESS_STATUSES]
+        if not orders:
+            return (f"not proven: no merchant order updated in the last {PII_CHECK_SPAN.days} days to ask about;"
+                    " a held order's reason will say if addresses are withheld")
+        withheld = next((o for o in orders if o.ship_to is None), None)  # buyer info goes with it
+        if withheld is not None:
+            raise PiiAccessMissing(f"{PII_ROLE_MISSING}: searchOrders answered order {shown(withheld.order_id)}"
+                                   f" ({withheld.status}) without its shipping address and buyer info;"
+                                   f" {PII_ROLE_HINT}")
+        return f"shipping addresses and buyer info come through ({len(orders)} recent order(s) asked)"
 
     def begin_run(self) -> None:
         """A new run: a Restricted Data Token Amazon refused last run is asked for again (once)."""

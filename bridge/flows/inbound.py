@@ -654,3 +654,67 @@ def _unexpected(problem: Exception) -> str:
 def _minutes(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+# --- what `fbm-bridge check` proves of the inbound folders -------------------------------------
+
+PROBE_PREFIX = ".fbm-bridge-probe-"  # a leading dot and RESULT_TEMP: every listing ignores it
+
+
+def check_sources(settings: Settings, *, open_drop: Callable[[WarehouseSettings], Drop] | None = None
+                  ) -> list[tuple[bool, str]]:
+    """For `check`: each shipments and stock folder (SFTP and local) readable, and processing/,
+    archive/, error/ and results/ writable (a probe file created and removed in each, or in the
+    folder itself where the first pass will make them). Changes nothing else; (ok, line) each."""
+    found = [("shipments", source) for source in sources(settings, open_drop=open_drop)]
+    found += [("stock", source) for source in sources(
+        settings, open_drop=open_drop, folder=lambda w: (w.stock_folder, w.local_stock_folder))]
+    lines = []
+    for flow, source in found:
+        where = f"{source.warehouse.name} {flow} {source.kind.value}:{source.where or source.folder}"
+        try:
+            lines.append((True, f"{where}: {_check_source(source)}"))
+        except BridgeError as problem:
+            lines.append((False, f"{where}: {problem}"))
+    return lines
+
+
+def _check_source(source: Source) -> str:
+    if source.kind is InboundSource.LOCAL:
+        folder = Path(source.where)
+        if not folder.exists() and not folder.is_symlink():
+            parent = next(p for p in folder.parents if p.exists())
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FixTheSetup(f"{folder} does not exist and this user cannot create it ({parent} is not"
+                                  " writable)")
+            return "not there yet: the first pass makes it"
+        if not folder.is_dir():
+            raise FixTheSetup(f"{folder} is not a folder")
+        drop: Drop = FolderDrop(folder)
+    else:
+        drop = source.open()
+    with drop:
+        drop.listdir(source.folder)
+        later = []
+        for sub in SUBFOLDERS:
+            if drop.exists(source.path(sub)):
+                _prove_writable(drop, source, source.path(sub))
+            else:
+                later.append(sub)
+        if later:
+            _prove_writable(drop, source, source.folder)
+    made = f" ({', '.join(later)} made by the first pass)" if later else ""
+    return f"readable; {', '.join(SUBFOLDERS)} writable{made}"
+
+
+def _prove_writable(drop: Drop, source: Source, folder: str) -> None:
+    """Create and remove a probe file named as a temporary file, so that nobody takes it."""
+    probe = f"{folder.rstrip('/')}/{PROBE_PREFIX}{os.urandom(4).hex()}{RESULT_TEMP}"
+    try:
+        drop.put_bytes(b"", probe)
+    except FixTheSetup as problem:
+        if source.kind is InboundSource.LOCAL:  # the edge names paths inside the folder: name it whole
+            why = str(problem).rpartition(": ")[2]
+            raise FixTheSetup(f"{Path(source.where, folder.lstrip('/'))} is not writable: {why}") from None
+        raise FixTheSetup(f"{folder} is not writable: {problem}") from None
+    drop.remove(probe)

@@ -1,0 +1,187 @@
+"""`fbm-bridge status` for staff and for monitoring: per warehouse what was pulled, delivered,
+shipped, confirmed and rejected, the last stock feed, files in error, and at the top what needs
+a person first; `status --order` with the order's packages; `status --prometheus` in
+node_exporter's textfile format. A real bridge got there: orders from the SP-API sandbox
+delivered over OpenSSH, a confirmation file and stock files taken from the SFTP folders."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+
+from bridge.flows.shipments import ShipmentsFlow
+from bridge.edges.amazon_shipments import AmazonShipments
+from stocking import NOW, Stocker, clocked_sandbox, drop, load, make_config
+
+DAY2 = NOW + timedelta(days=1)  # 2026-11-27T22:00Z; the orders were due to ship by 20 and 21 November
+LATER = DAY2 + timedelta(hours=1)
+HEADER = "Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum"
+ACME_STOCK = "Artikelnummer;Bezeichnung;Charge;Lagerplatz;Verfügbar;Stand"
+FULL = ("100234;40", "100871;8", "200110;5", "300500;3", "300501;17")
+
+
+def stock_file(*rows: str, stand: str) -> bytes:
+    lines = [ACME_STOCK] + [f"{a};Artikel {a};;;{q};{stand}" for a, q in (r.split(";") for r in rows)]
+    return ("\r\n".join(lines) + "\r\n").encode("cp1252")
+
+
+@pytest.fixture
+def sandbox():
+    with clocked_sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def bridge(tmp_path, sshd, sftp_root, sandbox):
+    """Five orders delivered; a confirmation file with one good row and one for an order the
+    bridge never sent; stock published on day 1, a file held on day 2, a broken one in error/."""
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, shipments=True)))
+    stocker.deliver_orders()
+    drop(stocker.remote, "DAY1.csv", stock_file(*FULL, stand="26.11.2026 21:00"))
+    stocker.push()
+    drop(sftp_root / "out", "VERSAND_1.csv", "\r\n".join((
+        HEADER, "302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45",
+        "999-9999999-9999999;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042558;20.11.2026 16:45", "")).encode("cp1252"))
+    shipments = ShipmentsFlow(stocker.settings, stocker.ledger, AmazonShipments(stocker.settings.amazon, backoff=0.01),
+                              sleep=lambda seconds: None)
+    shipments.run(DAY2, settle=True)
+    drop(stocker.remote, "DAY2.csv", stock_file(*FULL[:3], stand="27.11.2026 21:00"))  # 2 of 5 SKUs missing
+    stocker.push(DAY2)
+    drop(stocker.remote, "BROKEN.csv", b"Artikel;Menge\r\n1;2\r\n")
+    stocker.push(DAY2 + timedelta(minutes=1))
+    yield stocker
+    stocker.close()
+
+
+def status(bridge, *args: str, capsys) -> str:
+    from bridge.cli import main
+
+    assert main(["--config", str(bridge.settings.path), "status", *args, "--now", "2026-11-27T23:00:00Z"]) == 0
+    return capsys.readouterr().out
+
+
+def test_status_puts_what_needs_a_person_first_at_the_top(bridge, capsys):
+    text = status(bridge, capsys=capsys).splitlines()
+
+    assert text[:text.index(f"config: {bridge.settings.path}")] == [
+        "needs a person first:",
+        "  1. wh: 1 shipments file(s) answered into error/ in the last 7 days: see their result files in results/",
+        "  2. wh: 1 stock file(s) answered into error/ in the last 7 days: see their result files in results/",
+        "  3. wh: 1 row(s) rejected in confirmation files answered in the last 7 days: see their result files",
+        "  4. wh: 4 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000002-0000002"
+        " (ship by 2026-11-20T23:59:59Z, 0/11 units confirmed)",
+        "  5. wh: stock file 'DAY2.csv' held: 2 of the 5 SKUs in the last published feed (40.0%) are missing from"
+        " this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01); `fbm-bridge inventory push"
+        " --force` publishes it",
+        "  6. orders pulled only up to 2026-11-20T12:00:00Z (179 h ago): is the service running?",
+    ]
+
+
+def test_status_per_warehouse_says_what_was_delivered_shipped_confirmed_and_rejected(bridge, capsys):
+    text = status(bridge, capsys=capsys).splitlines()
+    report = json.loads(status(bridge, "--json", capsys=capsys))
+
+    block = text.index("warehouse wh: orders delivered=5")
+    assert text[block:block + 5] == [
+        "warehouse wh: orders delivered=5",
+        "  shipped 1 package(s): confirmed=1 waiting=0 rejected by Amazon=0",
+        "  last 7 days: files in error shipments=1 stock=1, rows rejected=1, packages refused=0",
+        "  not confirmed: 4 past ship-by, 0 due within 24 h; oldest ship-by 2026-11-20T23:59:59Z (111-0000002-0000002)",
+        "  last finished: orders 2026-11-20T12:30:00Z, shipments 2026-11-27T22:00:00Z,"
+        " stock_publish 2026-11-26T22:00:30Z",
+    ]
+    assert "  window 2026-11-20T11:30:00Z to 2026-11-20T12:00:00Z: 1 order(s), pulled 2026-11-20T12:30:00Z" in text
+    assert ("  2026-11-20T23:59:59Z  111-0000002-0000002  wh  0/11 units confirmed  OVERDUE: ship-by passed"
+            in text)
+    wh = report["warehouses"]["wh"]
+    assert wh["orders"]["delivered"] == 5 and wh["packages"] == {"accepted": 0, "sent": 0, "confirmed": 1,
+                                                                  "rejected": 0}
+    assert (wh["files_in_error"], wh["rejected_rows"], wh["past_ship_by_count"]) == (
+        {"shipments": 1, "stock": 1}, 1, 4)
+    assert [n["kind"] for n in report["needs_a_person"]] == [
+        "files_in_error", "files_in_error", "rejected_rows", "past_ship_by", "stock_held", "stuck_windows"]
+
+
+def test_status_of_one_order_shows_its_packages_and_a_passed_ship_by(bridge, capsys):
+    shipped = status(bridge, "--order", "302-0000003-0000003", capsys=capsys).splitlines()
+    waiting = status(bridge, "--order", "111-0000002-0000002", capsys=capsys).splitlines()
+
+    assert "ship_by:        2026-11-21T22:59:59Z (1/1 units confirmed)" in shipped
+    assert shipped[-2:] == [
+        "packages:",
+        "  package 1  confirmed 1 unit(s)  tracking 00340434161094042557 (DHL) shipped 2026-11-20T15:45:00Z"
+        "  from 'VERSAND_1.csv' row 2"]
+    assert ("ship_by:        2026-11-20T23:59:59Z (0/11 units confirmed)  OVERDUE: the ship-by date has passed and"
+            " not every unit is confirmed") in waiting
+    assert "packages:" not in waiting
+
+
+# --- --prometheus ----------------------------------------------------------------------------------
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*"'
+                    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*")*)?\})? (\S+)$')
+
+
+def parse_exposition(text: str) -> dict[str, dict]:
+    """The Prometheus text exposition format, strictly: every metric has HELP then TYPE before
+    its samples, every sample is `name{labels} value` with a float value; returns
+    {name: {"help", "type", "samples": {frozenset(labels): value}}}."""
+    metrics: dict[str, dict] = {}
+    assert text.endswith("\n")
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            assert name not in metrics, f"{name} described twice"
+            metrics[name] = {"help": help_text, "type": None, "samples": {}}
+            current = name
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert name == current and kind in ("gauge", "counter", "untyped"), line
+            metrics[name]["type"] = kind
+        else:
+            match = SAMPLE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            name, labels = match.group(1), match.group(3) or ""
+            assert name == current and metrics[name]["type"], f"{name}: sample before its HELP and TYPE"
+            pairs = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels))
+            assert pairs not in metrics[name]["samples"], f"{name}{{{labels}}} twice"
+            metrics[name]["samples"][pairs] = float(match.group(4))
+    return metrics
+
+
+def test_prometheus_output_parses_and_says_what_an_operator_alerts_on(bridge, capsys):
+    metrics = parse_exposition(status(bridge, "--prometheus", capsys=capsys))
+
+    assert all(name.startswith("fbm_bridge_") and m["help"] and m["type"] == "gauge" for name, m in metrics.items())
+
+    def value(name: str, **labels: str) -> float:
+        return metrics["fbm_bridge_" + name]["samples"][frozenset(labels.items())]
+
+    assert value("last_success_timestamp_seconds", warehouse="wh", job="orders") == 1795177800  # 2026-11-20T12:30Z
+    assert value("last_success_timestamp_seconds", warehouse="wh", job="shipments") == 1795816800  # 11-27T22:00Z
+    assert value("last_success_timestamp_seconds", warehouse="wh", job="stock_publish") == 1795730430
+    assert value("orders_waiting", warehouse="wh") == 0
+    assert value("files_in_error", warehouse="wh", flow="shipments") == 1
+    assert value("files_in_error", warehouse="wh", flow="stock") == 1
+    assert value("rejected_rows", warehouse="wh") == 1
+    assert value("orders_past_ship_by", warehouse="wh") == 4
+    assert value("oldest_unconfirmed_ship_by_timestamp_seconds", warehouse="wh") == 1795219199  # 11-20T23:59:59Z
+    assert value("stock_latest_file", warehouse="wh", status="held") == 1
+    assert value("stock_latest_file", warehouse="wh", status="published") == 0
+    assert value("stock_held_files", warehouse="wh") == 1
+    assert value("needs_a_person", warehouse="wh") == 5 and value("needs_a_person") == 1
+
+
+def test_prometheus_escapes_label_values_and_the_parser_catches_a_bad_line():
+    from bridge.prometheus import _labels
+
+    assert _labels({"warehouse": 'a"b\\c\nd'}) == '{warehouse="a\\"b\\\\c\\nd"}'
+    parse_exposition('# HELP fbm_bridge_x x\n# TYPE fbm_bridge_x gauge\nfbm_bridge_x{warehouse="a\\"b"} 1\n')
+    for bad in ("fbm_bridge_x 1\n", "# HELP fbm_bridge_x x\n# TYPE fbm_bridge_x gauge\nfbm_bridge_x{w=a} 1\n",
+                "# HELP fbm_bridge_x x\n# TYPE fbm_bridge_x gauge\nfbm_bridge_x one\n"):
+        with pytest.raises((AssertionError, ValueError)):
+            parse_exposition(bad)
