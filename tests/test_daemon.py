@@ -268,6 +268,22 @@ def test_sighup_with_a_broken_mapping_is_refused_and_the_old_mapping_kept(tmp_pa
     assert service.process.wait(timeout=DEADLINE) == 0
 
 
+def test_sighup_with_another_state_folder_is_refused_the_lock_stays_on_the_first(config, tmp_path, start_service):
+    service = start_service(config)
+    started_up(service)
+    config.write_text(config.read_text().replace(f'state_dir = "{tmp_path / "state"}"',
+                                                 f'state_dir = "{tmp_path / "elsewhere"}"'))
+    mark = len(service.text())
+
+    service.signal(signal.SIGHUP)
+
+    wait_for(lambda: service.logged("config reload refused", mark), "the refusal in the log")
+    assert "bridge.state_dir: cannot change while the service runs" in service.text()[mark:]
+    assert not (tmp_path / "elsewhere").exists()
+    service.signal(signal.SIGTERM)
+    assert service.process.wait(timeout=DEADLINE) == 0
+
+
 def test_sighup_with_a_valid_config_reloads_it_and_keeps_the_schedule(config, start_service):
     service = start_service(config)
     started_up(service)
