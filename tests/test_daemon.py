@@ -224,6 +224,24 @@ def test_the_watchdog_is_fed_at_half_the_interval_systemd_asks_for(config, start
     assert service.process.wait(timeout=DEADLINE) == 0
 
 
+def test_a_file_finished_in_a_watched_staff_folder_is_taken_by_the_watch_job(tmp_path, sshd, sftp_root, sandbox,
+                                                                             start_service):
+    staff = tmp_path / "staff"
+    config = make_config(tmp_path, sshd, sftp_root, sandbox)
+    config.write_text(config.read_text().replace("[[warehouses]]", f'[[warehouses]]\nlocal_shipments_folder = "{staff}"')
+                      .replace("poll_seconds = 5", "poll_seconds = 5\nstable_seconds = 1"))
+    service = start_service(config)
+    started_up(service)
+
+    (staff / "VERSAND_1.csv").write_bytes(b"Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\n")
+
+    wait_for(lambda: any(" files=1 " in line for line in job_lines(service, "shipments-watch")), "the watch job's run")
+    wait_for(lambda: list((staff / "archive").glob("VERSAND_1*")) or list((staff / "error").glob("VERSAND_1*")),
+             "the file answered")
+    service.signal(signal.SIGTERM)
+    assert service.process.wait(timeout=DEADLINE) == 0
+
+
 # --- signals ------------------------------------------------------------------------------------
 
 
@@ -426,6 +444,25 @@ def test_a_failing_job_backs_off_doubling_up_to_the_cap_and_a_success_resets_it(
         turns.append(job.backoff())
     assert turns == [0, 1, 3, 7, 14, 14, 14]  # tried 1, 2, 4, 8, then every 15 turns (15 minutes)
     assert Job("orders", timedelta(minutes=30), lambda: None, failures=5).backoff() == 0
+
+
+def test_the_watchdog_is_fed_only_by_a_loop_or_a_job_that_moves(tmp_path):
+    manager = Systemd(tmp_path / "notify.sock")
+    try:
+        notifier = Notifier(str(manager.path), watchdog_seconds=0.01)
+        flags = Flags()
+        flags.beat = notifier.beat
+        daemon = Daemon(None, Path("bridge.toml"), flags, lambda: datetime.now(timezone.utc), 1.0, notifier)
+        stuck = threading.Event()
+
+        daemon._run(Job("orders", timedelta(minutes=30), lambda: stuck.wait(0.3)))  # a call that hangs
+        wait_for(lambda: manager.said("STATUS=idle"), "the status after the job")
+        assert not manager.said("WATCHDOG=1")
+
+        daemon._run(Job("orders", timedelta(minutes=30), lambda: [flags.should_stop() for _ in range(3)]))
+        wait_for(lambda: manager.said("WATCHDOG=1"), "a beat from the job's safe points")
+    finally:
+        manager.close()
 
 
 class Broken:
