@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="one order's status, file and history (default: the whole report)")
     status.set_defaults(handler=cmd_status)
 
-    run = commands.add_parser("run", help="the long-running service (systemd): orders on a schedule")
+    run = commands.add_parser("run", help="the long-running service (systemd): every job (orders, shipments, stock) on its schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
 
