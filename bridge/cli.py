@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     report.set_defaults(handler=cmd_report)
 
-    run = commands.add_parser("run", help="the long-running service (systemd): orders, shipments and stock, each on its schedule")
+    run = commands.add_parser("run", help="the long-running service (systemd): every job (orders, shipments, stock) on its schedule")
     _config_after_command(run)
     run.set_defaults(handler=cmd_run)
 

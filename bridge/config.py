@@ -343,7 +343,7 @@ class _Reader:
             {"interval_minutes", "window_minutes", "lag_minutes", "overlap_minutes", "start",
              "max_windows_per_run", "ship_to_countries", "statuses", "marketplaces"},
         )
-        interval = self.number(section, "orders.interval_minutes", 30, minimum=1, maximum=1440)
+        interval = self.number(section, "orders.interval_minutes", 30, minimum=0.1, maximum=1440)
         window = self.number(section, "orders.window_minutes", 30, minimum=1, maximum=1440)
         lag = self.number(section, "orders.lag_minutes", 30, minimum=2, maximum=10080)
         overlap = self.number(section, "orders.overlap_minutes", 0, minimum=0, maximum=1440)

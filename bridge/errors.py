@@ -31,6 +31,11 @@
         ├── StateKeyMismatch      BRIDGE_STATE_KEY is not the key the state was made with
         └── StateNotConfirmed     a used state folder lost its ledger, or holds an older or other one
 
+Not an error, outside the tree: StopRequested (a BaseException, like KeyboardInterrupt) is
+raised by the service's waits when SIGTERM arrives during one (a rate-limit wait, a retry's
+pause). It unwinds the job from that wait, between two calls, past every `except Exception`
+and `except BridgeError`: a stop is not a failure to log, retry or count.
+
 Library exceptions (httpx, sp_api, paramiko) stop at the edge modules and come out as one of
 these. Nothing above the edges catches a library's exception type.
 """
@@ -62,6 +67,10 @@ class CreateFeedUnknown(RetryLater):
 
 class SftpUnavailable(RetryLater):
     pass
+
+
+class StopRequested(BaseException):
+    """A stop (SIGTERM/SIGINT) ended a wait inside a job: the job ends there."""
 
 
 class FixTheInput(BridgeError):

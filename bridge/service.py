@@ -85,11 +85,13 @@ def open_service(
     *,
     sleep: Callable[[float], None] = time.sleep,
     exclusive: bool = True,
+    lock: bool = True,
     **flow_options: Any,
 ) -> Iterator[Service]:
     """`sleep` is how waits for Amazon's rate limits pass (the daemon's wakes up on SIGTERM).
-    `exclusive=False` is for read-only work (a dry run) beside a running service."""
-    with state_lock(settings.state_dir) if exclusive else nullcontext():
+    `exclusive=False` is for read-only work (a dry run) beside a running service.
+    `lock=False`: the caller already holds the state lock (the daemon, across reloads)."""
+    with state_lock(settings.state_dir) if exclusive and lock else nullcontext():
         now = datetime.now(timezone.utc)  # only for the audit record of a new state
         ledger = state.open_ledger(settings, Sealer(settings.state_key), now, writable=exclusive)
         try:

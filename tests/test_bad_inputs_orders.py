@@ -1157,6 +1157,8 @@ CONFIG_PATHS = [
     ("orders_folder empty", ('orders_folder = "', 'orders_folder = "" #'),
      'warehouses[0].orders_folder: must not be empty: give the folder, e.g. "/in" ("/" for the top)'),
     ("backups zero", ("[orders]", "[retention]\nbackups = 0\n[orders]"), "retention.backups: must be at least 1, not 0"),
+    ("orders interval under its minimum", ("[orders]", "[orders]\ninterval_minutes = 0.05"),
+     "orders.interval_minutes: must be at least 0.1, not 0.05"),
 ]
 
 

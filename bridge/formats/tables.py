@@ -17,9 +17,6 @@ from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, Iterable, Sequence
 
 from lxml import etree
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.writer.excel import ExcelWriter
 
 from bridge.errors import RenderError
 
@@ -169,6 +166,8 @@ class XlsxStream:
         self._out = out
         self._numbers = frozenset(number_columns)
         self._timestamp = timestamp
+        from openpyxl import Workbook  # heavy (6 MB): only in a process that writes a workbook
+
         self._book = Workbook(write_only=True)
         self._sheet = self._book.create_sheet(sheet)
         if header is not None:
@@ -188,6 +187,8 @@ class XlsxStream:
         self._book.properties.creator = "bridge"
         archive = _FixedTimeZip(self._out, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         archive.date_time = stamp.timetuple()[:6]
+        from openpyxl.writer.excel import ExcelWriter
+
         ExcelWriter(self._book, archive).save()  # save_workbook would stamp the wall clock time
 
 
@@ -216,6 +217,8 @@ def write_xlsx(
 
 def _text_cell(ws, value: str):
     if value.startswith("=") and len(value) > 1:
+        from openpyxl.cell import WriteOnlyCell
+
         cell = WriteOnlyCell(ws, value=value)
         cell.data_type = "s"
         return cell
