@@ -257,6 +257,10 @@ DUPLICATE_CASES = [
         "row 4: SKU 'A' is not sent because rows 2 and 3 are bad"]),
     ("a bad lot holds back the others", [("A", "4", "L1"), ("A", "x", "L2")], {"A": None}, [
         "row 3, column 'Qty': 'x' is not a number", "row 2: SKU 'A' is not sent because row 3 is bad"]),
+    ("one lot twice, one of the rows bad: not called the same quantity", [("A", "abc", ""), ("A", "9", "")],
+     {"A": None}, ["row 2, column 'Qty': 'abc' is not a number", "row 3: SKU 'A' is not sent because row 2 is bad"]),
+    ("one lot twice, one quantity empty", [("A", "", ""), ("A", "9", "")], {"A": None},
+     ["row 2, column 'Qty': no quantity", "row 3: SKU 'A' is not sent because row 2 is bad"]),
 ]
 
 

@@ -352,7 +352,7 @@ def combine(sku: str, parts: list[Part], column: str,
                                                         f"with different quantities ({listed}): not sent"))
             conflicting.update(rows)
             total = None
-        elif len(same) > 1:
+        elif len(same) > 1 and len(quantities) == len(same):  # a bad row's own message says enough
             for row in rows[1:]:
                 problems.append(RowProblem(row, column, f"{label} is listed again (first on row "
                                                         f"{rows[0]}) with the same quantity: counted once",
