@@ -287,9 +287,17 @@ def prove_writable(drop, folder: str) -> None:
     drop.remove(probe)
 
 
+def _out_needs_dry_run(args: argparse.Namespace) -> None:
+    """`--out` asks to look: without --dry-run it would be ignored while a real run happens."""
+    if getattr(args, "out", None) is not None and not args.dry_run:
+        raise FixTheSetup("--out needs --dry-run: nothing was done (add --dry-run to write the files there, "
+                          "or leave out --out for a real run)")
+
+
 def cmd_orders_pull(args: argparse.Namespace) -> int:
     from bridge.service import open_service
 
+    _out_needs_dry_run(args)
     settings = _settings(args)
     now = args.now or datetime.now(timezone.utc)
     if args.dry_run:
@@ -384,6 +392,7 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
 def cmd_inventory_push(args: argparse.Namespace) -> int:
     from bridge.service import open_service
 
+    _out_needs_dry_run(args)
     settings = _settings(args)
     if settings.stock.warehouse is None:
         raise FixTheSetup(f"{settings.path}: no stock.warehouse is configured: no warehouse publishes stock")

@@ -176,3 +176,13 @@ def test_the_service_takes_stock_files_from_the_watched_folder_and_answers_a_bro
         assert service.process.wait(timeout=DEADLINE) == 0
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("command", [("inventory", "push"), ("orders", "pull")])
+def test_out_without_dry_run_is_refused_before_anything_runs(tmp_path, command):
+    done = bridge(*command, "--out", str(tmp_path / "out"), config=tmp_path / "no-such.toml")
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: --out needs --dry-run: nothing was done (add --dry-run to write the files "
+                           "there, or leave out --out for a real run)\n")
+    assert not (tmp_path / "out").exists()
