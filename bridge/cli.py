@@ -397,7 +397,7 @@ def cmd_inventory_push(args: argparse.Namespace) -> int:
     if settings.stock.warehouse is None:
         raise FixTheSetup(f"{settings.path}: no stock.warehouse is configured: no warehouse publishes stock")
     if args.dry_run:
-        return _inventory_dry_run(settings, args.force, args.out)
+        return _inventory_dry_run(settings, args.force, args.out, args.now or datetime.now(timezone.utc))
     now = args.now or datetime.now(timezone.utc)
     with open_service(settings) as service:
         report = service.stock.push(now, force=args.force, settle=args.now is None)
@@ -442,7 +442,7 @@ def _stock_issue(issue: dict) -> str:
     return f"{where}{column}: {one_line(issue['message'])}"
 
 
-def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int:
+def _inventory_dry_run(settings: Settings, force: bool, out: Path | None, now: datetime) -> int:
     import tempfile
 
     from bridge.flows.inventory import StockPreview
@@ -453,7 +453,7 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
         target = out or Path(scratch) / "documents"
         (Path(scratch) / "files").mkdir()
         try:
-            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force)
+            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force, now=now)
         except OSError as problem:
             raise FixTheSetup(f"cannot write the dry run's documents into {target}: {problem.strerror}") from None
         for note in notes:

@@ -417,6 +417,7 @@ create index if not exists stock_files_by_status on stock_files (status, stock_t
 create index if not exists stock_files_by_time on stock_files (stock_time);
 create index if not exists stock_files_by_warehouse on stock_files (warehouse);
 create index if not exists stock_files_published on stock_files (stock_time) where published_at is not null;
+create index if not exists stock_files_by_publish on stock_files (published_at) where published_at is not null;
 create index if not exists stock_intake_by_stock_file on stock_intake (stock_file_id);
 create index if not exists inbound_in_spool on inbound_files (spool_path) where spool_deleted_at is null;
 """
@@ -1351,9 +1352,11 @@ class Ledger:
         return _stored_stock_file(row) if row else None
 
     def last_published_stock(self) -> StoredStockFile | None:
-        """The newest stock file (by its stock time) of which Amazon processed a document."""
+        """The stock file Amazon processed last (by when a document of it was processed, not by
+        its stock time: a file dated a year ahead by a typo, once published, must not stay "the
+        last published" until that date; the next file published, forced or not, takes over)."""
         row = self._db.execute(
-            "select * from stock_files where published_at is not null order by stock_time desc, id desc limit 1"
+            "select * from stock_files where published_at is not null order by published_at desc, id desc limit 1"
         ).fetchone()
         return _stored_stock_file(row) if row else None
 
@@ -1385,12 +1388,14 @@ class Ledger:
         problems: Sequence[tuple[int, str, str, str]],
         now: datetime,
         inbound_id: int | None = None,
+        takes_over: bool = True,
     ) -> int:
         """Record a computed stock file with its documents (part, messages, spool path, SHA-256)
         as prepared and its rows' problems, all or nothing. Older held files are superseded:
         only the newest stock may still be published. `inbound_id`: the inbound file it was
         computed from; inbound stock files received before it and never computed are passed
-        over in the same transaction (a newer file came before the publish)."""
+        over in the same transaction (a newer file came before the publish). `takes_over` False:
+        a file that can never be published (nothing to send) supersedes and passes over nothing."""
         at = iso_z(now)
         with self._transaction() as db:
             cursor = db.execute(
@@ -1414,13 +1419,14 @@ class Ledger:
             )
             db.execute(
                 "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
-                " where status = ? and id != ? and stock_time <= ? and warehouse = ?",
-                (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at,
+                " where ? and status = ? and id != ? and stock_time <= ? and warehouse = ?",
+                (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at, int(takes_over),
                  StockFileStatus.HELD, file_id, iso_z(stock_time), warehouse),
             )
             if inbound_id is not None:
                 db.execute("insert into stock_intake (inbound_id, stock_file_id, at) values (?, ?, ?)",
                            (inbound_id, file_id, at))
+            if inbound_id is not None and takes_over:
                 db.execute(
                     "insert into stock_intake (inbound_id, note, at) select f.id, ?, ? from inbound_files f"
                     " where f.flow = 'stock' and f.warehouse = ? and f.id < ? and f.status = ?"
@@ -1647,7 +1653,7 @@ class Ledger:
             return [f for f in self.stock_files_in(status) if f.warehouse == warehouse]
 
         return {
-            "last_published": stock_row(newest(" and published_at is not null order by stock_time desc, id desc")),
+            "last_published": stock_row(newest(" and published_at is not null order by published_at desc, id desc")),
             "latest": stock_row(newest(" order by id desc")),
             "held": [stock_row(f) for f in mine(StockFileStatus.HELD)],
             "with_amazon": [stock_row(f) for f in mine(StockFileStatus.SUBMITTING)],
@@ -2382,6 +2388,7 @@ class StoredStockFile:
     bad_rows: int
     skus: int
     published_at: datetime | None
+    created_at: datetime | None = None  # when it was recorded (computed by a publish)
 
 
 @dataclass(frozen=True)
@@ -2407,6 +2414,7 @@ def _stored_stock_file(row: sqlite3.Row) -> StoredStockFile:
         stock_time=parse_iso(row["stock_time"]), status=StockFileStatus(row["status"]),
         reason=row["reason"], forced=bool(row["forced"]), rows=row["rows"], bad_rows=row["bad_rows"],
         skus=row["skus"], published_at=parse_iso(row["published_at"]) if row["published_at"] else None,
+        created_at=parse_iso(row["created_at"]),
     )
 
 

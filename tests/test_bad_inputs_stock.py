@@ -385,7 +385,12 @@ CONFIG_CASES = [
         "stock.timezone: unknown time zone 'CET+1' (e.g. 'Europe/Berlin')"]),
     ("polling too often", FOLDERS + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
     ("an unknown key", FOLDERS + ACME + 'publish_time = "22:00"\n', [
-        "stock.publish_time: unknown key (known: poll_minutes, publish_at, timezone, warehouse)"]),
+        "stock.publish_time: unknown key (known: future_tolerance_minutes, poll_minutes, publish_at, timezone, "
+        "warehouse)"]),
+    ("a future tolerance above a week", FOLDERS + ACME + "future_tolerance_minutes = 10081\n", [
+        "stock.future_tolerance_minutes: must be at most 10080, not 10081"]),
+    ("the stock warehouse's mapping is invalid: its own problem only, stock.warehouse not blamed",
+     FOLDERS.replace("stock_folder", "mapping = \"mappings/broken.toml\"\nstock_folder") + ACME, None),
 ]
 
 
@@ -406,6 +411,14 @@ def test_config_stock_keys(tmp_path, case, extra, expected):
         text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
         expected = ["warehouses[0].stock_folder: the mapping plain has no [stock] section to read the files with",
                     "stock.warehouse: the mapping plain of 'acme' has no [stock] section to read its stock files with"]
+    if case.startswith("the stock warehouse's mapping is invalid"):
+        text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
+        broken = (MAPPINGS / "acme-csv.toml").read_text("utf-8").replace('encoding = "cp1252"', 'encoding = "latin9"')
+        (tmp_path / "mappings" / "broken.toml").write_text(broken, encoding="utf-8")
+        where = tmp_path / "mappings" / "broken.toml"
+        expected = [f"{where}: {section}.encoding: unknown value 'latin9' (one of: {choices})"
+                    for section, choices in (("orders", "utf-8, utf-8-sig, cp1252"), ("stock", "utf-8, cp1252, utf-16"),
+                                             ("shipments", "utf-8, cp1252, utf-16"))]
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as raised:
         load_settings(path, SECRETS)
@@ -480,6 +493,10 @@ DROP_CASES = [
           "3;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent",
           "4;rejected;;Verfügbar;SKU '300501' is listed on rows 3 and 4 with different quantities (3, 4): not sent"]),
     Drop("a header only", acme_file(), [";held;;;held: the file has no stock rows (it is empty or has only a header)"]),
+    Drop("a stock time a year ahead (a typo in the year)", acme_file(good(stand="26.11.2027 21:00")), [
+        ";held;;;held: the file's stock time 2027-11-26T20:00:00Z is in the future: 365 days ahead of the bridge's "
+        "clock (2026-11-26T22:00:30Z), more than the 24 hours allowed (stock.future_tolerance_minutes). Correct the "
+        "timestamps (a typo in the date?) and drop the file again"]),
     Drop("no row usable", acme_file(good(quantity="x")), [
         ";held;;;held: none of the file's 1 rows gives a quantity to send (see the rows' problems)",
         "2;rejected;;Verfügbar;'x' is not a number"]),

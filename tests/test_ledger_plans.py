@@ -107,8 +107,6 @@ BOUNDED_WALKS = {
     # newest first through an index, one row (limit 1)
     "select * from stock_files order by stock_time desc, id desc limit 1":
         ["SCAN stock_files USING INDEX stock_files_by_time"],
-    "select * from stock_files where published_at is not null order by stock_time desc, id desc limit 1":
-        ["SCAN stock_files USING INDEX stock_files_published"],
     # the inbound copies still in the spool: retention.spool_days of them at most
     "select spool_path from inbound_files where spool_deleted_at is null":
         ["SCAN inbound_files USING INDEX inbound_in_spool"],

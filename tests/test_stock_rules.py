@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -237,6 +237,22 @@ def test_force_overrides_the_gates_and_says_what_it_overrode():
     assert verdict.publish
     assert len(verdict.overridden) == 2
     assert verdict.summary().startswith("published with --force, overriding: the file's stock time ")
+
+
+def test_a_stock_time_further_ahead_than_the_tolerance_is_refused_even_with_force():
+    ahead = GateFacts(rows=1, file_problem=None, comparison=Comparison(skus=1, sent=1), stock_time=T1,
+                      now=T1 - timedelta(days=365), future_tolerance=timedelta(days=1))
+    for force in (False, True):
+        verdict = check_gates(ahead, 0.10, 0.20, force=force)
+        assert not verdict.publish and verdict.final
+    assert verdict.held_because == (
+        "the file's stock time 2026-11-27T21:00:00Z is in the future: 365 days ahead of the bridge's clock "
+        "(2025-11-27T21:00:00Z), more than the 24 hours allowed (stock.future_tolerance_minutes). Correct the "
+        "timestamps (a typo in the date?) and drop the file again",
+        "--force cannot publish a file dated in the future")
+    within = GateFacts(rows=1, file_problem=None, comparison=Comparison(skus=1, sent=1), stock_time=T1,
+                       now=T1 - timedelta(days=1), future_tolerance=timedelta(days=1))
+    assert check_gates(within, 0.10, 0.20).publish
 
 
 def test_force_cannot_publish_a_file_with_nothing_to_send():

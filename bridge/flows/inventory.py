@@ -45,7 +45,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
@@ -176,6 +176,7 @@ class InventoryFlow:
         max_wait_seconds: float = MAX_WAIT_SECONDS,
         store: Callable[[], Store] = DiskStore,
         per_document: int = MAX_MESSAGES,
+        future_tolerance: timedelta = timedelta(days=1),
     ):
         """`marketplace_id`: JSON_LISTINGS_FEED takes one marketplace per feed; the quantity
         applies to every marketplace of the seller's unified account in that region.
@@ -196,6 +197,7 @@ class InventoryFlow:
         self.max_wait_seconds = max_wait_seconds
         self.store = store
         self.per_document = per_document
+        self.future_tolerance = future_tolerance  # stock.future_tolerance_minutes
 
     @classmethod
     def for_warehouse(cls, settings, warehouse, ledger: Ledger, feeds: AmazonFeeds, **options) -> "InventoryFlow":
@@ -204,7 +206,8 @@ class InventoryFlow:
             raise FixTheSetup(f"warehouse {warehouse.name}: its mapping has no [stock] section")
         return cls(ledger, feeds, warehouse=warehouse.name, layout=warehouse.mapping.stock,
                    seller_id=settings.amazon.seller_id, marketplace_id=settings.amazon.marketplaces[0],
-                   folder=settings.state_dir / "stock", **options)
+                   folder=settings.state_dir / "stock", future_tolerance=settings.stock.future_tolerance,
+                   **options)
 
     # --- public --------------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class InventoryFlow:
             waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
-            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder), force, now)
+            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder, now=now), force, now)
             self.checkpoint("recorded")
             stored = self.ledger.stock_file_by_id(file_id)
             if stored.status == StockFileStatus.SUBMITTING:
@@ -262,10 +265,11 @@ class InventoryFlow:
             return outcome
         return self.outcome(stored.id)
 
-    def preview(self, stock: StockFile, *, out_dir: Path | None = None, force: bool = False) -> StockPreview:
+    def preview(self, stock: StockFile, *, out_dir: Path | None = None, force: bool = False,
+                now: datetime | None = None) -> StockPreview:
         """The dry run: rows, gates and documents as `push` would make them. Reads the ledger,
         records nothing, sends nothing; writes the documents only into `out_dir`, if given."""
-        computed = self._compute(stock, force=force, target=out_dir)
+        computed = self._compute(stock, force=force, target=out_dir, now=now)
         return StockPreview(
             name=stock.name, verdict=computed.verdict, tally=computed.tally, comparison=computed.comparison,
             stock_time=computed.stock_time, messages=sum(d[1] for d in computed.documents),
@@ -287,7 +291,7 @@ class InventoryFlow:
 
     # --- 1. compute ----------------------------------------------------------------------
 
-    def _compute(self, stock: StockFile, *, force: bool, target: Path | None) -> _Computed:
+    def _compute(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None) -> _Computed:
         """Everything up to the gates' verdict; documents are written under `target` (None:
         only counted and hashed, for a dry run)."""
         layout = self.layout
@@ -316,7 +320,7 @@ class InventoryFlow:
                 close()
         facts = GateFacts(rows=counted.rows, file_problem=counted.file_problem, comparison=comparison,
                           stock_time=stock_time, last_stock_time=last.stock_time if last else None,
-                          last_name=last.name if last else None)
+                          last_name=last.name if last else None, now=now, future_tolerance=self.future_tolerance)
         verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force)
         return _Computed(counted, comparison, stock_time, verdict, documents)
 
@@ -327,8 +331,9 @@ class InventoryFlow:
         status = StockFileStatus.SUBMITTING if verdict.publish else StockFileStatus.HELD
         newest = self.ledger.latest_stock_file()
         reason = verdict.summary()
-        if newest is not None and newest.stock_time > computed.stock_time \
-                and newest.status == StockFileStatus.HELD and newest.warehouse == self.warehouse:
+        if newest is not None and newest.stock_time > computed.stock_time and not verdict.final \
+                and newest.status == StockFileStatus.HELD and newest.warehouse == self.warehouse \
+                and self.ledger.stock_feeds(newest.id):
             # A newer file waits for a person already; this one must not overtake it. (Newer
             # than one published is the gates' business: held, and --force may override it.)
             status, reason = StockFileStatus.SUPERSEDED, f"the newer stock file {newest.name} is already recorded"
@@ -337,9 +342,12 @@ class InventoryFlow:
             warehouse=self.warehouse, name=stock.name, sha256=stock.sha256, stock_time=computed.stock_time,
             received_at=stock.file_time, rows=counted.rows, bad_rows=counted.bad_rows,
             skus=computed.comparison.sent, status=status, reason=reason,
-            forced=force and bool(verdict.overridden), documents=computed.documents,
+            forced=force and bool(verdict.overridden), documents=[] if verdict.final else computed.documents,
             problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
             inbound_id=stock.inbound_id,
+            # a file that can never be published (nothing to send, dated in the future) takes no
+            # other file's place: the one before it stays publishable
+            takes_over=not verdict.final,
         )
         log.info("stock computed file=%s rows=%d bad_rows=%d skus=%d documents=%d verdict=%r",
                  stock.name, counted.rows, counted.bad_rows, computed.comparison.sent,

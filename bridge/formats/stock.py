@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from fnmatch import translate
 from itertools import chain, groupby
 from operator import itemgetter
@@ -464,6 +464,8 @@ class GateFacts:
     stock_time: datetime  # of this file
     last_stock_time: datetime | None = None  # of the last published file, if any
     last_name: str | None = None
+    now: datetime | None = None  # the bridge's clock: a stock time further ahead than
+    future_tolerance: timedelta = timedelta(days=1)  # this is refused (a typo in the date)
 
 
 @dataclass(frozen=True)
@@ -471,6 +473,7 @@ class Verdict:
     publish: bool
     held_because: tuple[str, ...] = ()  # every gate that holds the feed, in words
     overridden: tuple[str, ...] = ()  # what --force overrode
+    final: bool = False  # nothing to send, or refused: --force cannot publish it, it is answered at once
 
     def summary(self) -> str:
         if not self.publish:
@@ -492,6 +495,11 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
         nothing.append(facts.file_problem)
     elif compared.sent == 0:
         nothing.append(f"none of the file's {facts.rows:,} rows gives a quantity to send (see the rows' problems)")
+    if facts.now is not None and facts.stock_time > facts.now + facts.future_tolerance:
+        nothing.append(f"the file's stock time {_iso(facts.stock_time)} is in the future: "
+                       f"{_ahead(facts.stock_time - facts.now)} ahead of the bridge's clock ({_iso(facts.now)}), "
+                       f"more than the {_ahead(facts.future_tolerance)} allowed (stock.future_tolerance_minutes). "
+                       "Correct the timestamps (a typo in the date?) and drop the file again")
     held: list[str] = []
     if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
         held.append(f"the file's stock time {_iso(facts.stock_time)} is older than the last published "
@@ -508,8 +516,9 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
                     f"(e.g. {', '.join(compared.dropping_examples)})")
     if nothing:
         if force:
-            nothing.append("--force cannot publish it: there is nothing to send")
-        return Verdict(False, tuple(nothing + held))
+            nothing.append("--force cannot publish it: there is nothing to send" if compared.sent == 0
+                           or facts.file_problem else "--force cannot publish a file dated in the future")
+        return Verdict(False, tuple(nothing + held), final=True)
     if held and not force:
         return Verdict(False, tuple(held))
     return Verdict(True, (), tuple(held))
@@ -517,6 +526,14 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ahead(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{(hours + 12) // 24} days"
 
 
 def _percent(share: float) -> str:
