@@ -47,7 +47,7 @@ import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -135,6 +135,8 @@ SENT = (OrderStatus.STAGED, OrderStatus.DELIVERED)
 def _check(enum: type[StrEnum]) -> str:
     return ", ".join(f"'{member.value}'" for member in enum)
 
+
+RECENT_SKUS = timedelta(days=7)  # SKUs published this long before the last publish are still expected
 
 SCHEMA = f"""
 create table if not exists bookmarks (
@@ -1361,13 +1363,18 @@ class Ledger:
         return _stored_stock_file(row) if row else None
 
     def published_levels(self) -> Iterator[tuple[str, int, int]]:
-        """(seller SKU, last published quantity, 1 if the last published file sent it) in
-        ascending SKU order, streamed: a million SKUs are never in memory at once."""
+        """(seller SKU, last published quantity, 1 if published lately) in ascending SKU order,
+        streamed: a million SKUs are never in memory at once. "Lately": by the last published
+        file, or in the RECENT_SKUS before it, so that one broken file published (forced) does
+        not shrink what the next file is compared with, while a SKU the warehouse stopped
+        listing drops out of the comparison after a week."""
         last = self.last_published_stock()
+        since = iso_z(last.published_at - RECENT_SKUS) if last and last.published_at else ""
         cursor = self._db.cursor()
         cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
         yield from cursor.execute(
-            "select sku, quantity, stock_file_id = ? from stock_levels order by sku", (last.id if last else -1,)
+            "select sku, quantity, stock_file_id = ? or (? != '' and published_at >= ?) from stock_levels order by sku",
+            (last.id if last else -1, since, since),
         )
 
     def record_stock_file(

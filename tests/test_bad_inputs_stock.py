@@ -38,7 +38,8 @@ sku = "SKU"
 quantity = "Qty"
 '''
 CSV_KEYS = ("buffer, buffers, cap, columns, decimal_separator, delimiter, encoding, format, handling_time_days, "
-            "handling_times, header, leave_alone, marker, max_missing_share, max_zero_share, product_type, "
+            "handling_times, header, leave_alone, marker, max_bad_row_share, max_missing_share, max_zero_share, "
+            "product_type, "
             "product_types, quantity_means, result_delimiter, sku_map, thousands_separator, timestamp_format, "
             "timezone")
 

@@ -106,7 +106,7 @@ def test_every_push_while_a_file_is_held_says_so_and_needs_a_person(make, sandbo
 
     assert again.needs_a_person and again.outcomes == []
     assert again.notes == [
-        "'DAY2.csv' is held since 2026-11-27T22:00:30Z: 2 of the 5 SKUs in the last published feed (40.0%) are "
+        "'DAY2.csv' is held since 2026-11-27T22:00:30Z: 2 of the 5 SKUs published lately (40.0%) are "
         "missing from this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01); check it with "
         "the warehouse: `fbm-bridge inventory push --force` publishes it, a newer file replaces it"]
 

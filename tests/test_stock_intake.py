@@ -214,7 +214,7 @@ def test_a_held_file_waits_in_processing_and_force_publishes_it_and_answers_it(m
     forced = stocker.push(DAY2 + timedelta(minutes=10), force=True)
     assert [o.status for o in forced.outcomes] == ["published"] and not forced.needs_a_person
     assert result_lines(stocker.remote, "DAY2.csv") == [
-        ";published;;;published with --force, overriding: 2 of the 5 SKUs in the last published feed (40.0%) are "
+        ";published;;;published with --force, overriding: 2 of the 5 SKUs published lately (40.0%) are "
         "missing from this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01). 3 SKUs sent, "
         "Amazon took 3"]
     assert len(sandbox.feeds) == 2
@@ -373,7 +373,7 @@ def test_status_of_a_stock_file_is_told_from_the_ledger(make, sandbox):
     report = stock_status(stocker.settings, stocker.ledger, DAY2 + timedelta(hours=1))
     assert report["last_published"]["name"] == "DAY1.csv" and report["last_published"]["status"] == "published"
     assert [(h["name"], h["reason"][:60]) for h in report["held"]] == [
-        ("DAY2.csv", "held: 2 of the 5 SKUs in the last published feed (40.0%) are")]
+        ("DAY2.csv", "held: 2 of the 5 SKUs published lately (40.0%) are")]
     assert [(f["name"], f["reason"][:45]) for f in report["files_in_error"]] == [
         ("BROKEN.csv", "row 1 has 2 fields and none is one of the col")]
     assert report["next_publish"] == "2026-11-28T22:00:00Z"  # tonight's (22:00 UTC) has passed

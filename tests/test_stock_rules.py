@@ -186,7 +186,9 @@ def test_comparison_counts_missing_skus_and_drops_to_zero_from_the_last_publishe
     compared = follow(levels, published)
     assert (compared.skus, compared.sent, compared.zero) == (4, 3, 2)
     assert (compared.in_stock_before, compared.dropping_to_zero, compared.dropping_examples) == (1, 1, ["A"])
-    assert (compared.last_published, compared.missing, compared.missing_examples) == (6, 2, ["AA", "Z"])
+    # D is in the file but not sent (a bad row): as good as missing
+    assert (compared.last_published, compared.missing, compared.missing_examples) == (6, 3, ["AA", "D", "Z"])
+    assert compared.held_back == 1
 
 
 def test_comparison_needs_levels_in_order():
@@ -195,11 +197,11 @@ def test_comparison_needs_levels_in_order():
 
 
 def facts(*, rows=10, sent=10, last_published=0, missing=0, in_stock_before=0, dropping=0,
-          stock_time=T1, last_time=None, file_problem=None) -> GateFacts:
+          stock_time=T1, last_time=None, file_problem=None, bad_rows=0) -> GateFacts:
     compared = Comparison(skus=sent, sent=sent, last_published=last_published, missing=missing,
                           missing_examples=["X1", "X2"][:missing], in_stock_before=in_stock_before,
                           dropping_to_zero=dropping, dropping_examples=["Z1"][:dropping])
-    return GateFacts(rows=rows, file_problem=file_problem, comparison=compared, stock_time=stock_time,
+    return GateFacts(rows=rows, file_problem=file_problem, comparison=compared, stock_time=stock_time, bad_rows=bad_rows,
                      last_stock_time=last_time, last_name="BESTAND_20261126.csv" if last_time else None)
 
 
@@ -216,8 +218,11 @@ def test_a_good_file_passes():
      "the file's stock time 2026-11-26T21:00:00Z is older than the last published file's "
      "(BESTAND_20261126.csv, 2026-11-27T21:00:00Z)"),
     ("missing", dict(last_published=10, missing=2),
-     "2 of the 10 SKUs in the last published feed (20.0%) are missing from this file, more than "
+     "2 of the 10 SKUs published lately (20.0%) are missing from this file, more than "
      "the limit of 10% (e.g. X1, X2)"),
+    ("most rows bad", dict(rows=12, bad_rows=7),
+     "7 of the file's 12 rows (58.3%) are bad, more than the limit of 50%: is it the right file, in the mapping's "
+     "layout?"),
     ("zeros", dict(in_stock_before=4, dropping=1),
      "1 of the 4 SKUs in stock on Amazon (25.0%) would drop to zero, more than the limit of 20% (e.g. Z1)"),
 ])
@@ -260,3 +265,17 @@ def test_force_cannot_publish_a_file_with_nothing_to_send():
     assert not verdict.publish
     assert verdict.summary() == ("held: the file has no stock rows (it is empty or has only a header); "
                                  "--force cannot publish it: there is nothing to send")
+
+
+def test_a_sku_held_back_by_a_bad_row_counts_as_missing_for_the_missing_gate():
+    """The review's hand-made file: 4 of the 5 SKUs published lately not sent (3 absent or bad)."""
+    compared = Comparison()
+    levels = [StockLevel("A", 5, 2), StockLevel("B", None, 3), StockLevel("C", None, 4), StockLevel("Z", 1, 5)]
+    published = [("A", 5, 1), ("B", 4, 1), ("C", 3, 1), ("D", 2, 1), ("E", 1, 1)]
+    list(compared.follow(levels, published))
+    assert (compared.last_published, compared.missing, compared.held_back) == (5, 4, 2)
+    verdict = check_gates(GateFacts(rows=12, file_problem=None, comparison=compared, stock_time=T1, bad_rows=5),
+                          0.10, 0.20)
+    assert verdict.held_because == (
+        "4 of the 5 SKUs published lately (80.0%) are missing from this file or held back by a bad row (2 of them), "
+        "more than the limit of 10% (e.g. B, C, D)",)

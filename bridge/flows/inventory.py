@@ -319,9 +319,11 @@ class InventoryFlow:
             if close is not None:
                 close()
         facts = GateFacts(rows=counted.rows, file_problem=counted.file_problem, comparison=comparison,
+                          bad_rows=counted.bad_rows,
                           stock_time=stock_time, last_stock_time=last.stock_time if last else None,
                           last_name=last.name if last else None, now=now, future_tolerance=self.future_tolerance)
-        verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force)
+        verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force,
+                              max_bad_row_share=layout.max_bad_row_share)
         return _Computed(counted, comparison, stock_time, verdict, documents)
 
     # --- 2. record -----------------------------------------------------------------------

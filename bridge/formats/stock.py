@@ -395,15 +395,16 @@ class Comparison:
     zero: int = 0  # ... of which quantity 0
     in_stock_before: int = 0  # sent SKUs whose last published quantity was above 0
     dropping_to_zero: int = 0  # ... and that would now be 0
-    last_published: int = 0  # SKUs the last published file sent
-    missing: int = 0  # ... that this file does not have
+    last_published: int = 0  # SKUs published lately: by the last published file, or in the week before it
+    missing: int = 0  # ... that this file does not have, or does not send because of a bad row
+    held_back: int = 0  # ... of which the file has, but does not send because of a bad row
     missing_examples: list[str] = field(default_factory=list)
     dropping_examples: list[str] = field(default_factory=list)
 
     def follow(self, levels: Iterable[StockLevel], published: Iterable[tuple[str, int, bool]],
                ignore: Callable[[str], bool] | None = None) -> Iterator[StockLevel]:
         """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
-        (SKU, last published quantity, whether the last published file sent it); `ignore` says
+        (SKU, last published quantity, whether it was published lately); `ignore` says
         which published SKUs no longer concern the feed (left alone)."""
         before = iter(published)
         current = next(before, None)
@@ -420,6 +421,11 @@ class Comparison:
             was = 0
             if current is not None and current[0] == sku:
                 self.last_published += current[2]
+                if quantity is None and current[2]:  # a bad row holds it back: as good as missing
+                    self.missing += 1
+                    self.held_back += 1
+                    if len(self.missing_examples) < 3:
+                        self.missing_examples.append(sku)
                 was = current[1]
                 current = next(before, None)
             skus += 1
@@ -464,6 +470,7 @@ class GateFacts:
     stock_time: datetime  # of this file
     last_stock_time: datetime | None = None  # of the last published file, if any
     last_name: str | None = None
+    bad_rows: int = 0  # rows with an error
     now: datetime | None = None  # the bridge's clock: a stock time further ahead than
     future_tolerance: timedelta = timedelta(days=1)  # this is refused (a typo in the date)
 
@@ -484,7 +491,7 @@ class Verdict:
 
 
 def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: float,
-                force: bool = False) -> Verdict:
+                force: bool = False, max_bad_row_share: float = 0.50) -> Verdict:
     """Whether the feed may go. `force` overrides every gate but the ones that leave nothing
     to send (an empty file, no usable row)."""
     compared = facts.comparison
@@ -504,9 +511,14 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
     if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
         held.append(f"the file's stock time {_iso(facts.stock_time)} is older than the last published "
                     f"file's ({facts.last_name}, {_iso(facts.last_stock_time)})")
+    if facts.rows and facts.bad_rows / facts.rows > max_bad_row_share:
+        held.append(f"{facts.bad_rows:,} of the file's {facts.rows:,} rows ({facts.bad_rows / facts.rows:.1%}) are "
+                    f"bad, more than the limit of {_percent(max_bad_row_share)}: is it the right file, in the "
+                    "mapping's layout?")
     if compared.last_published and compared.missing / compared.last_published > max_missing_share:
-        held.append(f"{compared.missing:,} of the {compared.last_published:,} SKUs in the last published "
-                    f"feed ({compared.missing / compared.last_published:.1%}) are missing from this file, "
+        back = f" or held back by a bad row ({compared.held_back:,} of them)" if compared.held_back else ""
+        held.append(f"{compared.missing:,} of the {compared.last_published:,} SKUs published lately "
+                    f"({compared.missing / compared.last_published:.1%}) are missing from this file{back}, "
                     f"more than the limit of {_percent(max_missing_share)} "
                     f"(e.g. {', '.join(compared.missing_examples)})")
     if compared.in_stock_before and compared.dropping_to_zero / compared.in_stock_before > max_zero_share:
