@@ -475,8 +475,10 @@ DROP_CASES = [
     Drop("a comma file for a semicolon mapping", acme_file(good().replace(";", ","), header=DROP_HEADER.replace(";", ",")),
          [";rejected;;;\"row 1 has one field and none of the columns 'Artikelnummer', 'Verfügbar', 'Stand', "
           "'Charge', 'Lagerplatz': are its values separated by ',' rather than ';'?\""]),
-    Drop("utf-8 with a byte order mark, mapping says cp1252", codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"),
-         [";rejected;;;the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"]),
+    Drop("Excel's CSV UTF-8 (a byte order mark) in a cp1252 folder: read as UTF-8",
+         codecs.BOM_UTF8 + acme_file(good(), encoding="utf-8"), [PUBLISHED_1], "archive"),
+    Drop("UTF-16 in a cp1252 folder", acme_file(good(), encoding="utf-16"),
+         [";rejected;;;the file is UTF-16 text (it starts with a byte order mark), the mapping says Windows-1252"]),
     Drop("a byte cp1252 does not have", acme_file(good(), good("300501", "1Q")).replace(b"1Q", b"1\x81"),
          [PUBLISHED_1, "3;rejected;;;byte 0x81 is not Windows-1252 text: check the file's encoding"]),
     Drop("a row with too many fields", acme_file(good(), good("300501") + ";x"),
