@@ -381,6 +381,8 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
             print("no warehouse has a shipments_folder or local_shipments_folder: nothing to do")
             return EXIT_OK
         report = service.shipments.run(now, settle=args.now is None)
+    for line in report.inbound.in_error:
+        print(line)
     print(report.summary())
     for error in report.all_errors:
         print(f"  error: {error}", file=sys.stderr)
@@ -413,7 +415,7 @@ def format_stock_push(report) -> str:
     """What `inventory push` did: why nothing happened, or each file's verdict and problems."""
     from bridge.records import one_line
 
-    lines = list(report.notes)
+    lines = list(report.notes) + list(report.inbound.in_error)
     for outcome in report.outcomes:
         told = outcome.reason.startswith(outcome.status)  # "held: ...", "published with --force, ..."
         lines.append(f"{outcome.name}: " + (one_line(outcome.reason) if told else outcome.status + (
@@ -461,8 +463,11 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None, now: d
         if preview is None:
             return EXIT_OK
         if isinstance(preview, StockPreview):
+            shown = preview.documents
+            if out is None:
+                preview.documents = []  # written to a scratch folder that is gone once this ends
             print(preview.summary())
-            documents = preview.documents
+            documents = shown
         else:  # the held file, as --force would publish it
             print(f"dry run: {preview.name} is held; --force would publish it, overriding: "
                   f"{one_line(preview.reason.removeprefix('held: '))}")

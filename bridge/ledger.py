@@ -384,6 +384,12 @@ create table if not exists fulfillment_feed_packages (  -- which document carrie
 create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
 -- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
 -- what the publish made of each: the stock file computed from it, or why it never was.
+-- The provisional result file written for an inbound file that waits for a person (a held
+-- stock file): its SHA-256, so the final answer knows the file in results/ is its own to replace.
+create table if not exists inbound_provisional (
+    inbound_id integer primary key references inbound_files(id),
+    sha256 text not null
+);
 create table if not exists stock_intake (
     inbound_id integer primary key references inbound_files(id),
     stock_file_id integer references stock_files(id),
@@ -1392,7 +1398,7 @@ class Ledger:
         reason: str,
         forced: bool,
         documents: Sequence[tuple[int, int, str, str]],
-        problems: Sequence[tuple[int, str, str, str]],
+        problems: Sequence[tuple],
         now: datetime,
         inbound_id: int | None = None,
         takes_over: bool = True,
@@ -1419,10 +1425,10 @@ class Ledger:
                 [(file_id, part, messages, path, digest, StockFeedStatus.PREPARED)
                  for part, messages, path, digest in documents],
             )
-            db.executemany(
-                "insert into stock_issues (stock_file_id, source, row, column_name, severity, message)"
-                " values (?, 'file', ?, ?, ?, ?)",
-                [(file_id, row, column, severity, why) for row, column, why, severity in problems],
+            db.executemany(  # (row, column, why, severity[, the row's warehouse SKU])
+                "insert into stock_issues (stock_file_id, source, row, column_name, severity, message, sku)"
+                " values (?, 'file', ?, ?, ?, ?, ?)",
+                [(file_id, p[0], p[1], p[3], p[2], p[4] if len(p) > 4 else "") for p in problems],
             )
             db.execute(
                 "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
@@ -1742,6 +1748,16 @@ class Ledger:
                        " on conflict (file_id) do update set attempts = attempts + 1, started_at = ?",
                        (file_id, iso_z(now), iso_z(now)))
             return db.execute("select attempts from inbound_reads where file_id = ?", (file_id,)).fetchone()[0]
+
+    def provisional_result(self, file_id: int) -> str | None:
+        """The SHA-256 of the provisional result file written for this inbound file, if any."""
+        row = self._db.execute("select sha256 from inbound_provisional where inbound_id = ?", (file_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_provisional_result(self, file_id: int, sha256: str) -> None:
+        with self._transaction() as db:
+            db.execute("insert into inbound_provisional (inbound_id, sha256) values (?, ?)"
+                       " on conflict (inbound_id) do update set sha256 = excluded.sha256", (file_id, sha256))
 
     def rename_inbound(self, file_id: int, safe: str) -> None:
         """An unanswered file's archive/error name, when its own was taken in the folder."""

@@ -104,7 +104,7 @@ def test_the_simulated_warehouses_drop_confirmation_files_over_sftp_and_in_a_sta
     runs = section(done.stdout, "shipments runs")
     assert runs[0].startswith("first (sees the files): shipments files=0") and "settling=3" in runs[0]
     assert runs[1].startswith("second (takes, confirms, answers): shipments files=3")
-    assert "answered=3 confirmed=4 rejected=1 waiting=0 errors=0" in runs[1]
+    assert "answered=3 files_in_error=1 confirmed=4 rows_rejected=0 amazon_refused=1 waiting=0 errors=0" in runs[1]
 
 
 def test_the_demo_shows_each_fulfillment_the_sandbox_received(finished):

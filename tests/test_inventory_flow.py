@@ -130,7 +130,7 @@ def test_amazons_errors_and_warnings_are_mapped_back_to_sku_and_row(bridge, sand
                                      ("TEA-INF-SS-01", "abc")), NOW)
     assert outcome.status == "published"
     assert [(i["source"], i["row"], i["sku"], i["severity"], i["message"]) for i in outcome.issues] == [
-        ("file", 5, "", "error", "'abc' is not a number"),
+        ("file", 5, "TEA-INF-SS-01", "error", "'abc' is not a number"),
         ("amazon", 3, "KAN-GLAS-1L", "WARNING", "Attributes tagged as relevant_attributes are incomplete."),
         ("amazon", 4, "NOT-LISTED", "ERROR", "SKU 'NOT-LISTED' does not exist for this selling partner"),
     ]

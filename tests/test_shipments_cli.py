@@ -201,3 +201,18 @@ def test_the_service_watches_the_local_folder_and_answers_a_dropped_file(tmp_pat
             service.stop()
         for secret in SECRETS.values():
             assert secret not in service.text()
+
+
+def test_the_summary_counts_rows_the_bridge_rejected_apart_from_parcels_amazon_refused(config, sftp_root, sandbox):
+    shutil.copy(golden("acme-csv") / ACME, sftp_root / "out" / ACME)
+    (sftp_root / "out" / "VERSAND_BAD.csv").write_bytes(
+        "Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+        "302-0000003-0000003;KAN-GLAS-1L;0;DHL_PAKET;00340434161094049999;20.11.2026 16:45\r\n".encode("cp1252"))
+
+    bridge("shipments", "process", "--now", iso(SHIP_TIME - STABLE), config=config)
+    done = bridge("shipments", "process", "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert " answered=2 files_in_error=1 confirmed=5 rows_rejected=1 amazon_refused=0 waiting=0 " in done.stdout
+    assert done.stdout.startswith(f"wh sftp:{sftp_root / 'out'}: 'VERSAND_BAD.csv' answered into error/ (its answer: "
+                                  "results/VERSAND_BAD.result.csv)\n")

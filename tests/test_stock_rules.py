@@ -279,3 +279,21 @@ def test_a_sku_held_back_by_a_bad_row_counts_as_missing_for_the_missing_gate():
     assert verdict.held_because == (
         "4 of the 5 SKUs published lately (80.0%) are missing from this file or held back by a bad row (2 of them), "
         "more than the limit of 10% (e.g. B, C, D)",)
+
+
+def test_the_dry_run_writes_out_how_each_quantity_is_worked_out():
+    from bridge.formats.stock import explain_levels
+
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"), buffer=1, cap=1000)
+    store = MemoryStore()
+    records = [("A", "1250", "L1"), ("A", "40", "L2"), ("A", "12", "L3"), ("B", "x", ""), ("C", "0", ""),
+               ("D", "5", "L"), ("D", "5", "L")]
+    tally([Row(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout, store)
+    assert list(explain_levels(store.sorted_parts(), layout, {})) == [
+        "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 1 buffer = 1,301, cap 1,000 → sends 1,000",
+        "B: row 5: not sent (a bad row, or one lot listed with different quantities)",
+        "C: row 6: 0 − 1 buffer = -1, floor 0 → sends 0",
+        "D: rows 7, 8: 5 (a lot listed twice counts once) − 1 buffer = 4 → sends 4"]
+    on_hand = replace(layout, quantity_means="on_hand", cap=None)
+    assert list(explain_levels(store.sorted_parts(), on_hand, {"A": 2}))[0] == (
+        "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 2 in flight − 1 buffer = 1,299 → sends 1,299")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -70,6 +71,7 @@ from bridge.formats.stock import (
     Tally,
     Verdict,
     check_gates,
+    explain_levels,
     leave_alone_test,
     stock_levels,
     tally,
@@ -80,6 +82,7 @@ from bridge.mapping import StockLayout
 log = logging.getLogger("bridge.inventory")
 
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
+EXPLAINED = 50  # SKUs whose arithmetic the dry run writes out
 
 
 class Checkpoint(Protocol):
@@ -136,6 +139,8 @@ class StockPreview:
     stock_time: datetime
     documents: list[Path] = field(default_factory=list)  # written only when asked for (out_dir)
     messages: int = 0
+    explained: list[str] = field(default_factory=list)  # how each quantity is worked out (the first SKUs)
+    skus_explained_of: int = 0
 
     def summary(self) -> str:
         lines = [
@@ -145,6 +150,12 @@ class StockPreview:
             f"  gates: {self.verdict.summary()}",
         ]
         lines += [f"  document {path}" for path in self.documents]
+        if self.explained:
+            lines.append(f"  how each quantity is worked out (seller SKU: file rows (warehouse SKU): units"
+                         f"{' − in flight' if 'in flight' in ''.join(self.explained) else ''} − buffer → sent)"
+                         + (f", the first {len(self.explained)} of {self.skus_explained_of:,} SKUs"
+                            if self.skus_explained_of > len(self.explained) else "") + ":")
+            lines += [f"    {line}" for line in self.explained]
         lines += [f"  {problem}" for problem in self.tally.problems[:50]]
         if len(self.tally.problems) > 50:
             lines.append(f"  ... and {len(self.tally.problems) - 50} more problems")
@@ -270,11 +281,25 @@ class InventoryFlow:
         """The dry run: rows, gates and documents as `push` would make them. Reads the ledger,
         records nothing, sends nothing; writes the documents only into `out_dir`, if given."""
         computed = self._compute(stock, force=force, target=out_dir, now=now)
+        explained = self._explain(stock, computed.stock_time) if computed.tally.rows else []
         return StockPreview(
             name=stock.name, verdict=computed.verdict, tally=computed.tally, comparison=computed.comparison,
             stock_time=computed.stock_time, messages=sum(d[1] for d in computed.documents),
             documents=[out_dir / d[2] for d in computed.documents] if out_dir is not None else [],
+            explained=explained[:EXPLAINED], skus_explained_of=computed.comparison.skus,
         )
+
+    def _explain(self, stock: StockFile, stock_time: datetime) -> list[str]:
+        """The dry run's arithmetic per seller SKU, from a second pass over the rows."""
+        store = self.store()
+        try:
+            tally(stock.rows, self.layout, store)
+            in_flight = self.in_flight(stock_time) if self.layout.quantity_means == "on_hand" else {}
+            return list(islice(explain_levels(store.sorted_parts(), self.layout, in_flight), EXPLAINED))
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
 
     def outcome(self, file_id: int, *, already_recorded: bool = False) -> StockOutcome:
         stored = self.ledger.stock_file_by_id(file_id)
@@ -345,7 +370,7 @@ class InventoryFlow:
             received_at=stock.file_time, rows=counted.rows, bad_rows=counted.bad_rows,
             skus=computed.comparison.sent, status=status, reason=reason,
             forced=force and bool(verdict.overridden), documents=[] if verdict.final else computed.documents,
-            problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
+            problems=[(p.row, p.column, p.why, p.severity, p.sku) for p in counted.problems], now=now,
             inbound_id=stock.inbound_id,
             # a file that can never be published (nothing to send, dated in the future) takes no
             # other file's place: the one before it stays publishable

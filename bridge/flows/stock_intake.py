@@ -141,6 +141,19 @@ class StockFiles:
         return stored is None or stored.status in FINAL or (
             stored.status == StockFileStatus.HELD and not self.ledger.stock_feeds(stored.id))
 
+    def provisional(self, file: StoredInbound) -> list[Sequence[str]] | None:
+        """A held file --force could publish waits for a person: its answer says so now (issue
+        8: the reason in the result file too), and is replaced by the final one."""
+        intake = self.ledger.stock_intake(file.id)
+        stored = intake[0] if intake else None
+        if stored is None or stored.status != StockFileStatus.HELD or not self.ledger.stock_feeds(stored.id):
+            return None
+        _, lines = stock_answer(stored, self.ledger.stock_issues(stored.id), [])
+        verdict = lines[0]
+        lines[0] = verdict[:4] + (f"{verdict[4]}. Waiting for the seller: `fbm-bridge inventory push --force` "
+                                  "publishes it, a newer stock file replaces it. This answer is then replaced",)
+        return lines
+
     def step_aside(self, file: StoredInbound, newer: str, now: datetime) -> bool:
         """A newer file of the same name arrived while `file` is still in processing/: it is
         superseded if it waits for the publish or is held (then answered to make room)."""
@@ -185,7 +198,7 @@ def stock_answer(stored: StoredStockFile, issues: list[dict], documents) -> tupl
         error = issue["severity"].upper() == "ERROR"
         rejected |= error
         if issue["source"] == "file":
-            lines.append((_row(issue["row"]), "rejected" if error else "warning", "", issue["column_name"],
+            lines.append((_row(issue["row"]), "rejected" if error else "warning", issue["sku"], issue["column_name"],
                           issue["message"]))
         else:
             code = f" [{issue['code']}]" if issue["code"] else ""

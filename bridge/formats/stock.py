@@ -45,6 +45,7 @@ class RowProblem:
     column: str  # the header or element path concerned, "" for the whole row
     why: str
     severity: str = "error"  # error: the row is not used | warning: it is used, but note this
+    sku: str = field(default="", compare=False)  # the warehouse's SKU of the row, when it has one
 
     def __str__(self) -> str:
         where = f"row {self.row}, column {self.column!r}" if self.column else f"row {self.row}"
@@ -169,12 +170,12 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
         else:
             units, why = quantity_of(text)
             if units is None:
-                problems.append(RowProblem(number, quantity_key, why))
+                problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
                 unusable += 1
         if time_of is not None and not unreadable:
             stamp, why = time_of(row.get(timestamp_key))
             if why:
-                problems.append(RowProblem(number, timestamp_key, why))
+                problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
                 unusable += units is not None
                 units = None
             elif stamp is not None and (latest is None or stamp > latest):
@@ -329,6 +330,46 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
         first = part
 
 
+def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> Iterator[str]:
+    """How each seller SKU's quantity is worked out, one line per SKU in SKU order, for the
+    dry run: `MUG-1: rows 2, 5 (100871): 40 + 12 = 52 − 3 in flight − 1 buffer = 48 → sends 48`.
+    The same rules as `stock_levels`, written out."""
+    on_hand = layout.quantity_means == "on_hand"
+    for sku, group in groupby(parts, key=by_sku):
+        group = list(group)
+        rows = ", ".join(str(part[3]) for part in group)
+        warehouse = ", ".join(dict.fromkeys(part[1] for part in group))
+        head = f"{sku}: row{'s' if len(group) > 1 else ''} {rows}" + (f" ({warehouse})" if warehouse != sku else "")
+        units, _ = combine(sku, group, layout.columns.quantity, []) if len(group) > 1 else (group[0][4], 0)
+        if units is None:
+            yield f"{head}: not sent (a bad row, or one lot listed with different quantities)"
+            continue
+        counted = [part[4] for part in group if part[4] is not None]
+        seen: dict[tuple[str, str], int] = {}
+        for part in group:  # a lot listed twice with the same quantity counts once
+            seen.setdefault((part[1], part[2]), part[4])
+        summed = " + ".join(f"{value:,}" for value in seen.values())
+        text = f"{summed} = {units:,}" if len(seen) > 1 else f"{units:,}"
+        if len(counted) > len(seen):
+            text += " (a lot listed twice counts once)"
+        flight = in_flight.get(sku, 0) if on_hand else 0
+        buffer = layout.buffers.get(sku, layout.buffer) if layout.buffers else layout.buffer
+        left = units - flight - buffer
+        if on_hand:
+            text += f" − {flight:,} in flight"
+        if buffer:
+            text += f" − {buffer:,} buffer"
+        if on_hand or buffer:
+            text += f" = {left:,}"
+        sent = max(left, 0)
+        if left < 0:
+            text += ", floor 0"
+        if layout.cap is not None and sent > layout.cap:
+            sent = layout.cap
+            text += f", cap {layout.cap:,}"
+        yield f"{head}: {text} → sends {sent:,}"
+
+
 _END: Part = ("", "", "", 0, None)  # ends the last run of parts; never yielded
 _new = tuple.__new__  # StockLevel without its Python-level __new__: half the cost, a million times
 
@@ -349,14 +390,15 @@ def combine(sku: str, parts: list[Part], column: str,
             listed = ", ".join(str(q) for q in quantities)
             for row in rows:
                 problems.append(RowProblem(row, column, f"{label} is listed on rows {_rows(rows)} "
-                                                        f"with different quantities ({listed}): not sent"))
+                                                        f"with different quantities ({listed}): not sent",
+                                           sku=warehouse_sku))
             conflicting.update(rows)
             total = None
         elif len(same) > 1 and len(quantities) == len(same):  # a bad row's own message says enough
             for row in rows[1:]:
                 problems.append(RowProblem(row, column, f"{label} is listed again (first on row "
                                                         f"{rows[0]}) with the same quantity: counted once",
-                                           "warning"))
+                                           "warning", sku=warehouse_sku))
         if total is not None and len(quantities) == len(same):
             total += quantities[0]
     bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
@@ -364,7 +406,7 @@ def combine(sku: str, parts: list[Part], column: str,
         for part in parts:
             if part[3] not in bad:
                 problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
-                                                        f"{_rows_phrase(bad)} bad", "warning"))
+                                                        f"{_rows_phrase(bad)} bad", "warning", sku=part[1]))
         total = None
     return total, first_row
 
@@ -511,7 +553,7 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
     if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
         held.append(f"the file's stock time {_iso(facts.stock_time)} is older than the last published "
                     f"file's ({facts.last_name}, {_iso(facts.last_stock_time)})")
-    if facts.rows and facts.bad_rows / facts.rows > max_bad_row_share:
+    if not nothing and facts.bad_rows / facts.rows > max_bad_row_share:
         held.append(f"{facts.bad_rows:,} of the file's {facts.rows:,} rows ({facts.bad_rows / facts.rows:.1%}) are "
                     f"bad, more than the limit of {_percent(max_bad_row_share)}: is it the right file, in the "
                     "mapping's layout?")
