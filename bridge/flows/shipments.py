@@ -374,7 +374,7 @@ class ShipmentsFlow:
         self.ledger.mark_package_confirmed(package.id, now)
         self.checkpoint("confirmed")
         report.confirmed += 1
-        log.info("package confirmed id=%d order_id=%s items=%d", package.id, package.order_id,
+        log.info("package confirmed id=%d order_id=%s units=%d", package.id, package.order_id,
                  sum(units for _, units in package.items))
 
     # --- what a row is checked against ---------------------------------------------------------
