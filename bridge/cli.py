@@ -131,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(process)
     process.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     process.set_defaults(handler=cmd_shipments_process)
+    settle = shipments_commands.add_parser(
+        "settle", help="a delivered order shipped partly outside the bridge is done: stop waiting for its confirmation")
+    _config_after_command(settle)
+    settle.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 111-0000005-0000005")
+    settle.add_argument("--note", default="", help="why, for the order's history (default: none)")
+    settle.set_defaults(handler=cmd_shipments_settle)
 
     inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
     inventory_commands = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION",
@@ -389,6 +395,21 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
     if report.needs_a_person:
         return EXIT_SETUP
     return EXIT_OK if not report.all_errors else EXIT_ERRORS
+
+
+def cmd_shipments_settle(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    with open_service(settings) as service:
+        try:
+            done = service.ledger.settle_order(args.order_id, args.note, datetime.now(timezone.utc))
+        except KeyError:
+            raise FixTheSetup(f"{args.order_id} is not an order the bridge delivered to a warehouse: "
+                              "nothing to settle") from None
+    print(f"{args.order_id}: " + ("settled" if done else "already settled") + ": no longer listed as not yet "
+          "confirmed, and its units no longer count as in flight for the stock (quantity_means = on_hand)")
+    return EXIT_OK
 
 
 def cmd_inventory_push(args: argparse.Namespace) -> int:

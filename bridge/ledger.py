@@ -384,6 +384,13 @@ create table if not exists fulfillment_feed_packages (  -- which document carrie
 create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
 -- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
 -- what the publish made of each: the stock file computed from it, or why it never was.
+-- Delivered orders a person settled (`fbm-bridge shipments settle`): shipped partly outside the
+-- bridge, so never confirmed in full here. No longer listed as unconfirmed, nor in flight.
+create table if not exists settled_orders (
+    order_id text primary key references orders(order_id),
+    at text not null,
+    note text not null default ''
+);
 -- The provisional result file written for an inbound file that waits for a person (a held
 -- stock file): its SHA-256, so the final answer knows the file in results/ is its own to replace.
 create table if not exists inbound_provisional (
@@ -1613,6 +1620,20 @@ class Ledger:
                 (name, iso_z(value), iso_z(now)),
             )
 
+    def settle_order(self, order_id: str, note: str, now: datetime) -> bool:
+        """A person says a delivered order is done (shipped partly by hand, outside the bridge):
+        it leaves `status`'s unconfirmed list and its units stop counting as in flight. False if
+        it was settled already; KeyError if no delivered order has that id."""
+        with self._transaction() as db:
+            row = db.execute("select status from orders where order_id = ?", (order_id,)).fetchone()
+            if row is None or row["status"] != OrderStatus.DELIVERED:
+                raise KeyError(order_id)
+            done = db.execute("insert into settled_orders (order_id, at, note) values (?, ?, ?)"
+                              " on conflict (order_id) do nothing", (order_id, iso_z(now), note)).rowcount == 1
+            if done:
+                self._event(db, order_id, iso_z(now), "settled", note or "settled by a person")
+            return done
+
     def units_in_flight(self, warehouse: str, at: datetime) -> dict[str, int]:
         """Per seller SKU, the units of orders delivered to `warehouse` that no package had
         shipped by `at`: every delivered order counts (one delivered after `at` was still on the
@@ -1624,6 +1645,7 @@ class Ledger:
         rows = self._db.execute(
             "select o.order_id, o.payload from orders o left join shipment_due d on d.order_id = o.order_id"
             " where o.status = ? and o.warehouse = ? and o.amazon_status != 'CANCELLED'"
+            " and not exists (select 1 from settled_orders s where s.order_id = o.order_id)"
             " and (d.units is null or d.units > coalesce((select sum(l.quantity) from package_lines l"
             "   join packages p on p.id = l.package_id where p.order_id = o.order_id"
             "   and p.status != ? and p.ship_date <= ?), 0)) order by o.order_id",
@@ -2069,6 +2091,7 @@ class Ledger:
             "   where p.order_id = d.order_id and p.status in (?, ?)), 0) as waiting"
             " from shipment_due d join orders o on o.order_id = d.order_id"
             " where o.amazon_status != 'CANCELLED'"
+            " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
             " and d.units > coalesce((select sum(l.quantity) from package_lines l join packages p"
             "   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0)"
             " order by d.ship_by is null, d.ship_by, d.order_id limit ?",

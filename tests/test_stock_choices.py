@@ -152,3 +152,23 @@ def test_the_dry_run_names_the_held_file_and_what_force_would_do(make, sandbox, 
                              "(with --dry-run --force: its documents)")
     forced, _ = stocker.flow.preview(scratch, now=DAY2, force=True)
     assert forced.name == "DAY2.csv"
+
+
+def test_an_order_shipped_partly_by_hand_is_settled_and_its_units_stop_counting_in_flight(make, sandbox):
+    """111-0000005-0000005: the plate parcel through the bridge, the mug shipped by hand in
+    Seller Central. Once settled, status stops listing it and on_hand stops subtracting it."""
+    stocker = make(shipments=True)
+    stocker.deliver_orders()
+    stocker.ledger.refresh_shipment_due()
+    before = stocker.ledger.units_in_flight("wh", NOW)
+    listed = {o["order_id"] for o in stocker.ledger.unconfirmed_orders()}
+    assert "111-0000005-0000005" in listed
+
+    assert stocker.ledger.settle_order("111-0000005-0000005", "mug shipped by hand", NOW)
+    assert not stocker.ledger.settle_order("111-0000005-0000005", "", NOW)  # once
+
+    after = stocker.ledger.units_in_flight("wh", NOW)
+    assert sum(before.values()) - sum(after.values()) == 3  # its mug and two plates
+    assert {o["order_id"] for o in stocker.ledger.unconfirmed_orders()} == listed - {"111-0000005-0000005"}
+    with pytest.raises(KeyError):
+        stocker.ledger.settle_order("999-0000000-0000000", "", NOW)
