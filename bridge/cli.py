@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         "settle", help="a delivered order shipped partly outside the bridge is done: stop waiting for its confirmation")
     _config_after_command(settle)
     settle.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 111-0000005-0000005")
-    settle.add_argument("--note", default="", help="why, for the order's history (default: none)")
+    settle.add_argument("--note", default="", help="why, for the order's history (default empty)")
     settle.set_defaults(handler=cmd_shipments_settle)
 
     inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")

@@ -186,3 +186,11 @@ def test_out_without_dry_run_is_refused_before_anything_runs(tmp_path, command):
     assert done.stderr == ("fbm-bridge: --out needs --dry-run: nothing was done (add --dry-run to write the files "
                            "there, or leave out --out for a real run)\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_settle_refuses_an_order_the_bridge_never_delivered(config):
+    done = bridge("shipments", "settle", "999-0000000-0000000", config=config)
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: 999-0000000-0000000 is not an order the bridge delivered to a warehouse: "
+                           "nothing to settle\n")

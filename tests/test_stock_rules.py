@@ -131,7 +131,7 @@ def test_timestamps_give_the_stock_time_in_utc_and_a_bad_one_is_a_bad_row():
         {"SKU": "C", "Qty": "1", "At": "26.11.26"}, {"SKU": "D", "Qty": "1", "At": ""}), layout)
     assert counted.stock_time == T0  # the latest: 22:00 in Berlin
     assert levels == {"A": (1, 2), "B": (1, 3), "C": (None, 4), "D": (1, 5)}
-    assert problems == ["row 4, column 'At': timestamp '26.11.26' does not match %d.%m.%Y %H:%M"]
+    assert problems == ["row 4, column 'At': timestamp '26.11.26' is not a date like DD.MM.YYYY hh:mm"]
 
 
 def test_a_file_without_the_quantity_column_is_not_read_row_by_row():
