@@ -1311,7 +1311,8 @@ class Ledger:
 
     def _keyed(self) -> Sealer:
         if self._sealer is None:
-            raise FixTheSetup("order data is sealed: this needs the secret BRIDGE_STATE_KEY")
+            raise FixTheSetup("order data is sealed: this needs the secret BRIDGE_STATE_KEY (environment variable, "
+                              "or the file $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY)")
         return self._sealer
 
     def _stored_order(self, row: sqlite3.Row) -> StoredOrder:

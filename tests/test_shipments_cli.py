@@ -123,7 +123,8 @@ def test_replay_needs_no_amazon_secret_and_the_state_key_only_to_read_sealed_ord
 
     assert with_key.returncode == 0 and "6 row(s), 5 package(s) to confirm" in with_key.stdout, with_key.stderr
     assert without_key.returncode == 2
-    assert without_key.stderr == "fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY\n"
+    assert without_key.stderr == ("fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY "
+                                  "(environment variable, or the file $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY)\n")
     assert nothing.returncode == 0, nothing.stderr
     assert "rejected  order 999-0000000-0000000 was not sent to wh by the bridge" in nothing.stdout
 
