@@ -128,7 +128,7 @@ class StockFiles:
         then it waits for the publish."""
         rows = sum(1 for _ in read_rows(stream, self.spec(warehouse)))
         self.ledger.file_parsed(file.id, now)
-        log.info("stock file received warehouse=%s file=%r rows=%d: waits for the next publish",
+        log.info("stock file received warehouse=%s file=%r rows=%d: waits for a publish (the daily one, or inventory push)",
                  warehouse.name, file.safe_name, rows)
 
     def ready(self, file: StoredInbound) -> bool:
