@@ -128,8 +128,8 @@ class StockFiles:
         then it waits for the publish."""
         rows = sum(1 for _ in read_rows(stream, self.spec(warehouse)))
         self.ledger.file_parsed(file.id, now)
-        log.info("stock file received warehouse=%s file=%r rows=%d: waits for a publish (the daily one, or inventory push)",
-                 warehouse.name, file.safe_name, rows)
+        log.info("stock file received warehouse=%s file=%r rows=%d: waits for a publish (the daily one, "
+                 "or inventory push)", warehouse.name, file.safe_name, rows)
 
     def ready(self, file: StoredInbound) -> bool:
         if file.reason or file.duplicate_of is not None:
