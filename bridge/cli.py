@@ -161,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(process)
     process.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     process.set_defaults(handler=cmd_shipments_process)
+    settle = shipments_commands.add_parser(
+        "settle", help="a delivered order shipped partly outside the bridge is done: stop waiting for its confirmation")
+    _config_after_command(settle)
+    settle.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 111-0000005-0000005")
+    settle.add_argument("--note", default="", help="why, for the order's history (default empty)")
+    settle.set_defaults(handler=cmd_shipments_settle)
 
     inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
     inventory_commands = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION",
@@ -359,9 +365,17 @@ def prove_writable(drop, folder: str) -> None:
     drop.remove(probe)
 
 
+def _out_needs_dry_run(args: argparse.Namespace) -> None:
+    """`--out` asks to look: without --dry-run it would be ignored while a real run happens."""
+    if getattr(args, "out", None) is not None and not args.dry_run:
+        raise FixTheSetup("--out needs --dry-run: nothing was done (add --dry-run to write the files there, "
+                          "or leave out --out for a real run)")
+
+
 def cmd_orders_pull(args: argparse.Namespace) -> int:
     from bridge.service import open_service
 
+    _out_needs_dry_run(args)
     settings = _settings(args)
     now = args.now or datetime.now(timezone.utc)
     if args.dry_run:
@@ -485,6 +499,8 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
             print("no warehouse has a shipments_folder or local_shipments_folder: nothing to do")
             return EXIT_OK
         report = service.shipments.run(now, settle=args.now is None)
+    for line in report.inbound.in_error:
+        print(line)
     print(report.summary())
     for error in report.all_errors:
         print(f"  error: {error}", file=sys.stderr)
@@ -493,14 +509,30 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.all_errors else EXIT_ERRORS
 
 
+def cmd_shipments_settle(args: argparse.Namespace) -> int:
+    from bridge.service import open_service
+
+    settings = _settings(args)
+    with open_service(settings) as service:
+        try:
+            done = service.ledger.settle_order(args.order_id, args.note, datetime.now(timezone.utc))
+        except KeyError:
+            raise FixTheSetup(f"{args.order_id} is not an order the bridge delivered to a warehouse: "
+                              "nothing to settle") from None
+    print(f"{args.order_id}: " + ("settled" if done else "already settled") + ": no longer listed as not yet "
+          "confirmed, and its units no longer count as in flight for the stock (quantity_means = on_hand)")
+    return EXIT_OK
+
+
 def cmd_inventory_push(args: argparse.Namespace) -> int:
     from bridge.service import open_service
 
+    _out_needs_dry_run(args)
     settings = _settings(args)
     if settings.stock.warehouse is None:
         raise FixTheSetup(f"{settings.path}: no stock.warehouse is configured: no warehouse publishes stock")
     if args.dry_run:
-        return _inventory_dry_run(settings, args.force, args.out)
+        return _inventory_dry_run(settings, args.force, args.out, args.now or datetime.now(timezone.utc))
     now = args.now or datetime.now(timezone.utc)
     with open_service(settings) as service:
         report = service.stock.push(now, force=args.force, settle=args.now is None)
@@ -516,7 +548,7 @@ def format_stock_push(report) -> str:
     """What `inventory push` did: why nothing happened, or each file's verdict and problems."""
     from bridge.records import one_line
 
-    lines = list(report.notes)
+    lines = list(report.notes) + list(report.inbound.in_error)
     for outcome in report.outcomes:
         told = outcome.reason.startswith(outcome.status)  # "held: ...", "published with --force, ..."
         lines.append(f"{outcome.name}: " + (one_line(outcome.reason) if told else outcome.status + (
@@ -545,7 +577,7 @@ def _stock_issue(issue: dict) -> str:
     return f"{where}{column}: {one_line(issue['message'])}"
 
 
-def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int:
+def _inventory_dry_run(settings: Settings, force: bool, out: Path | None, now: datetime) -> int:
     import tempfile
 
     from bridge.flows.inventory import StockPreview
@@ -556,7 +588,7 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
         target = out or Path(scratch) / "documents"
         (Path(scratch) / "files").mkdir()
         try:
-            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force)
+            preview, notes = service.stock.preview(Path(scratch) / "files", out_dir=target, force=force, now=now)
         except OSError as problem:
             raise FixTheSetup(f"cannot write the dry run's documents into {target}: {problem.strerror}") from None
         for note in notes:
@@ -564,8 +596,11 @@ def _inventory_dry_run(settings: Settings, force: bool, out: Path | None) -> int
         if preview is None:
             return EXIT_OK
         if isinstance(preview, StockPreview):
+            shown = preview.documents
+            if out is None:
+                preview.documents = []  # written to a scratch folder that is gone once this ends
             print(preview.summary())
-            documents = preview.documents
+            documents = shown
         else:  # the held file, as --force would publish it
             print(f"dry run: {preview.name} is held; --force would publish it, overriding: "
                   f"{one_line(preview.reason.removeprefix('held: '))}")

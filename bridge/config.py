@@ -182,6 +182,7 @@ class StockSettings:
     publish_at: time = time(22, 0)  # local time of the daily publish ...
     timezone: str = "UTC"  # ... in this zone
     poll: timedelta = timedelta(minutes=5)  # the SFTP stock folder is listed this often
+    future_tolerance: timedelta = timedelta(days=1)  # a stock time further ahead is refused (a typo)
 
     @property
     def zone(self) -> tzinfo:
@@ -275,7 +276,7 @@ class _Reader:
         warehouses = self.warehouses(data.get("warehouses"), amazon.marketplaces)
         retention = self.retention(self.table(data, "retention"))
         shipments = self.shipments(self.table(data, "shipments"))
-        stock = self.stock(self.table(data, "stock"), warehouses)
+        stock = self.stock(self.table(data, "stock"), warehouses, _declared_names(data.get("warehouses")))
         return Settings(
             path=Path(self.label),
             state_dir=state_dir,
@@ -580,8 +581,12 @@ class _Reader:
 
     # --- stock -----------------------------------------------------------------------------
 
-    def stock(self, section: dict[str, Any], warehouses: tuple[WarehouseSettings, ...]) -> StockSettings:
-        self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes"})
+    def stock(self, section: dict[str, Any], warehouses: tuple[WarehouseSettings, ...],
+              declared: tuple[str, ...] = ()) -> StockSettings:
+        """`declared`: every [[warehouses]] name, also of those whose own settings failed (their
+        problems are reported already; the stock keys are not blamed for them)."""
+        self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes",
+                                             "future_tolerance_minutes"})
         name = self.string(section, "stock.warehouse", "") or None
         publish_at = self.clock_time(section, "stock.publish_at", "22:00")
         zone = self.string(section, "stock.timezone", "UTC")
@@ -589,8 +594,11 @@ class _Reader:
             self.problem("stock.timezone", f"unknown time zone {zone!r} (e.g. 'Europe/Berlin')")
             zone = "UTC"
         poll = self.number(section, "stock.poll_minutes", 5, minimum=1, maximum=1440)
+        future = self.number(section, "stock.future_tolerance_minutes", 1440, minimum=0, maximum=10080)
         by_name = {w.name: (index, w) for index, w in enumerate(warehouses)}
-        if name is not None and name not in by_name:
+        if name is not None and name not in by_name and name in declared:
+            pass  # the warehouse's own settings (its mapping) failed: reported above, not twice
+        elif name is not None and name not in by_name:
             self.problem("stock.warehouse", f"{name!r} is not one of the [[warehouses]] "
                                             f"({', '.join(repr(w) for w in by_name) or 'none'})")
         elif name is not None:
@@ -609,7 +617,7 @@ class _Reader:
                                  f"quantity per SKU), and that is {f'{name!r}' if name else 'none'}: set "
                                  f"stock.warehouse = {warehouse.name!r}, or remove this key")
         return StockSettings(warehouse=name, publish_at=publish_at or time(22, 0), timezone=zone or "UTC",
-                             poll=timedelta(minutes=poll))
+                             poll=timedelta(minutes=poll), future_tolerance=timedelta(minutes=future))
 
     def warehouse_stock(self, entry: dict[str, Any], key: str, mapping: Mapping | None,
                         shipments: tuple[str | None, Path | None]) -> tuple[str | None, Path | None]:
@@ -877,3 +885,10 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _declared_names(entries: Any) -> tuple[str, ...]:
+    """The names of the [[warehouses]] tables as written, valid or not."""
+    if not isinstance(entries, list):
+        return ()
+    return tuple(entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str))

@@ -47,7 +47,7 @@ import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -135,6 +135,8 @@ SENT = (OrderStatus.STAGED, OrderStatus.DELIVERED)
 def _check(enum: type[StrEnum]) -> str:
     return ", ".join(f"'{member.value}'" for member in enum)
 
+
+RECENT_SKUS = timedelta(days=7)  # SKUs published this long before the last publish are still expected
 
 SCHEMA = f"""
 create table if not exists bookmarks (
@@ -382,6 +384,19 @@ create table if not exists fulfillment_feed_packages (  -- which document carrie
 create index if not exists fulfillment_feed_packages_by_feed on fulfillment_feed_packages (feed_row);
 -- Stock files taken in by the inbound pipeline wait (parsed) for the daily publish; this says
 -- what the publish made of each: the stock file computed from it, or why it never was.
+-- Delivered orders a person settled (`fbm-bridge shipments settle`): shipped partly outside the
+-- bridge, so never confirmed in full here. No longer listed as unconfirmed, nor in flight.
+create table if not exists settled_orders (
+    order_id text primary key references orders(order_id),
+    at text not null,
+    note text not null default ''
+);
+-- The provisional result file written for an inbound file that waits for a person (a held
+-- stock file): its SHA-256, so the final answer knows the file in results/ is its own to replace.
+create table if not exists inbound_provisional (
+    inbound_id integer primary key references inbound_files(id),
+    sha256 text not null
+);
 create table if not exists stock_intake (
     inbound_id integer primary key references inbound_files(id),
     stock_file_id integer references stock_files(id),
@@ -417,6 +432,7 @@ create index if not exists stock_files_by_status on stock_files (status, stock_t
 create index if not exists stock_files_by_time on stock_files (stock_time);
 create index if not exists stock_files_by_warehouse on stock_files (warehouse);
 create index if not exists stock_files_published on stock_files (stock_time) where published_at is not null;
+create index if not exists stock_files_by_publish on stock_files (published_at) where published_at is not null;
 create index if not exists stock_intake_by_stock_file on stock_intake (stock_file_id);
 create index if not exists inbound_in_spool on inbound_files (spool_path) where spool_deleted_at is null;
 """
@@ -1409,7 +1425,8 @@ class Ledger:
 
     def _keyed(self) -> Sealer:
         if self._sealer is None:
-            raise FixTheSetup("order data is sealed: this needs the secret BRIDGE_STATE_KEY")
+            raise FixTheSetup("order data is sealed: this needs the secret BRIDGE_STATE_KEY (environment variable, "
+                              "or the file $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY)")
         return self._sealer
 
     def _stored_order(self, row: sqlite3.Row) -> StoredOrder:
@@ -1465,20 +1482,27 @@ class Ledger:
         return _stored_stock_file(row) if row else None
 
     def last_published_stock(self) -> StoredStockFile | None:
-        """The newest stock file (by its stock time) of which Amazon processed a document."""
+        """The stock file Amazon processed last (by when a document of it was processed, not by
+        its stock time: a file dated a year ahead by a typo, once published, must not stay "the
+        last published" until that date; the next file published, forced or not, takes over)."""
         row = self._db.execute(
-            "select * from stock_files where published_at is not null order by stock_time desc, id desc limit 1"
+            "select * from stock_files where published_at is not null order by published_at desc, id desc limit 1"
         ).fetchone()
         return _stored_stock_file(row) if row else None
 
     def published_levels(self) -> Iterator[tuple[str, int, int]]:
-        """(seller SKU, last published quantity, 1 if the last published file sent it) in
-        ascending SKU order, streamed: a million SKUs are never in memory at once."""
+        """(seller SKU, last published quantity, 1 if published lately) in ascending SKU order,
+        streamed: a million SKUs are never in memory at once. "Lately": by the last published
+        file, or in the RECENT_SKUS before it, so that one broken file published (forced) does
+        not shrink what the next file is compared with, while a SKU the warehouse stopped
+        listing drops out of the comparison after a week."""
         last = self.last_published_stock()
+        since = iso_z(last.published_at - RECENT_SKUS) if last and last.published_at else ""
         cursor = self._db.cursor()
         cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
         yield from cursor.execute(
-            "select sku, quantity, stock_file_id = ? from stock_levels order by sku", (last.id if last else -1,)
+            "select sku, quantity, stock_file_id = ? or (? != '' and published_at >= ?) from stock_levels order by sku",
+            (last.id if last else -1, since, since),
         )
 
     def record_stock_file(
@@ -1496,15 +1520,17 @@ class Ledger:
         reason: str,
         forced: bool,
         documents: Sequence[tuple[int, int, str, str]],
-        problems: Sequence[tuple[int, str, str, str]],
+        problems: Sequence[tuple],
         now: datetime,
         inbound_id: int | None = None,
+        takes_over: bool = True,
     ) -> int:
         """Record a computed stock file with its documents (part, messages, spool path, SHA-256)
         as prepared and its rows' problems, all or nothing. Older held files are superseded:
         only the newest stock may still be published. `inbound_id`: the inbound file it was
         computed from; inbound stock files received before it and never computed are passed
-        over in the same transaction (a newer file came before the publish)."""
+        over in the same transaction (a newer file came before the publish). `takes_over` False:
+        a file that can never be published (nothing to send) supersedes and passes over nothing."""
         at = iso_z(now)
         with self._transaction() as db:
             cursor = db.execute(
@@ -1521,20 +1547,21 @@ class Ledger:
                 [(file_id, part, messages, path, digest, StockFeedStatus.PREPARED)
                  for part, messages, path, digest in documents],
             )
-            db.executemany(
-                "insert into stock_issues (stock_file_id, source, row, column_name, severity, message)"
-                " values (?, 'file', ?, ?, ?, ?)",
-                [(file_id, row, column, severity, why) for row, column, why, severity in problems],
+            db.executemany(  # (row, column, why, severity[, the row's warehouse SKU])
+                "insert into stock_issues (stock_file_id, source, row, column_name, severity, message, sku)"
+                " values (?, 'file', ?, ?, ?, ?, ?)",
+                [(file_id, p[0], p[1], p[3], p[2], p[4] if len(p) > 4 else "") for p in problems],
             )
             db.execute(
                 "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
-                " where status = ? and id != ? and stock_time <= ? and warehouse = ?",
-                (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at,
+                " where ? and status = ? and id != ? and stock_time <= ? and warehouse = ?",
+                (StockFileStatus.SUPERSEDED, f"superseded by the newer stock file {name}", at, int(takes_over),
                  StockFileStatus.HELD, file_id, iso_z(stock_time), warehouse),
             )
             if inbound_id is not None:
                 db.execute("insert into stock_intake (inbound_id, stock_file_id, at) values (?, ?, ?)",
                            (inbound_id, file_id, at))
+            if inbound_id is not None and takes_over:
                 db.execute(
                     "insert into stock_intake (inbound_id, note, at) select f.id, ?, ? from inbound_files f"
                     " where f.flow = 'stock' and f.warehouse = ? and f.id < ? and f.status = ?"
@@ -1708,6 +1735,20 @@ class Ledger:
                 (name, iso_z(value), iso_z(now)),
             )
 
+    def settle_order(self, order_id: str, note: str, now: datetime) -> bool:
+        """A person says a delivered order is done (shipped partly by hand, outside the bridge):
+        it leaves `status`'s unconfirmed list and its units stop counting as in flight. False if
+        it was settled already; KeyError if no delivered order has that id."""
+        with self._transaction() as db:
+            row = db.execute("select status from orders where order_id = ?", (order_id,)).fetchone()
+            if row is None or row["status"] != OrderStatus.DELIVERED:
+                raise KeyError(order_id)
+            done = db.execute("insert into settled_orders (order_id, at, note) values (?, ?, ?)"
+                              " on conflict (order_id) do nothing", (order_id, iso_z(now), note)).rowcount == 1
+            if done:
+                self._event(db, order_id, iso_z(now), "settled", note or "settled by a person")
+            return done
+
     def units_in_flight(self, warehouse: str, at: datetime) -> dict[str, int]:
         """Per seller SKU, the units of orders delivered to `warehouse` that no package had
         shipped by `at`: every delivered order counts (one delivered after `at` was still on the
@@ -1719,6 +1760,7 @@ class Ledger:
         rows = self._db.execute(
             "select o.order_id, o.payload from orders o left join shipment_due d on d.order_id = o.order_id"
             " where o.status = ? and o.warehouse = ? and o.amazon_status != 'CANCELLED'"
+            " and not exists (select 1 from settled_orders s where s.order_id = o.order_id)"
             " and (d.units is null or d.units > coalesce((select sum(l.quantity) from package_lines l"
             "   join packages p on p.id = l.package_id where p.order_id = o.order_id"
             "   and p.status != ? and p.ship_date <= ?), 0)) order by o.order_id",
@@ -1761,7 +1803,7 @@ class Ledger:
             return [f for f in self.stock_files_in(status) if f.warehouse == warehouse]
 
         return {
-            "last_published": stock_row(newest(" and published_at is not null order by stock_time desc, id desc")),
+            "last_published": stock_row(newest(" and published_at is not null order by published_at desc, id desc")),
             "latest": stock_row(newest(" order by id desc")),
             "held": [stock_row(f) for f in mine(StockFileStatus.HELD)],
             "with_amazon": [stock_row(f) for f in mine(StockFileStatus.SUBMITTING)],
@@ -1843,6 +1885,16 @@ class Ledger:
                        " on conflict (file_id) do update set attempts = attempts + 1, started_at = ?",
                        (file_id, iso_z(now), iso_z(now)))
             return db.execute("select attempts from inbound_reads where file_id = ?", (file_id,)).fetchone()[0]
+
+    def provisional_result(self, file_id: int) -> str | None:
+        """The SHA-256 of the provisional result file written for this inbound file, if any."""
+        row = self._db.execute("select sha256 from inbound_provisional where inbound_id = ?", (file_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_provisional_result(self, file_id: int, sha256: str) -> None:
+        with self._transaction() as db:
+            db.execute("insert into inbound_provisional (inbound_id, sha256) values (?, ?)"
+                       " on conflict (inbound_id) do update set sha256 = excluded.sha256", (file_id, sha256))
 
     def rename_inbound(self, file_id: int, safe: str) -> None:
         """An unanswered file's archive/error name, when its own was taken in the folder."""
@@ -2154,6 +2206,7 @@ class Ledger:
             "   where p.order_id = d.order_id and p.status in (?, ?)), 0) as waiting"
             " from shipment_due d join orders o on o.order_id = d.order_id"
             " where o.amazon_status != 'CANCELLED'"
+            " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
             " and d.units > coalesce((select sum(l.quantity) from package_lines l join packages p"
             "   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0)"
             " order by d.ship_by is null, d.ship_by, d.order_id limit ?",
@@ -2709,6 +2762,7 @@ class StoredStockFile:
     bad_rows: int
     skus: int
     published_at: datetime | None
+    created_at: datetime | None = None  # when it was recorded (computed by a publish)
 
 
 @dataclass(frozen=True)
@@ -2734,6 +2788,7 @@ def _stored_stock_file(row: sqlite3.Row) -> StoredStockFile:
         stock_time=parse_iso(row["stock_time"]), status=StockFileStatus(row["status"]),
         reason=row["reason"], forced=bool(row["forced"]), rows=row["rows"], bad_rows=row["bad_rows"],
         skus=row["skus"], published_at=parse_iso(row["published_at"]) if row["published_at"] else None,
+        created_at=parse_iso(row["created_at"]),
     )
 
 

@@ -1118,6 +1118,7 @@ def _is_field_path(path: str) -> bool:
 #                                     # are missing from the file
 #     max_zero_share = 0.20           # hold the feed when more of the SKUs Amazon shows in
 #                                     # stock would drop to zero
+#     max_bad_row_share = 0.50        # hold the feed when more of the file's rows are bad
 #
 #     [stock.columns]                 # a header, a position or an xml path (above)
 #     sku = "SKU"                     # required
@@ -1137,7 +1138,7 @@ STOCK_FIELDS = ("sku", "quantity", "timestamp", "lot", "location")
 _STOCK_KEYS = {
     "quantity_means", "decimal_separator", "thousands_separator", "timestamp_format", "sku_map",
     "buffer", "buffers", "cap", "leave_alone", "product_type", "product_types",
-    "handling_time_days", "handling_times", "max_missing_share", "max_zero_share",
+    "handling_time_days", "handling_times", "max_missing_share", "max_zero_share", "max_bad_row_share",
 }
 _PRODUCT_TYPE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 _MAX_UNITS = 10_000_000
@@ -1186,6 +1187,7 @@ class StockLayout:
     handling_times: dict[str, int] = field(default_factory=dict)
     max_missing_share: float = 0.10
     max_zero_share: float = 0.20
+    max_bad_row_share: float = 0.50
 
     @property
     def table(self):
@@ -1245,6 +1247,7 @@ class _StockChecker:
             "handling_times": self.sku_table(data, "handling_times", self.handling_time),
             "max_missing_share": self.share(data, "max_missing_share", 0.10),
             "max_zero_share": self.share(data, "max_zero_share", 0.20),
+            "max_bad_row_share": self.share(data, "max_bad_row_share", 0.50),
         })
         sku_map_file = self.text(data, "sku_map", None) if "sku_map" in data else ""
         sku_map = self.sku_map(sku_map_file) if sku_map_file else {}

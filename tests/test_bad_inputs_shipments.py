@@ -152,8 +152,9 @@ CASES = [
     # --- encodings and line ends
     Case("utf-8 with a byte order mark", codecs.BOM_UTF8 + csv(GOOD, encoding="utf-8"), [CONFIRMED],
          "archive", mapping="acme-utf8"),
-    Case("utf-8 byte order mark, mapping says cp1252", codecs.BOM_UTF8 + csv(GOOD, encoding="utf-8"),
-         [whole_file("the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252")]),
+    Case("Excel's CSV UTF-8 (a byte order mark) in a cp1252 folder: read as UTF-8",
+         codecs.BOM_UTF8 + csv(GOOD + ";Müller", header=HEADER + ";Empfänger", encoding="utf-8"), [CONFIRMED],
+         "archive"),
     Case("cp1252 with umlauts", csv(GOOD + ";Müller", header=HEADER + ";Empfänger"), [CONFIRMED], "archive"),
     Case("a byte cp1252 does not have", csv(row(tracking="0034Q")).replace(b"0034Q", b"0034\x81"),
          [rejected("byte 0x81 is not Windows-1252 text: check the file's encoding", tracking="0034\ufffd")]),

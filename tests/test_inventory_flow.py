@@ -130,7 +130,7 @@ def test_amazons_errors_and_warnings_are_mapped_back_to_sku_and_row(bridge, sand
                                      ("TEA-INF-SS-01", "abc")), NOW)
     assert outcome.status == "published"
     assert [(i["source"], i["row"], i["sku"], i["severity"], i["message"]) for i in outcome.issues] == [
-        ("file", 5, "", "error", "'abc' is not a number"),
+        ("file", 5, "TEA-INF-SS-01", "error", "'abc' is not a number"),
         ("amazon", 3, "KAN-GLAS-1L", "WARNING", "Attributes tagged as relevant_attributes are incomplete."),
         ("amazon", 4, "NOT-LISTED", "ERROR", "SKU 'NOT-LISTED' does not exist for this selling partner"),
     ]
@@ -180,12 +180,12 @@ def test_a_file_missing_many_skus_is_held_then_published_with_force(bridge, sand
     bridge.flow.push(full_stock("DAY1.csv", at=NOW), NOW)
     held = bridge.flow.push(full_stock("DAY2.csv", at=LATER, **{"KAN-GLAS-1L": None, "MUG-CER-350-BLU": "50"}), LATER)
     assert held.status == "held" and held.needs_a_person
-    assert held.reason == ("held: 1 of the 5 SKUs in the last published feed (20.0%) are missing from this file, "
+    assert held.reason == ("held: 1 of the 5 SKUs published lately (20.0%) are missing from this file, "
                            "more than the limit of 10% (e.g. KAN-GLAS-1L)")
     assert len(sandbox.feeds) == 1 and published(bridge.ledger)["MUG-CER-350-BLU"] == 10
     forced = bridge.flow.force_held(LATER)
     assert forced.status == "published"
-    assert forced.reason.startswith("published with --force, overriding: 1 of the 5 SKUs in the last published feed")
+    assert forced.reason.startswith("published with --force, overriding: 1 of the 5 SKUs published lately")
     assert len(sandbox.feeds) == 2 and published(bridge.ledger)["MUG-CER-350-BLU"] == 50
     assert bridge.ledger.stock_file_by_id(forced.file_id).forced
 

@@ -58,13 +58,26 @@ def test_recording_an_outcome_twice_changes_nothing(ledger):
     assert len(ledger.stock_issues(file_id)) == 1
 
 
-def test_published_levels_say_which_skus_the_last_published_file_sent(ledger):
+def test_published_levels_say_which_skus_were_published_lately(ledger):
+    """Lately: by the last published file, or in the week before it. A file that left SKUs out
+    (forced) does not shrink the list; a SKU nobody sent for over a week drops out."""
     first = record(ledger, "A.csv", NOW)
-    done(ledger, ledger.stock_feeds(first)[0].id, "1", [("MUG", 4), ("OLD", 2)])
+    done(ledger, ledger.stock_feeds(first)[0].id, "1", [("MUG", 4), ("OLD", 2)], at=NOW)
     second = record(ledger, "B.csv", NOW + timedelta(days=1))
-    done(ledger, ledger.stock_feeds(second)[0].id, "2", [("MUG", 5)])
+    done(ledger, ledger.stock_feeds(second)[0].id, "2", [("MUG", 5)], at=NOW + timedelta(days=1))
     assert ledger.last_published_stock().name == "B.csv"
-    assert list(ledger.published_levels()) == [("MUG", 5, 1), ("OLD", 2, 0)]
+    assert list(ledger.published_levels()) == [("MUG", 5, 1), ("OLD", 2, 1)]
+    third = record(ledger, "C.csv", NOW + timedelta(days=8))
+    done(ledger, ledger.stock_feeds(third)[0].id, "3", [("MUG", 6)], at=NOW + timedelta(days=8))
+    assert list(ledger.published_levels()) == [("MUG", 6, 1), ("OLD", 2, 0)]
+
+
+def test_the_last_published_file_is_the_one_amazon_processed_last_not_the_latest_stock_time(ledger):
+    ahead = record(ledger, "TYPO.csv", NOW + timedelta(days=365))
+    done(ledger, ledger.stock_feeds(ahead)[0].id, "1", [("MUG", 4)], at=NOW)
+    forced = record(ledger, "TODAY.csv", NOW)
+    done(ledger, ledger.stock_feeds(forced)[0].id, "2", [("MUG", 5)], at=NOW + timedelta(minutes=5))
+    assert ledger.last_published_stock().name == "TODAY.csv"
 
 
 def test_a_failed_document_fails_the_file_with_the_reason(ledger):

@@ -49,14 +49,20 @@ def test_utf16_as_excel_saves_unicode_text_is_read_with_its_byte_order_mark():
 @pytest.mark.parametrize("data, declared, why", [
     ("Order;Qty\n".encode("utf-16"), "utf-8",
      "the file is UTF-16 text (it starts with a byte order mark), the mapping says UTF-8"),
-    (codecs.BOM_UTF8 + b"Order;Qty\n", "cp1252",
-     "the file is UTF-8 text (it starts with a byte order mark), the mapping says Windows-1252"),
+    (codecs.BOM_UTF8 + b"Order;Qty\n", "utf-16", "the file is UTF-8 text (it starts with a byte order mark), "
+     "the mapping says UTF-16"),
     (b"Order;Qty\n", "utf-16", "the file has no UTF-16 byte order mark, the mapping says UTF-16"),
 ])
 def test_a_byte_order_mark_that_contradicts_the_mapping_is_refused_not_guessed(data, declared, why):
     with pytest.raises(BadFile) as refused:
         rows(data, TableSpec("csv", ("Order", "Qty"), encoding=declared, delimiter=";"))
     assert str(refused.value) == why
+
+
+def test_excels_csv_utf8_in_a_cp1252_folder_is_read_as_utf8_its_byte_order_mark_says_so():
+    data = codecs.BOM_UTF8 + "Order;Straße\r\n111-1;Südweg\r\n".encode("utf-8")
+    assert rows(data, TableSpec("csv", ("Order", "Straße"), encoding="cp1252", delimiter=";")) == [
+        (2, {"Order": "111-1", "Straße": "Südweg"}, "")]
 
 
 def test_lf_cr_and_crlf_line_ends_all_work_and_blank_rows_are_skipped():

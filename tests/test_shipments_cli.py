@@ -123,7 +123,8 @@ def test_replay_needs_no_amazon_secret_and_the_state_key_only_to_read_sealed_ord
 
     assert with_key.returncode == 0 and "6 row(s), 5 package(s) to confirm" in with_key.stdout, with_key.stderr
     assert without_key.returncode == 2
-    assert without_key.stderr == "fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY\n"
+    assert without_key.stderr == ("fbm-bridge: order data is sealed: this needs the secret BRIDGE_STATE_KEY "
+                                  "(environment variable, or the file $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY)\n")
     assert nothing.returncode == 0, nothing.stderr
     assert "rejected  order 999-0000000-0000000 was not sent to wh by the bridge" in nothing.stdout
 
@@ -201,3 +202,18 @@ def test_the_service_watches_the_local_folder_and_answers_a_dropped_file(tmp_pat
             service.stop()
         for secret in SECRETS.values():
             assert secret not in service.text()
+
+
+def test_the_summary_counts_rows_the_bridge_rejected_apart_from_parcels_amazon_refused(config, sftp_root, sandbox):
+    shutil.copy(golden("acme-csv") / ACME, sftp_root / "out" / ACME)
+    (sftp_root / "out" / "VERSAND_BAD.csv").write_bytes(
+        "Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum\r\n"
+        "302-0000003-0000003;KAN-GLAS-1L;0;DHL_PAKET;00340434161094049999;20.11.2026 16:45\r\n".encode("cp1252"))
+
+    bridge("shipments", "process", "--now", iso(SHIP_TIME - STABLE), config=config)
+    done = bridge("shipments", "process", "--now", iso(SHIP_TIME), config=config)
+
+    assert done.returncode == 0, done.stderr
+    assert " answered=2 files_in_error=1 confirmed=5 rows_rejected=1 amazon_refused=0 waiting=0 " in done.stdout
+    assert done.stdout.startswith(f"wh sftp:{sftp_root / 'out'}: 'VERSAND_BAD.csv' answered into error/ (its answer: "
+                                  "results/VERSAND_BAD.result.csv)\n")

@@ -73,7 +73,7 @@ def test_status_puts_what_needs_a_person_first_at_the_top(bridge, capsys):
         "  3. wh: 1 row(s) rejected in confirmation files answered in the last 7 days: see their result files",
         "  4. wh: 4 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000002-0000002"
         " (ship by 2026-11-20T23:59:59Z, 0/11 units confirmed)",
-        "  5. wh: stock file 'DAY2.csv' held: 2 of the 5 SKUs in the last published feed (40.0%) are missing from"
+        "  5. wh: stock file 'DAY2.csv' held: 2 of the 5 SKUs published lately (40.0%) are missing from"
         " this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01); `fbm-bridge inventory push"
         " --force` publishes it",
         "  6. orders pulled only up to 2026-11-20T12:00:00Z (179 h ago): is the service running?",

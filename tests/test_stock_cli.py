@@ -73,7 +73,7 @@ def test_the_dry_run_prints_the_feed_and_the_verdict_and_sends_moves_and_records
 
 GATES = [
     ("SKUs missing", acme(*FULL[:3], stand="27.11.2026 21:00"),
-     "held: 2 of the 5 SKUs in the last published feed (40.0%) are missing from this file, more than the limit "
+     "held: 2 of the 5 SKUs published lately (40.0%) are missing from this file, more than the limit "
      "of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01)"),
     ("SKUs dropping to zero", acme(*(row.split(";")[0] + ";0" for row in FULL), stand="27.11.2026 21:00"),
      "held: 5 of the 5 SKUs in stock on Amazon (100.0%) would drop to zero, more than the limit of 20% (e.g. "
@@ -123,8 +123,8 @@ def test_a_header_only_file_is_held_answered_at_once_and_cannot_be_forced(config
     assert held.returncode == 2
     assert "DAY2.csv: held: the file has no stock rows (it is empty or has only a header)" in held.stdout
     assert result_lines(stock_folder, "DAY2.csv") == [
-        ';held;;;"held: the file has no stock rows (it is empty or has only a header); 5 of the 5 SKUs in the last '
-        'published feed (100.0%) are missing from this file, more than the limit of 10% (e.g. CST-CORK-4PK, '
+        ';held;;;"held: the file has no stock rows (it is empty or has only a header); 5 of the 5 SKUs published '
+        'lately (100.0%) are missing from this file, more than the limit of 10% (e.g. CST-CORK-4PK, '
         'KAN-GLAS-1L, MUG-CER-350-BLU)"']
     assert list(files(stock_folder / "error")) == ["DAY2.csv"]
     forced = push(config, "--force")
@@ -176,3 +176,21 @@ def test_the_service_takes_stock_files_from_the_watched_folder_and_answers_a_bro
         assert service.process.wait(timeout=DEADLINE) == 0
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("command", [("inventory", "push"), ("orders", "pull")])
+def test_out_without_dry_run_is_refused_before_anything_runs(tmp_path, command):
+    done = bridge(*command, "--out", str(tmp_path / "out"), config=tmp_path / "no-such.toml")
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: --out needs --dry-run: nothing was done (add --dry-run to write the files "
+                           "there, or leave out --out for a real run)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_settle_refuses_an_order_the_bridge_never_delivered(config):
+    done = bridge("shipments", "settle", "999-0000000-0000000", config=config)
+
+    assert done.returncode == 2
+    assert done.stderr == ("fbm-bridge: 999-0000000-0000000 is not an order the bridge delivered to a warehouse: "
+                           "nothing to settle\n")

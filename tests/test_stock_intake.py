@@ -160,9 +160,9 @@ def test_bad_rows_are_answered_with_row_column_and_why_and_the_rest_is_published
     assert [m["sku"] for m in document["messages"]] == ["KAN-GLAS-1L", "PLT-STN-27CM-4", "TEA-INF-SS-01"]
     assert result_lines(stocker.remote, "BESTAND.csv") == [
         ";published;;;passed the safety gates. 3 SKUs sent, Amazon took 3",
-        "2;warning;;;SKU 'MUG-CER-350-BLU' is not sent because row 4 is bad",
-        "4;rejected;;Verfügbar;'12,5' is not a whole number",
-        "6;rejected;;Verfügbar;'x' is not a number",
+        "2;warning;100234;;SKU 'MUG-CER-350-BLU' is not sent because row 4 is bad",
+        "4;rejected;100234;Verfügbar;'12,5' is not a whole number",
+        "6;rejected;300500;Verfügbar;'x' is not a number",
         "8;rejected;;Artikelnummer;no SKU",
     ]
     assert list(files(stocker.remote / "error")) == ["BESTAND.csv"]  # some rows were rejected
@@ -210,11 +210,16 @@ def test_a_held_file_waits_in_processing_and_force_publishes_it_and_answers_it(m
 
     assert [o.status for o in held.outcomes] == ["held"] and held.needs_a_person
     assert list(files(stocker.remote / "processing")) == ["DAY2.csv"] and len(sandbox.feeds) == 1
+    # the warehouse sees only its folders: a provisional answer says why the file waits
+    assert result_lines(stocker.remote, "DAY2.csv") == [
+        ";held;;;held: 2 of the 5 SKUs published lately (40.0%) are missing from this file, more than the limit of "
+        "10% (e.g. CST-CORK-4PK, TEA-INF-SS-01). Waiting for the seller: `fbm-bridge inventory push --force` "
+        "publishes it, a newer stock file replaces it. This answer is then replaced"]
 
     forced = stocker.push(DAY2 + timedelta(minutes=10), force=True)
     assert [o.status for o in forced.outcomes] == ["published"] and not forced.needs_a_person
     assert result_lines(stocker.remote, "DAY2.csv") == [
-        ";published;;;published with --force, overriding: 2 of the 5 SKUs in the last published feed (40.0%) are "
+        ";published;;;published with --force, overriding: 2 of the 5 SKUs published lately (40.0%) are "
         "missing from this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01). 3 SKUs sent, "
         "Amazon took 3"]
     assert len(sandbox.feeds) == 2
@@ -373,7 +378,7 @@ def test_status_of_a_stock_file_is_told_from_the_ledger(make, sandbox):
     report = stock_status(stocker.settings, stocker.ledger, DAY2 + timedelta(hours=1))
     assert report["last_published"]["name"] == "DAY1.csv" and report["last_published"]["status"] == "published"
     assert [(h["name"], h["reason"][:60]) for h in report["held"]] == [
-        ("DAY2.csv", "held: 2 of the 5 SKUs in the last published feed (40.0%) are")]
+        ("DAY2.csv", "held: 2 of the 5 SKUs published lately (40.0%) are missing f")]
     assert [(f["name"], f["reason"][:45]) for f in report["files_in_error"]] == [
         ("BROKEN.csv", "row 1 has 2 fields and none is one of the col")]
     assert report["next_publish"] == "2026-11-28T22:00:00Z"  # tonight's (22:00 UTC) has passed

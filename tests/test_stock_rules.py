@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -131,7 +131,7 @@ def test_timestamps_give_the_stock_time_in_utc_and_a_bad_one_is_a_bad_row():
         {"SKU": "C", "Qty": "1", "At": "26.11.26"}, {"SKU": "D", "Qty": "1", "At": ""}), layout)
     assert counted.stock_time == T0  # the latest: 22:00 in Berlin
     assert levels == {"A": (1, 2), "B": (1, 3), "C": (None, 4), "D": (1, 5)}
-    assert problems == ["row 4, column 'At': timestamp '26.11.26' does not match %d.%m.%Y %H:%M"]
+    assert problems == ["row 4, column 'At': timestamp '26.11.26' is not a date like DD.MM.YYYY hh:mm"]
 
 
 def test_a_file_without_the_quantity_column_is_not_read_row_by_row():
@@ -186,7 +186,9 @@ def test_comparison_counts_missing_skus_and_drops_to_zero_from_the_last_publishe
     compared = follow(levels, published)
     assert (compared.skus, compared.sent, compared.zero) == (4, 3, 2)
     assert (compared.in_stock_before, compared.dropping_to_zero, compared.dropping_examples) == (1, 1, ["A"])
-    assert (compared.last_published, compared.missing, compared.missing_examples) == (6, 2, ["AA", "Z"])
+    # D is in the file but not sent (a bad row): as good as missing
+    assert (compared.last_published, compared.missing, compared.missing_examples) == (6, 3, ["AA", "D", "Z"])
+    assert compared.held_back == 1
 
 
 def test_comparison_needs_levels_in_order():
@@ -195,11 +197,11 @@ def test_comparison_needs_levels_in_order():
 
 
 def facts(*, rows=10, sent=10, last_published=0, missing=0, in_stock_before=0, dropping=0,
-          stock_time=T1, last_time=None, file_problem=None) -> GateFacts:
+          stock_time=T1, last_time=None, file_problem=None, bad_rows=0) -> GateFacts:
     compared = Comparison(skus=sent, sent=sent, last_published=last_published, missing=missing,
                           missing_examples=["X1", "X2"][:missing], in_stock_before=in_stock_before,
                           dropping_to_zero=dropping, dropping_examples=["Z1"][:dropping])
-    return GateFacts(rows=rows, file_problem=file_problem, comparison=compared, stock_time=stock_time,
+    return GateFacts(rows=rows, file_problem=file_problem, comparison=compared, stock_time=stock_time, bad_rows=bad_rows,
                      last_stock_time=last_time, last_name="BESTAND_20261126.csv" if last_time else None)
 
 
@@ -216,8 +218,11 @@ def test_a_good_file_passes():
      "the file's stock time 2026-11-26T21:00:00Z is older than the last published file's "
      "(BESTAND_20261126.csv, 2026-11-27T21:00:00Z)"),
     ("missing", dict(last_published=10, missing=2),
-     "2 of the 10 SKUs in the last published feed (20.0%) are missing from this file, more than "
+     "2 of the 10 SKUs published lately (20.0%) are missing from this file, more than "
      "the limit of 10% (e.g. X1, X2)"),
+    ("most rows bad", dict(rows=12, bad_rows=7),
+     "7 of the file's 12 rows (58.3%) are bad, more than the limit of 50%: is it the right file, in the mapping's "
+     "layout?"),
     ("zeros", dict(in_stock_before=4, dropping=1),
      "1 of the 4 SKUs in stock on Amazon (25.0%) would drop to zero, more than the limit of 20% (e.g. Z1)"),
 ])
@@ -239,8 +244,56 @@ def test_force_overrides_the_gates_and_says_what_it_overrode():
     assert verdict.summary().startswith("published with --force, overriding: the file's stock time ")
 
 
+def test_a_stock_time_further_ahead_than_the_tolerance_is_refused_even_with_force():
+    ahead = GateFacts(rows=1, file_problem=None, comparison=Comparison(skus=1, sent=1), stock_time=T1,
+                      now=T1 - timedelta(days=365), future_tolerance=timedelta(days=1))
+    for force in (False, True):
+        verdict = check_gates(ahead, 0.10, 0.20, force=force)
+        assert not verdict.publish and verdict.final
+    assert verdict.held_because == (
+        "the file's stock time 2026-11-27T21:00:00Z is in the future: 365 days ahead of the bridge's clock "
+        "(2025-11-27T21:00:00Z), more than the 24 hours allowed (stock.future_tolerance_minutes). Correct the "
+        "timestamps (a typo in the date?) and drop the file again",
+        "--force cannot publish a file dated in the future")
+    within = GateFacts(rows=1, file_problem=None, comparison=Comparison(skus=1, sent=1), stock_time=T1,
+                       now=T1 - timedelta(days=1), future_tolerance=timedelta(days=1))
+    assert check_gates(within, 0.10, 0.20).publish
+
+
 def test_force_cannot_publish_a_file_with_nothing_to_send():
     verdict = check_gates(facts(rows=0, sent=0), 0.10, 0.20, force=True)
     assert not verdict.publish
     assert verdict.summary() == ("held: the file has no stock rows (it is empty or has only a header); "
                                  "--force cannot publish it: there is nothing to send")
+
+
+def test_a_sku_held_back_by_a_bad_row_counts_as_missing_for_the_missing_gate():
+    """The review's hand-made file: 4 of the 5 SKUs published lately not sent (3 absent or bad)."""
+    compared = Comparison()
+    levels = [StockLevel("A", 5, 2), StockLevel("B", None, 3), StockLevel("C", None, 4), StockLevel("Z", 1, 5)]
+    published = [("A", 5, 1), ("B", 4, 1), ("C", 3, 1), ("D", 2, 1), ("E", 1, 1)]
+    list(compared.follow(levels, published))
+    assert (compared.last_published, compared.missing, compared.held_back) == (5, 4, 2)
+    verdict = check_gates(GateFacts(rows=12, file_problem=None, comparison=compared, stock_time=T1, bad_rows=5),
+                          0.10, 0.20)
+    assert verdict.held_because == (
+        "4 of the 5 SKUs published lately (80.0%) are missing from this file or held back by a bad row (2 of them), "
+        "more than the limit of 10% (e.g. B, C, D)",)
+
+
+def test_the_dry_run_writes_out_how_each_quantity_is_worked_out():
+    from bridge.formats.stock import explain_levels
+
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"), buffer=1, cap=1000)
+    store = MemoryStore()
+    records = [("A", "1250", "L1"), ("A", "40", "L2"), ("A", "12", "L3"), ("B", "x", ""), ("C", "0", ""),
+               ("D", "5", "L"), ("D", "5", "L")]
+    tally([Row(n, {"SKU": s, "Qty": q, "Lot": lot}) for n, (s, q, lot) in enumerate(records, 2)], layout, store)
+    assert list(explain_levels(store.sorted_parts(), layout, {})) == [
+        "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 1 buffer = 1,301, cap 1,000 → sends 1,000",
+        "B: row 5: not sent (a bad row, or one lot listed with different quantities)",
+        "C: row 6: 0 − 1 buffer = -1, floor 0 → sends 0",
+        "D: rows 7, 8: 5 (a lot listed twice counts once) − 1 buffer = 4 → sends 4"]
+    on_hand = replace(layout, quantity_means="on_hand", cap=None)
+    assert list(explain_levels(store.sorted_parts(), on_hand, {"A": 2}))[0] == (
+        "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 2 in flight − 1 buffer = 1,299 → sends 1,299")

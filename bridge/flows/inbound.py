@@ -86,6 +86,9 @@ class Handler(Protocol):
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
         """The file's outcome and its result lines, from the ledger."""
 
+    # Optional: provisional(file) -> result lines or None. For a file not ready yet that waits
+    # for a person (a held stock file): a result file written now, replaced by the final one,
+    # so a warehouse that sees only its folders learns why its file waits.
     # Optional: step_aside(file, newer_name, now) -> bool. A new file has the name of `file`,
     # still in processing/: True when `file` may be answered now to make room (the stock flow:
     # a newer stock file supersedes a waiting one). Without it the new file waits its turn.
@@ -115,6 +118,7 @@ class InboundReport:
     incomplete: int = 0
     unreadable: int = 0
     answered: int = 0
+    in_error: list[str] = field(default_factory=list)  # "<source>: <name> -> results/<result>" answered into error/
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
 
@@ -379,10 +383,46 @@ class InboundPipeline:
 
     def answer(self, source: Source, now: datetime, report: InboundReport) -> None:
         """Answer every parsed file of `source` whose work is final."""
-        files = [f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name, source.kind)
-                 if f.status == InboundStatus.PARSED and self.handler.ready(f)]
+        parsed = [f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name, source.kind)
+                  if f.status == InboundStatus.PARSED]
+        files, waiting = [], []
+        provisional = getattr(self.handler, "provisional", None)
+        for f in parsed:
+            if self.handler.ready(f):
+                files.append(f)
+            elif provisional is not None and (lines := provisional(f)):
+                waiting.append((f, lines))
+        if waiting:
+            self._run(source, report, lambda drop: self._provisional_all(drop, source, waiting, now))
         if files:
             self._run(source, report, lambda drop: self._answer_all(drop, source, files, now, report))
+
+    def _provisional_all(self, drop: Drop, source: Source, waiting: list[tuple[StoredInbound, list]],
+                         now: datetime) -> None:
+        """A provisional result file for each file that waits for a person, written when its
+        lines change; the final answer replaces it."""
+        folder = self.settings.inbound_dir / self.handler.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        for stored, lines in waiting:
+            with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
+                write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+                data.seek(0)
+                digest, _ = _sha256(data)
+                previous = self.ledger.provisional_result(stored.id)
+                if previous == digest:
+                    continue
+                result = source.path("results", result_name(stored.safe_name))
+                if drop.exists(result):
+                    if previous is None or not _holds(drop, result, previous):
+                        log.warning("no provisional answer source=%s name=%r: %s is someone else's",
+                                    source.label, stored.name, result_name(stored.safe_name))
+                        continue
+                    drop.remove(result)
+                _upload(drop, data, result + RESULT_TEMP)
+                drop.rename(result + RESULT_TEMP, result)
+                self.ledger.set_provisional_result(stored.id, digest)
+                log.info("provisional answer source=%s name=%r result=%s", source.label, stored.name,
+                         result_name(stored.safe_name))
 
     def _answer_all(self, drop: Drop, source: Source, files: list[StoredInbound], now: datetime,
                     report: InboundReport) -> None:
@@ -392,15 +432,18 @@ class InboundPipeline:
             if self.should_stop():
                 return
             try:
-                self._answer(drop, source, stored, now)
+                outcome, result = self._answer(drop, source, stored, now)
             except FixTheSetup as problem:
                 report.errors.append(f"{source.label}: {stored.name!r} not answered yet: {problem}")
                 report.needs_a_person = True
                 log.error("not answered source=%s name=%r: %s", source.label, stored.name, problem)
                 continue
             report.answered += 1
+            if outcome == InboundOutcome.ERROR:
+                report.in_error.append(f"{source.label}: {stored.name!r} answered into error/ "
+                                       f"(its answer: results/{result})")
 
-    def _answer(self, drop: Drop, source: Source, stored: StoredInbound, now: datetime) -> None:
+    def _answer(self, drop: Drop, source: Source, stored: StoredInbound, now: datetime) -> tuple[InboundOutcome, str]:
         """Write the result file, then move the file to archive/ or error/, under names free in
         the folder: a name someone else's file already has (an old install's, a restored
         ledger's) is never overwritten, nor its result taken for this file's."""
@@ -416,6 +459,9 @@ class InboundPipeline:
             if drop.exists(processing):  # not moved yet: the names may still be chosen
                 name = self._free_name(drop, source, stored, outcome, digest)
             result = source.path("results", result_name(name))
+            provisional = self.ledger.provisional_result(stored.id)
+            if provisional is not None and not _holds(drop, result, digest) and _holds(drop, result, provisional):
+                drop.remove(result)  # the provisional answer: the final one takes its place
             if not _holds(drop, result, digest):
                 _upload(drop, data, result + RESULT_TEMP)
                 self.checkpoint("result_uploaded")
@@ -432,6 +478,7 @@ class InboundPipeline:
         self.ledger.finish_inbound(stored.id, outcome, now)
         log.info("answered source=%s name=%r outcome=%s as=%s result=%s", source.label, stored.name,
                  outcome.value, name, result_name(name))
+        return outcome, result_name(name)
 
     def _free_name(self, drop: Drop, source: Source, stored: StoredInbound, outcome: InboundOutcome,
                    digest: str) -> str:
@@ -448,7 +495,9 @@ class InboundPipeline:
             if drop.exists(source.path(outcome.value, name)):
                 continue
             result = source.path("results", result_name(name))
-            if drop.exists(result) and not _holds(drop, result, digest):
+            provisional = self.ledger.provisional_result(stored.id)
+            if drop.exists(result) and not _holds(drop, result, digest) and not (
+                    provisional is not None and _holds(drop, result, provisional)):
                 continue
             if name != stored.safe_name:
                 self.ledger.rename_inbound(stored.id, name)

@@ -44,8 +44,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from itertools import islice
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
@@ -70,6 +71,7 @@ from bridge.formats.stock import (
     Tally,
     Verdict,
     check_gates,
+    explain_levels,
     leave_alone_test,
     stock_levels,
     tally,
@@ -80,6 +82,7 @@ from bridge.mapping import StockLayout
 log = logging.getLogger("bridge.inventory")
 
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
+EXPLAINED = 50  # SKUs whose arithmetic the dry run writes out
 
 
 class Checkpoint(Protocol):
@@ -136,6 +139,8 @@ class StockPreview:
     stock_time: datetime
     documents: list[Path] = field(default_factory=list)  # written only when asked for (out_dir)
     messages: int = 0
+    explained: list[str] = field(default_factory=list)  # how each quantity is worked out (the first SKUs)
+    skus_explained_of: int = 0
 
     def summary(self) -> str:
         lines = [
@@ -145,6 +150,12 @@ class StockPreview:
             f"  gates: {self.verdict.summary()}",
         ]
         lines += [f"  document {path}" for path in self.documents]
+        if self.explained:
+            lines.append(f"  how each quantity is worked out (seller SKU: file rows (warehouse SKU): units"
+                         f"{' − in flight' if 'in flight' in ''.join(self.explained) else ''} − buffer → sent)"
+                         + (f", the first {len(self.explained)} of {self.skus_explained_of:,} SKUs"
+                            if self.skus_explained_of > len(self.explained) else "") + ":")
+            lines += [f"    {line}" for line in self.explained]
         lines += [f"  {problem}" for problem in self.tally.problems[:50]]
         if len(self.tally.problems) > 50:
             lines.append(f"  ... and {len(self.tally.problems) - 50} more problems")
@@ -176,6 +187,7 @@ class InventoryFlow:
         max_wait_seconds: float = MAX_WAIT_SECONDS,
         store: Callable[[], Store] = DiskStore,
         per_document: int = MAX_MESSAGES,
+        future_tolerance: timedelta = timedelta(days=1),
     ):
         """`marketplace_id`: JSON_LISTINGS_FEED takes one marketplace per feed; the quantity
         applies to every marketplace of the seller's unified account in that region.
@@ -196,6 +208,7 @@ class InventoryFlow:
         self.max_wait_seconds = max_wait_seconds
         self.store = store
         self.per_document = per_document
+        self.future_tolerance = future_tolerance  # stock.future_tolerance_minutes
 
     @classmethod
     def for_warehouse(cls, settings, warehouse, ledger: Ledger, feeds: AmazonFeeds, **options) -> "InventoryFlow":
@@ -204,7 +217,8 @@ class InventoryFlow:
             raise FixTheSetup(f"warehouse {warehouse.name}: its mapping has no [stock] section")
         return cls(ledger, feeds, warehouse=warehouse.name, layout=warehouse.mapping.stock,
                    seller_id=settings.amazon.seller_id, marketplace_id=settings.amazon.marketplaces[0],
-                   folder=settings.state_dir / "stock", **options)
+                   folder=settings.state_dir / "stock", future_tolerance=settings.stock.future_tolerance,
+                   **options)
 
     # --- public --------------------------------------------------------------------------
 
@@ -223,7 +237,7 @@ class InventoryFlow:
             waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
-            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder), force, now)
+            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder, now=now), force, now)
             self.checkpoint("recorded")
             stored = self.ledger.stock_file_by_id(file_id)
             if stored.status == StockFileStatus.SUBMITTING:
@@ -262,15 +276,30 @@ class InventoryFlow:
             return outcome
         return self.outcome(stored.id)
 
-    def preview(self, stock: StockFile, *, out_dir: Path | None = None, force: bool = False) -> StockPreview:
+    def preview(self, stock: StockFile, *, out_dir: Path | None = None, force: bool = False,
+                now: datetime | None = None) -> StockPreview:
         """The dry run: rows, gates and documents as `push` would make them. Reads the ledger,
         records nothing, sends nothing; writes the documents only into `out_dir`, if given."""
-        computed = self._compute(stock, force=force, target=out_dir)
+        computed = self._compute(stock, force=force, target=out_dir, now=now)
+        explained = self._explain(stock, computed.stock_time) if computed.tally.rows else []
         return StockPreview(
             name=stock.name, verdict=computed.verdict, tally=computed.tally, comparison=computed.comparison,
             stock_time=computed.stock_time, messages=sum(d[1] for d in computed.documents),
             documents=[out_dir / d[2] for d in computed.documents] if out_dir is not None else [],
+            explained=explained[:EXPLAINED], skus_explained_of=computed.comparison.skus,
         )
+
+    def _explain(self, stock: StockFile, stock_time: datetime) -> list[str]:
+        """The dry run's arithmetic per seller SKU, from a second pass over the rows."""
+        store = self.store()
+        try:
+            tally(stock.rows, self.layout, store)
+            in_flight = self.in_flight(stock_time) if self.layout.quantity_means == "on_hand" else {}
+            return list(islice(explain_levels(store.sorted_parts(), self.layout, in_flight), EXPLAINED))
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
 
     def outcome(self, file_id: int, *, already_recorded: bool = False) -> StockOutcome:
         stored = self.ledger.stock_file_by_id(file_id)
@@ -287,7 +316,7 @@ class InventoryFlow:
 
     # --- 1. compute ----------------------------------------------------------------------
 
-    def _compute(self, stock: StockFile, *, force: bool, target: Path | None) -> _Computed:
+    def _compute(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None) -> _Computed:
         """Everything up to the gates' verdict; documents are written under `target` (None:
         only counted and hashed, for a dry run)."""
         layout = self.layout
@@ -315,9 +344,11 @@ class InventoryFlow:
             if close is not None:
                 close()
         facts = GateFacts(rows=counted.rows, file_problem=counted.file_problem, comparison=comparison,
+                          bad_rows=counted.bad_rows,
                           stock_time=stock_time, last_stock_time=last.stock_time if last else None,
-                          last_name=last.name if last else None)
-        verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force)
+                          last_name=last.name if last else None, now=now, future_tolerance=self.future_tolerance)
+        verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force,
+                              max_bad_row_share=layout.max_bad_row_share)
         return _Computed(counted, comparison, stock_time, verdict, documents)
 
     # --- 2. record -----------------------------------------------------------------------
@@ -327,8 +358,9 @@ class InventoryFlow:
         status = StockFileStatus.SUBMITTING if verdict.publish else StockFileStatus.HELD
         newest = self.ledger.latest_stock_file()
         reason = verdict.summary()
-        if newest is not None and newest.stock_time > computed.stock_time \
-                and newest.status == StockFileStatus.HELD and newest.warehouse == self.warehouse:
+        if newest is not None and newest.stock_time > computed.stock_time and not verdict.final \
+                and newest.status == StockFileStatus.HELD and newest.warehouse == self.warehouse \
+                and self.ledger.stock_feeds(newest.id):
             # A newer file waits for a person already; this one must not overtake it. (Newer
             # than one published is the gates' business: held, and --force may override it.)
             status, reason = StockFileStatus.SUPERSEDED, f"the newer stock file {newest.name} is already recorded"
@@ -337,9 +369,12 @@ class InventoryFlow:
             warehouse=self.warehouse, name=stock.name, sha256=stock.sha256, stock_time=computed.stock_time,
             received_at=stock.file_time, rows=counted.rows, bad_rows=counted.bad_rows,
             skus=computed.comparison.sent, status=status, reason=reason,
-            forced=force and bool(verdict.overridden), documents=computed.documents,
-            problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
+            forced=force and bool(verdict.overridden), documents=[] if verdict.final else computed.documents,
+            problems=[(p.row, p.column, p.why, p.severity, p.sku) for p in counted.problems], now=now,
             inbound_id=stock.inbound_id,
+            # a file that can never be published (nothing to send, dated in the future) takes no
+            # other file's place: the one before it stays publishable
+            takes_over=not verdict.final,
         )
         log.info("stock computed file=%s rows=%d bad_rows=%d skus=%d documents=%d verdict=%r",
                  stock.name, counted.rows, counted.bad_rows, computed.comparison.sent,

@@ -50,7 +50,8 @@ FEED_WAIT_SECONDS = 300.0  # a run a person started waits this long for Amazon's
 class ShipmentsReport:
     inbound: InboundReport = field(default_factory=InboundReport)
     confirmed: int = 0
-    rejected: int = 0
+    rejected: int = 0  # packages Amazon refused (the summary's amazon_refused=)
+    rows_rejected: int = 0  # rows the bridge's own checks rejected in the files read
     waiting: int = 0
     feeds_recorded: int = 0  # fulfillment feed documents made in this run
     feeds_waiting: int = 0  # documents still with Amazon after it
@@ -63,7 +64,8 @@ class ShipmentsReport:
                  if self.feeds_recorded or self.feeds_waiting else "")
         return (f"shipments files={files.taken} duplicates={files.duplicates} unreadable={files.unreadable}"
                 f" incomplete={files.incomplete} settling={files.settling} answered={files.answered}"
-                f" confirmed={self.confirmed} rejected={self.rejected} waiting={self.waiting}{feeds}"
+                f" files_in_error={len(files.in_error)} confirmed={self.confirmed}"
+                f" rows_rejected={self.rows_rejected} amazon_refused={self.rejected} waiting={self.waiting}{feeds}"
                 f" errors={len(self.errors) + len(files.errors)}")
 
     @property
@@ -85,6 +87,7 @@ class ShipmentFiles:
         self.facts = facts
         self.tolerance = tolerance  # shipments.future_tolerance_minutes
         self.scratch = scratch
+        self.rows_rejected = 0  # rows the checks rejected, in the files read since the run began
 
     def spec(self, warehouse: WarehouseSettings) -> TableSpec:
         return warehouse.mapping.shipments.table
@@ -115,6 +118,7 @@ class ShipmentFiles:
             tally = _Tally()
             made = self.ledger.record_shipment_groups(
                 file.id, (tally.group(lines, verdict, warehouse) for lines, verdict in scratch.in_file_order()), now)
+        self.rows_rejected += tally.counts[REJECTED]
         for order_id in sorted(tally.cancelled):
             log.warning("shipped after Amazon cancelled it warehouse=%s order_id=%s file=%r: tell the "
                         "seller, the parcel may need recalling",
@@ -253,6 +257,7 @@ class ShipmentsFlow:
         files seen for the first time are listed again `stable_seconds` later in the same run
         (for `fbm-bridge shipments process`, which a person runs once)."""
         report = ShipmentsReport()
+        self.files.rows_rejected = 0
         self.feed_wait = FEED_WAIT_SECONDS if settle else 0.0
         chosen = self.sources(remote=remote, local=local)
         steps: list[tuple[str, Callable[[], None]]] = [
@@ -282,6 +287,7 @@ class ShipmentsFlow:
                 report.needs_a_person = True
                 log.error("step=%s failed: %s (please report this as a bug)", name, what)
         report.needs_a_person |= report.inbound.needs_a_person
+        report.rows_rejected = self.files.rows_rejected
         report.waiting = len(self.ledger.packages_waiting())
         report.feeds_waiting = len(self.fulfillment.in_flight())
         log.info(report.summary())
@@ -368,7 +374,7 @@ class ShipmentsFlow:
         self.ledger.mark_package_confirmed(package.id, now)
         self.checkpoint("confirmed")
         report.confirmed += 1
-        log.info("package confirmed id=%d order_id=%s items=%d", package.id, package.order_id,
+        log.info("package confirmed id=%d order_id=%s units=%d", package.id, package.order_id,
                  sum(units for _, units in package.items))
 
     # --- what a row is checked against ---------------------------------------------------------

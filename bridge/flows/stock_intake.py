@@ -128,8 +128,8 @@ class StockFiles:
         then it waits for the publish."""
         rows = sum(1 for _ in read_rows(stream, self.spec(warehouse)))
         self.ledger.file_parsed(file.id, now)
-        log.info("stock file received warehouse=%s file=%r rows=%d: waits for the next publish",
-                 warehouse.name, file.safe_name, rows)
+        log.info("stock file received warehouse=%s file=%r rows=%d: waits for a publish (the daily one, "
+                 "or inventory push)", warehouse.name, file.safe_name, rows)
 
     def ready(self, file: StoredInbound) -> bool:
         if file.reason or file.duplicate_of is not None:
@@ -140,6 +140,19 @@ class StockFiles:
         stored = intake[0]
         return stored is None or stored.status in FINAL or (
             stored.status == StockFileStatus.HELD and not self.ledger.stock_feeds(stored.id))
+
+    def provisional(self, file: StoredInbound) -> list[Sequence[str]] | None:
+        """A held file --force could publish waits for a person: its answer says so now (issue
+        8: the reason in the result file too), and is replaced by the final one."""
+        intake = self.ledger.stock_intake(file.id)
+        stored = intake[0] if intake else None
+        if stored is None or stored.status != StockFileStatus.HELD or not self.ledger.stock_feeds(stored.id):
+            return None
+        _, lines = stock_answer(stored, self.ledger.stock_issues(stored.id), [])
+        verdict = lines[0]
+        lines[0] = verdict[:4] + (f"{verdict[4]}. Waiting for the seller: `fbm-bridge inventory push --force` "
+                                  "publishes it, a newer stock file replaces it. This answer is then replaced",)
+        return lines
 
     def step_aside(self, file: StoredInbound, newer: str, now: datetime) -> bool:
         """A newer file of the same name arrived while `file` is still in processing/: it is
@@ -185,7 +198,7 @@ def stock_answer(stored: StoredStockFile, issues: list[dict], documents) -> tupl
         error = issue["severity"].upper() == "ERROR"
         rejected |= error
         if issue["source"] == "file":
-            lines.append((_row(issue["row"]), "rejected" if error else "warning", "", issue["column_name"],
+            lines.append((_row(issue["row"]), "rejected" if error else "warning", issue["sku"], issue["column_name"],
                           issue["message"]))
         else:
             code = f" [{issue['code']}]" if issue["code"] else ""
@@ -369,13 +382,37 @@ class StockFlow:
                 return
             report.notes.append("no stock file is held: --force has nothing to override")
         if not waiting:
-            report.notes.append(self._nothing_new())
+            if held is not None and not force:
+                report.notes.append(self._still_held(held))
+                report.needs_a_person = True
+            else:
+                report.notes.append(self._nothing_new())
             log.info("stock publish: %s", report.notes[-1])
             report.published = True
             return
-        newest = waiting[-1]
-        rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
         self.ledger.refresh_shipment_due()  # units per delivered order: fewer records to unseal for on_hand
+        passed: list[str] = []
+
+        def attempt(newest: StoredInbound) -> str | None:
+            why = self._publish_one(newest, now, report)
+            if why is not None:
+                passed.append(newest.name)
+                log.warning("stock file=%r cannot be published (%s): the file before it is tried",
+                            newest.safe_name, why)
+            return why
+
+        taken = newest_publishable(waiting, attempt)
+        if taken is None:
+            report.published = True
+        elif passed:
+            report.notes.append(f"{taken.name} took the publish in place of the newer {', '.join(passed)}, "
+                                "which cannot be published")
+
+    def _publish_one(self, newest: StoredInbound, now: datetime, report: StockReport) -> str | None:
+        """Compute, gate and submit one waiting file. Returns why it can never be published (it
+        is answered on its own, and the publish falls back to the file before it), or None
+        when it took the publish (published, held, with Amazon, or an error to retry)."""
+        rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
         outcome = self.inventory.push(
             StockFile(newest.name, newest.sha256, parse_iso(newest.received_at), rows, inbound_id=newest.id), now)
         if rows.failure is not None:
@@ -383,13 +420,16 @@ class StockFlow:
             log.warning("stock file=%r not published: %s", newest.safe_name, rows.failure)
             report.notes.append(f"{newest.name} cannot be read: {rows.failure}")
             report.needs_a_person = True
-            report.published = True
-            return
+            return str(rows.failure)
         if outcome.already_recorded and self.ledger.stock_intake(newest.id) is None:
             self.ledger.pass_over_stock_inbound(newest.id, f"not published again: its content is the stock "
                                                 f"file {outcome.name}, {outcome.status}", now, failed=False)
         self._note(outcome, report)
         report.published = not outcome.errors or outcome.file_id is not None
+        if outcome.file_id is not None and not outcome.already_recorded and outcome.status == "held" \
+                and not outcome.documents:
+            return outcome.reason
+        return None
 
     def _note(self, outcome: StockOutcome, report: StockReport) -> None:
         report.outcomes.append(outcome)
@@ -403,6 +443,11 @@ class StockFlow:
                 if f.warehouse == self.warehouse.name and self.ledger.stock_feeds(f.id)]
         return held[-1] if held else None
 
+    def _still_held(self, held: StoredStockFile) -> str:
+        return (f"{held.name!r} is held since {iso_z(held.created_at)}: {held.reason.removeprefix('held: ')}; "
+                "check it with the warehouse: `fbm-bridge inventory push --force` publishes it, a newer file "
+                "replaces it")
+
     def _nothing_new(self) -> str:
         last = self.ledger.last_published_stock()
         if last is None:
@@ -412,62 +457,102 @@ class StockFlow:
 
     # --- the dry run ---------------------------------------------------------------------------
 
-    def preview(self, scratch: Path, *, out_dir: Path | None = None,
-                force: bool = False) -> tuple[StockPreview | StoredStockFile | None, list[str]]:
-        """What `push` would do now, reading only (beside the running service): the newest
-        stock file, still in a stock folder or taken in and waiting, computed and gated (its
-        documents written into `out_dir`); with `force` and nothing new, the held file as it
-        would go. Returns it (None: nothing to publish) and notes for a person. `scratch`: a
-        private folder for copies of files read from the folders."""
+    def preview(self, scratch: Path, *, out_dir: Path | None = None, force: bool = False,
+                now: datetime | None = None) -> tuple[StockPreview | StoredStockFile | None, list[str]]:
+        """What `push` would do now, reading only (beside the running service), by push's own
+        rules: every file in the stock folders that push would take (in the order it takes
+        them, after the files already waiting), the newest first computed and gated; one that
+        could never be published is answered into error/ and the one before it tried (as
+        `publish` does); the older ones are passed over. Nothing new: the held file, which
+        `--force` would publish. Returns the file push would publish or hold (None: none)
+        and a note per file for a person. `scratch`: a private folder for copies."""
         if self.inventory is None:
             return None, ["no stock.warehouse is configured: stock up is off"]
         notes: list[str] = []
-        stock = self._newest_in_folders(scratch, notes)
-        if stock is None:
-            waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
-            if waiting:
-                newest = waiting[-1]
-                rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
-                stock = StockFile(newest.name, newest.sha256, parse_iso(newest.received_at), rows)
-        if stock is None:
-            held = self._held() if force else None
-            return held, notes + ([] if held is not None else [self._nothing_new()])
-        known = self.ledger.stock_file(self.warehouse.name, stock.sha256)
-        if known is not None:
-            return None, notes + [f"{stock.name} has the content of the stock file {known.name} ({known.status}): "
-                                  "push would not publish it again"]
-        return self.inventory.preview(stock, out_dir=out_dir, force=force), notes
+        candidates: list[StockFile] = []
+        for newest in self.ledger.stock_inbound_waiting(self.warehouse.name):
+            rows = SpooledRows(self.settings.inbound_dir / newest.spool_path, self.warehouse.mapping.stock.table)
+            candidates.append(StockFile(newest.name, newest.sha256, parse_iso(newest.received_at), rows))
+        candidates += self._new_in_folders(scratch, notes, now)
+        if not candidates:
+            held = self._held()
+            if held is None:
+                return None, notes + [self._nothing_new()]
+            if not force:
+                return None, notes + [self._still_held(held) + " (with --dry-run --force: its documents)"]
+            return held, notes
+        chosen: list[StockPreview | None] = [None]
 
-    def _newest_in_folders(self, scratch: Path, notes: list[str]) -> StockFile | None:
-        """The newest complete file in the stock folders (as `push` would take it), copied."""
+        def attempt(stock: StockFile) -> str | None:
+            known = self.ledger.stock_file(self.warehouse.name, stock.sha256)
+            if known is not None:
+                notes.append(f"{stock.name} has the content of the stock file {known.name} ({known.status}): "
+                             "push would not publish it again")
+                return None
+            try:
+                preview = self.inventory.preview(stock, out_dir=out_dir, force=force, now=now)
+            except BadFile as problem:
+                notes.append(f"{stock.name} cannot be read ({problem}): push would answer it into error/ "
+                             "and try the file before it")
+                return str(problem)
+            if not preview.verdict.publish and preview.verdict.final:
+                notes.append(f"{stock.name}: push would answer it into error/ ({preview.verdict.summary()}) "
+                             "and try the file before it")
+                return preview.verdict.summary()
+            chosen[0] = preview
+            return None
+
+        taken = newest_publishable(candidates, attempt)
+        if taken is not None:
+            for older in candidates[:candidates.index(taken)]:
+                notes.append(f"{older.name}: push would answer it 'not published': the newer stock file "
+                             f"{taken.name} came before the publish")
+        return chosen[0], notes
+
+    def _new_in_folders(self, scratch: Path, notes: list[str], now: datetime | None) -> list[StockFile]:
+        """Every complete file in the stock folders, in the order push would take them
+        (each folder by name), copied and read through as push reads it on taking it; its
+        time is `now`, when push would take it."""
         from bridge.formats.inbound import ignored, incomplete_reason
 
         spec = self.warehouse.mapping.stock.table
         marker = self.warehouse.mapping.stock.marker
-        newest: tuple[float, Source, str] | None = None
+        found: list[StockFile] = []
         for source in self.sources():
             with source.open() as drop:
                 for entry in drop.listdir(source.folder):
-                    if not ignored(entry.name, self.settings.shipments.ignore, marker) and \
-                            (newest is None or entry.mtime > newest[0]):
-                        newest = (entry.mtime, source, entry.name)
-        if newest is None:
-            return None
-        mtime, source, name = newest
-        copy = scratch / f"newest-{len(list(scratch.iterdir()))}"
-        with source.open() as drop, open(copy, "w+b") as stream:
-            drop.read_into(source.path(name), stream)
-            stream.seek(0)
-            try:
-                why = incomplete_reason(stream, spec)
-            except BadFile as problem:
-                notes.append(f"{name} in the {source.kind.value} stock folder cannot be read ({problem}): push "
-                             "would answer it into error/")
-                return None
-            digest = hashlib.file_digest(stream, "sha256").hexdigest()
-        if why is not None:
-            notes.append(f"{name} in the {source.kind.value} stock folder is not complete yet ({why}): push "
-                         "would leave it there")
-            return None
-        notes.append(f"{name}: in the {source.kind.value} stock folder, not yet taken in; push would take it")
-        return StockFile(name, digest, datetime.fromtimestamp(mtime, timezone.utc), SpooledRows(copy, spec))
+                    if ignored(entry.name, self.settings.shipments.ignore, marker):
+                        continue
+                    copy = scratch / f"new-{len(list(scratch.iterdir()))}"
+                    with open(copy, "w+b") as stream:
+                        drop.read_into(source.path(entry.name), stream)
+                        stream.seek(0)
+                        where = f"{entry.name} in the {source.kind.value} stock folder"
+                        try:
+                            why = incomplete_reason(stream, spec)
+                            if why is None:
+                                stream.seek(0)
+                                sum(1 for _ in read_rows(stream, spec))
+                        except BadFile as problem:
+                            notes.append(f"{where} cannot be read ({problem}): push would answer it into error/")
+                            continue
+                        if why is not None:
+                            notes.append(f"{where} is not complete yet ({why}): push would leave it there")
+                            continue
+                        stream.seek(0)
+                        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+                    notes.append(f"{entry.name}: in the {source.kind.value} stock folder, not yet taken in; "
+                                 "push would take it")
+                    taken = now or datetime.fromtimestamp(entry.mtime, timezone.utc)
+                    found.append(StockFile(entry.name, digest, taken, SpooledRows(copy, spec)))
+        return found
+
+
+def newest_publishable(candidates: Sequence, attempt: Callable[[object], str | None]):
+    """The publish's choice, shared by `push` and its dry run: the newest file first; one that
+    can never be published (`attempt` says why) falls back to the one before it. Returns the
+    file that took the publish, or None."""
+    for candidate in reversed(candidates):
+        if attempt(candidate) is None:
+            return candidate
+    return None

@@ -31,7 +31,7 @@ import io
 import operator
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from typing import IO, Iterator, NamedTuple
 
@@ -168,6 +168,9 @@ def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     """Decoded strictly (fast); on a byte the encoding lacks, read again from the start with
     undecodable bytes kept as lone surrogates, so the rows holding them are named exactly."""
     start = checked_start(stream, spec.encoding).tell()
+    if spec.encoding == "cp1252" and stream.read(3) == codecs.BOM_UTF8:
+        spec = replace(spec, encoding="utf-8")  # Excel's "CSV UTF-8": the mark says so, nothing is guessed
+    stream.seek(start)
     last = [0]  # the number of the last row handed out
     try:
         try:
@@ -252,11 +255,13 @@ def _undecoded(cells: list[str], encoding: str) -> str:
 
 def checked_start(stream: IO[bytes], encoding: str) -> IO[bytes]:
     """The stream, after refusing a byte order mark that contradicts the declared encoding:
-    guessing would read a UTF-16 file declared as cp1252 as rubbish, row by row."""
+    guessing would read a UTF-16 file declared as cp1252 as rubbish, row by row. One mark is
+    taken instead: UTF-8's in a cp1252 file is Excel's "CSV UTF-8" (staff save with it by
+    default, the WMS writes cp1252), and its three bytes are never how cp1252 text begins."""
     start = stream.read(4)
     stream.seek(-len(start), io.SEEK_CUR)
     for bom, name in _BOMS:
-        if start.startswith(bom) and name != encoding:
+        if start.startswith(bom) and name != encoding and (bom, encoding) != (codecs.BOM_UTF8, "cp1252"):
             raise BadFile(f"the file is {_encoding_name(name)} text (it starts with a byte order "
                           f"mark), the mapping says {_encoding_name(encoding)}")
     if encoding == "utf-16" and not start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from fnmatch import translate
 from itertools import chain, groupby
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+from bridge.formats.shipments import human_format
 from bridge.mapping import MAX_SKU_LENGTH, StockLayout
 
 # (seller SKU, warehouse SKU, lot/location, row number, units or None for a bad row)
@@ -45,6 +46,7 @@ class RowProblem:
     column: str  # the header or element path concerned, "" for the whole row
     why: str
     severity: str = "error"  # error: the row is not used | warning: it is used, but note this
+    sku: str = field(default="", compare=False)  # the warehouse's SKU of the row, when it has one
 
     def __str__(self) -> str:
         where = f"row {self.row}, column {self.column!r}" if self.column else f"row {self.row}"
@@ -169,12 +171,12 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
         else:
             units, why = quantity_of(text)
             if units is None:
-                problems.append(RowProblem(number, quantity_key, why))
+                problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
                 unusable += 1
         if time_of is not None and not unreadable:
             stamp, why = time_of(row.get(timestamp_key))
             if why:
-                problems.append(RowProblem(number, timestamp_key, why))
+                problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
                 unusable += units is not None
                 units = None
             elif stamp is not None and (latest is None or stamp > latest):
@@ -252,8 +254,8 @@ def timestamp_parser(fmt: str, zone: str, *, iso_too: bool = False
                     moment = moment.replace(tzinfo=local)
                 answer = (moment.astimezone(timezone.utc), "")
             except ValueError:
-                shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else fmt
-                answer = (None, f"timestamp {_short(value)} does not match {shown}")
+                shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else human_format(fmt)
+                answer = (None, f"timestamp {_short(value)} is not a date like {shown}")
             except OverflowError:  # the year 1 east of UTC, 9999 west of it
                 answer = (None, f"timestamp {_short(value)} is not a time the bridge can use")
         last[0], last[1] = text, answer
@@ -329,6 +331,46 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
         first = part
 
 
+def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> Iterator[str]:
+    """How each seller SKU's quantity is worked out, one line per SKU in SKU order, for the
+    dry run: `MUG-1: rows 2, 5 (100871): 40 + 12 = 52 − 3 in flight − 1 buffer = 48 → sends 48`.
+    The same rules as `stock_levels`, written out."""
+    on_hand = layout.quantity_means == "on_hand"
+    for sku, group in groupby(parts, key=by_sku):
+        group = list(group)
+        rows = ", ".join(str(part[3]) for part in group)
+        warehouse = ", ".join(dict.fromkeys(part[1] for part in group))
+        head = f"{sku}: row{'s' if len(group) > 1 else ''} {rows}" + (f" ({warehouse})" if warehouse != sku else "")
+        units, _ = combine(sku, group, layout.columns.quantity, []) if len(group) > 1 else (group[0][4], 0)
+        if units is None:
+            yield f"{head}: not sent (a bad row, or one lot listed with different quantities)"
+            continue
+        counted = [part[4] for part in group if part[4] is not None]
+        seen: dict[tuple[str, str], int] = {}
+        for part in group:  # a lot listed twice with the same quantity counts once
+            seen.setdefault((part[1], part[2]), part[4])
+        summed = " + ".join(f"{value:,}" for value in seen.values())
+        text = f"{summed} = {units:,}" if len(seen) > 1 else f"{units:,}"
+        if len(counted) > len(seen):
+            text += " (a lot listed twice counts once)"
+        flight = in_flight.get(sku, 0) if on_hand else 0
+        buffer = layout.buffers.get(sku, layout.buffer) if layout.buffers else layout.buffer
+        left = units - flight - buffer
+        if on_hand:
+            text += f" − {flight:,} in flight"
+        if buffer:
+            text += f" − {buffer:,} buffer"
+        if on_hand or buffer:
+            text += f" = {left:,}"
+        sent = max(left, 0)
+        if left < 0:
+            text += ", floor 0"
+        if layout.cap is not None and sent > layout.cap:
+            sent = layout.cap
+            text += f", cap {layout.cap:,}"
+        yield f"{head}: {text} → sends {sent:,}"
+
+
 _END: Part = ("", "", "", 0, None)  # ends the last run of parts; never yielded
 _new = tuple.__new__  # StockLevel without its Python-level __new__: half the cost, a million times
 
@@ -349,14 +391,15 @@ def combine(sku: str, parts: list[Part], column: str,
             listed = ", ".join(str(q) for q in quantities)
             for row in rows:
                 problems.append(RowProblem(row, column, f"{label} is listed on rows {_rows(rows)} "
-                                                        f"with different quantities ({listed}): not sent"))
+                                                        f"with different quantities ({listed}): not sent",
+                                           sku=warehouse_sku))
             conflicting.update(rows)
             total = None
-        elif len(same) > 1:
+        elif len(same) > 1 and len(quantities) == len(same):  # a bad row's own message says enough
             for row in rows[1:]:
                 problems.append(RowProblem(row, column, f"{label} is listed again (first on row "
                                                         f"{rows[0]}) with the same quantity: counted once",
-                                           "warning"))
+                                           "warning", sku=warehouse_sku))
         if total is not None and len(quantities) == len(same):
             total += quantities[0]
     bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
@@ -364,7 +407,7 @@ def combine(sku: str, parts: list[Part], column: str,
         for part in parts:
             if part[3] not in bad:
                 problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
-                                                        f"{_rows_phrase(bad)} bad", "warning"))
+                                                        f"{_rows_phrase(bad)} bad", "warning", sku=part[1]))
         total = None
     return total, first_row
 
@@ -395,15 +438,16 @@ class Comparison:
     zero: int = 0  # ... of which quantity 0
     in_stock_before: int = 0  # sent SKUs whose last published quantity was above 0
     dropping_to_zero: int = 0  # ... and that would now be 0
-    last_published: int = 0  # SKUs the last published file sent
-    missing: int = 0  # ... that this file does not have
+    last_published: int = 0  # SKUs published lately: by the last published file, or in the week before it
+    missing: int = 0  # ... that this file does not have, or does not send because of a bad row
+    held_back: int = 0  # ... of which the file has, but does not send because of a bad row
     missing_examples: list[str] = field(default_factory=list)
     dropping_examples: list[str] = field(default_factory=list)
 
     def follow(self, levels: Iterable[StockLevel], published: Iterable[tuple[str, int, bool]],
                ignore: Callable[[str], bool] | None = None) -> Iterator[StockLevel]:
         """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
-        (SKU, last published quantity, whether the last published file sent it); `ignore` says
+        (SKU, last published quantity, whether it was published lately); `ignore` says
         which published SKUs no longer concern the feed (left alone)."""
         before = iter(published)
         current = next(before, None)
@@ -420,6 +464,11 @@ class Comparison:
             was = 0
             if current is not None and current[0] == sku:
                 self.last_published += current[2]
+                if quantity is None and current[2]:  # a bad row holds it back: as good as missing
+                    self.missing += 1
+                    self.held_back += 1
+                    if len(self.missing_examples) < 3:
+                        self.missing_examples.append(sku)
                 was = current[1]
                 current = next(before, None)
             skus += 1
@@ -464,6 +513,9 @@ class GateFacts:
     stock_time: datetime  # of this file
     last_stock_time: datetime | None = None  # of the last published file, if any
     last_name: str | None = None
+    bad_rows: int = 0  # rows with an error
+    now: datetime | None = None  # the bridge's clock: a stock time further ahead than
+    future_tolerance: timedelta = timedelta(days=1)  # this is refused (a typo in the date)
 
 
 @dataclass(frozen=True)
@@ -471,6 +523,7 @@ class Verdict:
     publish: bool
     held_because: tuple[str, ...] = ()  # every gate that holds the feed, in words
     overridden: tuple[str, ...] = ()  # what --force overrode
+    final: bool = False  # nothing to send, or refused: --force cannot publish it, it is answered at once
 
     def summary(self) -> str:
         if not self.publish:
@@ -481,7 +534,7 @@ class Verdict:
 
 
 def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: float,
-                force: bool = False) -> Verdict:
+                force: bool = False, max_bad_row_share: float = 0.50) -> Verdict:
     """Whether the feed may go. `force` overrides every gate but the ones that leave nothing
     to send (an empty file, no usable row)."""
     compared = facts.comparison
@@ -492,13 +545,23 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
         nothing.append(facts.file_problem)
     elif compared.sent == 0:
         nothing.append(f"none of the file's {facts.rows:,} rows gives a quantity to send (see the rows' problems)")
+    if facts.now is not None and facts.stock_time > facts.now + facts.future_tolerance:
+        nothing.append(f"the file's stock time {_iso(facts.stock_time)} is in the future: "
+                       f"{_ahead(facts.stock_time - facts.now)} ahead of the bridge's clock ({_iso(facts.now)}), "
+                       f"more than the {_ahead(facts.future_tolerance)} allowed (stock.future_tolerance_minutes). "
+                       "Correct the timestamps (a typo in the date?) and drop the file again")
     held: list[str] = []
     if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
         held.append(f"the file's stock time {_iso(facts.stock_time)} is older than the last published "
                     f"file's ({facts.last_name}, {_iso(facts.last_stock_time)})")
+    if not nothing and facts.bad_rows / facts.rows > max_bad_row_share:
+        held.append(f"{facts.bad_rows:,} of the file's {facts.rows:,} rows ({facts.bad_rows / facts.rows:.1%}) are "
+                    f"bad, more than the limit of {_percent(max_bad_row_share)}: is it the right file, in the "
+                    "mapping's layout?")
     if compared.last_published and compared.missing / compared.last_published > max_missing_share:
-        held.append(f"{compared.missing:,} of the {compared.last_published:,} SKUs in the last published "
-                    f"feed ({compared.missing / compared.last_published:.1%}) are missing from this file, "
+        back = f" or held back by a bad row ({compared.held_back:,} of them)" if compared.held_back else ""
+        held.append(f"{compared.missing:,} of the {compared.last_published:,} SKUs published lately "
+                    f"({compared.missing / compared.last_published:.1%}) are missing from this file{back}, "
                     f"more than the limit of {_percent(max_missing_share)} "
                     f"(e.g. {', '.join(compared.missing_examples)})")
     if compared.in_stock_before and compared.dropping_to_zero / compared.in_stock_before > max_zero_share:
@@ -508,8 +571,9 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
                     f"(e.g. {', '.join(compared.dropping_examples)})")
     if nothing:
         if force:
-            nothing.append("--force cannot publish it: there is nothing to send")
-        return Verdict(False, tuple(nothing + held))
+            nothing.append("--force cannot publish it: there is nothing to send" if compared.sent == 0
+                           or facts.file_problem else "--force cannot publish a file dated in the future")
+        return Verdict(False, tuple(nothing + held), final=True)
     if held and not force:
         return Verdict(False, tuple(held))
     return Verdict(True, (), tuple(held))
@@ -517,6 +581,14 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ahead(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{(hours + 12) // 24} days"
 
 
 def _percent(share: float) -> str:
