@@ -271,6 +271,27 @@ def test_skus_listed_more_than_once(case, records, levels, problems):
     assert [str(p) for p in counted.problems] == problems
 
 
+MANY_ROWS_CASES = [
+    ("one SKU filled down a column with different quantities", lambda i: ("A", str(i % 7)), 2_000,
+     "row 2, column 'Qty': SKU 'A' is listed on 2,000 rows (2, 3, 4, 5, 6 and 1,995 more) with different "
+     "quantities (0, 1, 2, 3, 4 and 1,995 more): not sent"),
+    ("one SKU with every other row bad", lambda i: ("A", "x" if i % 2 else "5"), 2_000,
+     "row 2: SKU 'A' is not sent because 1,000 rows (3, 5, 7, 9, 11 and 995 more) are bad"),
+]
+
+
+@pytest.mark.parametrize("case, record, count, first", MANY_ROWS_CASES, ids=[c[0] for c in MANY_ROWS_CASES])
+def test_a_sku_on_many_rows_gets_messages_of_bounded_length(case, record, count, first):
+    store = MemoryStore()
+    counted = tally([Row(n, dict(zip(("SKU", "Qty"), record(n - 2)))) for n in range(2, count + 2)], LAYOUT, store)
+    levels = list(stock_levels(store.sorted_parts(), LAYOUT, {}, counted.problems))
+    combined = [p for p in counted.problems if "not sent" in p.why]
+    assert levels == [("A", None, 2)]
+    assert str(combined[0]) == first
+    assert len({p.why for p in combined}) == 1  # one text shared by every row: linear, not rows × rows
+    assert len(combined) == count // (2 if "bad" in case else 1)
+
+
 # --- Amazon's processing report -------------------------------------------------------------
 
 REPORT_CASES = [

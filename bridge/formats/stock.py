@@ -346,10 +346,12 @@ def combine(sku: str, parts: list[Part], column: str,
         rows = [part[3] for part in same]
         quantities = [part[4] for part in same if part[4] is not None]
         if len(same) > 1 and len(set(quantities)) > 1:
-            listed = ", ".join(str(q) for q in quantities)
+            # one message for every row of the group, of bounded length: a SKU filled down a
+            # whole column must not make rows × rows of text
+            why = f"{label} is listed on {_rows_phrase(rows, 'rows')} with different quantities " \
+                  f"({_values(quantities)}): not sent"
             for row in rows:
-                problems.append(RowProblem(row, column, f"{label} is listed on rows {_rows(rows)} "
-                                                        f"with different quantities ({listed}): not sent"))
+                problems.append(RowProblem(row, column, why))
             conflicting.update(rows)
             total = None
         elif len(same) > 1:
@@ -361,10 +363,11 @@ def combine(sku: str, parts: list[Part], column: str,
             total += quantities[0]
     bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
     if bad:
+        why = f"SKU {sku!r} is not sent because {_rows_phrase(bad, 'are')} bad"
+        bad_set = set(bad)
         for part in parts:
-            if part[3] not in bad:
-                problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
-                                                        f"{_rows_phrase(bad)} bad", "warning"))
+            if part[3] not in bad_set:
+                problems.append(RowProblem(part[3], "", why, "warning"))
         total = None
     return total, first_row
 
@@ -375,12 +378,29 @@ def _label(warehouse_sku: str, lot: str) -> str:
     return f"SKU {_short(warehouse_sku, 50)}" + (f" ({where})" if where else "")
 
 
+SHOWN = 5  # rows or values a message names before "and N more"
+
+
 def _rows(rows: list[int]) -> str:
+    """'2, 3 and 4', or for many rows '2, 3, 4, 5, 6 and 1,995 more': a message stays short."""
+    if len(rows) > SHOWN:
+        return ", ".join(str(row) for row in rows[:SHOWN]) + f" and {len(rows) - SHOWN:,} more"
     return ", ".join(str(row) for row in rows[:-1]) + f" and {rows[-1]}" if len(rows) > 1 else str(rows[0])
 
 
-def _rows_phrase(rows: list[int]) -> str:
-    return f"row {rows[0]} is" if len(rows) == 1 else f"rows {_rows(sorted(rows))} are"
+def _rows_phrase(rows: list[int], verb: str) -> str:
+    """'row 3 is' / 'rows 2 and 3 are'; `verb` 'rows' gives just the rows, counted when many."""
+    rows = sorted(rows)
+    if verb == "rows":
+        return f"rows {_rows(rows)}" if len(rows) <= SHOWN else f"{len(rows):,} rows ({_rows(rows)})"
+    return f"row {rows[0]} is" if len(rows) == 1 else (
+        f"rows {_rows(rows)} are" if len(rows) <= SHOWN else f"{len(rows):,} rows ({_rows(rows)}) are")
+
+
+def _values(quantities: list[int]) -> str:
+    if len(quantities) > SHOWN:
+        return ", ".join(str(q) for q in quantities[:SHOWN]) + f" and {len(quantities) - SHOWN:,} more"
+    return ", ".join(str(q) for q in quantities)
 
 
 # --- what the feed changes ------------------------------------------------------------------
