@@ -182,12 +182,14 @@ class ShipmentScratch:
 
     def in_file_order(self) -> Iterator[tuple[list[tuple], object]]:
         rows = self._db.execute(
-            "select g.first_seq, l.row, l.order_id, l.item, l.quantity, l.tracking, v.verdict from groups g"
-            " join lines l on l.order_id = g.order_id and l.tracking = g.tracking join verdicts v on v.first = g.first"
-            " order by g.first_seq, l.seq")
-        for _, group in groupby(rows, key=itemgetter(0)):
-            group = list(group)
-            yield [row[1:6] for row in group], _verdict(pickle.loads(group[0][6]))
+            "select g.first_seq, l.row, l.order_id, l.item, l.quantity, l.tracking from groups g"
+            " join lines l on l.order_id = g.order_id and l.tracking = g.tracking order by g.first_seq, l.seq")
+        # a group's verdict once per group, not joined onto each of its lines: a rejected
+        # package's verdict names all its rows, and repeating it per line is rows × rows
+        verdicts = self._db.execute(
+            "select v.verdict from groups g join verdicts v on v.first = g.first order by g.first_seq")
+        for (_, group), (verdict,) in zip(groupby(rows, key=itemgetter(0)), verdicts):
+            yield [row[1:6] for row in group], _verdict(pickle.loads(verdict))
 
     def close(self) -> None:
         self._db.close()
