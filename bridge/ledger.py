@@ -1382,7 +1382,7 @@ class Ledger:
         reason: str,
         forced: bool,
         documents: Sequence[tuple[int, int, str, str]],
-        problems: Sequence[tuple[int, str, str, str]],
+        problems: Iterable[tuple[int, str, str, str]],
         now: datetime,
         inbound_id: int | None = None,
     ) -> int:
@@ -1410,7 +1410,7 @@ class Ledger:
             db.executemany(
                 "insert into stock_issues (stock_file_id, source, row, column_name, severity, message)"
                 " values (?, 'file', ?, ?, ?, ?)",
-                [(file_id, row, column, severity, why) for row, column, why, severity in problems],
+                ((file_id, row, column, severity, why) for row, column, why, severity in problems),  # streamed
             )
             db.execute(
                 "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
@@ -1543,14 +1543,31 @@ class Ledger:
         db.execute("update stock_files set status = ?, reason = ?, updated_at = ? where id = ?",
                    (StockFileStatus.FAILED, why, now, file_id))
 
-    def stock_issues(self, file_id: int) -> list[dict]:
-        """The file's problems (source 'file') and Amazon's issues (source 'amazon'), by row."""
+    def stock_issues(self, file_id: int, limit: int = -1) -> list[dict]:
+        """The file's problems (source 'file') and Amazon's issues (source 'amazon'), by row;
+        the first `limit` only, if given (a file may have a million)."""
         rows = self._db.execute(
             "select source, part, row, column_name, sku, severity, code, message from stock_issues"
-            " where stock_file_id = ? order by source desc, row is null, row, id",
-            (file_id,),
+            " where stock_file_id = ? order by source desc, row is null, row, id limit ?",
+            (file_id, limit),
         )
         return [dict(row) for row in rows]
+
+    def stock_issues_by_row(self, file_id: int) -> Iterator[dict]:
+        """Every issue of the file, streamed: those without a row first, then by row (the
+        file's before Amazon's on one row), for its result file."""
+        rows = self._db.execute(
+            "select source, part, row, column_name, sku, severity, code, message from stock_issues"
+            " where stock_file_id = ? order by row is not null, row, source desc, id",
+            (file_id,),
+        )
+        return (dict(row) for row in rows)
+
+    def stock_issue_counts(self, file_id: int) -> dict[tuple[str, str], int]:
+        """(source, severity in upper case) → how many issues the file has."""
+        return {(source, severity): count for source, severity, count in self._db.execute(
+            "select source, upper(severity), count(*) from stock_issues where stock_file_id = ?"
+            " group by source, upper(severity)", (file_id,))}
 
     # --- stock intake: inbound stock files and the daily publish --------------------------
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 from bridge.edges.amazon_feeds import AmazonFeeds
-from bridge.edges.scratch import DiskStore
+from bridge.edges.scratch import DiskStore, ProblemSpool
 from bridge.errors import BridgeError, FixTheSetup, RetryLater
 from bridge.flows import feed_submission
 from bridge.flows.feed_submission import RECOVERY_DELAY, RECOVERY_MARGIN  # noqa: F401 (their home moved)
@@ -66,6 +66,7 @@ from bridge.formats.listings_feed import (
 from bridge.formats.stock import (
     Comparison,
     GateFacts,
+    ProblemLog,
     Store,
     Tally,
     Verdict,
@@ -80,6 +81,7 @@ from bridge.mapping import StockLayout
 log = logging.getLogger("bridge.inventory")
 
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
+ISSUES_KEPT = 100  # issues an outcome carries for a person to read; the result file has every one
 
 
 class Checkpoint(Protocol):
@@ -109,18 +111,20 @@ class StockOutcome:
     bad_rows: int = 0
     skus: int = 0
     documents: int = 0
-    issues: list[dict] = field(default_factory=list)  # file problems and Amazon's issues, by row
+    issues: list[dict] = field(default_factory=list)  # file problems and Amazon's issues, by row: the first
+    # ISSUES_KEPT only (the result file has them all)
+    issue_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, SEVERITY) → how many
     already_recorded: bool = False
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
 
     def summary(self) -> str:
-        amazon = [i for i in self.issues if i["source"] == "amazon"]
+        counts = self.issue_counts
         return (
             f"stock file={self.name} status={self.status} rows={self.rows} bad_rows={self.bad_rows}"
             f" skus={self.skus} documents={self.documents}"
-            f" amazon_errors={sum(i['severity'] == 'ERROR' for i in amazon)}"
-            f" amazon_warnings={sum(i['severity'] == 'WARNING' for i in amazon)} errors={len(self.errors)}"
+            f" amazon_errors={counts.get(('amazon', 'ERROR'), 0)}"
+            f" amazon_warnings={counts.get(('amazon', 'WARNING'), 0)} errors={len(self.errors)}"
             + (f" reason={self.reason!r}" if self.reason else "")
         )
 
@@ -158,6 +162,7 @@ class _Computed:
     stock_time: datetime
     verdict: Verdict
     documents: list[tuple[int, int, str, str]]  # part, messages, path relative to the folder, SHA-256
+    spool: ProblemSpool  # every problem of the rows, on disk until recorded; closed by whoever computed
 
 
 class InventoryFlow:
@@ -223,7 +228,11 @@ class InventoryFlow:
             waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
-            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder), force, now)
+            computed = self._compute(stock, force=force, target=self.folder)
+            try:
+                file_id = self._record(stock, computed, force, now)
+            finally:
+                computed.spool.close()
             self.checkpoint("recorded")
             stored = self.ledger.stock_file_by_id(file_id)
             if stored.status == StockFileStatus.SUBMITTING:
@@ -266,6 +275,8 @@ class InventoryFlow:
         """The dry run: rows, gates and documents as `push` would make them. Reads the ledger,
         records nothing, sends nothing; writes the documents only into `out_dir`, if given."""
         computed = self._compute(stock, force=force, target=out_dir)
+        computed.tally.problems.counted()
+        computed.spool.close()  # the preview keeps the first problems and the counts only
         return StockPreview(
             name=stock.name, verdict=computed.verdict, tally=computed.tally, comparison=computed.comparison,
             stock_time=computed.stock_time, messages=sum(d[1] for d in computed.documents),
@@ -278,7 +289,8 @@ class InventoryFlow:
         return StockOutcome(
             file_id=file_id, name=stored.name, status=stored.status.value, reason=stored.reason,
             rows=stored.rows, bad_rows=stored.bad_rows, skus=stored.skus, documents=len(documents),
-            issues=self.ledger.stock_issues(file_id), already_recorded=already_recorded,
+            issues=self.ledger.stock_issues(file_id, ISSUES_KEPT), issue_counts=self.ledger.stock_issue_counts(file_id),
+            already_recorded=already_recorded,
             # held: the file waits for a person (--force, or a new file); failed: Amazon refused a
             # document as a whole, or one is in doubt
             needs_a_person=stored.status in (StockFileStatus.HELD, StockFileStatus.FAILED)
@@ -292,8 +304,9 @@ class InventoryFlow:
         only counted and hashed, for a dry run)."""
         layout = self.layout
         store = self.store()
+        spool = ProblemSpool()
         try:
-            counted = tally(stock.rows, layout, store)
+            counted = tally(stock.rows, layout, store, problems=ProblemLog(spool))
             stock_time = counted.stock_time or stock.file_time
             in_flight = self.in_flight(stock_time) if layout.quantity_means == "on_hand" else {}
             last = self.ledger.last_published_stock()
@@ -310,6 +323,9 @@ class InventoryFlow:
                 chunks = document_chunks(self.seller_id, batch, layout)
                 digest = _write(target / relative, chunks) if target is not None else _digest(chunks)
                 documents.append((part, len(batch), relative.as_posix(), digest))
+        except BaseException:
+            spool.close()
+            raise
         finally:
             close = getattr(store, "close", None)
             if close is not None:
@@ -318,7 +334,7 @@ class InventoryFlow:
                           stock_time=stock_time, last_stock_time=last.stock_time if last else None,
                           last_name=last.name if last else None)
         verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force)
-        return _Computed(counted, comparison, stock_time, verdict, documents)
+        return _Computed(counted, comparison, stock_time, verdict, documents, spool)
 
     # --- 2. record -----------------------------------------------------------------------
 
@@ -338,7 +354,7 @@ class InventoryFlow:
             received_at=stock.file_time, rows=counted.rows, bad_rows=counted.bad_rows,
             skus=computed.comparison.sent, status=status, reason=reason,
             forced=force and bool(verdict.overridden), documents=computed.documents,
-            problems=[(p.row, p.column, p.why, p.severity) for p in counted.problems], now=now,
+            problems=((p.row, p.column, p.why, p.severity) for p in counted.problems), now=now,
             inbound_id=stock.inbound_id,
         )
         log.info("stock computed file=%s rows=%d bad_rows=%d skus=%d documents=%d verdict=%r",

@@ -60,6 +60,53 @@ class StockLevel(NamedTuple):
     row: int  # the SKU's first row in the file; the feed message's id, so reports map back
 
 
+class ProblemSink(Protocol):
+    """Where every problem of a large file goes (edges/scratch.py's ProblemSpool, on disk)."""
+
+    def add(self, problem: RowProblem) -> None: ...
+
+    def bad_rows(self) -> int: ...
+
+    def __iter__(self) -> Iterator[RowProblem]: ...
+
+
+class ProblemLog:
+    """A file's row problems without holding them all: the first `keep` stay in memory (for the
+    dry run and messages), every one goes to `sink`; iterating gives them all back from it.
+    A file of 600,000 bad rows (a wrong column) must not need a gigabyte."""
+
+    def __init__(self, sink: ProblemSink, keep: int = 50):
+        self.sink = sink
+        self.kept: list[RowProblem] = []
+        self.count = 0
+        self._keep = keep
+        self._bad_rows: int | None = None
+
+    def append(self, problem: RowProblem) -> None:
+        self.count += 1
+        if len(self.kept) < self._keep:
+            self.kept.append(problem)
+        self.sink.add(problem)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[RowProblem]:
+        return iter(self.sink)
+
+    def __getitem__(self, index: slice) -> list[RowProblem]:
+        return self.kept[index]  # only the first `keep`: what the dry run shows
+
+    def bad_rows(self) -> int:
+        if self._bad_rows is None:
+            return self.sink.bad_rows()
+        return self._bad_rows
+
+    def counted(self) -> None:
+        """Count the bad rows now: the sink may be closed after (what a dry run keeps)."""
+        self._bad_rows = self.sink.bad_rows()
+
+
 @dataclass
 class Tally:
     """What reading the rows found, besides the parts handed to the store."""
@@ -68,12 +115,14 @@ class Tally:
     used_rows: int = 0
     left_alone: int = 0  # rows of SKUs the mapping leaves alone
     not_on_amazon: int = 0  # rows of warehouse SKUs the SKU map marks as not sold on Amazon
-    problems: list[RowProblem] = field(default_factory=list)
+    problems: "list[RowProblem] | ProblemLog" = field(default_factory=list)
     stock_time: datetime | None = None  # the latest timestamp in the rows, if the mapping has one
     file_problem: str | None = None  # the file as a whole cannot be read as stock
 
     @property
     def bad_rows(self) -> int:
+        if isinstance(self.problems, ProblemLog):
+            return self.problems.bad_rows()
         return len({p.row for p in self.problems if p.severity == "error"})
 
 
@@ -104,7 +153,7 @@ class MemoryStore:
 
 
 def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout, store: Store,
-          *, batch_size: int = 10_000) -> Tally:
+          *, batch_size: int = 10_000, problems: ProblemLog | None = None) -> Tally:
     """Check every row and hand the usable ones to `store` as parts.
 
     A bad row is reported with its column and why; when its SKU is known it still goes to the
@@ -121,7 +170,7 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     time_of = timestamp_parser(layout.timestamp_format, layout.timezone,
                                iso_too=layout.format == "xlsx") if timestamp_key else None
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
-    result = Tally()
+    result = Tally() if problems is None else Tally(problems=problems)
     problems = result.problems
     rows = iter(rows)
     first = next(rows, None)
@@ -296,7 +345,7 @@ def leave_alone_test(entries: Iterable[str]) -> Callable[[str], bool] | None:
 
 
 def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int],
-                 problems: list[RowProblem]) -> Iterator[StockLevel]:
+                 problems: "list[RowProblem] | ProblemLog") -> Iterator[StockLevel]:
     """One level per seller SKU from the parts sorted by SKU, in that order; problems found
     while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
     on_hand = layout.quantity_means == "on_hand"
@@ -334,7 +383,7 @@ _new = tuple.__new__  # StockLevel without its Python-level __new__: half the co
 
 
 def combine(sku: str, parts: list[Part], column: str,
-            problems: list[RowProblem]) -> tuple[int | None, int]:
+            problems: "list[RowProblem] | ProblemLog") -> tuple[int | None, int]:
     """(units, first row) of one seller SKU's parts; units None when it must not be sent."""
     parts = sorted(parts, key=lambda part: (part[1], part[2], part[3]))
     first_row = parts[0][3] if len(parts) == 1 else min(part[3] for part in parts)
