@@ -5,6 +5,7 @@ report, and local state."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import json
 import zipfile
@@ -552,5 +553,30 @@ def test_a_bad_stock_file_is_answered_with_the_exact_lines(tmp_path, sshd, sftp_
         assert result_lines(stocker.remote, case.name) == case.lines
         assert list(files(stocker.remote / case.folder)) == [case.name]
         assert files(stocker.remote) == files(stocker.remote / "processing") == {}
+    finally:
+        stocker.close()
+
+
+def test_a_file_of_many_bad_rows_keeps_few_in_memory_and_its_result_file_names_every_one(
+        tmp_path, sshd, sftp_root, sandbox):
+    from bridge.edges.scratch import ProblemSpool
+    from bridge.formats.stock import ProblemLog
+    from stocking import Stocker, drop, load, make_config, result_lines
+
+    with contextlib.closing(ProblemSpool(tmp_path)) as spool:  # the pure part: 50 held, all spooled
+        log = ProblemLog(spool)
+        counted = tally([Row(n, {"SKU": f"S{n}", "Qty": "x"}) for n in range(2, 1_002)], LAYOUT, MemoryStore(),
+                        problems=log)
+        assert (len(log), len(log.kept), counted.bad_rows, len(list(log))) == (1_000, 50, 1_000, 1_000)
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")))
+    try:
+        drop(stocker.remote, "BESTAND.csv", acme_file(good(), *(good(f"7{n:05d}", "x") for n in range(300))))
+        report = stocker.push()
+        outcome = report.outcomes[0]
+        assert (outcome.bad_rows, len(outcome.issues), outcome.issue_counts) == (300, 100, {("file", "ERROR"): 300})
+        lines = result_lines(stocker.remote, "BESTAND.csv")
+        assert lines[0] == PUBLISHED_1
+        assert lines[1:] == [f"{n};rejected;;Verfügbar;'x' is not a number" for n in range(3, 303)]
     finally:
         stocker.close()
