@@ -580,3 +580,18 @@ def test_a_file_of_many_bad_rows_keeps_few_in_memory_and_its_result_file_names_e
         assert lines[1:] == [f"{n};rejected;;Verfügbar;'x' is not a number" for n in range(3, 303)]
     finally:
         stocker.close()
+
+
+def test_a_first_file_of_zeros_only_is_held_like_a_later_one_would_be(tmp_path, sshd, sftp_root, sandbox):
+    from stocking import Stocker, drop, load, make_config
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")))
+    try:
+        drop(stocker.remote, "BESTAND.csv", acme_file(good(quantity="0"), good("300501", "0")))
+        outcome = stocker.push().outcomes[0]
+        assert (outcome.status, outcome.needs_a_person) == ("held", True)
+        assert outcome.reason == ("held: this is the first stock file to publish and 2 of its 2 SKUs (100.0%) are 0, "
+                                  "more than the limit of 50% for a first file (e.g. PLT-STN-27CM-4, TEA-INF-SS-01)")
+        assert len(sandbox.feeds) == 0
+    finally:
+        stocker.close()

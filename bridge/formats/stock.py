@@ -35,6 +35,7 @@ Part = tuple[str, str, str, int, "int | None"]
 by_sku = itemgetter(0)  # the sort key of parts: a stable sort on it keeps file order per SKU
 MAX_UNITS = 10_000_000  # a larger "quantity" is a wrong column (an EAN, a price), not stock
 _LOT_SEPARATOR = "\x1f"
+FIRST_ZERO_SHARE = 0.5  # the first publish: more of its SKUs at 0 (or more than max_zero_share) hold it
 
 
 @dataclass(frozen=True)
@@ -468,6 +469,7 @@ class Comparison:
     missing: int = 0  # ... that this file does not have
     missing_examples: list[str] = field(default_factory=list)
     dropping_examples: list[str] = field(default_factory=list)
+    zero_examples: list[str] = field(default_factory=list)  # sent at 0 (the first publish's gate)
 
     def follow(self, levels: Iterable[StockLevel], published: Iterable[tuple[str, int, bool]],
                ignore: Callable[[str], bool] | None = None) -> Iterator[StockLevel]:
@@ -496,6 +498,8 @@ class Comparison:
                 sent += 1
                 if quantity == 0:
                     zero += 1
+                    if len(self.zero_examples) < 3:
+                        self.zero_examples.append(sku)
                     if was:
                         dropping += 1
                         if len(self.dropping_examples) < 3:
@@ -570,6 +574,14 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
                     f"feed ({compared.missing / compared.last_published:.1%}) are missing from this file, "
                     f"more than the limit of {_percent(max_missing_share)} "
                     f"(e.g. {', '.join(compared.missing_examples)})")
+    first_limit = max(max_zero_share, FIRST_ZERO_SHARE)
+    if facts.last_name is None and compared.sent and compared.zero / compared.sent > first_limit:
+        # nothing published yet to compare with: the file itself must not be mostly zeros. Day
+        # one is when a mapping is newest and a wrong quantity column likeliest; the share is
+        # of every SKU sent (some are out of stock in any shop), so its limit is "most of them".
+        held.append(f"this is the first stock file to publish and {compared.zero:,} of its {compared.sent:,} "
+                    f"SKUs ({compared.zero / compared.sent:.1%}) are 0, more than the limit of "
+                    f"{_percent(first_limit)} for a first file (e.g. {', '.join(compared.zero_examples)})")
     if compared.in_stock_before and compared.dropping_to_zero / compared.in_stock_before > max_zero_share:
         held.append(f"{compared.dropping_to_zero:,} of the {compared.in_stock_before:,} SKUs in stock on "
                     f"Amazon ({compared.dropping_to_zero / compared.in_stock_before:.1%}) would drop to zero, "
