@@ -201,7 +201,8 @@ def format_stock_status(stock: dict) -> list[str]:
         lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
                      f"{one_line(latest['reason'])}")
     for item in stock["held"]:
-        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it")
+        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it "
+                     "(stop the service first: `systemctl stop fbm-bridge`, and start it again after)")
     for item in stock["with_amazon"]:
         lines.append(f"  with Amazon: {item['name']!r} (the service polls it)")
     for item in stock["waiting"]:
