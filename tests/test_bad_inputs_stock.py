@@ -521,6 +521,12 @@ DROP_CASES = [
         '  <Item sku="CST-CORK-4PK"><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>\n</Inventory>\n')).encode(),
          [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"", "4,rejected,,OnHand,no quantity"],
          name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML with a quantity twice in one record", GLOBEX_STOCK.format(doctype="", more=(
+        '  <Item sku="CST-CORK-4PK"><OnHand>5</OnHand><OnHand>900</OnHand><CountedAt>2026-11-27T04:00:00Z</CountedAt>'
+        '</Item>\n</Inventory>\n')).encode(),
+         [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"",
+          "4,rejected,,,OnHand appears 2 times in this record"],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
     Drop("a zip that is not a workbook", _zip_without_workbook(),
          [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
           'archive"")"'],

@@ -510,7 +510,8 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
             records = element.iterfind(below) if below else (element,)
             for record in records:
                 last = max(record.sourceline or 0, last + 1)
-                yield Row(last, values_of(record, children))
+                values = values_of(record, children)
+                yield Row(last, values, _twice(record, spec.fields, children))
             children.clear()
         _free(element)
 
@@ -685,10 +686,39 @@ def _xml_fields(fields: tuple[str, ...]):
 
 
 def _by_name(element) -> dict:
-    """The element's children by local name; the first of a name wins."""
-    named = {}
+    """The element's children by local name; the first of a name wins. A name given more
+    than once is also under (name, TWICE), with how many times."""
+    named: dict = {}
     for child in reversed(element):
         tag = child.tag
         if isinstance(tag, str):
-            named[tag[tag.rfind("}") + 1:]] = child
+            name = tag[tag.rfind("}") + 1:]
+            if name in named:
+                named[name, TWICE] = named.get((name, TWICE), 1) + 1
+            named[name] = child
     return named
+
+
+TWICE = object()  # marks a count of same-named children in `_by_name`'s dictionaries
+
+
+def _twice(record, fields: tuple[str, ...], children: dict) -> str:
+    """Why the record cannot be read as one row: a field's element given more than once in it
+    (two <OnHand>: which one?), or ""."""
+    for field in fields:
+        parts = field.split("/")
+        if _ups(field) or not parts[0] or parts[0].startswith("@"):
+            continue  # an ancestor's field, or an attribute of the record: given once
+        node, named = record, None
+        for name in parts:
+            name = name.split("@", 1)[0]
+            if not name or node is None:
+                break
+            named = children.get(node)
+            if named is None:
+                named = children[node] = _by_name(node)
+            times = named.get((name, TWICE))
+            if times:
+                return f"{name} appears {times} times in this record"
+            node = named.get(name)
+    return ""
