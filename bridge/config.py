@@ -180,6 +180,8 @@ class StockSettings:
     publish_at: time = time(22, 0)  # local time of the daily publish ...
     timezone: str = "UTC"  # ... in this zone
     poll: timedelta = timedelta(minutes=5)  # the SFTP stock folder is listed this often
+    feed_timeout: timedelta = timedelta(hours=4)  # a feed with Amazon longer is overdue: a person looks,
+    # and newer stock files stop waiting for it
 
     @property
     def zone(self) -> tzinfo:
@@ -563,7 +565,8 @@ class _Reader:
     # --- stock -----------------------------------------------------------------------------
 
     def stock(self, section: dict[str, Any], warehouses: tuple[WarehouseSettings, ...]) -> StockSettings:
-        self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes"})
+        self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes",
+                                                "feed_timeout_hours"})
         name = self.string(section, "stock.warehouse", "") or None
         publish_at = self.clock_time(section, "stock.publish_at", "22:00")
         zone = self.string(section, "stock.timezone", "UTC")
@@ -571,6 +574,7 @@ class _Reader:
             self.problem("stock.timezone", f"unknown time zone {zone!r} (e.g. 'Europe/Berlin')")
             zone = "UTC"
         poll = self.number(section, "stock.poll_minutes", 5, minimum=1, maximum=1440)
+        feed_timeout = self.number(section, "stock.feed_timeout_hours", 4, minimum=0.5, maximum=168)
         by_name = {w.name: (index, w) for index, w in enumerate(warehouses)}
         if name is not None and name not in by_name:
             self.problem("stock.warehouse", f"{name!r} is not one of the [[warehouses]] "
@@ -591,7 +595,7 @@ class _Reader:
                                  f"quantity per SKU), and that is {f'{name!r}' if name else 'none'}: set "
                                  f"stock.warehouse = {warehouse.name!r}, or remove this key")
         return StockSettings(warehouse=name, publish_at=publish_at or time(22, 0), timezone=zone or "UTC",
-                             poll=timedelta(minutes=poll))
+                             poll=timedelta(minutes=poll), feed_timeout=timedelta(hours=feed_timeout))
 
     def warehouse_stock(self, entry: dict[str, Any], key: str, mapping: Mapping | None,
                         shipments: tuple[str | None, Path | None]) -> tuple[str | None, Path | None]:

@@ -1667,7 +1667,10 @@ class Ledger:
             "last_published": stock_row(newest(" and published_at is not null order by stock_time desc, id desc")),
             "latest": stock_row(newest(" order by id desc")),
             "held": [stock_row(f) for f in mine(StockFileStatus.HELD)],
-            "with_amazon": [stock_row(f) for f in mine(StockFileStatus.SUBMITTING)],
+            "with_amazon": [{**stock_row(f), "since": self._db.execute(  # its first document still with Amazon
+                "select min(submit_started_at) from stock_feeds where stock_file_id = ? and status in (?, ?)",
+                (f.id, StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED)).fetchone()[0]}
+                for f in mine(StockFileStatus.SUBMITTING)],
             "waiting": [{"name": f.name, "source": f.source.value, "received_at": f.received_at}
                         for f in self.stock_inbound_waiting(warehouse)],
         }

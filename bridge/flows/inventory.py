@@ -45,7 +45,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
@@ -77,6 +77,7 @@ from bridge.formats.stock import (
 )
 from bridge.ledger import Ledger, StockFeedStatus, StockFileStatus, StoredStockFeed, StoredStockFile
 from bridge.mapping import StockLayout
+from bridge.records import iso_z
 
 log = logging.getLogger("bridge.inventory")
 
@@ -181,6 +182,7 @@ class InventoryFlow:
         max_wait_seconds: float = MAX_WAIT_SECONDS,
         store: Callable[[], Store] = DiskStore,
         per_document: int = MAX_MESSAGES,
+        feed_timeout: timedelta = timedelta(hours=4),
     ):
         """`marketplace_id`: JSON_LISTINGS_FEED takes one marketplace per feed; the quantity
         applies to every marketplace of the seller's unified account in that region.
@@ -201,12 +203,16 @@ class InventoryFlow:
         self.max_wait_seconds = max_wait_seconds
         self.store = store
         self.per_document = per_document
+        self.feed_timeout = feed_timeout
 
     @classmethod
     def for_warehouse(cls, settings, warehouse, ledger: Ledger, feeds: AmazonFeeds, **options) -> "InventoryFlow":
         """The flow for a configured warehouse (`settings.Settings`, `WarehouseSettings`)."""
         if warehouse.mapping.stock is None:
             raise FixTheSetup(f"warehouse {warehouse.name}: its mapping has no [stock] section")
+        stock = getattr(settings, "stock", None)
+        if stock is not None and "feed_timeout" not in options:
+            options["feed_timeout"] = stock.feed_timeout
         return cls(ledger, feeds, warehouse=warehouse.name, layout=warehouse.mapping.stock,
                    seller_id=settings.amazon.seller_id, marketplace_id=settings.amazon.marketplaces[0],
                    folder=settings.state_dir / "stock", **options)
@@ -223,11 +229,17 @@ class InventoryFlow:
                     self._release(known, now)
                 if self.ledger.stock_file_by_id(known.id).status == StockFileStatus.SUBMITTING:
                     self._continue(known, now)
-                return self.outcome(known.id, already_recorded=True)
+                return self.outcome(known.id, already_recorded=True, now=now)
             self.resume(now)
-            waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
+            with_amazon = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING)
+                           if f.warehouse == self.warehouse]
+            waiting = [f for f in with_amazon if self.overdue_since(f.id, now) is None]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
+            for stuck in with_amazon:  # given up: still polled, and recorded if it ever finishes
+                log.error("stock file=%s has been with Amazon since %s, longer than stock.feed_timeout_hours: "
+                          "given up waiting, the newer %s goes", stuck.name, iso_z(self.overdue_since(stuck.id, now)),
+                          stock.name)
             computed = self._compute(stock, force=force, target=self.folder)
             try:
                 file_id = self._record(stock, computed, force, now)
@@ -237,7 +249,7 @@ class InventoryFlow:
             stored = self.ledger.stock_file_by_id(file_id)
             if stored.status == StockFileStatus.SUBMITTING:
                 self._continue(stored, now)
-            return self.outcome(file_id)
+            return self.outcome(file_id, now=now)
         except BridgeError as problem:
             log.error("stock file=%s error=%s", stock.name, problem)
             stored = self.ledger.stock_file(self.warehouse, stock.sha256)
@@ -252,8 +264,16 @@ class InventoryFlow:
         for stored in self.ledger.stock_files_in(StockFileStatus.SUBMITTING):
             if stored.warehouse == self.warehouse:
                 self._continue(stored, now)
-                outcomes.append(self.outcome(stored.id))
+                outcomes.append(self.outcome(stored.id, now=now))
         return outcomes
+
+    def overdue_since(self, file_id: int, now: datetime) -> datetime | None:
+        """When the file's first document still with Amazon went to it, if longer ago than
+        `feed_timeout` (a listings feed normally takes minutes; hours IN_QUEUE happen, days not)."""
+        started = [d.submit_started_at for d in self.ledger.stock_feeds(file_id)
+                   if d.status in (StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED) and d.submit_started_at]
+        since = min(started, default=None)
+        return since if since is not None and now - since > self.feed_timeout else None
 
     def force_held(self, now: datetime) -> StockOutcome | None:
         """`inventory push --force` without a new file: publish the newest held stock file."""
@@ -283,10 +303,13 @@ class InventoryFlow:
             documents=[out_dir / d[2] for d in computed.documents] if out_dir is not None else [],
         )
 
-    def outcome(self, file_id: int, *, already_recorded: bool = False) -> StockOutcome:
+    def outcome(self, file_id: int, *, already_recorded: bool = False, now: datetime | None = None) -> StockOutcome:
+        """`now`: to tell a file with Amazon for longer than `feed_timeout` (it needs a person)."""
         stored = self.ledger.stock_file_by_id(file_id)
         documents = self.ledger.stock_feeds(file_id)
-        return StockOutcome(
+        since = self.overdue_since(file_id, now) if now is not None and \
+            stored.status == StockFileStatus.SUBMITTING else None
+        outcome = StockOutcome(
             file_id=file_id, name=stored.name, status=stored.status.value, reason=stored.reason,
             rows=stored.rows, bad_rows=stored.bad_rows, skus=stored.skus, documents=len(documents),
             issues=self.ledger.stock_issues(file_id, ISSUES_KEPT), issue_counts=self.ledger.stock_issue_counts(file_id),
@@ -296,6 +319,10 @@ class InventoryFlow:
             needs_a_person=stored.status in (StockFileStatus.HELD, StockFileStatus.FAILED)
             or any(d.status == StockFeedStatus.IN_DOUBT for d in documents),
         )
+        if since is not None:
+            outcome.needs_a_person = True
+            outcome.errors.append(overdue_message(stored.name, since, self.feed_timeout))
+        return outcome
 
     # --- 1. compute ----------------------------------------------------------------------
 
@@ -448,6 +475,13 @@ class InventoryFlow:
         if hashlib.sha256(data).hexdigest() != document.sha256:
             raise FixTheSetup(f"feed document {path} changed since it was computed; push the stock file again")
         return data
+
+
+def overdue_message(name: str, since: datetime, limit: timedelta) -> str:
+    hours = f"{limit.total_seconds() / 3600:g}"
+    return (f"stock file {name} has been with Amazon since {iso_z(since)}, longer than stock.feed_timeout_hours "
+            f"({hours}): check its feed in Seller Central (feed upload status); newer stock files no longer wait for "
+            "it, and if it still finishes its outcome is recorded")
 
 
 class _StockJournal:
