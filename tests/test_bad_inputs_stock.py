@@ -379,6 +379,8 @@ CONFIG_CASES = [
         "stock.warehouse: 'acme-eu' is not one of the [[warehouses]] ('acme')",
         "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
         "quantity per SKU), and that is 'acme-eu': set stock.warehouse = 'acme', or remove this key"]),
+    ("a feed timeout of minutes", FOLDERS + ACME + "feed_timeout_hours = 0.1\n", [
+        "stock.feed_timeout_hours: must be at least 0.5, not 0.1"]),
     ("a warehouse without stock folders", ACME, [
         "stock.warehouse: 'acme' has neither stock_folder nor local_stock_folder: the bridge would have no stock "
         "file to publish"]),
@@ -403,7 +405,7 @@ CONFIG_CASES = [
         "stock.timezone: unknown time zone 'CET+1' (e.g. 'Europe/Berlin')"]),
     ("polling too often", FOLDERS + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
     ("an unknown key", FOLDERS + ACME + 'publish_time = "22:00"\n', [
-        "stock.publish_time: unknown key (known: poll_minutes, publish_at, timezone, warehouse)"]),
+        "stock.publish_time: unknown key (known: feed_timeout_hours, poll_minutes, publish_at, timezone, warehouse)"]),
 ]
 
 
