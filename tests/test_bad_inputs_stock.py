@@ -529,6 +529,10 @@ DROP_CASES = [
          [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"",
           "4,rejected,,,OnHand appears 2 times in this record"],
          name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML with another document element", GLOBEX_STOCK.format(doctype="", more="</Inventory>\n").replace(
+        "Inventory>", "Stock>").encode(),
+         [",rejected,,,\"the document element is <Stock>, not <Inventory>: no Inventory/Item record is in it (the "
+          "wrong file, or a wrong record path in the mapping?)\""], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
     Drop("a zip that is not a workbook", _zip_without_workbook(),
          [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
           'archive"")"'],

@@ -502,7 +502,8 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     below = "/".join("{*}" + name for name in path[anchor:])
     children: dict = {}  # element → its children by name, built once per anchor
     last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
-    for element in xml_elements(stream, tags=set(path[1:anchor])):
+    roots: list = []
+    for element in xml_elements(stream, tags=set(path[1:anchor]), roots=roots):
         level = _level(element)
         if level > anchor or not _on_path(element, path[:level]):
             continue
@@ -514,6 +515,13 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
                 yield Row(last, values, _twice(record, spec.fields, children))
             children.clear()
         _free(element)
+    if last == 0 and roots and _local(roots[0].tag) != path[0]:  # not "no rows": the wrong document
+        raise BadFile(f"the document element is <{_short_tag(_local(roots[0].tag))}>, not <{path[0]}>: "
+                      f"no {spec.record} record is in it (the wrong file, or a wrong record path in the mapping?)")
+
+
+def _short_tag(name: str) -> str:
+    return name if len(name) <= 40 else name[:40] + "..."
 
 
 def _level(element) -> int:
@@ -545,10 +553,11 @@ def _free(element) -> None:
         previous = before
 
 
-def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[object]:
+def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | None = None) -> Iterator[object]:
     """Elements as they end: only those named in `tags` (in any namespace), all when None, none
     when empty (a completeness check). Raises BadFile for a DOCTYPE or broken XML,
-    IncompleteFile when the document stops before its end."""
+    IncompleteFile when the document stops before its end. `roots`: the document element is
+    appended to it at the end."""
     from lxml import etree
 
     wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
@@ -575,6 +584,8 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[ob
         raise IncompleteFile(f"the XML document ends before its last element is closed "
                              f"({_lxml_message(problem)})") from None
     _refuse_doctype(root)
+    if roots is not None:
+        roots.append(root)
     for _, element in parser.read_events():
         yield element
 
