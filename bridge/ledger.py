@@ -1529,7 +1529,8 @@ class Ledger:
     def _settle_stock_file(db: sqlite3.Connection, feed_row: int, now: str) -> None:
         """A stock file whose documents all have an outcome is published (all done) or failed."""
         file_id = db.execute("select stock_file_id from stock_feeds where id = ?", (feed_row,)).fetchone()[0]
-        parts = db.execute("select part, status, note from stock_feeds where stock_file_id = ?", (file_id,)).fetchall()
+        parts = db.execute("select part, status, note, messages from stock_feeds where stock_file_id = ?",
+                           (file_id,)).fetchall()
         if any(StockFeedStatus(p["status"]) in (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING,
                                                 StockFeedStatus.SUBMITTED) for p in parts):
             return
@@ -1540,6 +1541,13 @@ class Ledger:
             return
         why = "; ".join(f"document {p['part']} {p['status']}" + (f": {p['note']}" if p["note"] else "")
                         for p in failed)
+        done = [p for p in parts if p["status"] == StockFeedStatus.DONE]
+        if done:  # say what did change on Amazon: "failed" alone reads as "nothing changed"
+            names = ", ".join(str(p["part"]) for p in done)
+            why += (f". Document{'s' if len(done) > 1 else ''} {names} went through: "
+                    f"{sum(p['messages'] for p in done):,} SKUs were updated on Amazon; the other documents' SKUs "
+                    "keep their previous quantity until the next stock file (this one is not sent again, even if "
+                    "dropped again)")
         db.execute("update stock_files set status = ?, reason = ?, updated_at = ? where id = ?",
                    (StockFileStatus.FAILED, why, now, file_id))
 

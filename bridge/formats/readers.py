@@ -565,9 +565,11 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
                                  no_network=True, huge_tree=False, load_dtd=False)
     checked = False
     text = False  # anything but white space seen
+    doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
     try:
         while chunk := stream.read(_CHUNK):
             text = text or bool(chunk.strip())
+            doctype = doctype or (not checked and b"<!DOCTYPE" in chunk)
             parser.feed(chunk)
             for _, element in parser.read_events():
                 if not checked:
@@ -575,6 +577,9 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
                     checked = True
                 yield element
     except etree.XMLSyntaxError as problem:
+        if doctype:  # e.g. "Attribute references external entity": the DOCTYPE is the reason
+            raise BadFile("the XML document has a DOCTYPE; files with DTDs or entities are refused "
+                          "(no entity is ever expanded or fetched)") from None
         raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
     try:
         root = parser.close()
@@ -610,12 +615,16 @@ def check_xml(stream: IO[bytes]) -> None:
     parser = etree.XMLParser(target=Quiet(), resolve_entities=False, no_network=True, huge_tree=False,
                              load_dtd=False)
     text = False
+    doctype = False
     try:
         try:
             while chunk := stream.read(_CHUNK):
                 text = text or bool(chunk.strip())
+                doctype = doctype or b"<!DOCTYPE" in chunk
                 parser.feed(chunk)
         except etree.XMLSyntaxError as problem:
+            if doctype:  # lxml may fail on an entity before the target hears of the DOCTYPE
+                Quiet().doctype()
             raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
         try:
             parser.close()
