@@ -555,10 +555,12 @@ def format_stock_push(report) -> str:
             f": {one_line(outcome.reason)}" if outcome.reason else "")))
         for issue in outcome.issues[:20]:
             lines.append(f"  {_stock_issue(issue)}")
-        if len(outcome.issues) > 20:
-            lines.append(f"  ... and {len(outcome.issues) - 20} more (see the file's result file)")
+        total = sum(outcome.issue_counts.values()) or len(outcome.issues)
+        if total > 20:
+            lines.append(f"  ... and {total - 20:,} more (see the file's result file)")
         if outcome.status == "held" and outcome.documents:
             lines.append("  check the file with the warehouse; if it is right, `fbm-bridge inventory push --force` "
+                         "(with the service stopped: `systemctl stop fbm-bridge`, and start it again after) "
                          "publishes it")
         elif outcome.status == "submitting" and not outcome.errors:
             lines.append("  Amazon is still processing it: the service (or the next push) reads its report")

@@ -183,6 +183,8 @@ class StockSettings:
     timezone: str = "UTC"  # ... in this zone
     poll: timedelta = timedelta(minutes=5)  # the SFTP stock folder is listed this often
     future_tolerance: timedelta = timedelta(days=1)  # a stock time further ahead is refused (a typo)
+    feed_timeout: timedelta = timedelta(hours=4)  # a feed with Amazon longer is overdue: a person looks,
+    # and newer stock files stop waiting for it
 
     @property
     def zone(self) -> tzinfo:
@@ -586,7 +588,7 @@ class _Reader:
         """`declared`: every [[warehouses]] name, also of those whose own settings failed (their
         problems are reported already; the stock keys are not blamed for them)."""
         self.unknown_keys(section, "stock", {"warehouse", "publish_at", "timezone", "poll_minutes",
-                                             "future_tolerance_minutes"})
+                                             "future_tolerance_minutes", "feed_timeout_hours"})
         name = self.string(section, "stock.warehouse", "") or None
         publish_at = self.clock_time(section, "stock.publish_at", "22:00")
         zone = self.string(section, "stock.timezone", "UTC")
@@ -595,6 +597,7 @@ class _Reader:
             zone = "UTC"
         poll = self.number(section, "stock.poll_minutes", 5, minimum=1, maximum=1440)
         future = self.number(section, "stock.future_tolerance_minutes", 1440, minimum=0, maximum=10080)
+        feed_timeout = self.number(section, "stock.feed_timeout_hours", 4, minimum=0.5, maximum=168)
         by_name = {w.name: (index, w) for index, w in enumerate(warehouses)}
         if name is not None and name not in by_name and name in declared:
             pass  # the warehouse's own settings (its mapping) failed: reported above, not twice
@@ -617,7 +620,8 @@ class _Reader:
                                  f"quantity per SKU), and that is {f'{name!r}' if name else 'none'}: set "
                                  f"stock.warehouse = {warehouse.name!r}, or remove this key")
         return StockSettings(warehouse=name, publish_at=publish_at or time(22, 0), timezone=zone or "UTC",
-                             poll=timedelta(minutes=poll), future_tolerance=timedelta(minutes=future))
+                             poll=timedelta(minutes=poll), future_tolerance=timedelta(minutes=future),
+                             feed_timeout=timedelta(hours=feed_timeout))
 
     def warehouse_stock(self, entry: dict[str, Any], key: str, mapping: Mapping | None,
                         shipments: tuple[str | None, Path | None]) -> tuple[str | None, Path | None]:

@@ -1520,7 +1520,7 @@ class Ledger:
         reason: str,
         forced: bool,
         documents: Sequence[tuple[int, int, str, str]],
-        problems: Sequence[tuple],
+        problems: Iterable[tuple],
         now: datetime,
         inbound_id: int | None = None,
         takes_over: bool = True,
@@ -1547,10 +1547,10 @@ class Ledger:
                 [(file_id, part, messages, path, digest, StockFeedStatus.PREPARED)
                  for part, messages, path, digest in documents],
             )
-            db.executemany(  # (row, column, why, severity[, the row's warehouse SKU])
+            db.executemany(  # (row, column, why, severity[, the row's warehouse SKU]), streamed
                 "insert into stock_issues (stock_file_id, source, row, column_name, severity, message, sku)"
                 " values (?, 'file', ?, ?, ?, ?, ?)",
-                [(file_id, p[0], p[1], p[3], p[2], p[4] if len(p) > 4 else "") for p in problems],
+                ((file_id, p[0], p[1], p[3], p[2], p[4] if len(p) > 4 else "") for p in problems),
             )
             db.execute(
                 "update stock_files set status = ?, reason = ? || ' (' || reason || ')', updated_at = ?"
@@ -1670,7 +1670,8 @@ class Ledger:
     def _settle_stock_file(db: sqlite3.Connection, feed_row: int, now: str) -> None:
         """A stock file whose documents all have an outcome is published (all done) or failed."""
         file_id = db.execute("select stock_file_id from stock_feeds where id = ?", (feed_row,)).fetchone()[0]
-        parts = db.execute("select part, status, note from stock_feeds where stock_file_id = ?", (file_id,)).fetchall()
+        parts = db.execute("select part, status, note, messages from stock_feeds where stock_file_id = ?",
+                           (file_id,)).fetchall()
         if any(StockFeedStatus(p["status"]) in (StockFeedStatus.PREPARED, StockFeedStatus.SUBMITTING,
                                                 StockFeedStatus.SUBMITTED) for p in parts):
             return
@@ -1681,17 +1682,41 @@ class Ledger:
             return
         why = "; ".join(f"document {p['part']} {p['status']}" + (f": {p['note']}" if p["note"] else "")
                         for p in failed)
+        done = [p for p in parts if p["status"] == StockFeedStatus.DONE]
+        if done:  # say what did change on Amazon: "failed" alone reads as "nothing changed"
+            names = ", ".join(str(p["part"]) for p in done)
+            why += (f". Document{'s' if len(done) > 1 else ''} {names} went through: "
+                    f"{sum(p['messages'] for p in done):,} SKUs were updated on Amazon; the other documents' SKUs "
+                    "keep their previous quantity until the next stock file (this one is not sent again, even if "
+                    "dropped again)")
         db.execute("update stock_files set status = ?, reason = ?, updated_at = ? where id = ?",
                    (StockFileStatus.FAILED, why, now, file_id))
 
-    def stock_issues(self, file_id: int) -> list[dict]:
-        """The file's problems (source 'file') and Amazon's issues (source 'amazon'), by row."""
+    def stock_issues(self, file_id: int, limit: int = -1) -> list[dict]:
+        """The file's problems (source 'file') and Amazon's issues (source 'amazon'), by row;
+        the first `limit` only, if given (a file may have a million)."""
         rows = self._db.execute(
             "select source, part, row, column_name, sku, severity, code, message from stock_issues"
-            " where stock_file_id = ? order by source desc, row is null, row, id",
-            (file_id,),
+            " where stock_file_id = ? order by source desc, row is null, row, id limit ?",
+            (file_id, limit),
         )
         return [dict(row) for row in rows]
+
+    def stock_issues_by_row(self, file_id: int) -> Iterator[dict]:
+        """Every issue of the file, streamed: those without a row first, then by row (the
+        file's before Amazon's on one row), for its result file."""
+        rows = self._db.execute(
+            "select source, part, row, column_name, sku, severity, code, message from stock_issues"
+            " where stock_file_id = ? order by row is not null, row, source desc, id",
+            (file_id,),
+        )
+        return (dict(row) for row in rows)
+
+    def stock_issue_counts(self, file_id: int) -> dict[tuple[str, str], int]:
+        """(source, severity in upper case) → how many issues the file has."""
+        return {(source, severity): count for source, severity, count in self._db.execute(
+            "select source, upper(severity), count(*) from stock_issues where stock_file_id = ?"
+            " group by source, upper(severity)", (file_id,))}
 
     # --- stock intake: inbound stock files and the daily publish --------------------------
 
@@ -1806,7 +1831,10 @@ class Ledger:
             "last_published": stock_row(newest(" and published_at is not null order by published_at desc, id desc")),
             "latest": stock_row(newest(" order by id desc")),
             "held": [stock_row(f) for f in mine(StockFileStatus.HELD)],
-            "with_amazon": [stock_row(f) for f in mine(StockFileStatus.SUBMITTING)],
+            "with_amazon": [{**stock_row(f), "since": self._db.execute(  # its first document still with Amazon
+                "select min(submit_started_at) from stock_feeds where stock_file_id = ? and status in (?, ?)",
+                (f.id, StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED)).fetchone()[0]}
+                for f in mine(StockFileStatus.SUBMITTING)],
             "waiting": [{"name": f.name, "source": f.source.value, "received_at": f.received_at}
                         for f in self.stock_inbound_waiting(warehouse)],
         }

@@ -13,7 +13,7 @@ from typing import Any
 from bridge import state
 from bridge.config import Settings
 from bridge.ledger import ORDERS_BOOKMARK, FileStatus, Ledger, OrderStatus, PackageStatus
-from bridge.records import iso_z, one_line, shown
+from bridge.records import iso_z, one_line, parse_iso, shown
 from bridge.windows import catch_up_eta, duration, next_daily, windows_left
 
 SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
@@ -67,6 +67,11 @@ def stock_status(settings: Settings, ledger: Ledger | None, now: datetime) -> di
     report.update(last_publish_run=iso_z(last_run) if last_run else None,
                   files_in_progress=files["in_progress"], files_in_error=files["errors"],
                   files_incomplete=files["incomplete"])
+    for item in report["with_amazon"]:  # how long, and overdue past stock.feed_timeout_hours
+        since = parse_iso(item["since"]) if item.get("since") else None
+        item["for"] = duration(now - since) if since else None
+        item["overdue"] = since is not None and now - since > stock.feed_timeout
+        item["feed_timeout_hours"] = f"{stock.feed_timeout.total_seconds() / 3600:g}"
     return report
 
 
@@ -232,9 +237,17 @@ def format_stock_status(stock: dict) -> list[str]:
         lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
                      f"{one_line(latest['reason'])}")
     for item in stock["held"]:
-        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it")
+        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it "
+                     "(stop the service first: `systemctl stop fbm-bridge`, and start it again after)")
     for item in stock["with_amazon"]:
-        lines.append(f"  with Amazon: {item['name']!r} (the service polls it)")
+        if item.get("overdue"):
+            lines.append(f"  OVERDUE: {item['name']!r} with Amazon since {item['since']} ({item['for']}), longer than "
+                         f"stock.feed_timeout_hours ({item['feed_timeout_hours']}): check its feed in Seller Central "
+                         "(feed upload status); newer stock files no longer wait for it")
+        elif item.get("since"):
+            lines.append(f"  with Amazon: {item['name']!r} since {item['since']} ({item['for']}; the service polls it)")
+        else:
+            lines.append(f"  with Amazon: {item['name']!r} (the service polls it)")
     for item in stock["waiting"]:
         lines.append(f"  waiting for the publish: {item['name']!r} from {item['source']} received {item['received_at']}")
     for item in stock["files_in_error"]:

@@ -9,11 +9,12 @@ where it can be. The orders are delivered once per module and the state copied p
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -814,3 +815,71 @@ def test_an_xml_file_without_line_breaks_gets_a_row_number_per_record(shipper):
     assert not report.all_errors and list(files(bridge.remote / "archive")) == [name]
     assert [line.split(",")[0] for line in lines] == [str(n) for n in range(1, len(lines) + 1)]
     assert [line.split(",", 1)[1] for line in lines] == [line.split(",", 1)[1] for line in expected.splitlines()[1:]]
+
+
+# --- one order or one package over very many rows: work and messages grow with the rows, not rows²
+
+BIG_ORDER = "111-0000001-0000001"
+BIG_CASES = [
+    # (case, carriers, tracking per row, units per order line, lines in the order, a row's message)
+    ("one package of 20,000 rows giving two carriers", ("DHL_PAKET", "DPD_CLASSIC"), lambda i: "TRK0000000001",
+     20_000, 1, "rows 2, 3, 4, 5, 6 and 19,995 more are one package (order 111-0000001-0000001, tracking "
+     "TRK0000000001) but give different carriers"),
+    ("one order of 20,000 lines in 20,000 parcels", ("DHL_PAKET",), lambda i: f"TRK{i:010d}", 1, 20_000,
+     "confirmed"),
+]
+
+
+@pytest.mark.parametrize("case, carriers, tracking, units, count, message", BIG_CASES, ids=[c[0] for c in BIG_CASES])
+def test_one_order_over_many_rows_is_checked_row_by_row_with_short_messages(tmp_path, case, carriers, tracking,
+                                                                           units, count, message):
+    import hashlib
+    from types import SimpleNamespace
+
+    from bridge.flows.shipments import ShipmentFiles
+    from bridge.formats import inbound
+    from bridge.formats.shipments import RESULT_HEADER, OrderFacts
+    from bridge.ledger import InboundSource, Ledger
+    from bridge.mapping import load_mapping
+    from bridge.records import Line
+    from bridge.sandbox.wms import Shipped, render_confirmations
+    from bridge.sealing import Sealer, new_key
+
+    start = datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc)
+    layout = load_mapping(MAPPINGS / "acme-csv.toml").shipments
+    rows = [Shipped(BIG_ORDER, f"1{i % count:013d}", 1, carriers[i % len(carriers)], tracking(i), start, "Ground")
+            for i in range(20_000)]
+    path = tmp_path / "VERSAND.csv"
+    path.write_bytes(render_confirmations(layout, rows))
+    lines = tuple(Line(f"1{i:013d}", f"1{i:013d}", "B0", "x", units) for i in range(count))  # item id = SKU
+    facts = {BIG_ORDER: OrderFacts(BIG_ORDER, "ATVPDKIKX0DER", start - timedelta(days=1), lines, "wh")}
+    ledger = Ledger(tmp_path / "ledger.sqlite", Sealer(new_key()))
+    try:
+        stored = ledger.record_inbound("shipments", "wh", InboundSource.LOCAL, path.name, path.stat().st_size,
+                                       hashlib.sha256(path.read_bytes()).hexdigest(), path.name, path.name,
+                                       start + timedelta(days=1))
+        files = ShipmentFiles(ledger, facts.get)
+        with open(path, "rb") as stream:
+            files.read(SimpleNamespace(name="wh", mapping=SimpleNamespace(shipments=layout)), stored, stream,
+                       start + timedelta(days=1))
+        _, answered = files.answer(ledger.inbound(stored.id))
+        answered = list(answered)
+        out = io.BytesIO()
+        inbound.write_result(out, RESULT_HEADER, answered, ";")
+    finally:
+        ledger.close()
+    assert len(answered) == 20_000
+    if message == "confirmed":  # every parcel its own package, each line's unit taken once (not yet sent)
+        assert ledger_counts(tmp_path / "ledger.sqlite") == (20_000, 20_000)
+    else:
+        assert {line[-1] for line in answered} == {message}
+    assert len(out.getvalue()) < 20_000 * 250  # each line short: the file grows with rows, not rows²
+
+
+def ledger_counts(path: Path) -> tuple[int, int]:
+    """(packages, rows in a package) the ledger recorded."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return (db.execute("select count(*) from packages").fetchone()[0],
+                db.execute("select count(*) from shipment_rows where package_id is not null").fetchone()[0])

@@ -5,6 +5,7 @@ report, and local state."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import json
 import zipfile
@@ -276,6 +277,27 @@ def test_skus_listed_more_than_once(case, records, levels, problems):
     assert [str(p) for p in counted.problems] == problems
 
 
+MANY_ROWS_CASES = [
+    ("one SKU filled down a column with different quantities", lambda i: ("A", str(i % 7)), 2_000,
+     "row 2, column 'Qty': SKU 'A' is listed on 2,000 rows (2, 3, 4, 5, 6 and 1,995 more) with different "
+     "quantities (0, 1, 2, 3, 4 and 1,995 more): not sent"),
+    ("one SKU with every other row bad", lambda i: ("A", "x" if i % 2 else "5"), 2_000,
+     "row 2: SKU 'A' is not sent because 1,000 rows (3, 5, 7, 9, 11 and 995 more) are bad"),
+]
+
+
+@pytest.mark.parametrize("case, record, count, first", MANY_ROWS_CASES, ids=[c[0] for c in MANY_ROWS_CASES])
+def test_a_sku_on_many_rows_gets_messages_of_bounded_length(case, record, count, first):
+    store = MemoryStore()
+    counted = tally([Row(n, dict(zip(("SKU", "Qty"), record(n - 2)))) for n in range(2, count + 2)], LAYOUT, store)
+    levels = list(stock_levels(store.sorted_parts(), LAYOUT, {}, counted.problems))
+    combined = [p for p in counted.problems if "not sent" in p.why]
+    assert levels == [("A", None, 2)]
+    assert str(combined[0]) == first
+    assert len({p.why for p in combined}) == 1  # one text shared by every row: linear, not rows × rows
+    assert len(combined) == count // (2 if "bad" in case else 1)
+
+
 # --- Amazon's processing report -------------------------------------------------------------
 
 REPORT_CASES = [
@@ -362,6 +384,8 @@ CONFIG_CASES = [
         "stock.warehouse: 'acme-eu' is not one of the [[warehouses]] ('acme')",
         "warehouses[0].stock_folder: only the warehouse named by stock.warehouse publishes stock (Amazon has one "
         "quantity per SKU), and that is 'acme-eu': set stock.warehouse = 'acme', or remove this key"]),
+    ("a feed timeout of minutes", FOLDERS + ACME + "feed_timeout_hours = 0.1\n", [
+        "stock.feed_timeout_hours: must be at least 0.5, not 0.1"]),
     ("a warehouse without stock folders", ACME, [
         "stock.warehouse: 'acme' has neither stock_folder nor local_stock_folder: the bridge would have no stock "
         "file to publish"]),
@@ -386,7 +410,7 @@ CONFIG_CASES = [
         "stock.timezone: unknown time zone 'CET+1' (e.g. 'Europe/Berlin')"]),
     ("polling too often", FOLDERS + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
     ("an unknown key", FOLDERS + ACME + 'publish_time = "22:00"\n', [
-        "stock.publish_time: unknown key (known: future_tolerance_minutes, poll_minutes, publish_at, timezone, "
+        "stock.publish_time: unknown key (known: feed_timeout_hours, future_tolerance_minutes, poll_minutes, publish_at, timezone, "
         "warehouse)"]),
     ("a future tolerance above a week", FOLDERS + ACME + "future_tolerance_minutes = 10081\n", [
         "stock.future_tolerance_minutes: must be at most 10080, not 10081"]),
@@ -523,6 +547,10 @@ DROP_CASES = [
     Drop("XML with a DOCTYPE", GLOBEX_STOCK.format(doctype=DOCTYPE, more="</Inventory>\n").encode(),
          [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is ever "
           "expanded or fetched)"], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML with a DOCTYPE whose entity is used in an attribute", GLOBEX_STOCK.format(doctype=DOCTYPE, more=(
+        '  <Item sku="&x;"><OnHand>1</OnHand><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>\n</Inventory>\n'
+    )).encode(), [",rejected,,,the XML document has a DOCTYPE; files with DTDs or entities are refused (no entity is "
+                  "ever expanded or fetched)"], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
     Drop("XML not closed", GLOBEX_STOCK.format(doctype="", more="").encode(),
          [",rejected,,,\"the file stayed incomplete for 10 minutes: the XML document ends before its last element "
           "is closed (Premature end of data in tag Inventory line 2, line 4, column 1)\""],
@@ -531,6 +559,16 @@ DROP_CASES = [
         '  <Item sku="CST-CORK-4PK"><CountedAt>2026-11-27T04:00:00Z</CountedAt></Item>\n</Inventory>\n')).encode(),
          [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"", "4,rejected,CST-CORK-4PK,OnHand,no quantity"],
          name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML with a quantity twice in one record", GLOBEX_STOCK.format(doctype="", more=(
+        '  <Item sku="CST-CORK-4PK"><OnHand>5</OnHand><OnHand>900</OnHand><CountedAt>2026-11-27T04:00:00Z</CountedAt>'
+        '</Item>\n</Inventory>\n')).encode(),
+         [",published,,,\"passed the safety gates. 1 SKUs sent, Amazon took 1\"",
+          "4,rejected,,,OnHand appears 2 times in this record"],
+         name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("XML with another document element", GLOBEX_STOCK.format(doctype="", more="</Inventory>\n").replace(
+        "Inventory>", "Stock>").encode(),
+         [",rejected,,,\"the document element is <Stock>, not <Inventory>: no Inventory/Item record is in it (the "
+          "wrong file, or a wrong record path in the mapping?)\""], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
     Drop("a zip that is not a workbook", _zip_without_workbook(),
          [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
           'archive"")"'],
@@ -564,5 +602,46 @@ def test_a_bad_stock_file_is_answered_with_the_exact_lines(tmp_path, sshd, sftp_
         assert list(files(stocker.remote / case.folder)) == [case.name]
         if case.folder != "processing":  # held: waits there for a person
             assert files(stocker.remote) == files(stocker.remote / "processing") == {}
+    finally:
+        stocker.close()
+
+
+def test_a_file_of_many_bad_rows_keeps_few_in_memory_and_its_result_file_names_every_one(
+        tmp_path, sshd, sftp_root, sandbox):
+    from bridge.edges.scratch import ProblemSpool
+    from bridge.formats.stock import ProblemLog
+    from stocking import Stocker, drop, load, make_config, result_lines
+
+    with contextlib.closing(ProblemSpool(tmp_path)) as spool:  # the pure part: 50 held, all spooled
+        log = ProblemLog(spool)
+        counted = tally([Row(n, {"SKU": f"S{n}", "Qty": "x"}) for n in range(2, 1_002)], LAYOUT, MemoryStore(),
+                        problems=log)
+        assert (len(log), len(log.kept), counted.bad_rows, len(list(log))) == (1_000, 50, 1_000, 1_000)
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")))
+    try:
+        drop(stocker.remote, "BESTAND.csv", acme_file(good(), *(good(f"7{n:05d}", "x") for n in range(300))))
+        stocker.push()  # held: most rows are bad
+        report = stocker.push(force=True)
+        outcome = report.outcomes[0]
+        assert (outcome.bad_rows, len(outcome.issues), outcome.issue_counts) == (300, 100, {("file", "ERROR"): 300})
+        lines = result_lines(stocker.remote, "BESTAND.csv")
+        assert lines[0].startswith(";published;")
+        assert lines[1:] == [f"{n};rejected;7{n - 3:05d};Verfügbar;'x' is not a number" for n in range(3, 303)]
+    finally:
+        stocker.close()
+
+
+def test_a_first_file_of_zeros_only_is_held_like_a_later_one_would_be(tmp_path, sshd, sftp_root, sandbox):
+    from stocking import Stocker, drop, load, make_config
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")))
+    try:
+        drop(stocker.remote, "BESTAND.csv", acme_file(good(quantity="0"), good("300501", "0")))
+        outcome = stocker.push().outcomes[0]
+        assert (outcome.status, outcome.needs_a_person) == ("held", True)
+        assert outcome.reason == ("held: this is the first stock file to publish and 2 of its 2 SKUs (100.0%) are 0, "
+                                  "more than the limit of 50% for a first file (e.g. PLT-STN-27CM-4, TEA-INF-SS-01)")
+        assert len(sandbox.feeds) == 0
     finally:
         stocker.close()

@@ -86,7 +86,10 @@ def test_a_failed_document_fails_the_file_with_the_reason(ledger):
     done(ledger, first.id, "1", [("MUG", 4)])
     ledger.mark_stock_feed_in_doubt(second.id, "two unknown feeds", NOW)
     stored = ledger.stock_file_by_id(file_id)
-    assert (stored.status, stored.reason) == (StockFileStatus.FAILED, "document 2 in_doubt: two unknown feeds")
+    assert (stored.status, stored.reason) == (StockFileStatus.FAILED, "document 2 in_doubt: two unknown feeds. "
+                                              f"Document 1 went through: {first.messages:,} SKUs were updated on "
+                                              "Amazon; the other documents' SKUs keep their previous quantity until "
+                                              "the next stock file (this one is not sent again, even if dropped again)")
 
 
 def test_a_newer_file_supersedes_older_held_ones_and_force_releases_a_held_one(ledger):

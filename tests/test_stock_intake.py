@@ -400,3 +400,38 @@ def test_a_mapping_with_header_positions_reads_stock_by_column_number(make, sand
     ids = [m["messageId"] for m in json.loads(feed["document"])["messages"]]
     golden_ids = [m["messageId"] for m in json.loads(golden_feed("acme-csv"))["messages"]]
     assert ids == [n - 1 for n in golden_ids]  # the same rows, one line higher without the header
+
+
+def test_a_feed_amazon_never_finishes_is_overdue_for_a_person_and_a_newer_file_goes(make, sandbox):
+    from bridge.report import format_stock_status
+    from bridge.service import stock_status
+
+    stocker = make()
+    sandbox.feed_polls_until_done = 10**9  # IN_PROGRESS for good
+    stocker.flow.max_wait_seconds = 0
+    drop(stocker.remote, "B1.csv", acme(*FULL))
+    first = stocker.push()
+    assert [o.status for o in first.outcomes] == ["submitting"] and not first.needs_a_person
+
+    drop(stocker.remote, "B2.csv", acme(*FULL, stand="27.11.2026 21:00"))
+    soon = stocker.push(NOW + timedelta(hours=3))  # within stock.feed_timeout_hours (4): waits
+    assert any("B1.csv is still with Amazon; B2.csv waits for it" in e for e in soon.all_errors)
+    assert len(sandbox.feeds) == 1
+
+    late = NOW + timedelta(hours=5)
+    report = stocker.push(late)
+    overdue = ("stock file B1.csv has been with Amazon since 2026-11-26T22:00:30Z, longer than "
+               "stock.feed_timeout_hours (4): check its feed in Seller Central (feed upload status); newer stock "
+               "files no longer wait for it, and if it still finishes its outcome is recorded")
+    assert report.needs_a_person and overdue in report.all_errors
+    assert len(sandbox.feeds) == 2  # B2 went; B1 was never sent again
+    lines = format_stock_status(stock_status(stocker.settings, stocker.ledger, late))
+    assert [line for line in lines if "OVERDUE" in line] == [
+        "  OVERDUE: 'B1.csv' with Amazon since 2026-11-26T22:00:30Z (5h00m), longer than stock.feed_timeout_hours (4): "
+        "check its feed in Seller Central (feed upload status); newer stock files no longer wait for it"]
+
+    sandbox.feed_polls_until_done = 0  # Amazon finishes both after all: each outcome is recorded once
+    stocker.push(late + timedelta(hours=1))
+    assert {f.name: f.status for f in stocker.ledger.stock_files_in(StockFileStatus.PUBLISHED)} == {
+        "B1.csv": StockFileStatus.PUBLISHED, "B2.csv": StockFileStatus.PUBLISHED}
+    assert len(sandbox.feeds) == 2

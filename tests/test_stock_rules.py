@@ -197,8 +197,9 @@ def test_comparison_needs_levels_in_order():
 
 
 def facts(*, rows=10, sent=10, last_published=0, missing=0, in_stock_before=0, dropping=0,
-          stock_time=T1, last_time=None, file_problem=None, bad_rows=0) -> GateFacts:
-    compared = Comparison(skus=sent, sent=sent, last_published=last_published, missing=missing,
+          stock_time=T1, last_time=None, file_problem=None, bad_rows=0, zero=0) -> GateFacts:
+    compared = Comparison(skus=sent, sent=sent, zero=zero, zero_examples=["Y1", "Y2", "Y3", "Y4", "Y5", "Y6"][:zero][:3],
+                          last_published=last_published, missing=missing,
                           missing_examples=["X1", "X2"][:missing], in_stock_before=in_stock_before,
                           dropping_to_zero=dropping, dropping_examples=["Z1"][:dropping])
     return GateFacts(rows=rows, file_problem=file_problem, comparison=compared, stock_time=stock_time, bad_rows=bad_rows,
@@ -225,12 +226,22 @@ def test_a_good_file_passes():
      "layout?"),
     ("zeros", dict(in_stock_before=4, dropping=1),
      "1 of the 4 SKUs in stock on Amazon (25.0%) would drop to zero, more than the limit of 20% (e.g. Z1)"),
+    ("a first file of mostly zeros (nothing published to compare with)", dict(zero=6),
+     "this is the first stock file to publish and 6 of its 10 SKUs (60.0%) are 0, more than the limit of 50% "
+     "for a first file (e.g. Y1, Y2, Y3)"),
 ])
 def test_each_gate_holds_the_feed_and_says_why(case, given, held_because):
     verdict = check_gates(facts(**given), 0.10, 0.20)
     assert not verdict.publish
     assert verdict.held_because == (held_because,)
     assert verdict.summary() == f"held: {held_because}"
+
+
+def test_a_first_file_within_the_zero_share_passes_and_later_files_are_compared_instead():
+    assert check_gates(facts(zero=5), 0.10, 0.20).publish  # half out of stock: a small shop may be
+    assert check_gates(facts(zero=5), 0.10, 0.40).publish  # the limit is max(max_zero_share, 50%)
+    assert not check_gates(facts(zero=9), 0.10, 0.80).publish
+    assert check_gates(facts(zero=6, last_time=T0), 0.10, 0.20).publish  # the drop-to-zero gate's business
 
 
 def test_shares_at_the_limit_pass():

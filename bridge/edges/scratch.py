@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import IO, Iterable, Iterator
 
 from bridge.formats.shipments import PlannedPackage, ShipmentLine
-from bridge.formats.stock import Part, by_sku
+from bridge.formats.stock import Part, RowProblem, by_sku
 from bridge.mapping import Carrier
 
 RUN_SIZE = 50_000  # parts sorted in memory at a time
@@ -182,12 +182,14 @@ class ShipmentScratch:
 
     def in_file_order(self) -> Iterator[tuple[list[tuple], object]]:
         rows = self._db.execute(
-            "select g.first_seq, l.row, l.order_id, l.item, l.quantity, l.tracking, v.verdict from groups g"
-            " join lines l on l.order_id = g.order_id and l.tracking = g.tracking join verdicts v on v.first = g.first"
-            " order by g.first_seq, l.seq")
-        for _, group in groupby(rows, key=itemgetter(0)):
-            group = list(group)
-            yield [row[1:6] for row in group], _verdict(pickle.loads(group[0][6]))
+            "select g.first_seq, l.row, l.order_id, l.item, l.quantity, l.tracking from groups g"
+            " join lines l on l.order_id = g.order_id and l.tracking = g.tracking order by g.first_seq, l.seq")
+        # a group's verdict once per group, not joined onto each of its lines: a rejected
+        # package's verdict names all its rows, and repeating it per line is rows × rows
+        verdicts = self._db.execute(
+            "select v.verdict from groups g join verdicts v on v.first = g.first order by g.first_seq")
+        for (_, group), (verdict,) in zip(groupby(rows, key=itemgetter(0)), verdicts):
+            yield [row[1:6] for row in group], _verdict(pickle.loads(verdict))
 
     def close(self) -> None:
         self._db.close()
@@ -245,3 +247,48 @@ def _verdict(state: tuple):
         _, order_id, marketplace_id, tracking, carrier, method, ship_date, items, rows = state
         return PlannedPackage(order_id, marketplace_id, tracking, Carrier(*carrier), method, ship_date, items, rows)
     return dict(state[1])
+
+
+class ProblemSpool:
+    """A stock file's row problems on disk (`formats.stock.ProblemLog`'s sink), so that a file
+    of a million bad rows is not held in memory: an SQLite file of its own, deleted when
+    closed. Iterated in the order added, which is the order the ledger records them in."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, *, batch: int = 5_000):
+        fd, self._path = tempfile.mkstemp(prefix=".stock-problems-", suffix=".scratch", dir=folder)
+        os.close(fd)
+        self._db = sqlite3.connect(self._path, isolation_level=None)
+        for pragma in ("journal_mode=off", "synchronous=off", "temp_store=file", "cache_size=-4000"):
+            self._db.execute(f"pragma {pragma}")
+        self._db.execute("create table problems (seq integer primary key, row integer not null,"
+                         " column_name text not null, why text not null, severity text not null, sku text not null)")
+        self._batch: list[tuple] = []
+        self._size = batch
+
+    def add(self, problem: RowProblem) -> None:
+        self._batch.append((problem.row, problem.column, problem.why, problem.severity, problem.sku))
+        if len(self._batch) >= self._size:
+            self._flush()
+
+    def bad_rows(self) -> int:
+        self._flush()
+        return self._db.execute("select count(distinct row) from problems where severity = 'error'").fetchone()[0]
+
+    def __iter__(self) -> Iterator[RowProblem]:
+        self._flush()
+        for row, column, why, severity, sku in self._db.execute(
+                "select row, column_name, why, severity, sku from problems order by seq"):
+            yield RowProblem(row, column, why, severity, sku)
+
+    def close(self) -> None:
+        self._db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._db.execute("begin")
+            self._db.executemany("insert into problems (row, column_name, why, severity, sku) values (?, ?, ?, ?, ?)",
+                                 self._batch)
+            self._db.execute("commit")
+            self._batch = []

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 from bridge.edges.amazon_feeds import AmazonFeeds
-from bridge.edges.scratch import DiskStore
+from bridge.edges.scratch import DiskStore, ProblemSpool
 from bridge.errors import BridgeError, FixTheSetup, RetryLater
 from bridge.flows import feed_submission
 from bridge.flows.feed_submission import RECOVERY_DELAY, RECOVERY_MARGIN  # noqa: F401 (their home moved)
@@ -67,6 +67,7 @@ from bridge.formats.listings_feed import (
 from bridge.formats.stock import (
     Comparison,
     GateFacts,
+    ProblemLog,
     Store,
     Tally,
     Verdict,
@@ -78,11 +79,13 @@ from bridge.formats.stock import (
 )
 from bridge.ledger import Ledger, StockFeedStatus, StockFileStatus, StoredStockFeed, StoredStockFile
 from bridge.mapping import StockLayout
+from bridge.records import iso_z
 
 log = logging.getLogger("bridge.inventory")
 
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
 EXPLAINED = 50  # SKUs whose arithmetic the dry run writes out
+ISSUES_KEPT = 100  # issues an outcome carries for a person to read; the result file has every one
 
 
 class Checkpoint(Protocol):
@@ -112,18 +115,20 @@ class StockOutcome:
     bad_rows: int = 0
     skus: int = 0
     documents: int = 0
-    issues: list[dict] = field(default_factory=list)  # file problems and Amazon's issues, by row
+    issues: list[dict] = field(default_factory=list)  # file problems and Amazon's issues, by row: the first
+    # ISSUES_KEPT only (the result file has them all)
+    issue_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, SEVERITY) → how many
     already_recorded: bool = False
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
 
     def summary(self) -> str:
-        amazon = [i for i in self.issues if i["source"] == "amazon"]
+        counts = self.issue_counts
         return (
             f"stock file={self.name} status={self.status} rows={self.rows} bad_rows={self.bad_rows}"
             f" skus={self.skus} documents={self.documents}"
-            f" amazon_errors={sum(i['severity'] == 'ERROR' for i in amazon)}"
-            f" amazon_warnings={sum(i['severity'] == 'WARNING' for i in amazon)} errors={len(self.errors)}"
+            f" amazon_errors={counts.get(('amazon', 'ERROR'), 0)}"
+            f" amazon_warnings={counts.get(('amazon', 'WARNING'), 0)} errors={len(self.errors)}"
             + (f" reason={self.reason!r}" if self.reason else "")
         )
 
@@ -169,6 +174,7 @@ class _Computed:
     stock_time: datetime
     verdict: Verdict
     documents: list[tuple[int, int, str, str]]  # part, messages, path relative to the folder, SHA-256
+    spool: ProblemSpool  # every problem of the rows, on disk until recorded; closed by whoever computed
 
 
 class InventoryFlow:
@@ -188,6 +194,7 @@ class InventoryFlow:
         store: Callable[[], Store] = DiskStore,
         per_document: int = MAX_MESSAGES,
         future_tolerance: timedelta = timedelta(days=1),
+        feed_timeout: timedelta = timedelta(hours=4),
     ):
         """`marketplace_id`: JSON_LISTINGS_FEED takes one marketplace per feed; the quantity
         applies to every marketplace of the seller's unified account in that region.
@@ -209,12 +216,16 @@ class InventoryFlow:
         self.store = store
         self.per_document = per_document
         self.future_tolerance = future_tolerance  # stock.future_tolerance_minutes
+        self.feed_timeout = feed_timeout
 
     @classmethod
     def for_warehouse(cls, settings, warehouse, ledger: Ledger, feeds: AmazonFeeds, **options) -> "InventoryFlow":
         """The flow for a configured warehouse (`settings.Settings`, `WarehouseSettings`)."""
         if warehouse.mapping.stock is None:
             raise FixTheSetup(f"warehouse {warehouse.name}: its mapping has no [stock] section")
+        stock = getattr(settings, "stock", None)
+        if stock is not None and "feed_timeout" not in options:
+            options["feed_timeout"] = stock.feed_timeout
         return cls(ledger, feeds, warehouse=warehouse.name, layout=warehouse.mapping.stock,
                    seller_id=settings.amazon.seller_id, marketplace_id=settings.amazon.marketplaces[0],
                    folder=settings.state_dir / "stock", future_tolerance=settings.stock.future_tolerance,
@@ -232,17 +243,27 @@ class InventoryFlow:
                     self._release(known, now)
                 if self.ledger.stock_file_by_id(known.id).status == StockFileStatus.SUBMITTING:
                     self._continue(known, now)
-                return self.outcome(known.id, already_recorded=True)
+                return self.outcome(known.id, already_recorded=True, now=now)
             self.resume(now)
-            waiting = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING) if f.warehouse == self.warehouse]
+            with_amazon = [f for f in self.ledger.stock_files_in(StockFileStatus.SUBMITTING)
+                           if f.warehouse == self.warehouse]
+            waiting = [f for f in with_amazon if self.overdue_since(f.id, now) is None]
             if waiting:
                 raise RetryLater(f"stock file {waiting[0].name} is still with Amazon; {stock.name} waits for it")
-            file_id = self._record(stock, self._compute(stock, force=force, target=self.folder, now=now), force, now)
+            for stuck in with_amazon:  # given up: still polled, and recorded if it ever finishes
+                log.error("stock file=%s has been with Amazon since %s, longer than stock.feed_timeout_hours: "
+                          "given up waiting, the newer %s goes", stuck.name, iso_z(self.overdue_since(stuck.id, now)),
+                          stock.name)
+            computed = self._compute(stock, force=force, target=self.folder, now=now)
+            try:
+                file_id = self._record(stock, computed, force, now)
+            finally:
+                computed.spool.close()
             self.checkpoint("recorded")
             stored = self.ledger.stock_file_by_id(file_id)
             if stored.status == StockFileStatus.SUBMITTING:
                 self._continue(stored, now)
-            return self.outcome(file_id)
+            return self.outcome(file_id, now=now)
         except BridgeError as problem:
             log.error("stock file=%s error=%s", stock.name, problem)
             stored = self.ledger.stock_file(self.warehouse, stock.sha256)
@@ -257,8 +278,16 @@ class InventoryFlow:
         for stored in self.ledger.stock_files_in(StockFileStatus.SUBMITTING):
             if stored.warehouse == self.warehouse:
                 self._continue(stored, now)
-                outcomes.append(self.outcome(stored.id))
+                outcomes.append(self.outcome(stored.id, now=now))
         return outcomes
+
+    def overdue_since(self, file_id: int, now: datetime) -> datetime | None:
+        """When the file's first document still with Amazon went to it, if longer ago than
+        `feed_timeout` (a listings feed normally takes minutes; hours IN_QUEUE happen, days not)."""
+        started = [d.submit_started_at for d in self.ledger.stock_feeds(file_id)
+                   if d.status in (StockFeedStatus.SUBMITTING, StockFeedStatus.SUBMITTED) and d.submit_started_at]
+        since = min(started, default=None)
+        return since if since is not None and now - since > self.feed_timeout else None
 
     def force_held(self, now: datetime) -> StockOutcome | None:
         """`inventory push --force` without a new file: publish the newest held stock file."""
@@ -281,6 +310,8 @@ class InventoryFlow:
         """The dry run: rows, gates and documents as `push` would make them. Reads the ledger,
         records nothing, sends nothing; writes the documents only into `out_dir`, if given."""
         computed = self._compute(stock, force=force, target=out_dir, now=now)
+        computed.tally.problems.counted()
+        computed.spool.close()  # the preview keeps the first problems and the counts only
         explained = self._explain(stock, computed.stock_time) if computed.tally.rows else []
         return StockPreview(
             name=stock.name, verdict=computed.verdict, tally=computed.tally, comparison=computed.comparison,
@@ -301,18 +332,26 @@ class InventoryFlow:
             if close is not None:
                 close()
 
-    def outcome(self, file_id: int, *, already_recorded: bool = False) -> StockOutcome:
+    def outcome(self, file_id: int, *, already_recorded: bool = False, now: datetime | None = None) -> StockOutcome:
+        """`now`: to tell a file with Amazon for longer than `feed_timeout` (it needs a person)."""
         stored = self.ledger.stock_file_by_id(file_id)
         documents = self.ledger.stock_feeds(file_id)
-        return StockOutcome(
+        since = self.overdue_since(file_id, now) if now is not None and \
+            stored.status == StockFileStatus.SUBMITTING else None
+        outcome = StockOutcome(
             file_id=file_id, name=stored.name, status=stored.status.value, reason=stored.reason,
             rows=stored.rows, bad_rows=stored.bad_rows, skus=stored.skus, documents=len(documents),
-            issues=self.ledger.stock_issues(file_id), already_recorded=already_recorded,
+            issues=self.ledger.stock_issues(file_id, ISSUES_KEPT), issue_counts=self.ledger.stock_issue_counts(file_id),
+            already_recorded=already_recorded,
             # held: the file waits for a person (--force, or a new file); failed: Amazon refused a
             # document as a whole, or one is in doubt
             needs_a_person=stored.status in (StockFileStatus.HELD, StockFileStatus.FAILED)
             or any(d.status == StockFeedStatus.IN_DOUBT for d in documents),
         )
+        if since is not None:
+            outcome.needs_a_person = True
+            outcome.errors.append(overdue_message(stored.name, since, self.feed_timeout))
+        return outcome
 
     # --- 1. compute ----------------------------------------------------------------------
 
@@ -321,8 +360,9 @@ class InventoryFlow:
         only counted and hashed, for a dry run)."""
         layout = self.layout
         store = self.store()
+        spool = ProblemSpool()
         try:
-            counted = tally(stock.rows, layout, store)
+            counted = tally(stock.rows, layout, store, problems=ProblemLog(spool))
             stock_time = counted.stock_time or stock.file_time
             in_flight = self.in_flight(stock_time) if layout.quantity_means == "on_hand" else {}
             last = self.ledger.last_published_stock()
@@ -339,6 +379,9 @@ class InventoryFlow:
                 chunks = document_chunks(self.seller_id, batch, layout)
                 digest = _write(target / relative, chunks) if target is not None else _digest(chunks)
                 documents.append((part, len(batch), relative.as_posix(), digest))
+        except BaseException:
+            spool.close()
+            raise
         finally:
             close = getattr(store, "close", None)
             if close is not None:
@@ -349,7 +392,7 @@ class InventoryFlow:
                           last_name=last.name if last else None, now=now, future_tolerance=self.future_tolerance)
         verdict = check_gates(facts, layout.max_missing_share, layout.max_zero_share, force=force,
                               max_bad_row_share=layout.max_bad_row_share)
-        return _Computed(counted, comparison, stock_time, verdict, documents)
+        return _Computed(counted, comparison, stock_time, verdict, documents, spool)
 
     # --- 2. record -----------------------------------------------------------------------
 
@@ -370,7 +413,7 @@ class InventoryFlow:
             received_at=stock.file_time, rows=counted.rows, bad_rows=counted.bad_rows,
             skus=computed.comparison.sent, status=status, reason=reason,
             forced=force and bool(verdict.overridden), documents=[] if verdict.final else computed.documents,
-            problems=[(p.row, p.column, p.why, p.severity, p.sku) for p in counted.problems], now=now,
+            problems=((p.row, p.column, p.why, p.severity, p.sku) for p in counted.problems), now=now,
             inbound_id=stock.inbound_id,
             # a file that can never be published (nothing to send, dated in the future) takes no
             # other file's place: the one before it stays publishable
@@ -467,6 +510,13 @@ class InventoryFlow:
         if hashlib.sha256(data).hexdigest() != document.sha256:
             raise FixTheSetup(f"feed document {path} changed since it was computed; push the stock file again")
         return data
+
+
+def overdue_message(name: str, since: datetime, limit: timedelta) -> str:
+    hours = f"{limit.total_seconds() / 3600:g}"
+    return (f"stock file {name} has been with Amazon since {iso_z(since)}, longer than stock.feed_timeout_hours "
+            f"({hours}): check its feed in Seller Central (feed upload status); newer stock files no longer wait for "
+            "it, and if it still finishes its outcome is recorded")
 
 
 class _StockJournal:

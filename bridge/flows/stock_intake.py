@@ -32,10 +32,11 @@ import hashlib
 import logging
 import time
 import traceback
+from itertools import chain
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_feeds import AmazonFeeds
@@ -149,10 +150,10 @@ class StockFiles:
         if stored is None or stored.status != StockFileStatus.HELD or not self.ledger.stock_feeds(stored.id):
             return None
         _, lines = stock_answer(stored, self.ledger.stock_issues(stored.id), [])
-        verdict = lines[0]
-        lines[0] = verdict[:4] + (f"{verdict[4]}. Waiting for the seller: `fbm-bridge inventory push --force` "
-                                  "publishes it, a newer stock file replaces it. This answer is then replaced",)
-        return lines
+        verdict = next(lines)
+        verdict = verdict[:4] + (f"{verdict[4]}. Waiting for the seller: `fbm-bridge inventory push --force` "
+                                 "publishes it, a newer stock file replaces it. This answer is then replaced",)
+        return chain([verdict], lines)
 
     def step_aside(self, file: StoredInbound, newer: str, now: datetime) -> bool:
         """A newer file of the same name arrived while `file` is still in processing/: it is
@@ -180,32 +181,39 @@ class StockFiles:
         stored, note, failed = self.ledger.stock_intake(file.id)
         if stored is None:
             return (InboundOutcome.ERROR if failed else InboundOutcome.ARCHIVE), [("", "not published", "", "", note)]
-        return stock_answer(stored, self.ledger.stock_issues(stored.id), self.ledger.stock_feeds(stored.id))
+        return stock_answer(stored, self.ledger.stock_issues_by_row(stored.id), self.ledger.stock_feeds(stored.id),
+                            errors=sum(n for (_, severity), n in self.ledger.stock_issue_counts(stored.id).items()
+                                       if severity == "ERROR"))
 
 
-def stock_answer(stored: StoredStockFile, issues: list[dict], documents) -> tuple[InboundOutcome, list[tuple]]:
+def stock_answer(stored: StoredStockFile, issues: Iterable[dict], documents, *,
+                 errors: int | None = None) -> tuple[InboundOutcome, Iterable[tuple]]:
     """A computed stock file's result lines: its verdict first, then every problem by row (the
-    file's and Amazon's, which Amazon names by message id: the SKU's first row)."""
+    file's and Amazon's, which Amazon names by message id: the SKU's first row). `issues`
+    already by row and `errors` (how many are errors) given: the lines are streamed, never
+    held (a file may have a million bad rows); else they are sorted here."""
     verdict = stored.reason
     if stored.status == StockFileStatus.PUBLISHED:
         accepted = sum(d.counts[0] for d in documents if d.counts)
         refused = stored.skus - accepted
         verdict += f". {stored.skus:,} SKUs sent, Amazon took {accepted:,}" + (
             f" and refused {refused:,} (below)" if refused > 0 else "")
-    lines = [("", stored.status.value, "", "", verdict)]
-    rejected = False
-    for issue in sorted(issues, key=lambda i: (i["row"] is not None, i["row"] or 0)):
-        error = issue["severity"].upper() == "ERROR"
-        rejected |= error
-        if issue["source"] == "file":
-            lines.append((_row(issue["row"]), "rejected" if error else "warning", issue["sku"], issue["column_name"],
-                          issue["message"]))
-        else:
-            code = f" [{issue['code']}]" if issue["code"] else ""
-            lines.append((_row(issue["row"]), "rejected" if error else "warning", issue["sku"], "",
-                          f"Amazon {issue['severity'].lower()}{code}: {issue['message']}"))
-    bad = rejected or stored.status in (StockFileStatus.FAILED, StockFileStatus.HELD)
-    return (InboundOutcome.ERROR if bad else InboundOutcome.ARCHIVE), lines
+    if errors is None:
+        issues = sorted(issues, key=lambda i: (i["row"] is not None, i["row"] or 0))
+        errors = sum(i["severity"].upper() == "ERROR" for i in issues)
+    bad = errors > 0 or stored.status in (StockFileStatus.FAILED, StockFileStatus.HELD)
+    return (InboundOutcome.ERROR if bad else InboundOutcome.ARCHIVE), chain(
+        [("", stored.status.value, "", "", verdict)], map(_issue_line, issues))
+
+
+def _issue_line(issue: dict) -> tuple:
+    error = issue["severity"].upper() == "ERROR"
+    if issue["source"] == "file":
+        return (_row(issue["row"]), "rejected" if error else "warning", issue["sku"], issue["column_name"],
+                issue["message"])
+    code = f" [{issue['code']}]" if issue["code"] else ""
+    return (_row(issue["row"]), "rejected" if error else "warning", issue["sku"], "",
+            f"Amazon {issue['severity'].lower()}{code}: {issue['message']}")
 
 
 def _row(row: int | None) -> str:

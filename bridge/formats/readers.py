@@ -507,7 +507,8 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     below = "/".join("{*}" + name for name in path[anchor:])
     children: dict = {}  # element → its children by name, built once per anchor
     last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
-    for element in xml_elements(stream, tags=set(path[1:anchor])):
+    roots: list = []
+    for element in xml_elements(stream, tags=set(path[1:anchor]), roots=roots):
         level = _level(element)
         if level > anchor or not _on_path(element, path[:level]):
             continue
@@ -515,9 +516,17 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
             records = element.iterfind(below) if below else (element,)
             for record in records:
                 last = max(record.sourceline or 0, last + 1)
-                yield Row(last, values_of(record, children))
+                values = values_of(record, children)
+                yield Row(last, values, _twice(record, spec.fields, children))
             children.clear()
         _free(element)
+    if last == 0 and roots and _local(roots[0].tag) != path[0]:  # not "no rows": the wrong document
+        raise BadFile(f"the document element is <{_short_tag(_local(roots[0].tag))}>, not <{path[0]}>: "
+                      f"no {spec.record} record is in it (the wrong file, or a wrong record path in the mapping?)")
+
+
+def _short_tag(name: str) -> str:
+    return name if len(name) <= 40 else name[:40] + "..."
 
 
 def _level(element) -> int:
@@ -549,10 +558,11 @@ def _free(element) -> None:
         previous = before
 
 
-def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[object]:
+def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | None = None) -> Iterator[object]:
     """Elements as they end: only those named in `tags` (in any namespace), all when None, none
     when empty (a completeness check). Raises BadFile for a DOCTYPE or broken XML,
-    IncompleteFile when the document stops before its end."""
+    IncompleteFile when the document stops before its end. `roots`: the document element is
+    appended to it at the end."""
     from lxml import etree
 
     wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
@@ -560,9 +570,11 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[ob
                                  no_network=True, huge_tree=False, load_dtd=False)
     checked = False
     text = False  # anything but white space seen
+    doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
     try:
         while chunk := stream.read(_CHUNK):
             text = text or bool(chunk.strip())
+            doctype = doctype or (not checked and b"<!DOCTYPE" in chunk)
             parser.feed(chunk)
             for _, element in parser.read_events():
                 if not checked:
@@ -570,6 +582,9 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[ob
                     checked = True
                 yield element
     except etree.XMLSyntaxError as problem:
+        if doctype:  # e.g. "Attribute references external entity": the DOCTYPE is the reason
+            raise BadFile("the XML document has a DOCTYPE; files with DTDs or entities are refused "
+                          "(no entity is ever expanded or fetched)") from None
         raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
     try:
         root = parser.close()
@@ -579,6 +594,8 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None) -> Iterator[ob
         raise IncompleteFile(f"the XML document ends before its last element is closed "
                              f"({_lxml_message(problem)})") from None
     _refuse_doctype(root)
+    if roots is not None:
+        roots.append(root)
     for _, element in parser.read_events():
         yield element
 
@@ -603,12 +620,16 @@ def check_xml(stream: IO[bytes]) -> None:
     parser = etree.XMLParser(target=Quiet(), resolve_entities=False, no_network=True, huge_tree=False,
                              load_dtd=False)
     text = False
+    doctype = False
     try:
         try:
             while chunk := stream.read(_CHUNK):
                 text = text or bool(chunk.strip())
+                doctype = doctype or b"<!DOCTYPE" in chunk
                 parser.feed(chunk)
         except etree.XMLSyntaxError as problem:
+            if doctype:  # lxml may fail on an entity before the target hears of the DOCTYPE
+                Quiet().doctype()
             raise BadFile(f"not well-formed XML: {_lxml_message(problem)}") from None
         try:
             parser.close()
@@ -690,10 +711,39 @@ def _xml_fields(fields: tuple[str, ...]):
 
 
 def _by_name(element) -> dict:
-    """The element's children by local name; the first of a name wins."""
-    named = {}
+    """The element's children by local name; the first of a name wins. A name given more
+    than once is also under (name, TWICE), with how many times."""
+    named: dict = {}
     for child in reversed(element):
         tag = child.tag
         if isinstance(tag, str):
-            named[tag[tag.rfind("}") + 1:]] = child
+            name = tag[tag.rfind("}") + 1:]
+            if name in named:
+                named[name, TWICE] = named.get((name, TWICE), 1) + 1
+            named[name] = child
     return named
+
+
+TWICE = object()  # marks a count of same-named children in `_by_name`'s dictionaries
+
+
+def _twice(record, fields: tuple[str, ...], children: dict) -> str:
+    """Why the record cannot be read as one row: a field's element given more than once in it
+    (two <OnHand>: which one?), or ""."""
+    for field in fields:
+        parts = field.split("/")
+        if _ups(field) or not parts[0] or parts[0].startswith("@"):
+            continue  # an ancestor's field, or an attribute of the record: given once
+        node, named = record, None
+        for name in parts:
+            name = name.split("@", 1)[0]
+            if not name or node is None:
+                break
+            named = children.get(node)
+            if named is None:
+                named = children[node] = _by_name(node)
+            times = named.get((name, TWICE))
+            if times:
+                return f"{name} appears {times} times in this record"
+            node = named.get(name)
+    return ""

@@ -311,25 +311,48 @@ def check_groups(groups: Iterable[list[ShipmentLine]], facts: Callable[[str], Or
     took."""
     place = ZoneInfo(zone)
     current: str | None = None
-    known: OrderFacts | None = None
+    known: _Order | None = None
     looked_up = False
-    claimed: dict[str, int] = {}  # the current order's item → units planned in this file
     for group in groups:
         order_id = group[0].order_id
         if order_id != current:
-            current, known, looked_up, claimed = order_id, None, False, {}
+            current, known, looked_up = order_id, None, False
         if not looked_up and not any(line.problems for line in group):
-            known, looked_up = facts(order_id), True
-        verdict = _check(group, known, warehouse, now, place, claimed, tolerance)
-        if isinstance(verdict, PlannedPackage):
+            found = facts(order_id)
+            known, looked_up = (_Order(found) if found is not None else None), True
+        verdict = _check(group, known, warehouse, now, place, tolerance)
+        if isinstance(verdict, PlannedPackage) and known is not None:
             for item_id, units in verdict.items:
-                claimed[item_id] = claimed.get(item_id, 0) + units
+                known.left[item_id] -= units  # later packages of the order count against it
         yield group[0].row, verdict
 
 
-def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, now: datetime,
-           zone: ZoneInfo, claimed: dict[str, int],
-           tolerance: timedelta) -> PlannedPackage | dict[int, tuple[str, str]]:
+class _Order:
+    """One order's facts indexed once, not once per package (an order of 20,000 lines in
+    20,000 parcels must not cost lines × parcels): its lines by SKU and by order item, the
+    units each item still has unshipped (less what earlier packages of the file took), its
+    known packages by tracking number."""
+
+    def __init__(self, facts: OrderFacts):
+        self.facts = facts
+        self.by_sku: dict[str, list[Line]] = {}
+        self.by_item: dict[str, list[Line]] = {}
+        for line in facts.lines:
+            self.by_sku.setdefault(line.sku, []).append(line)
+            self.by_item.setdefault(line.order_item_id, []).append(line)
+        shipped = dict(facts.shipped)
+        self.left = {line.order_item_id: line.quantity - shipped.get(line.order_item_id, 0) for line in facts.lines}
+        self.packages: dict[str, KnownPackage] = {}
+        for package in facts.packages:
+            self.packages.setdefault(package.tracking, package)
+
+    def lines_for(self, row: ShipmentLine) -> list[Line]:
+        return (self.by_sku if row.by == "sku" else self.by_item).get(row.item, [])
+
+
+def _check(group: list[ShipmentLine], order: _Order | None, warehouse: str, now: datetime,
+           zone: ZoneInfo, tolerance: timedelta) -> PlannedPackage | dict[int, tuple[str, str]]:
+    facts = order.facts if order is not None else None
     bad = {line.row: " / ".join(line.problems) for line in group if line.problems}
     if bad:
         return _reject_package(group, bad)
@@ -337,15 +360,12 @@ def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, 
     problem = _order_problem(first.order_id, facts, warehouse)
     if problem:
         return {line.row: (REJECTED, problem) for line in group}
-    assert facts is not None
+    assert facts is not None and order is not None
     disagree = _disagreement(group)
     if disagree:
         return {line.row: (REJECTED, disagree) for line in group}
-    known = next((k for k in facts.packages if k.tracking == first.tracking), None)
-    shipped = dict(facts.shipped)
-    for item_id, units in known.items if known else ():
-        shipped[item_id] = shipped.get(item_id, 0) - units  # as if that package were not there
-    items, bad = _items(group, facts.lines, shipped, claimed)
+    known = order.packages.get(first.tracking)
+    items, bad = _items(group, order, dict(known.items) if known else {})  # as if that package were not there
     if bad:
         return _reject_package(group, bad)
     if known is not None:
@@ -369,12 +389,20 @@ def _check(group: list[ShipmentLine], facts: OrderFacts | None, warehouse: str, 
 
 def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int, tuple[str, str]]:
     """The rows at fault say why; their package's other rows say which row stopped them."""
-    culprits = ", ".join(str(row) for row in sorted(bad))
     plural = "s" if len(bad) > 1 else ""
-    return {line.row: (REJECTED, bad.get(line.row) or
-                       f"row{plural} {culprits} of the same package (order {_plain(line.order_id)}, "
-                       f"tracking {_plain(line.tracking)}) rejected")
-            for line in group}
+    first = group[0]
+    why = (f"row{plural} {_some_rows(sorted(bad))} of the same package (order {_plain(first.order_id)}, "
+           f"tracking {_plain(first.tracking)}) rejected")  # one text for every row: linear, not rows × rows
+    return {line.row: (REJECTED, bad.get(line.row) or why) for line in group}
+
+
+SHOWN_ROWS = 5  # rows a message names before "and N more"
+
+
+def _some_rows(rows: Sequence[int]) -> str:
+    """'2, 3, 4', or for a package of thousands of rows '2, 3, 4, 5, 6 and 7,995 more'."""
+    shown = ", ".join(str(row) for row in rows[:SHOWN_ROWS])
+    return shown + (f" and {len(rows) - SHOWN_ROWS:,} more" if len(rows) > SHOWN_ROWS else "")
 
 
 def _plain(text: str) -> str:
@@ -401,37 +429,38 @@ def _disagreement(group: list[ShipmentLine]) -> str:
                         ("ship date", lambda l: l.ship_date)):
         values = {value(line) for line in group}
         if len(values) > 1:
-            rows = ", ".join(str(line.row) for line in group)
+            rows = _some_rows([line.row for line in group])
             return (f"rows {rows} are one package (order {group[0].order_id}, tracking "
                     f"{group[0].tracking}) but give different {name}s")
     return ""
 
 
-def _items(group: list[ShipmentLine], lines: tuple[Line, ...], shipped: dict[str, int],
-           claimed: dict[str, int]) -> tuple[dict[str, int], dict[int, str]]:
+def _items(group: list[ShipmentLine], order: _Order, back: dict[str, int]) -> tuple[dict[str, int], dict[int, str]]:
     """Each row's units on the order's items (by order item id, or by SKU: spread over the
-    order's lines with that SKU), never above what is unshipped."""
-    left = {line.order_item_id: line.quantity - shipped.get(line.order_item_id, 0)
-            - claimed.get(line.order_item_id, 0) for line in lines}
+    order's lines with that SKU), never above what is unshipped. `back`: units counted as
+    unshipped again (the known package of this tracking number, checked as if not there).
+    Touches only the lines the rows name: `order.left` is not copied per package."""
     items: dict[str, int] = {}
     bad: dict[int, str] = {}
+
+    def left(item_id: str) -> int:
+        return max(0, order.left[item_id] + back.get(item_id, 0) - items.get(item_id, 0))
+
     for row in group:
-        matching = [line for line in lines
-                    if (line.sku if row.by == "sku" else line.order_item_id) == row.item]
+        matching = order.lines_for(row)
         what = f"{'SKU' if row.by == 'sku' else 'order item'} {_plain(row.item)}"
         if not matching:
             bad[row.row] = f"{what} is not in order {row.order_id}"
             continue
-        available = sum(max(0, left[line.order_item_id]) for line in matching)
+        available = sum(left(line.order_item_id) for line in matching)
         if row.quantity > available:
             bad[row.row] = (f"quantity {row.quantity} of {what} is more than the {available} "
                             f"still unshipped in order {row.order_id}")
             continue
         wanted = row.quantity
         for line in matching:
-            take = min(wanted, max(0, left[line.order_item_id]))
+            take = min(wanted, left(line.order_item_id))
             if take:
-                left[line.order_item_id] -= take
                 items[line.order_item_id] = items.get(line.order_item_id, 0) + take
                 wanted -= take
     return items, bad

@@ -36,6 +36,7 @@ Part = tuple[str, str, str, int, "int | None"]
 by_sku = itemgetter(0)  # the sort key of parts: a stable sort on it keeps file order per SKU
 MAX_UNITS = 10_000_000  # a larger "quantity" is a wrong column (an EAN, a price), not stock
 _LOT_SEPARATOR = "\x1f"
+FIRST_ZERO_SHARE = 0.5  # the first publish: more of its SKUs at 0 (or more than max_zero_share) hold it
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,53 @@ class StockLevel(NamedTuple):
     row: int  # the SKU's first row in the file; the feed message's id, so reports map back
 
 
+class ProblemSink(Protocol):
+    """Where every problem of a large file goes (edges/scratch.py's ProblemSpool, on disk)."""
+
+    def add(self, problem: RowProblem) -> None: ...
+
+    def bad_rows(self) -> int: ...
+
+    def __iter__(self) -> Iterator[RowProblem]: ...
+
+
+class ProblemLog:
+    """A file's row problems without holding them all: the first `keep` stay in memory (for the
+    dry run and messages), every one goes to `sink`; iterating gives them all back from it.
+    A file of 600,000 bad rows (a wrong column) must not need a gigabyte."""
+
+    def __init__(self, sink: ProblemSink, keep: int = 50):
+        self.sink = sink
+        self.kept: list[RowProblem] = []
+        self.count = 0
+        self._keep = keep
+        self._bad_rows: int | None = None
+
+    def append(self, problem: RowProblem) -> None:
+        self.count += 1
+        if len(self.kept) < self._keep:
+            self.kept.append(problem)
+        self.sink.add(problem)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[RowProblem]:
+        return iter(self.sink)
+
+    def __getitem__(self, index: slice) -> list[RowProblem]:
+        return self.kept[index]  # only the first `keep`: what the dry run shows
+
+    def bad_rows(self) -> int:
+        if self._bad_rows is None:
+            return self.sink.bad_rows()
+        return self._bad_rows
+
+    def counted(self) -> None:
+        """Count the bad rows now: the sink may be closed after (what a dry run keeps)."""
+        self._bad_rows = self.sink.bad_rows()
+
+
 @dataclass
 class Tally:
     """What reading the rows found, besides the parts handed to the store."""
@@ -70,12 +118,14 @@ class Tally:
     used_rows: int = 0
     left_alone: int = 0  # rows of SKUs the mapping leaves alone
     not_on_amazon: int = 0  # rows of warehouse SKUs the SKU map marks as not sold on Amazon
-    problems: list[RowProblem] = field(default_factory=list)
+    problems: "list[RowProblem] | ProblemLog" = field(default_factory=list)
     stock_time: datetime | None = None  # the latest timestamp in the rows, if the mapping has one
     file_problem: str | None = None  # the file as a whole cannot be read as stock
 
     @property
     def bad_rows(self) -> int:
+        if isinstance(self.problems, ProblemLog):
+            return self.problems.bad_rows()
         return len({p.row for p in self.problems if p.severity == "error"})
 
 
@@ -106,7 +156,7 @@ class MemoryStore:
 
 
 def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout, store: Store,
-          *, batch_size: int = 10_000) -> Tally:
+          *, batch_size: int = 10_000, problems: ProblemLog | None = None) -> Tally:
     """Check every row and hand the usable ones to `store` as parts.
 
     A bad row is reported with its column and why; when its SKU is known it still goes to the
@@ -123,7 +173,7 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     time_of = timestamp_parser(layout.timestamp_format, layout.timezone,
                                iso_too=layout.format == "xlsx") if timestamp_key else None
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
-    result = Tally()
+    result = Tally() if problems is None else Tally(problems=problems)
     problems = result.problems
     rows = iter(rows)
     first = next(rows, None)
@@ -298,7 +348,7 @@ def leave_alone_test(entries: Iterable[str]) -> Callable[[str], bool] | None:
 
 
 def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int],
-                 problems: list[RowProblem]) -> Iterator[StockLevel]:
+                 problems: "list[RowProblem] | ProblemLog") -> Iterator[StockLevel]:
     """One level per seller SKU from the parts sorted by SKU, in that order; problems found
     while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
     on_hand = layout.quantity_means == "on_hand"
@@ -376,7 +426,7 @@ _new = tuple.__new__  # StockLevel without its Python-level __new__: half the co
 
 
 def combine(sku: str, parts: list[Part], column: str,
-            problems: list[RowProblem]) -> tuple[int | None, int]:
+            problems: "list[RowProblem] | ProblemLog") -> tuple[int | None, int]:
     """(units, first row) of one seller SKU's parts; units None when it must not be sent."""
     parts = sorted(parts, key=lambda part: (part[1], part[2], part[3]))
     first_row = parts[0][3] if len(parts) == 1 else min(part[3] for part in parts)
@@ -388,11 +438,12 @@ def combine(sku: str, parts: list[Part], column: str,
         rows = [part[3] for part in same]
         quantities = [part[4] for part in same if part[4] is not None]
         if len(same) > 1 and len(set(quantities)) > 1:
-            listed = ", ".join(str(q) for q in quantities)
+            # one message for every row of the group, of bounded length: a SKU filled down a
+            # whole column must not make rows × rows of text
+            why = f"{label} is listed on {_rows_phrase(rows, 'rows')} with different quantities " \
+                  f"({_values(quantities)}): not sent"
             for row in rows:
-                problems.append(RowProblem(row, column, f"{label} is listed on rows {_rows(rows)} "
-                                                        f"with different quantities ({listed}): not sent",
-                                           sku=warehouse_sku))
+                problems.append(RowProblem(row, column, why, sku=warehouse_sku))
             conflicting.update(rows)
             total = None
         elif len(same) > 1 and len(quantities) == len(same):  # a bad row's own message says enough
@@ -404,10 +455,11 @@ def combine(sku: str, parts: list[Part], column: str,
             total += quantities[0]
     bad = sorted(conflicting.union(part[3] for part in parts if part[4] is None))
     if bad:
+        why = f"SKU {sku!r} is not sent because {_rows_phrase(bad, 'are')} bad"
+        bad_set = set(bad)
         for part in parts:
-            if part[3] not in bad:
-                problems.append(RowProblem(part[3], "", f"SKU {sku!r} is not sent because "
-                                                        f"{_rows_phrase(bad)} bad", "warning", sku=part[1]))
+            if part[3] not in bad_set:
+                problems.append(RowProblem(part[3], "", why, "warning", sku=part[1]))
         total = None
     return total, first_row
 
@@ -418,12 +470,29 @@ def _label(warehouse_sku: str, lot: str) -> str:
     return f"SKU {_short(warehouse_sku, 50)}" + (f" ({where})" if where else "")
 
 
+SHOWN = 5  # rows or values a message names before "and N more"
+
+
 def _rows(rows: list[int]) -> str:
+    """'2, 3 and 4', or for many rows '2, 3, 4, 5, 6 and 1,995 more': a message stays short."""
+    if len(rows) > SHOWN:
+        return ", ".join(str(row) for row in rows[:SHOWN]) + f" and {len(rows) - SHOWN:,} more"
     return ", ".join(str(row) for row in rows[:-1]) + f" and {rows[-1]}" if len(rows) > 1 else str(rows[0])
 
 
-def _rows_phrase(rows: list[int]) -> str:
-    return f"row {rows[0]} is" if len(rows) == 1 else f"rows {_rows(sorted(rows))} are"
+def _rows_phrase(rows: list[int], verb: str) -> str:
+    """'row 3 is' / 'rows 2 and 3 are'; `verb` 'rows' gives just the rows, counted when many."""
+    rows = sorted(rows)
+    if verb == "rows":
+        return f"rows {_rows(rows)}" if len(rows) <= SHOWN else f"{len(rows):,} rows ({_rows(rows)})"
+    return f"row {rows[0]} is" if len(rows) == 1 else (
+        f"rows {_rows(rows)} are" if len(rows) <= SHOWN else f"{len(rows):,} rows ({_rows(rows)}) are")
+
+
+def _values(quantities: list[int]) -> str:
+    if len(quantities) > SHOWN:
+        return ", ".join(str(q) for q in quantities[:SHOWN]) + f" and {len(quantities) - SHOWN:,} more"
+    return ", ".join(str(q) for q in quantities)
 
 
 # --- what the feed changes ------------------------------------------------------------------
@@ -443,6 +512,7 @@ class Comparison:
     held_back: int = 0  # ... of which the file has, but does not send because of a bad row
     missing_examples: list[str] = field(default_factory=list)
     dropping_examples: list[str] = field(default_factory=list)
+    zero_examples: list[str] = field(default_factory=list)  # sent at 0 (the first publish's gate)
 
     def follow(self, levels: Iterable[StockLevel], published: Iterable[tuple[str, int, bool]],
                ignore: Callable[[str], bool] | None = None) -> Iterator[StockLevel]:
@@ -476,6 +546,8 @@ class Comparison:
                 sent += 1
                 if quantity == 0:
                     zero += 1
+                    if len(self.zero_examples) < 3:
+                        self.zero_examples.append(sku)
                     if was:
                         dropping += 1
                         if len(self.dropping_examples) < 3:
@@ -564,6 +636,14 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
                     f"({compared.missing / compared.last_published:.1%}) are missing from this file{back}, "
                     f"more than the limit of {_percent(max_missing_share)} "
                     f"(e.g. {', '.join(compared.missing_examples)})")
+    first_limit = max(max_zero_share, FIRST_ZERO_SHARE)
+    if facts.last_name is None and compared.sent and compared.zero / compared.sent > first_limit:
+        # nothing published yet to compare with: the file itself must not be mostly zeros. Day
+        # one is when a mapping is newest and a wrong quantity column likeliest; the share is
+        # of every SKU sent (some are out of stock in any shop), so its limit is "most of them".
+        held.append(f"this is the first stock file to publish and {compared.zero:,} of its {compared.sent:,} "
+                    f"SKUs ({compared.zero / compared.sent:.1%}) are 0, more than the limit of "
+                    f"{_percent(first_limit)} for a first file (e.g. {', '.join(compared.zero_examples)})")
     if compared.in_stock_before and compared.dropping_to_zero / compared.in_stock_before > max_zero_share:
         held.append(f"{compared.dropping_to_zero:,} of the {compared.in_stock_before:,} SKUs in stock on "
                     f"Amazon ({compared.dropping_to_zero / compared.in_stock_before:.1%}) would drop to zero, "
