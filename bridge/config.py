@@ -101,6 +101,9 @@ class OrderSettings:
     ship_to_countries: frozenset[str]  # empty: every country
     statuses: tuple[str, ...]  # v2026 FULFILLMENT_STATUSES values
     marketplaces: tuple[str, ...]  # subset of amazon.marketplaces
+    # The service's orders job pulls windows this long at most, then lets the other due jobs
+    # run; a catch-up goes on right after them (a manual `orders pull` is not sliced).
+    pull_slice: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ class _Reader:
             section,
             "orders",
             {"interval_minutes", "window_minutes", "lag_minutes", "overlap_minutes", "start",
-             "max_windows_per_run", "ship_to_countries", "statuses", "marketplaces"},
+             "max_windows_per_run", "pull_slice_seconds", "ship_to_countries", "statuses", "marketplaces"},
         )
         interval = self.number(section, "orders.interval_minutes", 30, minimum=0.1, maximum=1440)
         window = self.number(section, "orders.window_minutes", 30, minimum=1, maximum=1440)
@@ -352,6 +355,7 @@ class _Reader:
         overlap = self.number(section, "orders.overlap_minutes", 0, minimum=0, maximum=1440)
         max_windows = self.number(section, "orders.max_windows_per_run", 96, minimum=1,
                                   maximum=10000)
+        pull_slice = self.number(section, "orders.pull_slice_seconds", 60, minimum=0, maximum=3600)
         statuses = []
         for index, status in enumerate(
             self.string_list(section, "orders.statuses", ["Unshipped", "PartiallyShipped"]) or []
@@ -383,6 +387,7 @@ class _Reader:
             overlap=timedelta(minutes=overlap),
             start=start_at,
             max_windows_per_run=int(max_windows),
+            pull_slice=timedelta(seconds=pull_slice),
             ship_to_countries=self.countries(section, "orders.ship_to_countries"),
             statuses=tuple(statuses),
             marketplaces=tuple(marketplaces or configured),

@@ -154,6 +154,7 @@ class Daemon:
         self.watchers: dict[str, FolderWatcher] = {}
         self.service: Any = None
         self._service_stack: ExitStack | None = None
+        self._again: set[str] = set()  # jobs due again at once: a catch-up that yielded its turn
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class Daemon:
                     self.flags.reload = False
                     self._reload()
                 self.scheduler.run_pending()
+                self._due_again()
                 self._watched()
                 self.notifier.beat()
                 self.notifier.status(self._idle_status())
@@ -183,7 +185,8 @@ class Daemon:
         stack = ExitStack()
         try:
             self.service = stack.enter_context(open_service(
-                settings, sleep=self.flags.sleep, should_stop=self.flags.should_stop, lock=False))
+                settings, sleep=self.flags.sleep, should_stop=self.flags.should_stop, lock=False,
+                pull_slice=settings.orders.pull_slice))
         except BaseException:
             stack.close()
             raise
@@ -337,9 +340,19 @@ class Daemon:
         if job.skips_left:
             fields.append(f"next_try_in_turns={job.skips_left + 1}")
         log.log(logging.INFO if result == "ok" else logging.WARNING, " ".join(fields))
+        if result == "ok" and getattr(report, "caught_up", True) is False and job.name in self.jobs:
+            self._again.add(job.name)  # a catch-up yielded its turn: on again after the others due
         if job.every and duration > job.every.total_seconds():
             log.warning("job=%s overran duration_s=%.1f every_s=%.0f", job.name, duration, job.every.total_seconds())
         self.notifier.status(self._idle_status())
+
+    def _due_again(self) -> None:
+        """After the jobs due now have run (`schedule` sets a job's next turn only once it has
+        run), a catch-up that yielded is due again at once: it runs after the jobs due before it."""
+        for name in self._again:
+            if name in self.jobs:
+                self.jobs[name].scheduled.next_run = datetime.now()
+        self._again.clear()
 
     def _idle_status(self) -> str:
         due = [(job.scheduled.next_run, name) for name, job in self.jobs.items() if job.scheduled.next_run]

@@ -215,6 +215,26 @@ def test_jobs_run_again_on_their_schedule(tmp_path, sshd, sftp_root, sandbox, st
     assert service.process.wait(timeout=DEADLINE) == 0
 
 
+def test_a_catch_up_yields_its_turn_to_the_other_jobs_and_goes_on_right_after_them(
+        tmp_path, sshd, sftp_root, sandbox, start_service):
+    # Orders every 30 minutes, 5 hours behind in 30-minute windows, one window a turn: without
+    # the turn given up and taken again at once, the catch-up would take 5 hours here.
+    config = make_config(tmp_path, sshd, sftp_root, sandbox)
+    text = config.read_text().replace("window_minutes = 600", "window_minutes = 30\npull_slice_seconds = 0")
+    config.write_text(text)
+    service = start_service(config)
+
+    wait_for(lambda: any("caught_up=yes" in line for line in job_lines(service, "orders")), "the catch-up to end")
+    turns = job_lines(service, "orders")
+    assert len(turns) >= 10 and all("caught_up=no" in line for line in turns[:-1])
+    assert service.count("orders pull yields windows=1") == len(turns) - 1
+    first, last = service.text().index(turns[0]), service.text().index(turns[-1])
+    assert "job=shipments-sftp" in service.text()[first:last]  # the others had their turns meanwhile
+    assert delivered(sftp_root) == MERCHANT_ORDERS
+    service.signal(signal.SIGTERM)
+    assert service.process.wait(timeout=DEADLINE) == 0
+
+
 def test_the_watchdog_is_fed_at_half_the_interval_systemd_asks_for(config, start_service, systemd):
     service = start_service(config, NOTIFY_SOCKET=str(systemd.path), WATCHDOG_USEC="2000000")
 

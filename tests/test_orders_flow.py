@@ -228,6 +228,26 @@ def test_throttling_is_waited_out_using_the_rate_header_and_no_page_is_lost(make
     assert delivered_ids(bridge) == MERCHANT_ORDERS
 
 
+def test_the_services_turn_pulls_windows_for_its_slice_then_yields_and_the_next_turn_goes_on(make_bridge, caplog):
+    # The service's orders job pulls for orders.pull_slice_seconds at most, so that a catch-up at
+    # Amazon's rate (hours) does not hold the shipments and stock jobs back; the daemon runs it
+    # again right after them. A slice of 0: one window a turn.
+    bridge = make_bridge(orders='start = "2026-11-20T08:00:00Z"\npull_slice_seconds = 0')
+    assert bridge.settings.orders.pull_slice == timedelta(0)
+    bridge.flow.pull_slice = bridge.settings.orders.pull_slice  # as the daemon's service makes it
+    caplog.set_level(logging.INFO, logger="bridge.orders")
+
+    turns = [bridge.run(RUN_TIME)]
+    while not turns[-1].caught_up and len(turns) < 20:
+        turns.append(bridge.run(RUN_TIME))
+
+    assert [len(turn.windows) for turn in turns] == [1] * 8  # 08:00 to 12:00, 30 minutes each
+    assert [turn.caught_up for turn in turns] == [False] * 7 + [True]
+    yielded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("orders pull yields")]
+    assert yielded == ["orders pull yields windows=1: the service's other due jobs run, then the pull goes on"] * 7
+    assert delivered_ids(bridge) == MERCHANT_ORDERS
+
+
 # --- Amazon failing ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status, body", [(503, b"<html>Service Unavailable</html>"), (500, b"")])

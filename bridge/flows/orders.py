@@ -18,9 +18,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -155,6 +156,7 @@ class OrdersFlow:
         should_stop: Callable[[], bool] | None = None,
         batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        pull_slice: timedelta | None = None,
     ):
         self.settings = settings
         self.ledger = ledger
@@ -168,6 +170,9 @@ class OrdersFlow:
         self.batch_size = batch_size
         # The wall clock, only for a catch-up's pace: a run's windows are reckoned from its `now`.
         self.clock = clock
+        # The service's turn: windows are pulled this long at most, so that its other jobs are
+        # not held back by a catch-up at Amazon's rate (None: every window the run may take).
+        self.pull_slice = pull_slice
         self._rendered: dict[int, bytes] = {}  # file id -> bytes, for files staged in this run
         self._purged_on: date | None = None  # the UTC day of the last purge with the backups
 
@@ -240,7 +245,8 @@ class OrdersFlow:
         catching_up = self._catching_up(now)
         if catching_up:
             self._log_catch_up_start(now)
-        for _ in range(self.settings.orders.max_windows_per_run):
+        started = time.monotonic()
+        for pulled in range(1, self.settings.orders.max_windows_per_run + 1):
             if self.should_stop():
                 return
             window = self._next_window(self.ledger.bookmark(BOOKMARK), now)
@@ -249,6 +255,11 @@ class OrdersFlow:
             self._pull_window(window, now, report)
             if catching_up:
                 self._log_catch_up(window, now)
+            if self.pull_slice is not None and time.monotonic() - started >= self.pull_slice.total_seconds():
+                if self._next_window(self.ledger.bookmark(BOOKMARK), now) is not None:
+                    log.info("orders pull yields windows=%d: the service's other due jobs run, then the"
+                             " pull goes on", pulled)
+                break
         report.caught_up = self._next_window(self.ledger.bookmark(BOOKMARK), now) is None
         if report.caught_up and catching_up:
             self.ledger.end_catch_up(BOOKMARK)
