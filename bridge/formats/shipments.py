@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.formats.readers import Row, cell_shown
 from bridge.mapping import Carrier, ShipmentLayout, amazon_carrier_codes
-from bridge.records import Line, iso_z, utc
+from bridge.records import Line, how_long, iso_z, utc
 
 ACCEPTED, REJECTED, DUPLICATE = "accepted", "rejected", "duplicate"
 RESULT_HEADER = ("row", "result", "order", "item", "quantity", "tracking", "message")
@@ -478,20 +478,13 @@ def _date_problem(line: ShipmentLine, facts: OrderFacts, now: datetime, zone: Zo
                     f"({facts.purchase_date.astimezone(zone).date().isoformat()})")
         return ""
     if line.ship_date > now + tolerance:
-        return (f"ship date {iso_z(line.ship_date)} is in the future: {_ahead(line.ship_date - now)} ahead of "
-                f"the bridge's clock ({iso_z(now)}), more than the {_ahead(tolerance)} a clock may be ahead")
+        return (f"ship date {iso_z(line.ship_date)} is in the future: {how_long(line.ship_date - now)} ahead of "
+                f"the bridge's clock ({iso_z(now)}), more than the {how_long(tolerance)} a clock may be ahead")
     if line.ship_date < facts.purchase_date:
         return (f"ship date {iso_z(line.ship_date)} is before the order was placed "
                 f"({iso_z(facts.purchase_date)})")
     return ""
 
-
-def _ahead(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    hours = minutes // 60
-    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 def _ship_instant(line: ShipmentLine, facts: OrderFacts) -> datetime:

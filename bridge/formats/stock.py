@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.formats.shipments import human_format
 from bridge.mapping import MAX_SKU_LENGTH, StockLayout
+from bridge.records import how_long
 
 # (seller SKU, warehouse SKU, lot/location, row number, units or None for a bad row)
 Part = tuple[str, str, str, int, "int | None"]
@@ -619,8 +620,8 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
         nothing.append(f"none of the file's {facts.rows:,} rows gives a quantity to send (see the rows' problems)")
     if facts.now is not None and facts.stock_time > facts.now + facts.future_tolerance:
         nothing.append(f"the file's stock time {_iso(facts.stock_time)} is in the future: "
-                       f"{_ahead(facts.stock_time - facts.now)} ahead of the bridge's clock ({_iso(facts.now)}), "
-                       f"more than the {_ahead(facts.future_tolerance)} allowed (stock.future_tolerance_minutes). "
+                       f"{how_long(facts.stock_time - facts.now)} ahead of the bridge's clock ({_iso(facts.now)}), "
+                       f"more than the {how_long(facts.future_tolerance)} allowed (stock.future_tolerance_minutes). "
                        "Correct the timestamps (a typo in the date?) and drop the file again")
     held: list[str] = []
     if facts.last_stock_time is not None and facts.stock_time < facts.last_stock_time:
@@ -662,13 +663,6 @@ def check_gates(facts: GateFacts, max_missing_share: float, max_zero_share: floa
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _ahead(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    hours = minutes // 60
-    return f"{hours} hours" if hours < 48 else f"{(hours + 12) // 24} days"
 
 
 def _percent(share: float) -> str:
