@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from lxml import etree
-
 from bridge.errors import BadFile
 from bridge.formats.shipments import PlannedPackage
 from bridge.records import iso_z
@@ -27,6 +25,7 @@ DOCUMENT_VERSION = "1.01"
 
 
 def fulfillment_feed(merchant_id: str, packages: Iterable[tuple[int, PlannedPackage]]) -> bytes:
+    from lxml import etree  # here, not at import: a service that sends no feed never loads lxml
     """The feed document; `packages` are (package id, package): the id is the MessageID."""
     envelope = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
     envelope.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
@@ -58,7 +57,8 @@ def fulfillment_feed(merchant_id: str, packages: Iterable[tuple[int, PlannedPack
 
 
 def _text(parent, name: str, value: str):
-    element = etree.SubElement(parent, name)
+    element = parent.makeelement(name)
+    parent.append(element)
     element.text = value
     return element
 
@@ -94,6 +94,8 @@ class ProcessingReport:
 
 def parse_processing_report(document: bytes) -> ProcessingReport:
     """Amazon's XML ProcessingReport, read without resolving entities or touching the network."""
+    from lxml import etree
+
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
     try:
         root = etree.fromstring(document, parser)

@@ -19,9 +19,7 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
-
-from lxml import etree
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Sequence
 
 from bridge.errors import RenderError
 from bridge.formats.tables import (
@@ -34,6 +32,9 @@ from bridge.formats.tables import (
 )
 from bridge.mapping import XLSX_CELL_MAX, Column, OrderLayout
 from bridge.records import Line, Order, shown, utc
+
+if TYPE_CHECKING:
+    from lxml import etree
 
 NAME_MAX = 255  # bytes in a file name on Linux file systems and OpenSSH's sftp-server
 
@@ -319,6 +320,9 @@ class _Xml:
         self.layout = layout
         self.fields = [(c, *_split_path(c.name)) for c in layout.fields]
         self.line_fields = [(c, *_split_path(c.name)) for c in layout.line_fields]
+        from lxml import etree  # here, not at import: a service with no XML mapping never loads lxml
+
+        self.Element, self.SubElement = etree.Element, etree.SubElement
 
     def unit(self, order: Order) -> etree._Element:
         try:
@@ -335,11 +339,11 @@ class _Xml:
 
     def element(self, order: Order) -> etree._Element:
         layout = self.layout
-        element = etree.Element(layout.order_element)
+        element = self.Element(layout.order_element)
         self.fill(element, self.fields, order, None, 0)
-        lines = etree.SubElement(element, layout.lines_element) if layout.lines_element else element
+        lines = self.SubElement(element, layout.lines_element) if layout.lines_element else element
         for number, line in enumerate(order.lines, 1):
-            self.fill(etree.SubElement(lines, layout.line_element), self.line_fields,
+            self.fill(self.SubElement(lines, layout.line_element), self.line_fields,
                       order, line, number)
         return element
 
@@ -357,7 +361,7 @@ class _Xml:
                 key = path[:depth]
                 target = made.get(key)
                 if target is None:
-                    target = made[key] = etree.SubElement(made[path[:depth - 1]], path[depth - 1])
+                    target = made[key] = self.SubElement(made[path[:depth - 1]], path[depth - 1])
             if attribute:
                 target.set(attribute, text)
             elif text:

@@ -14,9 +14,11 @@ import shutil
 import zipfile
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
-from lxml import etree
+if TYPE_CHECKING:
+    from lxml import etree
+
 
 from bridge.errors import RenderError
 
@@ -122,6 +124,9 @@ class XmlStream:
         name = _XML_ENCODING_NAMES[encoding]
         out.write((codecs.BOM_UTF8 if encoding == "utf-8-sig" else b"")
                   + f'<?xml version="1.0" encoding="{name}"?>\n'.encode("ascii"))
+        from lxml import etree  # here, not at import: lxml is loaded by the first XML written
+
+        self._etree = etree
         self._file = etree.xmlfile(out, encoding=name)
         self._writer = self._file.__enter__()
         self._root = self._writer.element(root)
@@ -129,7 +134,7 @@ class XmlStream:
         self.elements = 0
 
     def add(self, element: etree._Element) -> None:
-        etree.indent(element, space="  ", level=1)
+        self._etree.indent(element, space="  ", level=1)
         element.tail = None
         self._writer.write("\n  ")
         self._writer.write(element)
@@ -149,6 +154,8 @@ def write_xml(root: etree._Element, *, encoding: str = "utf-8") -> bytes:
     Characters the encoding lacks become character references (`&#20013;`): lossless, and
     every XML parser reads them, so XML never fails on encoding.
     """
+    from lxml import etree
+
     etree.indent(root, space="  ")
     body = etree.tostring(root, encoding="unicode")
     declaration = f'<?xml version="1.0" encoding="{_XML_ENCODING_NAMES[encoding]}"?>\n'
