@@ -40,7 +40,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -53,6 +52,7 @@ from bridge.config import Settings, load_settings
 from bridge.edges.watch import FolderWatcher
 from bridge.errors import BridgeError, ConfigError, StopRequested
 from bridge.flows.inbound import make_local_folder
+from bridge.flows.steps import unexpected
 from bridge.service import configure_logging, open_service
 from bridge.state import state_lock
 
@@ -390,14 +390,6 @@ def counts(report: Any) -> list[str]:
     if summary is None:
         return []
     return [word for word in summary().split() if "=" in word]
-
-
-def unexpected(problem: BaseException) -> str:
-    """A bug's exception in a log line: its type and where it was raised, never its words (they
-    may quote buyer data)."""
-    frames = traceback.extract_tb(problem.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return f"unexpected {type(problem).__name__}{where}"
 
 
 def quiet_after_writes(settings: Settings) -> float:

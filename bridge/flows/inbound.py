@@ -32,7 +32,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,7 @@ from bridge.edges.folders import Drop, FolderDrop, RemoteFile
 from bridge.edges.sftp import SftpDrop
 from bridge.errors import (
     BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, StateUnusable)
+from bridge.flows.steps import unexpected
 from bridge.formats.inbound import (
     Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
     write_result)
@@ -332,7 +332,7 @@ class InboundPipeline:
             return None  # complete, but unreadable: `read` says why, and the file is answered
         except Exception as problem:  # a bug: the read meets it again and answers the file
             log.error("completeness check failed source=%s: %s (please report this as a bug)",
-                      source.label, _unexpected(problem))
+                      source.label, unexpected(problem))
             return None
 
     def _put_back(self, drop: Drop, source: Source, name: str) -> None:
@@ -372,7 +372,7 @@ class InboundPipeline:
             self.ledger.end_reading(stored.id)  # it ended: not a read that killed the process
             raise  # Amazon or the ledger unavailable, a setup problem: the file waits, the source says why
         except Exception as problem:  # a bug met on this file: the file fails, nothing else does
-            what = _unexpected(problem)
+            what = unexpected(problem)
             self.ledger.file_failed(stored.id, f"could not be read: {what} (please report this as a bug)", now)
             report.unreadable += 1
             log.error("unreadable source=%s name=%r: %s (please report this as a bug)", source.label,
@@ -519,7 +519,7 @@ class InboundPipeline:
             report.needs_a_person |= isinstance(problem, FixTheSetup)
             log.error("inbound source=%s failed: %s", source.label, problem)
         except Exception as problem:  # a bug: this source waits, the others go on
-            what = _unexpected(problem)
+            what = unexpected(problem)
             report.errors.append(f"{source.label}: {what}")
             report.needs_a_person = True
             log.error("inbound source=%s failed: %s (please report this as a bug)", source.label, what)
@@ -690,14 +690,6 @@ def _sha256(stream: IO[bytes]) -> tuple[str, int]:
         size += len(chunk)
     stream.seek(0)
     return digest.hexdigest(), size
-
-
-def _unexpected(problem: Exception) -> str:
-    """A bug's exception, for a person: its type and where it was raised (its words may quote a
-    file's content, so they are left out)."""
-    where = traceback.extract_tb(problem.__traceback__)[-1] if problem.__traceback__ else None
-    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
-    return f"unexpected {type(problem).__name__}{at}"
 
 
 def _minutes(delta: timedelta) -> str:

@@ -19,7 +19,6 @@ import errno
 import hashlib
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,8 +28,9 @@ from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon import PII_ROLE_HINT, AmazonOrders, Refetched
 from bridge.edges.folders import Drop, write_files
 from bridge.edges.sftp import SftpDrop
-from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup, RetryLater
+from bridge.errors import BridgeError, FileExistsInDrop, FixTheSetup
 from bridge.flows import retention
+from bridge.flows.steps import run_steps
 from bridge.formats.orders import NAME_MAX, RenderedFile, render_orders, too_long
 from bridge.ledger import (ORDERS_BOOKMARK, SENT, UNDELIVERED, FileStatus, Ledger, Observation, OrderStatus,
                            StoredFile, StoredOrder)
@@ -181,24 +181,9 @@ class OrdersFlow:
         already-staged files from reaching the warehouse."""
         report = RunReport()
         self.amazon.begin_run()
-        for step in (self.pull, self.recheck_held, self.render, self.deliver, self.purge):
-            if self.should_stop():
-                log.info("stop requested: run ends before step=%s", step.__name__)
-                break
-            try:
-                step(now, report)
-            except BridgeError as problem:
-                report.errors.append(f"{step.__name__}: {problem}")
-                report.needs_a_person |= isinstance(problem, FixTheSetup)
-                level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
-                log.log(level, "step=%s failed: %s", step.__name__, problem)
-            except Exception as problem:  # a bug: report where, go on with the other steps
-                where = traceback.extract_tb(problem.__traceback__)[-1]
-                # Only the type and place: an unexpected message might carry buyer data.
-                what = f"unexpected {type(problem).__name__} at {Path(where.filename).name}:{where.lineno}"
-                report.errors.append(f"{step.__name__}: {what}")
-                report.needs_a_person = True
-                log.error("step=%s failed: %s (please report this as a bug)", step.__name__, what)
+        steps = (self.pull, self.recheck_held, self.render, self.deliver, self.purge)
+        run_steps(((step.__name__, lambda step=step: step(now, report)) for step in steps), report,
+                  should_stop=self.should_stop, log=log)
         log.info(report.summary())
         return report
 

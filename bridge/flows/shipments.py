@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,9 +29,10 @@ from typing import IO, Callable, Iterable, Iterator, Sequence
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_shipments import AmazonShipments
 from bridge.edges.folders import Drop
-from bridge.errors import AmazonRejected, BadFile, BridgeError, CreateFeedUnknown, FixTheSetup, RetryLater
+from bridge.errors import AmazonRejected, BadFile, CreateFeedUnknown
 from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Source, sources
 from bridge.flows.shipments_feed import FulfillmentFeed, planned
+from bridge.flows.steps import run_steps
 from bridge.formats.readers import TableSpec, read_rows
 from bridge.formats.shipments import (
     ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage, check_groups,
@@ -269,23 +269,7 @@ class ShipmentsFlow:
                   ("answer", lambda: self._answer(chosen, now, report)),
                   ("note", lambda: self.ledger.refresh_shipment_due()),
                   ("purge", lambda: self.pipeline.purge(now))]
-        for name, step in steps:
-            if self.should_stop():
-                log.info("stop requested: run ends before step=%s", name)
-                break
-            try:
-                step()
-            except BridgeError as problem:
-                report.errors.append(f"{name}: {problem}")
-                report.needs_a_person |= isinstance(problem, FixTheSetup)
-                level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
-                log.log(level, "step=%s failed: %s", name, problem)
-            except Exception as problem:  # a bug: say where, go on with the other steps
-                where = traceback.extract_tb(problem.__traceback__)[-1]
-                what = f"unexpected {type(problem).__name__} at {Path(where.filename).name}:{where.lineno}"
-                report.errors.append(f"{name}: {what}")
-                report.needs_a_person = True
-                log.error("step=%s failed: %s (please report this as a bug)", name, what)
+        run_steps(steps, report, should_stop=self.should_stop, log=log)
         report.needs_a_person |= report.inbound.needs_a_person
         report.rows_rejected = self.files.rows_rejected
         report.waiting = len(self.ledger.packages_waiting())

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import traceback
 from itertools import chain
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,9 +41,10 @@ from bridge.config import Settings, WarehouseSettings
 from bridge.edges.amazon_feeds import AmazonFeeds
 from bridge.edges.folders import Drop
 from bridge.edges.scratch import DiskStore
-from bridge.errors import BadFile, BridgeError, FixTheSetup, RetryLater
+from bridge.errors import BadFile
 from bridge.flows.inbound import Checkpoint, InboundPipeline, InboundReport, Source, sources
 from bridge.flows.inventory import MAX_WAIT_SECONDS, InventoryFlow, StockFile, StockOutcome, StockPreview
+from bridge.flows.steps import run_steps
 from bridge.formats.listings_feed import MAX_MESSAGES
 from bridge.formats.readers import Row, TableSpec, read_rows
 from bridge.ledger import (
@@ -298,23 +298,7 @@ class StockFlow:
             report.notes.append("no stock.warehouse is configured: stock up is off")
             return
         self.inventory.max_wait_seconds = wait
-        for name, step in steps:
-            if self.should_stop():
-                log.info("stop requested: stock pass ends before step=%s", name)
-                break
-            try:
-                step()
-            except BridgeError as problem:
-                report.errors.append(f"{name}: {problem}")
-                report.needs_a_person |= isinstance(problem, FixTheSetup)
-                level = logging.WARNING if isinstance(problem, RetryLater) else logging.ERROR
-                log.log(level, "stock step=%s failed: %s", name, problem)
-            except Exception as problem:  # a bug: say where, go on with the other steps
-                where = traceback.extract_tb(problem.__traceback__)[-1]
-                what = f"unexpected {type(problem).__name__} at {Path(where.filename).name}:{where.lineno}"
-                report.errors.append(f"{name}: {what}")
-                report.needs_a_person = True
-                log.error("stock step=%s failed: %s (please report this as a bug)", name, what)
+        run_steps(steps, report, should_stop=self.should_stop, log=log, what="stock pass")
         report.needs_a_person |= report.inbound.needs_a_person
         files = report.inbound
         busy = report.outcomes or report.all_errors or files.taken or files.answered or files.duplicates \
