@@ -182,17 +182,23 @@ class Daemon:
         return 0
 
     def _open(self, settings: Settings) -> None:
+        """The service and the watched folders for `settings`, all or nothing: a reload that
+        cannot open them leaves `self.settings` as it was, for the caller to open again."""
         stack = ExitStack()
         try:
             self.service = stack.enter_context(open_service(
                 settings, sleep=self.flags.sleep, should_stop=self.flags.should_stop, lock=False,
                 pull_slice=settings.orders.pull_slice))
+            self._watch(settings)
         except BaseException:
+            for watcher in self.watchers.values():
+                watcher.stop()
+            self.watchers = {}
+            self.service = None
             stack.close()
             raise
         self._service_stack = stack
         self.settings = settings
-        self._watch()
 
     def _close(self) -> None:
         for watcher in self.watchers.values():
@@ -219,7 +225,7 @@ class Daemon:
         self._close()
         try:
             self._open(settings)
-        except BridgeError as problem:  # the state cannot be opened with the new secrets
+        except BridgeError as problem:  # the new secrets do not open the state, a folder cannot be watched
             log.error("config reload refused, keeping the running config: %s", problem)
             self._open(self.settings)
             self.notifier.send("READY=1")
@@ -275,9 +281,8 @@ class Daemon:
         flow = self.service.stock
         return flow if flow is not None and flow.enabled else None
 
-    def _watch(self) -> None:
+    def _watch(self, settings: Settings) -> None:
         """Local folders are watched (inotify); the loop runs a job for each finished file."""
-        settings = self.settings
         quiet = quiet_after_writes(settings)
         made = lambda folder: make_local_folder(folder, settings.shipments)  # noqa: E731
         shipments = {w.name: w.local_shipments_folder for w in settings.warehouses
@@ -289,7 +294,7 @@ class Daemon:
             self.watchers["stock-watch"] = FolderWatcher({stock.warehouse.name: stock.warehouse.local_stock_folder},
                                                          quiet=quiet, make_folder=made)
         for watcher in self.watchers.values():
-            watcher.start()
+            watcher.start()  # one that cannot start raises: _open stops the others
 
     def _watched(self) -> None:
         for name, watcher in self.watchers.items():

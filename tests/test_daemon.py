@@ -288,6 +288,29 @@ def test_sighup_with_a_broken_config_is_refused_in_one_line_and_no_extra_run_sta
     assert service.process.wait(timeout=DEADLINE) == 0
 
 
+def test_sighup_with_a_staff_folder_that_cannot_be_watched_is_refused_and_the_service_goes_on(
+        config, tmp_path, sftp_root, start_service):
+    service = start_service(config)
+    started_up(service)
+    (tmp_path / "a-file").write_text("not a folder")
+    text = config.read_text()
+    config.write_text(text.replace('shipments_folder = ', f'local_shipments_folder = "{tmp_path / "a-file" / "drop"}"'
+                                   '\nshipments_folder = ', 1))
+    mark = len(service.text())
+
+    service.signal(signal.SIGHUP)
+
+    wait_for(lambda: service.logged("config reload refused", mark), "the refusal in the log")
+    refusal = [line for line in service.text()[mark:].splitlines() if "config reload refused" in line]
+    assert len(refusal) == 1 and f"cannot watch the local folder {tmp_path / 'a-file' / 'drop'}" in refusal[0]
+    wait_for(lambda: service.logged("job=shipments-sftp", mark + service.text()[mark:].index("refused")),
+             "a job on the schedule it kept")
+    assert "Traceback" not in service.text()[mark:]
+    assert service.process.poll() is None
+    service.signal(signal.SIGTERM)
+    assert service.process.wait(timeout=DEADLINE) == 0
+
+
 def test_sighup_with_a_broken_mapping_is_refused_and_the_old_mapping_kept(tmp_path, sshd, sftp_root, sandbox, start_service):
     mapping = write_mapping(tmp_path / "acme-csv.toml", (MAPPINGS / "acme-csv.toml").read_text())
     config = make_config(tmp_path, sshd, sftp_root, sandbox, mapping=mapping)

@@ -50,15 +50,17 @@ class FolderWatcher:
             def on_any_event(self, event) -> None:
                 watcher._event(event)
 
-        self._observer = Observer()
+        observer = Observer()
         for folder in self._folders.values():
             try:
                 self._make_folder(folder)
-                self._observer.schedule(Handler(), str(folder), recursive=False)
-            except OSError as problem:
-                raise FixTheSetup(f"cannot watch the local folder {folder}: {problem.strerror or problem}") from None
-        self._observer.daemon = True
-        self._observer.start()
+                observer.schedule(Handler(), str(folder), recursive=False)
+            except Exception as problem:  # OSError mostly; watchdog's own for what inotify refuses
+                why = problem.strerror if isinstance(problem, OSError) and problem.strerror else problem
+                raise FixTheSetup(f"cannot watch the local folder {folder}: {why}") from None
+        observer.daemon = True
+        observer.start()
+        self._observer = observer  # only a started one: stop() joins it
 
     def stop(self) -> None:
         if self._observer is not None:
