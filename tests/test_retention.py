@@ -16,7 +16,7 @@ import pytest
 
 from bridge import state
 from bridge.flows import retention
-from bridge.flows.orders import RunReport
+from bridge.flows.orders import BOOKMARK, RunReport
 from bridge.flows.resend import resend
 from bridge.ledger import Ledger, OrderStatus
 from bridge.sealing import Sealer
@@ -139,6 +139,7 @@ def test_the_run_logs_one_line_a_day_and_whenever_something_was_purged(delivered
 
     def lines(now) -> list[str]:
         caplog.clear()
+        bridge.ledger.set_bookmark(BOOKMARK, now - timedelta(minutes=30), now)  # as the run's pull leaves it
         bridge.flow.purge(now, RunReport())
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention ")]
 
@@ -156,3 +157,17 @@ def test_the_run_logs_one_line_a_day_and_whenever_something_was_purged(delivered
     assert next_day == ["retention purged_records=0 purged_spool_files=0 purged_inbound_files=0"
                         " purged_local_files=0 purged_backup_records=0 oldest_kept=-"]
     assert "Jürgen" not in caplog.text
+
+
+def test_a_clock_weeks_ahead_purges_nothing_early_the_purge_follows_what_amazon_answered(delivered, caplog):
+    kept = spool(delivered)
+    caplog.set_level(logging.WARNING, logger="bridge.orders")
+
+    # The machine's clock jumped 45 days: Amazon refuses windows that end in the future, so the
+    # run's pull fails and the bookmark stays; its purge step must not trust the clock.
+    delivered.flow.purge(RUN_TIME + timedelta(days=45), RunReport())
+
+    assert with_buyer_data(delivered.ledger) == ORDERS and spool(delivered) == kept
+    assert any(r.getMessage().startswith("retention counts to 2026-11-21T12:30:00Z, not to the clock's "
+                                         "2027-01-04T12:30:00Z: the clock is ahead of the orders Amazon has answered")
+               for r in caplog.records)

@@ -38,6 +38,9 @@ from bridge.records import Line, Order, OrderHeader, iso_z, shown
 from bridge.windows import Window, catch_up_eta, duration, next_window, windows_left
 
 log = logging.getLogger("bridge.orders")
+# How far the clock may run ahead of the last window Amazon answered before retention stops
+# trusting it: a day (a run's windows end `lag` behind it; a day covers any interval).
+RETENTION_CLOCK_SLACK = timedelta(days=1)
 
 BOOKMARK = ORDERS_BOOKMARK
 PII_MISSING = "no delivery address from Amazon (PII role missing)"
@@ -667,11 +670,26 @@ class OrdersFlow:
 
     # --- 5. retention --------------------------------------------------------------------
 
+    def _retention_time(self, now: datetime) -> datetime:
+        """The time retention counts to: `now`, unless the clock is more than a day ahead of the
+        windows Amazon has answered (it refuses a window that ends in the future, so they prove
+        how late it is at least). A clock that jumped weeks ahead must not purge buyer data (and
+        spool copies) weeks early; the purge catches up with the pull."""
+        bookmark = self.ledger.bookmark(BOOKMARK)
+        if bookmark is None:
+            return now
+        proven = bookmark + self.settings.orders.lag + RETENTION_CLOCK_SLACK
+        if now <= proven:
+            return now
+        log.warning("retention counts to %s, not to the clock's %s: the clock is ahead of the orders Amazon has"
+                    " answered (window_end=%s); the purge follows the pull", iso_z(proven), iso_z(now), iso_z(bookmark))
+        return proven
+
     def purge(self, now: datetime, report: RunReport) -> None:
         """flows/retention.py: every run; the backups and the summary line once a UTC day (and
         the line whenever something was purged)."""
         daily = self._purged_on != now.date()
-        purged = retention.purge(self.settings, self.ledger, now, backups=daily)
+        purged = retention.purge(self.settings, self.ledger, self._retention_time(now), backups=daily)
         self._purged_on = now.date()
         report.purged = purged.records
         if daily or purged.anything:
