@@ -282,9 +282,12 @@ def _day(text: str):
     try:
         if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
             raise ValueError(text)
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a day: {text!r} (give YYYY-MM-DD, e.g. 2026-11-01)") from None
+    if not 2000 <= day.year <= 2999:
+        raise argparse.ArgumentTypeError(f"{text}: give a day from 2000 to 2999")
+    return day
 
 
 def _count(text: str) -> int:
@@ -425,7 +428,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.prometheus:
         from bridge.prometheus import exposition
 
-        sys.stdout.write(exposition(report))
+        sys.stdout.write(exposition(report, instance=args.config.stem))
     elif args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -1,7 +1,9 @@
 """`fbm-bridge status --prometheus`: the status report in node_exporter's textfile format.
 
 Each metric has a HELP and a TYPE line, then its samples `name{labels} value`; every name is
-prefixed `fbm_bridge_` and per-warehouse samples carry `warehouse="NAME"`. Everything is read
+prefixed `fbm_bridge_`, every sample carries `instance="NAME"` (the config file's name without
+`.toml`: one per seller-and-warehouse instance, so several instances' files never collide in
+one collector) and per-warehouse samples `warehouse="NAME"`. Everything is read
 from the report `status` builds (the ledger, without a key), so it is as cheap as `status`.
 Times are unix seconds. A sample that has no value yet (a job never finished, no order waiting
 to be confirmed) is left out rather than given a made-up one.
@@ -21,7 +23,7 @@ STOCK_STATUSES = [status.value for status in StockFileStatus]
 Sample = tuple[dict[str, str], float]
 
 
-def exposition(report: dict[str, Any]) -> str:
+def exposition(report: dict[str, Any], instance: str) -> str:
     """The text a node_exporter textfile collector reads, ending with a line break."""
     everyone = report.get("warehouses", {})
     warehouses = {name: item for name, item in everyone.items() if "packages" in item}  # configured ones
@@ -31,7 +33,7 @@ def exposition(report: dict[str, Any]) -> str:
     metrics: list[tuple[str, str, list[Sample]]] = [
         ("last_success_timestamp_seconds",
          "When each job last finished its work (unix time): orders = the last pull that moved the window"
-         " bookmark, shipments = the last confirmation file answered, stock_publish = the last stock publish.",
+         " bookmark, shipments = the last confirmation file answered, stock_publish = the last stock file Amazon took.",
          [({"warehouse": name, "job": job}, _unix(at))
           for name, item in warehouses.items() for job, at in item["last_run"].items() if at]),
         ("orders", "Orders in the ledger by status.",
@@ -76,7 +78,8 @@ def exposition(report: dict[str, Any]) -> str:
     for name, help_text, samples in metrics:
         lines.append(f"# HELP {PREFIX}{name} {_escape_help(help_text)}")
         lines.append(f"# TYPE {PREFIX}{name} gauge")
-        lines.extend(f"{PREFIX}{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
+        lines.extend(f"{PREFIX}{name}{_labels({'instance': instance, **labels})} {_number(value)}"
+                     for labels, value in samples)
     return "\n".join(lines) + "\n"
 
 

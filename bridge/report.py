@@ -334,8 +334,7 @@ def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) 
             "oldest_unconfirmed": None,
             "last_run": {"orders": marks.get(ORDERS_BOOKMARK),
                          "shipments": ledger.last_answered(SHIPMENTS_FLOW, name) if ledger is not None else None,
-                         "stock_publish": marks.get(STOCK_PUBLISH_BOOKMARK) if settings.stock.warehouse == name
-                         else None},
+                         "stock_publish": None},
         }
         if ledger is not None:
             since = now - RECENT
@@ -351,10 +350,11 @@ def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) 
                         near_ship_by=near[:10], near_ship_by_count=len(near))
             item["oldest_unconfirmed"] = ledger.oldest_unconfirmed(name, recent)
         if settings.stock.warehouse == name and ledger is not None:
-            published = ledger.last_published_stock()  # `inventory push` by hand moves no bookmark
-            times = [t for t in (item["last_run"]["stock_publish"],
-                                 iso_z(published.published_at) if published and published.published_at else None) if t]
-            item["last_run"]["stock_publish"] = max(times) if times else None
+            # the last stock file Amazon took, not the publish bookmark: that moves on a day with
+            # nothing new to publish too, and an alert on a stale stock feed must see the staleness
+            published = ledger.last_published_stock()
+            item["last_run"]["stock_publish"] = (iso_z(published.published_at)
+                                                 if published and published.published_at else None)
         found[name] = item
     if NO_WAREHOUSE in held or None in counts:
         found[NO_WAREHOUSE] = {"orders": counts.get(None, empty)["orders"], "held": held.get(NO_WAREHOUSE, [])}

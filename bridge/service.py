@@ -42,6 +42,9 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # paramiko's transport thread logs a failed connection as an ERROR with a 30-line traceback;
+    # the SFTP edge reports the same failure in one line, so only paramiko's critical ones pass.
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 class OneLineFormatter(logging.Formatter):

@@ -46,6 +46,8 @@ COMMAND_LINE = [
      USAGE_ERROR + "argument --from: not a day: '2026-13-01' (give YYYY-MM-DD, e.g. 2026-11-01)"),
     ("to in another form", ["--to", "20261101", "--out", "{tmp}/r.xlsx"],
      USAGE_ERROR + "argument --to: not a day: '20261101' (give YYYY-MM-DD, e.g. 2026-11-01)"),
+    ("a day at the end of the calendar", ["--to", "9999-12-31", "--out", "{tmp}/r.xlsx"],
+     USAGE_ERROR + "argument --to: 9999-12-31: give a day from 2000 to 2999"),
     ("from a time, not a day", ["--from", "2026-11-01T00:00:00Z", "--out", "{tmp}/r.xlsx"],
      USAGE_ERROR + "argument --from: not a day: '2026-11-01T00:00:00Z' (give YYYY-MM-DD, e.g. 2026-11-01)"),
     ("from in words", ["--from", "yesterday", "--out", "{tmp}/r.xlsx"],

@@ -158,8 +158,11 @@ def test_prometheus_output_parses_and_says_what_an_operator_alerts_on(bridge, ca
 
     assert all(name.startswith("fbm_bridge_") and m["help"] and m["type"] == "gauge" for name, m in metrics.items())
 
+    instance = bridge.settings.path.stem  # /etc/fbm-bridge/acme.toml: instance="acme"
+    assert all(dict(labels)["instance"] == instance for m in metrics.values() for labels in m["samples"])
+
     def value(name: str, **labels: str) -> float:
-        return metrics["fbm_bridge_" + name]["samples"][frozenset(labels.items())]
+        return metrics["fbm_bridge_" + name]["samples"][frozenset({"instance": instance, **labels}.items())]
 
     assert value("last_success_timestamp_seconds", warehouse="wh", job="orders") == 1795177800  # 2026-11-20T12:30Z
     assert value("last_success_timestamp_seconds", warehouse="wh", job="shipments") == 1795816800  # 11-27T22:00Z
