@@ -34,6 +34,7 @@ points (a stuck call, or a stuck loop, stops it and systemd restarts the service
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -49,10 +50,13 @@ from typing import Any, Callable
 import schedule
 
 from bridge.config import Settings, load_settings
+from bridge.edges.folders import write_atomic
 from bridge.edges.watch import FolderWatcher
 from bridge.errors import BridgeError, ConfigError, StopRequested
 from bridge.flows.inbound import make_local_folder
 from bridge.flows.steps import unexpected
+from bridge.records import iso_z, one_line
+from bridge.report import SERVICE_FILE
 from bridge.service import configure_logging, open_service
 from bridge.state import state_lock
 
@@ -155,6 +159,7 @@ class Daemon:
         self.service: Any = None
         self._service_stack: ExitStack | None = None
         self._again: set[str] = set()  # jobs due again at once: a catch-up that yielded its turn
+        self.outcomes: dict[str, dict[str, Any]] = {}  # per job: its last result, for `status`
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -345,11 +350,35 @@ class Daemon:
         if job.skips_left:
             fields.append(f"next_try_in_turns={job.skips_left + 1}")
         log.log(logging.INFO if result == "ok" else logging.WARNING, " ".join(fields))
+        self._note_outcome(job.name, result, error or (errors[0] if errors else ""))
         if result == "ok" and getattr(report, "caught_up", True) is False and job.name in self.jobs:
             self._again.add(job.name)  # a catch-up yielded its turn: on again after the others due
         if job.every and duration > job.every.total_seconds():
             log.warning("job=%s overran duration_s=%.1f every_s=%.0f", job.name, duration, job.every.total_seconds())
         self.notifier.status(self._idle_status())
+
+    def _note_outcome(self, name: str, result: str, error: str) -> None:
+        """`state_dir/service.json`: each job's last result, when it last went well and how many
+        times in a row it has failed, for `status` and `--prometheus` (the log says it too, but
+        a person asks `status`)."""
+        at = iso_z(datetime.now(timezone.utc))
+        before = self.outcomes.get(name, {})
+        ok = result == "ok"
+        self.outcomes[name] = {
+            "result": result, "at": at, "last_ok_at": at if ok else before.get("last_ok_at"),
+            "failures": 0 if ok else before.get("failures", 0) + 1,
+            "failing_since": None if ok else before.get("failing_since") or at,
+            "error": "" if ok else one_line(error)[:500],
+        }
+        if self.settings is None:  # a Daemon made for its jobs alone (tests) keeps them in memory
+            return
+        document = {"pid": os.getpid(), "updated_at": at, "jobs": self.outcomes}
+        try:
+            write_atomic(self.settings.state_dir / SERVICE_FILE, json.dumps(document, indent=1).encode(),
+                         sync_folder=False)
+        except OSError as problem:
+            log.warning("service state not written path=%s: %s", self.settings.state_dir / SERVICE_FILE,
+                        problem.strerror or problem)
 
     def _due_again(self) -> None:
         """After the jobs due now have run (`schedule` sets a job's next turn only once it has
@@ -365,7 +394,10 @@ class Daemon:
             return "idle"
         at, name = min(due)
         minutes = round((at - datetime.now()).total_seconds() / 60)
-        return f"idle; next: {name} in {minutes} min" if minutes >= 1 else f"idle; next: {name} in under a minute"
+        failing = sorted(job for job, outcome in self.outcomes.items() if outcome["failures"])
+        also = f"; failing: {', '.join(failing)}" if failing else ""
+        return (f"idle; next: {name} in {minutes} min" if minutes >= 1 else
+                f"idle; next: {name} in under a minute") + also
 
 
 def run_daemon(

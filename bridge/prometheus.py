@@ -30,6 +30,7 @@ def exposition(report: dict[str, Any], instance: str) -> str:
     stock = report.get("stock") or {}
     latest, published = stock.get("latest"), stock.get("last_published")
     needs = report.get("needs_a_person", [])
+    jobs = (report.get("service") or {}).get("jobs") or {}
     metrics: list[tuple[str, str, list[Sample]]] = [
         ("last_success_timestamp_seconds",
          "When each job last finished its work (unix time): orders = the last pull that moved the window"
@@ -71,6 +72,11 @@ def exposition(report: dict[str, Any], instance: str) -> str:
          + [({}, sum(1 for n in needs if not n["warehouse"]))]),
         ("orders_pull_behind_seconds", "How far the orders pull is behind now (the window bookmark's age).",
          [({}, report["behind_seconds"])] if report.get("behind_seconds") is not None else []),
+        ("job_failures", "How many times in a row each of the service's jobs has failed (0: its last turn went"
+         " well), from state_dir/service.json.",
+         [({"job": name}, job.get("failures", 0)) for name, job in jobs.items()]),
+        ("job_last_ok_timestamp_seconds", "When each of the service's jobs last went well (unix time).",
+         [({"job": name}, _unix(job["last_ok_at"])) for name, job in jobs.items() if job.get("last_ok_at")]),
         ("state_refused", "1 when a run would refuse the state folder (see `fbm-bridge status`).",
          [({}, int(bool(report.get("state"))))]),
     ]

@@ -7,6 +7,7 @@ format library), so it starts in a few hundredths of a second.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,6 +20,8 @@ from bridge.windows import catch_up_eta, duration, next_daily, windows_left
 SHIPMENTS_FLOW = "shipments"  # flows.shipments.FLOW, named here so status need not import the flow
 STOCK_FLOW = "stock"  # flows.stock_intake.FLOW, likewise
 STOCK_PUBLISH_BOOKMARK = "stock_publish"  # flows.stock_intake.PUBLISH_BOOKMARK
+SERVICE_FILE = "service.json"  # the running service's jobs: their last results (bridge.daemon)
+FAILING_AFTER = 2  # a job failing this many times in a row needs a person
 RECENT = timedelta(days=7)  # files in error and rejected rows count this long after their answer
 SHIP_BY_NEAR = timedelta(hours=24)  # an unconfirmed order this close to its ship-by needs a look
 NO_WAREHOUSE = "(none)"  # orders held before a warehouse took them
@@ -88,6 +91,7 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "state_event": None, "shipments": shipments_status(None), "catch_up": None,
             "stock": stock_status(settings, None, now),
             "now": iso_z(now), "last_windows": [], "warehouses": warehouses_status(settings, None, now),
+            "service": service_status(settings),
         }
         report["needs_a_person"] = needs_a_person(report)
         return report
@@ -120,11 +124,22 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "now": iso_z(now),
             "last_windows": ledger.last_windows(ORDERS_BOOKMARK),
             "warehouses": warehouses_status(settings, ledger, now),
+            "service": service_status(settings),
         }
         report["needs_a_person"] = needs_a_person(report)
         return report
     finally:
         ledger.close()
+
+
+def service_status(settings: Settings) -> dict[str, Any] | None:
+    """What the service (`fbm-bridge run`) last said of its jobs (`state_dir/service.json`):
+    None when it has never run here, or the file cannot be read."""
+    try:
+        document = json.loads((settings.state_dir / SERVICE_FILE).read_text(encoding="utf-8"))
+        return {"updated_at": str(document["updated_at"]), "jobs": dict(document["jobs"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def catch_up_status(settings: Settings, ledger: Ledger, bookmark: datetime | None,
@@ -179,6 +194,13 @@ def format_status(report: dict) -> str:
     counts = " ".join(f"{name}={count}" for name, count in report["orders"].items())
     lines = format_needs_a_person(report["needs_a_person"]) if "needs_a_person" in report else []
     lines += [f"config: {report['config']}", f"orders: {counts}"]
+    service = report.get("service")
+    if service:
+        jobs = service["jobs"]
+        failing = [f"{name} (failed {job['failures']}x since {job.get('failing_since')})"
+                   for name, job in sorted(jobs.items()) if job.get("failures")]
+        lines.append(f"service: {len(jobs)} jobs, as of {service['updated_at']}: "
+                     + (f"failing: {', '.join(failing)}" if failing else "all went well on their last turn"))
     if report.get("state"):
         lines.append(f"STATE: a run would refuse: {report['state']}")
     if report.get("state_event"):
@@ -386,6 +408,10 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
 
     if report.get("state"):
         need("state", None, f"a run would refuse the state folder: {one_line(report['state'])}")
+    for name, job in sorted(((report.get("service") or {}).get("jobs") or {}).items()):
+        if job.get("failures", 0) >= FAILING_AFTER:
+            need("job_failing", None, f"the service's {name} job has failed {job['failures']} times in a row"
+                 f" since {job.get('failing_since')}: {one_line(job.get('error') or job.get('result'))}")
     warehouses = report.get("warehouses", {})
     for name, item in warehouses.items():
         for flow, count in item.get("files_in_error", {}).items():

@@ -159,6 +159,12 @@ def delivered(folder: Path) -> int:
     return len([p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".part")])
 
 
+def status_text(config: Path, *options: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "bridge", "--config", str(config), "status", *options],
+                          cwd=REPO, env={**os.environ, **SECRETS}, capture_output=True, text=True)
+    return done.stdout
+
+
 def job_lines(service: Service, job: str) -> list[str]:
     return [line for line in service.text().splitlines() if f"job={job} " in line]
 
@@ -423,11 +429,20 @@ def test_work_continues_when_the_sftp_server_comes_back(tmp_path, sshd, sftp_roo
         wait_for(lambda: any("result=errors" in line for line in job_lines(service, "orders")),
                  "an orders run that could not deliver")
         assert delivered(sftp_root) == 0
+        # a person asks `status`, not the journal: the failing job is there, first
+        failing = wait_for(lambda: next((t for t in [status_text(config)] if "job has failed" in t), None),
+                           "status to name the failing job")
+        assert re.search(r"^needs a person first:\n  1\. the service's (orders|shipments-sftp) job has failed \d+ times"
+                         r" in a row since \S+: ", failing, re.M)
+        assert re.search(r"^service: \d+ jobs, as of \S+: failing: ", failing, re.M)
+        prometheus = status_text(config, "--prometheus")
+        assert re.search(r'^fbm_bridge_job_failures\{instance="bridge",job="shipments-sftp"\} [1-9]', prometheus, re.M)
     finally:
         sshd.server.start()
 
     wait_for(lambda: delivered(sftp_root) == MERCHANT_ORDERS, "the orders delivered once it is back", 60)
     wait_for(lambda: any("result=ok" in line for line in job_lines(service, "shipments-sftp")), "a shipments poll")
+    wait_for(lambda: "all went well on their last turn" in status_text(config), "status to say the jobs recovered")
     assert service.process.poll() is None
     service.signal(signal.SIGTERM)
     assert service.process.wait(timeout=DEADLINE) == 0
