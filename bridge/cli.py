@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 302-1234567-1234567")
     resend.add_argument("--reason", required=True, metavar="TEXT",
                         help="why it is sent again (required; recorded with your user name and the time)")
+    resend.add_argument("--even-if-shipped", action="store_true",
+                        help="resend an order whose every unit is confirmed shipped on Amazon (default: refused,"
+                             " the warehouse could ship it twice)")
     resend.add_argument("--now", type=parse_iso, help=argparse.SUPPRESS)
     resend.set_defaults(handler=cmd_resend)
 
@@ -481,7 +484,8 @@ def cmd_resend(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     now = args.now or datetime.now(timezone.utc)
     with open_service(settings) as service:
-        print(resend(service.orders, args.order_id, args.reason, requested_by(), now).line())
+        print(resend(service.orders, args.order_id, args.reason, requested_by(), now,
+                     even_if_shipped=args.even_if_shipped).line())
     return EXIT_OK
 
 

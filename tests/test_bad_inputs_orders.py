@@ -1470,6 +1470,9 @@ RESEND = [
      " filtered out, or another seller's order); nothing to resend"),
     ("an empty reason", delivered_to_wh, RESENT, " \t ", 2,
      "fbm-bridge: resend needs --reason: say why the order is sent again (it is recorded with your name)"),
+    ("a reason longer than a sentence", delivered_to_wh, RESENT, "x" * 501, 2,
+     "fbm-bridge: resend --reason is 501 characters, more than 500: give a short reason (a ticket number and a"
+     " sentence); it is recorded and shown with the order"),
     ("an order still held", only_de, "111-0000001-0000001", "lost", 2,
      "fbm-bridge: order 111-0000001-0000001 is not delivered yet (held: no warehouse takes ship-to country US in"
      " marketplace ATVPDKIKX0DER): resend is only for an order already delivered; the service delivers it when"

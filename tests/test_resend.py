@@ -225,3 +225,30 @@ def test_a_spool_copy_lost_before_it_left_is_taken_back_said_and_laid_out_again(
     assert (outcome.name, outcome.finished) == (name, False)
     assert [p.name for p in sftp_root.iterdir() if "resend" in p.name] == [name]
     assert "resend_taken_back" in [e["kind"] for e in again.ledger.events(ORDER)]
+
+
+def test_an_order_shipped_in_full_is_not_resent_unless_asked_even_if_shipped(tmp_path, sshd, sftp_root, sandbox):
+    import shutil
+
+    from bridge.ledger import PackageStatus
+    from shipping import GOLDEN_INPUTS, SHIP_TIME, Shipper, golden, make_config
+
+    shipper = Shipper(load(make_config(tmp_path, sshd, sftp_root, sandbox, "acme-csv")))
+    shipper.deliver_orders()
+    shutil.copy(golden("acme-csv") / GOLDEN_INPUTS["acme-csv"], shipper.remote)
+    shipper.ship()
+    ledger = shipper.ledger
+
+    def confirmed(order_id: str) -> int:
+        return sum(p["units"] for p in ledger.packages_of(order_id) if p["status"] == PackageStatus.CONFIRMED)
+
+    shipped = [o for o in ("111-0000001-0000001", "111-0000002-0000002", "302-0000003-0000003",
+                           "203-0000004-0000004", "111-0000005-0000005")
+               if (due := ledger.shipment_due_of(o)) and confirmed(o) >= due["units"]]
+    assert shipped
+    with pytest.raises(FixTheSetup, match=rf"^order {shipped[0]} is shipped: (\d+)/\1 units confirmed on Amazon"
+                                          r" \(tracking .+\); a resend could make the warehouse ship it twice"):
+        resend(shipper.orders, shipped[0], "lost", "alice", SHIP_TIME)
+
+    resent = resend(shipper.orders, shipped[0], "lost, they know it shipped", "alice", SHIP_TIME, even_if_shipped=True)
+    assert resent.name.endswith("-resend-1.csv") and (sftp_root / "in" / resent.name).exists()

@@ -26,12 +26,18 @@ from bridge.edges.folders import write_files
 from bridge.errors import BridgeError, FixTheSetup, RetryLater
 from bridge.flows.orders import OrdersFlow, _name_limit
 from bridge.formats.orders import render_orders, too_long
-from bridge.ledger import FileStatus, OrderStatus, StoredFile, UnreadableRecord
+from bridge.ledger import FileStatus, OrderStatus, PackageStatus, StoredFile, UnreadableRecord
 from bridge.records import shown
 
 log = logging.getLogger("bridge.resend")
 
 NO_REASON = "resend needs --reason: say why the order is sent again (it is recorded with your name)"
+MAX_REASON = 500  # characters: a ticket number and a sentence, not a pasted e-mail
+LONG_REASON = ("resend --reason is {length} characters, more than {limit}: give a short reason (a ticket"
+               " number and a sentence); it is recorded and shown with the order")
+SHIPPED = ("order {order} is shipped: {confirmed}/{units} units confirmed on Amazon ({tracking}); a resend"
+           " could make the warehouse ship it twice. If they must have the file again all the same, add"
+           " --even-if-shipped")
 UNKNOWN = ("order {order} is not in the ledger: this bridge never delivered it (never pulled, filtered out,"
            " or another seller's order); nothing to resend")
 NOT_DELIVERED = ("order {order} is not delivered yet ({status}{why}): resend is only for an order already"
@@ -70,13 +76,16 @@ class Resent:
                 f" {self.warehouse} it is a resend of an order they already have, or they may ship it twice")
 
 
-def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now: datetime) -> Resent:
+def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now: datetime, *,
+           even_if_shipped: bool = False) -> Resent:
     """Deliver a delivered order again under a new name, recorded with who, when and why; or
     finish this order's resend that an interruption left in flight. Refusals are FixTheSetup
     (a person must act); a drop that is down raises RetryLater with the resend recorded."""
     reason = " ".join(reason.split())
     if not reason:
         raise FixTheSetup(NO_REASON)
+    if len(reason) > MAX_REASON:
+        raise FixTheSetup(LONG_REASON.format(length=len(reason), limit=MAX_REASON))
     ledger, settings = flow.ledger, flow.settings
     row = ledger.order_row(order_id)
     if row is None:
@@ -89,6 +98,8 @@ def resend(flow: OrdersFlow, order_id: str, reason: str, requested_by: str, now:
                  stored.name, request["number"])
         return Resent(order_id, stored.warehouse, stored.name, request["number"], request["requested_by"], True)
     _check_delivered(row)
+    if not even_if_shipped:
+        _check_not_shipped(ledger, order_id)
     warehouse = _warehouse(flow, order_id, row["warehouse"])
     if row["pii_purged_at"]:
         raise FixTheSetup(PURGED.format(order=shown(order_id), date=row["pii_purged_at"][:10],
@@ -127,6 +138,18 @@ def _check_delivered(row: dict) -> None:
     why = f": {row['reason']}" if row["reason"] else ""
     template = NEVER_DELIVERED if status in (OrderStatus.CANCELLED, OrderStatus.SKIPPED) else NOT_DELIVERED
     raise FixTheSetup(template.format(order=shown(row["order_id"]), status=status.value, why=why))
+
+
+def _check_not_shipped(ledger, order_id: str) -> None:
+    """An order whose every unit is confirmed on Amazon was shipped: a resend would most likely
+    be shipped again by a warehouse that cannot tell it from a new order."""
+    due = ledger.shipment_due_of(order_id)
+    confirmed = [p for p in ledger.packages_of(order_id) if p["status"] == PackageStatus.CONFIRMED]
+    units = sum(p["units"] or 0 for p in confirmed)
+    if due and due["units"] and units >= due["units"]:
+        tracking = ", ".join(shown(p["tracking_number"]) for p in confirmed[:3])
+        raise FixTheSetup(SHIPPED.format(order=shown(order_id), confirmed=units, units=due["units"],
+                                         tracking=f"tracking {tracking}"))
 
 
 def _warehouse(flow: OrdersFlow, order_id: str, name: str | None) -> WarehouseSettings:
