@@ -636,7 +636,8 @@ class Story:
                 lines.append(f"{path} -> {ended}/, answered in {_result_path(path)}")
         answered, confirmed = int(values["answered"]), int(values.get("confirmed", 0))
         self.say(f"shipments: {_count(answered, 'confirmation file')} taken: {_count(confirmed, 'package')}"
-                 f" confirmed on Amazon, {values.get('rejected', 0)} refused", *lines)
+                 f" confirmed on Amazon, {values.get('amazon_refused', 0)} refused by Amazon,"
+                 f" {values.get('rows_rejected', 0)} rows rejected by the bridge", *lines)
 
     def _stock_outcome(self, values: dict[str, str]) -> None:
         name, status = _unquoted(values.get("file", "?")), values.get("status", "?")
