@@ -173,3 +173,14 @@ def test_without_a_recent_order_to_ask_about_check_says_the_role_is_not_proven_a
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("pii       ??  not proven: no merchant order updated in the last 30 days to ask about; a held order's"
             " reason will say if addresses are withheld") in done.stdout.splitlines()
+
+
+def test_check_does_not_sit_out_a_rate_limit_the_running_service_has_spent(setup, sandbox):
+    # the service on the same seller spent searchOrders: Amazon asks for a minute's wait
+    sandbox.fail_next("searchOrders", 429, count=5, headers={"x-amzn-RateLimit-Limit": "0.0166"})
+
+    done = check(setup())
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("pii       ??  not proven: Amazon asks to wait 60 s: its rate limit is spent (a running service"
+            " shares it); run check again later") in done.stdout.splitlines()
