@@ -587,7 +587,7 @@ def format_stock_push(report) -> str:
             lines.append(f"  ... and {total - 20:,} more (see the file's result file)")
         if outcome.status == "held" and outcome.documents:
             lines.append("  check the file with the warehouse; if it is right, `fbm-bridge inventory push --force` "
-                         "(with the service stopped: `systemctl stop fbm-bridge`, and start it again after) "
+                         "(with the service stopped: `systemctl stop fbm-bridge`, or `fbm-bridge@NAME` for an instance, and start it again after) "
                          "publishes it")
         elif outcome.status == "submitting" and not outcome.errors:
             lines.append("  Amazon is still processing it: the service (or the next push) reads its report")

@@ -260,7 +260,7 @@ def format_stock_status(stock: dict) -> list[str]:
                      f"{one_line(latest['reason'])}")
     for item in stock["held"]:
         lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it "
-                     "(stop the service first: `systemctl stop fbm-bridge`, and start it again after)")
+                     "(stop the service first: `systemctl stop fbm-bridge`, or `fbm-bridge@NAME` for an instance, and start it again after)")
     for item in stock["with_amazon"]:
         if item.get("overdue"):
             lines.append(f"  OVERDUE: {item['name']!r} with Amazon since {item['since']} ({item['for']}), longer than "

@@ -143,7 +143,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise FixTheSetup(
                 f"another bridge process is using {state_dir} (lock file {path});"
-                " stop it first (systemctl stop fbm-bridge), and start it again after"
+                " stop it first (systemctl stop fbm-bridge, or fbm-bridge@NAME for an instance), and start it again after"
             ) from None
         _write_pid(fd)
         try:

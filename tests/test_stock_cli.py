@@ -96,11 +96,11 @@ def test_each_gate_holds_the_file_exit_2_and_force_publishes_it_saying_what_it_o
     assert held.returncode == 2, held.stdout + held.stderr
     assert f"DAY2.csv: held: {reason.removeprefix('held: ')}" in held.stdout
     assert ("if it is right, `fbm-bridge inventory push --force` (with the service stopped: `systemctl stop "
-            "fbm-bridge`, and start it again after) publishes it") in held.stdout
+            "fbm-bridge`, or `fbm-bridge@NAME` for an instance, and start it again after) publishes it") in held.stdout
     assert len(sandbox.feeds) == 1 and list(files(stock_folder / "processing")) == ["DAY2.csv"]
     status = bridge("status", config=config).stdout
     assert (f"  HELD: 'DAY2.csv': {reason}; `inventory push --force` publishes it (stop the service first: "
-            "`systemctl stop fbm-bridge`, and start it again after)") in status
+            "`systemctl stop fbm-bridge`, or `fbm-bridge@NAME` for an instance, and start it again after)") in status
 
     dry = push(config, "--dry-run", "--force")
     assert dry.returncode == 0 and f"dry run: DAY2.csv is held; --force would publish it, overriding: " \
