@@ -1989,26 +1989,10 @@ class Ledger:
             status = db.execute("select status from inbound_files where id = ?", (file_id,)).fetchone()
             if status is None or status["status"] != InboundStatus.RECEIVED:
                 raise RuntimeError(f"inbound file {file_id} is not waiting to be read")
-            ids = []
-            for package in packages:
-                package_id = self.highest_package_id() + 1  # above the floor, after a restore
-                db.execute(
-                    "insert into packages (id, file_id, warehouse, order_id, marketplace_id, tracking_number,"
-                    " carrier_code, carrier_name, shipping_method, ship_date, status, created_at)"
-                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (package_id, file_id, package["warehouse"], package["order_id"], package["marketplace_id"],
-                     package["tracking_number"], package["carrier_code"], package["carrier_name"],
-                     package["shipping_method"], package["ship_date"], PackageStatus.ACCEPTED, iso_z(now)),
-                )
-                ids.append(package_id)
-                for position, (item_id, quantity) in enumerate(package["items"]):
-                    db.execute("insert into package_lines (package_id, order_item_id, quantity, position)"
-                               " values (?, ?, ?, ?)", (package_id, item_id, quantity, position))
-            db.executemany(
-                "insert into shipment_rows (file_id, row, result, order_id, item, quantity, tracking,"
-                " message, package_id) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(file_id, *row[:7], ids[row[7]] if row[7] is not None else None) for row in rows],
-            )
+            first = self.highest_package_id() + 1  # above the floor, after a restore
+            ids = [self._insert_package(db, first + n, file_id, package, now) for n, package in enumerate(packages)]
+            self._insert_shipment_rows(db, [(file_id, *row[:7], ids[row[7]] if row[7] is not None else None)
+                                            for row in rows])
             db.execute("update inbound_files set status = ?, parsed_at = ? where id = ?",
                        (InboundStatus.PARSED, iso_z(now), file_id))
         return ids
