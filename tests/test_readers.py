@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import io
+import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,6 +15,7 @@ from openpyxl import Workbook
 from bridge.errors import BadFile, IncompleteFile
 from bridge.formats.inbound import (
     ignored, incomplete_reason, marker_name, result_file, safe_name, settled)
+from bridge.formats import readers
 from bridge.formats.readers import TableSpec, read_rows
 
 CSV = TableSpec("csv", ("Order", "Qty"), delimiter=";")
@@ -96,6 +99,61 @@ def test_positions_read_a_file_without_header():
     assert rows(b"111-1,x,2\n111-2\n", spec) == [
         (1, {"1": "111-1", "3": "2"}, ""),
         (2, {"1": "111-2", "3": ""}, "1 fields, the mapping reads field 3")]
+
+
+def test_a_blank_line_in_a_file_without_header_is_skipped():
+    spec = TableSpec("csv", ("1", "3"), delimiter=",", header=False)
+    assert rows(b"a,b,c\n\n \nd,e,f\n", spec) == [(1, {"1": "a", "3": "c"}, ""), (4, {"1": "d", "3": "f"}, "")]
+
+
+def reference_rows(data: bytes, fields: tuple[str, ...], delimiter: str) -> list[tuple]:
+    """What the reader must give, worked out one record at a time from csv's own line count."""
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""), delimiter=delimiter)
+    header = [cell.strip() for cell in next(reader)]
+    at = [header.index(field) for field in fields]
+    found, line = [], reader.line_num + 1
+    for record in reader:
+        number, line = line, reader.line_num + 1
+        whole = len(record) == len(header)
+        if (whole and record[at[0]]) or "".join(record).strip():
+            values = {field: record[i].strip() if i < len(record) else "" for field, i in zip(fields, at)}
+            found.append((number, values, not whole))
+    return found
+
+
+_CELLS = ["", " ", "a", "b c", "111-2", '"q\nx"', '"q\r\ny"', '"r\rz"', '"s;t"', '"u""v"', '"\n"']
+_ENDS = ["\n", "\r\n", "\r"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("batch", [1, 3, 2048])
+def test_row_numbers_and_values_match_a_record_by_record_reading_whatever_the_file(monkeypatch, seed, batch):
+    monkeypatch.setattr(readers, "_BATCH", batch)
+    randomly = random.Random(seed)
+    end = randomly.choice(_ENDS)
+    lines = ["Note;Order;Qty"]
+    for _ in range(randomly.randrange(1, 400)):
+        shape = randomly.random()
+        if shape < 0.05:
+            lines.append("")
+        elif shape < 0.1:
+            lines.append(";".join(randomly.choice(_CELLS) for _ in range(randomly.choice([1, 2, 4]))))
+        elif shape < 0.4:
+            lines.append(";".join(randomly.choice(_CELLS) for _ in range(3)))
+        else:
+            lines.append(f"n;111-{randomly.randrange(1000)};{randomly.randrange(9)}")
+    data = (end.join(lines) + end).encode()
+    got = [(number, values, bool(problem)) for number, values, problem in read_rows(io.BytesIO(data), CSV)]
+    assert got == reference_rows(data, ("Order", "Qty"), ";")
+
+
+def test_a_record_the_csv_module_refuses_is_named_by_its_first_line_after_the_rows_before_it():
+    data = b"Order;Qty\n111-1;2\n111-2;\"3\n4\"\n111-3;" + b"x" * 140_000 + b"\n111-4;5\n"
+    numbers = []
+    with pytest.raises(BadFile, match=r"^row 5: cannot be read as CSV \(field larger than field limit"):
+        for row in read_rows(io.BytesIO(data), CSV):
+            numbers.append(row.number)
+    assert numbers == [2, 3]
 
 
 def test_an_empty_csv_is_incomplete():

@@ -33,7 +33,8 @@ import re
 import zipfile
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
-from typing import IO, Iterator, NamedTuple
+from itertools import chain, count, islice, repeat
+from typing import IO, Iterable, Iterator, NamedTuple
 
 from bridge.errors import BadFile, IncompleteFile
 
@@ -94,7 +95,7 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     if problem:
         raise BadFile(problem)
     if spec.format == "csv":
-        return _csv_rows(stream, spec)
+        return chain.from_iterable(_csv_batches(stream, spec))
     if spec.format == "xlsx":
         return _xlsx_rows(stream, spec)
     if spec.format == "xml":
@@ -164,8 +165,9 @@ def _total(rows: Iterator[Row], kind: str) -> Iterator[Row]:
 
 # --- CSV ----------------------------------------------------------------------------------------
 
-def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
-    """Decoded strictly (fast); on a byte the encoding lacks, read again from the start with
+def _csv_batches(stream: IO[bytes], spec: TableSpec) -> Iterator[Iterable[Row]]:
+    """The rows in batches (chained, rows reach the caller without a Python frame per row).
+    Decoded strictly (fast); on a byte the encoding lacks, read again from the start with
     undecodable bytes kept as lone surrogates, so the rows holding them are named exactly."""
     start = checked_start(stream, spec.encoding).tell()
     if spec.encoding == "cp1252" and stream.read(3) == codecs.BOM_UTF8:
@@ -178,9 +180,8 @@ def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         except UnicodeDecodeError:
             stream.seek(start)
             done = last[0]
-            for row in _csv_pass(stream, spec, True, last):
-                if row.number > done:
-                    yield row
+            for batch in _csv_pass(stream, spec, True, last):
+                yield [row for row in batch if row.number > done]
     except BadFile:
         raise
     except MemoryError:
@@ -189,7 +190,10 @@ def _csv_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         raise BadFile(f"row {last[0] + 1}: cannot be read as CSV ({_described(problem)})") from None
 
 
-def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]) -> Iterator[Row]:
+def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]) -> Iterator[Iterable[Row]]:
+    """One pass over the file. Records are taken in batches: a batch where every record is one
+    whole line of the expected width becomes rows without a line of Python per row (the speed
+    of a large file); any other batch goes record by record (`_odd_row`)."""
     text = io.TextIOWrapper(stream, encoding=_codec(spec.encoding), newline="",
                             errors="surrogateescape" if careful else "strict")
     reader = csv.reader(text, delimiter=spec.delimiter)
@@ -206,26 +210,90 @@ def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]
         else:
             index = _position_index(spec.fields)
             width = 0
-        names = tuple(index)
-        positions = tuple(index.values())
-        pick = operator.itemgetter(*positions) if len(positions) > 1 else (lambda r: (r[positions[0]],))
-        strip, new_row = str.strip, tuple.__new__
+        rows = _RowMaker(index, width)
         line = reader.line_num + 1
-        for record in reader:
-            number = last[0] = line
-            line = reader.line_num + 1
-            if len(record) == width and not careful:
-                cells = pick(record)
-                if cells[0] or "".join(record).strip():  # cheap test first: blank rows are rare
-                    yield new_row(Row, (number, dict(zip(names, map(strip, cells))), ""))
-                continue
-            if not "".join(record).strip():
-                continue
-            yield _odd_row(number, record, spec, index, width, careful)
-    except csv.Error as problem:
-        raise BadFile(f"row {line}: cannot be read as CSV ({problem})") from None
+        while True:
+            batch: list[list[str]] = []
+            try:
+                batch.extend(islice(reader, _BATCH))  # on an error, the records before it stay
+            except csv.Error as problem:
+                numbers = _record_lines(batch, line)
+                yield list(_odd_rows(batch, numbers, spec, rows, careful, last))
+                at = numbers[-1] + _breaks(batch[-1]) + 1 if batch else line
+                raise BadFile(f"row {at}: cannot be read as CSV ({problem})") from None
+            if not batch:
+                return
+            lines = reader.line_num - line + 1
+            if not careful and lines == len(batch) and rows.plain(batch):
+                last[0] = line + lines - 1
+                yield rows.fast(batch, line)
+            else:
+                numbers = range(line, line + lines) if lines == len(batch) else _record_lines(batch, line)
+                yield list(_odd_rows(batch, numbers, spec, rows, careful, last))  # inside the try: errors become BadFile
+            line += lines
     finally:
         text.detach()  # the caller's stream stays open (and seekable for a second pass)
+
+
+_BATCH = 2048
+
+
+class _RowMaker:
+    """Rows from csv records: `fast` for a batch that `plain` accepts (each record has the
+    header's width, or in a file without a header reaches every wanted position, and its first
+    wanted cell is not empty), built by C-level iterators only."""
+
+    def __init__(self, index: dict[str, int], width: int):
+        self.index, self.width = index, width
+        self.names = tuple(index)
+        positions = tuple(index.values())
+        self.most = max(positions)
+        # a tuple even for one field: itemgetter(p) alone gives the cell, not a 1-tuple
+        self.pick = operator.itemgetter(*positions) if len(positions) > 1 else operator.itemgetter(*positions * 2)
+        self.first = operator.itemgetter(positions[0])
+
+    def plain(self, batch: list[list[str]]) -> bool:
+        widths = set(map(len, batch))
+        if self.width:
+            fits = widths == {self.width}
+        else:
+            fits = min(widths) > self.most
+        return fits and all(map(self.first, batch))
+
+    def fast(self, batch: list[list[str]], line: int) -> Iterator[Row]:
+        values = map(dict, map(zip, repeat(self.names), map(map, repeat(str.strip), map(self.pick, batch))))
+        return map(tuple.__new__, repeat(Row), zip(count(line), values, repeat("")))
+
+    def row(self, number: int, record: list[str]) -> Row:
+        return tuple.__new__(Row, (number, dict(zip(self.names, map(str.strip, self.pick(record)))), ""))
+
+
+def _odd_rows(batch: list[list[str]], numbers, spec: TableSpec, rows: _RowMaker, careful: bool,
+              last: list[int]) -> Iterator[Row]:
+    """A batch record by record: blank records skipped, the others as rows, with a problem
+    when their width is wrong or a byte did not decode."""
+    width = rows.width
+    for number, record in zip(numbers, batch):
+        last[0] = number
+        if width and len(record) == width and not careful:
+            if rows.first(record) or "".join(record).strip():
+                yield rows.row(number, record)
+        elif "".join(record).strip():
+            yield _odd_row(number, record, spec, rows.index, width, careful)
+
+
+def _record_lines(batch: list[list[str]], line: int) -> list[int]:
+    """The line each record starts on, from the first one's: a quoted value may hold line breaks."""
+    numbers = []
+    for record in batch:
+        numbers.append(line)
+        line += 1 + _breaks(record)
+    return numbers
+
+
+def _breaks(record: list[str]) -> int:
+    """Line breaks inside a record's values, counted as the reader counts lines: \n, \r, \r\n."""
+    return sum(cell.count("\n") + cell.count("\r") - cell.count("\r\n") for cell in record)
 
 
 def _odd_row(number: int, record: list[str], spec: TableSpec, index: dict[str, int], width: int,
