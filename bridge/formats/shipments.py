@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 from zoneinfo import ZoneInfo
 
 from bridge.formats.readers import Row, cell_shown
@@ -28,6 +28,9 @@ ACCEPTED, REJECTED, DUPLICATE = "accepted", "rejected", "duplicate"
 RESULT_HEADER = ("row", "result", "order", "item", "quantity", "tracking", "message")
 _ORDER_ID = re.compile(r"\d{3}-\d{7}-\d{7}\Z")
 _TRACKING = re.compile(r"[A-Za-z0-9-]+\Z")
+# a tracking number no check can refuse: letters, digits and '-' with a letter or '-' in it (all
+# digits may be Excel's rounding, digits around an E its exponent); the length is checked apart
+_PLAIN_TRACKING = re.compile(r"(?=[0-9-]*[A-DF-Za-df-z-])[A-Za-z0-9-]+\Z")
 _EXPONENT = re.compile(r"\d(?:[.,]\d+)?E\+?\d+\Z", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"%[-_0^#]*(.)")
 _HUMAN = {"d": "DD", "m": "MM", "Y": "YYYY", "y": "YY", "H": "hh", "I": "hh", "M": "mm",
@@ -38,9 +41,9 @@ MAX_FREE_TEXT = 50  # amzn-base.xsd's String: CarrierName, ShippingMethod, Shipp
 _NOT_SENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
-@dataclass(frozen=True)
-class ShipmentLine:
-    """One row of a confirmation file, read and typed; `problems` empty when usable."""
+class ShipmentLine(NamedTuple):
+    """One row of a confirmation file, read and typed; `problems` empty when usable.
+    (A named tuple: one is made per row, and a tuple is made fastest.)"""
 
     row: int
     order_id: str
@@ -111,42 +114,54 @@ class Plan:
 def parse_rows(rows: Iterable[Row], layout: ShipmentLayout) -> Iterator[ShipmentLine]:
     """Typed lines, streamed; a row's problems name the file's column and the value."""
     column = dict(layout.columns)
+    order_key, item_key, quantity_key = column["order_id"], column[layout.item_field], column["quantity"]
+    carrier_key, tracking_key, date_key = column["carrier"], column["tracking_number"], column["ship_date"]
+    method_key = column.get("shipping_method")
     item_field = layout.item_field
     carriers = _carrier_lookup(layout)
     zone = ZoneInfo(layout.timezone)
     date_only = layout.date_only
     dates: dict[str, tuple] = {}  # a file repeats its timestamps: parse each once
     for number, values, problem in rows:
-        text = {name: values.get(col, "") for name, col in column.items()}
-        problems = [problem] if problem else []
-        order_id = text["order_id"]
-        item = text[item_field]
-        line = dict(row=number, order_id=order_id, item=item, quantity_text=text["quantity"],
-                    tracking=text["tracking_number"], by=item_field)
-        if not problem:
-            problems += _order_id_problems(order_id, column["order_id"])
-            if not item:
-                problems.append(f"{column[item_field]}: empty")
-            quantity, why = _quantity(text["quantity"], column["quantity"])
+        get = values.get
+        order_id, item, quantity_text, tracking = get(order_key, ""), get(item_key, ""), get(quantity_key, ""), \
+            get(tracking_key, "")
+        if problem:
+            yield ShipmentLine(number, order_id, item, quantity_text, tracking, item_field, problems=(problem,))
+            continue
+        problems = [] if _ORDER_ID.match(order_id) else _order_id_problems(order_id, order_key)
+        if not item:
+            problems.append(f"{item_key}: empty")
+        if quantity_text.isdigit() and quantity_text.isascii() and len(quantity_text) <= 9 \
+                and quantity_text.strip("0"):
+            quantity = int(quantity_text)
+        else:
+            quantity, why = _quantity(quantity_text, quantity_key)
             problems += why
-            carrier, why = _carrier(text["carrier"], column["carrier"], carriers, layout)
+        carrier_text = get(carrier_key, "")
+        carrier = carriers.get(carrier_text)
+        if carrier is None:
+            carrier, why = _carrier(carrier_text, carrier_key, carriers, layout)
             problems += why
-            problems += _tracking_problems(text["tracking_number"], column["tracking_number"])
-            stamp = text["ship_date"]
-            if stamp not in dates:
-                if len(dates) > 10_000:
-                    dates.clear()
-                dates[stamp] = _ship_date(stamp, column["ship_date"], layout, zone, date_only)
-            shipped, day, why = dates[stamp]
+        if not (_PLAIN_TRACKING.match(tracking) and MIN_TRACKING <= len(tracking) <= MAX_TRACKING):
+            problems += _tracking_problems(tracking, tracking_key)
+        stamp = get(date_key, "")
+        parsed = dates.get(stamp)
+        if parsed is None:
+            if len(dates) > 10_000:
+                dates.clear()
+            parsed = dates[stamp] = _ship_date(stamp, date_key, layout, zone, date_only)
+        shipped, day, why = parsed
+        if why:
             problems += why
-            method = text.get("shipping_method", "") or (carrier.method if carrier else "")
-            if carrier is not None and carrier.code == "Other":  # the file's own words go to Amazon
-                problems += _free_text_problems(carrier.name, column["carrier"])
-            if text.get("shipping_method"):
-                problems += _free_text_problems(method, column["shipping_method"])
-            line.update(quantity=quantity, carrier=carrier, method=method, ship_date=shipped,
-                        ship_day=day)
-        yield ShipmentLine(**line, problems=tuple(problems))
+        given_method = get(method_key, "") if method_key else ""
+        method = given_method or (carrier.method if carrier else "")
+        if carrier is not None and carrier.code == "Other":  # the file's own words go to Amazon
+            problems += _free_text_problems(carrier.name, carrier_key)
+        if given_method:
+            problems += _free_text_problems(method, method_key)
+        yield ShipmentLine(number, order_id, item, quantity_text, tracking, item_field, quantity, carrier, method,
+                           shipped, day, tuple(problems))
 
 
 def _order_id_problems(order_id: str, label: str) -> list[str]:
