@@ -1228,6 +1228,10 @@ class Ledger:
                 return resend, _stored_file(row)
         return None
 
+    def resent_orders(self, file_id: int) -> int:
+        """How many orders the file carries as resends (a resend's file delivers no new order)."""
+        return self._db.execute("select count(*) from resends where file_id = ?", (file_id,)).fetchone()[0]
+
     def _note_resent(self, db: sqlite3.Connection, file_id: int, at: str, unconfirmed: str) -> None:
         for row in db.execute("select order_id, number, name from resends where file_id = ?", (file_id,)).fetchall():
             self._event(db, row["order_id"], at, "resent", f"resend {row['number']} delivered as {row['name']}")

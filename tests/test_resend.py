@@ -92,6 +92,7 @@ def test_a_delivered_order_is_delivered_again_under_a_new_name_and_the_warehouse
     assert {k: after[k] for k in before} == before  # the original is untouched
     assert after[name] == (SAMPLES / "acme-csv" / ORIGINAL).read_bytes()  # same mapping, same layout
     assert "Jürgen" not in done.stdout + done.stderr  # no buyer data in what is printed or logged
+    assert f"delivered warehouse=wh file={name} orders=1" in done.stderr  # the resent order, counted
 
 
 def test_status_order_shows_the_resend_with_who_when_and_why(delivered, config):

@@ -633,7 +633,8 @@ class OrdersFlow:
         if done:
             delivered = self.ledger.mark_delivered_many([(stored.id, unconfirmed) for stored, unconfirmed in done], now)
             for stored, _ in done:
-                log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, len(delivered[stored.id]))
+                carried = len(delivered[stored.id]) or self.ledger.resent_orders(stored.id)
+                log.info("delivered warehouse=%s file=%s orders=%d", warehouse.name, stored.name, carried)
                 report.delivered_orders += len(delivered[stored.id])
                 report.delivered_files += bool(delivered[stored.id])
         for stored, problem in held:  # this file only: the rest of the warehouse's files still go
