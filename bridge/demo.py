@@ -53,7 +53,7 @@ from bridge.flows.orders import decide
 from bridge.formats.amazon_orders import order_from_v2026
 from bridge.ledger import FileStatus, Ledger, OrderStatus, StoredFile
 from bridge.mapping import shipped_mappings
-from bridge.records import Order, iso_z
+from bridge.records import Order, iso_z, parse_iso
 from bridge.report import format_status
 from bridge.sandbox.sftpd import LocalSftpServer
 from bridge.sandbox.spapi import SpApiSandbox, load_seed, rebase_last_updated, serve_forever, spread_last_updated
@@ -110,8 +110,23 @@ def demo_orders(now: datetime) -> list[dict]:
 
 def fresh_orders(orders: list[dict], now: datetime) -> list[dict]:
     """`sandbox --fresh`: the orders' update times inside the first window of a bridge without
-    orders.start (now - 60 min to now - 30 min by default), for a pull up to 5 minutes later."""
-    return spread_last_updated(orders, now - FRESH_SPREAD[0], now - FRESH_SPREAD[1])
+    orders.start (now - 60 min to now - 30 min by default), for a pull up to 5 minutes later.
+    Each order's other times (created, ship by, deliver by) move with its update time, so that
+    a fresh order is not already past its ship-by date."""
+    fresh = spread_last_updated(orders, now - FRESH_SPREAD[0], now - FRESH_SPREAD[1])
+    for old, new in zip(orders, fresh):
+        _shift_times(new, parse_iso(new["lastUpdatedTime"]) - parse_iso(old["lastUpdatedTime"]))
+    return fresh
+
+
+def _shift_times(order: dict, by: timedelta) -> None:
+    """Every ISO time in the order (but its lastUpdatedTime) moved by `by`, in place."""
+    order["createdTime"] = iso_z(parse_iso(order["createdTime"]) + by)
+    for window in ("shipByWindow", "deliverByWindow"):
+        times = order.get("fulfillment", {}).get(window) or {}
+        for key, value in times.items():
+            if isinstance(value, str):
+                times[key] = iso_z(parse_iso(value) + by)
 
 
 def serve_sandbox(port: int, seed: Path | None, *, fresh: bool = False, rate_scale: float = 1.0) -> None:

@@ -587,7 +587,8 @@ def test_a_rate_scale_multiplies_every_rate_and_keeps_the_bursts(seed):
 
 
 @pytest.mark.parametrize("pulled_after", [timedelta(0), timedelta(minutes=2), timedelta(minutes=5)])
-def test_sandbox_fresh_puts_every_order_in_the_first_window_of_a_bridge_without_a_start(pulled_after):
+def test_sandbox_fresh_puts_every_order_in_the_first_window_of_a_bridge_without_a_start_none_past_its_ship_by(
+        pulled_after):
     from bridge.demo import fresh_orders
     from bridge.records import parse_iso
     from bridge.windows import next_window
@@ -600,4 +601,10 @@ def test_sandbox_fresh_puts_every_order_in_the_first_window_of_a_bridge_without_
     seed = load_seed(SEED)
     assert sorted(range(len(seed)), key=lambda i: seed[i]["lastUpdatedTime"]) == sorted(
         range(len(orders)), key=lambda i: updated[i])  # the seed's order of updates is kept
-    assert [o["createdTime"] for o in orders] == [o["createdTime"] for o in seed]
+    for old, new in zip(seed, orders):  # created, ship by and deliver by move with the update
+        moved = parse_iso(new["lastUpdatedTime"]) - parse_iso(old["lastUpdatedTime"])
+        assert parse_iso(new["createdTime"]) - parse_iso(old["createdTime"]) == moved
+        ship_by = new["fulfillment"]["shipByWindow"]["latestDateTime"]
+        assert parse_iso(ship_by) - parse_iso(old["fulfillment"]["shipByWindow"]["latestDateTime"]) == moved
+        if old["fulfillment"]["shipByWindow"]["latestDateTime"] > old["lastUpdatedTime"]:
+            assert parse_iso(ship_by) > NOW + pulled_after  # not overdue on arrival, as the seed's was not
