@@ -221,8 +221,7 @@ def format_status(report: dict) -> str:
     for window in report.get("last_windows", []):
         lines.append(f"  window {window['start']} to {window['end']}: {window['orders']} order(s),"
                      f" pulled {window['recorded_at']}")
-    for item in report["files_in_flight"]:
-        lines.append(f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})")
+    lines.extend(format_in_flight(report["files_in_flight"]))
     if report["attention"]:
         lines.append("needs attention:")
         for item in report["attention"]:
@@ -323,6 +322,31 @@ def _fulfillment_feed_line(item: dict) -> str:
     if status == "prepared":
         return f"{name}: {packages}, recorded {item['created_at']}, the next run sends it"
     return f"{name}: {packages}, IN DOUBT since {item['finished_at']}: {one_line(item['note'])}"
+
+
+IN_FLIGHT_LISTED = 10  # an outage of a warehouse with a file per order holds hundreds
+
+
+def format_in_flight(in_flight: list[dict]) -> list[str]:
+    """The files not yet delivered, the first IN_FLIGHT_LISTED of them, and how many more."""
+    lines = [f"in flight: {item['warehouse']} {item['name']} ({_in_flight(item)})" for item in in_flight[:IN_FLIGHT_LISTED]]
+    if len(in_flight) > IN_FLIGHT_LISTED:
+        lines.append(f"in flight: {len(in_flight) - IN_FLIGHT_LISTED} more file(s) (`status --json` lists them all)")
+    return lines
+
+
+def _stuck_files(in_flight: list[dict]) -> list[tuple[tuple[str, str], list[dict]]]:
+    """Files whose last try failed, grouped by warehouse and by what failed (an outage fails
+    every file the same way), oldest failure first in each group. A file's own name in the
+    error (its temporary name) is put as "the file", so that one outage is one group."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for item in in_flight:
+        if item.get("problem"):
+            problem = one_line(item["problem"]).replace(item["name"], "<file>")
+            groups.setdefault((item["warehouse"], problem), []).append(item)
+    for stuck in groups.values():
+        stuck.sort(key=lambda item: item["problem_at"] or "")
+    return sorted(groups.items(), key=lambda group: group[1][0]["problem_at"] or "")
 
 
 def _in_flight(item: dict) -> str:
@@ -451,10 +475,14 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
     gaps = report.get("windows", {}).get("gaps", [])
     if gaps:
         need("stuck_windows", None, f"gaps between the windows pulled: {', '.join(gaps)}")
-    for item in report.get("files_in_flight", []):
-        if item.get("problem"):
-            need("stuck_file", item["warehouse"], f"{item['name']} not delivered since {item['problem_at']}:"
-                 f" {one_line(item['problem'])}")
+    for (warehouse, problem), stuck in _stuck_files(report.get("files_in_flight", [])):
+        first = stuck[0]
+        if len(stuck) == 1:
+            need("stuck_file", warehouse, f"{first['name']} not delivered since {first['problem_at']}:"
+                 f" {one_line(first['problem'])}")
+        else:
+            need("stuck_file", warehouse, f"{len(stuck)} files not delivered since {first['problem_at']} (the"
+                 f" oldest {first['name']}), each with: {problem}")
     attention = report.get("attention", [])
     unreadable = [a for a in attention if a["status"] == "unreadable"]
     if unreadable:

@@ -188,3 +188,33 @@ def test_prometheus_escapes_label_values_and_the_parser_catches_a_bad_line():
                 "# HELP fbm_bridge_x x\n# TYPE fbm_bridge_x gauge\nfbm_bridge_x one\n"):
         with pytest.raises((AssertionError, ValueError)):
             parse_exposition(bad)
+
+
+def outage(files: int) -> dict:
+    """A status report of a warehouse whose server refused every delivery of `files` files."""
+    error = "sftp wh: put failed after 3 attempts: nothing accepts connections at 127.0.0.1:2222"
+    return {"files_in_flight": [
+        {"warehouse": "wh", "name": f"ACME_AUF_111-000000{n}-000000{n}.csv", "status": "staged",
+         "problem": error, "problem_at": f"2026-11-27T2{n}:00:00Z"} for n in range(files)],
+        "windows": {"windows": 0, "gaps": []}, "attention": []}
+
+
+def test_an_outage_is_one_item_that_needs_a_person_not_one_per_file():
+    from bridge.report import needs_a_person
+
+    [item] = needs_a_person(outage(4))
+    assert item["what"] == ("4 files not delivered since 2026-11-27T20:00:00Z (the oldest"
+                            " ACME_AUF_111-0000000-0000000.csv), each with: sftp wh: put failed after 3 attempts:"
+                            " nothing accepts connections at 127.0.0.1:2222")
+    [one] = needs_a_person(outage(1))
+    assert one["what"].startswith("ACME_AUF_111-0000000-0000000.csv not delivered since 2026-11-27T20:00:00Z: sftp wh")
+
+
+def test_status_lists_ten_files_in_flight_and_counts_the_rest():
+    from bridge.report import IN_FLIGHT_LISTED, format_in_flight
+
+    report = outage(9)
+    report["files_in_flight"] += report["files_in_flight"] * 2  # 27 files
+    lines = format_in_flight(report["files_in_flight"])
+    assert len(lines) == IN_FLIGHT_LISTED + 1
+    assert lines[-1] == "in flight: 17 more file(s) (`status --json` lists them all)"
