@@ -74,10 +74,18 @@ def write_report(settings: Settings, ledger: Ledger, period: Period, out: Path, 
     rejected = ledger.report_rejected_rows(period.start, period.end)
     stock_files = ledger.report_stock_files(period.end, feeds)
     tables = reconciliation(period, now, [w.name for w in settings.warehouses], orders, rejected, stock_files,
-                            column_labels=_column_labels(settings))
+                            column_labels=_column_labels(settings), about=_about(settings))
     _write_atomically(out, lambda stream: write_workbook(tables, stream, created=now), force=force)
     due = next(table for table in tables if table.title == DUE_SOON)
     return ReportWritten(out, period, len(orders), len(due.rows), len(rejected), len(stock_files))
+
+
+def _about(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Whose workbook this is: a 3PL mails one per seller, and two sellers may share a warehouse name."""
+    amazon = settings.amazon
+    return (("Seller (merchant token)", amazon.seller_id or "not set (amazon.seller_id)"),
+            ("Marketplaces", ", ".join(amazon.marketplaces)),
+            ("Instance (config)", f"{settings.path.stem} ({settings.path})"))
 
 
 def _column_labels(settings: Settings) -> dict[str, tuple[str, ...]]:

@@ -87,15 +87,17 @@ class Table:
 
 def reconciliation(period: Period, now: datetime, warehouses: Sequence[str], orders: Sequence[Mapping[str, Any]],
                    rejected: Sequence[Mapping[str, Any]], stock_files: Sequence[Mapping[str, Any]], *,
-                   column_labels: Mapping[str, Sequence[str]] | None = None) -> list[Table]:
+                   column_labels: Mapping[str, Sequence[str]] | None = None,
+                   about: Sequence[tuple[str, Cell]] = ()) -> list[Table]:
     """The five sheets. `warehouses`: the configured names, in order (others found in the data
     follow); `column_labels`: per warehouse, its confirmation files' column names, to tell which
-    column a rejected row's reason is about."""
+    column a rejected row's reason is about; `about`: whose report it is (seller, config), the
+    Summary's first lines, so that a workbook renamed or mailed still says."""
     due = [order for order in orders if is_due(order, now)]
     due.sort(key=lambda order: (order["ship_by"], order["order_id"]))
     rows_rejected = [_rejected_row(row, (column_labels or {}).get(row["warehouse"], ())) for row in rejected]
     return [
-        _summary(period, now, warehouses, orders, due, rejected, stock_files),
+        _summary(period, now, warehouses, orders, due, rejected, stock_files, about),
         Table(ORDERS, ORDERS_HEADER, [_order_row(order) for order in orders]),
         Table(DUE_SOON, DUE_HEADER, [_due_row(order, now) for order in due]),
         Table(REJECTED, REJECTED_HEADER, rows_rejected),
@@ -142,7 +144,7 @@ def is_due(order: Mapping[str, Any], now: datetime) -> bool:
 
 def _summary(period: Period, now: datetime, warehouses: Sequence[str], orders: Sequence[Mapping[str, Any]],
              due: Sequence[Mapping[str, Any]], rejected: Sequence[Mapping[str, Any]],
-             stock_files: Sequence[Mapping[str, Any]]) -> Table:
+             stock_files: Sequence[Mapping[str, Any]], about: Sequence[tuple[str, Cell]] = ()) -> Table:
     names = list(dict.fromkeys([*warehouses, *(o["warehouse"] or NO_WAREHOUSE for o in orders),
                                 *(r["warehouse"] for r in rejected)]))
     rows = []
@@ -164,6 +166,7 @@ def _summary(period: Period, now: datetime, warehouses: Sequence[str], orders: S
             _outcome(last_stock) if last_stock else "",
         ))
     notes = (
+        *about,
         ("From (UTC day)", period.first),
         ("To (UTC day, included)", period.last),
         ("Report made (UTC)", now),
@@ -248,7 +251,8 @@ def _write_sheet(sheet, table: Table, max_rows: int) -> None:
     for index, width in enumerate(_widths(table, rows), start=1):
         sheet.column_dimensions[get_column_letter(index)].width = width
     top = table.header_row
-    sheet.freeze_panes = f"A{top + 1}"
+    if not table.notes:  # the Summary's table is a row per warehouse: pinning its notes would take the screen
+        sheet.freeze_panes = f"A{top + 1}"
     last = get_column_letter(len(table.header))
     sheet.auto_filter.ref = f"A{top}:{last}{top + len(rows)}"
     for label, value in table.notes:
