@@ -355,7 +355,8 @@ class SftpDrop:
         log.info(
             "sftp connected host=%s port=%d user=%s auth=%s server_key=%s",
             self.endpoint.host, self.endpoint.port, self.endpoint.username,
-            _method(self.endpoint), key.fingerprint,
+            "password" if self.endpoint.private_key is None else f"key key_file={self.endpoint.private_key}",
+            key.fingerprint,
         )
         return self._sftp
 
