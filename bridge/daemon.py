@@ -265,17 +265,20 @@ class Daemon:
         wanted: list[tuple[str, timedelta, Callable[[], Any]]] = [
             ("orders", settings.orders.interval, lambda: self.service.run_orders(now())),
         ]
-        if self._shipments() is not None:
-            wanted += [
-                ("shipments-sftp", settings.shipments.poll, lambda: self._shipments().run(now(), local=False)),
-                ("shipments-local", settings.shipments.rescan, lambda: self._shipments().run(now(), remote=False)),
-            ]
-        if self._stock() is not None:
-            wanted += [
-                ("stock-sftp", settings.stock.poll, lambda: self._stock().poll(now(), local=False)),
-                ("stock-local", settings.shipments.rescan, lambda: self._stock().poll(now(), remote=False)),
-                ("stock-publish", PUBLISH_CHECK, lambda: self._stock().poll(now(), remote=False, local=False)),
-            ]
+        shipments, stock = self._shipments(), self._stock()
+        if shipments is not None:  # a source's job only where a warehouse has that folder
+            if shipments.sources(local=False):
+                wanted.append(("shipments-sftp", settings.shipments.poll,
+                               lambda: self._shipments().run(now(), local=False)))
+            if shipments.sources(remote=False):
+                wanted.append(("shipments-local", settings.shipments.rescan,
+                               lambda: self._shipments().run(now(), remote=False)))
+        if stock is not None:
+            if stock.sources(local=False):
+                wanted.append(("stock-sftp", settings.stock.poll, lambda: self._stock().poll(now(), local=False)))
+            if stock.sources(remote=False):
+                wanted.append(("stock-local", settings.shipments.rescan, lambda: self._stock().poll(now(), remote=False)))
+            wanted.append(("stock-publish", PUBLISH_CHECK, lambda: self._stock().poll(now(), remote=False, local=False)))
         return wanted
 
     def _shipments(self):

@@ -171,7 +171,7 @@ def job_lines(service: Service, job: str) -> list[str]:
 
 def started_up(service: Service) -> None:
     """The runs at start are over: each job has logged its line."""
-    for job in ("orders", "shipments-sftp", "shipments-local"):
+    for job in ("orders", "shipments-sftp"):
         wait_for(lambda: job_lines(service, job), f"the {job} job's first run")
 
 
@@ -198,6 +198,7 @@ def test_every_job_run_logs_one_key_value_line_with_the_flows_counts(config, sta
     service = start_service(config)
     wait_for(lambda: job_lines(service, "orders"), "the orders job's line")
     wait_for(lambda: job_lines(service, "shipments-sftp"), "the shipments job's line")
+    assert re.search(r" jobs=orders,shipments-sftp$", service.text(), re.M)  # no local folder, no stock: no job for them
 
     [orders] = job_lines(service, "orders")
     assert re.search(r"INFO bridge\.daemon job=orders result=ok duration_s=\d+\.\d\d windows=1 .* pulled=\d+ .*"
