@@ -211,6 +211,10 @@ CASES = [
          [whole_file("\"the workbook's part 'xl/sharedStrings.xml' unpacks to 2.0 MB, more than 250 times its "
                      "packed size: refused as a zip bomb\"", ",")],
          name="shipped.xlsx", mapping="initech-xlsx"),
+    Case("an XLSX quantity that is a formula without a saved value", workbook(XLSX_ROW[:2] + ["=1+1"] + XLSX_ROW[3:]),
+         ["2,rejected,111-0000001-0000001,50000001000001,,1Z999AA10123456784,\"'Qty Shipped': a formula whose value"
+          " was never saved (the program that wrote the file does not calculate): open the file in Excel and save it"
+          " again, or have the values written instead\""], name="shipped.xlsx", mapping="initech-xlsx"),
     Case("an XLSX with cells in its last column (XFD)", far_right_cells(), [XLSX_CONFIRMED], "archive",
          name="shipped.xlsx", mapping="initech-xlsx"),
     Case("XML with an external entity", GLOBEX.format(doctype=EXTERNAL, carrier="&x;").encode(),

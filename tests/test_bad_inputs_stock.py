@@ -479,6 +479,22 @@ def _zip_without_workbook() -> bytes:
     return out.getvalue()
 
 
+def _workbook_with_a_formula() -> bytes:
+    """Initech's stock workbook where a quantity is a formula written by a program that does not
+    calculate (openpyxl saves no value for it), as a WMS export script might."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Inventory"
+    sheet.append(["SKU", "Description", "Qty Available", "As Of"])
+    sheet.append(["PLT-STN-27CM-4", "Plates", 14, "11/26/2026 06:30 PM"])
+    sheet.append(["CST-CORK-4PK", "Coasters", "=B2*0+7", "11/26/2026 06:30 PM"])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
 @dataclass(frozen=True)
 class Drop:
     id: str
@@ -569,6 +585,11 @@ DROP_CASES = [
         "Inventory>", "Stock>").encode(),
          [",rejected,,,\"the document element is <Stock>, not <Inventory>: no Inventory/Item record is in it (the "
           "wrong file, or a wrong record path in the mapping?)\""], name="GLOBEX_INVENTORY.xml", mapping="globex-xml"),
+    Drop("a workbook whose quantity is a formula without a saved value", _workbook_with_a_formula(),
+         [',published,,,"passed the safety gates. 1 SKUs sent, Amazon took 1"',
+          "3,rejected,,,\"'Qty Available': a formula whose value was never saved (the program that wrote the file"
+          " does not calculate): open the file in Excel and save it again, or have the values written instead\""],
+         name="Inventory.xlsx", mapping="initech-xlsx"),
     Drop("a zip that is not a workbook", _zip_without_workbook(),
          [',rejected,,,"not an XLSX workbook (KeyError: ""There is no item named \'[Content_Types].xml\' in the '
           'archive"")"'],

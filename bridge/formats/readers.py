@@ -410,7 +410,7 @@ def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     from openpyxl import load_workbook  # heavy: only when a workbook is read
 
     try:
-        check_workbook(stream)
+        valueless = check_workbook(stream)
     except IncompleteFile as problem:  # complete as far as the pipeline could tell, yet no zip
         raise BadFile(f"not an XLSX workbook ({str(problem).removeprefix('not a complete XLSX workbook (')}") from None
     try:
@@ -434,12 +434,14 @@ def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         # padded to 16,384 cells.
         rows = sheet.iter_rows(min_row=first, max_row=EXCEL_ROWS, max_col=max(index.values()) + 1,
                                values_only=True)
+        formulas = _formula_rows(stream, spec, first, max(index.values()) + 1) if valueless else None
         for number, cells in enumerate(rows, start=first):
             texts = [_cell_text(cell) for cell in cells]
-            if not any(texts):
+            problem = _valueless(cells, next(formulas, ()), index) if formulas is not None else ""
+            if not any(texts) and not problem:
                 continue
             yield Row(number, {name: texts[at] if at < len(texts) else ""
-                               for name, at in index.items()})
+                               for name, at in index.items()}, problem)
     except BadFile:
         raise
     except Exception as problem:  # damaged XML inside, a value openpyxl cannot convert, ...
@@ -448,12 +450,38 @@ def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         workbook.close()
 
 
-def check_workbook(stream: IO[bytes]) -> None:
+def _formula_rows(stream: IO[bytes], spec: TableSpec, first: int, columns: int) -> Iterator[tuple]:
+    """The sheet's rows again, formulas as written ("=B2*2"), beside the values: read only for a
+    workbook with a formula whose value was never saved, to name the rows that have one."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(stream, read_only=True, data_only=False)
+    try:
+        sheet = workbook[spec.sheet] if spec.sheet else workbook.worksheets[0]
+        yield from sheet.iter_rows(min_row=first, max_row=EXCEL_ROWS, max_col=columns, values_only=True)
+    finally:
+        workbook.close()
+
+
+def _valueless(values: tuple, written: tuple, index: dict[str, int]) -> str:
+    """Why a row cannot be read as it is: a wanted cell is a formula without a saved value (the
+    file was written by a program that does not calculate; openpyxl reads such a cell as empty)."""
+    names = [name for name, at in index.items()
+             if at < len(values) and values[at] is None and at < len(written)
+             and isinstance(written[at], str) and written[at].startswith("=")]
+    if not names:
+        return ""
+    columns = ", ".join(f"'{name}'" for name in names)
+    return (f"{columns}: a formula whose value was never saved (the program that wrote the file does not"
+            " calculate): open the file in Excel and save it again, or have the values written instead")
+
+
+def check_workbook(stream: IO[bytes]) -> bool:
     """Refuse a workbook that would take more memory or time than a confirmation or stock file
     may: too many parts, too much unpacked, a part that unpacks like a zip bomb, too many shared
     strings, or a DOCTYPE in any XML part (never expanded: refused). Raises BadFile saying which
-    limit; returns when the workbook may be opened. A zip without a central directory raises
-    IncompleteFile (still being written?)."""
+    limit; returns when the workbook may be opened: whether a sheet has a formula without a
+    saved value. A zip without a central directory raises IncompleteFile (still being written?)."""
     stream.seek(0)
     try:
         with zipfile.ZipFile(stream) as archive:
@@ -464,8 +492,10 @@ def check_workbook(stream: IO[bytes]) -> None:
             if unpacked > MAX_UNPACKED:
                 raise BadFile(f"the workbook unpacks to {_size(unpacked)}, more than the {_size(MAX_UNPACKED)} "
                               "a file may have: export it as CSV")
+            valueless = False
             for part in parts:
-                _check_part(archive, part)
+                valueless = _check_part(archive, part) or valueless
+            return valueless
     except zipfile.BadZipFile:
         raise IncompleteFile("not a complete XLSX workbook (its zip directory is missing)") from None
     except (BadFile, IncompleteFile):
@@ -476,13 +506,14 @@ def check_workbook(stream: IO[bytes]) -> None:
         stream.seek(0)
 
 
-def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> None:
+def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
+    """Refuses the part past a limit; returns whether it is a sheet with a formula and no value."""
     name = part.filename
     if part.file_size > 1 << 20 and part.file_size > MAX_RATIO * max(part.compress_size, 1):
         raise BadFile(f"the workbook's part {name!r} unpacks to {_size(part.file_size)}, more than "
                       f"{MAX_RATIO} times its packed size: refused as a zip bomb")
     if not name.lower().endswith((".xml", ".rels")):
-        return  # pictures, printer settings, ...: openpyxl does not parse them when reading
+        return False  # pictures, printer settings, ...: openpyxl does not parse them when reading
     worksheet = name.startswith("xl/worksheets/")
     shared = name.lower().endswith("sharedstrings.xml")
     if not (worksheet or shared) and part.file_size > MAX_XML_PART:
@@ -493,6 +524,24 @@ def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> None:
         _check_prolog(name, head)
         if shared:
             _count_shared_strings(name, head, member)
+        return worksheet and _has_valueless_formula(head, member)
+
+
+# a formula element that ends its cell with no saved value after it (no <v>, or an empty one)
+_VALUELESS_FORMULA = re.compile(rb"(?:</(?:\w+:)?f>|<(?:\w+:)?f\b[^>]*/>)\s*"
+                                rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>")
+
+
+def _has_valueless_formula(head: bytes, rest: IO[bytes]) -> bool:
+    tail, chunk = b"", head
+    while chunk:
+        text = tail + chunk
+        if b"<f" in text or b":f" in text:  # most sheets have no formula: one fast test per chunk
+            if _VALUELESS_FORMULA.search(text):
+                return True
+        tail = text[-256:]
+        chunk = rest.read(1 << 20)
+    return False
 
 
 def _check_prolog(name: str, head: bytes) -> None:
