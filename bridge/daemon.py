@@ -164,6 +164,8 @@ class Daemon:
     # --- life -----------------------------------------------------------------------------------
 
     def run(self) -> int:
+        for name in SUMMARY_LOGGERS:  # the job= line says it all once; journals grow with every turn
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             self._open(self.settings)
             self._schedule(first=True)
@@ -422,6 +424,9 @@ def run_daemon(
     flags.beat = notifier.beat
     with state_lock(settings.state_dir):
         return Daemon(settings, config_path, flags, now, tick, notifier).run()
+
+
+SUMMARY_LOGGERS = ("bridge.orders.summary", "bridge.shipments.summary", "bridge.stock.summary")
 
 
 def counts(report: Any) -> list[str]:

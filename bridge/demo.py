@@ -591,9 +591,9 @@ class Story:
         elif record.levelno >= logging.WARNING:
             self.warnings.append(message)
         values = {key: value.rstrip(":") for key, value in re.findall(r"(\w+)=('[^']*'|\S+)", message)}
-        if message.startswith("orders windows="):
+        if message.startswith("job=orders ") and "windows=" in message:  # the service's line per run
             self._pulled(values)
-        elif message.startswith("shipments files="):
+        elif message.startswith("job=shipments-") and " files=" in message:
             self._shipments_pass(values)
         elif message.startswith("stock file received"):
             self.say(f"stock: the daemon took {_unquoted(values.get('file', '?'))} in ({values.get('rows', '?')} rows);"

@@ -143,7 +143,7 @@ def test_the_daemons_log_goes_to_a_file_and_no_log_line_reaches_the_terminal(fin
                         r" 0 errors", next(line for line in told if line.startswith("its log")))
     assert any(line.startswith("WARNING package rejected by Amazon id=") for line in told)  # the refused parcel
     log = (workdir / "daemon.log").read_text("utf-8").splitlines()
-    summaries = [line for line in log if " INFO bridge.orders orders windows=" in line]
+    summaries = [line for line in log if " INFO bridge.daemon job=orders result=ok " in line]
     assert len(summaries) >= 2 and "delivered=5" in summaries[0] and "delivered=0" in summaries[1]
     assert any(" INFO bridge.stock stock file=BESTAND_" in line and "status=published" in line for line in log)
     assert not any("Jürgen" in line or "Müller" in line for line in log)  # no buyer data

@@ -38,6 +38,7 @@ from bridge.records import Line, Order, OrderHeader, iso_z, shown
 from bridge.windows import Window, catch_up_eta, duration, next_window, windows_left
 
 log = logging.getLogger("bridge.orders")
+summary_log = logging.getLogger("bridge.orders.summary")  # a run's one line; the service logs its own job= line
 # How far the clock may run ahead of the last window Amazon answered before retention stops
 # trusting it: a day (a run's windows end `lag` behind it; a day covers any interval).
 RETENTION_CLOCK_SLACK = timedelta(days=1)
@@ -187,7 +188,7 @@ class OrdersFlow:
         steps = (self.pull, self.recheck_held, self.render, self.deliver, self.purge)
         run_steps(((step.__name__, lambda step=step: step(now, report)) for step in steps), report,
                   should_stop=self.should_stop, log=log)
-        log.info(report.summary())
+        summary_log.info(report.summary())
         return report
 
     # --- dry run -------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from bridge.ledger import (
 from bridge.records import iso_z
 
 log = logging.getLogger("bridge.shipments")
+summary_log = logging.getLogger("bridge.shipments.summary")  # a run's one line; the service logs its own job= line
 FLOW = "shipments"
 FEED_WAIT_SECONDS = 300.0  # a run a person started waits this long for Amazon's feed report
 
@@ -274,7 +275,7 @@ class ShipmentsFlow:
         report.rows_rejected = self.files.rows_rejected
         report.waiting = len(self.ledger.packages_waiting())
         report.feeds_waiting = len(self.fulfillment.in_flight())
-        log.info(report.summary())
+        summary_log.info(report.summary())
         return report
 
     def _collect(self, chosen: list[Source], now: datetime, report: ShipmentsReport,

@@ -53,6 +53,7 @@ from bridge.records import iso_z, parse_iso
 from bridge.windows import last_daily, next_daily
 
 log = logging.getLogger("bridge.stock")
+summary_log = logging.getLogger("bridge.stock.summary")  # a run's one line; the service logs its own job= line
 FLOW = "stock"
 PUBLISH_BOOKMARK = "stock_publish"  # when the daily publish last ran to its end
 RESULT_HEADER = ("row", "result", "sku", "column", "message")
@@ -303,7 +304,7 @@ class StockFlow:
         files = report.inbound
         busy = report.outcomes or report.all_errors or files.taken or files.answered or files.duplicates \
             or files.unreadable or files.incomplete
-        log.log(logging.INFO if busy else logging.DEBUG, report.summary())  # the service passes every minute
+        summary_log.log(logging.INFO if busy else logging.DEBUG, report.summary())  # the service passes every minute
 
     def _collect(self, chosen: list[Source], now: datetime, report: StockReport, finished: set[str]) -> None:
         for source in chosen:
