@@ -229,6 +229,7 @@ class Daemon:
             log.error("config reload refused, keeping the running config: %s", "; ".join(problem.problems))
             self.notifier.send("READY=1")
             return
+        before = self.settings
         self._close()
         try:
             self._open(settings)
@@ -238,8 +239,8 @@ class Daemon:
             self.notifier.send("READY=1")
             return
         self._schedule(first=False)
-        log.info("config reloaded config=%s log_level=%s jobs=%s", self.config_path, settings.log_level,
-                 ",".join(self.jobs))
+        log.info("config reloaded config=%s changed=%s log_level=%s jobs=%s", self.config_path,
+                 ",".join(changed_parts(before, settings)) or "nothing", settings.log_level, ",".join(self.jobs))
         configure_logging(settings.log_level)  # after the line above: said at the old level
         self.notifier.send("READY=1")
 
@@ -424,6 +425,22 @@ def run_daemon(
     flags.beat = notifier.beat
     with state_lock(settings.state_dir):
         return Daemon(settings, config_path, flags, now, tick, notifier).run()
+
+
+def changed_parts(before: Settings, after: Settings) -> list[str]:
+    """What a reload changed, by name (never by value: a secret may be among them): sections of
+    the config, and warehouses (their mapping included) added, removed or changed."""
+    names = [name for name in ("log_level", "amazon", "orders", "retention", "shipments", "stock")
+             if getattr(before, name) != getattr(after, name)]
+    if before.state_key != after.state_key:
+        names.append("state_key")
+    old = {warehouse.name: warehouse for warehouse in before.warehouses}
+    new = {warehouse.name: warehouse for warehouse in after.warehouses}
+    for name in sorted(old.keys() | new.keys()):
+        if old.get(name) != new.get(name):
+            state = "added" if name not in old else "removed" if name not in new else "changed"
+            names.append(f"warehouses.{name}({state})")
+    return names
 
 
 SUMMARY_LOGGERS = ("bridge.orders.summary", "bridge.shipments.summary", "bridge.stock.summary")

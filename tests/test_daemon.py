@@ -362,11 +362,12 @@ def test_sighup_with_a_valid_config_reloads_it_and_keeps_the_schedule(config, st
 
     wait_for(lambda: service.logged("config reloaded", mark), "the reload in the log")
     after = mark + service.text()[mark:].index("config reloaded")
+    assert service.text()[after:].startswith(f"config reloaded config={config} changed=shipments log_level=INFO")
     wait_for(lambda: service.logged("job=shipments-sftp", after), "a job after the reload")
     assert not service.logged("job=orders", mark)  # finding 18: a reload is not a run
     config.write_text(config.read_text().replace("[bridge]", '[bridge]\nlog_level = "WARNING"'))
     service.signal(signal.SIGHUP)
-    wait_for(lambda: service.logged("log_level=WARNING", after), "the second reload")
+    wait_for(lambda: service.logged("changed=log_level log_level=WARNING", after), "the second reload")
     service.signal(signal.SIGTERM)
     assert service.process.wait(timeout=DEADLINE) == 0
     assert "job=shipments-sftp result=ok" not in service.text().split("log_level=WARNING", 1)[1]  # INFO now off
