@@ -436,28 +436,28 @@ def _write_config(workdir: Path, sandbox: SpApiSandbox, port: int, key: Path, no
         blocks.append(
             f"""[[warehouses]]
 name = "{name}"
-mapping = "{shipped_mappings() / (mapping + '.toml')}"
+mapping = {_toml(shipped_mappings() / (mapping + '.toml'))}
 host = "127.0.0.1"
 port = {port}
 username = "demo"
-known_hosts = "{workdir / 'known_hosts'}"
-private_key = "{key}"
+known_hosts = {_toml(workdir / 'known_hosts')}
+private_key = {_toml(key)}
 orders_folder = "/{name}/in"
-ship_to_countries = {countries!r}
+ship_to_countries = {json.dumps(countries)}
 {_confirmations_from(workdir, name)}
-{_stock_from(name)}""".replace("'", '"')
+{_stock_from(name)}"""
         )
     text = f"""# Written by `fbm-bridge demo`: the sandbox and SFTP server it started are gone once it ends.
 # Its secrets are in credentials/ (CREDENTIALS_DIRECTORY=credentials for `spool open`).
 # The intervals are the shortest the config allows: the demo ran the daemon on a clock {SPEED:g} times as fast.
 [bridge]
-state_dir = "{workdir / 'state'}"
+state_dir = {_toml(workdir / 'state')}
 
 [amazon]
 seller_id = "A3DEMOSELLER"
 endpoint = "{sandbox.url}"
 token_url = "{sandbox.token_url}"
-marketplaces = {MARKETPLACES!r}
+marketplaces = {json.dumps(MARKETPLACES)}
 
 [orders]
 start = "{iso_z(now - timedelta(hours=4))}"   # catch up over the demo orders' last hours
@@ -475,7 +475,7 @@ poll_minutes = 1
 
 {chr(10).join(blocks)}"""
     path = workdir / "bridge.toml"
-    path.write_text(text.replace("'", '"'), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -487,9 +487,14 @@ def publish_time(start: datetime) -> datetime:
                                                       else timedelta())
 
 
+def _toml(path: Path) -> str:
+    """A path as a TOML string: JSON's escapes are TOML's (a folder may hold '"' or '\\')."""
+    return json.dumps(str(path))
+
+
 def _confirmations_from(workdir: Path, name: str) -> str:
     if name in STAFF_FOLDER:
-        return f'local_shipments_folder = "{workdir / "drop" / name}"   # staff drop confirmation files here'
+        return f'local_shipments_folder = {_toml(workdir / "drop" / name)}   # staff drop confirmation files here'
     return f'shipments_folder = "/{name}/out"   # the WMS drops confirmation files here'
 
 
