@@ -510,9 +510,11 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     rows: list[Row] = []
     roots: list = []
     known = None  # the parent of the last anchor: anchors are siblings, its place is checked once
+    name = path[anchor - 1]
     for element in xml_elements(stream, tags=set(path[1:anchor]), roots=roots, namespaced=namespaced):
         parent = element.getparent()
-        if parent is known and _local(element.tag) == path[anchor - 1]:
+        tag = element.tag
+        if parent is known and (tag == name or _local(tag) == name):
             level = anchor
         else:
             level = _level_on_path(element, path[:anchor])
@@ -561,13 +563,10 @@ def _free(element, parent) -> None:
     may be fields of an ancestor that later anchors read."""
     element.clear(keep_tail=False)
     previous = element.getprevious()
-    if previous is None:
-        return
     tag = element.tag
-    name = _local(tag)
     while previous is not None:
         before = previous.getprevious()
-        if previous.tag == tag or _local(previous.tag) == name:
+        if previous.tag == tag or _local(previous.tag) == _local(tag):
             parent.remove(previous)
         previous = before
 
@@ -584,7 +583,7 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
     wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
     events = ("end",) if namespaced is None else ("end", "start-ns")
     parser = etree.XMLPullParser(events=events, tag=wanted, resolve_entities=False, no_network=True,
-                                 huge_tree=False, load_dtd=False, remove_blank_text=True)
+                                 huge_tree=False, load_dtd=False, remove_blank_text=False)
     checked = False
     text = False  # anything but white space seen
     doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
@@ -686,43 +685,41 @@ def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
     """A function reading one anchor's records: `walk(anchor, rows, last)` appends them to
     `rows` in document order and returns the last row number given. `path` runs from the anchor
     down to the record. Each element from the anchor down is looked at once: one pass over its
-    children finds its own fields (the first child of a name wins) and the children that lead
-    to records; the values found are handed down, so ancestors' fields after the records count.
+    children finds its fields (the first child of a name wins) and the children that lead to
+    records; the values found are handed down, so ancestors' fields after the records count.
     `namespaced` is not empty once the document has declared a namespace: until then a tag is
-    its name, and a record whose fields are its children's text is read in one step."""
-    *upper, (own, named, wanted, _) = _level_plans(path, fields)
+    its name (or, for a comment, a function), and a record whose fields are its own or its
+    children's text is read in one step."""
+    *upper, (own, texts, others, wanted, _) = _level_plans(path, fields)
+    bottom = len(upper) - 1
     template = dict.fromkeys(fields, "")
     new_row = tuple.__new__
-    deep = any(len(parts) > 1 for _, parts, _ in named)  # "Qty/Value": counted by `_twice`
-    texts_only = not any(len(parts) > 1 or attribute for _, parts, attribute in named)
-    text_fields = tuple((field, parts[0]) for field, parts, _ in named)
+    deep = any(len(parts) > 1 for _, parts, _ in others)  # "Qty/Value": counted by `_twice`
 
     def read_record(element, values: dict) -> str:
-        """The record's own fields into `values`, any shape; returns the row's problem."""
+        """The record's fields into `values`, any shape; returns the row's problem."""
         _own_values(element, own, values)
         found, repeated, _ = _children_named(element, wanted, "")
-        _named_values(found, named, values)
+        _child_values(found, texts, others, values)
         return _twice(element, fields) if repeated or deep else ""
 
-    def records(elements: list, base: dict, rows: list, last: int) -> int:
-        quick = texts_only and not namespaced
+    def records(elements, base: dict, rows: list, last: int) -> int:
+        quick = not (others or namespaced)
         for element in elements:
             values = base.copy()
             problem = ""
             if quick:
-                texts = {}
+                found = {}
                 children = element[:]
                 for child in children:
-                    texts[child.tag] = child.text  # a comment's tag is a function: never a field's
-                if len(texts) == len(children):  # no name twice: each field's element is its only one
-                    for field, attribute in own:
-                        value = element.get(attribute) if attribute else element.text
-                        if value:
-                            values[field] = value.strip()
-                    for field, name in text_fields:
-                        value = texts.get(name)
-                        if value:
-                            values[field] = value.strip()
+                    found[child.tag] = child.text
+                if len(found) == len(children):  # no name twice: a field's element is its only one
+                    if own:
+                        _own_values(element, own, values)
+                    for field, name in texts:
+                        text = found.get(name)
+                        if text:
+                            values[field] = text.strip()
                 else:
                     problem = read_record(element, values)
             else:
@@ -732,32 +729,51 @@ def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
             rows.append(new_row(Row, (last, values, problem)))
         return last
 
-    def descend(element, level: int, values: dict, rows: list, last: int) -> int:
-        own, named, wanted, step = upper[level]
-        _own_values(element, own, values)
-        found, _, below = _children_named(element, wanted, step)
-        _named_values(found, named, values)
-        if level + 1 == len(upper):
+    def descend(element, rows: list, last: int, values: dict, level: int = 0) -> int:
+        own, texts, others, wanted, step = upper[level]
+        if own:
+            _own_values(element, own, values)
+        found: dict = {}
+        below = []
+        if namespaced:
+            found, _, below = _children_named(element, wanted, step)
+        else:
+            for child in element[:]:
+                tag = child.tag
+                if tag == step:
+                    below.append(child)
+                if tag in wanted and tag not in found:
+                    found[tag] = child
+        for field, name in texts:
+            node = found.get(name)
+            if node is not None:
+                text = node.text
+                if text:
+                    values[field] = text.strip()
+        if others:
+            _child_values(found, (), others, values)
+        if level == bottom:
             return records(below, values, rows, last)
         for child in below:
-            last = descend(child, level + 1, values.copy(), rows, last)
+            last = descend(child, rows, last, values.copy(), level + 1)
         return last
 
     def walk(anchor, rows: list, last: int) -> int:
-        if not upper:
-            return records((anchor,), template, rows, last)
-        return descend(anchor, 0, template.copy(), rows, last)
+        if upper:
+            return descend(anchor, rows, last, template.copy())
+        return records((anchor,), template, rows, last)
     return walk
 
 
 def _level_plans(path: list[str], fields: tuple[str, ...]) -> list[tuple]:
-    """Per element of `path` (anchor first, record last): its fields without a child path
-    (field, attribute), its fields under a child (field, names, attribute), the first names of
-    those, and the name of the next step down ("" for the record)."""
+    """Per element of `path` (anchor first, record last), what to read there: its own text or
+    attributes (field, attribute name or ""), its children's text (field, name), other fields
+    below it (field, names down, attribute name or ""), the names of the children those start
+    with, and the name of the next element down the path ("" for the record)."""
     plans = []
     for level in range(len(path)):
         ups = len(path) - 1 - level
-        own, named = [], []
+        own, texts, others = [], [], []
         for field in fields:
             if _ups(field) != ups:
                 continue
@@ -767,12 +783,15 @@ def _level_plans(path: list[str], fields: tuple[str, ...]) -> list[tuple]:
                 parts[-1], attribute = parts[-1].split("@", 1)
                 if not parts[-1]:
                     parts.pop()
-            if parts:
-                named.append((field, tuple(parts), attribute))
-            else:
+            if not parts:
                 own.append((field, attribute))
+            elif len(parts) == 1 and not attribute:
+                texts.append((field, parts[0]))
+            else:
+                others.append((field, tuple(parts), attribute))
+        wanted = frozenset([name for _, name in texts] + [parts[0] for _, parts, _ in others])
         step = path[level + 1] if level + 1 < len(path) else ""
-        plans.append((tuple(own), tuple(named), frozenset(parts[0] for _, parts, _ in named), step))
+        plans.append((tuple(own), tuple(texts), tuple(others), wanted, step))
     return plans
 
 
@@ -782,8 +801,15 @@ def _own_values(element, own: tuple, values: dict) -> None:
         values[field] = value.strip() if value else ""
 
 
-def _named_values(found: dict, named: tuple, values: dict) -> None:
-    for field, parts, attribute in named:
+def _child_values(found: dict, texts: tuple, others: tuple, values: dict) -> None:
+    """Fields read from the children found by name (the first of each name)."""
+    for field, name in texts:
+        node = found.get(name)
+        if node is not None:
+            text = node.text
+            if text:
+                values[field] = text.strip()
+    for field, parts, attribute in others:
         node = found.get(parts[0])
         for name in parts[1:]:
             if node is None:
