@@ -33,13 +33,15 @@ import re
 import zipfile
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
-from typing import IO, Iterator, NamedTuple
+from itertools import chain
+from typing import IO, Iterator, NamedTuple, TypeVar
 
 from bridge.errors import BadFile, IncompleteFile
 
 FORMATS = ("csv", "xlsx", "xml")
 ENCODINGS = ("utf-8", "cp1252", "utf-16")
 _CHUNK = 1 << 16
+T = TypeVar("T")
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
@@ -98,7 +100,7 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     if spec.format == "xlsx":
         return _xlsx_rows(stream, spec)
     if spec.format == "xml":
-        return _total(_xml_rows(stream, spec), "XML")
+        return chain.from_iterable(_total(_xml_row_lists(stream, spec), "XML"))  # rows come an anchor at a time
     raise ValueError(f"unknown format {spec.format!r}")
 
 
@@ -148,10 +150,10 @@ def _decoded_start(head: bytes) -> str:
     return head.decode("latin-1")
 
 
-def _total(rows: Iterator[Row], kind: str) -> Iterator[Row]:
-    """`rows`, with anything but BadFile a library raises on the way turned into BadFile."""
+def _total(items: Iterator[T], kind: str) -> Iterator[T]:
+    """`items`, with anything but BadFile a library raises on the way turned into BadFile."""
     try:
-        yield from rows
+        yield from items
     except BadFile:
         raise
     except RecursionError:
@@ -492,8 +494,8 @@ def _cell_text(value: object) -> str:
 
 # --- XML ----------------------------------------------------------------------------------------
 
-def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
-    """Records are read when their highest ancestor a field refers to has ended (the
+def _xml_row_lists(stream: IO[bytes], spec: TableSpec) -> Iterator[list[Row]]:
+    """The rows, in lists: one per anchor with records. Records are read when their highest ancestor a field refers to has ended (the
     "anchor"): by then every ancestor field is parsed, wherever it sits among the records.
     Only one anchor's subtree is held at a time. Only elements named on the record path down to
     the anchor reach Python; each anchor is then walked once, top-down (`_xml_walk`).
@@ -507,7 +509,6 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     namespaced: list = []
     walk = _xml_walk(path[anchor - 1:], spec.fields, namespaced)
     last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
-    rows: list[Row] = []
     roots: list = []
     known = None  # the parent of the last anchor: anchors are siblings, its place is checked once
     name = path[anchor - 1]
@@ -523,9 +524,10 @@ def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
             if level == anchor:
                 known = parent
         if level == anchor:
+            rows: list[Row] = []
             last = walk(element, rows, last)
-            yield from rows
-            rows.clear()
+            if rows:
+                yield rows
         _free(element, parent)
     if last == 0 and roots and _local(roots[0].tag) != path[0]:  # not "no rows": the wrong document
         raise BadFile(f"the document element is <{_short_tag(_local(roots[0].tag))}>, not <{path[0]}>: "
