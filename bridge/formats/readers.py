@@ -733,8 +733,10 @@ def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
 
     def descend(element, rows: list, last: int, values: dict, level: int = 0) -> int:
         own, texts, others, wanted, step = upper[level]
-        if own:
-            _own_values(element, own, values)
+        for field, attribute in own:
+            value = element.get(attribute) if attribute else element.text
+            if value:
+                values[field] = value.strip()
         found: dict = {}
         below = []
         if namespaced:
@@ -764,7 +766,59 @@ def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
         if upper:
             return descend(anchor, rows, last, template.copy())
         return records((anchor,), template, rows, last)
-    return walk
+
+    return _compiled_walk([*upper, (own, texts, others, wanted, "")], template, read_record, walk, namespaced) or walk
+
+
+def _compiled_walk(plans: list[tuple], template: dict, read_record, general, namespaced: list):
+    """`_xml_walk`'s walk as one function written for the layout (about a fifth faster: no
+    plans looked up, no calls per level), which hands an anchor to `general` once the document
+    has declared a namespace; or None when the layout has fields it leaves to the general walk:
+    a child's attribute or a deeper path, or a field named like the next element down the path.
+    Mapping text never enters the code: names and fields are passed in as constants k0, k1, ..."""
+    *upper, (own, texts, others, _, _) = plans
+    if others or any(level_others or {name for _, name in level_texts} & {step}
+                     for _, level_texts, level_others, _, step in upper):
+        return None
+    constants: dict = {"template": template, "read_record": read_record, "new_row": tuple.__new__, "Row": Row,
+                       "general": general, "namespaced": namespaced}
+
+    def constant(value: str) -> str:
+        name = f"k{len(constants)}"
+        constants[name] = value
+        return name
+
+    def own_lines(element: str, values: str, own_fields: tuple, indent: str) -> list[str]:
+        return [line for field, attribute in own_fields for line in (
+            f"{indent}x = {element}.get({constant(attribute)})" if attribute else f"{indent}x = {element}.text",
+            f"{indent}if x: {values}[{constant(field)}] = x.strip()")]
+
+    code = ["def walk(e0, rows, last):", "    if namespaced:", "        return general(e0, rows, last)",
+            "    v0 = template.copy()"]
+    indent = "    "
+    for level, (level_own, level_texts, _, _, step) in enumerate(upper):
+        element, values, below = f"e{level}", f"v{level}", f"below{level}"
+        code += own_lines(element, values, level_own, indent)
+        code += [f"{indent}{below} = []", f"{indent}seen = set()", f"{indent}for c in {element}[:]:",
+                 f"{indent}    t = c.tag", f"{indent}    if t == {constant(step)}:", f"{indent}        {below}.append(c)"]
+        for name in dict.fromkeys(name for _, name in level_texts):  # first of a name wins
+            code += [f"{indent}    elif t == {constant(name)} and t not in seen:", f"{indent}        seen.add(t)",
+                     f"{indent}        x = c.text", f"{indent}        if x:", f"{indent}            x = x.strip()"]
+            code += [f"{indent}            {values}[{constant(field)}] = x" for field, named in level_texts if named == name]
+        code += [f"{indent}for e{level + 1} in {below}:", f"{indent}    v{level + 1} = {values}.copy()"]
+        indent += "    "
+    record, values = f"e{len(upper)}", f"v{len(upper)}"
+    code += [f"{indent}found = {{}}", f"{indent}children = {record}[:]",
+             f"{indent}for c in children:", f"{indent}    found[c.tag] = c.text",
+             f"{indent}problem = ''", f"{indent}if len(found) == len(children):"]
+    code += own_lines(record, values, own, indent + "    ")
+    for field, name in texts:
+        code += [f"{indent}    x = found.get({constant(name)})", f"{indent}    if x: {values}[{constant(field)}] = x.strip()"]
+    code += [f"{indent}    pass", f"{indent}else:", f"{indent}    problem = read_record({record}, {values})",
+             f"{indent}line = {record}.sourceline or 0", f"{indent}last = line if line > last else last + 1",
+             f"{indent}rows.append(new_row(Row, (last, {values}, problem)))", "    return last"]
+    exec(compile("\n".join(code), "<xml walk>", "exec"), constants)
+    return constants["walk"]
 
 
 def _level_plans(path: list[str], fields: tuple[str, ...]) -> list[tuple]:
