@@ -41,7 +41,7 @@ from bridge.errors import BadFile, IncompleteFile
 FORMATS = ("csv", "xlsx", "xml")
 ENCODINGS = ("utf-8", "cp1252", "utf-16")
 _CHUNK = 1 << 16
-T = TypeVar("T")
+_T = TypeVar("_T")
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
@@ -150,7 +150,7 @@ def _decoded_start(head: bytes) -> str:
     return head.decode("latin-1")
 
 
-def _total(items: Iterator[T], kind: str) -> Iterator[T]:
+def _total(items: Iterator[_T], kind: str) -> Iterator[_T]:
     """`items`, with anything but BadFile a library raises on the way turned into BadFile."""
     try:
         yield from items
@@ -495,8 +495,9 @@ def _cell_text(value: object) -> str:
 # --- XML ----------------------------------------------------------------------------------------
 
 def _xml_row_lists(stream: IO[bytes], spec: TableSpec) -> Iterator[list[Row]]:
-    """The rows, in lists: one per anchor with records. Records are read when their highest ancestor a field refers to has ended (the
-    "anchor"): by then every ancestor field is parsed, wherever it sits among the records.
+    """The rows, a list per anchor. Records are read when their highest ancestor a field
+    refers to has ended (the "anchor"): by then every ancestor field is parsed, wherever it
+    sits among the records.
     Only one anchor's subtree is held at a time. Only elements named on the record path down to
     the anchor reach Python; each anchor is then walked once, top-down (`_xml_walk`).
     Namespaces are ignored."""
@@ -584,8 +585,10 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
 
     wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
     events = ("end",) if namespaced is None else ("end", "start-ns")
+    # Not remove_blank_text, though faster: past line 65,535 libxml2 gives an element the line
+    # of a text node next to it (its first child's, or the next), so row numbers would move.
     parser = etree.XMLPullParser(events=events, tag=wanted, resolve_entities=False, no_network=True,
-                                 huge_tree=False, load_dtd=False, remove_blank_text=False)
+                                 huge_tree=False, load_dtd=False)
     checked = False
     text = False  # anything but white space seen
     doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
@@ -596,7 +599,8 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
             parser.feed(chunk)
             for event, element in parser.read_events():
                 if event == "start-ns":
-                    namespaced[:] = namespaced or [element]
+                    if not namespaced:
+                        namespaced.append(element)
                     continue
                 if not checked:
                     _refuse_doctype(element)
@@ -689,93 +693,49 @@ def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
     down to the record. Each element from the anchor down is looked at once: one pass over its
     children finds its fields (the first child of a name wins) and the children that lead to
     records; the values found are handed down, so ancestors' fields after the records count.
-    `namespaced` is not empty once the document has declared a namespace: until then a tag is
-    its name (or, for a comment, a function), and a record whose fields are its own or its
-    children's text is read in one step."""
-    *upper, (own, texts, others, wanted, _) = _level_plans(path, fields)
-    bottom = len(upper) - 1
+    The common layouts get the same walk written out for them (`_compiled_walk`)."""
+    plans = _level_plans(path, fields)
+    record = len(plans) - 1
+    own, texts, others, wanted, _ = plans[record]
     template = dict.fromkeys(fields, "")
-    new_row = tuple.__new__
     deep = any(len(parts) > 1 for _, parts, _ in others)  # "Qty/Value": counted by `_twice`
 
     def read_record(element, values: dict) -> str:
-        """The record's fields into `values`, any shape; returns the row's problem."""
+        """The record's fields into `values`; returns the row's problem."""
         _own_values(element, own, values)
         found, repeated, _ = _children_named(element, wanted, "")
         _child_values(found, texts, others, values)
         return _twice(element, fields) if repeated or deep else ""
 
-    def records(elements, base: dict, rows: list, last: int) -> int:
-        quick = not (others or namespaced)
-        for element in elements:
-            values = base.copy()
-            problem = ""
-            if quick:
-                found = {}
-                children = element[:]
-                for child in children:
-                    found[child.tag] = child.text
-                if len(found) == len(children):  # no name twice: a field's element is its only one
-                    if own:
-                        _own_values(element, own, values)
-                    for field, name in texts:
-                        text = found.get(name)
-                        if text:
-                            values[field] = text.strip()
-                else:
-                    problem = read_record(element, values)
-            else:
-                problem = read_record(element, values)
+    def descend(element, rows: list, last: int, values: dict, level: int = 0) -> int:
+        if level == record:
+            problem = read_record(element, values)
             line = element.sourceline or 0
             last = line if line > last else last + 1
-            rows.append(new_row(Row, (last, values, problem)))
-        return last
-
-    def descend(element, rows: list, last: int, values: dict, level: int = 0) -> int:
-        own, texts, others, wanted, step = upper[level]
-        for field, attribute in own:
-            value = element.get(attribute) if attribute else element.text
-            if value:
-                values[field] = value.strip()
-        found: dict = {}
-        below = []
-        if namespaced:
-            found, _, below = _children_named(element, wanted, step)
-        else:
-            for child in element[:]:
-                tag = child.tag
-                if tag == step:
-                    below.append(child)
-                if tag in wanted and tag not in found:
-                    found[tag] = child
-        for field, name in texts:
-            node = found.get(name)
-            if node is not None:
-                text = node.text
-                if text:
-                    values[field] = text.strip()
-        if others:
-            _child_values(found, (), others, values)
-        if level == bottom:
-            return records(below, values, rows, last)
+            rows.append(Row(last, values, problem))
+            return last
+        level_own, level_texts, level_others, level_wanted, step = plans[level]
+        _own_values(element, level_own, values)
+        found, _, below = _children_named(element, level_wanted, step)
+        _child_values(found, level_texts, level_others, values)
         for child in below:
             last = descend(child, rows, last, values.copy(), level + 1)
         return last
 
     def walk(anchor, rows: list, last: int) -> int:
-        if upper:
-            return descend(anchor, rows, last, template.copy())
-        return records((anchor,), template, rows, last)
+        return descend(anchor, rows, last, template.copy())
 
-    return _compiled_walk([*upper, (own, texts, others, wanted, "")], template, read_record, walk, namespaced) or walk
+    return _compiled_walk(plans, template, read_record, walk, namespaced) or walk
 
 
 def _compiled_walk(plans: list[tuple], template: dict, read_record, general, namespaced: list):
-    """`_xml_walk`'s walk as one function written for the layout (about a fifth faster: no
-    plans looked up, no calls per level), which hands an anchor to `general` once the document
-    has declared a namespace; or None when the layout has fields it leaves to the general walk:
-    a child's attribute or a deeper path, or a field named like the next element down the path.
-    Mapping text never enters the code: names and fields are passed in as constants k0, k1, ..."""
+    """`_xml_walk`'s walk as one function written for the layout, for documents without
+    namespaces (a tag is then a name, or a function for a comment): no plans looked up, no call
+    per element, and a record whose children are named once each is read from one dictionary.
+    It hands an anchor to `general` once the document has declared a namespace. None when the
+    layout has fields left to the general walk: a child's attribute, a deeper path, a field
+    named like the next element down the path. Mapping text never enters the code: names and
+    fields are passed in as constants (k0, k1, ...)."""
     *upper, (own, texts, others, _, _) = plans
     if others or any(level_others or {name for _, name in level_texts} & {step}
                      for _, level_texts, level_others, _, step in upper):
