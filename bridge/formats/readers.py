@@ -497,10 +497,9 @@ def _cell_text(value: object) -> str:
 def _xml_row_lists(stream: IO[bytes], spec: TableSpec) -> Iterator[list[Row]]:
     """The rows, a list per anchor. Records are read when their highest ancestor a field
     refers to has ended (the "anchor"): by then every ancestor field is parsed, wherever it
-    sits among the records.
-    Only one anchor's subtree is held at a time. Only elements named on the record path down to
-    the anchor reach Python; each anchor is then walked once, top-down (`_xml_walk`).
-    Namespaces are ignored."""
+    sits among the records. Only one anchor's subtree is held at a time. Only elements named
+    on the record path down to the anchor reach Python; each anchor is then walked once,
+    top-down (`_xml_walk`). Namespaces are ignored."""
     path = [part for part in spec.record.split("/") if part]
     depth = len(path)
     ups = max((_ups(field) for field in spec.fields), default=0)
