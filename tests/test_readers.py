@@ -253,6 +253,100 @@ def test_xml_that_stops_early_is_incomplete_and_broken_xml_is_bad():
         rows(b"<Confirmations><Shipment></Package></Confirmations>", XML)
 
 
+def values(data: bytes, spec: TableSpec) -> list[tuple]:
+    return [(number, tuple(found.values()), problem) for number, found, problem in rows(data, spec)]
+
+
+SHIPMENT_FIELDS = ("../../@orderId", "../../Carrier", "../@tracking", "@sku", "Qty")
+
+
+@pytest.mark.parametrize("doc", [
+    b"""<Confirmations><Shipment orderId="111-1">
+  <Package tracking="1Z1"><Item sku="A"><Qty>2</Qty></Item></Package>
+  <Package tracking="1Z2"><Item sku="B"><Qty>1</Qty></Item></Package>
+  <Carrier>UPS</Carrier>
+</Shipment></Confirmations>""",
+    b"""<Confirmations><Shipment orderId="111-1">
+  <Package tracking="1Z1"><Item sku="A"><Qty>2</Qty></Item></Package>
+  <Package tracking="1Z2"><Item sku="B"><Qty>1</Qty></Item><?wms x?><!-- packed --></Package>
+  <!-- the carrier is known once the truck has come --><Carrier>UPS</Carrier>
+</Shipment></Confirmations>""",
+], ids=["carrier after the packages", "with a comment and a processing instruction"])
+def test_an_ancestors_field_after_the_records_is_read_for_every_record(doc):
+    spec = TableSpec("xml", SHIPMENT_FIELDS, record="Confirmations/Shipment/Package/Item")
+    assert values(doc, spec) == [(2, ("111-1", "UPS", "1Z1", "A", "2"), ""), (3, ("111-1", "UPS", "1Z2", "B", "1"), "")]
+
+
+@pytest.mark.parametrize("doc", [
+    b'<c:Confirmations xmlns:c="urn:c"><c:Shipment orderId="111-1"><c:Carrier>UPS</c:Carrier>'
+    b'<c:Package tracking="1Z1"><c:Item sku="A"><c:Qty>2</c:Qty></c:Item></c:Package></c:Shipment></c:Confirmations>',
+    b'<Confirmations><Shipment orderId="111-1"><Carrier xmlns="urn:x">UPS</Carrier>'
+    b'<Package tracking="1Z1"><Item sku="A"><q:Qty xmlns:q="urn:q">2</q:Qty></Item></Package></Shipment></Confirmations>',
+], ids=["prefixed everywhere", "a namespace declared on a field only"])
+def test_namespaces_are_ignored_however_they_are_declared(doc):
+    spec = TableSpec("xml", SHIPMENT_FIELDS, record="Confirmations/Shipment/Package/Item")
+    assert values(doc, spec) == [(1, ("111-1", "UPS", "1Z1", "A", "2"), "")]
+
+
+def test_a_namespace_declared_halfway_through_the_document_changes_nothing():
+    doc = b"""<Confirmations>
+<Shipment orderId="111-1"><Carrier>UPS</Carrier><Package tracking="1Z1"><Item sku="A"><Qty>2</Qty></Item></Package></Shipment>
+<Shipment orderId="111-2"><Carrier>UPS</Carrier><Package tracking="1Z2"><Item xmlns="urn:late" sku="B"><Qty>1</Qty></Item>
+</Package></Shipment>
+<Shipment orderId="111-3"><Carrier>DHL</Carrier><Package tracking="1Z3"><Item sku="C"><Qty>3</Qty><Qty>4</Qty></Item>
+</Package></Shipment>
+</Confirmations>"""
+    spec = TableSpec("xml", SHIPMENT_FIELDS, record="Confirmations/Shipment/Package/Item")
+    assert values(doc, spec) == [(2, ("111-1", "UPS", "1Z1", "A", "2"), ""), (3, ("111-2", "UPS", "1Z2", "B", "1"), ""),
+                                 (5, ("111-3", "DHL", "1Z3", "C", "3"), "Qty appears 2 times in this record")]
+
+
+STOCK = TableSpec("xml", ("@sku", "OnHand", "Location"), record="Inventory/Item")
+
+
+def test_a_record_with_no_ancestor_field_is_read_from_itself_alone():
+    doc = b"""<Inventory>
+  <Item sku="MUG"><OnHand>7</OnHand><Location>A-1</Location></Item>
+  <Item sku=" CUP "><Location> B-2 </Location></Item>
+  <Other sku="NOT-A-RECORD"><OnHand>1</OnHand></Other>
+  <Group><Item sku="NOT-ON-THE-PATH"><OnHand>1</OnHand></Item></Group>
+</Inventory>"""
+    assert values(doc, STOCK) == [(2, ("MUG", "7", "A-1"), ""), (3, ("CUP", "", "B-2"), "")]
+
+
+def test_a_field_given_twice_in_a_record_makes_the_row_bad_and_an_ancestors_first_one_wins():
+    doc = b"""<Inventory>
+  <Item sku="MUG"><OnHand>7</OnHand><!-- recount --><OnHand>9</OnHand></Item>
+  <Item sku="CUP"><OnHand>1</OnHand><Note>a</Note><Note>b</Note></Item>
+</Inventory>"""
+    assert values(doc, STOCK) == [(2, ("MUG", "7", ""), "OnHand appears 2 times in this record"),
+                                  (3, ("CUP", "1", ""), "")]
+    shipment = b"""<Confirmations><Shipment orderId="111-1"><Carrier>UPS</Carrier><Carrier>DHL</Carrier>
+  <Package tracking="1Z1"><Item sku="A"><Qty>2</Qty></Item></Package></Shipment></Confirmations>"""
+    spec = TableSpec("xml", SHIPMENT_FIELDS, record="Confirmations/Shipment/Package/Item")
+    assert values(shipment, spec) == [(2, ("111-1", "UPS", "1Z1", "A", "2"), "")]
+
+
+def test_deeper_field_paths_and_a_childs_attribute_are_read_and_counted():
+    spec = TableSpec("xml", ("Qty/Value", "Qty@unit", "../Dims/Weight", "../Dims/Weight@unit"),
+                     record="Shipments/Package/Item")
+    doc = b"""<Shipments>
+  <Package><Item><Qty unit="pcs"><Value> 2 </Value></Qty></Item>
+    <Item><Qty><Value>1</Value><Value>3</Value></Qty></Item>
+    <Item><Qty unit="kg"><Value>4</Value></Qty><Qty><Value>5</Value></Qty></Item>
+    <Dims><Weight unit="kg">1.5</Weight></Dims><Dims><Weight>9</Weight></Dims>
+  </Package>
+</Shipments>"""
+    assert values(doc, spec) == [(2, ("2", "pcs", "1.5", "kg"), ""),
+                                 (3, ("1", "", "1.5", "kg"), "Value appears 2 times in this record"),
+                                 (4, ("4", "kg", "1.5", "kg"), "Qty appears 2 times in this record")]
+
+
+def test_records_sharing_a_line_take_the_next_numbers():
+    doc = b'<Inventory>\n<Item sku="A"/><Item sku="B"/>\n<Item sku="C"/><Item sku="D"/><Item sku="E"/></Inventory>'
+    assert [number for number, _, _ in rows(doc, STOCK)] == [2, 3, 4, 5, 6]
+
+
 # --- the inbound rules ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, taken", [

@@ -34,13 +34,14 @@ import zipfile
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from itertools import chain, count, islice, repeat
-from typing import IO, Iterable, Iterator, NamedTuple
+from typing import IO, Iterable, Iterator, NamedTuple, TypeVar
 
 from bridge.errors import BadFile, IncompleteFile
 
 FORMATS = ("csv", "xlsx", "xml")
 ENCODINGS = ("utf-8", "cp1252", "utf-16")
 _CHUNK = 1 << 16
+_T = TypeVar("_T")
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
@@ -99,7 +100,7 @@ def read_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     if spec.format == "xlsx":
         return _xlsx_rows(stream, spec)
     if spec.format == "xml":
-        return _total(_xml_rows(stream, spec), "XML")
+        return chain.from_iterable(_total(_xml_row_lists(stream, spec), "XML"))  # rows come an anchor at a time
     raise ValueError(f"unknown format {spec.format!r}")
 
 
@@ -149,10 +150,10 @@ def _decoded_start(head: bytes) -> str:
     return head.decode("latin-1")
 
 
-def _total(rows: Iterator[Row], kind: str) -> Iterator[Row]:
-    """`rows`, with anything but BadFile a library raises on the way turned into BadFile."""
+def _total(items: Iterator[_T], kind: str) -> Iterator[_T]:
+    """`items`, with anything but BadFile a library raises on the way turned into BadFile."""
     try:
-        yield from rows
+        yield from items
     except BadFile:
         raise
     except RecursionError:
@@ -609,34 +610,41 @@ def _cell_text(value: object) -> str:
 
 # --- XML ----------------------------------------------------------------------------------------
 
-def _xml_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
-    """Records are read when their highest ancestor a field refers to has ended (the
-    "anchor"): by then every ancestor field is parsed, wherever it sits among the records.
-    Only one anchor's subtree is held at a time. Only elements named on the record path reach
-    Python; namespaces are ignored ("{*}")."""
+def _xml_row_lists(stream: IO[bytes], spec: TableSpec) -> Iterator[list[Row]]:
+    """The rows, a list per anchor. Records are read when their highest ancestor a field
+    refers to has ended (the "anchor"): by then every ancestor field is parsed, wherever it
+    sits among the records. Only one anchor's subtree is held at a time. Only elements named
+    on the record path down to the anchor reach Python; each anchor is then walked once,
+    top-down (`_xml_walk`). Namespaces are ignored."""
     path = [part for part in spec.record.split("/") if part]
-    values_of = _xml_fields(spec.fields)
     depth = len(path)
     ups = max((_ups(field) for field in spec.fields), default=0)
     if ups > depth - 2:
         raise ValueError(f"{spec.record}: fields may refer to ancestors below the document element only")
     anchor = depth - ups
-    below = "/".join("{*}" + name for name in path[anchor:])
-    children: dict = {}  # element → its children by name, built once per anchor
+    namespaced: list = []
+    walk = _xml_walk(path[anchor - 1:], spec.fields, namespaced)
     last = 0  # rows are unique and growing: records sharing a line (a minified file) count on
     roots: list = []
-    for element in xml_elements(stream, tags=set(path[1:anchor]), roots=roots):
-        level = _level(element)
-        if level > anchor or not _on_path(element, path[:level]):
-            continue
+    known = None  # the parent of the last anchor: anchors are siblings, its place is checked once
+    name = path[anchor - 1]
+    for element in xml_elements(stream, tags=set(path[1:anchor]), roots=roots, namespaced=namespaced):
+        parent = element.getparent()
+        tag = element.tag
+        if parent is known and (tag == name or _local(tag) == name):
+            level = anchor
+        else:
+            level = _level_on_path(element, path[:anchor])
+            if not level:
+                continue
+            if level == anchor:
+                known = parent
         if level == anchor:
-            records = element.iterfind(below) if below else (element,)
-            for record in records:
-                last = max(record.sourceline or 0, last + 1)
-                values = values_of(record, children)
-                yield Row(last, values, _twice(record, spec.fields, children))
-            children.clear()
-        _free(element)
+            rows: list[Row] = []
+            last = walk(element, rows, last)
+            if rows:
+                yield rows
+        _free(element, parent)
     if last == 0 and roots and _local(roots[0].tag) != path[0]:  # not "no rows": the wrong document
         raise BadFile(f"the document element is <{_short_tag(_local(roots[0].tag))}>, not <{path[0]}>: "
                       f"no {spec.record} record is in it (the wrong file, or a wrong record path in the mapping?)")
@@ -646,13 +654,20 @@ def _short_tag(name: str) -> str:
     return name if len(name) <= 40 else name[:40] + "..."
 
 
-def _level(element) -> int:
-    level = 1
-    parent = element.getparent()
-    while parent is not None:
-        level += 1
-        parent = parent.getparent()
-    return level
+def _level_on_path(element, path: list[str]) -> int:
+    """The element's level (the document element's is 1) when it sits on `path`, the record
+    path from the document element down to the anchor; 0 when it does not, or lies deeper."""
+    tags = []
+    node = element
+    while node is not None:
+        if len(tags) == len(path):
+            return 0
+        tags.append(node.tag)
+        node = node.getparent()
+    for name, tag in zip(path, reversed(tags)):
+        if _local(tag) != name:
+            return 0
+    return len(tags)
 
 
 def _ups(field: str) -> int:
@@ -660,31 +675,35 @@ def _ups(field: str) -> int:
     return next((n for n, part in enumerate(parts) if part != ".."), len(parts))
 
 
-def _free(element) -> None:
+def _free(element, parent) -> None:
     """Done with an anchor (or an ancestor of anchors): drop its content and the same-named
     elements before it, so memory does not grow with the document. Other siblings stay: they
     may be fields of an ancestor that later anchors read."""
     element.clear(keep_tail=False)
-    parent = element.getparent()
-    name = _local(element.tag)
     previous = element.getprevious()
+    tag = element.tag
     while previous is not None:
         before = previous.getprevious()
-        if _local(previous.tag) == name:
+        if previous.tag == tag or _local(previous.tag) == _local(tag):
             parent.remove(previous)
         previous = before
 
 
-def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | None = None) -> Iterator[object]:
+def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | None = None,
+                 namespaced: list | None = None) -> Iterator[object]:
     """Elements as they end: only those named in `tags` (in any namespace), all when None, none
     when empty (a completeness check). Raises BadFile for a DOCTYPE or broken XML,
     IncompleteFile when the document stops before its end. `roots`: the document element is
-    appended to it at the end."""
+    appended to it at the end. `namespaced`: the first namespace declaration is appended to it
+    as soon as it is parsed (before the end of any element it is declared in)."""
     from lxml import etree
 
     wanted = None if tags is None else ["{*}" + tag for tag in sorted(tags)] or [_NO_ELEMENT]
-    parser = etree.XMLPullParser(events=("end",), tag=wanted, resolve_entities=False,
-                                 no_network=True, huge_tree=False, load_dtd=False)
+    events = ("end",) if namespaced is None else ("end", "start-ns")
+    # Not remove_blank_text, though faster: past line 65,535 libxml2 gives an element the line
+    # of a text node next to it (its first child's, or the next), so row numbers would move.
+    parser = etree.XMLPullParser(events=events, tag=wanted, resolve_entities=False, no_network=True,
+                                 huge_tree=False, load_dtd=False)
     checked = False
     text = False  # anything but white space seen
     doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
@@ -693,7 +712,11 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
             text = text or bool(chunk.strip())
             doctype = doctype or (not checked and b"<!DOCTYPE" in chunk)
             parser.feed(chunk)
-            for _, element in parser.read_events():
+            for event, element in parser.read_events():
+                if event == "start-ns":
+                    if not namespaced:
+                        namespaced.append(element)
+                    continue
                 if not checked:
                     _refuse_doctype(element)
                     checked = True
@@ -713,8 +736,9 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
     _refuse_doctype(root)
     if roots is not None:
         roots.append(root)
-    for _, element in parser.read_events():
-        yield element
+    for event, element in parser.read_events():
+        if event != "start-ns":
+            yield element
 
 
 _NO_ELEMENT = "{*}bridge-no-such-element"
@@ -778,89 +802,200 @@ def _local(tag: object) -> str:
     return text.rsplit("}", 1)[-1]
 
 
-def _on_path(element, path: list[str]) -> bool:
-    """Whether `element` sits exactly at `path` from the document element."""
-    node = element
-    for name in reversed(path):
-        if node is None or _local(node.tag) != name:
-            return False
-        node = node.getparent()
-    return node is None
+def _xml_walk(path: list[str], fields: tuple[str, ...], namespaced: list):
+    """A function reading one anchor's records: `walk(anchor, rows, last)` appends them to
+    `rows` in document order and returns the last row number given. `path` runs from the anchor
+    down to the record. Each element from the anchor down is looked at once: one pass over its
+    children finds its fields (the first child of a name wins) and the children that lead to
+    records; the values found are handed down, so ancestors' fields after the records count.
+    The common layouts get the same walk written out for them (`_compiled_walk`)."""
+    plans = _level_plans(path, fields)
+    record = len(plans) - 1
+    own, texts, others, wanted, _ = plans[record]
+    template = dict.fromkeys(fields, "")
+    deep = any(len(parts) > 1 for _, parts, _ in others)  # "Qty/Value": counted by `_twice`
+
+    def read_record(element, values: dict) -> str:
+        """The record's fields into `values`; returns the row's problem."""
+        _own_values(element, own, values)
+        found, repeated, _ = _children_named(element, wanted, "")
+        _child_values(found, texts, others, values)
+        return _twice(element, fields) if repeated or deep else ""
+
+    def descend(element, rows: list, last: int, values: dict, level: int = 0) -> int:
+        if level == record:
+            problem = read_record(element, values)
+            line = element.sourceline or 0
+            last = line if line > last else last + 1
+            rows.append(Row(last, values, problem))
+            return last
+        level_own, level_texts, level_others, level_wanted, step = plans[level]
+        _own_values(element, level_own, values)
+        found, _, below = _children_named(element, level_wanted, step)
+        _child_values(found, level_texts, level_others, values)
+        for child in below:
+            last = descend(child, rows, last, values.copy(), level + 1)
+        return last
+
+    def walk(anchor, rows: list, last: int) -> int:
+        return descend(anchor, rows, last, template.copy())
+
+    return _compiled_walk(plans, template, read_record, walk, namespaced) or walk
 
 
-def _xml_fields(fields: tuple[str, ...]):
-    """One function giving a record's fields (paths relative to it: "Qty", "@sku",
-    "../Carrier", "../../@orderId"), climbing to its ancestors once per record and finding
-    children through a cache of children by name (ancestors are shared by sibling records)."""
+def _compiled_walk(plans: list[tuple], template: dict, read_record, general, namespaced: list):
+    """`_xml_walk`'s walk as one function written for the layout, for documents without
+    namespaces (a tag is then a name, or a function for a comment): no plans looked up, no call
+    per element, and a record whose children are named once each is read from one dictionary.
+    It hands an anchor to `general` once the document has declared a namespace. None when the
+    layout has fields left to the general walk: a child's attribute, a deeper path, a field
+    named like the next element down the path. Mapping text never enters the code: names and
+    fields are passed in as constants (k0, k1, ...)."""
+    *upper, (own, texts, others, _, _) = plans
+    if others or any(level_others or {name for _, name in level_texts} & {step}
+                     for _, level_texts, level_others, _, step in upper):
+        return None
+    constants: dict = {"template": template, "read_record": read_record, "new_row": tuple.__new__, "Row": Row,
+                       "general": general, "namespaced": namespaced}
+
+    def constant(value: str) -> str:
+        name = f"k{len(constants)}"
+        constants[name] = value
+        return name
+
+    def own_lines(element: str, values: str, own_fields: tuple, indent: str) -> list[str]:
+        return [line for field, attribute in own_fields for line in (
+            f"{indent}x = {element}.get({constant(attribute)})" if attribute else f"{indent}x = {element}.text",
+            f"{indent}if x: {values}[{constant(field)}] = x.strip()")]
+
+    code = ["def walk(e0, rows, last):", "    if namespaced:", "        return general(e0, rows, last)",
+            "    v0 = template.copy()"]
+    indent = "    "
+    for level, (level_own, level_texts, _, _, step) in enumerate(upper):
+        element, values, below = f"e{level}", f"v{level}", f"below{level}"
+        code += own_lines(element, values, level_own, indent)
+        code += [f"{indent}{below} = []", f"{indent}seen = set()", f"{indent}for c in {element}[:]:",
+                 f"{indent}    t = c.tag", f"{indent}    if t == {constant(step)}:", f"{indent}        {below}.append(c)"]
+        for name in dict.fromkeys(name for _, name in level_texts):  # first of a name wins
+            code += [f"{indent}    elif t == {constant(name)} and t not in seen:", f"{indent}        seen.add(t)",
+                     f"{indent}        x = c.text", f"{indent}        if x:", f"{indent}            x = x.strip()"]
+            code += [f"{indent}            {values}[{constant(field)}] = x" for field, named in level_texts if named == name]
+        code += [f"{indent}for e{level + 1} in {below}:", f"{indent}    v{level + 1} = {values}.copy()"]
+        indent += "    "
+    record, values = f"e{len(upper)}", f"v{len(upper)}"
+    code += [f"{indent}found = {{}}", f"{indent}children = {record}[:]",
+             f"{indent}for c in children:", f"{indent}    found[c.tag] = c.text",
+             f"{indent}problem = ''", f"{indent}if len(found) == len(children):"]
+    code += own_lines(record, values, own, indent + "    ")
+    for field, name in texts:
+        code += [f"{indent}    x = found.get({constant(name)})", f"{indent}    if x: {values}[{constant(field)}] = x.strip()"]
+    code += [f"{indent}    pass", f"{indent}else:", f"{indent}    problem = read_record({record}, {values})",
+             f"{indent}line = {record}.sourceline or 0", f"{indent}last = line if line > last else last + 1",
+             f"{indent}rows.append(new_row(Row, (last, {values}, problem)))", "    return last"]
+    exec(compile("\n".join(code), "<xml walk>", "exec"), constants)
+    return constants["walk"]
+
+
+def _level_plans(path: list[str], fields: tuple[str, ...]) -> list[tuple]:
+    """Per element of `path` (anchor first, record last), what to read there: its own text or
+    attributes (field, attribute name or ""), its children's text (field, name), other fields
+    below it (field, names down, attribute name or ""), the names of the children those start
+    with, and the name of the next element down the path ("" for the record)."""
     plans = []
-    for field in fields:
-        ups = _ups(field)
-        parts = field.split("/")[ups:]
-        attribute = ""
-        if parts and "@" in parts[-1]:
-            parts[-1], attribute = parts[-1].split("@", 1)
-            if not parts[-1]:
-                parts.pop()
-        plans.append((field, ups, tuple(parts), attribute))
-    highest = max((ups for _, ups, _, _ in plans), default=0)
-
-    def values(record, children: dict) -> dict[str, str]:
-        chain = [record]
-        for _ in range(highest):
-            chain.append(chain[-1].getparent() if chain[-1] is not None else None)
-        found = {}
-        for field, ups, parts, attribute in plans:
-            node = chain[ups]
-            for name in parts:
-                if node is None:
-                    break
-                named = children.get(node)
-                if named is None:
-                    named = children[node] = _by_name(node)
-                node = named.get(name)
-            if node is None:
-                found[field] = ""
+    for level in range(len(path)):
+        ups = len(path) - 1 - level
+        own, texts, others = [], [], []
+        for field in fields:
+            if _ups(field) != ups:
                 continue
-            value = node.get(attribute) if attribute else node.text
-            found[field] = value.strip() if value else ""
-        return found
-    return values
+            parts = field.split("/")[ups:]
+            attribute = ""
+            if parts and "@" in parts[-1]:
+                parts[-1], attribute = parts[-1].split("@", 1)
+                if not parts[-1]:
+                    parts.pop()
+            if not parts:
+                own.append((field, attribute))
+            elif len(parts) == 1 and not attribute:
+                texts.append((field, parts[0]))
+            else:
+                others.append((field, tuple(parts), attribute))
+        wanted = frozenset([name for _, name in texts] + [parts[0] for _, parts, _ in others])
+        step = path[level + 1] if level + 1 < len(path) else ""
+        plans.append((tuple(own), tuple(texts), tuple(others), wanted, step))
+    return plans
 
 
-def _by_name(element) -> dict:
-    """The element's children by local name; the first of a name wins. A name given more
-    than once is also under (name, TWICE), with how many times."""
-    named: dict = {}
-    for child in reversed(element):
+def _own_values(element, own: tuple, values: dict) -> None:
+    for field, attribute in own:
+        value = element.get(attribute) if attribute else element.text
+        values[field] = value.strip() if value else ""
+
+
+def _child_values(found: dict, texts: tuple, others: tuple, values: dict) -> None:
+    """Fields read from the children found by name (the first of each name)."""
+    for field, name in texts:
+        node = found.get(name)
+        if node is not None:
+            text = node.text
+            if text:
+                values[field] = text.strip()
+    for field, parts, attribute in others:
+        node = found.get(parts[0])
+        for name in parts[1:]:
+            if node is None:
+                break
+            node = _first_child(node, name)[0]
+        value = None if node is None else node.get(attribute) if attribute else node.text
+        values[field] = value.strip() if value else ""
+
+
+def _children_named(element, wanted: frozenset, step: str) -> tuple[dict, bool, list]:
+    """One pass over the element's children: the first of each `wanted` name, whether one of
+    those names came again, and the children named `step`."""
+    found = {}
+    below = []
+    repeated = False
+    for child in element[:]:
         tag = child.tag
-        if isinstance(tag, str):
-            name = tag[tag.rfind("}") + 1:]
-            if name in named:
-                named[name, TWICE] = named.get((name, TWICE), 1) + 1
-            named[name] = child
-    return named
+        if tag.__class__ is not str:
+            continue  # a comment or a processing instruction
+        if "}" in tag:
+            tag = tag[tag.rfind("}") + 1:]
+        if tag == step:
+            below.append(child)
+        if tag in wanted:
+            if tag in found:
+                repeated = True
+            else:
+                found[tag] = child
+    return found, repeated, below
 
 
-TWICE = object()  # marks a count of same-named children in `_by_name`'s dictionaries
+def _first_child(element, name: str):
+    """The element's first child of that (local) name, and how many it has."""
+    first, times = None, 0
+    for child in element:
+        tag = child.tag
+        if tag.__class__ is str and tag[tag.rfind("}") + 1:] == name:
+            times += 1
+            first = first if first is not None else child
+    return first, times
 
 
-def _twice(record, fields: tuple[str, ...], children: dict) -> str:
+def _twice(record, fields: tuple[str, ...]) -> str:
     """Why the record cannot be read as one row: a field's element given more than once in it
     (two <OnHand>: which one?), or ""."""
     for field in fields:
         parts = field.split("/")
         if _ups(field) or not parts[0] or parts[0].startswith("@"):
             continue  # an ancestor's field, or an attribute of the record: given once
-        node, named = record, None
+        node = record
         for name in parts:
             name = name.split("@", 1)[0]
             if not name or node is None:
                 break
-            named = children.get(node)
-            if named is None:
-                named = children[node] = _by_name(node)
-            times = named.get((name, TWICE))
-            if times:
+            node, times = _first_child(node, name)
+            if times > 1:
                 return f"{name} appears {times} times in this record"
-            node = named.get(name)
     return ""
