@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import translate
-from itertools import chain, groupby
-from operator import itemgetter
+from itertools import chain, groupby, islice, repeat
+from operator import add, itemgetter
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -190,63 +190,139 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     batch: list[Part] = []
     count = added = unusable = left_alone = not_on_amazon = 0
     latest: datetime | None = None
-    for number, row, unreadable in chain((first,), rows):
-        count += 1
-        warehouse_sku = row.get(sku_key)
-        if warehouse_sku:
-            warehouse_sku = warehouse_sku.strip()
-        if unreadable:  # its values may be shifted: the SKU as read is held back, not summed
-            problems.append(RowProblem(number, "", unreadable))
-        if not warehouse_sku:
-            if not unreadable:
-                problems.append(RowProblem(number, sku_key, "no SKU"))
-            continue
-        sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
-        if not sku:
-            not_on_amazon += 1
-            continue
-        if leave_alone is not None and leave_alone(sku):
-            left_alone += 1
-            continue
-        if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
-            why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
-                   if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
-            problems.append(RowProblem(number, sku_key, why))
-            continue
-        text = row.get(quantity_key)
-        if unreadable:
-            units: int | None = None
-            unusable += 1
-        elif text is not None and text.isdigit() and text.isascii() and len(text) < 8:
-            units = int(text)
-        else:
-            units, why = quantity_of(text)
-            if units is None:
-                problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
-                unusable += 1
-        if time_of is not None and not unreadable:
-            stamp, why = time_of(row.get(timestamp_key))
-            if why:
-                problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
-                unusable += units is not None
-                units = None
-            elif stamp is not None and (latest is None or stamp > latest):
+    plain_parts = _PlainRows(layout, leave_alone, time_of)
+    rows = chain((first,), rows)
+    while chunk := list(islice(rows, _CHUNK)):
+        count += len(chunk)
+        plain = plain_parts(chunk)
+        if plain is not None:  # every row of the chunk as usual: its parts made without a line per row
+            batch += plain[0]
+            stamp = plain[1]
+            if stamp is not None and (latest is None or stamp > latest):
                 latest = stamp
-        if lot_key is None:
-            lot = ""
-        elif location_key is None:
-            lot = (row.get(lot_key) or "").strip()
-        else:
-            lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
-        batch.append((sku, warehouse_sku, lot, number, units))
-        if len(batch) == batch_size:
+            chunk = ()
+        for number, row, unreadable in chunk:
+            warehouse_sku = row.get(sku_key)
+            if warehouse_sku:
+                warehouse_sku = warehouse_sku.strip()
+            if unreadable:  # its values may be shifted: the SKU as read is held back, not summed
+                problems.append(RowProblem(number, "", unreadable))
+            if not warehouse_sku:
+                if not unreadable:
+                    problems.append(RowProblem(number, sku_key, "no SKU"))
+                continue
+            sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
+            if not sku:
+                not_on_amazon += 1
+                continue
+            if leave_alone is not None and leave_alone(sku):
+                left_alone += 1
+                continue
+            if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
+                why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
+                       if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
+                problems.append(RowProblem(number, sku_key, why))
+                continue
+            text = row.get(quantity_key)
+            if unreadable:
+                units: int | None = None
+                unusable += 1
+            elif text is not None and text.isdigit() and text.isascii() and len(text) < 8:
+                units = int(text)
+            else:
+                units, why = quantity_of(text)
+                if units is None:
+                    problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
+                    unusable += 1
+            if time_of is not None and not unreadable:
+                stamp, why = time_of(row.get(timestamp_key))
+                if why:
+                    problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
+                    unusable += units is not None
+                    units = None
+                elif stamp is not None and (latest is None or stamp > latest):
+                    latest = stamp
+            if lot_key is None:
+                lot = ""
+            elif location_key is None:
+                lot = (row.get(lot_key) or "").strip()
+            else:
+                lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
+            batch.append((sku, warehouse_sku, lot, number, units))
+        if len(batch) >= batch_size:
             store.add(batch)
-            added += batch_size
+            added += len(batch)
             batch = []
     store.add(batch)
     result.rows, result.used_rows, result.stock_time = count, added + len(batch) - unusable, latest
     result.left_alone, result.not_on_amazon = left_alone, not_on_amazon
     return result
+
+
+_CHUNK = 2048  # rows tallied at a time
+
+
+class _PlainRows:
+    """The parts of a chunk of rows when every row of it is as usual, made by C-level
+    iterators (a million rows are mostly that); None when any row needs a closer look, and
+    then `tally` goes through the chunk row by row. As usual: read as it should be, a SKU that
+    is there, maps to a seller SKU not left alone, fits Amazon's length and is printable, and a
+    quantity of plain digits; a timestamp, if any, that reads."""
+
+    def __init__(self, layout: StockLayout, leave_alone: Callable[[str], bool] | None,
+                 time_of: Callable[[str | None], tuple[datetime | None, str]] | None):
+        columns = layout.columns
+        self.sku = itemgetter(columns.sku)
+        self.quantity = itemgetter(columns.quantity)
+        self.timestamp = itemgetter(columns.timestamp) if columns.timestamp else None
+        self.time_of = time_of
+        keys = [key for key in (columns.lot, columns.location) if key]
+        self.lots = [itemgetter(key) for key in keys]
+        self.sku_map = layout.sku_map
+        self.leave_alone = leave_alone
+
+    def __call__(self, chunk: list) -> tuple[list[Part], datetime | None] | None:
+        if any(map(_problem_of, chunk)):
+            return None
+        try:
+            values = list(map(_values_of, chunk))
+            warehouse = list(map(str.strip, map(self.sku, values)))
+            texts = list(map(self.quantity, values))
+            lots = [list(map(str.strip, map(lot, values))) for lot in self.lots]
+        except (KeyError, TypeError, AttributeError):  # a field missing or not text: row by row
+            return None
+        if not all(warehouse):
+            return None
+        skus = list(map(self.sku_map.get, warehouse, warehouse)) if self.sku_map else warehouse
+        if not all(skus) or max(map(len, skus)) > MAX_SKU_LENGTH or not "".join(skus).isprintable():
+            return None
+        if self.leave_alone is not None and any(map(self.leave_alone, skus)):
+            return None
+        digits = "".join(texts)
+        if not (all(texts) and digits.isdigit() and digits.isascii() and max(map(len, texts)) < 8):
+            return None
+        latest = None
+        if self.timestamp is not None:
+            try:
+                stamps = set(map(self.timestamp, values))
+            except KeyError:
+                return None
+            for text in stamps:
+                stamp, why = self.time_of(text)
+                if why:
+                    return None
+                if stamp is not None and (latest is None or stamp > latest):
+                    latest = stamp
+        if not lots:
+            lot = repeat("")
+        elif len(lots) == 1:
+            lot = lots[0]
+        else:
+            lot = map(add, map(add, lots[0], repeat(_LOT_SEPARATOR)), lots[1])
+        return list(zip(skus, warehouse, lot, map(_number_of, chunk), map(int, texts))), latest
+
+
+_number_of, _values_of, _problem_of = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
