@@ -5,7 +5,7 @@
 Generates a CSV stock file (one row per SKU and bin, ';', sorted by SKU as WMS exports are, and
 a shuffled copy), then turns it into feed documents the way the inventory flow does: rows read
 by the bridge's own readers (`formats/readers.py`, as the intake reads a spooled file), checked
-and summed (`tally`), sorted on disk (`DiskStore`), one level per SKU (`stock_levels`), compared
+and summed (`tally`), sorted on disk (`DiskStore`), one level per SKU (`level_tuples`), compared
 with what was published (`Comparison`, nothing published here), and written as documents of
 25,000 messages each. Baseline, in the same run on the same file: a plain csv.reader pass, and a
 csv.DictReader pass (named rows); the readers alone are timed too. Target: within 3x of a plain
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.edges.scratch import DiskStore  # noqa: E402
 from bridge.formats.listings_feed import batches, document_chunks  # noqa: E402
 from bridge.formats.readers import read_rows  # noqa: E402
-from bridge.formats.stock import Comparison, stock_levels, tally  # noqa: E402
+from bridge.formats.stock import Comparison, level_tuples, tally  # noqa: E402
 from bridge.mapping import StockColumns, StockLayout  # noqa: E402
 
 LAYOUT = StockLayout(format="csv", quantity_means="available", delimiter=";", buffer=1,
@@ -67,7 +67,7 @@ def to_feed(path: Path, out: Path) -> tuple[int, int]:
     """The bridge's work on one file; returns (rows, documents)."""
     with DiskStore(folder=str(out)) as store:
         counted = tally(bridge_rows(path), LAYOUT, store)
-        levels = Comparison().follow(stock_levels(store.sorted_parts(), LAYOUT, {}, counted.problems), ())
+        levels = Comparison().follow(level_tuples(store.sorted_parts(), LAYOUT, {}, counted.problems), ())
         documents = 0
         for part, batch in enumerate(batches(levels), 1):
             with open(out / f"part-{part:04d}.json", "wb") as target:

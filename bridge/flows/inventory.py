@@ -74,7 +74,7 @@ from bridge.formats.stock import (
     check_gates,
     explain_levels,
     leave_alone_test,
-    stock_levels,
+    level_tuples,
     tally,
 )
 from bridge.ledger import Ledger, StockFeedStatus, StockFileStatus, StoredStockFeed, StoredStockFile
@@ -368,7 +368,7 @@ class InventoryFlow:
             last = self.ledger.last_published_stock()
             comparison = Comparison()
             levels = comparison.follow(
-                stock_levels(store.sorted_parts(), layout, in_flight, counted.problems),
+                level_tuples(store.sorted_parts(), layout, in_flight, counted.problems),
                 self.ledger.published_levels(),
                 leave_alone_test(layout.leave_alone),
             )

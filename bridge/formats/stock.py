@@ -20,11 +20,12 @@ whether the feed may go, and says why not in words. Nothing here reads files, cl
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import translate
 from itertools import chain, groupby, islice, repeat
-from operator import add, itemgetter
+from operator import add, itemgetter, lt, sub
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -428,9 +429,71 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                  problems: "list[RowProblem] | ProblemLog") -> Iterator[StockLevel]:
     """One level per seller SKU from the parts sorted by SKU, in that order; problems found
     while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
+    return map(_new, repeat(StockLevel), level_tuples(parts, layout, in_flight, problems))
+
+
+def level_tuples(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int],
+                 problems: "list[RowProblem] | ProblemLog") -> Iterator[tuple[str, int | None, int]]:
+    """`stock_levels` as plain (SKU, quantity, row) tuples, what the feed is made of: making a
+    million named tuples takes longer than all the rest of the levels' work."""
+    return chain.from_iterable(_level_chunks(iter(parts), layout, in_flight, problems))
+
+
+def _level_chunks(parts: Iterator[Part], layout: StockLayout, in_flight: Mapping[str, int],
+                  problems: "list[RowProblem] | ProblemLog") -> Iterator[list[StockLevel]]:
+    """The levels a chunk of parts at a time. The last SKU of a chunk waits for the next one,
+    where more of its parts may be."""
+    waiting: list[Part] = []
+    while chunk := list(islice(parts, _CHUNK)):
+        if waiting and chunk[-1][0] == waiting[0][0]:  # all of the chunk is that SKU's too
+            waiting += chunk
+            continue
+        if waiting:
+            chunk[:0] = waiting
+        cut = bisect_left(chunk, chunk[-1][0], key=by_sku)
+        waiting = chunk[cut:]
+        if cut:
+            del chunk[cut:]
+            yield _plain_levels(chunk, layout, in_flight) or _levels(chunk, layout, in_flight, problems)
+    if waiting:
+        yield _levels(waiting, layout, in_flight, problems)
+
+
+def _plain_levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> list[tuple]:
+    """The levels of parts of one row per SKU and no bad row (most of a file), made by C-level
+    iterators; [] when any SKU has several parts or a bad row."""
+    skus = list(map(by_sku, parts))
+    units = list(map(_units_of, parts))
+    if None in units or not all(map(lt, skus, islice(skus, 1, None))):  # not one row per SKU
+        return []
+    on_hand = layout.quantity_means == "on_hand"
+    if on_hand:
+        units = list(map(sub, units, map(in_flight.get, skus, repeat(0))))
+    buffer = layout.buffer
+    if layout.buffers:
+        units = list(map(sub, units, map(layout.buffers.get, skus, repeat(buffer))))
+    elif buffer and not on_hand:  # the usual case: one pass for the buffer and the floor
+        units = [value - buffer if value > buffer else 0 for value in units]
+    elif buffer:
+        units = list(map(sub, units, repeat(buffer)))
+    if min(units) < 0:
+        units = [value if value > 0 else 0 for value in units]
+    cap = layout.cap
+    if cap is not None and max(units) > cap:
+        units = [value if value < cap else cap for value in units]
+    return list(zip(skus, units, map(_row_of, parts)))
+
+
+_row_of, _units_of = itemgetter(3), itemgetter(4)
+
+
+def _levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int],
+            problems: "list[RowProblem] | ProblemLog") -> list[tuple]:
+    """The levels of whole SKUs' parts, one part at a time."""
     on_hand = layout.quantity_means == "on_hand"
     buffers, default_buffer, cap = layout.buffers, layout.buffer, layout.cap
     column = layout.columns.quantity
+    levels: list[tuple] = []
     first: Part | None = None
     more: list[Part] = []  # the current SKU's parts after the first, usually none
     for part in chain(parts, (_END,)):
@@ -445,7 +508,7 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                 units, row = combine(sku, [first, *more], column, problems)
                 more = []
             if units is None:
-                yield _new(StockLevel, (sku, None, row))
+                levels.append((sku, None, row))
             else:
                 if on_hand:
                     units -= in_flight.get(sku, 0)
@@ -454,8 +517,9 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                     units = 0
                 if cap is not None and units > cap:
                     units = cap
-                yield _new(StockLevel, (sku, units, row))
+                levels.append((sku, units, row))
         first = part
+    return levels
 
 
 def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> Iterator[str]:
