@@ -485,6 +485,7 @@ def _plain_levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str
 
 
 _row_of, _units_of = itemgetter(3), itemgetter(4)
+_quantity_of = itemgetter(1)  # of a level
 
 
 def _levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int],
@@ -660,50 +661,79 @@ class Comparison:
         """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
         (SKU, last published quantity, whether it was published lately); `ignore` says
         which published SKUs no longer concern the feed (left alone)."""
-        before = iter(published)
-        current = next(before, None)
+        return chain.from_iterable(self._follow(iter(levels), iter(published), ignore))
+
+    def _follow(self, levels: Iterator[StockLevel], before: Iterator[tuple[str, int, bool]],
+                ignore: Callable[[str], bool] | None) -> Iterator[list[StockLevel]]:
+        """`follow` a chunk of levels at a time: a chunk that ascends and has no SKU published
+        before (a first publish, new SKUs) is counted without a line per level."""
+        current: list = [next(before, None)]
         previous = ""
-        skus = sent = zero = in_stock_before = dropping = 0
-        for level in levels:
-            sku, quantity = level[0], level[1]
-            if sku <= previous:
-                raise ValueError(f"levels out of order: {sku!r} after {previous!r}")
-            previous = sku
-            while current is not None and current[0] < sku:
-                self._gone(current, ignore)
-                current = next(before, None)
-            was = 0
-            if current is not None and current[0] == sku:
-                self.last_published += current[2]
-                if quantity is None and current[2]:  # a bad row holds it back: as good as missing
-                    self.missing += 1
-                    self.held_back += 1
-                    if len(self.missing_examples) < 3:
-                        self.missing_examples.append(sku)
-                was = current[1]
-                current = next(before, None)
-            skus += 1
-            if quantity is not None:
-                sent += 1
-                if quantity == 0:
-                    zero += 1
-                    if len(self.zero_examples) < 3:
-                        self.zero_examples.append(sku)
-                    if was:
-                        dropping += 1
-                        if len(self.dropping_examples) < 3:
-                            self.dropping_examples.append(sku)
-                if was:
-                    in_stock_before += 1
-            yield level
-        while current is not None:
-            self._gone(current, ignore)
-            current = next(before, None)
-        self.skus += skus
-        self.sent += sent
+        while chunk := list(islice(levels, _CHUNK)):
+            skus = list(map(by_sku, chunk))
+            last = skus[-1]
+            if skus[0] > previous and (current[0] is None or current[0][0] > last) \
+                    and all(map(lt, skus, islice(skus, 1, None))):
+                self._count_unpublished(chunk)
+            else:
+                self._count(chunk, previous, before, current, ignore)
+            previous = last
+            yield chunk
+        while current[0] is not None:
+            self._gone(current[0], ignore)
+            current[0] = next(before, None)
+
+    def _count_unpublished(self, levels: list[StockLevel]) -> None:
+        quantities = list(map(_quantity_of, levels))
+        zero = quantities.count(0)
+        self.skus += len(levels)
+        self.sent += len(levels) - quantities.count(None)
         self.zero += zero
-        self.in_stock_before += in_stock_before
-        self.dropping_to_zero += dropping
+        if zero and len(self.zero_examples) < 3:
+            self.zero_examples += [level[0] for level in levels if level[1] == 0][:3 - len(self.zero_examples)]
+
+    def _count(self, levels: list[StockLevel], previous: str, before: Iterator[tuple[str, int, bool]],
+               current: list, ignore: Callable[[str], bool] | None) -> None:
+        """Count `levels` one at a time beside `published`'s `current` entry (moved on here)."""
+        skus = sent = zero = in_stock_before = dropping = 0
+        try:
+            for level in levels:
+                sku, quantity = level[0], level[1]
+                if sku <= previous:
+                    raise ValueError(f"levels out of order: {sku!r} after {previous!r}")
+                previous = sku
+                while current[0] is not None and current[0][0] < sku:
+                    self._gone(current[0], ignore)
+                    current[0] = next(before, None)
+                was = 0
+                if current[0] is not None and current[0][0] == sku:
+                    self.last_published += current[0][2]
+                    if quantity is None and current[0][2]:  # a bad row holds it back: as good as missing
+                        self.missing += 1
+                        self.held_back += 1
+                        if len(self.missing_examples) < 3:
+                            self.missing_examples.append(sku)
+                    was = current[0][1]
+                    current[0] = next(before, None)
+                skus += 1
+                if quantity is not None:
+                    sent += 1
+                    if quantity == 0:
+                        zero += 1
+                        if len(self.zero_examples) < 3:
+                            self.zero_examples.append(sku)
+                        if was:
+                            dropping += 1
+                            if len(self.dropping_examples) < 3:
+                                self.dropping_examples.append(sku)
+                    if was:
+                        in_stock_before += 1
+        finally:
+            self.skus += skus
+            self.sent += sent
+            self.zero += zero
+            self.in_stock_before += in_stock_before
+            self.dropping_to_zero += dropping
 
     def _gone(self, published: tuple[str, int, bool], ignore: Callable[[str], bool] | None) -> None:
         sku, _, from_last_file = published
