@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
 from operator import is_not, itemgetter
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from bridge.errors import BadRecord
-from bridge.formats.stock import StockLevel
+from bridge.formats.stock import StockLevel, chunks_of
 from bridge.mapping import StockLayout
 
 FEED_TYPE = "JSON_LISTINGS_FEED"
@@ -40,9 +40,8 @@ SEVERITIES = ("ERROR", "WARNING", "INFO")
 
 def batches(levels: Iterable[StockLevel], size: int = MAX_MESSAGES) -> Iterator[list[StockLevel]]:
     """The levels with a quantity to send, `size` at a time (one list per document)."""
-    levels = iter(levels)
     batch: list[StockLevel] = []
-    while chunk := list(islice(levels, _CHUNK)):
+    for chunk in chunks_of(levels, _CHUNK):
         batch += compress(chunk, map(is_not, map(_quantity_of, chunk), repeat(None)))  # None: not sent
         while len(batch) >= size:
             yield batch[:size]

@@ -154,6 +154,30 @@ class MemoryStore:
         return iter(self._parts)
 
 
+class Chunked:
+    """Items that a pipeline stage hands on a list at a time: iterated, they come one by one;
+    the next stage may take `chunks` instead, whole lists, and skip a step per item (a million
+    levels pass three stages)."""
+
+    def __init__(self, chunks: Iterator[list]):
+        self.chunks = chunks
+        self._items = chain.from_iterable(chunks)
+
+    def __iter__(self) -> Iterator:
+        return self._items
+
+    def __next__(self):
+        return next(self._items)
+
+
+def chunks_of(items: Iterable, size: int = 2048) -> Iterator[list]:
+    """`items` a list at a time: a `Chunked`'s own lists, or lists of `size`."""
+    if isinstance(items, Chunked):
+        return items.chunks
+    items = iter(items)
+    return iter(lambda: list(islice(items, size)), [])
+
+
 # --- reading rows ---------------------------------------------------------------------------
 
 
@@ -436,7 +460,7 @@ def level_tuples(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                  problems: "list[RowProblem] | ProblemLog") -> Iterator[tuple[str, int | None, int]]:
     """`stock_levels` as plain (SKU, quantity, row) tuples, what the feed is made of: making a
     million named tuples takes longer than all the rest of the levels' work."""
-    return chain.from_iterable(_level_chunks(iter(parts), layout, in_flight, problems))
+    return Chunked(_level_chunks(iter(parts), layout, in_flight, problems))
 
 
 def _level_chunks(parts: Iterator[Part], layout: StockLayout, in_flight: Mapping[str, int],
@@ -661,15 +685,17 @@ class Comparison:
         """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
         (SKU, last published quantity, whether it was published lately); `ignore` says
         which published SKUs no longer concern the feed (left alone)."""
-        return chain.from_iterable(self._follow(iter(levels), iter(published), ignore))
+        return Chunked(self._follow(chunks_of(levels, _CHUNK), iter(published), ignore))
 
-    def _follow(self, levels: Iterator[StockLevel], before: Iterator[tuple[str, int, bool]],
+    def _follow(self, levels: Iterator[list[StockLevel]], before: Iterator[tuple[str, int, bool]],
                 ignore: Callable[[str], bool] | None) -> Iterator[list[StockLevel]]:
         """`follow` a chunk of levels at a time: a chunk that ascends and has no SKU published
         before (a first publish, new SKUs) is counted without a line per level."""
         current: list = [next(before, None)]
         previous = ""
-        while chunk := list(islice(levels, _CHUNK)):
+        for chunk in levels:
+            if not chunk:
+                continue
             skus = list(map(by_sku, chunk))
             last = skus[-1]
             if skus[0] > previous and (current[0] is None or current[0][0] > last) \
