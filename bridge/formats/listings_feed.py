@@ -75,8 +75,8 @@ def document_chunks(seller_id: str, levels: Sequence[StockLevel], layout: StockL
 
 def _plain_messages(levels: Sequence[StockLevel], layout: StockLayout) -> str:
     """The messages of `levels`, joined, when they all take the mapping's default product type
-    and lead time and every SKU goes into JSON as it is (the usual case: one template, filled
-    by C-level iterators); "" otherwise."""
+    and lead time and every SKU goes into JSON as it is (the usual case: one template around
+    three values); "" otherwise."""
     if layout.product_types or layout.handling_times:
         return ""
     skus = list(map(_sku_of, levels))
@@ -84,8 +84,7 @@ def _plain_messages(levels: Sequence[StockLevel], layout: StockLayout) -> str:
     if not (joined.isascii() and joined.isprintable()) or '"' in joined or "\\" in joined:
         return ""
     head, middle, tail = _template(layout.product_type, _lead_time(layout.handling_time_days))
-    return ",\n".join(map("".join, zip(repeat('{"messageId":'), map(str, map(_row_of, levels)), repeat(head), skus,
-                                       repeat(middle), map(str, map(_quantity_of, levels)), repeat(tail))))
+    return ",\n".join([f'{{"messageId":{row}{head}{sku}{middle}{quantity}{tail}' for sku, quantity, row in levels])
 
 
 def _template(product_type: str, lead: str) -> tuple[str, str, str]:
