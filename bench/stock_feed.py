@@ -5,7 +5,8 @@
 Generates a CSV stock file (one row per SKU and bin, ';', sorted by SKU as WMS exports are, and
 a shuffled copy), then turns it into feed documents the way the inventory flow does: rows read
 by the bridge's own readers (`formats/readers.py`, as the intake reads a spooled file), checked
-and summed (`tally`), sorted on disk (`DiskStore`), one level per SKU (`level_tuples`), compared
+and summed (`tally_in_order`; the shuffled file, once its first SKU out of order is met, is read
+again through `tally` and sorted on disk by `DiskStore`), one level per SKU (`level_tuples`), compared
 with what was published (`Comparison`, nothing published here), and written as documents of
 25,000 messages each. Baseline, in the same run on the same file: a plain csv.reader pass, and a
 csv.DictReader pass (named rows); the readers alone are timed too. Target: within 3x of a plain
@@ -14,8 +15,8 @@ each quantity made a number; that plus one JSON message per row written with an 
 every row read into a list and sorted (any sort of a shuffled file costs at least that).
 
 Peak memory (the kernel's VmHWM) is measured in fresh subprocesses that only turn an existing
-file into documents, at 100,000 and 1,000,000 rows: the file is streamed, sorted on disk and the
-feed written incrementally, so the 1M run should stay within 1.2x of the 100k run.
+file into documents, at 100,000 and 1,000,000 rows: the file is streamed, sorted on disk when
+not in SKU order, and the feed written incrementally, so the 1M run should stay within 1.2x of the 100k run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.edges.scratch import DiskStore  # noqa: E402
 from bridge.formats.listings_feed import batches, document_chunks  # noqa: E402
 from bridge.formats.readers import read_rows  # noqa: E402
-from bridge.formats.stock import Comparison, level_tuples, tally  # noqa: E402
+from bridge.flows.stock_intake import SpooledRows  # noqa: E402
+from bridge.formats.stock import Comparison, NotSorted, level_tuples, tally, tally_in_order  # noqa: E402
 from bridge.mapping import StockColumns, StockLayout  # noqa: E402
 
 LAYOUT = StockLayout(format="csv", quantity_means="available", delimiter=";", buffer=1,
@@ -64,17 +66,30 @@ def named_rows(path: Path):
 
 
 def to_feed(path: Path, out: Path) -> tuple[int, int]:
-    """The bridge's work on one file; returns (rows, documents)."""
+    """The bridge's work on one file, as the inventory flow does it; returns (rows, documents).
+    The rows are first taken as they come (a file in SKU order goes straight through); at the
+    first SKU out of order they are read again from the start and sorted on disk."""
+    rows = SpooledRows(path, LAYOUT.table)
+    try:
+        counted, parts = tally_in_order(rows, LAYOUT)
+        documents = write_documents(parts, counted, out)
+        return counted.rows, documents
+    except NotSorted:
+        pass
     with DiskStore(folder=str(out)) as store:
-        counted = tally(bridge_rows(path), LAYOUT, store)
-        levels = Comparison().follow(level_tuples(store.sorted_parts(), LAYOUT, {}, counted.problems), ())
-        documents = 0
-        for part, batch in enumerate(batches(levels), 1):
-            with open(out / f"part-{part:04d}.json", "wb") as target:
-                for chunk in document_chunks("A3TESTSELLER", batch, LAYOUT):
-                    target.write(chunk)
-            documents += 1
-    return counted.rows, documents
+        counted = tally(rows, LAYOUT, store)
+        return counted.rows, write_documents(store.sorted_parts(), counted, out)
+
+
+def write_documents(parts, counted, out: Path) -> int:
+    levels = Comparison().follow(level_tuples(parts, LAYOUT, {}, counted.problems), ())
+    documents = 0
+    for part, batch in enumerate(batches(levels), 1):
+        with open(out / f"part-{part:04d}.json", "wb") as target:
+            for chunk in document_chunks("A3TESTSELLER", batch, LAYOUT):
+                target.write(chunk)
+        documents += 1
+    return documents
 
 
 def plain_csv(path: Path) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import translate
 from itertools import chain, groupby, islice, repeat
-from operator import add, itemgetter, lt, sub
+from operator import add, itemgetter, le, lt, sub
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -189,6 +189,49 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     store as a part without units, so that SKU is not sent with a partial sum. So does a row
     the reader could not read as it should (its `problem`): its values may be shifted.
     """
+    result = Tally() if problems is None else Tally(problems=problems)
+    batch: list[Part] = []
+    for parts in _tallied(rows, layout, result):
+        batch += parts
+        if len(batch) >= batch_size:
+            store.add(batch)
+            batch = []
+    store.add(batch)
+    return result
+
+
+class NotSorted(Exception):
+    """The file's rows are not in ascending order of seller SKU after all."""
+
+
+def tally_in_order(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout,
+                   *, problems: ProblemLog | None = None) -> tuple[Tally, Iterator[Part]]:
+    """`tally` for a file in ascending order of seller SKU (as WMS exports are): the parts
+    come straight back, in file order, for `stock_levels`, with no store to sort them. The
+    Tally is complete once they are all taken; taking them raises NotSorted as soon as a SKU
+    comes after a greater one (then the file must go through `tally` and a store instead).
+    Problems come in another order than `tally`'s (a SKU's conflicting rows are reported when
+    the next SKU begins, not after every row), the same problems for the same rows."""
+    result = Tally() if problems is None else Tally(problems=problems)
+    return result, chain.from_iterable(_in_order(_tallied(rows, layout, result)))
+
+
+def _in_order(chunks: Iterator[list[Part]]) -> Iterator[list[Part]]:
+    previous = ""
+    for parts in chunks:
+        if not parts:
+            continue
+        skus = list(map(by_sku, parts))
+        if skus[0] < previous or not all(map(le, skus, islice(skus, 1, None))):
+            raise NotSorted(f"SKU {skus[0]!r} comes after {previous!r}")
+        previous = skus[-1]
+        yield parts
+
+
+def _tallied(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout,
+             result: Tally) -> Iterator[list[Part]]:
+    """The parts of `rows`, a chunk at a time; `result` is filled in as they are read (its
+    counts once they are all read)."""
     columns = layout.columns
     sku_key, quantity_key, timestamp_key = columns.sku, columns.quantity, columns.timestamp
     lot_keys = tuple(key for key in (columns.lot, columns.location) if key)
@@ -199,29 +242,28 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     time_of = timestamp_parser(layout.timestamp_format, layout.timezone,
                                iso_too=layout.format == "xlsx") if timestamp_key else None
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
-    result = Tally() if problems is None else Tally(problems=problems)
     problems = result.problems
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
-        return result
+        return
     if layout.format != "xml":  # every row has the header's columns: check them once
         missing = [key for key in needed if key not in first[1]]
         if missing:
             names = ", ".join(repr(key) for key in missing)
             found = ", ".join(repr(key) for key in first[1])
             result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {found})"
-            return result
-    batch: list[Part] = []
-    count = added = unusable = left_alone = not_on_amazon = 0
+            return
+    count = used = unusable = left_alone = not_on_amazon = 0
     latest: datetime | None = None
     plain_parts = _PlainRows(layout, leave_alone, time_of)
     rows = chain((first,), rows)
     while chunk := list(islice(rows, _CHUNK)):
         count += len(chunk)
         plain = plain_parts(chunk)
+        batch: list[Part] = []
         if plain is not None:  # every row of the chunk as usual: its parts made without a line per row
-            batch += plain[0]
+            batch = plain[0]
             stamp = plain[1]
             if stamp is not None and (latest is None or stamp > latest):
                 latest = stamp
@@ -274,14 +316,10 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
             else:
                 lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
             batch.append((sku, warehouse_sku, lot, number, units))
-        if len(batch) >= batch_size:
-            store.add(batch)
-            added += len(batch)
-            batch = []
-    store.add(batch)
-    result.rows, result.used_rows, result.stock_time = count, added + len(batch) - unusable, latest
+        used += len(batch)
+        yield batch
+    result.rows, result.used_rows, result.stock_time = count, used - unusable, latest
     result.left_alone, result.not_on_amazon = left_alone, not_on_amazon
-    return result
 
 
 _CHUNK = 512  # rows, parts or levels at a time: small enough to stay in the CPU's cache
