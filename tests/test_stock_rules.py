@@ -156,6 +156,36 @@ def test_the_disk_store_gives_the_same_levels_as_memory_for_shuffled_input_with_
     assert list(on_disk[0]) == sorted(on_disk[0])  # ascending SKU order
 
 
+def test_a_file_in_sku_order_gives_the_same_levels_and_problems_without_a_store():
+    from bridge.formats.stock import level_tuples, tally_in_order
+
+    randomly = random.Random(11)
+    records = []
+    for sku in range(3000):  # chunks of one-row SKUs, and SKUs whose rows need combining
+        for lot in range(randomly.choice((1, 1, 1, 1, 2, 3))):
+            records.append({"SKU": f"S{sku:05d}", "Qty": str(randomly.randrange(0, 50)), "Lot": f"L{lot}"})
+    records[100] = {**records[100], "Qty": "x"}
+    records.insert(200, dict(records[199]))  # a lot listed twice with the same quantity
+    records.insert(300, {**records[299], "Qty": "999"})  # ... and with another
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"), buffer=2, cap=40)
+    stored = compute(rows(*records), layout)
+    counted, parts = tally_in_order(rows(*records), layout)
+    levels = {sku: (quantity, row) for sku, quantity, row in level_tuples(parts, layout, {}, counted.problems)}
+    assert levels == stored[0]
+    assert (counted.rows, counted.used_rows, counted.bad_rows) == (stored[1].rows, stored[1].used_rows, stored[1].bad_rows)
+    assert sorted(str(p) for p in counted.problems) == sorted(stored[2])
+
+
+def test_a_file_out_of_sku_order_is_found_out_at_its_first_sku_out_of_order():
+    from bridge.formats.stock import NotSorted, tally_in_order
+
+    records = [{"SKU": f"S{n:05d}", "Qty": "1"} for n in range(2000)]
+    records.insert(1500, {"SKU": "S00007", "Qty": "1"})
+    counted, parts = tally_in_order(rows(*records), LAYOUT)
+    with pytest.raises(NotSorted):
+        list(parts)
+
+
 def test_the_disk_store_merges_more_runs_than_it_can_open_at_once(tmp_path, monkeypatch):
     import bridge.edges.scratch as scratch
 
