@@ -345,19 +345,23 @@ class _PlainRows:
         self.leave_alone = leave_alone
 
     def __call__(self, chunk: list) -> tuple[list[Part], datetime | None] | None:
-        if any(map(_problem_of, chunk)):
-            return None
         try:
-            values = list(map(_values_of, chunk))
+            numbers, values, unreadable = zip(*chunk)
+            if any(unreadable):
+                return None
             warehouse = list(map(str.strip, map(self.sku, values)))
             texts = list(map(self.quantity, values))
             lots = [list(map(str.strip, map(lot, values))) for lot in self.lots]
-        except (KeyError, TypeError, AttributeError):  # a field missing or not text: row by row
+        except (KeyError, TypeError, AttributeError, ValueError):  # a field missing or not text: row by row
             return None
         if not all(warehouse):
             return None
-        skus = list(map(self.sku_map.get, warehouse, warehouse)) if self.sku_map else warehouse
-        if not all(skus) or max(map(len, skus)) > MAX_SKU_LENGTH or not "".join(skus).isprintable():
+        skus = warehouse
+        if self.sku_map:
+            skus = list(map(self.sku_map.get, warehouse, warehouse))
+            if not all(skus):
+                return None
+        if max(map(len, skus)) > MAX_SKU_LENGTH or not "".join(skus).isprintable():
             return None
         if self.leave_alone is not None and any(map(self.leave_alone, skus)):
             return None
@@ -382,10 +386,7 @@ class _PlainRows:
             lot = lots[0]
         else:
             lot = map(add, map(add, lots[0], repeat(_LOT_SEPARATOR)), lots[1])
-        return list(zip(skus, warehouse, lot, map(_number_of, chunk), map(int, texts))), latest
-
-
-_number_of, _values_of, _problem_of = itemgetter(0), itemgetter(1), itemgetter(2)
+        return list(zip(skus, warehouse, lot, numbers, map(int, texts))), latest
 
 
 def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
