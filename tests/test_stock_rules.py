@@ -186,6 +186,25 @@ def test_a_file_out_of_sku_order_is_found_out_at_its_first_sku_out_of_order():
         list(parts)
 
 
+def test_a_daily_file_beside_the_same_skus_published_is_counted_sku_by_sku():
+    skus = [f"S{n:05d}" for n in range(1500)]
+    quantities = [None if n % 97 == 5 else 0 if n % 11 == 3 else n % 7 for n in range(1500)]
+    before = [0 if n % 13 == 0 else 4 for n in range(1500)]
+    lately = [n % 5 != 0 for n in range(1500)]
+    comparison = Comparison()
+    levels = [StockLevel(sku, quantity, n) for n, (sku, quantity) in enumerate(zip(skus, quantities), 2)]
+    assert list(comparison.follow(levels, zip(skus, before, lately))) == levels
+    sent = [(sku, q, b) for sku, q, b in zip(skus, quantities, before) if q is not None]
+    held = [sku for sku, q, l in zip(skus, quantities, lately) if q is None and l]
+    assert (comparison.skus, comparison.sent, comparison.last_published) == (1500, len(sent), sum(lately))
+    assert comparison.zero == len([1 for _, q, _ in sent if q == 0])
+    assert comparison.in_stock_before == len([1 for _, _, b in sent if b])
+    assert comparison.dropping_to_zero == len([1 for _, q, b in sent if q == 0 and b])
+    assert (comparison.missing, comparison.held_back, comparison.missing_examples) == (len(held), len(held), held[:3])
+    assert comparison.zero_examples == [sku for sku, q, _ in sent if q == 0][:3]
+    assert comparison.dropping_examples == [sku for sku, q, b in sent if q == 0 and b][:3]
+
+
 def test_the_disk_store_merges_more_runs_than_it_can_open_at_once(tmp_path, monkeypatch):
     import bridge.edges.scratch as scratch
 

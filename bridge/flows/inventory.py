@@ -408,10 +408,10 @@ class InventoryFlow:
                 digest = _write(target / relative, chunks) if target is not None else _digest(chunks)
                 documents.append((part, len(batch), relative.as_posix(), digest))
             stock_time = counted.stock_time or stock.file_time  # every row read now
-        except BaseException as problem:
+        except BaseException:
             spool.close()
-            if isinstance(problem, NotSorted) and target is not None:  # read again: written again
-                for _, _, relative, _ in documents:
+            if in_order and target is not None:  # written while the rows were still being read:
+                for _, _, relative, _ in documents:  # read again, or a file that breaks off
                     (target / relative).unlink(missing_ok=True)
             raise
         finally:

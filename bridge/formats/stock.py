@@ -548,7 +548,8 @@ def _plain_levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str
 
 
 _row_of, _units_of = itemgetter(3), itemgetter(4)
-_quantity_of = itemgetter(1)  # of a level
+_quantity_of = itemgetter(1)  # of a level, or of a published SKU
+_lately_of = itemgetter(2)  # of a published SKU
 
 
 def _levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int],
@@ -729,7 +730,8 @@ class Comparison:
     def _follow(self, levels: Iterator[list[StockLevel]], before: Iterator[tuple[str, int, bool]],
                 ignore: Callable[[str], bool] | None) -> Iterator[list[StockLevel]]:
         """`follow` a chunk of levels at a time: a chunk that ascends and has no SKU published
-        before (a first publish, new SKUs) is counted without a line per level."""
+        before (a first publish, new SKUs), or exactly the SKUs published next (every day
+        after), is counted without a line per level."""
         current: list = [next(before, None)]
         previous = ""
         for chunk in levels:
@@ -737,9 +739,17 @@ class Comparison:
                 continue
             skus = list(map(by_sku, chunk))
             last = skus[-1]
-            if skus[0] > previous and (current[0] is None or current[0][0] > last) \
-                    and all(map(lt, skus, islice(skus, 1, None))):
+            ascending = skus[0] > previous and all(map(lt, skus, islice(skus, 1, None)))
+            if ascending and (current[0] is None or current[0][0] > last):
                 self._count_unpublished(chunk)
+            elif ascending and current[0][0] == skus[0]:
+                published = [current[0], *islice(before, len(skus) - 1)]
+                if list(map(by_sku, published)) == skus:
+                    self._count_republished(chunk, published)
+                    current[0] = next(before, None)
+                else:  # put back what was taken
+                    before = chain(published[1:], before)
+                    self._count(chunk, previous, before, current, ignore)
             else:
                 self._count(chunk, previous, before, current, ignore)
             previous = last
@@ -756,6 +766,33 @@ class Comparison:
         self.zero += zero
         if zero and len(self.zero_examples) < 3:
             self.zero_examples += [level[0] for level in levels if level[1] == 0][:3 - len(self.zero_examples)]
+
+    def _count_republished(self, levels: list[StockLevel], published: list[tuple[str, int, bool]]) -> None:
+        """`levels` beside their own SKUs' last published (SKU, quantity, lately)."""
+        quantities = list(map(_quantity_of, levels))
+        was = list(map(_quantity_of, published))
+        self.last_published += sum(map(_lately_of, published))
+        self.skus += len(levels)
+        unsent = quantities.count(None)
+        self.sent += len(levels) - unsent
+        in_stock_before = len(was) - was.count(0)
+        if unsent:
+            for level, (_, before, lately) in zip(levels, published):
+                if level[1] is None:
+                    in_stock_before -= bool(before)
+                    if lately:  # a bad row holds it back: as good as missing
+                        self.missing += 1
+                        self.held_back += 1
+                        if len(self.missing_examples) < 3:
+                            self.missing_examples.append(level[0])
+        self.in_stock_before += in_stock_before
+        if quantities.count(0):
+            zero = [(level[0], before) for level, before in zip(levels, was) if level[1] == 0]
+            dropping = [sku for sku, before in zero if before]
+            self.zero += len(zero)
+            self.dropping_to_zero += len(dropping)
+            self.zero_examples += [sku for sku, _ in zero[:3 - len(self.zero_examples)]]
+            self.dropping_examples += dropping[:3 - len(self.dropping_examples)]
 
     def _count(self, levels: list[StockLevel], previous: str, before: Iterator[tuple[str, int, bool]],
                current: list, ignore: Callable[[str], bool] | None) -> None:
