@@ -156,6 +156,55 @@ def test_the_disk_store_gives_the_same_levels_as_memory_for_shuffled_input_with_
     assert list(on_disk[0]) == sorted(on_disk[0])  # ascending SKU order
 
 
+def test_a_file_in_sku_order_gives_the_same_levels_and_problems_without_a_store():
+    from bridge.formats.stock import level_tuples, tally_in_order
+
+    randomly = random.Random(11)
+    records = []
+    for sku in range(3000):  # chunks of one-row SKUs, and SKUs whose rows need combining
+        for lot in range(randomly.choice((1, 1, 1, 1, 2, 3))):
+            records.append({"SKU": f"S{sku:05d}", "Qty": str(randomly.randrange(0, 50)), "Lot": f"L{lot}"})
+    records[100] = {**records[100], "Qty": "x"}
+    records.insert(200, dict(records[199]))  # a lot listed twice with the same quantity
+    records.insert(300, {**records[299], "Qty": "999"})  # ... and with another
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"), buffer=2, cap=40)
+    stored = compute(rows(*records), layout)
+    counted, parts = tally_in_order(rows(*records), layout)
+    levels = {sku: (quantity, row) for sku, quantity, row in level_tuples(parts, layout, {}, counted.problems)}
+    assert levels == stored[0]
+    assert (counted.rows, counted.used_rows, counted.bad_rows) == (stored[1].rows, stored[1].used_rows, stored[1].bad_rows)
+    assert sorted(str(p) for p in counted.problems) == sorted(stored[2])
+
+
+def test_a_file_out_of_sku_order_is_found_out_at_its_first_sku_out_of_order():
+    from bridge.formats.stock import NotSorted, tally_in_order
+
+    records = [{"SKU": f"S{n:05d}", "Qty": "1"} for n in range(2000)]
+    records.insert(1500, {"SKU": "S00007", "Qty": "1"})
+    counted, parts = tally_in_order(rows(*records), LAYOUT)
+    with pytest.raises(NotSorted):
+        list(parts)
+
+
+def test_a_daily_file_beside_the_same_skus_published_is_counted_sku_by_sku():
+    skus = [f"S{n:05d}" for n in range(1500)]
+    quantities = [None if n % 97 == 5 else 0 if n % 11 == 3 else n % 7 for n in range(1500)]
+    before = [0 if n % 13 == 0 else 4 for n in range(1500)]
+    lately = [n % 5 != 0 for n in range(1500)]
+    comparison = Comparison()
+    levels = [StockLevel(sku, quantity, n) for n, (sku, quantity) in enumerate(zip(skus, quantities), 2)]
+    assert list(comparison.follow(levels, zip(skus, before, lately))) == levels
+    sent = [(sku, q, b) for sku, q, b in zip(skus, quantities, before) if q is not None]
+    held = [sku for sku, q, l in zip(skus, quantities, lately) if q is None and l]
+    assert (comparison.skus, comparison.sent, comparison.last_published) == (1500, len(sent), sum(lately))
+    assert comparison.zero == len([1 for _, q, _ in sent if q == 0])
+    assert comparison.in_stock_before == len([1 for _, _, b in sent if b])
+    assert comparison.dropping_to_zero == len([1 for _, q, b in sent if q == 0 and b])
+    assert (comparison.missing, comparison.held_back, comparison.missing_examples) == (len(held), len(held), held[:3])
+    assert comparison.zero_examples == [sku for sku, q, _ in sent if q == 0][:3]
+    assert comparison.dropping_examples == [sku for sku, q, b in sent if q == 0 and b][:3]
+
+
 def test_the_disk_store_merges_more_runs_than_it_can_open_at_once(tmp_path, monkeypatch):
     import bridge.edges.scratch as scratch
 

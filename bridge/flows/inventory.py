@@ -48,7 +48,7 @@ from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
 from bridge.edges.amazon_feeds import AmazonFeeds
 from bridge.edges.scratch import DiskStore, ProblemSpool
@@ -67,6 +67,7 @@ from bridge.formats.listings_feed import (
 from bridge.formats.stock import (
     Comparison,
     GateFacts,
+    NotSorted,
     ProblemLog,
     Store,
     Tally,
@@ -74,8 +75,9 @@ from bridge.formats.stock import (
     check_gates,
     explain_levels,
     leave_alone_test,
-    stock_levels,
+    level_tuples,
     tally,
+    tally_in_order,
 )
 from bridge.ledger import Ledger, StockFeedStatus, StockFileStatus, StoredStockFeed, StoredStockFile
 from bridge.mapping import StockLayout
@@ -357,30 +359,60 @@ class InventoryFlow:
 
     def _compute(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None) -> _Computed:
         """Everything up to the gates' verdict; documents are written under `target` (None:
-        only counted and hashed, for a dry run)."""
+        only counted and hashed, for a dry run). A file in order of seller SKU (as WMS exports
+        are) goes straight from its rows to the documents; one that is not is found out at its
+        first SKU out of order, and then read again, sorted on disk. Only rows that can be read
+        again (the spooled copy, not an iterator) go that way, and not for `on_hand` with a
+        timestamp column: the orders in flight are those at the file's latest timestamp, known
+        only once every row is read."""
         layout = self.layout
-        store = self.store()
+        in_flight = None
+        again = not isinstance(stock.rows, Iterator)
+        if again and (layout.quantity_means != "on_hand" or not layout.columns.timestamp):
+            # no timestamp column (or no orders in flight needed): the stock's time is the file's
+            in_flight = self.in_flight(stock.file_time) if layout.quantity_means == "on_hand" else {}
+            try:
+                return self._compute_once(stock, force=force, target=target, now=now, in_flight=in_flight,
+                                          in_order=True)
+            except NotSorted:
+                pass
+        return self._compute_once(stock, force=force, target=target, now=now, in_flight=in_flight)
+
+    def _compute_once(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None,
+                      in_flight: Mapping[str, int] | None = None, in_order: bool = False) -> _Computed:
+        """`in_flight`: None to ask once the rows are read, at their latest timestamp."""
+        layout = self.layout
+        store = None if in_order else self.store()
         spool = ProblemSpool()
+        documents = []
+        base = Path(self.warehouse) / stock.sha256[:16]
         try:
-            counted = tally(stock.rows, layout, store, problems=ProblemLog(spool))
-            stock_time = counted.stock_time or stock.file_time
-            in_flight = self.in_flight(stock_time) if layout.quantity_means == "on_hand" else {}
+            if in_order:
+                counted, parts = tally_in_order(stock.rows, layout, problems=ProblemLog(spool))
+            else:
+                counted = tally(stock.rows, layout, store, problems=ProblemLog(spool))
+                parts = store.sorted_parts()
+            if in_flight is None:
+                stock_time = counted.stock_time or stock.file_time
+                in_flight = self.in_flight(stock_time) if layout.quantity_means == "on_hand" else {}
             last = self.ledger.last_published_stock()
             comparison = Comparison()
             levels = comparison.follow(
-                stock_levels(store.sorted_parts(), layout, in_flight, counted.problems),
+                level_tuples(parts, layout, in_flight, counted.problems),
                 self.ledger.published_levels(),
                 leave_alone_test(layout.leave_alone),
             )
-            documents = []
-            base = Path(self.warehouse) / stock.sha256[:16]
             for part, batch in enumerate(batches(levels, self.per_document), 1):
                 relative = base / f"part-{part:04d}.json"
                 chunks = document_chunks(self.seller_id, batch, layout)
                 digest = _write(target / relative, chunks) if target is not None else _digest(chunks)
                 documents.append((part, len(batch), relative.as_posix(), digest))
+            stock_time = counted.stock_time or stock.file_time  # every row read now
         except BaseException:
             spool.close()
+            if in_order and target is not None:  # written while the rows were still being read:
+                for _, _, relative, _ in documents:  # read again, or a file that breaks off
+                    (target / relative).unlink(missing_ok=True)
             raise
         finally:
             close = getattr(store, "close", None)

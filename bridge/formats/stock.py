@@ -20,11 +20,12 @@ whether the feed may go, and says why not in words. Nothing here reads files, cl
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import translate
-from itertools import chain, groupby
-from operator import itemgetter
+from itertools import chain, groupby, islice, repeat
+from operator import add, itemgetter, le, lt, sub
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -153,6 +154,30 @@ class MemoryStore:
         return iter(self._parts)
 
 
+class Chunked:
+    """Items that a pipeline stage hands on a list at a time: iterated, they come one by one;
+    the next stage may take `chunks` instead, whole lists, and skip a step per item (a million
+    levels pass three stages)."""
+
+    def __init__(self, chunks: Iterator[list]):
+        self.chunks = chunks
+        self._items = chain.from_iterable(chunks)
+
+    def __iter__(self) -> Iterator:
+        return self._items
+
+    def __next__(self):
+        return next(self._items)
+
+
+def chunks_of(items: Iterable, size: int = 2048) -> Iterator[list]:
+    """`items` a list at a time: a `Chunked`'s own lists, or lists of `size`."""
+    if isinstance(items, Chunked):
+        return items.chunks
+    items = iter(items)
+    return iter(lambda: list(islice(items, size)), [])
+
+
 # --- reading rows ---------------------------------------------------------------------------
 
 
@@ -164,6 +189,49 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     store as a part without units, so that SKU is not sent with a partial sum. So does a row
     the reader could not read as it should (its `problem`): its values may be shifted.
     """
+    result = Tally() if problems is None else Tally(problems=problems)
+    batch: list[Part] = []
+    for parts in _tallied(rows, layout, result):
+        batch += parts
+        if len(batch) >= batch_size:
+            store.add(batch)
+            batch = []
+    store.add(batch)
+    return result
+
+
+class NotSorted(Exception):
+    """The file's rows are not in ascending order of seller SKU after all."""
+
+
+def tally_in_order(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout,
+                   *, problems: ProblemLog | None = None) -> tuple[Tally, Iterator[Part]]:
+    """`tally` for a file in ascending order of seller SKU (as WMS exports are): the parts
+    come straight back, in file order, for `stock_levels`, with no store to sort them. The
+    Tally is complete once they are all taken; taking them raises NotSorted as soon as a SKU
+    comes after a greater one (then the file must go through `tally` and a store instead).
+    Problems come in another order than `tally`'s (a SKU's conflicting rows are reported when
+    the next SKU begins, not after every row), the same problems for the same rows."""
+    result = Tally() if problems is None else Tally(problems=problems)
+    return result, chain.from_iterable(_in_order(_tallied(rows, layout, result)))
+
+
+def _in_order(chunks: Iterator[list[Part]]) -> Iterator[list[Part]]:
+    previous = ""
+    for parts in chunks:
+        if not parts:
+            continue
+        skus = list(map(by_sku, parts))
+        if skus[0] < previous or not all(map(le, skus, islice(skus, 1, None))):
+            raise NotSorted(f"SKU {skus[0]!r} comes after {previous!r}")
+        previous = skus[-1]
+        yield parts
+
+
+def _tallied(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayout,
+             result: Tally) -> Iterator[list[Part]]:
+    """The parts of `rows`, a chunk at a time; `result` is filled in as they are read (its
+    counts once they are all read)."""
     columns = layout.columns
     sku_key, quantity_key, timestamp_key = columns.sku, columns.quantity, columns.timestamp
     lot_keys = tuple(key for key in (columns.lot, columns.location) if key)
@@ -174,79 +242,151 @@ def tally(rows: Iterable[tuple[int, Mapping[str, str], str]], layout: StockLayou
     time_of = timestamp_parser(layout.timestamp_format, layout.timezone,
                                iso_too=layout.format == "xlsx") if timestamp_key else None
     needed = [key for key in (sku_key, quantity_key, timestamp_key, *lot_keys) if key]
-    result = Tally() if problems is None else Tally(problems=problems)
     problems = result.problems
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
-        return result
+        return
     if layout.format != "xml":  # every row has the header's columns: check them once
         missing = [key for key in needed if key not in first[1]]
         if missing:
             names = ", ".join(repr(key) for key in missing)
             found = ", ".join(repr(key) for key in first[1])
             result.rows, result.file_problem = 1, f"the file has no column {names} (its columns: {found})"
-            return result
-    batch: list[Part] = []
-    count = added = unusable = left_alone = not_on_amazon = 0
+            return
+    count = used = unusable = left_alone = not_on_amazon = 0
     latest: datetime | None = None
-    for number, row, unreadable in chain((first,), rows):
-        count += 1
-        warehouse_sku = row.get(sku_key)
-        if warehouse_sku:
-            warehouse_sku = warehouse_sku.strip()
-        if unreadable:  # its values may be shifted: the SKU as read is held back, not summed
-            problems.append(RowProblem(number, "", unreadable))
-        if not warehouse_sku:
-            if not unreadable:
-                problems.append(RowProblem(number, sku_key, "no SKU"))
-            continue
-        sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
-        if not sku:
-            not_on_amazon += 1
-            continue
-        if leave_alone is not None and leave_alone(sku):
-            left_alone += 1
-            continue
-        if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
-            why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
-                   if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
-            problems.append(RowProblem(number, sku_key, why))
-            continue
-        text = row.get(quantity_key)
-        if unreadable:
-            units: int | None = None
-            unusable += 1
-        elif text is not None and text.isdigit() and text.isascii() and len(text) < 8:
-            units = int(text)
-        else:
-            units, why = quantity_of(text)
-            if units is None:
-                problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
-                unusable += 1
-        if time_of is not None and not unreadable:
-            stamp, why = time_of(row.get(timestamp_key))
-            if why:
-                problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
-                unusable += units is not None
-                units = None
-            elif stamp is not None and (latest is None or stamp > latest):
+    plain_parts = _PlainRows(layout, leave_alone, time_of)
+    rows = chain((first,), rows)
+    while chunk := list(islice(rows, _CHUNK)):
+        count += len(chunk)
+        plain = plain_parts(chunk)
+        batch: list[Part] = []
+        if plain is not None:  # every row of the chunk as usual: its parts made without a line per row
+            batch = plain[0]
+            stamp = plain[1]
+            if stamp is not None and (latest is None or stamp > latest):
                 latest = stamp
-        if lot_key is None:
-            lot = ""
-        elif location_key is None:
-            lot = (row.get(lot_key) or "").strip()
-        else:
-            lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
-        batch.append((sku, warehouse_sku, lot, number, units))
-        if len(batch) == batch_size:
-            store.add(batch)
-            added += batch_size
-            batch = []
-    store.add(batch)
-    result.rows, result.used_rows, result.stock_time = count, added + len(batch) - unusable, latest
+            chunk = ()
+        for number, row, unreadable in chunk:
+            warehouse_sku = row.get(sku_key)
+            if warehouse_sku:
+                warehouse_sku = warehouse_sku.strip()
+            if unreadable:  # its values may be shifted: the SKU as read is held back, not summed
+                problems.append(RowProblem(number, "", unreadable))
+            if not warehouse_sku:
+                if not unreadable:
+                    problems.append(RowProblem(number, sku_key, "no SKU"))
+                continue
+            sku = sku_map.get(warehouse_sku, warehouse_sku) if sku_map else warehouse_sku
+            if not sku:
+                not_on_amazon += 1
+                continue
+            if leave_alone is not None and leave_alone(sku):
+                left_alone += 1
+                continue
+            if len(sku) > MAX_SKU_LENGTH or not sku.isprintable():
+                why = (f"SKU {_short(sku, MAX_SKU_LENGTH + 10)} is longer than Amazon's {MAX_SKU_LENGTH} characters"
+                       if len(sku) > MAX_SKU_LENGTH else f"SKU {sku!r} has a control or invisible character")
+                problems.append(RowProblem(number, sku_key, why))
+                continue
+            text = row.get(quantity_key)
+            if unreadable:
+                units: int | None = None
+                unusable += 1
+            elif text is not None and text.isdigit() and text.isascii() and len(text) < 8:
+                units = int(text)
+            else:
+                units, why = quantity_of(text)
+                if units is None:
+                    problems.append(RowProblem(number, quantity_key, why, sku=warehouse_sku))
+                    unusable += 1
+            if time_of is not None and not unreadable:
+                stamp, why = time_of(row.get(timestamp_key))
+                if why:
+                    problems.append(RowProblem(number, timestamp_key, why, sku=warehouse_sku))
+                    unusable += units is not None
+                    units = None
+                elif stamp is not None and (latest is None or stamp > latest):
+                    latest = stamp
+            if lot_key is None:
+                lot = ""
+            elif location_key is None:
+                lot = (row.get(lot_key) or "").strip()
+            else:
+                lot = (row.get(lot_key) or "").strip() + _LOT_SEPARATOR + (row.get(location_key) or "").strip()
+            batch.append((sku, warehouse_sku, lot, number, units))
+        used += len(batch)
+        yield batch
+    result.rows, result.used_rows, result.stock_time = count, used - unusable, latest
     result.left_alone, result.not_on_amazon = left_alone, not_on_amazon
-    return result
+
+
+_CHUNK = 512  # rows, parts or levels at a time: small enough to stay in the CPU's cache
+
+
+class _PlainRows:
+    """The parts of a chunk of rows when every row of it is as usual, made by C-level
+    iterators (a million rows are mostly that); None when any row needs a closer look, and
+    then `tally` goes through the chunk row by row. As usual: read as it should be, a SKU that
+    is there, maps to a seller SKU not left alone, fits Amazon's length and is printable, and a
+    quantity of plain digits; a timestamp, if any, that reads."""
+
+    def __init__(self, layout: StockLayout, leave_alone: Callable[[str], bool] | None,
+                 time_of: Callable[[str | None], tuple[datetime | None, str]] | None):
+        columns = layout.columns
+        self.sku = itemgetter(columns.sku)
+        self.quantity = itemgetter(columns.quantity)
+        self.timestamp = itemgetter(columns.timestamp) if columns.timestamp else None
+        self.time_of = time_of
+        keys = [key for key in (columns.lot, columns.location) if key]
+        self.lots = [itemgetter(key) for key in keys]
+        self.sku_map = layout.sku_map
+        self.leave_alone = leave_alone
+
+    def __call__(self, chunk: list) -> tuple[list[Part], datetime | None] | None:
+        try:
+            numbers, values, unreadable = zip(*chunk)
+            if any(unreadable):
+                return None
+            warehouse = list(map(str.strip, map(self.sku, values)))
+            texts = list(map(self.quantity, values))
+            lots = [list(map(str.strip, map(lot, values))) for lot in self.lots]
+        except (KeyError, TypeError, AttributeError, ValueError):  # a field missing or not text: row by row
+            return None
+        if not all(warehouse):
+            return None
+        skus = warehouse
+        if self.sku_map:
+            skus = list(map(self.sku_map.get, warehouse, warehouse))
+            if not all(skus):
+                return None
+        if max(map(len, skus)) > MAX_SKU_LENGTH or not "".join(skus).isprintable():
+            return None
+        if self.leave_alone is not None and any(map(self.leave_alone, skus)):
+            return None
+        digits = "".join(texts)
+        if not (all(texts) and digits.isdigit() and digits.isascii() and max(map(len, texts)) < 8):
+            return None
+        latest = None
+        if self.timestamp is not None:
+            try:
+                stamps = set(map(self.timestamp, values))
+            except KeyError:
+                return None
+            for text in stamps:
+                stamp, why = self.time_of(text)
+                if why:
+                    return None
+                if stamp is not None and (latest is None or stamp > latest):
+                    latest = stamp
+        if not lots:
+            lot = repeat("")
+        elif len(lots) == 1:
+            lot = lots[0]
+        else:
+            lot = map(add, map(add, lots[0], repeat(_LOT_SEPARATOR)), lots[1])
+        return list(zip(skus, warehouse, lot, numbers, map(int, texts))), latest
 
 
 def quantity_parser(decimal: str, thousands: str) -> Callable[[str | None], tuple[int | None, str]]:
@@ -352,9 +492,73 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                  problems: "list[RowProblem] | ProblemLog") -> Iterator[StockLevel]:
     """One level per seller SKU from the parts sorted by SKU, in that order; problems found
     while combining rows (conflicting duplicates, SKUs held back by a bad row) are appended."""
+    return map(_new, repeat(StockLevel), level_tuples(parts, layout, in_flight, problems))
+
+
+def level_tuples(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int],
+                 problems: "list[RowProblem] | ProblemLog") -> Iterator[tuple[str, int | None, int]]:
+    """`stock_levels` as plain (SKU, quantity, row) tuples, what the feed is made of: making a
+    million named tuples takes longer than all the rest of the levels' work."""
+    return Chunked(_level_chunks(iter(parts), layout, in_flight, problems))
+
+
+def _level_chunks(parts: Iterator[Part], layout: StockLayout, in_flight: Mapping[str, int],
+                  problems: "list[RowProblem] | ProblemLog") -> Iterator[list[StockLevel]]:
+    """The levels a chunk of parts at a time. The last SKU of a chunk waits for the next one,
+    where more of its parts may be."""
+    waiting: list[Part] = []
+    while chunk := list(islice(parts, _CHUNK)):
+        if waiting and chunk[-1][0] == waiting[0][0]:  # all of the chunk is that SKU's too
+            waiting += chunk
+            continue
+        if waiting:
+            chunk[:0] = waiting
+        cut = bisect_left(chunk, chunk[-1][0], key=by_sku)
+        waiting = chunk[cut:]
+        if cut:
+            del chunk[cut:]
+            yield _plain_levels(chunk, layout, in_flight) or _levels(chunk, layout, in_flight, problems)
+    if waiting:
+        yield _levels(waiting, layout, in_flight, problems)
+
+
+def _plain_levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> list[tuple]:
+    """The levels of parts of one row per SKU and no bad row (most of a file), made by C-level
+    iterators; [] when any SKU has several parts or a bad row."""
+    skus = list(map(by_sku, parts))
+    units = list(map(_units_of, parts))
+    if None in units or not all(map(lt, skus, islice(skus, 1, None))):  # not one row per SKU
+        return []
+    on_hand = layout.quantity_means == "on_hand"
+    if on_hand:
+        units = list(map(sub, units, map(in_flight.get, skus, repeat(0))))
+    buffer = layout.buffer
+    if layout.buffers:
+        units = list(map(sub, units, map(layout.buffers.get, skus, repeat(buffer))))
+    elif buffer and not on_hand:  # the usual case: one pass for the buffer and the floor
+        units = [value - buffer if value > buffer else 0 for value in units]
+    elif buffer:
+        units = list(map(sub, units, repeat(buffer)))
+    if min(units) < 0:
+        units = [value if value > 0 else 0 for value in units]
+    cap = layout.cap
+    if cap is not None and max(units) > cap:
+        units = [value if value < cap else cap for value in units]
+    return list(zip(skus, units, map(_row_of, parts)))
+
+
+_row_of, _units_of = itemgetter(3), itemgetter(4)
+_quantity_of = itemgetter(1)  # of a level, or of a published SKU
+_lately_of = itemgetter(2)  # of a published SKU
+
+
+def _levels(parts: list[Part], layout: StockLayout, in_flight: Mapping[str, int],
+            problems: "list[RowProblem] | ProblemLog") -> list[tuple]:
+    """The levels of whole SKUs' parts, one part at a time."""
     on_hand = layout.quantity_means == "on_hand"
     buffers, default_buffer, cap = layout.buffers, layout.buffer, layout.cap
     column = layout.columns.quantity
+    levels: list[tuple] = []
     first: Part | None = None
     more: list[Part] = []  # the current SKU's parts after the first, usually none
     for part in chain(parts, (_END,)):
@@ -369,7 +573,7 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                 units, row = combine(sku, [first, *more], column, problems)
                 more = []
             if units is None:
-                yield _new(StockLevel, (sku, None, row))
+                levels.append((sku, None, row))
             else:
                 if on_hand:
                     units -= in_flight.get(sku, 0)
@@ -378,8 +582,9 @@ def stock_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[
                     units = 0
                 if cap is not None and units > cap:
                     units = cap
-                yield _new(StockLevel, (sku, units, row))
+                levels.append((sku, units, row))
         first = part
+    return levels
 
 
 def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mapping[str, int]) -> Iterator[str]:
@@ -520,50 +725,117 @@ class Comparison:
         """Pass `levels` through while counting. Both inputs ascend by SKU; `published` gives
         (SKU, last published quantity, whether it was published lately); `ignore` says
         which published SKUs no longer concern the feed (left alone)."""
-        before = iter(published)
-        current = next(before, None)
+        return Chunked(self._follow(chunks_of(levels, _CHUNK), iter(published), ignore))
+
+    def _follow(self, levels: Iterator[list[StockLevel]], before: Iterator[tuple[str, int, bool]],
+                ignore: Callable[[str], bool] | None) -> Iterator[list[StockLevel]]:
+        """`follow` a chunk of levels at a time: a chunk that ascends and has no SKU published
+        before (a first publish, new SKUs), or exactly the SKUs published next (every day
+        after), is counted without a line per level."""
+        current: list = [next(before, None)]
         previous = ""
-        skus = sent = zero = in_stock_before = dropping = 0
-        for level in levels:
-            sku, quantity = level[0], level[1]
-            if sku <= previous:
-                raise ValueError(f"levels out of order: {sku!r} after {previous!r}")
-            previous = sku
-            while current is not None and current[0] < sku:
-                self._gone(current, ignore)
-                current = next(before, None)
-            was = 0
-            if current is not None and current[0] == sku:
-                self.last_published += current[2]
-                if quantity is None and current[2]:  # a bad row holds it back: as good as missing
-                    self.missing += 1
-                    self.held_back += 1
-                    if len(self.missing_examples) < 3:
-                        self.missing_examples.append(sku)
-                was = current[1]
-                current = next(before, None)
-            skus += 1
-            if quantity is not None:
-                sent += 1
-                if quantity == 0:
-                    zero += 1
-                    if len(self.zero_examples) < 3:
-                        self.zero_examples.append(sku)
-                    if was:
-                        dropping += 1
-                        if len(self.dropping_examples) < 3:
-                            self.dropping_examples.append(sku)
-                if was:
-                    in_stock_before += 1
-            yield level
-        while current is not None:
-            self._gone(current, ignore)
-            current = next(before, None)
-        self.skus += skus
-        self.sent += sent
+        for chunk in levels:
+            if not chunk:
+                continue
+            skus = list(map(by_sku, chunk))
+            last = skus[-1]
+            ascending = skus[0] > previous and all(map(lt, skus, islice(skus, 1, None)))
+            if ascending and (current[0] is None or current[0][0] > last):
+                self._count_unpublished(chunk)
+            elif ascending and current[0][0] == skus[0]:
+                published = [current[0], *islice(before, len(skus) - 1)]
+                if list(map(by_sku, published)) == skus:
+                    self._count_republished(chunk, published)
+                    current[0] = next(before, None)
+                else:  # put back what was taken
+                    before = chain(published[1:], before)
+                    self._count(chunk, previous, before, current, ignore)
+            else:
+                self._count(chunk, previous, before, current, ignore)
+            previous = last
+            yield chunk
+        while current[0] is not None:
+            self._gone(current[0], ignore)
+            current[0] = next(before, None)
+
+    def _count_unpublished(self, levels: list[StockLevel]) -> None:
+        quantities = list(map(_quantity_of, levels))
+        zero = quantities.count(0)
+        self.skus += len(levels)
+        self.sent += len(levels) - quantities.count(None)
         self.zero += zero
+        if zero and len(self.zero_examples) < 3:
+            self.zero_examples += [level[0] for level in levels if level[1] == 0][:3 - len(self.zero_examples)]
+
+    def _count_republished(self, levels: list[StockLevel], published: list[tuple[str, int, bool]]) -> None:
+        """`levels` beside their own SKUs' last published (SKU, quantity, lately)."""
+        quantities = list(map(_quantity_of, levels))
+        was = list(map(_quantity_of, published))
+        self.last_published += sum(map(_lately_of, published))
+        self.skus += len(levels)
+        unsent = quantities.count(None)
+        self.sent += len(levels) - unsent
+        in_stock_before = len(was) - was.count(0)
+        if unsent:
+            for level, (_, before, lately) in zip(levels, published):
+                if level[1] is None:
+                    in_stock_before -= bool(before)
+                    if lately:  # a bad row holds it back: as good as missing
+                        self.missing += 1
+                        self.held_back += 1
+                        if len(self.missing_examples) < 3:
+                            self.missing_examples.append(level[0])
         self.in_stock_before += in_stock_before
-        self.dropping_to_zero += dropping
+        if quantities.count(0):
+            zero = [(level[0], before) for level, before in zip(levels, was) if level[1] == 0]
+            dropping = [sku for sku, before in zero if before]
+            self.zero += len(zero)
+            self.dropping_to_zero += len(dropping)
+            self.zero_examples += [sku for sku, _ in zero[:3 - len(self.zero_examples)]]
+            self.dropping_examples += dropping[:3 - len(self.dropping_examples)]
+
+    def _count(self, levels: list[StockLevel], previous: str, before: Iterator[tuple[str, int, bool]],
+               current: list, ignore: Callable[[str], bool] | None) -> None:
+        """Count `levels` one at a time beside `published`'s `current` entry (moved on here)."""
+        skus = sent = zero = in_stock_before = dropping = 0
+        try:
+            for level in levels:
+                sku, quantity = level[0], level[1]
+                if sku <= previous:
+                    raise ValueError(f"levels out of order: {sku!r} after {previous!r}")
+                previous = sku
+                while current[0] is not None and current[0][0] < sku:
+                    self._gone(current[0], ignore)
+                    current[0] = next(before, None)
+                was = 0
+                if current[0] is not None and current[0][0] == sku:
+                    self.last_published += current[0][2]
+                    if quantity is None and current[0][2]:  # a bad row holds it back: as good as missing
+                        self.missing += 1
+                        self.held_back += 1
+                        if len(self.missing_examples) < 3:
+                            self.missing_examples.append(sku)
+                    was = current[0][1]
+                    current[0] = next(before, None)
+                skus += 1
+                if quantity is not None:
+                    sent += 1
+                    if quantity == 0:
+                        zero += 1
+                        if len(self.zero_examples) < 3:
+                            self.zero_examples.append(sku)
+                        if was:
+                            dropping += 1
+                            if len(self.dropping_examples) < 3:
+                                self.dropping_examples.append(sku)
+                    if was:
+                        in_stock_before += 1
+        finally:
+            self.skus += skus
+            self.sent += sent
+            self.zero += zero
+            self.in_stock_before += in_stock_before
+            self.dropping_to_zero += dropping
 
     def _gone(self, published: tuple[str, int, bool], ignore: Callable[[str], bool] | None) -> None:
         sku, _, from_last_file = published
