@@ -7,6 +7,7 @@ import codecs
 import csv
 import io
 import random
+import zipfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -103,7 +104,29 @@ def test_positions_read_a_file_without_header():
 
 def test_a_blank_line_in_a_file_without_header_is_skipped():
     spec = TableSpec("csv", ("1", "3"), delimiter=",", header=False)
-    assert rows(b"a,b,c\n\n \nd,e,f\n", spec) == [(1, {"1": "a", "3": "c"}, ""), (4, {"1": "d", "3": "f"}, "")]
+    assert rows(b"a,b,c\n\n \n , , \nd,e,f\n", spec) == [
+        (1, {"1": "a", "3": "c"}, ""), (5, {"1": "d", "3": "f"}, "")]
+
+
+def test_a_header_the_csv_module_refuses_is_named_with_why():
+    with pytest.raises(BadFile, match=r"^row 1: cannot be read as CSV \(field larger than field limit \(131072\)\)"):
+        rows(b"Order;" + b"x" * 140_000 + b"\n111-1;2\n")
+
+
+def test_a_batch_of_rows_holds_a_bounded_number_of_cells_however_wide_the_rows():
+    assert readers._batch_size(7) == readers._BATCH
+    assert readers._batch_size(16_384) * 16_384 <= readers._BATCH_CELLS  # a sheet's every column, exported
+    assert readers._batch_size(10_000_000) == 1
+
+
+def test_a_utf16_byte_that_does_not_decode_is_named_by_its_row_far_into_the_file():
+    spec = TableSpec("csv", ("Order", "Qty"), encoding="utf-16", delimiter=";")
+    good = "".join(f"111-{n};1\r\n" for n in range(5_000)).encode("utf-16-le")
+    data = codecs.BOM_UTF16_LE + "Order;Qty\r\n".encode("utf-16-le") + good + b"\x00\xd8x\x00;\x001\x00\r\x00\n\x00"
+    with pytest.raises(BadFile, match=r"^row (\d+) or a few rows after it: bytes that are not UTF-16 text: check the"
+                                     r" file's encoding$") as refused:
+        rows(data, spec)
+    assert 4_800 < int(refused.value.args[0].split()[1]) <= 5_002  # not a batch of 2,048 rows early
 
 
 def reference_rows(data: bytes, fields: tuple[str, ...], delimiter: str) -> list[tuple]:
@@ -184,6 +207,34 @@ def test_xlsx_cells_become_text_as_a_person_reads_them():
              "Tracking": "00340434161094042557"}, ""),
         (4, {"Order": "111-2", "Qty": "1", "Shipped": "2026-11-21T00:00:00",
              "Tracking": "9.4E+21"}, "")]
+
+
+def sheet_xml_replaced(data: bytes, old: str, new: str) -> bytes:
+    """The workbook with its first sheet's XML edited, as another program would have written it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for part in source.infolist():
+            body = source.read(part)
+            if part.filename == "xl/worksheets/sheet1.xml":
+                assert old.encode() in body
+                body = body.replace(old.encode(), new.encode())
+            target.writestr(part, body)
+    return out.getvalue()
+
+
+def test_a_formula_without_a_saved_value_makes_its_row_bad_and_blank_formula_rows_are_skipped():
+    data = workbook(["SKU", "Qty"], ["A", "=1+1"], ["B", 5], [None, "=2+2"])  # openpyxl saves no value
+    assert rows(data, TableSpec("xlsx", ("SKU", "Qty"))) == [
+        (2, {"SKU": "A", "Qty": ""}, "'Qty': a formula whose value was never saved (the program that wrote the file "
+                                     "does not calculate): open the file in Excel and save it again, or have the "
+                                     "values written instead"),
+        (3, {"SKU": "B", "Qty": "5"}, "")]
+
+
+def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_as_excel_saves_it():
+    data = sheet_xml_replaced(workbook(["SKU", "Method"], ["A", "=1+1"]),
+                              '<c r="B2"><f>1+1</f><v></v></c>', '<c r="B2" t="str"><f>IF(1,"","x")</f><v></v></c>')
+    assert rows(data, TableSpec("xlsx", ("SKU", "Method"))) == [(2, {"SKU": "A", "Method": ""}, "")]
 
 
 def test_an_unknown_sheet_is_named():
@@ -528,3 +579,12 @@ def test_a_file_of_another_kind_than_the_mapping_reads_is_refused_at_once(spec, 
     with pytest.raises(BadFile) as refused:
         incomplete_reason(io.BytesIO(data), spec)
     assert str(refused.value) == kind + ": is it in the wrong folder or saved in the wrong format?"
+
+
+def test_a_layout_twenty_levels_deep_is_read_all_the_same():
+    names = [f"L{n}" for n in range(23)]
+    spec = TableSpec("xml", ("../" * 20 + "@a", "V"), record="/".join(names))
+    opening = "".join(f"<{name} a='x'>" if name == "L2" else f"<{name}>" for name in names)
+    closing = "".join(f"</{name}>" for name in reversed(names))
+    data = f"<?xml version='1.0'?>\n{opening}<V> 7 </V>{closing}\n".encode()
+    assert rows(data, spec) == [(2, {"../" * 20 + "@a": "x", "V": "7"}, "")]

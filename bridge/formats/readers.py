@@ -187,6 +187,9 @@ def _csv_batches(stream: IO[bytes], spec: TableSpec) -> Iterator[Iterable[Row]]:
         raise
     except MemoryError:
         raise BadFile(f"row {last[0] + 1}: too large to be read as CSV") from None
+    except UnicodeDecodeError:  # UTF-16 keeps no undecodable byte: text is decoded ahead, a few kB at a time
+        raise BadFile(f"row {last[0] + 1} or a few rows after it: bytes that are not {_encoding_name(spec.encoding)}"
+                      " text: check the file's encoding") from None
     except Exception as problem:  # nothing but BadFile leaves a reader
         raise BadFile(f"row {last[0] + 1}: cannot be read as CSV ({_described(problem)})") from None
 
@@ -213,10 +216,11 @@ def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]
             width = 0
         rows = _RowMaker(index, width)
         line = reader.line_num + 1
+        size = 1 if careful else _batch_size(width)  # careful: a decoding error names its own row
         while True:
             batch: list[list[str]] = []
             try:
-                batch.extend(islice(reader, _BATCH))  # on an error, the records before it stay
+                batch.extend(islice(reader, size))  # on an error, the records before it stay
             except csv.Error as problem:
                 numbers = _record_lines(batch, line)
                 yield list(_odd_rows(batch, numbers, spec, rows, careful, last))
@@ -232,11 +236,22 @@ def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]
                 numbers = range(line, line + lines) if lines == len(batch) else _record_lines(batch, line)
                 yield list(_odd_rows(batch, numbers, spec, rows, careful, last))  # inside the try: errors become BadFile
             line += lines
+            if not careful:
+                size = _batch_size(max(width, max(map(len, batch))))
+    except csv.Error as problem:  # the header row
+        raise BadFile(f"row {line}: cannot be read as CSV ({problem})") from None
     finally:
         text.detach()  # the caller's stream stays open (and seekable for a second pass)
 
 
-_BATCH = 2048
+_BATCH = 2048  # records a batch holds at most
+_BATCH_CELLS = 1 << 17  # and cells: a batch of rows as wide as Excel's (16,384 columns) stays small
+
+
+def _batch_size(width: int) -> int:
+    """How many records the next batch takes, for records `width` cells wide (the header's,
+    or the widest seen): memory stays flat however wide the rows are."""
+    return max(1, min(_BATCH, _BATCH_CELLS // max(width, 1)))
 
 
 class _RowMaker:
@@ -256,10 +271,9 @@ class _RowMaker:
     def plain(self, batch: list[list[str]]) -> bool:
         widths = set(map(len, batch))
         if self.width:
-            fits = widths == {self.width}
-        else:
-            fits = min(widths) > self.most
-        return fits and all(map(self.first, batch))
+            return widths == {self.width} and all(map(self.first, batch))
+        # without a header a record of blanks is skipped: its first wanted cell must have text
+        return min(widths) > self.most and all(map(str.strip, map(self.first, batch)))
 
     def fast(self, batch: list[list[str]], line: int) -> Iterator[Row]:
         values = map(dict, map(zip, repeat(self.names), map(map, repeat(str.strip), map(self.pick, batch))))
@@ -439,7 +453,7 @@ def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
         for number, cells in enumerate(rows, start=first):
             texts = [_cell_text(cell) for cell in cells]
             problem = _valueless(cells, next(formulas, ()), index) if formulas is not None else ""
-            if not any(texts) and not problem:
+            if not any(texts):  # formulas filled down below the data: nothing to read, as before
                 continue
             yield Row(number, {name: texts[at] if at < len(texts) else ""
                                for name, at in index.items()}, problem)
@@ -464,12 +478,18 @@ def _formula_rows(stream: IO[bytes], spec: TableSpec, first: int, columns: int) 
         workbook.close()
 
 
+def _is_formula(written: object) -> bool:
+    """A cell as openpyxl reads it with formulas: "=..." text, or an array or data-table formula."""
+    if isinstance(written, str):
+        return written.startswith("=")
+    return type(written).__name__ in ("ArrayFormula", "DataTableFormula")
+
+
 def _valueless(values: tuple, written: tuple, index: dict[str, int]) -> str:
     """Why a row cannot be read as it is: a wanted cell is a formula without a saved value (the
     file was written by a program that does not calculate; openpyxl reads such a cell as empty)."""
     names = [name for name, at in index.items()
-             if at < len(values) and values[at] is None and at < len(written)
-             and isinstance(written[at], str) and written[at].startswith("=")]
+             if at < len(values) and values[at] is None and at < len(written) and _is_formula(written[at])]
     if not names:
         return ""
     columns = ", ".join(f"'{name}'" for name in names)
@@ -528,9 +548,11 @@ def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
         return worksheet and _has_valueless_formula(head, member)
 
 
-# a formula element that ends its cell with no saved value after it (no <v>, or an empty one)
-_VALUELESS_FORMULA = re.compile(rb"(?:</(?:\w+:)?f>|<(?:\w+:)?f\b[^>]*/>)\s*"
-                                rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>")
+# a cell holding a formula and no saved value: no <v>, or an empty one where the cell's type is not
+# "str" (Excel saves a formula whose result is "" as t="str" with an empty <v>)
+_FORMULA_CELL = re.compile(rb"<(?:\w+:)?c\b([^>]*)>\s*(?:<(?:\w+:)?f\b[^>]*/>|<(?:\w+:)?f\b[^>]*>[^<]*</(?:\w+:)?f>)\s*"
+                           rb"(<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>")
+_STRING_RESULT = re.compile(rb"\bt\s*=\s*[\"']str[\"']")
 
 
 def _has_valueless_formula(head: bytes, rest: IO[bytes]) -> bool:
@@ -538,9 +560,10 @@ def _has_valueless_formula(head: bytes, rest: IO[bytes]) -> bool:
     while chunk:
         text = tail + chunk
         if b"<f" in text or b":f" in text:  # most sheets have no formula: one fast test per chunk
-            if _VALUELESS_FORMULA.search(text):
-                return True
-        tail = text[-256:]
+            for cell in _FORMULA_CELL.finditer(text):
+                if cell.group(2) is None or not _STRING_RESULT.search(cell.group(1)):
+                    return True
+        tail = text[-4096:]
         chunk = rest.read(1 << 20)
     return False
 
@@ -892,7 +915,10 @@ def _compiled_walk(plans: list[tuple], template: dict, read_record, general, nam
     code += [f"{indent}    pass", f"{indent}else:", f"{indent}    problem = read_record({record}, {values})",
              f"{indent}line = {record}.sourceline or 0", f"{indent}last = line if line > last else last + 1",
              f"{indent}rows.append(new_row(Row, (last, {values}, problem)))", "    return last"]
-    exec(compile("\n".join(code), "<xml walk>", "exec"), constants)
+    try:
+        exec(compile("\n".join(code), "<xml walk>", "exec"), constants)
+    except (SyntaxError, RecursionError, MemoryError):  # Python nests 20 blocks at most: a deep layout
+        return None  # takes the general walk
     return constants["walk"]
 
 
