@@ -27,6 +27,9 @@ import json
 import logging
 import os
 import pwd
+import shutil
+import tempfile
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -93,6 +96,21 @@ def _refuse_another_users(folder: Path) -> None:
         )
 
 
+def _refuse_foreign_files(folder: Path) -> None:
+    """A file in the state folder another user owns (a command run as root made it) is one the
+    service cannot open: said before the service finds out."""
+    me = os.geteuid()
+    for entry in sorted(folder.iterdir()):
+        try:
+            owner = entry.lstat().st_uid
+        except OSError:
+            continue
+        if owner != me:
+            raise StateUnusable(
+                f"{entry} belongs to {_user(owner)}, not to {_user()}: the service could not use it (a command"
+                f" run as another user made it); give it back with `chown -R {_name(me)}: {folder}`")
+
+
 def _folder_problem(folder: Path, problem: OSError) -> str:
     where = Path(problem.filename) if problem.filename else folder
     if where.exists() and not where.is_dir():
@@ -117,6 +135,7 @@ def check_folder(settings: Settings) -> str:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise StateUnusable(_folder_problem(folder, PermissionError(errno.EACCES, os.strerror(errno.EACCES),
                                                                         str(folder))))
+        _refuse_foreign_files(folder)
         return f"{folder} ({_user()}'s, writable)"
     if folder.exists():
         raise StateUnusable(_folder_problem(folder, FileExistsError(errno.EEXIST, "exists", str(folder))))
@@ -349,6 +368,8 @@ def open_ledger(settings: Settings, sealer: Sealer | None, now: datetime, *, wri
     identity = check_identity(settings)
     if sealer is not None:
         _check_legacy_key(settings, sealer)
+    if not writable and not settings.ledger_path.exists():
+        return _empty_ledger(sealer)
     ledger = Ledger(settings.ledger_path, sealer)  # refuses another key before writing
     if writable:
         try:
@@ -362,6 +383,20 @@ def open_ledger(settings: Settings, sealer: Sealer | None, now: datetime, *, wri
         except BaseException:
             ledger.close()
             raise
+    return ledger
+
+
+def _empty_ledger(sealer: Sealer | None) -> Ledger:
+    """A new ledger in a temporary folder, gone when it is: a dry run before the first run makes
+    nothing in the state folder (run as root, it would leave a ledger the service's user cannot
+    open)."""
+    scratch = tempfile.mkdtemp(prefix="fbm-bridge-dry-run-")
+    try:
+        ledger = Ledger(Path(scratch) / "ledger.sqlite", sealer)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    weakref.finalize(ledger, shutil.rmtree, scratch, True)
     return ledger
 
 

@@ -68,6 +68,21 @@ def test_check_says_whether_this_user_can_keep_the_state_and_changes_nothing(con
         " what it writes stays usable by the service")
 
 
+def test_check_names_a_file_in_the_state_folder_another_user_owns(config, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "ledger.sqlite").write_bytes(b"")
+    os.chown(state / "ledger.sqlite", 65534, 65534)  # made by a command run as another user
+    user = pwd.getpwuid(os.geteuid()).pw_name
+
+    done = bridge("check", config=config)
+
+    assert done.returncode == 2
+    assert done.stdout.splitlines()[-1] == (
+        f"state     FAIL {state / 'ledger.sqlite'} belongs to user nobody, not to user {user}: the service could not"
+        f" use it (a command run as another user made it); give it back with `chown -R {user}: {state}`")
+
+
 def test_check_proves_the_orders_folder_writable_and_leaves_nothing_behind(config, sftp_root):
     done = bridge("check", config=config)
 

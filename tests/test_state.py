@@ -593,6 +593,17 @@ def test_rekey_from_the_command_line_then_the_new_key_runs_and_opens_the_spool(o
     assert "state: rekey_finished at " in operator("status").stdout
 
 
+def test_a_dry_run_before_the_first_run_makes_nothing_in_the_state_folder(operator):
+    operator.state.mkdir(mode=0o700)  # as Install makes it, for the service's user (a dry run may be root's)
+
+    dry = operator("orders", "pull", "--now", RUN_TIME, "--dry-run")
+
+    assert dry.returncode == 0, dry.stderr
+    assert "files=5" in dry.stdout
+    assert list(operator.state.iterdir()) == []  # no ledger another user would then own
+    assert operator("orders", "pull", "--now", RUN_TIME).returncode == 0
+
+
 def test_a_lost_ledger_refuses_until_fresh_start_which_status_then_shows(operator, sandbox):
     assert operator("orders", "pull", "--now", RUN_TIME).returncode == 0
     for path in operator.state.glob("ledger.sqlite*"):
