@@ -283,7 +283,7 @@ class _Reader:
         shipments = self.shipments(self.table(data, "shipments"))
         stock = self.stock(self.table(data, "stock"), warehouses, _declared_names(data.get("warehouses")))
         return Settings(
-            path=Path(self.label),
+            path=Path(self.label).absolute(),  # said in status and reports, which travel
             state_dir=state_dir,
             log_level=log_level,
             amazon=amazon,

@@ -522,8 +522,7 @@ def format_warehouses(warehouses: dict[str, dict]) -> list[str]:
         if "packages" not in item:
             continue
         packages = item["packages"]
-        shipped = sum(packages.values()) - packages.get("rejected", 0)
-        lines.append(f"  shipped {shipped} package(s): confirmed={packages.get('confirmed', 0)}"
+        lines.append(f"  packages {sum(packages.values())}: confirmed={packages.get('confirmed', 0)}"
                      f" waiting={packages.get('accepted', 0) + packages.get('sent', 0)}"
                      f" rejected by Amazon={packages.get('rejected', 0)}")
         errors = item["files_in_error"]

@@ -39,11 +39,16 @@ def endpoint_of(server: OpenSshd) -> SftpEndpoint:
                         private_key=server.client_key, timeout=5.0)
 
 
-def test_check_returns_server_fingerprint_and_logs_one_line(sshd, caplog):
+def test_check_returns_server_fingerprint_and_a_process_logs_its_login_to_a_server_once(sshd, caplog, monkeypatch):
+    from bridge.edges import sftp
+
+    monkeypatch.setattr(sftp, "_LOGGED_IN", set())  # a new process
     caplog.set_level(logging.INFO, logger="bridge.sftp")
     with SftpDrop(sshd.endpoint) as drop:
         assert drop.check() == sshd.host_key_fingerprint
         drop.check()
+    with SftpDrop(sshd.endpoint) as again:  # the next poll: a new login, at DEBUG
+        again.check()
     lines = [r.getMessage() for r in caplog.records if r.name == "bridge.sftp"]
     assert len(lines) == 1
     assert f"port={sshd.port}" in lines[0] and sshd.host_key_fingerprint in lines[0]

@@ -87,7 +87,7 @@ def test_status_per_warehouse_says_what_was_delivered_shipped_confirmed_and_reje
     block = text.index("warehouse wh: orders delivered=5")
     assert text[block:block + 5] == [
         "warehouse wh: orders delivered=5",
-        "  shipped 1 package(s): confirmed=1 waiting=0 rejected by Amazon=0",
+        "  packages 1: confirmed=1 waiting=0 rejected by Amazon=0",
         "  last 7 days: files in error shipments=1 stock=1, rows rejected=1, packages refused=0",
         "  not confirmed: 4 past ship-by, 0 due within 24 h; oldest ship-by 2026-11-20T23:59:59Z (111-0000002-0000002)",
         "  last finished: orders 2026-11-20T12:30:00Z, shipments 2026-11-27T22:00:00Z,"

@@ -47,6 +47,7 @@ from bridge.errors import (
 __all__ = ["RemoteFile", "SftpDrop", "SftpEndpoint"]
 
 log = logging.getLogger("bridge.sftp")
+_LOGGED_IN: set[tuple] = set()  # (host, port, user, server key) said at INFO by this process
 T = TypeVar("T")
 
 _NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
@@ -352,12 +353,16 @@ class SftpDrop:
         self._fsync = self.endpoint.fsync
         self.connects += 1
         key = client.get_transport().get_remote_server_key()
-        log.info(
+        seen = (self.endpoint.host, self.endpoint.port, self.endpoint.username, key.fingerprint)
+        # every poll logs in anew: said once a process (and again if the server's key is another)
+        log.log(
+            logging.DEBUG if seen in _LOGGED_IN else logging.INFO,
             "sftp connected host=%s port=%d user=%s auth=%s server_key=%s",
             self.endpoint.host, self.endpoint.port, self.endpoint.username,
             "password" if self.endpoint.private_key is None else f"key key_file={self.endpoint.private_key}",
             key.fingerprint,
         )
+        _LOGGED_IN.add(seen)
         return self._sftp
 
     def _connected(self) -> bool:
