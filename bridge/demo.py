@@ -104,8 +104,13 @@ ACME_COUNT = [
 
 
 def demo_orders(now: datetime) -> list[dict]:
-    """The seed, its update times moved to the last few hours so the bridge finds them."""
-    return rebase_last_updated(load_seed(SEED), now - timedelta(minutes=35))
+    """The seed, its update times moved to the last few hours so the bridge finds them, and each
+    order's other times with them (none arrives overdue)."""
+    seed = load_seed(SEED)
+    moved = rebase_last_updated(seed, now - timedelta(minutes=35))
+    for old, new in zip(seed, moved):
+        _shift_times(new, parse_iso(new["lastUpdatedTime"]) - parse_iso(old["lastUpdatedTime"]))
+    return moved
 
 
 def fresh_orders(orders: list[dict], now: datetime) -> list[dict]:
