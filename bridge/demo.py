@@ -654,9 +654,10 @@ class Story:
         if not int(values.get("answered", 0)):
             return
         lines = []
+        local = values.get("job") == "shipments-local"  # each job answers its own source's files
         for _, path, _ in self.dropped:
             ended = self._ended(path)
-            if ended and path not in self._answered:
+            if ended and path not in self._answered and (not path.startswith("sftp/")) == local:
                 self._answered.add(path)
                 lines.append(f"{path} -> {ended}/, answered in {_result_path(path)}")
         answered, confirmed = int(values["answered"]), int(values.get("confirmed", 0))
