@@ -50,7 +50,12 @@ def parse_iso(text: str) -> datetime:
 def main(argv: list[str] | None = None) -> int:
     args = _with_descriptions(_parser()).parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that has gone is said below, not at exit
+        return code
+    except BrokenPipeError:  # `fbm-bridge status | head`: the reader took what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERRORS
     except ConfigError as problem:
         print("configuration is not valid:", file=sys.stderr)
         for line in problem.problems:

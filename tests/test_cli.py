@@ -432,3 +432,12 @@ def test_every_command_help_opens_with_what_it_does_and_ends_with_the_exit_statu
         assert description and not description.startswith("options:"), command
         assert " ".join(text.split()).endswith(
             "Exit status: 0 done; 1 errors that the next run retries; 2 the setup needs a person."), command
+
+
+def test_a_reader_that_stops_early_gets_no_traceback_and_no_broken_pipe_line(config):
+    reader, writer = os.pipe()
+    os.close(reader)  # `fbm-bridge status | head -1`, the head long gone
+    with os.fdopen(writer, "wb") as gone:
+        done = subprocess.run([sys.executable, "-m", "bridge", "--config", str(config), "status"], cwd=REPO,
+                              env={**os.environ, **SECRETS}, stdout=gone, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "")
