@@ -345,6 +345,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     print(f"config    ok  {settings.path} ({len(settings.warehouses)} warehouse(s))")
+    if not settings.ledger_path.exists():  # before the first pull, where it starts matters
+        print(_first_pull_line(settings, args.now or datetime.now(timezone.utc)))
     failures = 0
     for warehouse in settings.warehouses:
         print(f"mapping   ok  {warehouse.name}: {warehouse.mapping.name} ({warehouse.mapping.orders.format})")
@@ -440,6 +442,19 @@ def _dry_run(settings: Settings, now: datetime, out: Path | None) -> int:
                               f"{f' ({problem.filename})' if problem.filename else ''}") from None
         print(f"files written under {out} (they hold buyer data: delete them when done)")
     return EXIT_OK
+
+
+def _first_pull_line(settings: Settings, now: datetime) -> str:
+    from bridge.records import iso_z
+    from bridge.windows import next_window
+
+    orders = settings.orders
+    if orders.start is not None:
+        return f"orders    ok  the first pull takes orders last updated from orders.start {iso_z(orders.start)} on"
+    window = next_window(None, now, size=orders.window, lag=orders.lag)
+    since = iso_z(window.start) if window is not None else iso_z(now)
+    return (f"orders    ??  orders.start is not set: the first pull takes only orders last updated from about {since}"
+            " on, and older open orders are never pulled (README: The first pull)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

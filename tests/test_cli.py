@@ -44,9 +44,24 @@ def test_check_logs_in_everywhere_and_prints_an_ok_line_for_each(config, sshd):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["config", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"], ["pii", "ok"], ["state", "ok"]]
+        ["config", "ok"], ["orders", "ok"], ["mapping", "ok"], ["sftp", "ok"], ["amazon", "ok"], ["pii", "ok"],
+        ["state", "ok"]]
+    assert "orders    ok  the first pull takes orders last updated from orders.start 2026-11-20T08:00:00Z on" in lines
     assert sshd.host_key_fingerprint in done.stdout
     assert "pii       ok  shipping addresses and buyer info come through (" in done.stdout
+
+
+def test_check_warns_before_the_first_pull_that_without_orders_start_older_open_orders_are_never_pulled(
+        tmp_path, sshd, sftp_root, sandbox):
+    config = write_config(tmp_path, sandbox_url=sandbox.url, token_url=sandbox.token_url, orders="",
+                          warehouses=[sftp_warehouse("wh", "acme-csv", sshd, sftp_root)])
+
+    done = bridge("check", "--now", "2026-11-29T12:00:00Z", config=config)
+
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning, not a failure
+    assert done.stdout.splitlines()[1] == (
+        "orders    ??  orders.start is not set: the first pull takes only orders last updated from about"
+        " 2026-11-29T11:00:00Z on, and older open orders are never pulled (README: The first pull)")
 
 
 def test_check_says_whether_this_user_can_keep_the_state_and_changes_nothing(config, tmp_path):
