@@ -270,8 +270,11 @@ CASES = [
     Case("a formula in a cell is echoed back as text", csv(row(order="=1+2")),
          [rejected("Auftragsnummer: a value of 4 characters is not an Amazon order id (like 123-1234567-1234567)",
                    order="'=1+2")]),
-    Case("a bad date", csv(row(date="31.11.2026 10:00")),
-         [rejected("Versanddatum: '31.11.2026 10:00' is not a date like DD.MM.YYYY hh:mm")]),
+    Case("a day the month does not have", csv(row(date="31.11.2026 10:00")),
+         [rejected("Versanddatum: '31.11.2026 10:00' has the shape DD.MM.YYYY hh:mm but is not a real date: the month"
+                   " has no such day")]),
+    Case("a date of another shape", csv(row(date="2026-11-20 10:00")),
+         [rejected("Versanddatum: '2026-11-20 10:00' is not a date like DD.MM.YYYY hh:mm")]),
     Case("a date in the future", csv(row(date="21.11.2026 10:00")),
          [rejected("ship date 2026-11-21T09:00:00Z is in the future: 15 hours ahead of the bridge's clock "
                    "(2026-11-20T18:00:00Z), more than the 15 minutes a clock may be ahead")]),

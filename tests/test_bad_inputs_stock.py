@@ -544,6 +544,9 @@ DROP_CASES = [
              "3;rejected;200110;Verfügbar;'x' is not a number", "4;rejected;300501;Verfügbar;'-1' is negative"],
          folder="processing"),
     Drop("a header only", acme_file(), [";held;;;held: the file has no stock rows (it is empty or has only a header)"]),
+    Drop("a timestamp of a day the month does not have", acme_file(good(), good("300501", stand="31.11.2026 21:00")),
+         [PUBLISHED_1, "3;rejected;300501;Stand;timestamp '31.11.2026 21:00' has the shape DD.MM.YYYY hh:mm but is not a"
+                       " real date: the month has no such day"]),
     Drop("a stock time a year ahead (a typo in the year)", acme_file(good(stand="26.11.2027 21:00")), [
         ";held;;;held: the file's stock time 2027-11-26T20:00:00Z is in the future: 365 days ahead of the bridge's "
         "clock (2026-11-26T22:00:30Z), more than the 24 hours allowed (stock.future_tolerance_minutes). Correct the "

@@ -256,8 +256,7 @@ def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
         return None, None, [f"{label}: empty"]
     local = _parse_local(text, layout.date_format, iso=layout.format == "xlsx")
     if local is None:
-        return None, None, [f"{label}: {cell_shown(text)} is not a date like "
-                            f"{human_format(layout.date_format)}"]
+        return None, None, [f"{label}: {cell_shown(text)} {not_a_date(text, layout.date_format)}"]
     try:
         if date_only:
             local = datetime.combine(local.date(), time())
@@ -280,6 +279,19 @@ def _parse_local(text: str, fmt: str, iso: bool) -> datetime | None:
         return datetime.fromisoformat(text) if iso else None
     except (ValueError, OverflowError):
         return None
+
+
+def not_a_date(text: str, fmt: str) -> str:
+    """Why text the mapping's date format did not take is not a date: a day that does not
+    exist (31.11.), or another shape."""
+    try:
+        datetime.strptime(text, fmt)
+    except ValueError as problem:
+        if "day is out of range" in str(problem):
+            return f"has the shape {human_format(fmt)} but is not a real date: the month has no such day"
+    except OverflowError:
+        pass
+    return f"is not a date like {human_format(fmt)}"
 
 
 def human_format(fmt: str) -> str:

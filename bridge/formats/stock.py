@@ -29,7 +29,7 @@ from operator import add, itemgetter, le, lt, sub
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
-from bridge.formats.shipments import human_format
+from bridge.formats.shipments import not_a_date
 from bridge.mapping import MAX_SKU_LENGTH, StockLayout
 from bridge.records import how_long
 
@@ -445,8 +445,9 @@ def timestamp_parser(fmt: str, zone: str, *, iso_too: bool = False
                     moment = moment.replace(tzinfo=local)
                 answer = (moment.astimezone(timezone.utc), "")
             except ValueError:
-                shown = "ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso" else human_format(fmt)
-                answer = (None, f"timestamp {_short(value)} is not a date like {shown}")
+                why = ("is not a date like ISO 8601 (e.g. 2026-11-26T21:00:00+01:00)" if fmt == "iso"
+                       else not_a_date(value, fmt))
+                answer = (None, f"timestamp {_short(value)} {why}")
             except OverflowError:  # the year 1 east of UTC, 9999 west of it
                 answer = (None, f"timestamp {_short(value)} is not a time the bridge can use")
         last[0], last[1] = text, answer
