@@ -828,9 +828,10 @@ def _state_settings(args: argparse.Namespace) -> Settings:
     from bridge.config import STATE_KEY
 
     settings = load_settings(args.config, require_secrets=False)
-    if not settings.state_key:
-        raise ConfigError([f"{settings.path}: bridge: secret {STATE_KEY} is not set: put it in the"
-                           f" environment or in $CREDENTIALS_DIRECTORY/{STATE_KEY}"])
+    if not settings.state_key:  # not a fault of the config: a secret this command needs
+        command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
+        raise FixTheSetup(f"order data is sealed: `{command}` needs the secret {STATE_KEY} (environment"
+                          f" variable, or the file $CREDENTIALS_DIRECTORY/{STATE_KEY})")
     return settings
 
 

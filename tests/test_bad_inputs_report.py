@@ -92,8 +92,8 @@ LOCAL_STATE = [
     ("no ledger yet", {}, "remove ledger",
      "fbm-bridge: there is no ledger at {state}/ledger.sqlite: nothing to report (the bridge has not run yet)\n"),
     ("no state key", {"BRIDGE_STATE_KEY": None}, "",
-     "configuration is not valid:\n  {config}: bridge: secret BRIDGE_STATE_KEY is not set: put it in the"
-     " environment or in $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY\n"),
+     "fbm-bridge: order data is sealed: `report` needs the secret BRIDGE_STATE_KEY (environment variable, or the"
+     " file $CREDENTIALS_DIRECTORY/BRIDGE_STATE_KEY)\n"),
     ("another state's key", {"BRIDGE_STATE_KEY": OTHER_KEY}, "",
      "fbm-bridge: BRIDGE_STATE_KEY is not the key the state in {state} was made with: restore that key, or change"
      " keys with `fbm-bridge rekey` (README: Operations, Changing the state key)\n"),
