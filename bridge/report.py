@@ -258,8 +258,7 @@ def format_stock_status(stock: dict) -> list[str]:
         lines.append(f"  newest: {latest['name']!r} (stock of {latest['stock_time']}): {latest['status']}: "
                      f"{one_line(latest['reason'])}")
     for item in stock["held"]:
-        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; `inventory push --force` publishes it "
-                     "(stop the service first: `systemctl stop fbm-bridge`, or `fbm-bridge@NAME` for an instance, and start it again after)")
+        lines.append(f"  HELD: {item['name']!r}: {one_line(item['reason'])}; {_held_advice(stock)}")
     for item in stock["with_amazon"]:
         if item.get("overdue"):
             lines.append(f"  OVERDUE: {item['name']!r} with Amazon since {item['since']} ({item['for']}), longer than "
@@ -276,6 +275,18 @@ def format_stock_status(stock: dict) -> list[str]:
         lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
     lines.extend(_incomplete_lines(stock.get("files_incomplete", [])))
     return lines
+
+
+def _held_advice(stock: dict, *, short: bool = False) -> str:
+    """What to do about a held file: force it, unless a newer file waits, which the next publish
+    takes instead (forcing then checks that one and forces nothing)."""
+    if stock["waiting"]:
+        return (f"the newer file {stock['waiting'][-1]['name']!r} waits for the next publish, which takes it instead:"
+                " nothing to force")
+    if short:
+        return "`fbm-bridge inventory push --force` publishes it"
+    return ("`inventory push --force` publishes it (stop the service first: `systemctl stop fbm-bridge`, or"
+            " `fbm-bridge@NAME` for an instance, and start it again after)")
 
 
 def _incomplete_lines(items: list[dict]) -> list[str]:
@@ -464,8 +475,7 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
     stock = report.get("stock") or {}
     for held in stock.get("held", []):
         why = one_line(held['reason']).removeprefix("held: ")
-        need("stock_held", stock["warehouse"], f"stock file {held['name']!r} held: {why};"
-             " `fbm-bridge inventory push --force` publishes it")
+        need("stock_held", stock["warehouse"], f"stock file {held['name']!r} held: {why}; {_held_advice(stock, short=True)}")
     latest = stock.get("latest")
     if latest and latest["status"] == "failed":
         need("stock_failed", stock["warehouse"], f"stock file {latest['name']!r} failed: {one_line(latest['reason'])}")

@@ -218,3 +218,18 @@ def test_status_lists_ten_files_in_flight_and_counts_the_rest():
     lines = format_in_flight(report["files_in_flight"])
     assert len(lines) == IN_FLIGHT_LISTED + 1
     assert lines[-1] == "in flight: 17 more file(s) (`status --json` lists them all)"
+
+
+def test_a_held_stock_file_is_not_to_be_forced_once_a_newer_one_waits_for_the_publish():
+    from bridge.report import needs_a_person
+
+    held = {"name": "b.csv", "reason": "held: 2 of the 5 SKUs published lately are missing"}
+    report = {"windows": {"windows": 0, "gaps": []}, "attention": [],
+              "stock": {"warehouse": "wh", "held": [held], "waiting": [], "latest": None}}
+    [alone] = needs_a_person(report)
+    report["stock"]["waiting"] = [{"name": "d.csv", "source": "sftp", "received_at": "2026-11-27T22:40:00Z"}]
+    [newer] = needs_a_person(report)
+
+    assert alone["what"].endswith("`fbm-bridge inventory push --force` publishes it")
+    assert newer["what"] == ("stock file 'b.csv' held: 2 of the 5 SKUs published lately are missing; the newer file"
+                             " 'd.csv' waits for the next publish, which takes it instead: nothing to force")
