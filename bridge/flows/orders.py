@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -38,6 +38,7 @@ from bridge.records import Line, Order, OrderHeader, iso_z, shown
 from bridge.windows import Window, catch_up_eta, duration, next_window, windows_left
 
 log = logging.getLogger("bridge.orders")
+RETENTION_BOOKMARK = "retention_daily"  # the last purge that took the backups too (once a UTC day)
 summary_log = logging.getLogger("bridge.orders.summary")  # a run's one line; the service logs its own job= line
 # How far the clock may run ahead of the last window Amazon answered before retention stops
 # trusting it: a day (a run's windows end `lag` behind it; a day covers any interval).
@@ -178,7 +179,7 @@ class OrdersFlow:
         # not held back by a catch-up at Amazon's rate (None: every window the run may take).
         self.pull_slice = pull_slice
         self._rendered: dict[int, bytes] = {}  # file id -> bytes, for files staged in this run
-        self._purged_on: date | None = None  # the UTC day of the last purge with the backups
+        self._purged_on: datetime | None = None  # the last purge with the backups, once known
 
     def run(self, now: datetime) -> RunReport:
         """One complete run. Steps after a failed one still run: Amazon being down must not stop
@@ -690,9 +691,12 @@ class OrdersFlow:
     def purge(self, now: datetime, report: RunReport) -> None:
         """flows/retention.py: every run; the backups and the summary line once a UTC day (and
         the line whenever something was purged)."""
-        daily = self._purged_on != now.date()
+        last = self._purged_on or self.ledger.bookmark(RETENTION_BOOKMARK)  # kept across reloads and restarts
+        daily = last is None or last.date() != now.date()
         purged = retention.purge(self.settings, self.ledger, self._retention_time(now), backups=daily)
-        self._purged_on = now.date()
+        if daily:
+            self.ledger.set_bookmark(RETENTION_BOOKMARK, now, now)
+        self._purged_on = now
         report.purged = purged.records
         if daily or purged.anything:
             log.info(purged.summary())
