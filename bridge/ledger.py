@@ -1470,6 +1470,16 @@ class Ledger:
         ).fetchone()
         return _stored_stock_file(row) if row else None
 
+    def stock_file_known(self, warehouse: str, sha256_prefix: str) -> bool:
+        """Whether a stock file of the warehouse has content whose SHA-256 starts so (its
+        documents' folder is named by the first 16 hex digits)."""
+        if not sha256_prefix or not all(c in "0123456789abcdef" for c in sha256_prefix):
+            return False
+        return self._db.execute(
+            "select 1 from stock_files where warehouse = ? and sha256 >= ? and sha256 < ? limit 1",
+            (warehouse, sha256_prefix, sha256_prefix + "g"),
+        ).fetchone() is not None
+
     def stock_file_by_id(self, file_id: int) -> StoredStockFile:
         return _stored_stock_file(self._db.execute("select * from stock_files where id = ?", (file_id,)).fetchone())
 

@@ -119,6 +119,21 @@ def test_a_golden_stock_file_goes_to_amazon_byte_for_byte_and_is_answered(make, 
     assert sorted(sku for sku, _, _ in stocker.ledger.published_levels()) == sorted(sent)
 
 
+def test_documents_a_stopped_run_left_unrecorded_are_removed_by_the_next_publish(make, sandbox):
+    stocker = make("acme-csv")
+    left = stocker.settings.state_dir / "stock" / "wh" / "0123456789abcdef"  # killed while reading a file
+    left.mkdir(parents=True)
+    (left / "part-0001.json").write_text('{"header": {}, "messages": [')
+    drop(stocker.remote, GOLDEN["acme-csv"].name, GOLDEN["acme-csv"].read_bytes())
+
+    report = stocker.push()
+
+    assert report.all_errors == [] and len(sandbox.feeds) == 1
+    assert not left.exists()
+    kept = [path.parent.name for path in (stocker.settings.state_dir / "stock" / "wh").glob("*/part-*.json")]
+    assert kept and all(stocker.ledger.stock_file_known("wh", name) for name in kept)  # the published file's stay
+
+
 def test_orders_in_flight_are_those_no_parcel_had_left_with_at_the_stock_time(make):
     stocker = make("globex-xml", shipments=True)
     stocker.deliver_orders()

@@ -357,3 +357,34 @@ def test_the_dry_run_writes_out_how_each_quantity_is_worked_out():
     on_hand = replace(layout, quantity_means="on_hand", cap=None)
     assert list(explain_levels(store.sorted_parts(), on_hand, {"A": 2}))[0] == (
         "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 2 in flight − 1 buffer = 1,299 → sends 1,299")
+
+
+def test_the_problems_a_dry_run_shows_put_errors_before_warnings_however_they_came():
+    from bridge.formats.stock import ProblemLog, RowProblem
+
+    class Sink(list):
+        add = list.append
+
+        def bad_rows(self):
+            return 0
+
+    log = ProblemLog(Sink(), keep=5)
+    for row in range(2, 62):  # a SKU listed twice on every other row of a file in SKU order
+        log.append(RowProblem(row, "Qty", "listed again with the same quantity: counted once", severity="warning"))
+    log.append(RowProblem(900, "Qty", "'five' is not a number"))
+
+    assert [problem.row for problem in log[:5]] == [900, 2, 3, 4, 5]
+    assert len(log) == 61
+
+
+def test_the_comparison_counts_a_daily_file_with_a_few_skus_gone_and_a_few_new():
+    yesterday = [(f"SKU-{n:06d}", 3, True) for n in range(5_000) if n % 97]  # 97, 194, ... new today
+    today = [(f"SKU-{n:06d}", 2 if n % 5 else 0, n) for n in range(5_000) if n % 89]  # 89, 178, ... gone
+    published = {sku for sku, _, _ in yesterday}
+    comparison = Comparison()
+
+    assert list(comparison.follow(today, yesterday)) == today
+    assert (comparison.skus, comparison.last_published, comparison.missing) == (
+        len(today), len(yesterday), len(published - {sku for sku, _, _ in today}))
+    assert (comparison.zero, comparison.dropping_to_zero) == (
+        sum(quantity == 0 for _, quantity, _ in today), sum(quantity == 0 and sku in published for sku, quantity, _ in today))

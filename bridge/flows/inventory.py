@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -256,6 +257,7 @@ class InventoryFlow:
                 log.error("stock file=%s has been with Amazon since %s, longer than stock.feed_timeout_hours: "
                           "given up waiting, the newer %s goes", stuck.name, iso_z(self.overdue_since(stuck.id, now)),
                           stock.name)
+            self._sweep_unrecorded()
             computed = self._compute(stock, force=force, target=self.folder, now=now)
             try:
                 file_id = self._record(stock, computed, force, now)
@@ -356,6 +358,19 @@ class InventoryFlow:
         return outcome
 
     # --- 1. compute ----------------------------------------------------------------------
+
+    def _sweep_unrecorded(self) -> None:
+        """Documents the ledger never recorded (a computation killed while it read a file in SKU
+        order writes them as it goes) are removed before the next one: nothing sends them, and
+        nothing else would."""
+        folder = self.folder / self.warehouse
+        if not folder.is_dir():
+            return
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not self.ledger.stock_file_known(self.warehouse, entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("stock documents removed folder=%s: no stock file of the ledger wrote them (a run stopped"
+                         " while it computed)", entry)
 
     def _compute(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None) -> _Computed:
         """Everything up to the gates' verdict; documents are written under `target` (None:

@@ -20,6 +20,7 @@ whether the feed may go, and says why not in words. Nothing here reads files, cl
 from __future__ import annotations
 
 import re
+from collections import deque
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -82,16 +83,24 @@ class ProblemLog:
 
     def __init__(self, sink: ProblemSink, keep: int = 50):
         self.sink = sink
-        self.kept: list[RowProblem] = []
+        self._errors: list[RowProblem] = []
+        self._warnings: list[RowProblem] = []
         self.count = 0
         self._keep = keep
         self._bad_rows: int | None = None
 
     def append(self, problem: RowProblem) -> None:
         self.count += 1
-        if len(self.kept) < self._keep:
-            self.kept.append(problem)
+        kept = self._errors if problem.severity == "error" else self._warnings
+        if len(kept) < self._keep:
+            kept.append(problem)
         self.sink.add(problem)
+
+    @property
+    def kept(self) -> list[RowProblem]:
+        """The first `keep` problems, errors before warnings (a file in SKU order reports its
+        rows' errors and its SKUs' warnings interleaved: warnings must not hide the errors)."""
+        return (self._errors + self._warnings)[:self._keep]
 
     def __len__(self) -> int:
         return self.count
@@ -705,6 +714,35 @@ def _values(quantities: list[int]) -> str:
 # --- what the feed changes ------------------------------------------------------------------
 
 
+class _Unread:
+    """An iterator that takes back what was read from it: a queue in front of the rest, not a
+    chain wrapped around it for every put-back (that nested once per chunk and held every
+    entry it had ever put back)."""
+
+    def __init__(self, items: Iterable):
+        self._rest = iter(items)
+        self._back: deque = deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._back:
+            return self._back.popleft()
+        return next(self._rest)
+
+    def take(self, count: int) -> list:
+        """The next `count` items (fewer at the end), the put-back ones first."""
+        taken = []
+        while self._back and len(taken) < count:
+            taken.append(self._back.popleft())
+        taken += islice(self._rest, count - len(taken))
+        return taken
+
+    def unread(self, items: list) -> None:
+        self._back.extendleft(reversed(items))
+
+
 @dataclass
 class Comparison:
     """The new levels beside the last published quantities: what the gates need to know."""
@@ -733,6 +771,7 @@ class Comparison:
         """`follow` a chunk of levels at a time: a chunk that ascends and has no SKU published
         before (a first publish, new SKUs), or exactly the SKUs published next (every day
         after), is counted without a line per level."""
+        before = _Unread(before)
         current: list = [next(before, None)]
         previous = ""
         for chunk in levels:
@@ -744,12 +783,12 @@ class Comparison:
             if ascending and (current[0] is None or current[0][0] > last):
                 self._count_unpublished(chunk)
             elif ascending and current[0][0] == skus[0]:
-                published = [current[0], *islice(before, len(skus) - 1)]
+                published = [current[0], *before.take(len(skus) - 1)]
                 if list(map(by_sku, published)) == skus:
                     self._count_republished(chunk, published)
                     current[0] = next(before, None)
                 else:  # put back what was taken
-                    before = chain(published[1:], before)
+                    before.unread(published[1:])
                     self._count(chunk, previous, before, current, ignore)
             else:
                 self._count(chunk, previous, before, current, ignore)
