@@ -134,6 +134,24 @@ def test_documents_a_stopped_run_left_unrecorded_are_removed_by_the_next_publish
     assert kept and all(stocker.ledger.stock_file_known("wh", name) for name in kept)  # the published file's stay
 
 
+def test_after_a_file_out_of_sku_order_the_next_files_go_straight_to_the_sort_for_a_week(make, sandbox, monkeypatch):
+    from bridge.flows import inventory
+
+    stocker = make("acme-csv")
+    header = GOLDEN["acme-csv"].read_bytes().split(b"\r\n")[0]
+    lines = [b"100871;Teller;;C-02-04;8;26.11.2026 21:00", b"200110;Kanne;;D-01-01;5;26.11.2026 21:00"]
+    drop(stocker.remote, "BESTAND_1.csv", b"\r\n".join([header, *lines, b""]))  # PLT-... before KAN-...: out of order
+    assert stocker.push().all_errors == []
+    found_out = stocker.ledger.bookmark("stock_unsorted_wh")
+    tried: list = []
+    in_order = inventory.tally_in_order
+    monkeypatch.setattr(inventory, "tally_in_order", lambda *a, **k: tried.append(a) or in_order(*a, **k))
+    drop(stocker.remote, "BESTAND_2.csv", b"\r\n".join([header, *reversed(lines), b""]).replace(b"26.11", b"27.11"))
+
+    assert stocker.push(NOW + timedelta(days=1)).all_errors == []
+    assert found_out is not None and tried == []  # read once, by the sort
+
+
 def test_orders_in_flight_are_those_no_parcel_had_left_with_at_the_stock_time(make):
     stocker = make("globex-xml", shipments=True)
     stocker.deliver_orders()

@@ -89,6 +89,7 @@ log = logging.getLogger("bridge.inventory")
 MAX_WAIT_SECONDS = 1800.0  # polling per run; the next run continues
 EXPLAINED = 50  # SKUs whose arithmetic the dry run writes out
 ISSUES_KEPT = 100  # issues an outcome carries for a person to read; the result file has every one
+UNSORTED_MEMORY = timedelta(days=7)  # after a file out of SKU order, files go straight to the sort this long
 
 
 class Checkpoint(Protocol):
@@ -383,15 +384,24 @@ class InventoryFlow:
         layout = self.layout
         in_flight = None
         again = not isinstance(stock.rows, Iterator)
-        if again and (layout.quantity_means != "on_hand" or not layout.columns.timestamp):
+        when = now or stock.file_time
+        unsorted = self.ledger.bookmark(self._unsorted_bookmark)
+        lately_unsorted = unsorted is not None and when - unsorted < UNSORTED_MEMORY
+        if again and not lately_unsorted and (layout.quantity_means != "on_hand" or not layout.columns.timestamp):
             # no timestamp column (or no orders in flight needed): the stock's time is the file's
             in_flight = self.in_flight(stock.file_time) if layout.quantity_means == "on_hand" else {}
             try:
                 return self._compute_once(stock, force=force, target=target, now=now, in_flight=in_flight,
                                           in_order=True)
             except NotSorted:
-                pass
+                if target is self.folder:  # a real run: the next files go straight to the sort for a while
+                    self.ledger.set_bookmark(self._unsorted_bookmark, when, when)
         return self._compute_once(stock, force=force, target=target, now=now, in_flight=in_flight)
+
+    @property
+    def _unsorted_bookmark(self) -> str:
+        """When a stock file of this warehouse was last found out of SKU order (read twice)."""
+        return f"stock_unsorted_{self.warehouse}"
 
     def _compute_once(self, stock: StockFile, *, force: bool, target: Path | None, now: datetime | None,
                       in_flight: Mapping[str, int] | None = None, in_order: bool = False) -> _Computed:
