@@ -119,6 +119,8 @@ line.sku                      text      seller SKU
 line.asin                     text
 line.title                    text
 line.quantity                 int       quantity ordered
+line.quantity_shipped         int       units Amazon showed as shipped when the order was pulled
+line.quantity_unshipped       int       quantity - quantity_shipped: what is left to ship
 line.unit_price               decimal
 line.line_total               decimal   unit_price × quantity
 line.currency                 text      the line's currency, else the order's
@@ -197,6 +199,8 @@ SOURCES: dict[str, tuple[str, Callable[[Order, Line, int], Any]]] = {
     "line.asin": ("text", lambda o, l, n: l.asin),
     "line.title": ("text", lambda o, l, n: l.title),
     "line.quantity": ("int", lambda o, l, n: l.quantity),
+    "line.quantity_shipped": ("int", lambda o, l, n: l.shipped),
+    "line.quantity_unshipped": ("int", lambda o, l, n: max(l.quantity - l.shipped, 0)),
     "line.unit_price": ("decimal", lambda o, l, n: l.unit_price),
     "line.line_total": ("decimal", _line_total),
     "line.currency": ("text", lambda o, l, n: l.currency or o.currency),

@@ -60,6 +60,7 @@ class Line:
     quantity: int
     unit_price: Decimal | None = None
     currency: str = ""
+    shipped: int = 0  # units Amazon showed as shipped when the order was pulled (shipped by hand)
 
 
 @dataclass(frozen=True)

@@ -497,3 +497,30 @@ def test_a_csv_file_written_order_by_order_leaves_out_only_the_order_its_encodin
     whole = render_orders(csv_layout(tmp_path, "cp1252"), [orders[0], orders[2]], RUN_TIME)
     assert streamed.failures == {"A-2": "ship_to.name has a character cp1252 cannot encode at position 4"}
     assert [f.data for f in streamed.files] == [f.data for f in whole.files]
+
+
+def test_a_line_partly_shipped_by_hand_tells_the_warehouse_what_is_left_to_ship(tmp_path):
+    layout = layout_from(tmp_path, """
+[orders]
+format = "csv"
+file_per = "run"
+file_name = "ORD_{run_time:%Y%m%d%H%M%S}.csv"
+[[orders.columns]]
+header = "Item"
+source = "line.order_item_id"
+[[orders.columns]]
+header = "Ordered"
+source = "line.quantity"
+[[orders.columns]]
+header = "Shipped"
+source = "line.quantity_shipped"
+[[orders.columns]]
+header = "ToShip"
+source = "line.quantity_unshipped"
+""")
+    partly = next(o for o in sample_orders() if o.order_id == "111-0000005-0000005")  # PartiallyShipped in the seed
+
+    [rendered] = render_orders(layout, [partly], regenerate.RUN_TIME).files
+
+    assert rendered.data.decode().splitlines() == [
+        "Item,Ordered,Shipped,ToShip", "50000005000001,1,1,0", "50000005000002,2,0,2"]

@@ -161,6 +161,7 @@ def _v2026_line(item: dict[str, Any], where: str) -> Line:
         quantity=_quantity(item, "quantityOrdered", where),
         unit_price=_money(price, "amount", price_where),
         currency=_text(price, "currencyCode", price_where),
+        shipped=_shipped(_object(item, "fulfillment", where), "quantityFulfilled", f"{where}fulfillment."),
     )
 
 
@@ -183,6 +184,7 @@ def _v0_line(item: dict[str, Any], where: str) -> Line:
         quantity=quantity,
         unit_price=unit_price,
         currency=_text(price, "CurrencyCode", f"{where}ItemPrice."),
+        shipped=_shipped(item, "QuantityShipped", where),
     )
 
 
@@ -318,6 +320,11 @@ def _money(data: dict[str, Any], key: str, where: str = "") -> Decimal | None:
     if not number.is_finite():
         raise _Unusable(where + key, "is not a number")
     return number
+
+
+def _shipped(data: dict[str, Any], key: str, where: str) -> int:
+    """Units already shipped (by the seller, outside the bridge): 0 when Amazon does not say."""
+    return 0 if data.get(key) is None else _quantity(data, key, where)
 
 
 def _quantity(data: dict[str, Any], key: str, where: str) -> int:
