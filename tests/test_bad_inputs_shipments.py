@@ -242,6 +242,9 @@ CASES = [
          [rejected("order 111-9999999-9999999 was not sent to wh by the bridge", order="111-9999999-9999999")]),
     Case("not an order id", csv(row(order="302-3")),
          [rejected("Auftragsnummer: '302-3' is not an Amazon order id (like 123-1234567-1234567)", order="302-3")]),
+    Case("an order id in full-width digits", workbook(["\uff11\uff11\uff11-0000001-0000001"] + XLSX_ROW[1:]),
+         ["2,rejected,\uff11\uff11\uff11-0000001-0000001,50000001000001,2,1Z999AA10123456784,Order ID: a value of 19"
+          " characters is not an Amazon order id (like 123-1234567-1234567)"], name="shipped.xlsx", mapping="initech-xlsx"),
     Case("an item not in the order", csv(row(sku="SOCKE-1")),
          [rejected("SKU SOCKE-1 is not in order 302-0000003-0000003", sku="SOCKE-1")]),
     Case("a quantity over what is unshipped", csv(row(qty="2")),

@@ -588,3 +588,9 @@ def test_a_layout_twenty_levels_deep_is_read_all_the_same():
     closing = "".join(f"</{name}>" for name in reversed(names))
     data = f"<?xml version='1.0'?>\n{opening}<V> 7 </V>{closing}\n".encode()
     assert rows(data, spec) == [(2, {"../" * 20 + "@a": "x", "V": "7"}, "")]
+
+
+def test_an_xml_namespace_prefix_never_declared_is_bad_not_still_being_written():
+    spec = TableSpec("xml", ("SKU",), record="Inventory/Item")
+    with pytest.raises(BadFile, match=r"^not well-formed XML: Namespace prefix a on SKU is not defined"):
+        rows(b"<Inventory><Item><a:SKU>5</a:SKU></Item></Inventory>", spec)

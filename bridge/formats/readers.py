@@ -752,10 +752,7 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
     try:
         root = parser.close()
     except etree.XMLSyntaxError as problem:
-        if not text:
-            raise IncompleteFile("the file is empty or has no XML element") from None
-        raise IncompleteFile(f"the XML document ends before its last element is closed "
-                             f"({_lxml_message(problem)})") from None
+        raise _at_close(problem, text) from None
     _refuse_doctype(root)
     if roots is not None:
         roots.append(root)
@@ -798,14 +795,21 @@ def check_xml(stream: IO[bytes]) -> None:
         try:
             parser.close()
         except etree.XMLSyntaxError as problem:
-            if not text:
-                raise IncompleteFile("the file is empty or has no XML element") from None
-            raise IncompleteFile(f"the XML document ends before its last element is closed "
-                                 f"({_lxml_message(problem)})") from None
+            raise _at_close(problem, text) from None
     except BadFile:
         raise
     except Exception as problem:
         raise BadFile(f"the XML cannot be read ({_described(problem)})") from None
+
+
+def _at_close(problem, text: bool) -> Exception:
+    """What an error libxml2 reports only at the end means: a document still being written,
+    or (a namespace error, which it does not stop at) one that will never be well-formed."""
+    if not text:
+        return IncompleteFile("the file is empty or has no XML element")
+    if "Namespace prefix" in str(problem) or "namespace" in str(problem).split(" (", 1)[0].lower():
+        return BadFile(f"not well-formed XML: {_lxml_message(problem)}")
+    return IncompleteFile(f"the XML document ends before its last element is closed ({_lxml_message(problem)})")
 
 
 def _refuse_doctype(element) -> None:

@@ -26,7 +26,7 @@ from bridge.records import Line, how_long, iso_z, utc
 
 ACCEPTED, REJECTED, DUPLICATE = "accepted", "rejected", "duplicate"
 RESULT_HEADER = ("row", "result", "order", "item", "quantity", "tracking", "message")
-_ORDER_ID = re.compile(r"\d{3}-\d{7}-\d{7}\Z")
+_ORDER_ID = re.compile(r"\d{3}-\d{7}-\d{7}\Z", re.ASCII)  # not ١٢٣ or full-width digits
 _TRACKING = re.compile(r"[A-Za-z0-9-]+\Z")
 # a tracking number no check can refuse: letters, digits and '-' with a letter or '-' in it (all
 # digits may be Excel's rounding, digits around an E its exponent); the length is checked apart
