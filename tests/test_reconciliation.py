@@ -92,6 +92,19 @@ def test_the_summary_counts_orders_of_warehouses_not_configured_and_of_none():
                             ("old", 1, 1, 1, 1, 0, 0, 0, 1, None, "")]
 
 
+def test_the_summarys_last_stock_feed_is_the_last_file_sent_to_amazon_not_a_held_one():
+    def stock(name: str, status: str, day: int) -> dict:
+        return {"warehouse": "wh", "file": name, "stock_time": datetime(2026, 11, day, 20, tzinfo=timezone.utc),
+                "received_at": datetime(2026, 11, day, 21, tzinfo=timezone.utc), "rows": 5, "bad_rows": 0, "skus": 5,
+                "status": status, "reason": "", "forced": False, "published_at": None, "feed_ids": [],
+                "amazon_errors": [], "amazon_warnings": 0}
+
+    files = [stock("DAY3.csv", "held", 3), stock("DAY2.csv", "superseded", 2), stock("DAY1.csv", "published", 1)]
+    summary = reconciliation(PERIOD, NOW, ["wh"], [], [], files)[0]
+
+    assert summary.rows[0][-2:] == (datetime(2026, 11, 1, 20, tzinfo=timezone.utc), "published")
+
+
 def test_a_rejected_rows_column_is_read_from_its_reason_with_the_warehouses_column_names():
     rows = [rejected(), rejected(reason="Menge: empty / Sendungsnummer: empty"),
             rejected(reason="order 111-0000009-0000009 is not in the ledger"),

@@ -153,7 +153,7 @@ def _summary(period: Period, now: datetime, warehouses: Sequence[str], orders: S
         delivered = [o for o in mine if o["status"] == "delivered"]
         # Units ordered are in the order's record: one that cannot be opened is never counted shipped.
         going = [o for o in delivered if not o["unreadable"] and o["amazon_status"] != "CANCELLED"]
-        last_stock = next((s for s in stock_files if s["warehouse"] == name), None)
+        last_stock = next((s for s in stock_files if s["warehouse"] == name and s["status"] in SENT_TO_AMAZON), None)
         rows.append((
             name, len(mine), len(delivered),
             sum(o["shipped"] >= o["ordered"] for o in going),
@@ -211,6 +211,9 @@ def _feed_row(stock: Mapping[str, Any]) -> tuple[Cell, ...]:
     return (stock["warehouse"], stock["file"], stock["stock_time"], stock["received_at"], stock["rows"],
             stock["bad_rows"], stock["skus"], _outcome(stock), stock["reason"], stock["published_at"],
             ", ".join(stock["feed_ids"]), len(errors), stock["amazon_warnings"], shown)
+
+
+SENT_TO_AMAZON = ("published", "failed", "submitting")  # a feed; held and superseded files never were
 
 
 def _outcome(stock: Mapping[str, Any]) -> str:
