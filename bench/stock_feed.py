@@ -8,7 +8,7 @@ by the bridge's own readers (`formats/readers.py`, as the intake reads a spooled
 and summed (`tally_in_order`; the shuffled file, once its first SKU out of order is met, is read
 again through `tally` and sorted on disk by `DiskStore`), one level per SKU (`level_tuples`), compared
 with what was published (`Comparison`: nothing published, as on the first day, and every SKU
-published the day before, as every day after), and written as documents of
+published the day before, as every day after, and with 1% of them gone since, a usual day), and written as documents of
 25,000 messages each. Baseline, in the same run on the same file: a plain csv.reader pass, and a
 csv.DictReader pass (named rows); the readers alone are timed too. Target: within 3x of a plain
 csv read. Floors, the least any implementation could take, also in the same run: csv.reader with
@@ -77,26 +77,31 @@ def named_rows(path: Path):
         yield from enumerate(csv.DictReader(source, delimiter=";"), 2)
 
 
-def published_before(rows: int):
-    """The day before's feed, as the ledger gives it (ascending SKU): every SKU of the file."""
-    return ((f"SKU-{n:07d}", 10, 1) for n in range(rows))
+def published_before(rows: int, churn: int = 0):
+    """The day before's feed, as the ledger gives it (ascending SKU): every SKU of the file, and
+    with `churn` one SKU in every `churn` gone since (a SKU the file no longer has, beside it)."""
+    def feed():
+        for n in range(rows):
+            if churn and n % churn == 0:
+                yield (f"SKU-{n:07d}-gone", 10, 1)
+            yield (f"SKU-{n:07d}", 10, 1)
+    return feed
 
 
-def to_feed(path: Path, out: Path, published=()) -> tuple[int, int]:
+def to_feed(path: Path, out: Path, published=tuple) -> tuple[int, int]:
     """The bridge's work on one file, as the inventory flow does it; returns (rows, documents).
     The rows are first taken as they come (a file in SKU order goes straight through); at the
     first SKU out of order they are read again from the start and sorted on disk."""
     rows = SpooledRows(path)
-    published = iter(published)  # read once, as the ledger's cursor
-    try:
+    try:  # `published()`: a new cursor of the ledger's, as each attempt of the flow asks for one
         counted, parts = tally_in_order(rows, LAYOUT)
-        documents = write_documents(parts, counted, out, published)
+        documents = write_documents(parts, counted, out, iter(published()))
         return counted.rows, documents
     except NotSorted:
         pass
     with DiskStore(folder=str(out)) as store:
         counted = tally(rows, LAYOUT, store)
-        return counted.rows, write_documents(store.sorted_parts(), counted, out, published)
+        return counted.rows, write_documents(store.sorted_parts(), counted, out, iter(published()))
 
 
 def write_documents(parts, counted, out: Path, published) -> int:
@@ -197,6 +202,7 @@ def main(rows: int, runs: int) -> None:
             reading = best_of(runs, lambda: readers_only(path))
             bridge = best_of(runs, lambda: to_feed(path, out))
             daily = best_of(runs, lambda: to_feed(path, out, published_before(rows)))
+            churned = best_of(runs, lambda: to_feed(path, out, published_before(rows, churn=100)))
             print(f"{rows:,} rows, {'shuffled' if shuffled else 'sorted by SKU'} (best of {runs}):")
             print(f"  plain csv.reader        {plain:6.2f} s  {rows / plain:12,.0f} rows/s")
             print(f"  csv.DictReader          {named:6.2f} s  {rows / named:12,.0f} rows/s")
@@ -209,6 +215,8 @@ def main(rows: int, runs: int) -> None:
                   f"  = {bridge / plain:.2f}x csv.reader, {bridge / named:.2f}x csv.DictReader (target 3x)")
             print(f"  same, SKUs published      {daily:6.2f} s  {rows / daily:12,.0f} rows/s"
                   f"  = {daily / plain:.2f}x csv.reader (every day after the first)")
+            print(f"  same, 1% of SKUs gone   {churned:6.2f} s  {rows / churned:12,.0f} rows/s"
+                  f"  = {churned / plain:.2f}x csv.reader (a usual day)")
         for shuffled in (False, True):
             small, large = (peak_rss_mb(Path(folder), 100_000, shuffled),
                             peak_rss_mb(Path(folder), 1_000_000, shuffled))
