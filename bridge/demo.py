@@ -107,10 +107,7 @@ def demo_orders(now: datetime) -> list[dict]:
     """The seed, its update times moved to the last few hours so the bridge finds them, and each
     order's other times with them (none arrives overdue)."""
     seed = load_seed(SEED)
-    moved = rebase_last_updated(seed, now - timedelta(minutes=35))
-    for old, new in zip(seed, moved):
-        _shift_times(new, parse_iso(new["lastUpdatedTime"]) - parse_iso(old["lastUpdatedTime"]))
-    return moved
+    return _times_moved_along(seed, rebase_last_updated(seed, now - timedelta(minutes=35)))
 
 
 def fresh_orders(orders: list[dict], now: datetime) -> list[dict]:
@@ -118,10 +115,15 @@ def fresh_orders(orders: list[dict], now: datetime) -> list[dict]:
     orders.start (now - 60 min to now - 30 min by default), for a pull up to 5 minutes later.
     Each order's other times (created, ship by, deliver by) move with its update time, so that
     a fresh order is not already past its ship-by date."""
-    fresh = spread_last_updated(orders, now - FRESH_SPREAD[0], now - FRESH_SPREAD[1])
-    for old, new in zip(orders, fresh):
+    return _times_moved_along(orders, spread_last_updated(orders, now - FRESH_SPREAD[0], now - FRESH_SPREAD[1]))
+
+
+def _times_moved_along(before: list[dict], after: list[dict]) -> list[dict]:
+    """`after` (copies of `before` with new update times), each order's other times moved by
+    as much as its update time was."""
+    for old, new in zip(before, after):
         _shift_times(new, parse_iso(new["lastUpdatedTime"]) - parse_iso(old["lastUpdatedTime"]))
-    return fresh
+    return after
 
 
 def _shift_times(order: dict, by: timedelta) -> None:

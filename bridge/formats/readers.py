@@ -229,14 +229,15 @@ def _csv_pass(stream: IO[bytes], spec: TableSpec, careful: bool, last: list[int]
             if not batch:
                 return
             lines = reader.line_num - line + 1
-            if not careful and lines == len(batch) and rows.plain(batch):
+            plain = not careful and lines == len(batch) and rows.plain(batch)
+            if plain:
                 last[0] = line + lines - 1
                 yield rows.fast(batch, line)
             else:
                 numbers = range(line, line + lines) if lines == len(batch) else _record_lines(batch, line)
                 yield list(_odd_rows(batch, numbers, spec, rows, careful, last))  # inside the try: errors become BadFile
             line += lines
-            if not careful:
+            if not careful and not (plain and width):  # a plain batch with a header is the header's width
                 size = _batch_size(max(width, max(map(len, batch))))
     except csv.Error as problem:  # the header row
         raise BadFile(f"row {line}: cannot be read as CSV ({problem})") from None
@@ -425,7 +426,7 @@ def _xlsx_rows(stream: IO[bytes], spec: TableSpec) -> Iterator[Row]:
     from openpyxl import load_workbook  # heavy: only when a workbook is read
 
     try:
-        valueless = check_workbook(stream)
+        valueless = check_workbook(stream, formulas=True)
     except IncompleteFile as problem:  # complete as far as the pipeline could tell, yet no zip
         raise BadFile(f"not an XLSX workbook ({str(problem).removeprefix('not a complete XLSX workbook (')}") from None
     try:
@@ -497,12 +498,13 @@ def _valueless(values: tuple, written: tuple, index: dict[str, int]) -> str:
             " calculate): open the file in Excel and save it again, or have the values written instead")
 
 
-def check_workbook(stream: IO[bytes]) -> bool:
+def check_workbook(stream: IO[bytes], *, formulas: bool = False) -> bool:
     """Refuse a workbook that would take more memory or time than a confirmation or stock file
     may: too many parts, too much unpacked, a part that unpacks like a zip bomb, too many shared
     strings, or a DOCTYPE in any XML part (never expanded: refused). Raises BadFile saying which
-    limit; returns when the workbook may be opened: whether a sheet has a formula without a
-    saved value. A zip without a central directory raises IncompleteFile (still being written?)."""
+    limit; returns when the workbook may be opened (with `formulas`, the reader's: whether a
+    sheet has a formula without a saved value, which takes reading every sheet whole). A zip
+    without a central directory raises IncompleteFile (still being written?)."""
     stream.seek(0)
     try:
         with zipfile.ZipFile(stream) as archive:
@@ -515,7 +517,7 @@ def check_workbook(stream: IO[bytes]) -> bool:
                               "a file may have: export it as CSV")
             valueless = False
             for part in parts:
-                valueless = _check_part(archive, part) or valueless
+                valueless = _check_part(archive, part, formulas) or valueless
             return valueless
     except zipfile.BadZipFile:
         raise IncompleteFile("not a complete XLSX workbook (its zip directory is missing)") from None
@@ -527,7 +529,7 @@ def check_workbook(stream: IO[bytes]) -> bool:
         stream.seek(0)
 
 
-def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
+def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo, formulas: bool) -> bool:
     """Refuses the part past a limit; returns whether it is a sheet with a formula and no value."""
     name = part.filename
     if part.file_size > 1 << 20 and part.file_size > MAX_RATIO * max(part.compress_size, 1):
@@ -545,7 +547,7 @@ def _check_part(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
         _check_prolog(name, head)
         if shared:
             _count_shared_strings(name, head, member)
-        return worksheet and _has_valueless_formula(head, member)
+        return formulas and worksheet and _has_valueless_formula(head, member)
 
 
 # a cell holding a formula and no saved value: no <v>, or an empty one where the cell's type is not
