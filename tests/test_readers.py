@@ -170,6 +170,28 @@ def test_row_numbers_and_values_match_a_record_by_record_reading_whatever_the_fi
     assert got == reference_rows(data, ("Order", "Qty"), ";")
 
 
+@pytest.mark.parametrize("width, fields", [
+    (3, ("Qty",)),  # one field: a picked tuple of one
+    (3, ("Qty", "Order", "Note")),  # fields in another order than the columns
+    (readers._WHOLE_RECORD_CELLS + 44, ("C299", "Order")),  # records too wide to be a function's arguments
+])
+def test_rows_of_any_width_and_field_order_match_a_record_by_record_reading(width, fields):
+    header = ["Note", "Order", "Qty"] + [f"C{at}" for at in range(3, width)]
+    lines = [";".join(header)] + [";".join([f" n{row}", f"111-{row} ", "2"] + [f"c{row}.{at}" for at in range(3, width)])
+                                  for row in range(3000)]
+    data = ("\n".join(lines) + "\n").encode()
+    spec = TableSpec("csv", fields, delimiter=";")
+    got = [(number, values, bool(problem)) for number, values, problem in read_rows(io.BytesIO(data), spec)]
+    assert got == reference_rows(data, fields, ";")
+    assert list(got[0][1]) == list(fields)
+
+
+def test_rows_without_a_header_match_whatever_the_positions():
+    spec = TableSpec("csv", ("3", "1"), delimiter=",", header=False)
+    data = "".join(f" a{row} ,b,c{row}\n" for row in range(3000)).encode()
+    assert rows(data, spec) == [(row + 1, {"3": f"c{row}", "1": f"a{row}"}, "") for row in range(3000)]
+
+
 def test_a_record_the_csv_module_refuses_is_named_by_its_first_line_after_the_rows_before_it():
     data = b"Order;Qty\n111-1;2\n111-2;\"3\n4\"\n111-3;" + b"x" * 140_000 + b"\n111-4;5\n"
     numbers = []
