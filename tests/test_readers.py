@@ -350,6 +350,15 @@ def test_an_ancestors_field_after_the_records_is_read_for_every_record(doc):
     assert values(doc, spec) == [(2, ("111-1", "UPS", "1Z1", "A", "2"), ""), (3, ("111-1", "UPS", "1Z2", "B", "1"), "")]
 
 
+
+def test_a_value_written_around_a_comment_or_processing_instruction_is_read_whole():
+    doc = b"""<Confirmations><Shipment orderId="111-1">
+  <Package tracking="1Z1"><Item sku="A"><Qty>1<!-- ten? -->0</Qty></Item></Package>
+  <Carrier>U<?wms y?>PS</Carrier>
+</Shipment></Confirmations>"""
+    spec = TableSpec("xml", SHIPMENT_FIELDS, record="Confirmations/Shipment/Package/Item")
+    assert values(doc, spec) == [(2, ("111-1", "UPS", "1Z1", "A", "10"), "")]
+
 @pytest.mark.parametrize("doc", [
     b'<c:Confirmations xmlns:c="urn:c"><c:Shipment orderId="111-1"><c:Carrier>UPS</c:Carrier>'
     b'<c:Package tracking="1Z1"><c:Item sku="A"><c:Qty>2</c:Qty></c:Item></c:Package></c:Shipment></c:Confirmations>',

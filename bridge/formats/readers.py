@@ -747,8 +747,10 @@ def xml_elements(stream: IO[bytes], tags: set[str] | None = None, roots: list | 
     events = ("end",) if namespaced is None else ("end", "start-ns")
     # Not remove_blank_text, though faster: past line 65,535 libxml2 gives an element the line
     # of a text node next to it (its first child's, or the next), so row numbers would move.
+    # Comments and processing instructions are dropped as parsed: a value written around one
+    # (<Qty>5<!-- c -->6</Qty>) is then one text, 56, as XPath reads it, not 5.
     parser = etree.XMLPullParser(events=events, tag=wanted, resolve_entities=False, no_network=True,
-                                 huge_tree=False, load_dtd=False)
+                                 huge_tree=False, load_dtd=False, remove_comments=True, remove_pis=True)
     checked = False
     text = False  # anything but white space seen
     doctype = False  # a DOCTYPE before the first element: lxml may fail on its entity first
