@@ -64,7 +64,9 @@ def test_the_dry_run_prints_the_feed_and_the_verdict_and_sends_moves_and_records
     lines = done.stdout.splitlines()
     assert lines[0] == ("dry run: BESTAND_20261126.csv: in the sftp stock folder, not yet taken in; push would "
                         "take it")
-    assert lines[1].startswith("dry run: BESTAND_20261126.csv: rows=10 bad_rows=0 skus=5 to_send=5 zero=1")
+    # the FBA SKU is left alone; the carton is not sold on Amazon (the SKU map says so)
+    assert lines[1] == ("dry run: BESTAND_20261126.csv: rows=10 bad_rows=0 skus=5 to_send=5 zero=1 left_alone_rows=1"
+                        " not_on_amazon_rows=1 documents=1")
     assert "  gates: passed the safety gates" in lines
     assert done.stdout.split("--- part-0001.json\n", 1)[1].rstrip("\n").encode() == golden_feed("acme-csv").rstrip(b"\n")
     assert sandbox.feeds == {} and files(stock_folder) == {"BESTAND_20261126.csv": GOLDEN["acme-csv"].read_bytes()}

@@ -155,7 +155,8 @@ class StockPreview:
         lines = [
             f"dry run: {self.name}: rows={self.tally.rows} bad_rows={self.tally.bad_rows} "
             f"skus={self.comparison.skus} to_send={self.comparison.sent} zero={self.comparison.zero} "
-            f"left_alone_rows={self.tally.left_alone} documents={-(-self.messages // MAX_MESSAGES)}",
+            f"left_alone_rows={self.tally.left_alone} not_on_amazon_rows={self.tally.not_on_amazon}"
+            f" documents={-(-self.messages // MAX_MESSAGES)}",
             f"  gates: {self.verdict.summary()}",
         ]
         lines += [f"  document {path}" for path in self.documents]
