@@ -192,6 +192,25 @@ def test_the_inventory_feeds_sheet_shows_each_stock_file_its_outcome_and_amazons
     assert (feeds.freeze_panes, feeds.auto_filter.ref) == ("A2", "A1:N2")
 
 
+
+def test_a_stock_file_taken_in_and_waiting_for_the_publish_is_listed_first(story, tmp_path):
+    stocker = Stocker(load(story))
+    try:
+        drop(stocker.remote, "BESTAND_20261127.csv", acme(*FULL, stand="27.11.2026 06:00"))
+        stocker.flow.poll(at("2026-11-27T07:00+00:00"))
+        stocker.flow.poll(at("2026-11-27T07:01+00:00"))  # seen unchanged: taken in, waits for 22:00
+    finally:
+        stocker.close()
+    out = tmp_path / "r.xlsx"
+    assert report(story, out).returncode == 0
+
+    rows = values(load_workbook(out)["Inventory feeds"])
+
+    assert rows[1] == ["wh", "BESTAND_20261127.csv", None, at("2026-11-27T07:01"), None, None, None,
+                       "waiting for the publish", "taken in; the daily publish at 22:00 UTC reads and gates it",
+                       None, None, 0, 0, None]
+    assert rows[2][:2] == ["wh", "BESTAND_20261126.csv"]
+
 def test_every_sheet_has_a_bold_frozen_filtered_header_and_columns_as_wide_as_their_contents(story, tmp_path):
     out = tmp_path / "r.xlsx"
     assert report(story, out).returncode == 0

@@ -21,6 +21,7 @@ from bridge.config import Settings
 from bridge.errors import FixTheSetup
 from bridge.formats.reconciliation import DUE_SOON, Period, reconciliation, write_workbook
 from bridge.ledger import Ledger
+from bridge.records import parse_iso
 
 DEFAULT_DAYS = 30  # without --from: the last 30 UTC days, today included
 DEFAULT_FEEDS = 10
@@ -72,12 +73,28 @@ def write_report(settings: Settings, ledger: Ledger, period: Period, out: Path, 
     check_out(out, force=force)
     orders = ledger.report_orders(period.start, period.end)
     rejected = ledger.report_rejected_rows(period.start, period.end)
-    stock_files = ledger.report_stock_files(period.end, feeds)
+    stock_files = _waiting_stock_files(settings, ledger, period) + ledger.report_stock_files(period.end, feeds)
     tables = reconciliation(period, now, [w.name for w in settings.warehouses], orders, rejected, stock_files,
                             column_labels=_column_labels(settings), about=_about(settings))
     _write_atomically(out, lambda stream: write_workbook(tables, stream, created=now), force=force)
     due = next(table for table in tables if table.title == DUE_SOON)
     return ReportWritten(out, period, len(orders), len(due.rows), len(rejected), len(stock_files))
+
+
+def _waiting_stock_files(settings: Settings, ledger: Ledger, period: Period) -> list[dict]:
+    """Stock files taken in and waiting for the daily publish (newest first, as the sheet lists
+    files): computed and gated only then, so their rows and SKUs are not known yet."""
+    stock = settings.stock
+    if stock.warehouse is None:
+        return []
+    waiting = [file for file in ledger.stock_inbound_waiting(stock.warehouse)
+               if parse_iso(file.received_at) < period.end]
+    return [{"warehouse": file.warehouse, "file": file.name, "stock_time": None,
+             "received_at": parse_iso(file.received_at), "rows": None, "bad_rows": None, "skus": None,
+             "status": "waiting for the publish", "forced": False, "published_at": None, "feed_ids": [], "amazon_errors": [],
+             "amazon_warnings": 0,
+             "reason": f"taken in; the daily publish at {stock.publish_at.strftime('%H:%M')} {stock.timezone} "
+                       "reads and gates it"} for file in reversed(waiting)]
 
 
 def _about(settings: Settings) -> tuple[tuple[str, str], ...]:
