@@ -270,6 +270,13 @@ CASES = [
          [rejected("Sendungsnummer: '9405511899223190000000' ends in zeros where Excel rounds a number of more than "
                    "15 digits: its last digits are probably lost: format the column as text and export the file "
                    "again", tracking="9405511899223190000000")]),
+    Case("a 17-digit tracking number Excel rounded (its last two digits made 00)", csv(row(tracking="12345678901234500")),
+         [rejected("Sendungsnummer: '12345678901234500' ends in zeros where Excel rounds a number of more than "
+                   "15 digits: its last digits are probably lost: format the column as text and export the file "
+                   "again", tracking="12345678901234500")]),
+    Case("a DHL tracking number ending in 000: its leading zeros say it was never a number in Excel",
+         csv(row(tracking="00340434161094051000")),
+         [CONFIRMED.replace("00340434161094042557", "00340434161094051000")], folder="archive"),
     Case("a formula in a cell is echoed back as text", csv(row(order="=1+2")),
          [rejected("Auftragsnummer: a value of 4 characters is not an Amazon order id (like 123-1234567-1234567)",
                    order="'=1+2")]),

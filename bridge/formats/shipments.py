@@ -244,10 +244,11 @@ def _tracking_problems(text: str, label: str) -> list[str]:
 
 def _excel_rounded(text: str) -> bool:
     """An all-digit number Excel kept only 15 significant digits of (a "Number" column with no
-    decimals): three or more zeros after them. A real tracking number ends like that about once
-    in a thousand times; a rounded one always does."""
-    digits = text.lstrip("0")
-    return text.isdigit() and len(digits) >= 18 and not digits[15:].strip("0")
+    decimals): 17 digits or more, the first not a zero (Excel writes no leading zero, so
+    DHL's 00340... was text), and only zeros after the 15th. A real tracking number of 17 digits
+    ends like that once in a hundred times, of 20 digits once in 100,000; a rounded one always
+    does. A 16-digit number Excel rounded (its last digit made 0) cannot be told from a real one."""
+    return len(text) >= 17 and text.isdigit() and text[0] != "0" and not text[15:].strip("0")
 
 
 def _ship_date(text: str, label: str, layout: ShipmentLayout, zone: ZoneInfo,
