@@ -557,15 +557,20 @@ def cmd_shipments_process(args: argparse.Namespace) -> int:
 
 
 def cmd_shipments_settle(args: argparse.Namespace) -> int:
-    from bridge.service import open_service
+    from bridge import state
+    from bridge.sealing import Sealer
 
-    settings = _settings(args)
-    with open_service(settings) as service:
+    settings = _state_settings(args)  # it writes the ledger only: no Amazon secret
+    now = datetime.now(timezone.utc)
+    with state.state_lock(settings.state_dir):
+        ledger = state.open_ledger(settings, Sealer(settings.state_key), now)
         try:
-            done = service.ledger.settle_order(args.order_id, args.note, datetime.now(timezone.utc))
+            done = ledger.settle_order(args.order_id, args.note, now)
         except KeyError:
             raise FixTheSetup(f"{args.order_id} is not an order the bridge delivered to a warehouse: "
                               "nothing to settle") from None
+        finally:
+            ledger.close()
     print(f"{args.order_id}: " + ("settled" if done else "already settled") + ": no longer listed as not yet "
           "confirmed, and its units no longer count as in flight for the stock (quantity_means = on_hand)")
     return EXIT_OK

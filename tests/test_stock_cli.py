@@ -5,10 +5,12 @@ operator runs them: a subprocess, a config on disk, OpenSSH and the SP-API sandb
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from stocking import GOLDEN, files, golden_feed, make_config, result_lines
+from harness import SECRETS
+from stocking import GOLDEN, Stocker, files, golden_feed, load, make_config, result_lines
 from test_cli import bridge
 from test_stock_intake import FULL, acme
 
@@ -192,8 +194,27 @@ def test_out_without_dry_run_is_refused_before_anything_runs(tmp_path, command):
     assert not (tmp_path / "out").exists()
 
 
+def only_the_state_key() -> dict[str, str]:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
+    return {**environ, "BRIDGE_STATE_KEY": SECRETS["BRIDGE_STATE_KEY"], "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def test_settle_marks_a_delivered_order_done_with_the_state_key_alone(config):
+    stocker = Stocker(load(config))
+    stocker.deliver_orders()
+    stocker.close()
+
+    done = bridge("shipments", "settle", "111-0000001-0000001", "--note", "sent by hand", config=config,
+                  env=only_the_state_key())  # it writes the ledger only: no Amazon secret
+    again = bridge("shipments", "settle", "111-0000001-0000001", config=config, env=only_the_state_key())
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("111-0000001-0000001: settled: no longer listed as not yet confirmed")
+    assert again.stdout.startswith("111-0000001-0000001: already settled")
+
+
 def test_settle_refuses_an_order_the_bridge_never_delivered(config):
-    done = bridge("shipments", "settle", "999-0000000-0000000", config=config)
+    done = bridge("shipments", "settle", "999-0000000-0000000", config=config, env=only_the_state_key())
 
     assert done.returncode == 2
     assert done.stderr == ("fbm-bridge: 999-0000000-0000000 is not an order the bridge delivered to a warehouse: "
