@@ -125,7 +125,7 @@ def _kind(head: bytes, spec: TableSpec) -> str | None:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return None if spec.format == "xlsx" else "a zip file (an XLSX workbook?)"
     if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return "an old Excel workbook (.xls: save it as .xlsx or CSV)"
+        return f"an old Excel workbook (.xls: save it as {'.xlsx' if spec.format == 'xlsx' else 'CSV'})"
     if head.startswith(b"%PDF"):
         return "a PDF"
     if spec.format == "xlsx":
