@@ -220,9 +220,29 @@ def test_the_same_file_dropped_twice_is_answered_as_already_processed(make, sand
     lines = result_lines(shipper.remote, "VERSAND_copy.csv")
     assert len(lines) == 6
     assert lines[0] == ("2;duplicate;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;"
-                        "already processed on 2026-11-20 as VERSAND_20261120173000.csv")
+                        "already processed on 2026-11-20 as VERSAND_20261120173000.csv (the SFTP folder): accepted "
+                        "there: confirmed on Amazon as package 1")
     assert "VERSAND_copy.csv" in files(shipper.remote / "archive")
 
+
+
+def test_a_file_repeated_in_another_folder_says_what_became_of_each_row_the_first_time(make, sandbox):
+    shipper = make()
+    data = acme_rows("302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45",
+                     "111-0000001-0000001;MUG-CER-350-BLU;0,5;DHL_PAKET;00340434161094042599;20.11.2026 16:45")
+    shipper.local.mkdir(exist_ok=True)
+    drop(shipper.local, "SCAN.csv", data)
+    shipper.ship()
+    drop(shipper.remote, "SCAN_again.csv", data)
+    shipper.ship(SHIP_TIME + timedelta(minutes=5))
+
+    assert len(sandbox.confirmations) == 1
+    assert result_lines(shipper.remote, "SCAN_again.csv") == [
+        "2;duplicate;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;already processed on 2026-11-20 as "
+        "SCAN.csv (the local staff folder): accepted there: confirmed on Amazon as package 1",
+        "3;duplicate;111-0000001-0000001;MUG-CER-350-BLU;0,5;00340434161094042599;already processed on 2026-11-20 "
+        "as SCAN.csv (the local staff folder): rejected there: Menge: '0,5' is not a whole number of units"]
+    assert "SCAN_again.csv" in files(shipper.remote / "error")  # a row of it is still to be corrected
 
 def test_a_reused_file_name_gets_its_own_archive_and_result_names(make, sandbox):
     shipper = make()
@@ -330,10 +350,14 @@ def test_during_an_amazon_outage_packages_wait_and_the_file_stays_in_processing(
     report = shipper.ship()
     assert report.waiting == 1 and any(error.startswith("send: ") for error in report.all_errors)
     assert list(files(shipper.remote / "processing")) == ["B.csv"]
+    drop(shipper.remote, "B_again.csv", (shipper.remote / "processing" / "B.csv").read_bytes())
+    shipper.ship(SHIP_TIME + timedelta(minutes=2))  # a repeat waits too: it will say what became of B's rows
+    assert sorted(files(shipper.remote / "processing")) == ["B.csv", "B_again.csv"]
 
     sandbox._faults.clear()
     shipper.flow.run(SHIP_TIME + timedelta(minutes=5))
-    assert len(sandbox.confirmations) == 1 and "B.csv" in files(shipper.remote / "archive")
+    assert len(sandbox.confirmations) == 1 and {"B.csv", "B_again.csv"} <= set(files(shipper.remote / "archive"))
+    assert result_lines(shipper.remote, "B_again.csv")[0].endswith("accepted there: confirmed on Amazon as package 1")
 
 
 def test_an_order_cancelled_on_amazon_after_delivery_is_reported_not_confirmed(make, sandbox, caplog):

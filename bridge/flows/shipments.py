@@ -38,7 +38,8 @@ from bridge.formats.shipments import (
     ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage, check_groups,
     confirm_request, parse_rows, plan)
 from bridge.ledger import (
-    FeedStatus, InboundOutcome, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound, StoredPackage)
+    FeedStatus, InboundOutcome, InboundSource, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound,
+    StoredPackage)
 from bridge.records import iso_z
 
 log = logging.getLogger("bridge.shipments")
@@ -128,16 +129,21 @@ class ShipmentFiles:
                  warehouse.name, file.safe_name, rows, made, tally.counts[REJECTED], tally.counts[DUPLICATE])
 
     def ready(self, file: StoredInbound) -> bool:
-        return file.id not in self.ledger.files_waiting_for_packages(FLOW)
+        """Answered once its packages are final; a repeated file once the first one's are (it
+        says what became of them)."""
+        waiting = self.ledger.files_waiting_for_packages(FLOW)
+        return file.id not in waiting and file.duplicate_of not in waiting
 
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, Iterable[Sequence[str]]]:
         """The outcome, and the result lines streamed from the ledger."""
         if file.reason:
             return InboundOutcome.ERROR, [("", REJECTED, "", "", "", "", file.reason)]
-        if file.duplicate_of is not None:
+        if file.duplicate_of is not None:  # each row answered as the first file's, which it repeats
             first = self.ledger.inbound(file.duplicate_of)
-            why = f"already processed on {first.received_at[:10]} as {first.safe_name}"
-            return InboundOutcome.ARCHIVE, _duplicate_lines(self.ledger.iter_shipment_rows(first.id), why)
+            why = f"already processed on {first.received_at[:10]} as {first.safe_name} ({_FOLDERS[first.source]})"
+            ok = not self.ledger.shipment_file_rejected(first.id)
+            return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), _duplicate_lines(
+                self.ledger.iter_shipment_rows(first.id), why)
         ok = not self.ledger.shipment_file_rejected(file.id)
         return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), (
             _row_line(row) for row in self.ledger.iter_shipment_rows(file.id))
@@ -166,11 +172,18 @@ class _Tally:
         return None, recorded
 
 
+_FOLDERS = {InboundSource.SFTP: "the SFTP folder", InboundSource.LOCAL: "the local staff folder"}
+
+
 def _duplicate_lines(rows: Iterable[dict], why: str) -> Iterator[tuple[str, ...]]:
+    """A repeated file's rows: nothing is done again; each says what became of it the first time
+    (a row rejected then is still to be corrected, not a duplicate to forget)."""
     empty = True
     for r in rows:
         empty = False
-        yield (str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"], why)
+        first = _row_line(r)
+        yield (str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"],
+               f"{why}: {first[1]} there: {first[-1]}" if first[-1] else f"{why}: {first[1]} there")
     if empty:
         yield ("", DUPLICATE, "", "", "", "", why)
 
