@@ -90,7 +90,7 @@ def test_status_per_warehouse_says_what_was_delivered_shipped_confirmed_and_reje
         "  packages 1: confirmed=1 waiting=0 rejected by Amazon=0",
         "  last 7 days: files in error shipments=1 stock=1, rows rejected=1, packages refused=0",
         "  not confirmed: 4 past ship-by, 0 due within 24 h; oldest ship-by 2026-11-20T23:59:59Z (111-0000002-0000002)",
-        "  last finished: orders 2026-11-20T12:30:00Z, shipments 2026-11-27T22:00:00Z,"
+        "  last finished: orders 2026-11-20T12:30:00Z, shipments 2026-11-27T22:00:30Z,"
         " stock_publish 2026-11-26T22:00:30Z",
     ]
     assert "  window 2026-11-20T11:30:00Z to 2026-11-20T12:00:00Z: 1 order(s), pulled 2026-11-20T12:30:00Z" in text
@@ -165,7 +165,7 @@ def test_prometheus_output_parses_and_says_what_an_operator_alerts_on(bridge, ca
         return metrics["fbm_bridge_" + name]["samples"][frozenset({"instance": instance, **labels}.items())]
 
     assert value("last_success_timestamp_seconds", warehouse="wh", job="orders") == 1795177800  # 2026-11-20T12:30Z
-    assert value("last_success_timestamp_seconds", warehouse="wh", job="shipments") == 1795816800  # 11-27T22:00Z
+    assert value("last_success_timestamp_seconds", warehouse="wh", job="shipments") == 1795816830  # 11-27T22:00:30Z: answered after the 30 s settling wait
     assert value("last_success_timestamp_seconds", warehouse="wh", job="stock_publish") == 1795730430
     assert value("orders_waiting", warehouse="wh") == 0
     assert value("files_in_error", warehouse="wh", flow="shipments") == 1

@@ -274,15 +274,16 @@ class ShipmentsFlow:
         self.files.rows_rejected = 0
         self.feed_wait = FEED_WAIT_SECONDS if settle else 0.0
         chosen = self.sources(remote=remote, local=local)
+        clock = [now]  # the settling wait moves it on: what follows is recorded at its own time
         steps: list[tuple[str, Callable[[], None]]] = [
             ("collect", lambda: self._collect(chosen, now, report, finished or {})),
         ]
         if settle:
-            steps.append(("settle", lambda: self._settle(chosen, now, report)))
-        steps += [("send", lambda: self.send(now, report)),
-                  ("answer", lambda: self._answer(chosen, now, report)),
+            steps.append(("settle", lambda: self._settle(chosen, clock, report)))
+        steps += [("send", lambda: self.send(clock[0], report)),
+                  ("answer", lambda: self._answer(chosen, clock[0], report)),
                   ("note", lambda: self.ledger.refresh_shipment_due()),
-                  ("purge", lambda: self.pipeline.purge(now))]
+                  ("purge", lambda: self.pipeline.purge(clock[0]))]
         run_steps(steps, report, should_stop=self.should_stop, log=log)
         report.needs_a_person |= report.inbound.needs_a_person
         report.rows_rejected = self.files.rows_rejected
@@ -299,14 +300,15 @@ class ShipmentsFlow:
             names = finished.get(source.warehouse.name, set()) if source.kind == "local" else set()
             self.pipeline.collect(source, now, report.inbound, names)
 
-    def _settle(self, chosen: list[Source], now: datetime, report: ShipmentsReport) -> None:
+    def _settle(self, chosen: list[Source], clock: list[datetime], report: ShipmentsReport) -> None:
         if not report.inbound.settling:
             return
         wait = self.settings.shipments.stable
         log.info("waiting %ds for %d file(s) to settle", wait.total_seconds(), report.inbound.settling)
         self.sleep(wait.total_seconds())
         report.inbound.settling = 0
-        self._collect(chosen, now + wait, report, {})
+        clock[0] += wait
+        self._collect(chosen, clock[0], report, {})
 
     def _answer(self, chosen: list[Source], now: datetime, report: ShipmentsReport) -> None:
         for source in chosen:
