@@ -1181,8 +1181,35 @@ class Ledger:
                     self._event(db, order_id, at, "delivered", f"file_id={file_id}")
                     if unconfirmed:
                         self._event(db, order_id, at, "delivery_unconfirmed", unconfirmed)
+                self._note_due_at_delivery(db, file_id)
                 delivered[file_id] = order_ids
         return delivered
+
+    def _note_due_at_delivery(self, db: sqlite3.Connection, file_id: int) -> None:
+        """Note the ship-by and units of the orders a file delivered, in the delivery's own
+        transaction, so that `status` (keyless) lists them from delivery on, with or without a
+        shipments pass. A record that does not open is left to `refresh_shipment_due` (and to
+        `status`'s list of records the key cannot open): a delivery never fails for it."""
+        if self._sealer is None:
+            return
+        rows = db.execute(
+            "select o.order_id, o.warehouse, o.payload from orders o where o.file_id = ? and o.status = ?"
+            " and not exists (select 1 from shipment_due d where d.order_id = o.order_id)",
+            (file_id, OrderStatus.DELIVERED)).fetchall()
+        for row in rows:
+            try:
+                self._note_due(db, row)
+            except (UnreadableRecord, KeyError, TypeError, ValueError):
+                continue
+
+    def _note_due(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
+        """One delivered order's ship-by and units into shipment_due (order_id, warehouse, payload)."""
+        order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+        db.execute(
+            "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
+            (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
+             sum(line.quantity for line in order.lines)),
+        )
 
     # --- resends --------------------------------------------------------------------------
 
@@ -2197,7 +2224,8 @@ class Ledger:
 
     def refresh_shipment_due(self) -> int:
         """Note each delivered order's ship-by and units where `status` can read them without
-        the state key (the order record itself is sealed). Returns how many were added."""
+        the state key (the order record itself is sealed). Returns how many were added.
+        Delivery notes them already (`mark_delivered_many`): this catches up what it could not."""
         rows = self._db.execute(
             "select o.order_id, o.warehouse, o.payload from orders o where o.status = ?"
             " and not exists (select 1 from shipment_due d where d.order_id = o.order_id)",
@@ -2207,12 +2235,7 @@ class Ledger:
             return 0
         with self._transaction() as db:
             for row in rows:
-                order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
-                db.execute(
-                    "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
-                    (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
-                     sum(line.quantity for line in order.lines)),
-                )
+                self._note_due(db, row)
         return len(rows)
 
     def shipment_counts(self) -> dict[str, int]:
@@ -2221,9 +2244,11 @@ class Ledger:
             counts[row["status"]] = row["n"]
         return counts
 
-    def unconfirmed_orders(self, limit: int = 50) -> list[dict]:
+    def unconfirmed_orders(self, limit: int = 50, warehouses: Sequence[str] | None = None) -> list[dict]:
         """Delivered orders not yet confirmed in full, soonest ship-by first: the seller's
-        late-shipment risk. Units in packages sent but not yet answered count as waiting."""
+        late-shipment risk. Units in packages sent but not yet answered count as waiting.
+        `warehouses`: only theirs (status: those whose confirmations the bridge reads)."""
+        among = "" if warehouses is None else f" and d.warehouse in ({', '.join('?' * len(warehouses))})"
         rows = self._db.execute(
             "select d.order_id, d.warehouse, d.ship_by, d.units,"
             " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
@@ -2234,16 +2259,16 @@ class Ledger:
             " where o.amazon_status != 'CANCELLED'"
             " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
             " and d.units > coalesce((select sum(l.quantity) from package_lines l join packages p"
-            "   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0)"
+            f"   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0){among}"
             " order by d.ship_by is null, d.ship_by, d.order_id limit ?",
             (PackageStatus.CONFIRMED, PackageStatus.ACCEPTED, PackageStatus.SENT,
-             PackageStatus.CONFIRMED, limit),
+             PackageStatus.CONFIRMED, *(warehouses or ()), limit),
         )
         return [dict(row) for row in rows]
 
     def inbound_report(self, flow: str, limit: int = 10) -> dict[str, list[dict]]:
         """Files in processing, and the latest files answered with errors."""
-        columns = "id, warehouse, source, name, status, outcome, reason, received_at, finished_at"
+        columns = "id, warehouse, source, name, safe_name, status, outcome, reason, received_at, finished_at"
         in_progress = self._db.execute(
             f"select {columns} from inbound_files where flow = ? and status != ? order by id",
             (flow, InboundStatus.DONE),
@@ -2311,10 +2336,10 @@ class Ledger:
 
     def ship_by_due(self, warehouse: str, before: datetime | None, limit: int = 20, *,
                     after: datetime | None = None) -> list[dict]:
-        """The warehouse's delivered orders not yet confirmed in full with a ship-by from `after`
-        and before `before` (None: no bound), soonest first, at most `limit`: order id, ship-by,
-        units, units confirmed. `after` keeps the walk to recent orders: a fully confirmed order
-        stays in shipment_due."""
+        """The warehouse's delivered orders not yet confirmed in full (nor settled by a person)
+        with a ship-by from `after` and before `before` (None: no bound), soonest first, at most
+        `limit`: order id, ship-by, units, units confirmed. `after` keeps the walk to recent
+        orders: a fully confirmed order stays in shipment_due."""
         bound = " and ".join(["d.ship_by is not null"] + (["d.ship_by >= ?"] if after is not None else [])
                              + (["d.ship_by < ?"] if before is not None else []))
         times = [iso_z(t) for t in (after, before) if t is not None]
@@ -2324,7 +2349,9 @@ class Ledger:
             " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
             "   where p.order_id = d.order_id and +p.status = ?), 0) as confirmed"
             f" from shipment_due d join orders o on o.order_id = d.order_id where d.warehouse = ? and {bound}"
-            " and o.amazon_status != 'CANCELLED' and confirmed < d.units order by d.ship_by, d.order_id limit ?",
+            " and o.amazon_status != 'CANCELLED' and confirmed < d.units"
+            " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
+            " order by d.ship_by, d.order_id limit ?",
             (PackageStatus.CONFIRMED, warehouse, *times, limit))
         return [dict(row) for row in rows]
 
@@ -2343,6 +2370,11 @@ class Ledger:
     def shipment_due_of(self, order_id: str) -> dict | None:
         """A delivered order's ship-by and units, as noted for status (no key needed)."""
         row = self._db.execute("select ship_by, units from shipment_due where order_id = ?", (order_id,)).fetchone()
+        return dict(row) if row else None
+
+    def settled_of(self, order_id: str) -> dict | None:
+        """When and why a person settled a delivered order (`shipments settle`), or None."""
+        row = self._db.execute("select at, note from settled_orders where order_id = ?", (order_id,)).fetchone()
         return dict(row) if row else None
 
     def oldest_unconfirmed(self, warehouse: str, after: datetime | None = None) -> dict | None:
