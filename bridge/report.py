@@ -200,6 +200,7 @@ def order_report(settings: Settings, order_id: str, now: datetime | None = None)
         warehouse = next((w for w in settings.warehouses if w.name == report.get("warehouse")), None)
         report["confirmations_tracked"] = warehouse is not None and confirmations_tracked(warehouse)
         report["overdue"] = bool(due and report.get("amazon_status") != "CANCELLED" and confirmed < due["units"]
+                                 and report.get("status") == OrderStatus.DELIVERED
                                  and not report["settled"] and report["confirmations_tracked"]
                                  and _overdue(due["ship_by"], now))
         return report

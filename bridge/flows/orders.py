@@ -444,6 +444,7 @@ class OrdersFlow:
         folder = self.settings.spool_dir / warehouse.name
         folder.mkdir(parents=True, exist_ok=True)
         batch: list[tuple[RenderedFile, str]] = []
+        records = {order.order_id: order for order in orders}  # their ship-by is noted as they are staged
         for rendered in result.files:
             name, why = self._file_name(warehouse, rendered)
             if name is None:  # this file only: the warehouse's other files still go
@@ -451,13 +452,13 @@ class OrdersFlow:
                 continue
             batch.append((rendered, name))
             if len(batch) == self.batch_size:
-                self._spool_and_stage(warehouse, folder, batch, now, report)
+                self._spool_and_stage(warehouse, folder, batch, now, report, records)
                 batch = []
         if batch:
-            self._spool_and_stage(warehouse, folder, batch, now, report)
+            self._spool_and_stage(warehouse, folder, batch, now, report, records)
 
     def _spool_and_stage(self, warehouse: WarehouseSettings, folder: Path, batch: list[tuple[RenderedFile, str]],
-                         now: datetime, report: RunReport) -> None:
+                         now: datetime, report: RunReport, records: dict[str, Order]) -> None:
         """Write a batch of files into the spool (sealed, synced) and record them as staged, in
         one transaction. Their bytes stay at hand for this run's delivery, so buyer data is
         opened once a run, not read back from the spool."""
@@ -476,7 +477,7 @@ class OrdersFlow:
         files = [(name, f"{warehouse.name}/{name}", len(rendered.data), hashlib.sha256(rendered.data).hexdigest(),
                   rendered.order_ids) for rendered, name in spooled]
         try:
-            ids = self.ledger.stage_files(warehouse.name, files, now)
+            ids = self.ledger.stage_files(warehouse.name, files, now, due=records)
         except Exception:
             self._unspool(folder, spooled)
             raise
