@@ -306,6 +306,30 @@ def test_orders_past_their_ship_by_are_listed_from_their_delivery_on_before_any_
     assert value("orders_past_ship_by", warehouse="wh") == 5 and value("confirmations_tracked", warehouse="wh") == 1
 
 
+def test_orders_staged_and_not_yet_delivered_are_not_listed_as_not_confirmed(
+        tmp_path, sshd, sftp_root, sandbox, capsys):
+    """Their ship-by is noted as they are staged, but the warehouse has not got them: not its
+    delay. Listed once the next run delivers them."""
+    from bridge.edges.amazon import AmazonOrders
+    from bridge.flows.orders import OrdersFlow
+    from harness import RUN_TIME
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, shipments=True)))
+    (sftp_root / "in").rename(sftp_root / "in.away")  # the drop folder is missing: nothing goes
+    try:
+        orders = OrdersFlow(stocker.settings, stocker.ledger, AmazonOrders(stocker.settings.amazon, backoff=0.01))
+        assert orders.run(RUN_TIME).errors and stocker.ledger.status_counts()["staged"] == 5
+        staged = json.loads(status(stocker, "--json", capsys=capsys))
+        (sftp_root / "in.away").rename(sftp_root / "in")
+        assert orders.run(RUN_TIME + timedelta(minutes=30)).delivered_orders == 5
+        delivered = json.loads(status(stocker, "--json", capsys=capsys))
+    finally:
+        stocker.close()
+
+    assert staged["warehouses"]["wh"]["past_ship_by_count"] == 0 and staged["shipments"]["unconfirmed"] == []
+    assert delivered["warehouses"]["wh"]["past_ship_by_count"] == 5 and len(delivered["shipments"]["unconfirmed"]) == 5
+
+
 def test_a_warehouse_without_a_shipments_folder_is_not_tracked_to_confirmation_and_says_so(
         tmp_path, sshd, sftp_root, sandbox, capsys):
     """Without a shipments folder the seller confirms by hand in Seller Central and the bridge
