@@ -1200,15 +1200,6 @@ class Ledger:
                 delivered[file_id] = order_ids
         return delivered
 
-    def _note_due(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
-        """One delivered order's ship-by and units into shipment_due (order_id, warehouse, payload)."""
-        order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
-        db.execute(
-            "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
-            (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
-             sum(line.quantity for line in order.lines)),
-        )
-
     # --- resends --------------------------------------------------------------------------
 
     def stage_resend(self, order_id: str, number: int, warehouse: str, name: str, spool_path: str, size: int,
@@ -2234,7 +2225,12 @@ class Ledger:
             return 0
         with self._transaction() as db:
             for row in rows:
-                self._note_due(db, row)
+                order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
+                db.execute(
+                    "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
+                    (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
+                     sum(line.quantity for line in order.lines)),
+                )
         return len(rows)
 
     def shipment_counts(self) -> dict[str, int]:
