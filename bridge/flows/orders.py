@@ -6,7 +6,8 @@ One run, in order, each step safe to interrupt at any line:
 2. recheck held orders (address withheld, no warehouse) and record what changed: Amazon is asked
           again only for addresses, least recently asked first, each answer recorded as it comes;
 3. render pending orders by their warehouse's mapping into the local spool, then stage them,
-          a batch of files in one transaction;
+          a batch of files in one transaction, which also notes each order's ship-by and units
+          for `status` (keyless: it lists them once delivered, with or without a shipments pass);
 4. deliver staged files a batch at a time, each step for the whole batch: upload under a
           temporary name (all in flight at once), mark uploaded, rename into place, mark
           delivered. After a crash, an uploaded file whose temporary name is gone was renamed.
