@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from bridge.records import Order, iso_z, order_from_dict, order_to_dict, parse_iso
 from bridge.errors import FixTheSetup, LedgerBusy, LedgerUnusable, StateKeyMismatch
@@ -349,7 +349,7 @@ create table if not exists shipment_rows (
     package_id integer references packages(id),
     primary key (file_id, row)
 );
-create table if not exists shipment_due (  -- delivered orders' ship-by: status reads it keyless
+create table if not exists shipment_due (  -- orders' ship-by, noted at staging: status reads it keyless
     order_id text primary key,
     warehouse text not null,
     ship_by text,
@@ -1054,9 +1054,12 @@ class Ledger:
         warehouse: str,
         files: Sequence[tuple[str, str | Path, int, str, Sequence[str]]],
         now: datetime,
+        due: Mapping[str, Order] | None = None,
     ) -> list[int]:
         """Record spooled files (name, spool path, size, SHA-256, order ids) and move their
-        orders to staged, all in one transaction; returns the files' ids, in order."""
+        orders to staged, all in one transaction; returns the files' ids, in order. `due`: the
+        orders' records at hand, whose ship-by and units are noted in the same transaction for
+        `status` (keyless), which lists them once delivered, with or without a shipments pass."""
         ids = []
         with self._transaction() as db:
             for name, spool_path, size, sha256, order_ids in files:
@@ -1076,7 +1079,20 @@ class Ledger:
                     ).rowcount
                     if changed != 1:
                         raise RuntimeError(f"order {order_id} is not waiting to be rendered")
+                    if due is not None and order_id in due:
+                        self._note_ship_by(db, due[order_id], warehouse)
         return ids
+
+    @staticmethod
+    def _note_ship_by(db: sqlite3.Connection, order: Order, warehouse: str) -> None:
+        """An order's ship-by and units, noted as it is staged (never delivered before: a
+        restaged order was taken back, so its note is replaced)."""
+        db.execute(
+            "insert into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)"
+            " on conflict (order_id) do update set warehouse = excluded.warehouse, ship_by = excluded.ship_by,"
+            " units = excluded.units",
+            (order.order_id, warehouse, iso_z(order.ship_by) if order.ship_by else None,
+             sum(line.quantity for line in order.lines)))
 
     def files_in(self, *statuses: FileStatus, warehouse: str | None = None) -> list[StoredFile]:
         marks = ", ".join("?" for _ in statuses)
@@ -2197,7 +2213,9 @@ class Ledger:
 
     def refresh_shipment_due(self) -> int:
         """Note each delivered order's ship-by and units where `status` can read them without
-        the state key (the order record itself is sealed). Returns how many were added."""
+        the state key (the order record itself is sealed). Returns how many were added.
+        Staging notes them already (`stage_files`, from the records at hand): this catches up
+        orders staged before that, or whose note a crash lost."""
         rows = self._db.execute(
             "select o.order_id, o.warehouse, o.payload from orders o where o.status = ?"
             " and not exists (select 1 from shipment_due d where d.order_id = o.order_id)",
@@ -2221,29 +2239,32 @@ class Ledger:
             counts[row["status"]] = row["n"]
         return counts
 
-    def unconfirmed_orders(self, limit: int = 50) -> list[dict]:
+    def unconfirmed_orders(self, limit: int = 50, warehouses: Sequence[str] | None = None) -> list[dict]:
         """Delivered orders not yet confirmed in full, soonest ship-by first: the seller's
-        late-shipment risk. Units in packages sent but not yet answered count as waiting."""
+        late-shipment risk. Units in packages sent but not yet answered count as waiting.
+        `warehouses`: only theirs (status: those whose confirmations the bridge reads)."""
+        among = "" if warehouses is None else f" and d.warehouse in ({', '.join('?' * len(warehouses))})"
+        # `+p.status`: through packages_by_order (an order's few packages), never by status
         rows = self._db.execute(
             "select d.order_id, d.warehouse, d.ship_by, d.units,"
             " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
-            "   where p.order_id = d.order_id and p.status = ?), 0) as confirmed,"
+            "   where p.order_id = d.order_id and +p.status = ?), 0) as confirmed,"
             " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
-            "   where p.order_id = d.order_id and p.status in (?, ?)), 0) as waiting"
+            "   where p.order_id = d.order_id and +p.status in (?, ?)), 0) as waiting"
             " from shipment_due d join orders o on o.order_id = d.order_id"
-            " where o.amazon_status != 'CANCELLED'"
+            f" where o.status = '{OrderStatus.DELIVERED}' and o.amazon_status != 'CANCELLED'"
             " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
             " and d.units > coalesce((select sum(l.quantity) from package_lines l join packages p"
-            "   on p.id = l.package_id where p.order_id = d.order_id and p.status = ?), 0)"
+            f"   on p.id = l.package_id where p.order_id = d.order_id and +p.status = ?), 0){among}"
             " order by d.ship_by is null, d.ship_by, d.order_id limit ?",
             (PackageStatus.CONFIRMED, PackageStatus.ACCEPTED, PackageStatus.SENT,
-             PackageStatus.CONFIRMED, limit),
+             PackageStatus.CONFIRMED, *(warehouses or ()), limit),
         )
         return [dict(row) for row in rows]
 
     def inbound_report(self, flow: str, limit: int = 10) -> dict[str, list[dict]]:
         """Files in processing, and the latest files answered with errors."""
-        columns = "id, warehouse, source, name, status, outcome, reason, received_at, finished_at"
+        columns = "id, warehouse, source, name, safe_name, status, outcome, reason, received_at, finished_at"
         in_progress = self._db.execute(
             f"select {columns} from inbound_files where flow = ? and status != ? order by id",
             (flow, InboundStatus.DONE),
@@ -2311,10 +2332,10 @@ class Ledger:
 
     def ship_by_due(self, warehouse: str, before: datetime | None, limit: int = 20, *,
                     after: datetime | None = None) -> list[dict]:
-        """The warehouse's delivered orders not yet confirmed in full with a ship-by from `after`
-        and before `before` (None: no bound), soonest first, at most `limit`: order id, ship-by,
-        units, units confirmed. `after` keeps the walk to recent orders: a fully confirmed order
-        stays in shipment_due."""
+        """The warehouse's delivered orders not yet confirmed in full (nor settled by a person)
+        with a ship-by from `after` and before `before` (None: no bound), soonest first, at most
+        `limit`: order id, ship-by, units, units confirmed. `after` keeps the walk to recent
+        orders: a fully confirmed order stays in shipment_due."""
         bound = " and ".join(["d.ship_by is not null"] + (["d.ship_by >= ?"] if after is not None else [])
                              + (["d.ship_by < ?"] if before is not None else []))
         times = [iso_z(t) for t in (after, before) if t is not None]
@@ -2324,7 +2345,10 @@ class Ledger:
             " coalesce((select sum(l.quantity) from package_lines l join packages p on p.id = l.package_id"
             "   where p.order_id = d.order_id and +p.status = ?), 0) as confirmed"
             f" from shipment_due d join orders o on o.order_id = d.order_id where d.warehouse = ? and {bound}"
-            " and o.amazon_status != 'CANCELLED' and confirmed < d.units order by d.ship_by, d.order_id limit ?",
+            f" and o.status = '{OrderStatus.DELIVERED}'"
+            " and o.amazon_status != 'CANCELLED' and confirmed < d.units"
+            " and not exists (select 1 from settled_orders s where s.order_id = d.order_id)"
+            " order by d.ship_by, d.order_id limit ?",
             (PackageStatus.CONFIRMED, warehouse, *times, limit))
         return [dict(row) for row in rows]
 
@@ -2343,6 +2367,11 @@ class Ledger:
     def shipment_due_of(self, order_id: str) -> dict | None:
         """A delivered order's ship-by and units, as noted for status (no key needed)."""
         row = self._db.execute("select ship_by, units from shipment_due where order_id = ?", (order_id,)).fetchone()
+        return dict(row) if row else None
+
+    def settled_of(self, order_id: str) -> dict | None:
+        """When and why a person settled a delivered order (`shipments settle`), or None."""
+        row = self._db.execute("select at, note from settled_orders where order_id = ?", (order_id,)).fetchone()
         return dict(row) if row else None
 
     def oldest_unconfirmed(self, warehouse: str, after: datetime | None = None) -> dict | None:

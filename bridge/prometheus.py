@@ -43,8 +43,14 @@ def exposition(report: dict[str, Any], instance: str) -> str:
         ("orders_waiting", "Orders taken from Amazon and not yet delivered: held, unrenderable, pending or staged.",
          [({"warehouse": name}, sum(item["orders"].get(status, 0) for status in WAITING))
           for name, item in everyone.items()]),
-        ("orders_past_ship_by", "Delivered orders past their ship-by date and not yet confirmed in full on Amazon.",
-         [({"warehouse": name}, item["past_ship_by_count"]) for name, item in warehouses.items()]),
+        ("confirmations_tracked", "1 when the bridge reads the warehouse's confirmation files (it has a shipments"
+         " folder), so it knows which orders are confirmed; 0: the seller confirms by hand in Seller Central, and"
+         " the warehouse has no orders_past_ship_by sample.",
+         [({"warehouse": name}, int(item.get("confirmations_tracked", True))) for name, item in warehouses.items()]),
+        ("orders_past_ship_by", "Delivered orders past their ship-by date and not yet confirmed in full on Amazon"
+         " (nor settled by a person), of the last 30 days; only for warehouses whose confirmations are tracked.",
+         [({"warehouse": name}, item["past_ship_by_count"]) for name, item in warehouses.items()
+          if item["past_ship_by_count"] is not None]),
         ("oldest_unconfirmed_ship_by_timestamp_seconds",
          "Ship-by date (unix time) of the delivered order not yet confirmed in full that is due first.",
          [({"warehouse": name}, _unix(item["oldest_unconfirmed"]["ship_by"]))

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bridge import state
-from bridge.config import Settings
+from bridge.config import Settings, WarehouseSettings
 from bridge.ledger import ORDERS_BOOKMARK, FileStatus, Ledger, OrderStatus, PackageStatus
 from bridge.records import iso_z, one_line, parse_iso, shown
 from bridge.windows import catch_up_eta, duration, next_daily, windows_left
@@ -25,23 +25,35 @@ FAILING_AFTER = 2  # a job failing this many times in a row needs a person
 RECENT = timedelta(days=7)  # files in error and rejected rows count this long after their answer
 SHIP_BY_NEAR = timedelta(hours=24)  # an unconfirmed order this close to its ship-by needs a look
 NO_WAREHOUSE = "(none)"  # orders held before a warehouse took them
+UNTRACKED = ("confirmations not tracked: no shipments_folder or local_shipments_folder, so the bridge never"
+             " learns which orders were confirmed (in Seller Central, by hand); see Seller Central's late orders")
 SHIP_BY_LISTED = 1000  # unconfirmed orders past or near their ship-by counted per warehouse, at most
 # ... whose ship-by passed less than this long ago: Amazon cancels an order left unconfirmed for
 # about a week, and the walk stays bounded however many orders were confirmed before.
 SHIP_BY_LOOKBACK = timedelta(days=30)
 
 
-def shipments_status(ledger: Ledger | None, now: datetime | None = None) -> dict[str, Any]:
+def confirmations_tracked(warehouse: WarehouseSettings) -> bool:
+    """Whether the bridge learns which of the warehouse's orders are confirmed on Amazon: only
+    through its confirmation files. Without a shipments folder the seller confirms by hand in
+    Seller Central, which the bridge never hears of: its orders would stay "not confirmed"."""
+    return bool(warehouse.shipments_folder or warehouse.local_shipments_folder)
+
+
+def shipments_status(ledger: Ledger | None, now: datetime | None = None,
+                     tracked: list[str] | None = None) -> dict[str, Any]:
     """Packages confirmed, rejected and waiting; orders delivered and not yet confirmed, soonest
-    ship-by first (each marked `overdue` once its ship-by has passed `now`); confirmation files
-    in progress and the latest answered with errors."""
+    ship-by first (each marked `overdue` once its ship-by has passed `now`), of the `tracked`
+    warehouses only (None: all); confirmation files in progress and the latest answered with
+    errors."""
     if ledger is None:
         return {"packages": {status.value: 0 for status in PackageStatus}, "unconfirmed": [],
                 "files_in_progress": [], "files_in_error": [], "files_incomplete": [], "feeds": []}
     files = ledger.inbound_report(SHIPMENTS_FLOW)
     return {
         "packages": ledger.shipment_counts(),
-        "unconfirmed": [dict(item, overdue=_overdue(item["ship_by"], now)) for item in ledger.unconfirmed_orders()],
+        "unconfirmed": [dict(item, overdue=_overdue(item["ship_by"], now))
+                        for item in ledger.unconfirmed_orders(warehouses=tracked)],
         "files_in_progress": files["in_progress"],
         "files_in_error": files["errors"],
         "files_incomplete": files["incomplete"],  # left in their folder, waiting for their writer
@@ -118,7 +130,8 @@ def status_report(settings: Settings, now: datetime | None = None) -> dict[str, 
             "attention": ledger.attention(),
             "state": problem,  # why a run would refuse this state folder, if it would
             "state_event": _last_confirmation(ledger),
-            "shipments": shipments_status(ledger, now),
+            "shipments": shipments_status(ledger, now, [w.name for w in settings.warehouses
+                                                         if confirmations_tracked(w)]),
             "catch_up": catch_up_status(settings, ledger, bookmark, now),
             "stock": stock_status(settings, ledger, now),
             "now": iso_z(now),
@@ -183,7 +196,12 @@ def order_report(settings: Settings, order_id: str, now: datetime | None = None)
         confirmed = sum(p["units"] or 0 for p in report["packages"] if p["status"] == PackageStatus.CONFIRMED)
         report["ship_by"] = due["ship_by"] if due else None
         report["units"], report["units_confirmed"] = (due["units"] if due else None), confirmed
+        report["settled"] = ledger.settled_of(order_id)  # {at, note} once a person said it is done
+        warehouse = next((w for w in settings.warehouses if w.name == report.get("warehouse")), None)
+        report["confirmations_tracked"] = warehouse is not None and confirmations_tracked(warehouse)
         report["overdue"] = bool(due and report.get("amazon_status") != "CANCELLED" and confirmed < due["units"]
+                                 and report.get("status") == OrderStatus.DELIVERED
+                                 and not report["settled"] and report["confirmations_tracked"]
                                  and _overdue(due["ship_by"], now))
         return report
     finally:
@@ -272,7 +290,8 @@ def format_stock_status(stock: dict) -> list[str]:
         lines.append(f"  waiting for the publish: {item['name']!r} from {item['source']} received {item['received_at']}")
     for item in stock["files_in_error"]:
         why = f": {one_line(item['reason'])}" if item["reason"] else ": see its result file"
-        lines.append(f"  file answered in error/: {item['name']!r} {(item['finished_at'] or '')[:16]}{why}")
+        lines.append(f"  file answered in error/: {item['source']} {item['name']!r}{_answered_as(item)}"
+                     f" {(item['finished_at'] or '')[:16]}{why}")
     lines.extend(_incomplete_lines(stock.get("files_incomplete", [])))
     return lines
 
@@ -287,6 +306,17 @@ def _held_advice(stock: dict, *, short: bool = False) -> str:
         return "`fbm-bridge inventory push --force` publishes it"
     return ("`inventory push --force` publishes it (stop the service first: `systemctl stop fbm-bridge`, or"
             " `fbm-bridge@NAME` for an instance, and start it again after)")
+
+
+def _answered_as(item: dict) -> str:
+    """The name a file was answered under in error/ and results/, when not its own (taken
+    there by an earlier file of that name: NAME~ID.csv; or an odd name made safe)."""
+    answered = item.get("safe_name")
+    if not answered or answered == item["name"]:
+        return ""
+    from bridge.formats.inbound import result_name  # only then: status imports no format module
+
+    return f" (answered as {answered!r}, result results/{result_name(answered)})"
 
 
 def _incomplete_lines(items: list[dict]) -> list[str]:
@@ -305,8 +335,8 @@ def format_shipments_status(shipments: dict) -> list[str]:
         lines.append(f"  file in progress: {item['warehouse']} {item['source']} {item['name']!r} ({item['status']})")
     for item in shipments["files_in_error"]:
         why = f": {item['reason']}" if item["reason"] else ": some rows rejected (see its result file)"
-        lines.append(f"  file answered in error/: {item['warehouse']} {item['name']!r} "
-                     f"{(item['finished_at'] or '')[:16]}{why}")
+        lines.append(f"  file answered in error/: {item['warehouse']} {item['source']} {item['name']!r}"
+                     f"{_answered_as(item)} {(item['finished_at'] or '')[:16]}{why}")
     lines.extend(_incomplete_lines(shipments.get("files_incomplete", [])))
     for item in shipments.get("feeds", []):
         lines.append("  " + _fulfillment_feed_line(item))
@@ -387,6 +417,7 @@ def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) 
         item: dict[str, Any] = {
             "orders": mine["orders"], "packages": mine["packages"], "held": held.get(name, []),
             "files_in_error": {"shipments": 0, "stock": 0}, "rejected_rows": 0, "rejected_packages": 0,
+            "confirmations_tracked": confirmations_tracked(warehouse),
             "past_ship_by": [], "past_ship_by_count": 0, "near_ship_by": [], "near_ship_by_count": 0,
             "oldest_unconfirmed": None,
             "last_run": {"orders": marks.get(ORDERS_BOOKMARK),
@@ -400,6 +431,9 @@ def warehouses_status(settings: Settings, ledger: Ledger | None, now: datetime) 
             item["files_in_error"] = {"shipments": shipments["files_in_error"], "stock": stock["files_in_error"]}
             item["rejected_rows"] = shipments["rejected_rows"]
             item["rejected_packages"] = shipments["rejected_packages"]
+        if not item["confirmations_tracked"]:  # not known: neither listed nor counted (None)
+            item.update(past_ship_by_count=None, near_ship_by_count=None)
+        elif ledger is not None:
             recent = now - SHIP_BY_LOOKBACK
             past = ledger.ship_by_due(name, now, SHIP_BY_LISTED, after=recent)
             near = ledger.ship_by_due(name, now + SHIP_BY_NEAR, SHIP_BY_LISTED, after=recent)[len(past):]
@@ -460,18 +494,18 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
         if item.get("rejected_packages"):
             need("rejected_packages", name, f"{item['rejected_packages']} package(s) refused by Amazon in the last"
                  f" {RECENT.days} days: see their result files")
-    for name, item in warehouses.items():
-        past, near = item.get("past_ship_by", []), item.get("near_ship_by", [])
-        if past:
-            first = past[0]
-            more = "+" if item["past_ship_by_count"] == SHIP_BY_LISTED else ""
-            need("past_ship_by", name, f"{item['past_ship_by_count']}{more} delivered order(s) past their ship-by and not confirmed on"
-                 f" Amazon: oldest {shown(first['order_id'])} (ship by {first['ship_by']},"
-                 f" {first['confirmed']}/{first['units']} units confirmed)")
-        if near:
-            first = near[0]
-            need("near_ship_by", name, f"{item['near_ship_by_count']} delivered order(s) to ship within {_hours(SHIP_BY_NEAR)} and not"
-                 f" confirmed: first {shown(first['order_id'])} (ship by {first['ship_by']})")
+    # Across warehouses by urgency: every warehouse's passed ship-bys, the oldest first (the
+    # closest to Amazon's cancelling), then those due soon, the soonest first.
+    for name, item in _by_first_ship_by(warehouses, "past_ship_by"):
+        first = item["past_ship_by"][0]
+        more = "+" if item["past_ship_by_count"] == SHIP_BY_LISTED else ""
+        need("past_ship_by", name, f"{item['past_ship_by_count']}{more} delivered order(s) past their ship-by and not confirmed on"
+             f" Amazon: oldest {shown(first['order_id'])} (ship by {first['ship_by']},"
+             f" {first['confirmed']}/{first['units']} units confirmed)")
+    for name, item in _by_first_ship_by(warehouses, "near_ship_by"):
+        first = item["near_ship_by"][0]
+        need("near_ship_by", name, f"{item['near_ship_by_count']} delivered order(s) to ship within {_hours(SHIP_BY_NEAR)} and not"
+             f" confirmed: first {shown(first['order_id'])} (ship by {first['ship_by']})")
     stock = report.get("stock") or {}
     for held in stock.get("held", []):
         why = one_line(held['reason']).removeprefix("held: ")
@@ -511,6 +545,12 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
     return items
 
 
+def _by_first_ship_by(warehouses: dict[str, dict], key: str) -> list[tuple[str, dict]]:
+    """The warehouses with orders listed under `key`, by their first order's ship-by, then name."""
+    listed = [(name, item) for name, item in warehouses.items() if item.get(key)]
+    return sorted(listed, key=lambda pair: (pair[1][key][0]["ship_by"], pair[0]))
+
+
 def format_needs_a_person(items: list[dict]) -> list[str]:
     if not items:
         return ["needs a person first: nothing"]
@@ -539,13 +579,17 @@ def format_warehouses(warehouses: dict[str, dict]) -> list[str]:
         lines.append(f"  last {RECENT.days} days: files in error shipments={errors['shipments']} stock={errors['stock']},"
                      f" rows rejected={item['rejected_rows']}, packages refused={item['rejected_packages']}")
         oldest = item["oldest_unconfirmed"]
-        if oldest:
+        tracked = item.get("confirmations_tracked", True)
+        if not tracked:
+            lines.append(f"  {UNTRACKED}")
+        elif oldest:
             lines.append(f"  not confirmed: {item['past_ship_by_count']} past ship-by, {item['near_ship_by_count']} due"
                          f" within {_hours(SHIP_BY_NEAR)}; oldest ship-by {oldest['ship_by']}"
                          f" ({shown(oldest['order_id'])})")
         runs = item["last_run"]
-        lines.append("  last finished: " + ", ".join(f"{job} {at or 'never'}" for job, at in runs.items()
-                                                      if job != "stock_publish" or at is not None))
+        lines.append("  last finished: " + ", ".join(
+            f"{job} {at or 'never'}" for job, at in runs.items()
+            if (job != "stock_publish" or at is not None) and (job != "shipments" or tracked or at is not None)))
     return lines
 
 

@@ -233,3 +233,171 @@ def test_a_held_stock_file_is_not_to_be_forced_once_a_newer_one_waits_for_the_pu
     assert alone["what"].endswith("`fbm-bridge inventory push --force` publishes it")
     assert newer["what"] == ("stock file 'b.csv' held: 2 of the 5 SKUs published lately are missing; the newer file"
                              " 'd.csv' waits for the next publish, which takes it instead: nothing to force")
+
+
+
+def gauges(text: str, instance: str):
+    """A reader of one --prometheus output: value(name, **labels), None for a sample left out."""
+    metrics = parse_exposition(text)
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics["fbm_bridge_" + name]["samples"].get(frozenset({"instance": instance, **labels}.items()))
+    return value
+
+
+# --- settled orders, ship-by known from delivery on, warehouses not tracked to confirmation --------
+
+PAST = ("111-0000002-0000002", "203-0000004-0000004", "111-0000001-0000001", "111-0000005-0000005")
+
+
+def test_an_order_a_person_settled_leaves_every_list_of_orders_not_confirmed(bridge, capsys):
+    """`shipments settle` says the order is no longer listed as not yet confirmed: not in the list
+    at the bottom, not in what needs a person, not in the warehouse's line, not in the gauges."""
+    instance = bridge.settings.path.stem
+    for order_id in PAST[:2]:  # the two oldest, ship-by 20 November
+        assert bridge.ledger.settle_order(order_id, "shipped by hand", LATER)
+
+    text = status(bridge, capsys=capsys).splitlines()
+    report = json.loads(status(bridge, "--json", capsys=capsys))
+    value = gauges(status(bridge, "--prometheus", capsys=capsys), instance)
+
+    assert ("  4. wh: 2 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000001-0000001"
+            " (ship by 2026-11-21T07:59:59Z, 0/2 units confirmed)") in text
+    assert ("  not confirmed: 2 past ship-by, 0 due within 24 h; oldest ship-by 2026-11-21T07:59:59Z"
+            " (111-0000001-0000001)") in text
+    assert not [line for line in text if PAST[0] in line or PAST[1] in line]
+    assert [o["order_id"] for o in report["shipments"]["unconfirmed"]] == list(PAST[2:])
+    assert [o["order_id"] for o in report["warehouses"]["wh"]["past_ship_by"]] == list(PAST[2:])
+    assert value("orders_past_ship_by", warehouse="wh") == 2
+    assert value("oldest_unconfirmed_ship_by_timestamp_seconds", warehouse="wh") == 1795247999  # 11-21T07:59:59Z
+
+    for order_id in PAST[2:]:
+        assert bridge.ledger.settle_order(order_id, "shipped by hand", LATER)
+    text = status(bridge, capsys=capsys).splitlines()
+    report = json.loads(status(bridge, "--json", capsys=capsys))
+    value = gauges(status(bridge, "--prometheus", capsys=capsys), instance)
+    order = status(bridge, "--order", PAST[0], capsys=capsys).splitlines()
+
+    assert "past_ship_by" not in [n["kind"] for n in report["needs_a_person"]]
+    assert not [line for line in text if "not confirmed" in line]
+    assert report["shipments"]["unconfirmed"] == [] and report["warehouses"]["wh"]["oldest_unconfirmed"] is None
+    assert value("orders_past_ship_by", warehouse="wh") == 0
+    assert value("oldest_unconfirmed_ship_by_timestamp_seconds", warehouse="wh") is None
+    assert value("needs_a_person", warehouse="wh") == 4  # 5 before: files in error (2), rows rejected, stock held
+    assert "ship_by:        2026-11-20T23:59:59Z (0/11 units confirmed)" in order  # no OVERDUE: settled
+    assert any(line.endswith("settled                  shipped by hand") for line in order)
+
+
+def test_orders_past_their_ship_by_are_listed_from_their_delivery_on_before_any_shipments_pass(
+        tmp_path, sshd, sftp_root, sandbox, capsys):
+    """The orders flow notes each order's ship-by as it records it delivered (status reads no
+    sealed data): the first pull's orders are listed before the first confirmation file."""
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, shipments=True)))
+    try:
+        stocker.deliver_orders()
+        text = status(stocker, capsys=capsys).splitlines()
+        value = gauges(status(stocker, "--prometheus", capsys=capsys), stocker.settings.path.stem)
+    finally:
+        stocker.close()
+
+    assert text[1] == ("  1. wh: 5 delivered order(s) past their ship-by and not confirmed on Amazon: oldest"
+                       " 111-0000002-0000002 (ship by 2026-11-20T23:59:59Z, 0/11 units confirmed)")
+    assert "  2026-11-20T23:59:59Z  111-0000002-0000002  wh  0/11 units confirmed  OVERDUE: ship-by passed" in text
+    assert value("orders_past_ship_by", warehouse="wh") == 5 and value("confirmations_tracked", warehouse="wh") == 1
+
+
+def test_orders_staged_and_not_yet_delivered_are_not_listed_as_not_confirmed(
+        tmp_path, sshd, sftp_root, sandbox, capsys):
+    """Their ship-by is noted as they are staged, but the warehouse has not got them: not its
+    delay. Listed once the next run delivers them."""
+    from bridge.edges.amazon import AmazonOrders
+    from bridge.flows.orders import OrdersFlow
+    from harness import RUN_TIME
+
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, shipments=True)))
+    (sftp_root / "in").rename(sftp_root / "in.away")  # the drop folder is missing: nothing goes
+    try:
+        orders = OrdersFlow(stocker.settings, stocker.ledger, AmazonOrders(stocker.settings.amazon, backoff=0.01))
+        assert orders.run(RUN_TIME).errors and stocker.ledger.status_counts()["staged"] == 5
+        staged = json.loads(status(stocker, "--json", capsys=capsys))
+        (sftp_root / "in.away").rename(sftp_root / "in")
+        assert orders.run(RUN_TIME + timedelta(minutes=30)).delivered_orders == 5
+        delivered = json.loads(status(stocker, "--json", capsys=capsys))
+    finally:
+        stocker.close()
+
+    assert staged["warehouses"]["wh"]["past_ship_by_count"] == 0 and staged["shipments"]["unconfirmed"] == []
+    assert delivered["warehouses"]["wh"]["past_ship_by_count"] == 5 and len(delivered["shipments"]["unconfirmed"]) == 5
+
+
+def test_a_warehouse_without_a_shipments_folder_is_not_tracked_to_confirmation_and_says_so(
+        tmp_path, sshd, sftp_root, sandbox, capsys):
+    """Without a shipments folder the seller confirms by hand in Seller Central and the bridge
+    never learns it: its orders are not listed as not confirmed (they would be, forever), not
+    counted (the gauge is left out, not 0), and status says why."""
+    stocker = Stocker(load(make_config(tmp_path, sshd, sftp_root, sandbox, shipments=False)))
+    try:
+        stocker.deliver_orders()
+        text = status(stocker, capsys=capsys).splitlines()
+        report = json.loads(status(stocker, "--json", capsys=capsys))
+        value = gauges(status(stocker, "--prometheus", capsys=capsys), stocker.settings.path.stem)
+        order = status(stocker, "--order", "111-0000002-0000002", capsys=capsys).splitlines()
+    finally:
+        stocker.close()
+
+    block = text.index("warehouse wh: orders delivered=5")
+    assert text[block + 3:block + 5] == [
+        "  confirmations not tracked: no shipments_folder or local_shipments_folder, so the bridge never learns"
+        " which orders were confirmed (in Seller Central, by hand); see Seller Central's late orders",
+        "  last finished: orders 2026-11-20T12:30:00Z",
+    ]
+    assert not [line for line in text if "ship-by" in line or "not yet confirmed" in line]
+    wh = report["warehouses"]["wh"]
+    assert (wh["confirmations_tracked"], wh["past_ship_by_count"], wh["near_ship_by_count"]) == (False, None, None)
+    assert report["shipments"]["unconfirmed"] == [] and report["needs_a_person"][0]["kind"] == "stuck_windows"
+    assert value("confirmations_tracked", warehouse="wh") == 0
+    assert value("orders_past_ship_by", warehouse="wh") is None
+    assert value("oldest_unconfirmed_ship_by_timestamp_seconds", warehouse="wh") is None
+    assert "ship_by:        2026-11-20T23:59:59Z (0/11 units confirmed)" in order  # known, never OVERDUE
+
+
+def test_ship_by_items_come_most_urgent_first_across_warehouses():
+    """Past ship-bys before near ones; among them the oldest first, whatever the config's order."""
+    from bridge.report import needs_a_person
+
+    def warehouse(past: str | None, near: str | None) -> dict:
+        due = {"order_id": "111-0000001-0000001", "units": 1, "confirmed": 0}
+        return {"past_ship_by": [dict(due, ship_by=past)] if past else [], "past_ship_by_count": int(bool(past)),
+                "near_ship_by": [dict(due, ship_by=near)] if near else [], "near_ship_by_count": int(bool(near))}
+
+    report = {"windows": {"windows": 0, "gaps": []}, "attention": [], "warehouses": {
+        "acme2": warehouse("2026-11-21T22:59:59Z", "2026-11-28T12:00:00Z"),
+        "initech": warehouse("2026-11-20T23:59:59Z", None),
+        "globex": warehouse("2026-11-20T23:59:59Z", "2026-11-28T08:00:00Z")}}
+
+    assert [(item["kind"], item["warehouse"]) for item in needs_a_person(report)] == [
+        ("past_ship_by", "globex"), ("past_ship_by", "initech"), ("past_ship_by", "acme2"),
+        ("near_ship_by", "globex"), ("near_ship_by", "acme2")]
+
+
+def test_a_file_answered_under_another_name_is_named_by_both_and_its_folder(bridge, sftp_root, capsys):
+    """A second VERSAND_1.csv is answered as VERSAND_1~ID.csv (the first holds the name in error/
+    and results/): status says that name, its result file's, and the folder, as the file-waiting
+    line does."""
+    drop(sftp_root / "out", "VERSAND_1.csv", "\r\n".join((
+        HEADER, "999-9999999-9999999;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042559;20.11.2026 16:45", "")).encode("cp1252"))
+    ShipmentsFlow(bridge.settings, bridge.ledger, AmazonShipments(bridge.settings.amazon, backoff=0.01),
+                  sleep=lambda seconds: None).run(LATER, settle=True)
+    text = status(bridge, capsys=capsys).splitlines()
+    report = json.loads(status(bridge, "--json", capsys=capsys))
+
+    second, first = report["shipments"]["files_in_error"]
+    answered = f"VERSAND_1~{second['id']}.csv"
+    assert second["safe_name"] == answered and first["safe_name"] == "VERSAND_1.csv"
+    assert [line for line in text if line.startswith("  file answered in error/: wh")] == [
+        f"  file answered in error/: wh sftp 'VERSAND_1.csv' (answered as '{answered}', result"
+        f" results/VERSAND_1~{second['id']}.result.csv) 2026-11-27T23:00: some rows rejected (see its result file)",
+        "  file answered in error/: wh sftp 'VERSAND_1.csv' 2026-11-27T22:00: some rows rejected (see its result file)",
+    ]
+    assert list(sftp_root.rglob(f"VERSAND_1~{second['id']}.result.csv"))
+    assert "  file answered in error/: sftp 'BROKEN.csv' 2026-11-27T22:01: " in "\n".join(text)

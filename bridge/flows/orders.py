@@ -6,7 +6,8 @@ One run, in order, each step safe to interrupt at any line:
 2. recheck held orders (address withheld, no warehouse) and record what changed: Amazon is asked
           again only for addresses, least recently asked first, each answer recorded as it comes;
 3. render pending orders by their warehouse's mapping into the local spool, then stage them,
-          a batch of files in one transaction;
+          a batch of files in one transaction, which also notes each order's ship-by and units
+          for `status` (keyless: it lists them once delivered, with or without a shipments pass);
 4. deliver staged files a batch at a time, each step for the whole batch: upload under a
           temporary name (all in flight at once), mark uploaded, rename into place, mark
           delivered. After a crash, an uploaded file whose temporary name is gone was renamed.
@@ -444,6 +445,7 @@ class OrdersFlow:
         folder = self.settings.spool_dir / warehouse.name
         folder.mkdir(parents=True, exist_ok=True)
         batch: list[tuple[RenderedFile, str]] = []
+        records = {order.order_id: order for order in orders}  # their ship-by is noted as they are staged
         for rendered in result.files:
             name, why = self._file_name(warehouse, rendered)
             if name is None:  # this file only: the warehouse's other files still go
@@ -451,13 +453,13 @@ class OrdersFlow:
                 continue
             batch.append((rendered, name))
             if len(batch) == self.batch_size:
-                self._spool_and_stage(warehouse, folder, batch, now, report)
+                self._spool_and_stage(warehouse, folder, batch, now, report, records)
                 batch = []
         if batch:
-            self._spool_and_stage(warehouse, folder, batch, now, report)
+            self._spool_and_stage(warehouse, folder, batch, now, report, records)
 
     def _spool_and_stage(self, warehouse: WarehouseSettings, folder: Path, batch: list[tuple[RenderedFile, str]],
-                         now: datetime, report: RunReport) -> None:
+                         now: datetime, report: RunReport, records: dict[str, Order]) -> None:
         """Write a batch of files into the spool (sealed, synced) and record them as staged, in
         one transaction. Their bytes stay at hand for this run's delivery, so buyer data is
         opened once a run, not read back from the spool."""
@@ -476,7 +478,7 @@ class OrdersFlow:
         files = [(name, f"{warehouse.name}/{name}", len(rendered.data), hashlib.sha256(rendered.data).hexdigest(),
                   rendered.order_ids) for rendered, name in spooled]
         try:
-            ids = self.ledger.stage_files(warehouse.name, files, now)
+            ids = self.ledger.stage_files(warehouse.name, files, now, due=records)
         except Exception:
             self._unspool(folder, spooled)
             raise
