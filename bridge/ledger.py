@@ -2520,7 +2520,8 @@ class Ledger:
             " coalesce((select sum(l.quantity) from packages p join package_lines l on l.package_id = p.id"
             "   where p.order_id = o.order_id and p.status = ?), 0) as confirmed,"
             " (select max(p.finished_at) from packages p where p.order_id = o.order_id and p.status = ?) as confirmed_at,"
-            " (select count(*) from packages p where p.order_id = o.order_id and p.status = ?) as refused"
+            " (select count(*) from packages p where p.order_id = o.order_id and p.status = ?) as refused,"
+            " (select s.at from settled_orders s where s.order_id = o.order_id) as settled_at"
             " from orders o left join files f on f.id = o.file_id"
             " where o.first_seen_at >= ? and o.first_seen_at < ? order by o.first_seen_at, o.order_id",
             (PackageStatus.REJECTED, PackageStatus.CONFIRMED, PackageStatus.CONFIRMED, PackageStatus.REJECTED,
@@ -2548,7 +2549,7 @@ class Ledger:
             "delivered_at": parse_iso(row["delivered_at"]) if row["delivered_at"] else None,
             "shipped": row["shipped"], "confirmed": row["confirmed"],
             "confirmed_at": parse_iso(row["confirmed_at"]) if row["confirmed_at"] else None,
-            "refused": row["refused"], **found,
+            "refused": row["refused"], "settled": row["settled_at"] is not None, **found,
         }
 
     def report_rejected_rows(self, start: datetime, end: datetime) -> list[dict[str, Any]]:

@@ -156,6 +156,34 @@ def test_due_soon_lists_the_periods_unconfirmed_orders_by_ship_by_with_the_hours
     assert (due.freeze_panes, due.auto_filter.ref) == ("A2", "A1:H5")
 
 
+
+def test_an_order_settled_by_a_person_is_not_due_and_says_so(story, tmp_path):
+    settled = bridge("shipments", "settle", "111-0000005-0000005", "--note", "mug sent by hand", config=story)
+    assert settled.returncode == 0, settled.stderr
+    out = tmp_path / "r.xlsx"
+    assert report(story, out, "--from", "2026-11-01", now="2026-11-21T02:00:00Z").returncode == 0
+
+    book = load_workbook(out)
+
+    assert "111-0000005-0000005" not in [row[0] for row in values(book["Due soon"])]
+    (row,) = [row for row in values(book["Orders"]) if row[0] == "111-0000005-0000005"]
+    assert "settled by a person (shipments settle)" in row
+
+
+def test_orders_of_a_warehouse_without_a_shipments_folder_are_never_due(story, tmp_path):
+    """The seller confirms them by hand in Seller Central, which the bridge never hears of."""
+    untracked = story.with_name("untracked.toml")
+    untracked.write_text("\n".join(line for line in story.read_text().splitlines()
+                                   if not line.startswith(("shipments_folder", "local_shipments_folder"))))
+    out = tmp_path / "r.xlsx"
+    assert report(untracked, out, "--from", "2026-11-01", now="2026-11-21T02:00:00Z").returncode == 0
+
+    book = load_workbook(out)
+
+    assert values(book["Due soon"])[1:] == []
+    (row,) = [row for row in values(book["Orders"]) if row[0] == "111-0000001-0000001"]
+    assert "delivered; confirmations not tracked (the warehouse has no shipments folder)" in row
+
 def test_rejected_rows_name_the_file_row_column_and_why(story, tmp_path):
     out = tmp_path / "r.xlsx"
     assert report(story, out, "--from", "2026-11-01", "--to", "2026-11-30").returncode == 0

@@ -22,6 +22,7 @@ from bridge.errors import FixTheSetup
 from bridge.formats.reconciliation import DUE_SOON, Period, reconciliation, write_workbook
 from bridge.ledger import Ledger
 from bridge.records import parse_iso
+from bridge.report import confirmations_tracked
 
 DEFAULT_DAYS = 30  # without --from: the last 30 UTC days, today included
 DEFAULT_FEEDS = 10
@@ -72,6 +73,9 @@ def write_report(settings: Settings, ledger: Ledger, period: Period, out: Path, 
     """Read the period from `ledger` and write the workbook to `out` (see the module's steps)."""
     check_out(out, force=force)
     orders = ledger.report_orders(period.start, period.end)
+    untracked = {w.name for w in settings.warehouses if not confirmations_tracked(w)}
+    for order in orders:
+        order["tracked"] = order["warehouse"] not in untracked
     rejected = ledger.report_rejected_rows(period.start, period.end)
     stock_files = _waiting_stock_files(settings, ledger, period) + ledger.report_stock_files(period.end, feeds)
     tables = reconciliation(period, now, [w.name for w in settings.warehouses], orders, rejected, stock_files,

@@ -119,6 +119,10 @@ def order_stage(order: Mapping[str, Any]) -> str:
     ordered, shipped, confirmed = order["ordered"], order["shipped"], order["confirmed"]
     if confirmed >= ordered:
         return "confirmed"
+    if order.get("settled"):
+        return "settled by a person (shipments settle)"
+    if not order.get("tracked", True):
+        return "delivered; confirmations not tracked (the warehouse has no shipments folder)"
     if shipped >= ordered:
         return "shipped, waiting for Amazon"
     if confirmed:
@@ -133,6 +137,8 @@ def order_stage(order: Mapping[str, Any]) -> str:
 def is_open(order: Mapping[str, Any]) -> bool:
     """Still to be confirmed: not cancelled, not left out, not confirmed in full."""
     if order["unreadable"] or order["status"] in ("cancelled", "skipped") or order["amazon_status"] == "CANCELLED":
+        return False
+    if order.get("settled") or not order.get("tracked", True):  # done by hand, or never known to the bridge
         return False
     return order["confirmed"] < order["ordered"]
 
