@@ -617,6 +617,15 @@ class _Reader:
             if warehouse.stock_folder is None and warehouse.local_stock_folder is None:
                 self.problem("stock.warehouse", f"{name!r} has neither stock_folder nor local_stock_folder: "
                                                 "the bridge would have no stock file to publish")
+            layout = warehouse.mapping.stock if warehouse.mapping is not None else None
+            if (layout is not None and layout.quantity_means == "on_hand"
+                    and not (warehouse.shipments_folder or warehouse.local_shipments_folder)):
+                self.problem("stock.warehouse", f"the mapping {warehouse.mapping.name} of {name!r} reads quantities "
+                                                "on hand, less the units of orders not yet confirmed shipped, but "
+                                                f"{name!r} has no shipments_folder or local_shipments_folder: no "
+                                                "confirmation would ever come and every order would count as on the "
+                                                "shelf for good: give it a shipments folder, or use a mapping with "
+                                                'quantity_means = "available"')
         for index, warehouse in by_name.values():
             for key in ("stock_folder", "local_stock_folder"):
                 if getattr(warehouse, key) is not None and warehouse.name != name:

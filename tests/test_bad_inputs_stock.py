@@ -414,6 +414,15 @@ CONFIG_CASES = [
         "warehouse)"]),
     ("a future tolerance above a week", FOLDERS + ACME + "future_tolerance_minutes = 10081\n", [
         "stock.future_tolerance_minutes: must be at most 10080, not 10081"]),
+    ("quantities on hand without a shipments folder: no order would ever leave the shelf",
+     FOLDERS.replace("stock_folder", "mapping = \"mappings/onhand.toml\"\nstock_folder") + ACME, [
+         "stock.warehouse: the mapping onhand of 'acme' reads quantities on hand, less the units of orders not yet "
+         "confirmed shipped, but 'acme' has no shipments_folder or local_shipments_folder: no confirmation would "
+         "ever come and every order would count as on the shelf for good: give it a shipments folder, or use a "
+         "mapping with quantity_means = \"available\""]),
+    ("quantities on hand with a shipments folder",
+     FOLDERS.replace("stock_folder", "mapping = \"mappings/onhand.toml\"\nshipments_folder = \"/out\"\nstock_folder")
+     + ACME + "poll_minutes = 0\n", ["stock.poll_minutes: must be at least 1, not 0"]),
     ("the stock warehouse's mapping is invalid: its own problem only, stock.warehouse not blamed",
      FOLDERS.replace("stock_folder", "mapping = \"mappings/broken.toml\"\nstock_folder") + ACME, None),
 ]
@@ -428,6 +437,9 @@ def test_config_stock_keys(tmp_path, case, extra, expected):
     for name in ("acme-csv.toml", "acme-skus.csv"):
         (tmp_path / "mappings" / name).write_bytes((MAPPINGS / name).read_bytes())
     (tmp_path / "mappings" / "plain.toml").write_text(ORDERS, encoding="utf-8")
+    on_hand = (MAPPINGS / "acme-csv.toml").read_text("utf-8").replace('quantity_means = "available"',
+                                                                       'quantity_means = "on_hand"')
+    (tmp_path / "mappings" / "onhand.toml").write_text(on_hand, encoding="utf-8")
     (tmp_path / "known_hosts").write_text("sftp.acme.example ssh-ed25519 AAAA\n")
     (tmp_path / "id_ed25519").write_text("x\n")
     path = tmp_path / "bridge.toml"
@@ -436,6 +448,8 @@ def test_config_stock_keys(tmp_path, case, extra, expected):
         text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
         expected = ["warehouses[0].stock_folder: the mapping plain has no [stock] section to read the files with",
                     "stock.warehouse: the mapping plain of 'acme' has no [stock] section to read its stock files with"]
+    if case.startswith("quantities on hand"):
+        text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
     if case.startswith("the stock warehouse's mapping is invalid"):
         text = text.replace('mapping = "mappings/acme-csv.toml"\n', "")
         broken = (MAPPINGS / "acme-csv.toml").read_text("utf-8").replace('encoding = "cp1252"', 'encoding = "latin9"')
