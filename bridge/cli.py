@@ -501,8 +501,13 @@ def _order_status(settings: Settings, order_id: str, now: datetime, *, as_json: 
               f" requested {resend['requested_at']} by {resend['requested_by']}: {one_line(resend['reason'])}")
     if report.get("ship_by"):
         overdue = "  OVERDUE: the ship-by date has passed and not every unit is confirmed" if report["overdue"] else ""
-        print(f"{'ship_by:':15} {report['ship_by']} ({report['units_confirmed']}/{report['units']} units confirmed)"
-              f"{overdue}")
+        if report.get("settled"):
+            confirmed = f"settled by a person {report['settled']['at']}: {one_line(report['settled']['note'] or '-')}"
+        elif report.get("confirmations_tracked", True):
+            confirmed = f"{report['units_confirmed']}/{report['units']} units confirmed"
+        else:  # confirmed by hand in Seller Central, if at all: the bridge never hears of it
+            confirmed = "confirmations not tracked: the warehouse has no shipments folder"
+        print(f"{'ship_by:':15} {report['ship_by']} ({confirmed}){overdue}")
     print("history:")
     for event in report["events"]:
         print(f"  {event['at']}  {event['kind']:24} {one_line(event['detail'])}")
