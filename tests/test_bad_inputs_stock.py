@@ -627,7 +627,8 @@ def sandbox():
 def test_a_bad_stock_file_is_answered_with_the_exact_lines(tmp_path, sshd, sftp_root, sandbox, case):
     from stocking import NOW, STABLE, Stocker, drop, files, load, make_config, result_lines
 
-    config = make_config(tmp_path, sshd, sftp_root, sandbox, case.mapping)
+    # globex's quantities are on hand: its confirmations must come in (a shipments folder)
+    config = make_config(tmp_path, sshd, sftp_root, sandbox, case.mapping, shipments=case.mapping == "globex-xml")
     config.write_text(config.read_text() + f"\n[shipments]\nincomplete_limit_minutes = {LIMIT}\n")
     stocker = Stocker(load(config))
     try:

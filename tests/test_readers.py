@@ -108,6 +108,14 @@ def test_a_blank_line_in_a_file_without_header_is_skipped():
         (1, {"1": "a", "3": "c"}, ""), (5, {"1": "d", "3": "f"}, "")]
 
 
+
+@pytest.mark.parametrize("batch", [1, 2048])
+def test_a_row_of_blanks_as_wide_as_the_header_is_skipped(monkeypatch, batch):
+    monkeypatch.setattr(readers, "_BATCH", batch)
+    spec = TableSpec("csv", ("a", "b"), delimiter=",")
+    assert rows(b"a,b\n , \n1,2\n,\t\n \xc2\xa0,x\n", spec) == [
+        (3, {"a": "1", "b": "2"}, ""), (5, {"a": "", "b": "x"}, "")]
+
 def test_a_header_the_csv_module_refuses_is_named_with_why():
     with pytest.raises(BadFile, match=r"^row 1: cannot be read as CSV \(field larger than field limit \(131072\)\)"):
         rows(b"Order;" + b"x" * 140_000 + b"\n111-1;2\n")
@@ -138,7 +146,7 @@ def reference_rows(data: bytes, fields: tuple[str, ...], delimiter: str) -> list
     for record in reader:
         number, line = line, reader.line_num + 1
         whole = len(record) == len(header)
-        if (whole and record[at[0]]) or "".join(record).strip():
+        if "".join(record).strip():  # a row with no text at all is skipped, whatever its width
             values = {field: record[i].strip() if i < len(record) else "" for field, i in zip(fields, at)}
             found.append((number, values, not whole))
     return found
@@ -173,7 +181,9 @@ def test_row_numbers_and_values_match_a_record_by_record_reading_whatever_the_fi
 @pytest.mark.parametrize("width, fields", [
     (3, ("Qty",)),  # one field: a picked tuple of one
     (3, ("Qty", "Order", "Note")),  # fields in another order than the columns
-    (readers._WHOLE_RECORD_CELLS + 44, ("C299", "Order")),  # records too wide to be a function's arguments
+    (readers._WHOLE_RECORD_CELLS, ("Qty", f"C{readers._WHOLE_RECORD_CELLS - 1}")),  # the widest taken whole
+    (readers._WHOLE_RECORD_CELLS + 1, ("Qty", f"C{readers._WHOLE_RECORD_CELLS}")),  # the narrowest picked first
+    (readers._WHOLE_RECORD_CELLS + 284, ("C299", "Order")),  # records picked first, then a function of the picked
 ])
 def test_rows_of_any_width_and_field_order_match_a_record_by_record_reading(width, fields):
     header = ["Note", "Order", "Qty"] + [f"C{at}" for at in range(3, width)]
