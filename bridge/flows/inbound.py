@@ -31,7 +31,7 @@ So a taken file is looked at again (its size and mtime against what was read): b
 answered, while it waits (a stock file before its publish), and for `incomplete_limit` after it
 was answered (`look_again`, each pass). One that grew, and still begins with the bytes read, is
 recorded in the ledger first (inbound_grown: found ──▶ done), then put back in its folder whole
-under `<stem>~<id>-again<ext>`, to be taken again by the same rules as any new file (what was
+under `<stem>-again-<id><ext>`, to be taken again by the same rules as any new file (what was
 answered already comes back as a duplicate); the first file's result says so in its first line,
 and its archive/ or error/ copy is the part read. Each step is looked up before it is done again,
 so a crash anywhere converges.
@@ -928,13 +928,14 @@ def still_written_message(read: int, size: int, again: str) -> str:
 
 
 def _again_name(stored: StoredInbound) -> str:
-    """The name a file still being written when it was taken is put back under: its own
-    (made safe), with ~<id>-again before the extension."""
+    """The name a file still being written when it was taken is put back under: its own (made
+    safe, so that its archive and result names are this one), with -again-<id> before the
+    extension."""
     name = safe_name(stored.name)
     stem, dot, suffix = name.rpartition(".")
     if not (dot and stem):
-        return f"{name}~{stored.id}-again"
-    return f"{stem}~{stored.id}-again.{suffix}"
+        return f"{name}-again-{stored.id}"
+    return f"{stem}-again-{stored.id}.{suffix}"
 
 
 def _begins_with(drop: Drop, path: str, stored: StoredInbound) -> bool:
