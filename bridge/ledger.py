@@ -2066,13 +2066,14 @@ class Ledger:
         they are (or will be) put back under."""
         rows = self._db.execute(
             "select f.*, g.again_name as g_again_name, g.found_in as g_found_in, g.size as g_size,"
-            " g.status as g_status, g.again_id as g_again_id from inbound_grown g"
+            " g.status as g_status, g.again_id as g_again_id, g.found_at as g_found_at from inbound_grown g"
             " join inbound_files f on f.id = g.inbound_id"
             " where g.again_id is null and g.status in (?, ?) and f.flow = ? and f.warehouse = ? and f.source = ?"
             " order by f.id", (GrownStatus.FOUND, GrownStatus.DONE, flow, warehouse, source),
         ).fetchall()
         return [(_stored_inbound(row), StoredGrown(row["id"], row["g_again_name"], row["g_found_in"], row["g_size"],
-                                                   GrownStatus(row["g_status"]), row["g_again_id"])) for row in rows]
+                                                   GrownStatus(row["g_status"]), row["g_again_id"], row["g_found_at"]))
+                for row in rows]
 
     def inbound_taken_again(self, file_id: int, again_id: int) -> None:
         """The changed file was taken again, as the inbound file `again_id`."""
@@ -2958,11 +2959,12 @@ class StoredGrown:
     size: int  # its size then
     status: GrownStatus
     again_id: int | None  # the inbound file it became when taken again
+    found_at: str
 
 
 def _stored_grown(row: sqlite3.Row) -> StoredGrown:
     return StoredGrown(row["inbound_id"], row["again_name"], row["found_in"], row["size"],
-                       GrownStatus(row["status"]), row["again_id"])
+                       GrownStatus(row["status"]), row["again_id"], row["found_at"])
 
 
 @dataclass(frozen=True)

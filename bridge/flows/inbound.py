@@ -680,6 +680,11 @@ class InboundPipeline:
         line[1], line[-1] = STILL_WRITTEN, still_written_message(stored.size, grown.size, grown.again_name)
         return line
 
+    def coming_again(self, source: Source, since: datetime) -> list[str]:
+        """Names files were put back under since `since` and not yet taken again."""
+        return [grown.again_name for _, grown in self.ledger.inbound_grown_open(
+            self.handler.flow, source.warehouse.name, source.kind) if parse_iso(grown.found_at) >= since]
+
     def _again_names(self, source: Source) -> dict[str, int]:
         """Names files were put back under and not yet taken again: name -> the file taken first."""
         return {grown.again_name: stored.id for stored, grown in self.ledger.inbound_grown_open(

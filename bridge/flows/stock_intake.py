@@ -375,6 +375,13 @@ class StockFlow:
             self.pipeline.look_again(source, now, report.inbound)
         waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
         held = self._held()
+        coming = [name for source in self.sources()
+                  for name in self.pipeline.coming_again(source, now - self.settings.shipments.incomplete_limit)]
+        if coming and not waiting and not force:
+            report.notes.append(f"not published yet: {', '.join(coming)} is a stock file that was still being "
+                                "written when it was taken, put back whole; the publish waits until it is taken again")
+            log.info("stock publish: %s", report.notes[-1])
+            return  # not run to its end: the daily publish is tried again
         if force and held is not None:
             if not waiting:  # files older than the held one were passed over when it was recorded
                 self._note(self.inventory.force_held(now), report)
