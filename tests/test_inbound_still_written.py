@@ -249,3 +249,26 @@ def test_a_crash_at_any_step_of_taking_a_file_again_converges(make, sandbox, ssh
     assert [r["orderId"] for n, r in enumerate(sent) if r not in sent[:n]] == [
         "302-0000003-0000003", "111-0000001-0000001"]  # a re-send repeats the same package id
     assert restarted.ledger.shipment_counts()["confirmed"] == 2
+
+
+def test_the_rest_of_a_file_appended_after_it_was_taken_says_what_it_likely_is(make, sandbox):
+    """A script appending a line at a time with `>>` opens the file by its name each time: after
+    the bridge took the first part, the next line makes a new file of the same name, without
+    the header. Its rejection says what it likely is."""
+    shipper = make()
+    shipper.local.mkdir(parents=True, exist_ok=True)
+    with open(shipper.local / "SCAN_1.csv", "ab") as scan:
+        scan.write(PART)
+    shipper.ship()
+    with open(shipper.local / "SCAN_1.csv", "ab") as scan:  # the next parcel, scanned later
+        scan.write(LATER.encode("cp1252") + b"\r\n")
+
+    shipper.ship(SHIP_TIME + timedelta(minutes=2))
+
+    assert result_lines(shipper.local, "SCAN_1.csv") == [FIRST_ANSWER]
+    assert result_lines(shipper.local, "SCAN_1~2.csv") == [
+        ";rejected;;;;;row 1 has 6 fields and none is one of the columns 'Auftragsnummer', 'Artikelnummer', "
+        "'Menge', 'Versandart', 'Sendungsnummer', 'Versanddatum': is the header row missing, or is this another "
+        "layout's file? A file of the same name was taken from this folder at 2026-11-20T18:00:00Z (its answer: "
+        "results/SCAN_1.result.csv): if this is the rest of that file, written after the bridge took it, join the "
+        "two and drop the whole file again under a new name"]

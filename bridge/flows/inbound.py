@@ -398,7 +398,7 @@ class InboundPipeline:
             self.ledger.file_failed(stored.id, "its copy in the bridge's spool is missing; drop the file again", now)
             report.unreadable += 1
         except BadFile as problem:
-            self.ledger.file_failed(stored.id, f"{problem}{self._rest_of_a_file(source, stored, now)}", now)
+            self.ledger.file_failed(stored.id, self._rest_of_a_file(str(problem), source, stored, now), now)
             report.unreadable += 1
             log.warning("unreadable source=%s name=%r: %s", source.label, stored.name, problem)
         except BridgeError:
@@ -690,17 +690,18 @@ class InboundPipeline:
         return {grown.again_name: stored.id for stored, grown in self.ledger.inbound_grown_open(
             self.handler.flow, source.warehouse.name, source.kind)}
 
-    def _rest_of_a_file(self, source: Source, stored: StoredInbound, now: datetime) -> str:
-        """For a file that cannot be read: a hint when a file of its name was taken shortly
-        before (a writer that appends with `>>` after the bridge took the first part makes a new
-        file of the same name)."""
+    def _rest_of_a_file(self, why: str, source: Source, stored: StoredInbound, now: datetime) -> str:
+        """Why a file cannot be read, and a hint when a file of its name was taken shortly before
+        (a writer that appends with `>>` after the bridge took the first part makes a new file
+        of the same name, without the header)."""
         earlier = self.ledger.inbound_same_name_before(self.handler.flow, source.warehouse.name, source.kind,
                                                        stored.name, stored.id, now - self.rules.incomplete_limit)
         if earlier is None:
-            return ""
-        return (f"; a file of the same name was taken from this folder at {earlier.received_at} (its answer: "
-                f"results/{result_name(earlier.safe_name)}): if this is the rest of that file, written after the "
-                "bridge took it, join the two and drop the whole file again under a new name")
+            return why
+        return (f"{why}{' ' if why.endswith(('.', '?')) else '. '}A file of the same name was taken from this "
+                f"folder at {earlier.received_at} (its answer: results/{result_name(earlier.safe_name)}): if this "
+                "is the rest of that file, written after the bridge took it, join the two and drop the whole file "
+                "again under a new name")
 
     def _each(self, report: InboundReport, source: Source, stored: StoredInbound, work: Callable[[], None]) -> None:
         """One file's work; a setup problem holds that file only, and is said."""
