@@ -27,6 +27,8 @@ and each of its feed documents (at most 25,000 SKUs each):
 
 An inbound file's life (confirmations, stock files; see "inbound files" below):
     received (claimed and spooled) ──▶ parsed (rows and packages recorded) ──▶ done (answered)
+and, for one still being written when it was taken (it grew after: inbound_grown):
+    found ──put back whole in its folder as <name>-again-<id>, the first file answered──▶ done;  edited (left alone)
 A package's life (one confirmShipment; its row id is the packageReferenceId Amazon sees):
     accepted ──▶ sent (may have reached Amazon: re-sent with the same id) ──▶ confirmed | rejected
 With shipments.send = "feed" a package is `sent` once a fulfillment feed document carries it
@@ -1913,8 +1915,10 @@ class Ledger:
                 )
 
     def record_inbound(self, flow: str, warehouse: str, source: InboundSource, name: str,
-                       size: int, sha256: str, spool_path: str, safe: str, now: datetime) -> StoredInbound:
-        """A claimed file is in the spool: record it (and whether its content was seen before)."""
+                       size: int, sha256: str, spool_path: str, safe: str, now: datetime,
+                       mtime: float | None = None) -> StoredInbound:
+        """A claimed file is in the spool: record it (and whether its content was seen before);
+        `mtime`: its modification time when it was read (inbound_taken)."""
         with self._transaction() as db:
             first = db.execute(
                 "select id from inbound_files where flow = ? and warehouse = ? and sha256 = ?"
@@ -1935,6 +1939,8 @@ class Ledger:
                        (_unique(safe, taken, file_id), file_id))
             db.execute("delete from inbound_sightings where flow = ? and warehouse = ? and source = ?"
                        " and name = ?", (flow, warehouse, source, name))
+            if mtime is not None:
+                db.execute("insert into inbound_taken (inbound_id, mtime) values (?, ?)", (file_id, mtime))
         return self.inbound(file_id)
 
     def inbound(self, file_id: int) -> StoredInbound:
@@ -2019,11 +2025,6 @@ class Ledger:
         return {row["spool_path"] for row in rows}
 
     # --- inbound files that changed after they were taken ---------------------------------------
-
-    def note_inbound_taken(self, file_id: int, mtime: float) -> None:
-        """The modification time the file had when it was taken (read into the spool)."""
-        with self._transaction() as db:
-            db.execute("insert or ignore into inbound_taken (inbound_id, mtime) values (?, ?)", (file_id, mtime))
 
     def inbound_taken_mtime(self, file_id: int) -> float | None:
         row = self._db.execute("select mtime from inbound_taken where inbound_id = ?", (file_id,)).fetchone()

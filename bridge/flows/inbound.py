@@ -337,9 +337,7 @@ class InboundPipeline:
         os.replace(temporary.name, self.settings.inbound_dir / spool)
         self.checkpoint("spooled")
         stored = self.ledger.record_inbound(flow, warehouse, source.kind, name, size, digest, spool,
-                                            safe_name(name), now)
-        if seen is not None:
-            self.ledger.note_inbound_taken(stored.id, seen.mtime)
+                                            safe_name(name), now, mtime=seen.mtime if seen is not None else None)
         first = self._again_names(source).get(name)
         if first is not None:
             self.ledger.inbound_taken_again(first, stored.id)
