@@ -27,7 +27,7 @@ The remote copy is touched again (step 5) only after the ledger holds the file (
 Still being written. A writer that pauses longer than `stable` exactly after a line break
 leaves a file that looks complete; it is taken, and the writer's open handle follows it into
 processing/ and on into archive/ or error/, where the rows it writes next would never be read.
-So a taken file is looked at again (its size and mtime against what was read): before it is
+So a taken file is looked at again (its size against the bytes read): before it is
 answered, while it waits (a stock file before its publish), and for `incomplete_limit` after it
 was answered (`look_again`, each pass). One that grew, and still begins with the bytes read, is
 recorded in the ledger first (inbound_grown: found ──▶ done), then put back in its folder whole
@@ -597,13 +597,14 @@ class InboundPipeline:
 
     def _check_grown(self, drop: Drop, source: Source, stored: StoredInbound, folder: str, now: datetime,
                      seen: RemoteFile | None, mtime: float | None = None) -> StoredGrown | None:
-        """Whether the file in `folder` changed since it was taken; a change is recorded: grown
+        """Whether the file in `folder` changed since it was taken (`mtime`: when it was taken;
+        None: taken before this was recorded, not looked at); a change of size is recorded: grown
         (it is longer and begins with the bytes read: its writer went on) or edited."""
         path = source.path(folder, stored.safe_name if folder != "processing" else stored.name)
         if mtime is None:
             mtime = self.ledger.inbound_taken_mtime(stored.id)
-        if seen is None or mtime is None or (seen.size, seen.mtime) == (stored.size, mtime):
-            return None
+        if seen is None or mtime is None or seen.size == stored.size:
+            return None  # a writer going on makes it longer (and some servers touch the mtime of a renamed file)
         if seen.size > stored.size and _begins_with(drop, path, stored):
             grown = self.ledger.record_inbound_grown(stored.id, _again_name(stored), folder, seen.size, now)
             self.checkpoint("grown_found")
