@@ -27,6 +27,8 @@ and each of its feed documents (at most 25,000 SKUs each):
 
 An inbound file's life (confirmations, stock files; see "inbound files" below):
     received (claimed and spooled) ──▶ parsed (rows and packages recorded) ──▶ done (answered)
+and, for one still being written when it was taken (it grew after: inbound_grown):
+    found ──put back whole in its folder as <name>-again-<id>, the first file answered──▶ done;  edited (left alone)
 A package's life (one confirmShipment; its row id is the packageReferenceId Amazon sees):
     accepted ──▶ sent (may have reached Amazon: re-sent with the same id) ──▶ confirmed | rejected
 With shipments.send = "feed" a package is `sent` once a fulfillment feed document carries it
@@ -107,6 +109,12 @@ class InboundStatus(StrEnum):
 class InboundOutcome(StrEnum):
     ARCHIVE = "archive"
     ERROR = "error"
+
+
+class GrownStatus(StrEnum):
+    FOUND = "found"  # the file changed after it was taken: to be put back in its folder
+    DONE = "done"  # put back under its `again_name` (and the first file answered)
+    EDITED = "edited"  # changed, but not by writing on at its end: left as it is, answered as read
 
 
 class PackageStatus(StrEnum):
@@ -469,6 +477,30 @@ create index if not exists packages_by_warehouse on packages (warehouse, status)
 create index if not exists packages_rejected on packages (warehouse, finished_at) where status = '{PackageStatus.REJECTED}';
 create index if not exists inbound_finished on inbound_files (flow, warehouse, finished_at);
 create index if not exists shipment_due_by_warehouse on shipment_due (warehouse, ship_by);
+"""
+# A file still being written when it was taken (its writer paused longer than stable_seconds at a
+# line break, then wrote on: the writer's open handle follows the file into processing/ or
+# archive/): what was read is answered, and the whole file goes back into its folder under
+# `again_name`, to be taken again as a new file. Its life:
+#     found (the change seen in `found_in`) ──put back, the first file answered──▶ done
+#     edited (changed otherwise: not the writer going on; nothing is done)
+# `again_id`: the inbound file it became when taken again.
+SCHEMA += f"""
+create table if not exists inbound_taken (  -- a file's modification time when it was taken (its
+    inbound_id integer primary key references inbound_files(id),  -- size: inbound_files.size)
+    mtime real not null
+);
+create table if not exists inbound_grown (
+    inbound_id integer primary key references inbound_files(id),
+    again_name text not null,
+    found_in text not null check (found_in in ('processing', {_check(InboundOutcome)})),
+    size integer not null,                -- its size when the change was seen
+    status text not null check (status in ({_check(GrownStatus)})),
+    found_at text not null,
+    done_at text,
+    again_id integer references inbound_files(id)
+);
+create index if not exists inbound_grown_open on inbound_grown (status) where again_id is null;
 """
 KEY_CHECK, REKEY_TO, STATE_ID = "key_check", "rekey_to", "state_id"
 ORDERS_BOOKMARK = "orders.window_end"  # how far orders have been pulled (flows.orders.BOOKMARK)
@@ -1899,8 +1931,10 @@ class Ledger:
                 )
 
     def record_inbound(self, flow: str, warehouse: str, source: InboundSource, name: str,
-                       size: int, sha256: str, spool_path: str, safe: str, now: datetime) -> StoredInbound:
-        """A claimed file is in the spool: record it (and whether its content was seen before)."""
+                       size: int, sha256: str, spool_path: str, safe: str, now: datetime,
+                       mtime: float | None = None) -> StoredInbound:
+        """A claimed file is in the spool: record it (and whether its content was seen before);
+        `mtime`: its modification time when it was read (inbound_taken)."""
         with self._transaction() as db:
             first = db.execute(
                 "select id from inbound_files where flow = ? and warehouse = ? and sha256 = ?"
@@ -1921,6 +1955,8 @@ class Ledger:
                        (_unique(safe, taken, file_id), file_id))
             db.execute("delete from inbound_sightings where flow = ? and warehouse = ? and source = ?"
                        " and name = ?", (flow, warehouse, source, name))
+            if mtime is not None:
+                db.execute("insert into inbound_taken (inbound_id, mtime) values (?, ?)", (file_id, mtime))
         return self.inbound(file_id)
 
     def inbound(self, file_id: int) -> StoredInbound:
@@ -2003,6 +2039,74 @@ class Ledger:
     def inbound_spool_in_use(self) -> set[str]:
         rows = self._db.execute("select spool_path from inbound_files where spool_deleted_at is null")
         return {row["spool_path"] for row in rows}
+
+    # --- inbound files that changed after they were taken ---------------------------------------
+
+    def inbound_taken_mtime(self, file_id: int) -> float | None:
+        row = self._db.execute("select mtime from inbound_taken where inbound_id = ?", (file_id,)).fetchone()
+        return row[0] if row else None
+
+    def inbound_answered_since(self, flow: str, warehouse: str, source: str,
+                               since: datetime) -> list[tuple[StoredInbound, float]]:
+        """Files of a folder answered since `since` and not found changed yet, with the
+        modification time each had when taken: looked at again for a writer that went on."""
+        rows = self._db.execute(
+            "select f.*, t.mtime as taken_mtime from inbound_files f join inbound_taken t on t.inbound_id = f.id"
+            " where f.flow = ? and f.warehouse = ? and f.finished_at >= ? and f.source = ? and f.status = ?"
+            " and not exists (select 1 from inbound_grown g where g.inbound_id = f.id) order by f.id",
+            (flow, warehouse, iso_z(since), source, InboundStatus.DONE),
+        ).fetchall()
+        return [(_stored_inbound(row), row["taken_mtime"]) for row in rows]
+
+    def record_inbound_grown(self, file_id: int, again_name: str, found_in: str, size: int,
+                             now: datetime, *, edited: bool = False) -> StoredGrown:
+        """The file changed after it was taken (seen in `found_in`): it goes back into its folder
+        as `again_name`; `edited`: changed otherwise, left as it is. The first record holds."""
+        with self._transaction() as db:
+            db.execute("insert or ignore into inbound_grown (inbound_id, again_name, found_in, size, status, found_at)"
+                       " values (?, ?, ?, ?, ?, ?)", (file_id, again_name, found_in, size,
+                                                      GrownStatus.EDITED if edited else GrownStatus.FOUND, iso_z(now)))
+        return self.inbound_grown(file_id)
+
+    def inbound_grown(self, file_id: int) -> StoredGrown | None:
+        row = self._db.execute("select * from inbound_grown where inbound_id = ?", (file_id,)).fetchone()
+        return _stored_grown(row) if row else None
+
+    def finish_inbound_grown(self, file_id: int, now: datetime) -> None:
+        """Put back in its folder (and the file taken first answered)."""
+        with self._transaction() as db:
+            db.execute("update inbound_grown set status = ?, done_at = ? where inbound_id = ? and status = ?",
+                       (GrownStatus.DONE, iso_z(now), file_id, GrownStatus.FOUND))
+
+    def inbound_grown_open(self, flow: str, warehouse: str, source: str) -> list[tuple[StoredInbound, StoredGrown]]:
+        """Changed files of a folder not yet taken again: those still to put back, and the names
+        they are (or will be) put back under."""
+        rows = self._db.execute(
+            "select f.*, g.again_name as g_again_name, g.found_in as g_found_in, g.size as g_size,"
+            " g.status as g_status, g.again_id as g_again_id, g.found_at as g_found_at from inbound_grown g"
+            " join inbound_files f on f.id = g.inbound_id"
+            " where g.again_id is null and g.status in (?, ?) and f.flow = ? and f.warehouse = ? and f.source = ?"
+            " order by f.id", (GrownStatus.FOUND, GrownStatus.DONE, flow, warehouse, source),
+        ).fetchall()
+        return [(_stored_inbound(row), StoredGrown(row["id"], row["g_again_name"], row["g_found_in"], row["g_size"],
+                                                   GrownStatus(row["g_status"]), row["g_again_id"], row["g_found_at"]))
+                for row in rows]
+
+    def inbound_taken_again(self, file_id: int, again_id: int) -> None:
+        """The changed file was taken again, as the inbound file `again_id`."""
+        with self._transaction() as db:
+            db.execute("update inbound_grown set again_id = ? where inbound_id = ? and again_id is null",
+                       (again_id, file_id))
+
+    def inbound_same_name_before(self, flow: str, warehouse: str, source: str, name: str, file_id: int,
+                                 since: datetime) -> StoredInbound | None:
+        """The latest file of that name taken from the folder since `since`, before `file_id`."""
+        row = self._db.execute(
+            "select * from inbound_files where received_at >= ? and flow = ? and warehouse = ? and source = ?"
+            " and name = ? and id < ? order by id desc limit 1",
+            (iso_z(since), flow, warehouse, source, name, file_id),
+        ).fetchone()
+        return _stored_inbound(row) if row else None
 
     # --- shipments -------------------------------------------------------------------------
 
@@ -2874,6 +2978,24 @@ class StoredInbound:
     duplicate_of: int | None
     spool_path: str
     received_at: str
+
+
+@dataclass(frozen=True)
+class StoredGrown:
+    """An inbound file that changed after it was taken (table inbound_grown)."""
+
+    inbound_id: int
+    again_name: str  # the name it is put back under in its folder
+    found_in: str  # "processing", "archive" or "error": where the change was seen
+    size: int  # its size then
+    status: GrownStatus
+    again_id: int | None  # the inbound file it became when taken again
+    found_at: str
+
+
+def _stored_grown(row: sqlite3.Row) -> StoredGrown:
+    return StoredGrown(row["inbound_id"], row["again_name"], row["found_in"], row["size"],
+                       GrownStatus(row["status"]), row["again_id"], row["found_at"])
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,21 @@ class TestDropContract:
         assert drop.read_bytes(f"{base}/in/o3.csv") == b"the warehouse has not read me yet"
         assert drop.rename_files([(f"{base}/in/o3.csv.part", f"{base}/in/o4.csv")]) == [None]  # still usable
 
+    def test_stat_files_gives_size_and_mtime_of_each_file_or_none(self, make_drop):
+        make, base = make_drop
+        drop = make()
+        drop.makedirs(f"{base}/in/sub")
+        drop.put_bytes(b"12345", f"{base}/in/a.csv")
+        (make.local / "in" / "a.csv").touch()
+        os.utime(make.local / "in" / "a.csv", (1_700_000_000, 1_700_000_000))
+        a, missing, folder = drop.stat_files([f"{base}/in/a.csv", f"{base}/in/missing.csv", f"{base}/in/sub"])
+        assert a == RemoteFile("a.csv", 5, 1_700_000_000.0)
+        assert missing is None and folder is None  # a folder is not a file the bridge takes
+        assert drop.stat_files([]) == []
+        with open(make.local / "in" / "a.csv", "ab") as grown:
+            grown.write(b"6")
+        assert drop.stat_files([f"{base}/in/a.csv"])[0].size == 6
+
     def test_read_into_copies_a_file_into_a_stream(self, drop):
         drop, base = drop
         big = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: several reads

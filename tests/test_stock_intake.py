@@ -468,3 +468,49 @@ def test_a_feed_amazon_never_finishes_is_overdue_for_a_person_and_a_newer_file_g
     assert {f.name: f.status for f in stocker.ledger.stock_files_in(StockFileStatus.PUBLISHED)} == {
         "B1.csv": StockFileStatus.PUBLISHED, "B2.csv": StockFileStatus.PUBLISHED}
     assert len(sandbox.feeds) == 2
+
+
+# --- a stock file still being written when it was taken -----------------------------------------
+
+def test_a_stock_file_still_being_written_when_taken_is_never_published_from_the_part_read(make, sandbox, sshd):
+    """The WMS paused longer than stable_seconds after a line break, then wrote the rest: its
+    open handle followed the file into processing/. The daily publish (a pass that lists no
+    folder) finds it grown: the part read is passed over, the whole file put back, taken again
+    and published."""
+    from test_shipments_flow import SlowUpload
+
+    stocker = make(stock='publish_at = "23:00"\ntimezone = "Europe/Berlin"')  # 22:00 UTC in winter
+    stocker.flow.poll(NOW - timedelta(hours=2))  # the service starts: the first publish is tonight's
+    part, whole = acme(*FULL[:3]), acme(*FULL)
+    upload = SlowUpload(sshd, stocker.remote / "BESTAND.csv")
+    try:
+        upload.write(part)
+        stocker.flow.poll(NOW - timedelta(hours=1))
+        stocker.flow.poll(NOW - timedelta(hours=1) + STABLE)
+        assert files(stocker.remote / "processing") == {"BESTAND.csv": part}  # waits for the publish
+        upload.write(whole[len(part):])
+    finally:
+        upload.close()
+
+    report = stocker.flow.poll(NOW + timedelta(seconds=20), remote=False, local=False)  # the daily publish
+
+    assert sandbox.feeds == {}
+    assert report.notes == ["not published yet: BESTAND-again-1.csv is a stock file that was still being written "
+                            "when it was taken, put back whole; the publish waits until it is taken again"]
+    assert result_lines(stocker.remote, "BESTAND.csv") == [
+        f";read again;;;the file was still being written when the bridge took it: its first {len(part)} bytes were "
+        f"read and answered here, it had {len(whole)} bytes later. Nothing is lost: the whole file is taken again "
+        "as BESTAND-again-1.csv and answered in results/BESTAND-again-1.result.csv. To avoid this, the WMS should "
+        "write the file under a temporary name and rename it when it is complete",
+        ";not published;;;not published: it was still being written when it was taken (the whole file is taken "
+        "again as BESTAND-again-1.csv)"]
+    assert files(stocker.remote) == {"BESTAND-again-1.csv": whole}
+    assert files(stocker.remote / "archive") == {"BESTAND.csv": part}
+
+    stocker.flow.poll(NOW + timedelta(minutes=5), local=False)  # listed
+    report = stocker.flow.poll(NOW + timedelta(minutes=5) + STABLE, local=False)  # taken, and published
+
+    (document,) = feeds(sandbox)
+    assert len(document["messages"]) == 5  # every SKU of the whole file
+    assert [o.name for o in report.outcomes] == ["BESTAND-again-1.csv"]
+    assert stocker.ledger.bookmark(PUBLISH_BOOKMARK) == NOW + timedelta(minutes=5) + STABLE

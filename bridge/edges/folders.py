@@ -68,6 +68,10 @@ class Drop(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def stat_files(self, paths: Sequence[str]) -> list[RemoteFile | None]:
+        """The size and modification time of each path, in order (its name as `RemoteFile.name`),
+        asked together where the drop allows; None where it is missing or not a regular file."""
+
     def listdir(self, folder: str) -> list[RemoteFile]:
         """Regular files directly in `folder`, sorted by name (no folders, no links to folders)."""
 
@@ -162,6 +166,18 @@ class FolderDrop:
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(self._path(path))  # a link counts, wherever it points
+
+    def stat_files(self, paths: Sequence[str]) -> list[RemoteFile | None]:
+        found: list[RemoteFile | None] = []
+        for path in paths:
+            with _translated(path, ""):
+                try:
+                    st = os.lstat(self._path(path))
+                except FileNotFoundError:
+                    st = None
+            regular = st is not None and stat.S_ISREG(st.st_mode)
+            found.append(RemoteFile(posixpath.basename(path), st.st_size, st.st_mtime) if regular else None)
+        return found
 
     def listdir(self, folder: str) -> list[RemoteFile]:
         files, skipped = [], []

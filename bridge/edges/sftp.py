@@ -154,6 +154,28 @@ class SftpDrop:
     def exists(self, path: str) -> bool:
         return self._run(f"stat {path}", lambda sftp: _stat_or_none(sftp, path) is not None)
 
+    def stat_files(self, paths: Sequence[str]) -> list[RemoteFile | None]:
+        """Every path's LSTAT sent before the replies are read: one round trip for them all."""
+        def stat_all(sftp: wire.Session) -> list[RemoteFile | None]:
+            sent = [sftp.send(wire.LSTAT, wire.string(path)) for path in paths]
+            found: list[RemoteFile | None] = []
+            errors: list[OSError] = []
+            for path, number in zip(paths, sent):
+                attrs = _collect(sftp.attributes, number, errors)
+                if errors and errors[-1].errno == errno.ENOENT:
+                    errors.pop()
+                regular = attrs is not None and stat.S_ISREG(attrs.st_mode or 0)
+                found.append(RemoteFile(path.rpartition("/")[2], attrs.st_size or 0, float(attrs.st_mtime or 0))
+                             if regular else None)
+            if errors:
+                raise errors[0]
+            return found
+
+        if not paths:
+            return []
+        label = f"stat {paths[0]}" if len(paths) == 1 else f"stat of {len(paths)} files ({paths[0]}, ...)"
+        return self._run(label, stat_all)
+
     def listdir(self, folder: str) -> list[RemoteFile]:
         def listdir(sftp: wire.Session) -> list[RemoteFile]:
             files = [

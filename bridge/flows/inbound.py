@@ -23,6 +23,18 @@ completeness, read them into the ledger, tell when their work is final, and word
 5. answer   once the handler says its work is final: results/<stem>.result.csv (temporary
             name, then rename), the file moved from processing/ to archive/ or error/, done.
 The remote copy is touched again (step 5) only after the ledger holds the file (step 3).
+
+Still being written. A writer that pauses longer than `stable` exactly after a line break
+leaves a file that looks complete; it is taken, and the writer's open handle follows it into
+processing/ and on into archive/ or error/, where the rows it writes next would never be read.
+So a taken file is looked at again (its size against the bytes read): before it is
+answered, while it waits (a stock file before its publish), and for `incomplete_limit` after it
+was answered (`look_again`, each pass). One that grew, and still begins with the bytes read, is
+recorded in the ledger first (inbound_grown: found ──▶ done), then put back in its folder whole
+under `<stem>-again-<id><ext>`, to be taken again by the same rules as any new file (what was
+answered already comes back as a duplicate); the first file's result says so in its first line,
+and its archive/ or error/ copy is the part read. Each step is looked up before it is done again,
+so a crash anywhere converges.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Callable, Protocol, Sequence
@@ -47,7 +60,8 @@ from bridge.formats.inbound import (
     Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
     write_result)
 from bridge.formats.readers import TableSpec
-from bridge.ledger import InboundOutcome, InboundSource, InboundStatus, Ledger, StoredInbound
+from bridge.ledger import (
+    GrownStatus, InboundOutcome, InboundSource, InboundStatus, Ledger, StoredGrown, StoredInbound)
 from bridge.records import iso_z, parse_iso
 
 log = logging.getLogger("bridge.inbound")
@@ -55,6 +69,9 @@ log = logging.getLogger("bridge.inbound")
 SUBFOLDERS = ("processing", "archive", "error", "results")
 RESULT_TEMP = ".part"
 MAX_READS = 2  # reads of one file that may start; one killed read is retried once, not forever
+STILL_WRITTEN = "read again"  # the result word of a file still being written when it was taken
+CHANGED_WHILE_READ = "it changed while it was read: it is still being written"
+STAT_BATCH = 500  # files whose size and mtime are asked for at once
 
 
 class Checkpoint(Protocol):
@@ -92,6 +109,10 @@ class Handler(Protocol):
     # Optional: step_aside(file, newer_name, now) -> bool. A new file has the name of `file`,
     # still in processing/: True when `file` may be answered now to make room (the stock flow:
     # a newer stock file supersedes a waiting one). Without it the new file waits its turn.
+    # Optional: still_written(file, again_name, now) -> bool. `file`, not answered yet, was
+    # still being written when it was taken: the whole file is taken again as `again_name`.
+    # True when `file` may be answered now (the stock flow: one not yet published is passed
+    # over, never published from the part read). Without it the file is answered when ready.
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,7 @@ class InboundReport:
     incomplete: int = 0
     unreadable: int = 0
     answered: int = 0
+    taken_again: int = 0  # files still being written when taken: put back whole, to be taken again
     in_error: list[str] = field(default_factory=list)  # "<source>: <name> -> results/<result>" answered into error/
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
@@ -187,7 +209,9 @@ class InboundPipeline:
         for sub in SUBFOLDERS:
             drop.makedirs(source.path(sub))
         self._resume(drop, source, now, report)
+        self._look_again(drop, source, now, report)
         names = {entry.name for entry in listing}
+        again = self._again_names(source)  # put back whole: no marker, and settled by listings only
         marker = self.handler.marker(source.warehouse)
         before = self.ledger.sightings(self.handler.flow, source.warehouse.name, source.kind)
         seen: dict[str, dict] = {}
@@ -197,10 +221,11 @@ class InboundPipeline:
                 break
             if ignored(entry.name, self.rules.ignore, marker):
                 continue
-            if marker and marker_name(entry.name, marker) not in names:
+            if marker and entry.name not in again and marker_name(entry.name, marker) not in names:
                 continue  # the WMS has not said it is complete yet
             sighting = self._consider(drop, source, entry, before.get(entry.name), now, report,
-                                      entry.name in finished, marker)
+                                      entry.name in finished and entry.name not in again,
+                                      "" if entry.name in again else marker)
             if sighting is not None:
                 seen[entry.name] = sighting
         self.ledger.save_sightings(self.handler.flow, source.warehouse.name, source.kind, seen)
@@ -296,6 +321,9 @@ class InboundPipeline:
             except BaseException:
                 Path(temporary.name).unlink(missing_ok=True)
                 raise
+        seen = None if refused else self._stat(drop, source.path("processing", name))
+        if why is None and seen is not None and seen.size != size:
+            why = CHANGED_WHILE_READ  # its writer is at it: put back, to settle again
         if refused:
             give_up = None
         elif why is None:
@@ -309,7 +337,10 @@ class InboundPipeline:
         os.replace(temporary.name, self.settings.inbound_dir / spool)
         self.checkpoint("spooled")
         stored = self.ledger.record_inbound(flow, warehouse, source.kind, name, size, digest, spool,
-                                            safe_name(name), now)
+                                            safe_name(name), now, mtime=seen.mtime if seen is not None else None)
+        first = self._again_names(source).get(name)
+        if first is not None:
+            self.ledger.inbound_taken_again(first, stored.id)
         self.checkpoint("recorded")
         report.taken += 1
         odd = name_problem(name)
@@ -365,7 +396,7 @@ class InboundPipeline:
             self.ledger.file_failed(stored.id, "its copy in the bridge's spool is missing; drop the file again", now)
             report.unreadable += 1
         except BadFile as problem:
-            self.ledger.file_failed(stored.id, str(problem), now)
+            self.ledger.file_failed(stored.id, self._rest_of_a_file(str(problem), source, stored, now), now)
             report.unreadable += 1
             log.warning("unreadable source=%s name=%r: %s", source.label, stored.name, problem)
         except BridgeError:
@@ -448,15 +479,23 @@ class InboundPipeline:
         the folder: a name someone else's file already has (an old install's, a restored
         ledger's) is never overwritten, nor its result taken for this file's."""
         outcome, lines = self.handler.answer(stored)
+        processing = source.path("processing", stored.name)
+        in_processing = drop.exists(processing)
+        grown = self.ledger.inbound_grown(stored.id)
+        if grown is None and in_processing:
+            grown = self._check_grown(drop, source, stored, "processing", now, self._stat(drop, processing))
+        if grown is not None and grown.status == GrownStatus.EDITED:
+            grown = None  # changed, but not written on at its end: answered as it was read
+        if grown is not None:
+            lines = chain([self._still_written_line(stored, grown)], lines)
         folder = self.settings.inbound_dir / self.handler.flow
         folder.mkdir(parents=True, exist_ok=True)
         with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
             write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
             data.seek(0)
             digest, _ = _sha256(data)
-            processing = source.path("processing", stored.name)
             name = stored.safe_name
-            if drop.exists(processing):  # not moved yet: the names may still be chosen
+            if in_processing:  # not moved yet: the names may still be chosen
                 name = self._free_name(drop, source, stored, outcome, digest)
             result = source.path("results", result_name(name))
             provisional = self.ledger.provisional_result(stored.id)
@@ -468,12 +507,18 @@ class InboundPipeline:
                 drop.rename(result + RESULT_TEMP, result)
         self.checkpoint("result_renamed")
         target = source.path(outcome.value, name)
-        try:
-            drop.rename(processing, target)
-        except RemotePathMissing:
+        if grown is not None:  # the whole file back to its folder; the part read is what is answered
+            self._put_back_whole(drop, source, stored, grown, processing)
             if not drop.exists(target):
-                log.warning("answered file was no longer in processing/ source=%s name=%r",
-                            source.label, stored.name)
+                self._restore_part_read(drop, source, stored, target)
+            self.ledger.finish_inbound_grown(stored.id, now)
+        else:
+            try:
+                drop.rename(processing, target)
+            except RemotePathMissing:
+                if not drop.exists(target):
+                    log.warning("answered file was no longer in processing/ source=%s name=%r",
+                                source.label, stored.name)
         self.checkpoint("moved")
         self.ledger.finish_inbound(stored.id, outcome, now)
         log.info("answered source=%s name=%r outcome=%s as=%s result=%s", source.label, stored.name,
@@ -506,6 +551,174 @@ class InboundPipeline:
             return name
         raise FileExistsInDrop(f"{stored.safe_name} and 99 other names for it are taken in "
                                f"{source.label} {outcome.value}/ or results/: clear them out")
+
+    # --- still being written: files that grew after they were taken ----------------------------
+
+    def look_again(self, source: Source, now: datetime, report: InboundReport) -> None:
+        """`_look_again` on its own (the stock publish, right before it reads a waiting file)."""
+        self._run(source, report, lambda drop: self._look_again(drop, source, now, report))
+
+    def _look_again(self, drop: Drop, source: Source, now: datetime, report: InboundReport) -> None:
+        """Taken files that were still being written: those found before a crash finished, those
+        waiting in processing/ that may be answered now (the handler's `still_written`), and
+        those answered in the last `incomplete_limit`, whose copy in archive/ or error/ the writer
+        may still be writing into."""
+        where = (self.handler.flow, source.warehouse.name, source.kind)
+        for stored, grown in self.ledger.inbound_grown_open(*where):
+            if grown.status == GrownStatus.FOUND and stored.status == InboundStatus.DONE:
+                self._each(report, source, stored, lambda s=stored, g=grown: self._put_back_answered(
+                    drop, source, s, g, now, report))
+        self._look_at_waiting(drop, source, now, report)
+        answered = self.ledger.inbound_answered_since(*where, now - self.rules.incomplete_limit)
+        seen = self._stat_all(drop, [source.path(f.outcome.value, f.safe_name) for f, _ in answered])
+        for (stored, mtime), now_seen in zip(answered, seen):
+            grown = self._check_grown(drop, source, stored, stored.outcome.value, now, now_seen, mtime)
+            if grown is not None and grown.status == GrownStatus.FOUND:
+                self._each(report, source, stored, lambda s=stored, g=grown: self._put_back_answered(
+                    drop, source, s, g, now, report))
+
+    def _look_at_waiting(self, drop: Drop, source: Source, now: datetime, report: InboundReport) -> None:
+        still_written = getattr(self.handler, "still_written", None)
+        if still_written is None:
+            return  # answered when its work is final, and looked at then
+        waiting = [f for f in self.ledger.inbound_unfinished(self.handler.flow, source.warehouse.name, source.kind)
+                   if f.status == InboundStatus.PARSED and not self.handler.ready(f)]
+        known = {f.id: self.ledger.inbound_grown(f.id) for f in waiting}
+        unknown = [f for f in waiting if known[f.id] is None]
+        seen = dict(zip((f.id for f in unknown),
+                        self._stat_all(drop, [source.path("processing", f.name) for f in unknown])))
+        for stored in waiting:
+            grown = known[stored.id]
+            if grown is None:
+                grown = self._check_grown(drop, source, stored, "processing", now, seen[stored.id])
+            if grown is None or grown.status != GrownStatus.FOUND or not still_written(stored, grown.again_name, now):
+                continue
+            self._answer_all(drop, source, [self.ledger.inbound(stored.id)], now, report)
+
+    def _check_grown(self, drop: Drop, source: Source, stored: StoredInbound, folder: str, now: datetime,
+                     seen: RemoteFile | None, mtime: float | None = None) -> StoredGrown | None:
+        """Whether the file in `folder` changed since it was taken (`mtime`: when it was taken;
+        None: taken before this was recorded, not looked at); a change of size is recorded: grown
+        (it is longer and begins with the bytes read: its writer went on) or edited."""
+        path = source.path(folder, stored.safe_name if folder != "processing" else stored.name)
+        if mtime is None:
+            mtime = self.ledger.inbound_taken_mtime(stored.id)
+        if seen is None or mtime is None or seen.size == stored.size:
+            return None  # a writer going on makes it longer (and some servers touch the mtime of a renamed file)
+        if seen.size > stored.size and _begins_with(drop, path, stored):
+            grown = self.ledger.record_inbound_grown(stored.id, _again_name(stored), folder, seen.size, now)
+            self.checkpoint("grown_found")
+            log.warning("still being written when taken source=%s name=%r taken_size=%d size=%d in=%s/: "
+                        "the whole file is put back to be taken again as %r", source.label, stored.name,
+                        stored.size, seen.size, folder, grown.again_name)
+            return grown
+        log.info("changed after it was taken, not by writing on at its end source=%s name=%r taken_size=%d "
+                 "size=%d in=%s/: left as it is", source.label, stored.name, stored.size, seen.size, folder)
+        return self.ledger.record_inbound_grown(stored.id, "", folder, seen.size, now, edited=True)
+
+    def _put_back_answered(self, drop: Drop, source: Source, stored: StoredInbound, grown: StoredGrown,
+                           now: datetime, report: InboundReport) -> None:
+        """An answered file grew in archive/ or error/: the whole file back to its folder, the
+        part read in its place, and its result told."""
+        final = source.path(grown.found_in, stored.safe_name)
+        if drop.exists(final) and not _holds(drop, final, stored.sha256):
+            drop.rename(final, source.path(grown.again_name))
+        self.checkpoint("put_back")
+        if not drop.exists(final):
+            self._restore_part_read(drop, source, stored, final)
+        _, lines = self.handler.answer(stored)
+        self._replace_result(drop, source, stored.safe_name,
+                             chain([self._still_written_line(stored, grown)], lines))
+        self.ledger.finish_inbound_grown(stored.id, now)
+        report.taken_again += 1
+        log.info("answered again source=%s name=%r result=%s: put back whole as %r", source.label, stored.name,
+                 result_name(stored.safe_name), grown.again_name)
+
+    def _put_back_whole(self, drop: Drop, source: Source, stored: StoredInbound, grown: StoredGrown,
+                        processing: str) -> None:
+        try:
+            drop.rename(processing, source.path(grown.again_name))
+        except RemotePathMissing:
+            pass  # put back before a restart
+        self.checkpoint("put_back")
+        log.info("put back whole source=%s name=%r as=%r", source.label, stored.name, grown.again_name)
+
+    def _restore_part_read(self, drop: Drop, source: Source, stored: StoredInbound, path: str) -> None:
+        """The bytes read (the spool copy) as the file's archive/ or error/ copy: what its result answers."""
+        try:
+            copy = open(self.settings.inbound_dir / stored.spool_path, "rb")
+        except FileNotFoundError:
+            log.warning("no copy of the part read source=%s name=%r: its spool copy is gone", source.label,
+                        stored.name)
+            return
+        with copy:
+            _upload(drop, copy, path + RESULT_TEMP)
+        drop.rename(path + RESULT_TEMP, path)
+        self.checkpoint("restored")
+
+    def _replace_result(self, drop: Drop, source: Source, name: str, lines) -> None:
+        """A result file written anew over the file's earlier one (the temporary first: one is
+        always there but between the remove and the rename)."""
+        folder = self.settings.inbound_dir / self.handler.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
+            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+            data.seek(0)
+            digest, _ = _sha256(data)
+            result = source.path("results", result_name(name))
+            if _holds(drop, result, digest):
+                return
+            _upload(drop, data, result + RESULT_TEMP)
+            self.checkpoint("result_uploaded")
+            if drop.exists(result):
+                drop.remove(result)
+            drop.rename(result + RESULT_TEMP, result)
+
+    def _still_written_line(self, stored: StoredInbound, grown: StoredGrown) -> list[str]:
+        line = [""] * len(self.handler.header)
+        line[1], line[-1] = STILL_WRITTEN, still_written_message(stored.size, grown.size, grown.again_name)
+        return line
+
+    def coming_again(self, source: Source, since: datetime) -> list[str]:
+        """Names files were put back under since `since` and not yet taken again."""
+        return [grown.again_name for _, grown in self.ledger.inbound_grown_open(
+            self.handler.flow, source.warehouse.name, source.kind) if parse_iso(grown.found_at) >= since]
+
+    def _again_names(self, source: Source) -> dict[str, int]:
+        """Names files were put back under and not yet taken again: name -> the file taken first."""
+        return {grown.again_name: stored.id for stored, grown in self.ledger.inbound_grown_open(
+            self.handler.flow, source.warehouse.name, source.kind)}
+
+    def _rest_of_a_file(self, why: str, source: Source, stored: StoredInbound, now: datetime) -> str:
+        """Why a file cannot be read, and a hint when a file of its name was taken shortly before
+        (a writer that appends with `>>` after the bridge took the first part makes a new file
+        of the same name, without the header)."""
+        earlier = self.ledger.inbound_same_name_before(self.handler.flow, source.warehouse.name, source.kind,
+                                                       stored.name, stored.id, now - self.rules.incomplete_limit)
+        if earlier is None:
+            return why
+        return (f"{why}{' ' if why.endswith(('.', '?')) else '. '}A file of the same name was taken from this "
+                f"folder at {earlier.received_at} (its answer: results/{result_name(earlier.safe_name)}): if this "
+                "is the rest of that file, written after the bridge took it, join the two and drop the whole file "
+                "again under a new name")
+
+    def _each(self, report: InboundReport, source: Source, stored: StoredInbound, work: Callable[[], None]) -> None:
+        """One file's work; a setup problem holds that file only, and is said."""
+        try:
+            work()
+        except FixTheSetup as problem:
+            report.errors.append(f"{source.label}: {stored.name!r} not put back yet: {problem}")
+            report.needs_a_person = True
+            log.error("not put back source=%s name=%r: %s", source.label, stored.name, problem)
+
+    def _stat(self, drop: Drop, path: str) -> RemoteFile | None:
+        return drop.stat_files([path])[0]
+
+    def _stat_all(self, drop: Drop, paths: list[str]) -> list[RemoteFile | None]:
+        found: list[RemoteFile | None] = []
+        for start in range(0, len(paths), STAT_BATCH):
+            found += drop.stat_files(paths[start:start + STAT_BATCH])
+        return found
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -660,6 +873,25 @@ class _Digest:
         return 0
 
 
+class _Prefix(_Digest):
+    """A write-only stream that hashes only its first `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.seen = limit, 0
+
+    def write(self, data: bytes) -> int:
+        if self.seen < self.limit:
+            self.hash.update(data[:self.limit - self.seen])
+        self.seen += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self.seen = 0
+        return super().seek(offset, whence)
+
+
 def _upload(drop: Drop, data: IO[bytes], path: str) -> None:
     """A result file to the drop: streamed where the drop can (`put_stream`), else whole."""
     data.seek(0)
@@ -690,6 +922,35 @@ def _sha256(stream: IO[bytes]) -> tuple[str, int]:
         size += len(chunk)
     stream.seek(0)
     return digest.hexdigest(), size
+
+
+def still_written_message(read: int, size: int, again: str) -> str:
+    """The first line of the result of a file that was still being written when it was taken."""
+    return (f"the file was still being written when the bridge took it: its first {read:,} bytes were read and "
+            f"answered here, it had {size:,} bytes later. Nothing is lost: the whole file is taken again as "
+            f"{again} and answered in results/{result_name(again)}. To avoid this, the WMS should write the "
+            "file under a temporary name and rename it when it is complete")
+
+
+def _again_name(stored: StoredInbound) -> str:
+    """The name a file still being written when it was taken is put back under: its own (made
+    safe, so that its archive and result names are this one), with -again-<id> before the
+    extension."""
+    name = safe_name(stored.name)
+    stem, dot, suffix = name.rpartition(".")
+    if not (dot and stem):
+        return f"{name}-again-{stored.id}"
+    return f"{stem}-again-{stored.id}.{suffix}"
+
+
+def _begins_with(drop: Drop, path: str, stored: StoredInbound) -> bool:
+    """Whether the file at `path` begins with exactly the bytes that were read of it."""
+    sink = _Prefix(stored.size)
+    try:
+        drop.read_into(path, sink)
+    except (RemotePathMissing, BadFile):
+        return False
+    return sink.hash.hexdigest() == stored.sha256
 
 
 def _minutes(delta: timedelta) -> str:

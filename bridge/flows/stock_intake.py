@@ -172,6 +172,22 @@ class StockFiles:
             return self.ledger.supersede_held_stock(stored.id, f"superseded: {why}", now)
         return False  # with Amazon: answered once Amazon has processed it
 
+    def still_written(self, file: StoredInbound, again: str, now: datetime) -> bool:
+        """`file` was still being written when it was taken (the whole file is taken again as
+        `again`): never published from the part read. Passed over if it waits for the publish,
+        superseded if held; one with Amazon is answered once Amazon has processed it."""
+        if self.ready(file):
+            return True
+        why = f"it was still being written when it was taken (the whole file is taken again as {again})"
+        intake = self.ledger.stock_intake(file.id)
+        if intake is None:
+            self.ledger.pass_over_stock_inbound(file.id, f"not published: {why}", now, failed=False)
+            return True
+        stored = intake[0]
+        if stored is not None and stored.status == StockFileStatus.HELD:
+            return self.ledger.supersede_held_stock(stored.id, f"superseded: {why}", now)
+        return False
+
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
         if file.reason:
             return InboundOutcome.ERROR, [("", "rejected", "", "", file.reason)]
@@ -355,8 +371,17 @@ class StockFlow:
     def publish(self, now: datetime, report: StockReport, *, force: bool = False) -> None:
         """Publish the newest waiting file (older ones are passed over); with `force`, the held
         file instead, unless a newer file arrived since: that one is checked first."""
+        for source in self.sources():  # a file still being written when taken is never published from the part read
+            self.pipeline.look_again(source, now, report.inbound)
         waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
         held = self._held()
+        coming = [name for source in self.sources()
+                  for name in self.pipeline.coming_again(source, now - self.settings.shipments.incomplete_limit)]
+        if coming and not waiting and not force:
+            report.notes.append(f"not published yet: {', '.join(coming)} is a stock file that was still being "
+                                "written when it was taken, put back whole; the publish waits until it is taken again")
+            log.info("stock publish: %s", report.notes[-1])
+            return  # not run to its end: the daily publish is tried again
         if force and held is not None:
             if not waiting:  # files older than the held one were passed over when it was recorded
                 self._note(self.inventory.force_held(now), report)
