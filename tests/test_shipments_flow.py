@@ -167,6 +167,18 @@ def test_a_writer_that_stalls_mid_line_is_caught_by_the_content_check_and_taken_
     assert requests_sent(sandbox) == expected_requests("acme-csv")
 
 
+
+def test_an_incomplete_file_is_counted_once_in_a_pass_that_lists_the_folder_twice(make, sandbox):
+    shipper = make()
+    data = (golden("acme-csv") / ACME_FILE).read_bytes()
+    (shipper.remote / "STALLED.csv").write_bytes(data[:-30])
+    shipper.ship()  # seen incomplete, put back
+    (shipper.remote / ACME_FILE).write_bytes(data)
+
+    report = shipper.flow.run(SHIP_TIME + timedelta(minutes=5), settle=True)  # `shipments process`: two listings
+
+    assert report.inbound.incomplete == 1 and report.inbound.taken == 1
+
 def test_a_file_still_incomplete_after_the_limit_goes_to_error_with_the_reason(make, sandbox):
     shipper = make(shipments="incomplete_limit_minutes = 10")
     (shipper.remote / "VERSAND_1.csv").write_bytes(acme_rows("302-0000003-0000003;KAN-GLAS-1L")[:-2])

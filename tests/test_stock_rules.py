@@ -359,6 +359,19 @@ def test_the_dry_run_writes_out_how_each_quantity_is_worked_out():
         "A: rows 2, 3, 4: 1,250 + 40 + 12 = 1,302 − 2 in flight − 1 buffer = 1,299 → sends 1,299")
 
 
+def test_a_sku_on_thousands_of_rows_is_explained_in_one_short_line():
+    from bridge.formats.stock import explain_levels
+
+    layout = replace(LAYOUT, columns=StockColumns(sku="SKU", quantity="Qty", lot="Lot"))
+    store = MemoryStore()
+    tally([Row(n, {"SKU": "A", "Qty": "1", "Lot": f"L{n}"}) for n in range(2, 20_002)], layout, store)
+
+    (line,) = explain_levels(store.sorted_parts(), layout, {})
+
+    assert line == ("A: rows 2, 3, 4, 5, 6, ... (19,995 more): 1 + 1 + 1 + 1 + 1 + ... (19,995 more) = 20,000"
+                    " → sends 20,000")
+
+
 def test_the_problems_a_dry_run_shows_put_errors_before_warnings_however_they_came():
     from bridge.formats.stock import ProblemLog, RowProblem
 

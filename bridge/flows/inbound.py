@@ -136,13 +136,17 @@ class InboundReport:
     taken: int = 0
     duplicates: int = 0
     settling: int = 0  # seen, not yet settled: a second listing `stable` later takes them
-    incomplete: int = 0
+    incomplete_files: set[tuple[str, str]] = field(default_factory=set)  # (source, name): once however often listed
     unreadable: int = 0
     answered: int = 0
     taken_again: int = 0  # files still being written when taken: put back whole, to be taken again
     in_error: list[str] = field(default_factory=list)  # "<source>: <name> -> results/<result>" answered into error/
     errors: list[str] = field(default_factory=list)
     needs_a_person: bool = False
+
+    @property
+    def incomplete(self) -> int:
+        return len(self.incomplete_files)
 
 
 def sources(settings: Settings, *, remote: bool = True, local: bool = True,
@@ -241,7 +245,7 @@ class InboundPipeline:
         limit_passed = incomplete_since is not None and \
             now - parse_iso(incomplete_since) >= self.rules.incomplete_limit
         if incomplete_since and not limit_passed:
-            report.incomplete += 1
+            report.incomplete_files.add((source.label, entry.name))
             return {**remembered, "incomplete_since": incomplete_since,
                     "incomplete_reason": before.get("incomplete_reason", "")}
         if not (ok or closed or limit_passed):
@@ -255,7 +259,7 @@ class InboundPipeline:
         why = self._take(drop, source, entry.name, now, report, give_up=give_up)
         if why is None:
             return None
-        report.incomplete += 1
+        report.incomplete_files.add((source.label, entry.name))
         return {**remembered, "incomplete_since": incomplete_since or iso_z(now), "incomplete_reason": why}
 
     def _claim(self, drop: Drop, source: Source, name: str, now: datetime) -> bool:
@@ -381,9 +385,11 @@ class InboundPipeline:
         path = self.settings.inbound_dir / stored.spool_path
         reads = self.ledger.start_reading(stored.id, now)
         if reads > MAX_READS:
+            export = "" if self.handler.spec(source.warehouse).format == "csv" else " or export it as CSV"
             why = (f"reading it stopped the bridge {reads - 1} times (killed while reading: the file may be "
-                   "too large or too complex to read), so it is not read again: split it or export it as "
-                   "CSV, and drop it again")
+                   "too large or too complex to read), so it is not read again: if the bridge was stopped for "
+                   f"another reason (a restart, a reboot), drop the same file again; if not, split it{export} "
+                   "and drop the parts")
             self.ledger.file_failed(stored.id, why, now)
             report.unreadable += 1
             log.error("unreadable source=%s name=%r: %s", source.label, stored.name, why)

@@ -604,8 +604,8 @@ def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mappin
     on_hand = layout.quantity_means == "on_hand"
     for sku, group in groupby(parts, key=by_sku):
         group = list(group)
-        rows = ", ".join(str(part[3]) for part in group)
-        warehouse = ", ".join(dict.fromkeys(part[1] for part in group))
+        rows = _listed([str(part[3]) for part in group], ", ")
+        warehouse = _listed(list(dict.fromkeys(part[1] for part in group)), ", ")
         head = f"{sku}: row{'s' if len(group) > 1 else ''} {rows}" + (f" ({warehouse})" if warehouse != sku else "")
         units, _ = combine(sku, group, layout.columns.quantity, []) if len(group) > 1 else (group[0][4], 0)
         if units is None:
@@ -615,7 +615,7 @@ def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mappin
         seen: dict[tuple[str, str], int] = {}
         for part in group:  # a lot listed twice with the same quantity counts once
             seen.setdefault((part[1], part[2]), part[4])
-        summed = " + ".join(f"{value:,}" for value in seen.values())
+        summed = _listed([f"{value:,}" for value in seen.values()], " + ")
         text = f"{summed} = {units:,}" if len(seen) > 1 else f"{units:,}"
         if len(counted) > len(seen):
             text += " (a lot listed twice counts once)"
@@ -635,6 +635,13 @@ def explain_levels(parts: Iterable[Part], layout: StockLayout, in_flight: Mappin
             sent = layout.cap
             text += f", cap {layout.cap:,}"
         yield f"{head}: {text} → sends {sent:,}"
+
+
+def _listed(items: list[str], joiner: str) -> str:
+    """Items joined, the first SHOWN of many and how many more: a SKU on 20,000 rows is a line."""
+    if len(items) > SHOWN:
+        return joiner.join(items[:SHOWN]) + f"{joiner}... ({len(items) - SHOWN:,} more)"
+    return joiner.join(items)
 
 
 _END: Part = ("", "", "", 0, None)  # ends the last run of parts; never yielded
