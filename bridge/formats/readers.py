@@ -187,9 +187,11 @@ def _csv_batches(stream: IO[bytes], spec: TableSpec) -> Iterator[Iterable[Row]]:
         raise
     except MemoryError:
         raise BadFile(f"row {last[0] + 1}: too large to be read as CSV") from None
-    except UnicodeDecodeError:  # UTF-16 keeps no undecodable byte: text is decoded ahead, a few kB at a time
-        raise BadFile(f"row {last[0] + 1} or a few rows after it: bytes that are not {_encoding_name(spec.encoding)}"
-                      " text: check the file's encoding") from None
+    except UnicodeDecodeError:  # UTF-16 keeps no undecodable byte: the bytes are scanned for the line
+        line = _utf16_bad_line(stream, start)
+        where = f"row {line}" if line else f"row {last[0] + 1} or a few rows after it"
+        raise BadFile(f"{where}: bytes that are not {_encoding_name(spec.encoding)} text: check the file's "
+                      "encoding") from None
     except Exception as problem:  # nothing but BadFile leaves a reader
         raise BadFile(f"row {last[0] + 1}: cannot be read as CSV ({_described(problem)})") from None
 
@@ -351,6 +353,35 @@ def _odd_row(number: int, record: list[str], spec: TableSpec, index: dict[str, i
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _utf16_bad_line(stream: IO[bytes], start: int) -> int | None:
+    """The line of the first bytes of a UTF-16 file that do not decode (a lone surrogate), its
+    text read a chunk at a time; None when it cannot be told. The reader decodes a few kB ahead
+    of the row it is at, so its own row could be hundreds of lines early."""
+    stream.seek(start)
+    head = stream.read(2)
+    codec = "utf-16-be" if head == codecs.BOM_UTF16_BE else "utf-16-le"
+    pending = b"" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else head
+    line, last = 1, ""
+    while chunk := stream.read(_CHUNK):
+        data = pending + chunk
+        whole = len(data) - len(data) % 2
+        if whole >= 2 and 0xD8 <= data[whole - 2 if codec == "utf-16-be" else whole - 1] <= 0xDB:
+            whole -= 2  # a high surrogate: its pair may be in the next chunk
+        data, pending = data[:whole], data[whole:]
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError as problem:
+            text = data[:problem.start].decode(codec)
+            return line + _line_breaks(last + text) - _line_breaks(last)
+        line += _line_breaks(last + text) - _line_breaks(last)
+        last = text[-1:]
+    return None
+
+
+def _line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
 def _undecoded(cells: list[str], encoding: str) -> str:
