@@ -523,7 +523,7 @@ def test_a_file_whose_reading_killed_the_bridge_twice_is_answered_and_never_read
     assert (bridge.remote / "results" / "HUGE.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
         whole_file("reading it stopped the bridge 2 times (killed while reading: the file may be too large or too "
                    "complex to read), so it is not read again: if the bridge was stopped for another reason (a "
-                   "restart, a reboot), drop the same file again; if not, split it and drop the parts")]
+                   "restart, a reboot), drop the same file again, otherwise split it and drop the parts")]
     assert list(files(bridge.remote / "error")) == ["HUGE.csv"]
     assert report.inbound.unreadable == 1 and not report.all_errors
 

@@ -44,11 +44,12 @@ import hashlib
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Callable, Protocol, Sequence
+from typing import IO, Callable, Iterator, Protocol, Sequence
 
 from bridge.config import Settings, WarehouseSettings
 from bridge.edges.folders import Drop, FolderDrop, RemoteFile
@@ -388,7 +389,7 @@ class InboundPipeline:
             export = "" if self.handler.spec(source.warehouse).format == "csv" else " or export it as CSV"
             why = (f"reading it stopped the bridge {reads - 1} times (killed while reading: the file may be "
                    "too large or too complex to read), so it is not read again: if the bridge was stopped for "
-                   f"another reason (a restart, a reboot), drop the same file again; if not, split it{export} "
+                   f"another reason (a restart, a reboot), drop the same file again, otherwise split it{export} "
                    "and drop the parts")
             self.ledger.file_failed(stored.id, why, now)
             report.unreadable += 1
@@ -438,13 +439,8 @@ class InboundPipeline:
                          now: datetime) -> None:
         """A provisional result file for each file that waits for a person, written when its
         lines change; the final answer replaces it."""
-        folder = self.settings.inbound_dir / self.handler.flow
-        folder.mkdir(parents=True, exist_ok=True)
         for stored, lines in waiting:
-            with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
-                write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
-                data.seek(0)
-                digest, _ = _sha256(data)
+            with self._result_written(source, lines) as (data, digest):
                 previous = self.ledger.provisional_result(stored.id)
                 if previous == digest:
                     continue
@@ -494,12 +490,7 @@ class InboundPipeline:
             grown = None  # changed, but not written on at its end: answered as it was read
         if grown is not None:
             lines = chain([self._still_written_line(stored, grown)], lines)
-        folder = self.settings.inbound_dir / self.handler.flow
-        folder.mkdir(parents=True, exist_ok=True)
-        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
-            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
-            data.seek(0)
-            digest, _ = _sha256(data)
+        with self._result_written(source, lines) as (data, digest):
             name = stored.safe_name
             if in_processing:  # not moved yet: the names may still be chosen
                 name = self._free_name(drop, source, stored, outcome, digest)
@@ -665,12 +656,7 @@ class InboundPipeline:
     def _replace_result(self, drop: Drop, source: Source, name: str, lines) -> None:
         """A result file written anew over the file's earlier one (the temporary first: one is
         always there but between the remove and the rename)."""
-        folder = self.settings.inbound_dir / self.handler.flow
-        folder.mkdir(parents=True, exist_ok=True)
-        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
-            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
-            data.seek(0)
-            digest, _ = _sha256(data)
+        with self._result_written(source, lines) as (data, digest):
             result = source.path("results", result_name(name))
             if _holds(drop, result, digest):
                 return
@@ -679,6 +665,18 @@ class InboundPipeline:
             if drop.exists(result):
                 drop.remove(result)
             drop.rename(result + RESULT_TEMP, result)
+
+    @contextmanager
+    def _result_written(self, source: Source, lines) -> Iterator[tuple[IO[bytes], str]]:
+        """A result file written to a temporary file in the spool (read from its start), and its
+        SHA-256."""
+        folder = self.settings.inbound_dir / self.handler.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        with _local_disk(folder), tempfile.TemporaryFile(dir=folder, prefix=".result-") as data:
+            write_result(data, self.handler.header, lines, self.handler.result_delimiter(source.warehouse))
+            data.seek(0)
+            digest, _ = _sha256(data)
+            yield data, digest
 
     def _still_written_line(self, stored: StoredInbound, grown: StoredGrown) -> list[str]:
         line = [""] * len(self.handler.header)
