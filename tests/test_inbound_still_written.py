@@ -108,6 +108,27 @@ def test_rows_written_after_the_file_was_answered_are_taken_again_not_lost(make,
     assert len(sandbox.confirmations) == 2 and files(folder) == {}
 
 
+
+def test_a_file_already_holding_the_put_back_name_is_not_taken_in_its_place(make, sandbox, sshd):
+    shipper = make()
+    upload = SlowUpload(sshd, shipper.remote / NAME)
+    upload.write(PART)
+    try:
+        shipper.ship()
+        upload.write(LATER.encode("cp1252") + b"\r\n")
+    finally:
+        upload.close()
+    (shipper.remote / AGAIN).write_bytes(PART)  # a clerk's copy, under the very name (attack-7 F2)
+
+    shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
+
+    again = AGAIN.replace("-again-1", "-again-1-2")
+    assert files(shipper.remote) == {AGAIN: PART, again: WHOLE}
+    settle_and_take(shipper, SHIP_TIME + timedelta(minutes=2))
+    assert [r["orderId"] for r in requests_sent(sandbox)] == ["302-0000003-0000003", "111-0000001-0000001"]
+    assert result_lines(shipper.remote, again) == AGAIN_ANSWER
+    assert files(shipper.remote) == files(shipper.remote / "processing") == {}
+
 def test_rows_written_while_the_file_is_in_processing_are_taken_again_before_it_is_answered(make, sandbox, sshd):
     uploads = []
 

@@ -314,8 +314,10 @@ def test_a_crash_at_any_step_then_a_restart_confirms_every_package_once_and_answ
 
     restarted = shipper.restart()
     restarted.flow.run(SHIP_TIME + timedelta(minutes=1))
-    restarted.flow.run(SHIP_TIME + timedelta(minutes=2))
+    last = restarted.flow.run(SHIP_TIME + timedelta(minutes=2))
 
+    assert not last.all_errors and not last.needs_a_person  # converged, nothing for a person (attack-7 F1)
+    assert [row[0] for row in restarted.ledger._db.execute("select status from inbound_files")] == ["done"]
     sent = requests_sent(sandbox)
     unique = [r for n, r in enumerate(sent) if r not in sent[:n]]
     assert unique == expected_requests("acme-csv")  # a re-send repeats the same package id

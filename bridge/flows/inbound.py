@@ -516,6 +516,10 @@ class InboundPipeline:
                 if not drop.exists(target):
                     log.warning("answered file was no longer in processing/ source=%s name=%r",
                                 source.label, stored.name)
+            except FileExistsInDrop:  # an SFTP server looks at the target first
+                if drop.exists(processing):
+                    raise
+                # moved before a restart: the target is this file (its name was chosen free for it)
         self.checkpoint("moved")
         self.ledger.finish_inbound(stored.id, outcome, now)
         log.info("answered source=%s name=%r outcome=%s as=%s result=%s", source.label, stored.name,
@@ -603,7 +607,8 @@ class InboundPipeline:
         if seen is None or mtime is None or seen.size == stored.size:
             return None  # a writer going on makes it longer (and some servers touch the mtime of a renamed file)
         if seen.size > stored.size and _begins_with(drop, path, stored):
-            grown = self.ledger.record_inbound_grown(stored.id, _again_name(stored), folder, seen.size, now)
+            again = _again_name(stored, lambda name: drop.exists(source.path(name)))
+            grown = self.ledger.record_inbound_grown(stored.id, again, folder, seen.size, now)
             self.checkpoint("grown_found")
             log.warning("still being written when taken source=%s name=%r taken_size=%d size=%d in=%s/: "
                         "the whole file is put back to be taken again as %r", source.label, stored.name,
@@ -637,6 +642,10 @@ class InboundPipeline:
             drop.rename(processing, source.path(grown.again_name))
         except RemotePathMissing:
             pass  # put back before a restart
+        except FileExistsInDrop:  # an SFTP server looks at the target first
+            if drop.exists(processing):
+                raise
+            # put back before a restart
         self.checkpoint("put_back")
         log.info("put back whole source=%s name=%r as=%r", source.label, stored.name, grown.again_name)
 
@@ -936,15 +945,20 @@ def still_written_message(read: int, size: int, again: str) -> str:
             "file under a temporary name and rename it when it is complete")
 
 
-def _again_name(stored: StoredInbound) -> str:
+def _again_name(stored: StoredInbound, taken: Callable[[str], bool]) -> str:
     """The name a file still being written when it was taken is put back under: its own (made
     safe, so that its archive and result names are this one), with -again-<id> before the
-    extension."""
+    extension, and -<n> after the id when a file of that name is in the folder (it would be
+    taken in its place)."""
     name = safe_name(stored.name)
     stem, dot, suffix = name.rpartition(".")
     if not (dot and stem):
-        return f"{name}-again-{stored.id}"
-    return f"{stem}-again-{stored.id}.{suffix}"
+        stem, dot, suffix = name, "", ""
+    for n in range(1, 100):
+        again = f"{stem}-again-{stored.id}{f'-{n}' if n > 1 else ''}{dot}{suffix}"
+        if not taken(again):
+            return again
+    return again
 
 
 def _begins_with(drop: Drop, path: str, stored: StoredInbound) -> bool:
