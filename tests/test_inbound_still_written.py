@@ -109,6 +109,30 @@ def test_rows_written_after_the_file_was_answered_are_taken_again_not_lost(make,
 
 
 
+
+def test_a_parcel_of_several_rows_cut_by_the_pause_says_which_item_is_not_in_it(make, sandbox, sshd):
+    mug = "111-0000002-0000002;MUG-CER-350-BLU;1;DHL_PAKET;00340434161094060019;20.11.2026 16:50"
+    tea = "111-0000002-0000002;TEA-INF-SS-01;1;DHL_PAKET;00340434161094060019;20.11.2026 16:50"
+    shipper = make()
+    upload = SlowUpload(sshd, shipper.remote / NAME)
+    upload.write(acme_rows(mug))  # the pause falls between the parcel's two rows (newuser-6 N1)
+    try:
+        shipper.ship()
+        upload.write(tea.encode("cp1252") + b"\r\n")
+    finally:
+        upload.close()
+
+    shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
+    settle_and_take(shipper, SHIP_TIME + timedelta(minutes=2))
+
+    assert len(sandbox.confirmations) == 1  # the mug's parcel, once
+    assert result_lines(shipper.remote, AGAIN) == [
+        "2;duplicate;111-0000002-0000002;MUG-CER-350-BLU;1;00340434161094060019;already confirmed on Amazon as "
+        "package 1 from VERSAND_SLOW.csv row 2 on 2026-11-20",
+        "3;rejected;111-0000002-0000002;TEA-INF-SS-01;1;00340434161094060019;the parcel with tracking number "
+        "00340434161094060019 was already confirmed on Amazon as package 1 (VERSAND_SLOW.csv row 2) without this "
+        "row's item: add the item to that shipment in Seller Central, or ship it with a tracking number of its own"]
+
 def test_a_file_already_holding_the_put_back_name_is_not_taken_in_its_place(make, sandbox, sshd):
     shipper = make()
     upload = SlowUpload(sshd, shipper.remote / NAME)
