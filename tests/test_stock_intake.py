@@ -514,3 +514,35 @@ def test_a_stock_file_still_being_written_when_taken_is_never_published_from_the
     assert len(document["messages"]) == 5  # every SKU of the whole file
     assert [o.name for o in report.outcomes] == ["BESTAND-again-1.csv"]
     assert stocker.ledger.bookmark(PUBLISH_BOOKMARK) == NOW + timedelta(minutes=5) + STABLE
+
+
+def test_an_older_waiting_file_is_not_published_while_a_newer_one_is_taken_again(make, sandbox, sshd):
+    """attack-7 F3: the 15:00 file waits, the 21:00 file was still being written when taken:
+    the publish waits for the whole 21:00 file, which supersedes the 15:00 one."""
+    from test_shipments_flow import SlowUpload
+
+    stocker = make(stock='publish_at = "23:00"\ntimezone = "Europe/Berlin"')
+    stocker.flow.poll(NOW - timedelta(hours=3))
+    drop(stocker.remote, "OLD.csv", acme(*FULL[:2], stand="26.11.2026 15:00"))
+    stocker.flow.poll(NOW - timedelta(hours=2))
+    stocker.flow.poll(NOW - timedelta(hours=2) + STABLE)  # taken in: waits for the publish
+    part, whole = acme(*FULL[:3]), acme(*FULL)
+    upload = SlowUpload(sshd, stocker.remote / "BESTAND.csv")
+    try:
+        upload.write(part)
+        stocker.flow.poll(NOW - timedelta(hours=1))
+        stocker.flow.poll(NOW - timedelta(hours=1) + STABLE)
+        upload.write(whole[len(part):])
+    finally:
+        upload.close()
+
+    report = stocker.flow.poll(NOW + timedelta(seconds=20), remote=False, local=False)  # the daily publish
+
+    assert sandbox.feeds == {}
+    assert report.notes[-1] == ("not published yet: BESTAND-again-2.csv is a stock file that was still being "
+                                "written when it was taken, put back whole; the publish waits until it is taken again")
+    stocker.flow.poll(NOW + timedelta(minutes=5), local=False)
+    report = stocker.flow.poll(NOW + timedelta(minutes=5) + STABLE, local=False)
+
+    (document,) = feeds(sandbox)
+    assert len(document["messages"]) == 5 and [o.name for o in report.outcomes] == ["BESTAND-again-2.csv"]

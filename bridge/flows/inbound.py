@@ -692,9 +692,10 @@ class InboundPipeline:
         line[1], line[-1] = STILL_WRITTEN, still_written_message(stored.size, grown.size, grown.again_name)
         return line
 
-    def coming_again(self, source: Source, since: datetime) -> list[str]:
-        """Names files were put back under since `since` and not yet taken again."""
-        return [grown.again_name for _, grown in self.ledger.inbound_grown_open(
+    def coming_again(self, source: Source, since: datetime) -> list[tuple[int, str]]:
+        """Files put back since `since` and not yet taken again: (the id of the file taken
+        first, the name it is put back under)."""
+        return [(stored.id, grown.again_name) for stored, grown in self.ledger.inbound_grown_open(
             self.handler.flow, source.warehouse.name, source.kind) if parse_iso(grown.found_at) >= since]
 
     def _again_names(self, source: Source) -> dict[str, int]:

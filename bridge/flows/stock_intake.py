@@ -375,9 +375,11 @@ class StockFlow:
             self.pipeline.look_again(source, now, report.inbound)
         waiting = self.ledger.stock_inbound_waiting(self.warehouse.name)
         held = self._held()
-        coming = [name for source in self.sources()
-                  for name in self.pipeline.coming_again(source, now - self.settings.shipments.incomplete_limit)]
-        if coming and not waiting and not force:
+        newest_waiting = max((file.id for file in waiting), default=0)
+        coming = [name for source in self.sources()  # newer than every file waiting: it would supersede them
+                  for first, name in self.pipeline.coming_again(source, now - self.settings.shipments.incomplete_limit)
+                  if first > newest_waiting]
+        if coming and not force:
             report.notes.append(f"not published yet: {', '.join(coming)} is a stock file that was still being "
                                 "written when it was taken, put back whole; the publish waits until it is taken again")
             log.info("stock publish: %s", report.notes[-1])
