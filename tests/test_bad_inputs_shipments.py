@@ -23,7 +23,7 @@ from openpyxl import Workbook
 
 from bridge.sandbox.spapi import SpApiSandbox, load_seed
 from harness import MAPPINGS, SEED, load, write_mapping
-from shipping import SHIP_TIME, Shipper, files, make_config
+from shipping import SHIP_TIME, STABLE, Shipper, files, make_config
 
 HEADER = "Auftragsnummer;Artikelnummer;Menge;Versandart;Sendungsnummer;Versanddatum"
 GOOD = "302-0000003-0000003;KAN-GLAS-1L;1;DHL_PAKET;00340434161094042557;20.11.2026 16:45"
@@ -526,6 +526,37 @@ def test_a_file_whose_reading_killed_the_bridge_twice_is_answered_and_never_read
                    "restart, a reboot), drop the same file again, otherwise split it and drop the parts")]
     assert list(files(bridge.remote / "error")) == ["HUGE.csv"]
     assert report.inbound.unreadable == 1 and not report.all_errors
+
+
+def test_a_copy_taken_while_its_first_was_still_being_read_shares_its_fate(shipper, monkeypatch):
+    """attack-7 F4: the copy is recorded as a repeat of a file whose reading then kills the
+    bridge twice: it was never read either, so it is not 'already processed'."""
+    from bridge.flows import shipments
+
+    def killed(*args):
+        raise Killed()
+
+    monkeypatch.setattr(shipments, "read_rows", killed)
+    bridge = shipper("acme-csv")
+    bridge.local.mkdir(parents=True, exist_ok=True)
+    (bridge.local / "A.csv").write_bytes(csv(GOOD))
+    bridge.flow.run(SHIP_TIME - STABLE)
+    (bridge.remote / "B.csv").write_bytes(csv(GOOD))  # the same file, dropped on SFTP too
+    with pytest.raises(Killed):
+        bridge.flow.run(SHIP_TIME)
+    bridge = bridge.restart()
+    with pytest.raises(Killed):
+        bridge.flow.run(SHIP_TIME + timedelta(minutes=1))
+    bridge = bridge.restart()
+    for minutes in (2, 3):
+        bridge.flow.run(SHIP_TIME + timedelta(minutes=minutes))
+
+    assert (bridge.remote / "results" / "B.result.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        whole_file("the same content as A.csv (the local staff folder), which was not read: reading it stopped the "
+                   "bridge 2 times (killed while reading: the file may be too large or too complex to read), so it "
+                   "is not read again: if the bridge was stopped for another reason (a restart, a reboot), drop "
+                   "the same file again, otherwise split it and drop the parts")]
+    assert list(files(bridge.remote / "error")) == ["B.csv"] and list(files(bridge.local / "error")) == ["A.csv"]
 
 
 

@@ -38,8 +38,8 @@ from bridge.formats.shipments import (
     ACCEPTED, DUPLICATE, REJECTED, RESULT_HEADER, KnownPackage, OrderFacts, Plan, PlannedPackage, check_groups,
     confirm_request, parse_rows, plan)
 from bridge.ledger import (
-    FeedStatus, InboundOutcome, InboundSource, Ledger, OrderStatus, PackageStatus, RowResult, StoredInbound,
-    StoredPackage)
+    FeedStatus, InboundOutcome, InboundSource, InboundStatus, Ledger, OrderStatus, PackageStatus, RowResult,
+    StoredInbound, StoredPackage)
 from bridge.records import iso_z
 
 log = logging.getLogger("bridge.shipments")
@@ -132,7 +132,10 @@ class ShipmentFiles:
         """Answered once its packages are final; a repeated file once the first one's are (it
         says what became of them)."""
         waiting = self.ledger.files_waiting_for_packages(FLOW)
-        return file.id not in waiting and file.duplicate_of not in waiting
+        if file.duplicate_of is None:
+            return file.id not in waiting
+        first = self.ledger.inbound(file.duplicate_of)
+        return first.status != InboundStatus.RECEIVED and first.id not in waiting  # the first file read
 
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, Iterable[Sequence[str]]]:
         """The outcome, and the result lines streamed from the ledger."""
@@ -140,6 +143,9 @@ class ShipmentFiles:
             return InboundOutcome.ERROR, [("", REJECTED, "", "", "", "", file.reason)]
         if file.duplicate_of is not None:  # each row answered as the first file's, which it repeats
             first = self.ledger.inbound(file.duplicate_of)
+            if first.reason:  # recorded as its repeat before it failed: this copy cannot be read either
+                return InboundOutcome.ERROR, [("", REJECTED, "", "", "", "", f"the same content as {first.safe_name} "
+                                               f"({_FOLDERS[first.source]}), which was not read: {first.reason}")]
             why = f"already processed on {first.received_at[:10]} as {first.safe_name} ({_FOLDERS[first.source]})"
             ok = not self.ledger.shipment_file_rejected(first.id)
             return (InboundOutcome.ARCHIVE if ok else InboundOutcome.ERROR), _duplicate_lines(
