@@ -576,8 +576,12 @@ def cmd_shipments_settle(args: argparse.Namespace) -> int:
                               "nothing to settle") from None
         finally:
             ledger.close()
+    stock = next((w for w in settings.warehouses if w.name == settings.stock.warehouse), None)
+    on_hand = stock is not None and stock.mapping is not None and stock.mapping.stock is not None \
+        and stock.mapping.stock.quantity_means == "on_hand"
     print(f"{args.order_id}: " + ("settled" if done else "already settled") + ": no longer listed as not yet "
-          "confirmed, and its units no longer count as in flight for the stock (quantity_means = on_hand)")
+          "confirmed" + (", and its units no longer count as in flight for the stock (quantity_means = on_hand)"
+                         if on_hand else ""))
     return EXIT_OK
 
 

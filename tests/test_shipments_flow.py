@@ -252,7 +252,7 @@ def test_a_file_repeated_in_another_folder_says_what_became_of_each_row_the_firs
     assert result_lines(shipper.remote, "SCAN_again.csv") == [
         "2;duplicate;302-0000003-0000003;KAN-GLAS-1L;1;00340434161094042557;already processed on 2026-11-20 as "
         "SCAN.csv (the local staff folder): accepted there: confirmed on Amazon as package 1",
-        "3;duplicate;111-0000001-0000001;MUG-CER-350-BLU;0,5;00340434161094042599;already processed on 2026-11-20 "
+        "3;rejected;111-0000001-0000001;MUG-CER-350-BLU;0,5;00340434161094042599;already processed on 2026-11-20 "
         "as SCAN.csv (the local staff folder): rejected there: Menge: '0,5' is not a whole number of units"]
     assert "SCAN_again.csv" in files(shipper.remote / "error")  # a row of it is still to be corrected
 

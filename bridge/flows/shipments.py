@@ -188,7 +188,8 @@ def _duplicate_lines(rows: Iterable[dict], why: str) -> Iterator[tuple[str, ...]
     for r in rows:
         empty = False
         first = _row_line(r)
-        yield (str(r["row"]), DUPLICATE, r["order_id"], r["item"], r["quantity"], r["tracking"],
+        result = REJECTED if first[1] == REJECTED else DUPLICATE  # still to be corrected: found by its word
+        yield (str(r["row"]), result, r["order_id"], r["item"], r["quantity"], r["tracking"],
                f"{why}: {first[1]} there: {first[-1]}" if first[-1] else f"{why}: {first[1]} there")
     if empty:
         yield ("", DUPLICATE, "", "", "", "", why)
