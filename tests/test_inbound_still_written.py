@@ -133,6 +133,28 @@ def test_a_parcel_of_several_rows_cut_by_the_pause_says_which_item_is_not_in_it(
         "00340434161094060019 was already confirmed on Amazon as package 1 (VERSAND_SLOW.csv row 2) without this "
         "row's item: add the item to that shipment in Seller Central, or ship it with a tracking number of its own"]
 
+
+def test_a_long_name_is_put_back_under_a_name_that_stays_as_it_is(make, sandbox, sshd):
+    from bridge.formats.inbound import MAX_NAME, safe_name
+
+    name = "V" * (MAX_NAME - 4) + ".csv"  # as long as a name may be: "-again-1" must not make it longer
+    shipper = make()
+    upload = SlowUpload(sshd, shipper.remote / name)
+    upload.write(PART)
+    try:
+        shipper.ship()
+        upload.write(LATER.encode("cp1252") + b"\r\n")
+    finally:
+        upload.close()
+
+    shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
+    (again,) = files(shipper.remote)
+    settle_and_take(shipper, SHIP_TIME + timedelta(minutes=2))
+
+    assert len(again) <= MAX_NAME and safe_name(again) == again and again.endswith("-again-1.csv")
+    assert f"results/{again[:-4]}.result.csv" in result_lines(shipper.remote, name)[0]  # named as it is written
+    assert result_lines(shipper.remote, again) == [line.replace(NAME, name) for line in AGAIN_ANSWER]
+
 def test_a_file_already_holding_the_put_back_name_is_not_taken_in_its_place(make, sandbox, sshd):
     shipper = make()
     upload = SlowUpload(sshd, shipper.remote / NAME)

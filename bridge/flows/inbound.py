@@ -58,7 +58,7 @@ from bridge.errors import (
     BadFile, BridgeError, FileExistsInDrop, FixTheSetup, NotRegularFile, RemotePathMissing, StateUnusable)
 from bridge.flows.steps import unexpected
 from bridge.formats.inbound import (
-    Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
+    MAX_NAME, Sighting, ignored, incomplete_reason, marker_name, name_problem, result_name, safe_name, settled,
     write_result)
 from bridge.formats.readers import TableSpec
 from bridge.ledger import (
@@ -956,7 +956,9 @@ def _again_name(stored: StoredInbound, taken: Callable[[str], bool]) -> str:
     if not (dot and stem):
         stem, dot, suffix = name, "", ""
     for n in range(1, 100):
-        again = f"{stem}-again-{stored.id}{f'-{n}' if n > 1 else ''}{dot}{suffix}"
+        mark = f"-again-{stored.id}{f'-{n}' if n > 1 else ''}"
+        short = stem[:MAX_NAME - len(mark) - len(dot + suffix)].rstrip(" .") or "unnamed"  # a safe name as it is
+        again = f"{short}{mark}{dot}{suffix}"
         if not taken(again):
             return again
     return again
