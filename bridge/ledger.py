@@ -1932,9 +1932,11 @@ class Ledger:
 
     def record_inbound(self, flow: str, warehouse: str, source: InboundSource, name: str,
                        size: int, sha256: str, spool_path: str, safe: str, now: datetime,
-                       mtime: float | None = None) -> StoredInbound:
+                       mtime: float | None = None, again_of: int | None = None) -> StoredInbound:
         """A claimed file is in the spool: record it (and whether its content was seen before);
-        `mtime`: its modification time when it was read (inbound_taken)."""
+        `mtime`: its modification time when it was read (inbound_taken); `again_of`: the file
+        taken first, still being written then, that this one is taken again as (one transaction:
+        a crash between the two would leave that file open for good)."""
         with self._transaction() as db:
             first = db.execute(
                 "select id from inbound_files where flow = ? and warehouse = ? and sha256 = ?"
@@ -1957,6 +1959,9 @@ class Ledger:
                        " and name = ?", (flow, warehouse, source, name))
             if mtime is not None:
                 db.execute("insert into inbound_taken (inbound_id, mtime) values (?, ?)", (file_id, mtime))
+            if again_of is not None:
+                db.execute("update inbound_grown set again_id = ? where inbound_id = ? and again_id is null",
+                           (file_id, again_of))
         return self.inbound(file_id)
 
     def inbound(self, file_id: int) -> StoredInbound:
@@ -2091,12 +2096,6 @@ class Ledger:
         return [(_stored_inbound(row), StoredGrown(row["id"], row["g_again_name"], row["g_found_in"], row["g_size"],
                                                    GrownStatus(row["g_status"]), row["g_again_id"], row["g_found_at"]))
                 for row in rows]
-
-    def inbound_taken_again(self, file_id: int, again_id: int) -> None:
-        """The changed file was taken again, as the inbound file `again_id`."""
-        with self._transaction() as db:
-            db.execute("update inbound_grown set again_id = ? where inbound_id = ? and again_id is null",
-                       (again_id, file_id))
 
     def inbound_same_name_before(self, flow: str, warehouse: str, source: str, name: str, file_id: int,
                                  since: datetime) -> StoredInbound | None:

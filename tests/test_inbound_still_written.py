@@ -339,3 +339,18 @@ def test_the_rest_of_a_file_appended_after_it_was_taken_says_what_it_likely_is(m
         "layout's file? A file of the same name was taken from this folder at 2026-11-20T18:00:00Z (its answer: "
         "results/SCAN_1.result.csv): if this is the rest of that file, written after the bridge took it, join the "
         "two and drop the whole file again under a new name"]
+
+
+@pytest.mark.parametrize("name, again", [
+    ("VERSAND.csv", "VERSAND-again-7.csv"),
+    ("VERSAND-again-6.csv", "VERSAND-again-7.csv"),  # put back once already: the name does not grow
+    ("VERSAND-again-6-2.csv", "VERSAND-again-7.csv"),
+    ("VERSAND", "VERSAND-again-7"),
+    ("-again-6.csv", "-again-6-again-7.csv"),  # nothing but the mark: kept
+])
+def test_the_put_back_name_carries_one_mark(name, again):
+    from bridge.flows.inbound import _again_name
+    from bridge.ledger import StoredInbound
+
+    stored = StoredInbound(7, "shipments", "wh", "sftp", name, name, 1, "", "received", None, "", None, "", "")
+    assert _again_name(stored, lambda candidate: False) == again

@@ -43,6 +43,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -342,10 +343,8 @@ class InboundPipeline:
         os.replace(temporary.name, self.settings.inbound_dir / spool)
         self.checkpoint("spooled")
         stored = self.ledger.record_inbound(flow, warehouse, source.kind, name, size, digest, spool,
-                                            safe_name(name), now, mtime=seen.mtime if seen is not None else None)
-        first = self._again_names(source).get(name)
-        if first is not None:
-            self.ledger.inbound_taken_again(first, stored.id)
+                                            safe_name(name), now, mtime=seen.mtime if seen is not None else None,
+                                            again_of=self._again_names(source).get(name))
         self.checkpoint("recorded")
         report.taken += 1
         odd = name_problem(name)
@@ -946,6 +945,9 @@ def still_written_message(read: int, size: int, again: str) -> str:
             "file under a temporary name and rename it when it is complete")
 
 
+_AGAIN_MARK = re.compile(r"-again-\d+(?:-\d+)?\Z")
+
+
 def _again_name(stored: StoredInbound, taken: Callable[[str], bool]) -> str:
     """The name a file still being written when it was taken is put back under: its own (made
     safe, so that its archive and result names are this one), with -again-<id> before the
@@ -955,6 +957,7 @@ def _again_name(stored: StoredInbound, taken: Callable[[str], bool]) -> str:
     stem, dot, suffix = name.rpartition(".")
     if not (dot and stem):
         stem, dot, suffix = name, "", ""
+    stem = _AGAIN_MARK.sub("", stem) or stem  # a file put back before, still being written: one mark, the newest
     for n in range(1, 100):
         mark = f"-again-{stored.id}{f'-{n}' if n > 1 else ''}"
         short = stem[:MAX_NAME - len(mark) - len(dot + suffix)].rstrip(" .") or "unnamed"  # a safe name as it is
