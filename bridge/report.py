@@ -466,10 +466,11 @@ def _held_by_warehouse(attention: list[dict]) -> dict[str, list[dict]]:
 
 
 def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
-    """What a person should look at first, most urgent first: a state the service refuses,
-    files answered into error/, rejected rows, orders past or near their ship-by and not
-    confirmed, a held or failed stock file, pulls that stopped (late, gaps, a file that does not
-    go), records the state key cannot open, held orders, documents in doubt. One line each."""
+    """What a person should look at first, most urgent first: a state the service refuses, a
+    job failing, pulls that stopped (late, gaps, a file that does not go: orders stop reaching
+    the warehouse; held orders do not either), orders past or near their ship-by and not
+    confirmed, files answered into error/, rejected rows, a held or failed stock file, records
+    the state key cannot open, orders changed on Amazon, documents in doubt. One line each."""
     items: list[dict[str, str | None]] = []
 
     def need(kind: str, warehouse: str | None, what: str) -> None:
@@ -482,37 +483,6 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
             need("job_failing", None, f"the service's {name} job has failed {job['failures']} times in a row"
                  f" since {job.get('failing_since')}: {one_line(job.get('error') or job.get('result'))}")
     warehouses = report.get("warehouses", {})
-    for name, item in warehouses.items():
-        for flow, count in item.get("files_in_error", {}).items():
-            if count:
-                need("files_in_error", name, f"{count} {flow} file(s) answered into error/ in the last"
-                     f" {RECENT.days} days: see their result files in results/")
-    for name, item in warehouses.items():
-        if item.get("rejected_rows"):
-            need("rejected_rows", name, f"{item['rejected_rows']} row(s) rejected in confirmation files answered in"
-                 f" the last {RECENT.days} days: see their result files")
-        if item.get("rejected_packages"):
-            need("rejected_packages", name, f"{item['rejected_packages']} package(s) refused by Amazon in the last"
-                 f" {RECENT.days} days: see their result files")
-    # Across warehouses by urgency: every warehouse's passed ship-bys, the oldest first (the
-    # closest to Amazon's cancelling), then those due soon, the soonest first.
-    for name, item in _by_first_ship_by(warehouses, "past_ship_by"):
-        first = item["past_ship_by"][0]
-        more = "+" if item["past_ship_by_count"] == SHIP_BY_LISTED else ""
-        need("past_ship_by", name, f"{item['past_ship_by_count']}{more} delivered order(s) past their ship-by and not confirmed on"
-             f" Amazon: oldest {shown(first['order_id'])} (ship by {first['ship_by']},"
-             f" {first['confirmed']}/{first['units']} units confirmed)")
-    for name, item in _by_first_ship_by(warehouses, "near_ship_by"):
-        first = item["near_ship_by"][0]
-        need("near_ship_by", name, f"{item['near_ship_by_count']} delivered order(s) to ship within {_hours(SHIP_BY_NEAR)} and not"
-             f" confirmed: first {shown(first['order_id'])} (ship by {first['ship_by']})")
-    stock = report.get("stock") or {}
-    for held in stock.get("held", []):
-        why = one_line(held['reason']).removeprefix("held: ")
-        need("stock_held", stock["warehouse"], f"stock file {held['name']!r} held: {why}; {_held_advice(stock, short=True)}")
-    latest = stock.get("latest")
-    if latest and latest["status"] == "failed":
-        need("stock_failed", stock["warehouse"], f"stock file {latest['name']!r} failed: {one_line(latest['reason'])}")
     if report.get("late"):
         need("stuck_windows", None, f"orders pulled only up to {report['window_end']}"
              f" ({_hours(timedelta(seconds=report['behind_seconds']))} ago): is the service running?")
@@ -527,14 +497,45 @@ def needs_a_person(report: dict[str, Any]) -> list[dict[str, str | None]]:
         else:
             need("stuck_file", warehouse, f"{len(stuck)} files not delivered since {first['problem_at']} (the"
                  f" oldest {first['name']}), each with: {problem}")
-    attention = report.get("attention", [])
-    unreadable = [a for a in attention if a["status"] == "unreadable"]
-    if unreadable:
-        need("key", None, f"{len(unreadable)} order record(s) the state key cannot open: set aside (see below)")
     for name, item in warehouses.items():
         for group in item.get("held", []):
             need(f"orders_{group['status']}", name if name != NO_WAREHOUSE else None,
                  f"{group['count']} order(s) {group['status']}: {group['reason']}")
+    # Across warehouses by urgency: every warehouse's passed ship-bys, the oldest first (the
+    # closest to Amazon's cancelling), then those due soon, the soonest first.
+    for name, item in _by_first_ship_by(warehouses, "past_ship_by"):
+        first = item["past_ship_by"][0]
+        more = "+" if item["past_ship_by_count"] == SHIP_BY_LISTED else ""
+        need("past_ship_by", name, f"{item['past_ship_by_count']}{more} delivered order(s) past their ship-by and not confirmed on"
+             f" Amazon: oldest {shown(first['order_id'])} (ship by {first['ship_by']},"
+             f" {first['confirmed']}/{first['units']} units confirmed)")
+    for name, item in _by_first_ship_by(warehouses, "near_ship_by"):
+        first = item["near_ship_by"][0]
+        need("near_ship_by", name, f"{item['near_ship_by_count']} delivered order(s) to ship within {_hours(SHIP_BY_NEAR)} and not"
+             f" confirmed: first {shown(first['order_id'])} (ship by {first['ship_by']})")
+    for name, item in warehouses.items():
+        for flow, count in item.get("files_in_error", {}).items():
+            if count:
+                need("files_in_error", name, f"{count} {flow} file(s) answered into error/ in the last"
+                     f" {RECENT.days} days: see their result files in results/")
+    for name, item in warehouses.items():
+        if item.get("rejected_rows"):
+            need("rejected_rows", name, f"{item['rejected_rows']} row(s) rejected in confirmation files answered in"
+                 f" the last {RECENT.days} days: see their result files")
+        if item.get("rejected_packages"):
+            need("rejected_packages", name, f"{item['rejected_packages']} package(s) refused by Amazon in the last"
+                 f" {RECENT.days} days: see their result files")
+    stock = report.get("stock") or {}
+    for held in stock.get("held", []):
+        why = one_line(held['reason']).removeprefix("held: ")
+        need("stock_held", stock["warehouse"], f"stock file {held['name']!r} held: {why}; {_held_advice(stock, short=True)}")
+    latest = stock.get("latest")
+    if latest and latest["status"] == "failed":
+        need("stock_failed", stock["warehouse"], f"stock file {latest['name']!r} failed: {one_line(latest['reason'])}")
+    attention = report.get("attention", [])
+    unreadable = [a for a in attention if a["status"] == "unreadable"]
+    if unreadable:
+        need("key", None, f"{len(unreadable)} order record(s) the state key cannot open: set aside (see below)")
     changed = [a for a in attention if a["status"] not in ("held", "unrenderable", "unreadable")]
     if changed:
         need("orders_changed", None, f"{len(changed)} order(s) changed on Amazon after delivery, or unreadable"

@@ -68,16 +68,16 @@ def test_status_puts_what_needs_a_person_first_at_the_top(bridge, capsys):
 
     assert text[:text.index(f"config: {bridge.settings.path}")] == [
         "needs a person first:",
-        "  1. wh: 1 shipments file(s) answered into error/ in the last 7 days: see their result files in results/",
-        "  2. wh: 1 stock file(s) answered into error/ in the last 7 days: see their result files in results/",
-        "  3. wh: 1 row(s) rejected in confirmation files answered in the last 7 days: see their result files",
-        "  4. wh: 4 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000002-0000002"
+        "  1. orders pulled only up to 2026-11-20T12:00:00Z (179 h ago): is the service running?",
+        "  2. wh: 4 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000002-0000002"
         " (ship by 2026-11-20T23:59:59Z, 0/11 units confirmed)",
-        "  5. wh: stock file 'DAY2.csv' held: 2 of the 5 SKUs published lately (40.0%) are missing from"
+        "  3. wh: 1 shipments file(s) answered into error/ in the last 7 days: see their result files in results/",
+        "  4. wh: 1 stock file(s) answered into error/ in the last 7 days: see their result files in results/",
+        "  5. wh: 1 row(s) rejected in confirmation files answered in the last 7 days: see their result files",
+        "  6. wh: stock file 'DAY2.csv' held: 2 of the 5 SKUs published lately (40.0%) are missing from"
         " this file, more than the limit of 10% (e.g. CST-CORK-4PK, TEA-INF-SS-01); `fbm-bridge inventory push"
         " --force` publishes it",
-        "  6. orders pulled only up to 2026-11-20T12:00:00Z (179 h ago): is the service running?",
-    ]
+    ]  # a pull that stopped first (no order reaches the warehouse), then the orders already late
 
 
 def test_status_per_warehouse_says_what_was_delivered_shipped_confirmed_and_rejected(bridge, capsys):
@@ -102,7 +102,7 @@ def test_status_per_warehouse_says_what_was_delivered_shipped_confirmed_and_reje
     assert (wh["files_in_error"], wh["rejected_rows"], wh["past_ship_by_count"]) == (
         {"shipments": 1, "stock": 1}, 1, 4)
     assert [n["kind"] for n in report["needs_a_person"]] == [
-        "files_in_error", "files_in_error", "rejected_rows", "past_ship_by", "stock_held", "stuck_windows"]
+        "stuck_windows", "past_ship_by", "files_in_error", "files_in_error", "rejected_rows", "stock_held"]
 
 
 def test_status_of_one_order_shows_its_packages_and_a_passed_ship_by(bridge, capsys):
@@ -261,7 +261,7 @@ def test_an_order_a_person_settled_leaves_every_list_of_orders_not_confirmed(bri
     report = json.loads(status(bridge, "--json", capsys=capsys))
     value = gauges(status(bridge, "--prometheus", capsys=capsys), instance)
 
-    assert ("  4. wh: 2 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000001-0000001"
+    assert ("  2. wh: 2 delivered order(s) past their ship-by and not confirmed on Amazon: oldest 111-0000001-0000001"
             " (ship by 2026-11-21T07:59:59Z, 0/2 units confirmed)") in text
     assert ("  not confirmed: 2 past ship-by, 0 due within 24 h; oldest ship-by 2026-11-21T07:59:59Z"
             " (111-0000001-0000001)") in text
@@ -301,7 +301,7 @@ def test_orders_past_their_ship_by_are_listed_from_their_delivery_on_before_any_
     finally:
         stocker.close()
 
-    assert text[1] == ("  1. wh: 5 delivered order(s) past their ship-by and not confirmed on Amazon: oldest"
+    assert text[2] == ("  2. wh: 5 delivered order(s) past their ship-by and not confirmed on Amazon: oldest"
                        " 111-0000002-0000002 (ship by 2026-11-20T23:59:59Z, 0/11 units confirmed)")
     assert "  2026-11-20T23:59:59Z  111-0000002-0000002  wh  0/11 units confirmed  OVERDUE: ship-by passed" in text
     assert value("orders_past_ship_by", warehouse="wh") == 5 and value("confirmations_tracked", warehouse="wh") == 1
