@@ -100,6 +100,12 @@ class InboundSource(StrEnum):
     LOCAL = "local"
 
 
+# A file still being written when it was taken, and taken again whole: its first part's answer
+# (often a header-only part in error/) is not one for a person; the whole file's is.
+_NOT_TAKEN_AGAIN = ("not exists (select 1 from inbound_grown g where g.inbound_id = f.id"
+                    " and g.again_id is not null)")
+
+
 class InboundStatus(StrEnum):
     RECEIVED = "received"  # in the spool and recorded; its remote copy is in processing/
     PARSED = "parsed"  # its rows (and packages) recorded, or why it cannot be read
@@ -2373,8 +2379,8 @@ class Ledger:
             (flow, InboundStatus.DONE),
         ).fetchall()
         errors = self._db.execute(
-            f"select {columns} from inbound_files where flow = ? and status = ? and outcome = ?"
-            " order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
+            f"select {columns} from inbound_files f where flow = ? and status = ? and outcome = ?"
+            f" and {_NOT_TAKEN_AGAIN} order by id desc limit ?", (flow, InboundStatus.DONE, InboundOutcome.ERROR, limit),
         ).fetchall()
         incomplete = self._db.execute(
             "select warehouse, source, name, incomplete_since, incomplete_reason from inbound_sightings"
@@ -2422,11 +2428,12 @@ class Ledger:
         """Of the warehouse's files of `flow` answered since `since`: how many went to error/,
         and (shipments) how many rows in them were rejected; Amazon's rejected packages too."""
         errors = self._db.execute(
-            "select count(*) from inbound_files where flow = ? and warehouse = ? and finished_at >= ?"
-            " and outcome = ?", (flow, warehouse, iso_z(since), InboundOutcome.ERROR)).fetchone()[0]
+            "select count(*) from inbound_files f where flow = ? and warehouse = ? and finished_at >= ?"
+            f" and outcome = ? and {_NOT_TAKEN_AGAIN}",
+            (flow, warehouse, iso_z(since), InboundOutcome.ERROR)).fetchone()[0]
         rows = self._db.execute(
             "select count(*) from inbound_files f join shipment_rows r on r.file_id = f.id"
-            " where f.flow = ? and f.warehouse = ? and f.finished_at >= ? and r.result = ?",
+            f" where f.flow = ? and f.warehouse = ? and f.finished_at >= ? and r.result = ? and {_NOT_TAKEN_AGAIN}",
             (flow, warehouse, iso_z(since), RowResult.REJECTED)).fetchone()[0]
         packages = self._db.execute(
             f"select count(*) from packages where warehouse = ? and finished_at >= ?"

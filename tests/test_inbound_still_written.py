@@ -155,6 +155,26 @@ def test_a_long_name_is_put_back_under_a_name_that_stays_as_it_is(make, sandbox,
     assert f"results/{again[:-4]}.result.csv" in result_lines(shipper.remote, name)[0]  # named as it is written
     assert result_lines(shipper.remote, again) == [line.replace(NAME, name) for line in AGAIN_ANSWER]
 
+
+def test_a_first_part_answered_into_error_is_no_alarm_once_the_whole_file_is_taken_again(make, sandbox, sshd):
+    shipper = make()
+    upload = SlowUpload(sshd, shipper.remote / NAME)
+    upload.write(acme_rows())  # the header, then a pause: a file with no rows goes to error/
+    try:
+        shipper.ship()
+        assert files(shipper.remote / "error") == {NAME: acme_rows()}
+        upload.write(FIRST.encode("cp1252") + b"\r\n")
+    finally:
+        upload.close()
+
+    shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
+    settle_and_take(shipper, SHIP_TIME + timedelta(minutes=2))
+
+    assert len(sandbox.confirmations) == 1
+    since = SHIP_TIME - timedelta(days=1)
+    assert shipper.ledger.answered_since("shipments", "wh", since)["files_in_error"] == 0  # attack-7 F7
+    assert shipper.ledger.inbound_report("shipments")["errors"] == []
+
 def test_a_file_already_holding_the_put_back_name_is_not_taken_in_its_place(make, sandbox, sshd):
     shipper = make()
     upload = SlowUpload(sshd, shipper.remote / NAME)
