@@ -76,6 +76,18 @@ def settle_and_take(shipper: Shipper, at):
     return shipper.flow.run(at + STABLE)
 
 
+def answered_then_written_on(shipper: Shipper, sshd, part: bytes, later: bytes, name: str = NAME) -> None:
+    """The WMS uploads `part` and pauses past `stable_seconds`: the bridge takes and answers it;
+    then the writer goes on through the same handle, which followed the file."""
+    upload = SlowUpload(sshd, shipper.remote / name)
+    upload.write(part)
+    try:
+        shipper.ship()
+        upload.write(later)
+    finally:
+        upload.close()
+
+
 @pytest.mark.parametrize("source", ["sftp", "local"])
 def test_rows_written_after_the_file_was_answered_are_taken_again_not_lost(make, sandbox, sshd, source):
     shipper = make()
@@ -114,13 +126,8 @@ def test_a_parcel_of_several_rows_cut_by_the_pause_says_which_item_is_not_in_it(
     mug = "111-0000002-0000002;MUG-CER-350-BLU;1;DHL_PAKET;00340434161094060019;20.11.2026 16:50"
     tea = "111-0000002-0000002;TEA-INF-SS-01;1;DHL_PAKET;00340434161094060019;20.11.2026 16:50"
     shipper = make()
-    upload = SlowUpload(sshd, shipper.remote / NAME)
-    upload.write(acme_rows(mug))  # the pause falls between the parcel's two rows (newuser-6 N1)
-    try:
-        shipper.ship()
-        upload.write(tea.encode("cp1252") + b"\r\n")
-    finally:
-        upload.close()
+    # the pause falls between the parcel's two rows (newuser-6 N1)
+    answered_then_written_on(shipper, sshd, acme_rows(mug), tea.encode("cp1252") + b"\r\n")
 
     shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
     settle_and_take(shipper, SHIP_TIME + timedelta(minutes=2))
@@ -139,13 +146,7 @@ def test_a_long_name_is_put_back_under_a_name_that_stays_as_it_is(make, sandbox,
 
     name = "V" * (MAX_NAME - 4) + ".csv"  # as long as a name may be: "-again-1" must not make it longer
     shipper = make()
-    upload = SlowUpload(sshd, shipper.remote / name)
-    upload.write(PART)
-    try:
-        shipper.ship()
-        upload.write(LATER.encode("cp1252") + b"\r\n")
-    finally:
-        upload.close()
+    answered_then_written_on(shipper, sshd, PART, LATER.encode("cp1252") + b"\r\n", name=name)
 
     shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
     (again,) = files(shipper.remote)
@@ -177,13 +178,7 @@ def test_a_first_part_answered_into_error_is_no_alarm_once_the_whole_file_is_tak
 
 def test_a_file_already_holding_the_put_back_name_is_not_taken_in_its_place(make, sandbox, sshd):
     shipper = make()
-    upload = SlowUpload(sshd, shipper.remote / NAME)
-    upload.write(PART)
-    try:
-        shipper.ship()
-        upload.write(LATER.encode("cp1252") + b"\r\n")
-    finally:
-        upload.close()
+    answered_then_written_on(shipper, sshd, PART, LATER.encode("cp1252") + b"\r\n")
     (shipper.remote / AGAIN).write_bytes(PART)  # a clerk's copy, under the very name (attack-7 F2)
 
     shipper.flow.run(SHIP_TIME + timedelta(minutes=1))
@@ -224,13 +219,7 @@ def test_rows_written_while_the_file_is_in_processing_are_taken_again_before_it_
 
 def test_an_answered_file_is_looked_at_again_only_for_incomplete_limit_minutes(make, sandbox, sshd):
     shipper = make(shipments="incomplete_limit_minutes = 10")
-    upload = SlowUpload(sshd, shipper.remote / NAME)
-    upload.write(PART)
-    try:
-        shipper.ship()
-        upload.write(LATER.encode("cp1252") + b"\r\n")
-    finally:
-        upload.close()
+    answered_then_written_on(shipper, sshd, PART, LATER.encode("cp1252") + b"\r\n")
 
     shipper.flow.run(SHIP_TIME + timedelta(minutes=11))
 

@@ -472,25 +472,33 @@ def test_a_feed_amazon_never_finishes_is_overdue_for_a_person_and_a_newer_file_g
 
 # --- a stock file still being written when it was taken -----------------------------------------
 
-def test_a_stock_file_still_being_written_when_taken_is_never_published_from_the_part_read(make, sandbox, sshd):
-    """The WMS paused longer than stable_seconds after a line break, then wrote the rest: its
-    open handle followed the file into processing/. The daily publish (a pass that lists no
-    folder) finds it grown: the part read is passed over, the whole file put back, taken again
-    and published."""
+def taken_then_written_on(stocker, sshd) -> tuple[bytes, bytes]:
+    """The WMS uploads three SKUs of BESTAND.csv and pauses past stable_seconds: the bridge
+    takes the file in (it waits for the publish); then it writes the rest through the same
+    handle. Returns (the part taken, the whole file)."""
     from test_shipments_flow import SlowUpload
 
-    stocker = make(stock='publish_at = "23:00"\ntimezone = "Europe/Berlin"')  # 22:00 UTC in winter
-    stocker.flow.poll(NOW - timedelta(hours=2))  # the service starts: the first publish is tonight's
     part, whole = acme(*FULL[:3]), acme(*FULL)
     upload = SlowUpload(sshd, stocker.remote / "BESTAND.csv")
     try:
         upload.write(part)
         stocker.flow.poll(NOW - timedelta(hours=1))
         stocker.flow.poll(NOW - timedelta(hours=1) + STABLE)
-        assert files(stocker.remote / "processing") == {"BESTAND.csv": part}  # waits for the publish
         upload.write(whole[len(part):])
     finally:
         upload.close()
+    return part, whole
+
+
+def test_a_stock_file_still_being_written_when_taken_is_never_published_from_the_part_read(make, sandbox, sshd):
+    """The WMS paused longer than stable_seconds after a line break, then wrote the rest: its
+    open handle followed the file into processing/. The daily publish (a pass that lists no
+    folder) finds it grown: the part read is passed over, the whole file put back, taken again
+    and published."""
+    stocker = make(stock='publish_at = "23:00"\ntimezone = "Europe/Berlin"')  # 22:00 UTC in winter
+    stocker.flow.poll(NOW - timedelta(hours=2))  # the service starts: the first publish is tonight's
+    part, whole = taken_then_written_on(stocker, sshd)
+    assert files(stocker.remote / "processing") == {"BESTAND.csv": whole}  # taken in, it waits for the publish
 
     report = stocker.flow.poll(NOW + timedelta(seconds=20), remote=False, local=False)  # the daily publish
 
@@ -519,22 +527,12 @@ def test_a_stock_file_still_being_written_when_taken_is_never_published_from_the
 def test_an_older_waiting_file_is_not_published_while_a_newer_one_is_taken_again(make, sandbox, sshd):
     """attack-7 F3: the 15:00 file waits, the 21:00 file was still being written when taken:
     the publish waits for the whole 21:00 file, which supersedes the 15:00 one."""
-    from test_shipments_flow import SlowUpload
-
     stocker = make(stock='publish_at = "23:00"\ntimezone = "Europe/Berlin"')
     stocker.flow.poll(NOW - timedelta(hours=3))
     drop(stocker.remote, "OLD.csv", acme(*FULL[:2], stand="26.11.2026 15:00"))
     stocker.flow.poll(NOW - timedelta(hours=2))
     stocker.flow.poll(NOW - timedelta(hours=2) + STABLE)  # taken in: waits for the publish
-    part, whole = acme(*FULL[:3]), acme(*FULL)
-    upload = SlowUpload(sshd, stocker.remote / "BESTAND.csv")
-    try:
-        upload.write(part)
-        stocker.flow.poll(NOW - timedelta(hours=1))
-        stocker.flow.poll(NOW - timedelta(hours=1) + STABLE)
-        upload.write(whole[len(part):])
-    finally:
-        upload.close()
+    taken_then_written_on(stocker, sshd)
 
     report = stocker.flow.poll(NOW + timedelta(seconds=20), remote=False, local=False)  # the daily publish
 
