@@ -175,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_after_command(settle)
     settle.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 111-0000005-0000005")
     settle.add_argument("--note", default="", help="why, for the order's history (default empty)")
+    settle.add_argument("--undo", action="store_true",
+                        help="take a settling back (a mistyped id): the order is listed again until confirmed")
     settle.set_defaults(handler=cmd_shipments_settle)
 
     inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
@@ -570,7 +572,13 @@ def cmd_shipments_settle(args: argparse.Namespace) -> int:
     with state.state_lock(settings.state_dir):
         ledger = state.open_ledger(settings, Sealer(settings.state_key), now)
         try:
+            if args.undo:
+                done = ledger.unsettle_order(args.order_id, args.note, now)
+                print(f"{args.order_id}: " + ("settling taken back: listed again until it is confirmed" if done
+                                               else "was not settled: nothing to take back"))
+                return EXIT_OK
             done = ledger.settle_order(args.order_id, args.note, now)
+            sent = ledger.packages_sent_for(args.order_id)
         except KeyError:
             raise FixTheSetup(f"{args.order_id} is not an order the bridge delivered to a warehouse: "
                               "nothing to settle") from None
@@ -582,6 +590,9 @@ def cmd_shipments_settle(args: argparse.Namespace) -> int:
     print(f"{args.order_id}: " + ("settled" if done else "already settled") + ": no longer listed as not yet "
           "confirmed" + (", and its units no longer count as in flight for the stock (quantity_means = on_hand)"
                          if on_hand else ""))
+    if done and not sent:  # settle is for orders shipped partly outside the bridge: a typo hides a late order
+        print(f"note: no confirmation file of the warehouse has named {args.order_id}: if it was not shipped "
+              f"outside the bridge, check the id; `fbm-bridge shipments settle {args.order_id} --undo` takes this back")
     return EXIT_OK
 
 

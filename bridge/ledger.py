@@ -1842,6 +1842,19 @@ class Ledger:
                 self._event(db, order_id, iso_z(now), "settled", note or "settled by a person")
             return done
 
+    def unsettle_order(self, order_id: str, note: str, now: datetime) -> bool:
+        """Take a person's settling back (a mistyped order id, say): the order is listed and
+        counted again until confirmed. False if it was not settled."""
+        with self._transaction() as db:
+            done = db.execute("delete from settled_orders where order_id = ?", (order_id,)).rowcount == 1
+            if done:
+                self._event(db, order_id, iso_z(now), "unsettled", note or "settling taken back by a person")
+            return done
+
+    def packages_sent_for(self, order_id: str) -> int:
+        """How many packages of the order the bridge took from confirmation files (any state)."""
+        return self._db.execute("select count(*) from packages where order_id = ?", (order_id,)).fetchone()[0]
+
     def units_in_flight(self, warehouse: str, at: datetime) -> dict[str, int]:
         """Per seller SKU, the units of orders delivered to `warehouse` that no package had
         shipped by `at`: every delivered order counts (one delivered after `at` was still on the
