@@ -176,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     settle.add_argument("order_id", metavar="ORDER_ID", help="the Amazon order id, e.g. 111-0000005-0000005")
     settle.add_argument("--note", default="", help="why, for the order's history (default empty)")
     settle.add_argument("--undo", action="store_true",
-                        help="take a settling back (a mistyped id): the order is listed again until confirmed")
+                        help="take a settling back (a mistyped id): the order is listed again until confirmed "
+                             "(default: settle it)")
     settle.set_defaults(handler=cmd_shipments_settle)
 
     inventory = commands.add_parser("inventory", help="stock up: the warehouse's stock file to Amazon")
