@@ -159,34 +159,30 @@ class StockFiles:
     def step_aside(self, file: StoredInbound, newer: str, now: datetime) -> bool:
         """A newer file of the same name arrived while `file` is still in processing/: it is
         superseded if it waits for the publish or is held (then answered to make room)."""
-        if self.ready(file):
-            return True
-        intake = self.ledger.stock_intake(file.id)
         why = f"a newer file of the same name ({newer}) arrived"
-        if intake is None:
-            self.ledger.pass_over_stock_inbound(file.id, f"not published: {why} before the publish", now,
-                                                failed=False)
-            return True
-        stored = intake[0]
-        if stored is not None and stored.status == StockFileStatus.HELD:
-            return self.ledger.supersede_held_stock(stored.id, f"superseded: {why}", now)
-        return False  # with Amazon: answered once Amazon has processed it
+        return self._never_published(file, why, f"{why} before the publish", now)
 
     def still_written(self, file: StoredInbound, again: str, now: datetime) -> bool:
         """`file` was still being written when it was taken (the whole file is taken again as
         `again`): never published from the part read. Passed over if it waits for the publish,
         superseded if held; one with Amazon is answered once Amazon has processed it."""
+        why = f"it was still being written when it was taken (the whole file is taken again as {again})"
+        return self._never_published(file, why, why, now)
+
+    def _never_published(self, file: StoredInbound, why: str, waiting_why: str, now: datetime) -> bool:
+        """`file` gives way: passed over if it waits for the publish (`waiting_why`), superseded if
+        held. True when it can be answered now; one with Amazon is answered once Amazon has
+        processed it."""
         if self.ready(file):
             return True
-        why = f"it was still being written when it was taken (the whole file is taken again as {again})"
         intake = self.ledger.stock_intake(file.id)
         if intake is None:
-            self.ledger.pass_over_stock_inbound(file.id, f"not published: {why}", now, failed=False)
+            self.ledger.pass_over_stock_inbound(file.id, f"not published: {waiting_why}", now, failed=False)
             return True
         stored = intake[0]
         if stored is not None and stored.status == StockFileStatus.HELD:
             return self.ledger.supersede_held_stock(stored.id, f"superseded: {why}", now)
-        return False
+        return False  # with Amazon: answered once Amazon has processed it
 
     def answer(self, file: StoredInbound) -> tuple[InboundOutcome, list[Sequence[str]]]:
         if file.reason:

@@ -398,9 +398,7 @@ def _check(group: list[ShipmentLine], order: _Order | None, warehouse: str, now:
         return _reject_package(group, bad)
     if known is not None:
         if tuple(sorted(items.items())) == known.items:
-            state = "already confirmed on Amazon" if known.status == "confirmed" else "already taken"
-            why = f"{state} as package {known.id} from {known.file} row {known.row} on {known.at[:10]}"
-            return {line.row: (DUPLICATE, why) for line in group}
+            return {line.row: (DUPLICATE, _already(known)) for line in group}
         sent = dict(known.items)
         if all(items.get(item, 0) >= units for item, units in sent.items()):
             return _part_sent(group, order, known, sent)
@@ -422,19 +420,21 @@ def _part_sent(group: list[ShipmentLine], order: _Order, known: KnownPackage,
                sent: dict[str, int]) -> dict[int, tuple[str, str]]:
     """A parcel sent to Amazon with part of its rows (its file was taken while it was still
     being written): the rows it holds are duplicates, the others cannot join it here."""
-    state = "already confirmed on Amazon" if known.status == "confirmed" else "already taken"
-    first = group[0]
-    missing = (f"the parcel with tracking number {first.tracking} was {state} as package {known.id} "
+    missing = (f"the parcel with tracking number {group[0].tracking} was {_state(known)} as package {known.id} "
                f"({known.file} row {known.row}) without this row's item: add the item to that shipment in "
                "Seller Central, or ship it with a tracking number of its own")
-    found = {}
-    for line in group:
-        if all(item.order_item_id in sent for item in order.lines_for(line)):
-            found[line.row] = (DUPLICATE, f"{state} as package {known.id} from {known.file} row {known.row} "
-                                          f"on {known.at[:10]}")
-        else:
-            found[line.row] = (REJECTED, missing)
-    return found
+    return {line.row: (DUPLICATE, _already(known))
+            if all(item.order_item_id in sent for item in order.lines_for(line)) else (REJECTED, missing)
+            for line in group}
+
+
+def _state(known: KnownPackage) -> str:
+    return "already confirmed on Amazon" if known.status == "confirmed" else "already taken"
+
+
+def _already(known: KnownPackage) -> str:
+    """A row the known package already holds, answered as a duplicate."""
+    return f"{_state(known)} as package {known.id} from {known.file} row {known.row} on {known.at[:10]}"
 
 
 def _reject_package(group: list[ShipmentLine], bad: dict[int, str]) -> dict[int, tuple[str, str]]:
