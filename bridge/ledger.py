@@ -2347,12 +2347,8 @@ class Ledger:
             return 0
         with self._transaction() as db:
             for row in rows:
-                order = order_from_dict(self._payload_data(row["payload"], row["order_id"]))
-                db.execute(
-                    "insert or ignore into shipment_due (order_id, warehouse, ship_by, units) values (?, ?, ?, ?)",
-                    (row["order_id"], row["warehouse"], iso_z(order.ship_by) if order.ship_by else None,
-                     sum(line.quantity for line in order.lines)),
-                )
+                self._note_ship_by(db, order_from_dict(self._payload_data(row["payload"], row["order_id"])),
+                                   row["warehouse"])  # none noted yet (the query's `not exists`)
         return len(rows)
 
     def shipment_counts(self) -> dict[str, int]:
